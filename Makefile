@@ -1,0 +1,56 @@
+# Everything a developer or CI runs. `make demo` and `make test` are the two entry points.
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR := lab-run/demo
+# pytest workers: the machine has 2 cores, the lab tests mostly wait on the lab.
+JOBS ?= 2
+
+# ansible-core 2.21 needs Python 3.12+; pyenv installs are found even without a global version set.
+PYTHON ?= $(shell for p in python3.12 python3.13 $$HOME/.pyenv/versions/3.12*/bin/python3.12 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
+	  "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+
+.PHONY: venv demo test lint unit integration sanity build clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is required (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@# The lab package and the collection, importable from the checkout without installing.
+	echo "$(CURDIR)/tests/lab" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/xulab-src.pth"
+	mkdir -p .collections/ansible_collections/xtractuniversal
+	ln -sfn ../../.. .collections/ansible_collections/xtractuniversal/tls
+	touch $@
+
+demo: venv
+	@$(BIN)/python -m xulab down --dir $(DEMO_DIR) >/dev/null 2>&1 || true
+	$(BIN)/python -m xulab up --dir $(DEMO_DIR) --hosts 5 --scenario mixed
+	@status=0; $(BIN)/ansible-playbook -i $(DEMO_DIR)/inventory.yml playbooks/tls_report.yml || status=$$?; \
+	  $(BIN)/python -m xulab down --dir $(DEMO_DIR); exit $$status
+
+test: venv lint unit integration sanity build
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy plugins tests/lab/xulab tests/unit
+	$(BIN)/ansible-lint --profile production --strict
+
+unit: venv
+	$(BIN)/pytest -q -n $(JOBS) tests/unit
+
+integration: venv
+	$(BIN)/pytest -q -n $(JOBS) tests/integration
+
+sanity: venv
+	tests/sanity/run.sh
+
+build: venv
+	tests/build/run.sh
+
+clean:
+	-$(BIN)/python -m xulab down --dir $(DEMO_DIR) 2>/dev/null
+	rm -rf $(VENV) .collections lab-run build tests/output .mypy_cache .pytest_cache .ruff_cache

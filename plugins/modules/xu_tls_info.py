@@ -1,0 +1,200 @@
+#!/usr/bin/python
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# The module runs on the controller: see plugins/action/xu_tls_info.py.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: xu_tls_info
+short_description: Report the TLS state of an Xtract Universal server
+version_added: 0.1.0
+description:
+  - Reads, in one remote call, everything that decides whether an Xtract Universal (or Board Connector,
+    or yunIO) server serves TLS properly, and judges it on the controller.
+  - Reports the product and its version, the service, the web server and configuration server settings,
+    every bound certificate with its details (validity, days left, SAN, Server Authentication EKU,
+    private key and whether the service account can read it, whether it is still in the store), every
+    thumbprint reference in the settings files with its file and JSON path, the certificate each port
+    really serves, the state of the maintenance gate, and a list of problems.
+  - Problems are also returned as warnings. The module never changes anything.
+  - The module runs on the controller and reaches the host through its connection (C(winrm), C(psrp) or
+    C(ssh) with the PowerShell shell). Certificates are parsed on the controller with C(cryptography).
+extends_documentation_fragment:
+  - xtractuniversal.tls.attributes
+  - xtractuniversal.tls.attributes.info_module
+  - xtractuniversal.tls.product
+options:
+  fqdn:
+    description:
+      - The host name clients use; the certificate's SAN must cover it.
+      - Defaults to the host's own DNS name (host name and primary DNS suffix) as the host reports it.
+    type: str
+  expiry_warning_days:
+    description:
+      - Report a problem when a bound certificate expires in fewer days than this.
+    type: int
+    default: 30
+requirements:
+  - cryptography on the controller
+  - pywinrm (and pyspnego for NTLM) on the controller for the C(winrm) connection
+notes:
+  - The layout of C(tls.json) and the service key name are not documented by the vendor. What the module
+    assumed is returned in RV(assumptions); RV(thumbprint_references) shows the real layout of your files.
+  - Ports are probed from the host itself, so the maintenance gate does not hide them.
+author:
+  - xtractuniversal.tls maintainers
+"""
+
+EXAMPLES = r"""
+- name: Report the TLS state of every XU server
+  xtractuniversal.tls.xu_tls_info:
+  register: xu
+
+- name: Show what needs attention
+  ansible.builtin.debug:
+    msg: "{{ xu.web_server.certificate.thumbprint | default('none') }} {{ xu.problems }}"
+
+- name: Fail when a certificate expires within two weeks
+  ansible.builtin.assert:
+    that: xu.web_server.certificate.days_left >= 14
+  when: xu.web_server.tls
+
+- name: A Board Connector server with a non-default install dir
+  xtractuniversal.tls.xu_tls_info:
+    product: board_connector
+    install_dir: D:\BOARDConnector
+"""
+
+RETURN = r"""
+installed:
+  description: Whether the product's service and install dir were found.
+  returned: always
+  type: bool
+product:
+  description: The product profile used and the installed version (from C(config\\version.txt)).
+  returned: always
+  type: dict
+  sample: {"name": "xtract_universal", "title": "Xtract Universal", "version": "6.8.1.2"}
+fqdn:
+  description: The host name certificates were checked against.
+  returned: always
+  type: str
+  sample: xu01.example.com
+install_dir:
+  description: The install dir found on the host.
+  returned: always
+  type: str
+service:
+  description: The product's Windows service, or null when not found.
+  returned: always
+  type: dict
+  sample: {"name": "XtractUniversal Service", "display_name": "Xtract Universal", "state": "Running",
+           "start_mode": "Auto", "account": "NT Service\\XtractUniversal Service"}
+settings_files:
+  description: The settings files read, with whether they exist and their SHA-256.
+  returned: always
+  type: list
+  elements: dict
+assumptions:
+  description: The assumptions the module made about undocumented product details.
+  returned: always
+  type: dict
+  contains:
+    settings_map:
+      description: Where in C(tls.json) each setting was looked for.
+      type: dict
+    service_lookup:
+      description: How the service was found (by C(display_name) or by C(name)).
+      type: dict
+    install_dir:
+      description: How the install dir was found (C(given) or from the service executable's folder).
+      type: str
+web_server:
+  description: The web server's TLS configuration, from the settings files.
+  returned: when the settings files could be read
+  type: dict
+  contains:
+    protocol:
+      description: One of C(http_unrestricted), C(https_unrestricted), C(https_ad_users), C(https_custom_users), or null when unknown.
+      type: str
+    protocol_setting:
+      description: The raw value found in C(tls.json).
+      type: raw
+    tls:
+      description: Whether the web server uses HTTPS.
+      type: bool
+    http_port:
+      description: The HTTP port.
+      type: int
+    https_port:
+      description: The HTTPS port.
+      type: int
+    certificate_thumbprint:
+      description: The configured certificate's thumbprint.
+      type: str
+    certificate:
+      description:
+        - Details of the configured certificate, or null when TLS is off. C(in_store) is false for a
+          certificate missing from C(LocalMachine\\My); its details then come from what the port serves, if anything.
+      type: dict
+      sample: {"thumbprint": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6", "subject": "CN=xu01.example.com",
+               "issuer": "CN=Example CA", "serial_number": "1A2B", "not_before": "2026-01-01T00:00:00Z",
+               "not_after": "2027-01-01T00:00:00Z", "days_left": 36, "expired": false, "not_yet_valid": false,
+               "dns_names": ["xu01.example.com"], "san_covers_fqdn": true, "server_auth": true,
+               "key_type": "RSA 2048", "self_signed": false, "in_store": true, "has_private_key": true,
+               "key_readable_by_service": true, "friendly_name": ""}
+config_server:
+  description: The configuration server's (Designer connection's) TLS configuration.
+  returned: when the settings files could be read
+  type: dict
+  contains:
+    authentication:
+      description: One of C(windows_credentials), C(custom_credentials_kerberos), C(custom_credentials_tls), C(anonymous).
+      type: str
+    authentication_setting:
+      description: The raw value found in C(tls.json).
+      type: raw
+    tls:
+      description: Whether the configuration server uses TLS (C(custom_credentials_tls)).
+      type: bool
+    port:
+      description: The configuration server's port.
+      type: int
+    certificate_thumbprint:
+      description: The configured certificate's thumbprint.
+      type: str
+    certificate:
+      description: Details of the configured certificate, as for RV(web_server.certificate).
+      type: dict
+served:
+  description: What each of the product's ports really answers, probed from the host itself.
+  returned: always
+  type: dict
+  sample: {"web_http": {"port": 8065, "tls": false, "answering": false, "thumbprint": null, "http_status": null, "error": "refused"},
+           "web_https": {"port": 8165, "tls": true, "answering": true, "thumbprint": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6",
+                         "http_status": 200, "error": null}}
+thumbprint_references:
+  description: Every string in the JSON settings files that is a certificate thumbprint, with its file and JSON path.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"file": "C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json", "path": "WebServer.Certificate.Thumbprint",
+            "value": "ad3b9b0c9f6e3f1a2b3c4d5e6f708192a3b4ece6", "thumbprint": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"}]
+store_certificates:
+  description: Every certificate in C(LocalMachine\\My), newest expiry first, in brief.
+  returned: always
+  type: list
+  elements: dict
+gate:
+  description: The maintenance gate (firewall rule group) and its scheduled auto-open task.
+  returned: always
+  type: dict
+  sample: {"state": "open", "rules": [], "auto_open": null}
+problems:
+  description: Everything that needs attention, in words. Also returned as warnings.
+  returned: always
+  type: list
+  elements: str
+"""

@@ -1,0 +1,150 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The base every action plugin of the collection shares. Private to this collection.
+
+It gives a controller-side module what AnsibleModule gives a remote one: argument
+validation (against the module stub's DOCUMENTATION, so docs and spec cannot drift),
+no_log masking, check mode, diff, warnings, and one place where ``XuError`` becomes a
+failed result.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.common.parameters import remove_values
+from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import fragment_loader
+from ansible.utils.display import Display
+from ansible.utils.plugin_docs import get_docstring
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+
+display = Display()
+
+COLLECTION = "xtractuniversal.tls"
+MODULES_DIR = pathlib.Path(__file__).resolve().parents[1] / "modules"
+
+# DOCUMENTATION option keys that carry into an argument spec, and the ones that are
+# documentation only. Anything else is a mistake in a stub and fails loudly.
+_SPEC_KEYS = ("type", "required", "default", "choices", "elements", "no_log", "aliases")
+_DOC_ONLY_KEYS = frozenset({"description", "version_added", "suboptions", "notes", "seealso"})
+
+
+def module_documentation(module: str) -> dict[str, Any]:
+    """The stub's DOCUMENTATION with its doc fragments merged in."""
+    path = MODULES_DIR / f"{module}.py"
+    doc = get_docstring(str(path), fragment_loader, collection_name=COLLECTION, is_module=True)[0]
+    if not doc:
+        raise RuntimeError(f"{path} has no DOCUMENTATION")
+    return doc
+
+
+def argument_spec_from_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Turn DOCUMENTATION ``options`` into an AnsibleModule argument spec."""
+    spec: dict[str, Any] = {}
+    for name, option in options.items():
+        unknown = set(option) - set(_SPEC_KEYS) - _DOC_ONLY_KEYS
+        if unknown:
+            raise RuntimeError(f"Option {name} documents keys an argument spec cannot express: {sorted(unknown)}")
+        entry = {key: option[key] for key in _SPEC_KEYS if key in option}
+        entry.setdefault("type", "str")
+        if "suboptions" in option:
+            entry["options"] = argument_spec_from_options(option["suboptions"])
+        spec[name] = entry
+    return spec
+
+
+@dataclass
+class ModuleRun:
+    """What a module's logic receives, and collects its warnings."""
+
+    params: dict[str, Any]
+    check_mode: bool
+    diff: bool
+    task_vars: dict[str, Any]
+    agent: AgentClient
+    host: str
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+
+class XuActionBase(ActionBase):
+    """Subclasses name their module and implement ``run_module``."""
+
+    MODULE: str = ""
+    # Constraints between options, as ArgumentSpecValidator takes them.
+    MUTUALLY_EXCLUSIVE: list[list[str]] = []
+    REQUIRED_ONE_OF: list[list[str]] = []
+    REQUIRED_TOGETHER: list[list[str]] = []
+    REQUIRED_IF: list[Any] = []
+    REQUIRED_BY: dict[str, Any] = {}
+
+    TRANSFERS_FILES = False
+    _requires_connection = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._supports_check_mode = True
+        self._supports_async = False
+
+    @classmethod
+    def argument_spec(cls) -> dict[str, Any]:
+        return argument_spec_from_options(module_documentation(cls.MODULE).get("options") or {})
+
+    @classmethod
+    def validator(cls) -> ArgumentSpecValidator:
+        return ArgumentSpecValidator(
+            cls.argument_spec(),
+            mutually_exclusive=cls.MUTUALLY_EXCLUSIVE or None,
+            required_together=cls.REQUIRED_TOGETHER or None,
+            required_one_of=cls.REQUIRED_ONE_OF or None,
+            required_if=cls.REQUIRED_IF or None,
+            required_by=cls.REQUIRED_BY or None,
+        )
+
+    def run_module(self, run: ModuleRun) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = super().run(tmp, task_vars)
+        del tmp
+        validation = self.validator().validate(dict(self._task.args))
+        no_log_values = set(validation._no_log_values)
+        if validation.error_messages:
+            result.update(failed=True, msg="Invalid arguments: " + "; ".join(validation.error_messages), changed=False)
+            return remove_values(result, no_log_values)
+
+        run = ModuleRun(
+            params=validation.validated_parameters,
+            check_mode=bool(self._task.check_mode),
+            diff=bool(self._task.diff),
+            task_vars=task_vars or {},
+            agent=AgentClient(self._execute_remote),
+            host=str((task_vars or {}).get("inventory_hostname", "")),
+        )
+        try:
+            module_result = self.run_module(run)
+        except XuError as e:
+            module_result = e.to_result()
+        module_result.setdefault("changed", False)
+        result.update(module_result)
+        warnings = [*(w for w in validation._warnings if isinstance(w, str)), *run.warnings]
+        if warnings:
+            result["warnings"] = result.get("warnings", []) + warnings
+        return remove_values(result, no_log_values)
+
+    def _execute_remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
+        """One remote command through the host's connection, whatever plugin that is."""
+        display.vvv(f"{self.MODULE}: running the agent", host=self._play_context.remote_addr)
+        # executable='' keeps ansible from wrapping the command in /bin/sh for ssh. Connection
+        # failures propagate as they are: ansible reports the host unreachable.
+        raw = self._low_level_execute_command(command, sudoable=False, in_data=stdin, executable="")
+        return int(raw.get("rc", 1)), str(raw.get("stdout", "")), str(raw.get("stderr", ""))

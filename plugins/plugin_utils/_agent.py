@@ -1,0 +1,124 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Running the remote agent through the host's own connection. Private to this collection.
+
+See docs/agent-protocol.md. One ``AgentClient.call`` is one remote command: a constant
+bootstrap on the command line, and the agent plus the request as JSON on stdin.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, RemoteError
+
+PROTOCOL = 1
+AGENT_DIR = pathlib.Path(__file__).parent / "agent"
+BOOTSTRAP_MARKER = "# xtractuniversal.tls bootstrap 1"
+AGENT_MARKER = "# xtractuniversal.tls agent 1"
+
+# (command, stdin) -> (rc, stdout, stderr); the action plugin supplies it.
+Transport = Callable[[str, bytes], tuple[int, str, str]]
+
+
+def _read_script(name: str, marker: str) -> str:
+    text = (AGENT_DIR / name).read_text(encoding="utf-8")
+    if not text.startswith(marker):
+        raise RuntimeError(f"{name} does not start with its marker line {marker!r}")
+    return text
+
+
+def encoded_command(script: str) -> str:
+    """The PowerShell command line running ``script``; winrm and psrp recognise the form."""
+    encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+    return f"PowerShell -NoProfile -NonInteractive -ExecutionPolicy Unrestricted -EncodedCommand {encoded}"
+
+
+@dataclass(frozen=True)
+class Operation:
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    op: str
+    status: str
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def value(self) -> dict[str, Any]:
+        """The result, or OperationError for an error or a skipped operation."""
+        if self.status == "ok":
+            return self.result or {}
+        if self.status == "skipped":
+            raise OperationError(self.op, "Skipped", "not run because an earlier operation failed")
+        error = self.error or {}
+        raise OperationError(self.op, str(error.get("type", "Error")), str(error.get("message", "")))
+
+
+class AgentClient:
+    """Sends batches of primitive operations to one host and returns their results."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._bootstrap_command = encoded_command(_read_script("bootstrap.ps1", BOOTSTRAP_MARKER))
+        self._agent = _read_script("xu_agent.ps1", AGENT_MARKER)
+        self.calls = 0
+
+    def call(self, operations: Sequence[Operation], *, stop_on_error: bool = True) -> list[OperationResult]:
+        """Run ``operations`` in order in one remote command."""
+        request = {
+            "protocol": PROTOCOL,
+            "stop_on_error": stop_on_error,
+            "ops": [{"id": i, "op": o.op, "args": o.args} for i, o in enumerate(operations, start=1)],
+        }
+        payload = json.dumps({"agent": self._agent, "request": request}, ensure_ascii=True, separators=(",", ":"))
+        self.calls += 1
+        rc, stdout, stderr = self._transport(self._bootstrap_command, payload.encode("ascii"))
+        return parse_answer(rc, stdout, stderr, operations)
+
+
+def parse_answer(rc: int, stdout: str, stderr: str, operations: Sequence[Operation]) -> list[OperationResult]:
+    """Check the agent's answer against the request; RemoteError when it is not one."""
+    if rc != 0:
+        raise RemoteError(f"The agent failed on the host (rc={rc}): {_first_line(stderr) or 'no error output'}", rc, stdout, stderr)
+    answer = None
+    # PowerShell may prefix output (e.g. a profile's banner); the answer is the last JSON line.
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                pass
+            break
+    if not isinstance(answer, dict) or answer.get("agent") != "xtractuniversal.tls":
+        raise RemoteError("The host did not answer with the agent's JSON document", rc, stdout, stderr)
+    if answer.get("protocol") != PROTOCOL:
+        raise RemoteError(f"The agent speaks protocol {answer.get('protocol')!r}, expected {PROTOCOL}", rc, stdout, stderr)
+    raw_results = answer.get("results")
+    if not isinstance(raw_results, list) or len(raw_results) != len(operations):
+        raise RemoteError("The agent's answer does not match the request", rc, stdout, stderr)
+    results = []
+    for operation, raw in zip(operations, raw_results):
+        if not isinstance(raw, dict) or raw.get("op") != operation.op or raw.get("status") not in ("ok", "error", "skipped"):
+            raise RemoteError(f"The agent's answer for {operation.op} is malformed", rc, stdout, stderr)
+        results.append(OperationResult(operation.op, raw["status"], raw.get("result"), raw.get("error")))
+    return results
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""

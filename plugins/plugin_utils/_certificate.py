@@ -1,0 +1,170 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Certificates parsed and judged on the controller. Private to this collection."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+# Principals every service account belongs to, as far as a key ACL is concerned.
+_EVERYONE_GROUPS = frozenset(
+    {"everyone", "builtin\\users", "nt authority\\authenticated users"}
+)
+_LOCAL_SYSTEM = frozenset({"localsystem", "nt authority\\system", ".\\localsystem", "system"})
+
+
+@dataclass(frozen=True)
+class CertificateFacts:
+    """What the controller knows about one certificate, independent of any host."""
+
+    thumbprint: str
+    subject: str
+    issuer: str
+    serial_number: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    dns_names: tuple[str, ...]
+    server_auth: bool
+    key_type: str
+    public_key_sha256: str
+    self_signed: bool
+
+    def days_left(self, now: datetime.datetime) -> float:
+        return (self.not_after - now).total_seconds() / 86400
+
+    def is_expired(self, now: datetime.datetime) -> bool:
+        return now >= self.not_after
+
+    def is_not_yet_valid(self, now: datetime.datetime) -> bool:
+        return now < self.not_before
+
+    def covers(self, fqdn: str | None) -> bool | None:
+        """Whether the SAN names the host (None when the host's name is unknown)."""
+        if not fqdn:
+            return None
+        return any(dns_name_matches(pattern, fqdn) for pattern in self.dns_names)
+
+    def to_result(self, now: datetime.datetime, fqdn: str | None) -> dict[str, Any]:
+        return {
+            "thumbprint": self.thumbprint,
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "serial_number": self.serial_number,
+            "not_before": iso(self.not_before),
+            "not_after": iso(self.not_after),
+            "days_left": int(self.days_left(now)),  # whole days, towards zero
+            "expired": self.is_expired(now),
+            "not_yet_valid": self.is_not_yet_valid(now),
+            "dns_names": list(self.dns_names),
+            "san_covers_fqdn": self.covers(fqdn),
+            "server_auth": self.server_auth,
+            "key_type": self.key_type,
+            "self_signed": self.self_signed,
+        }
+
+
+def iso(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def thumbprint_of(der: bytes) -> str:
+    # SHA-1 is what Windows calls the thumbprint; it identifies, it does not protect.
+    return hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
+
+
+def parse_der(der: bytes) -> CertificateFacts:
+    return facts_of(x509.load_der_x509_certificate(der), der)
+
+
+def parse_der_b64(der_b64: str) -> CertificateFacts:
+    return parse_der(base64.b64decode(der_b64))
+
+
+def facts_of(cert: x509.Certificate, der: bytes | None = None) -> CertificateFacts:
+    der = der if der is not None else cert.public_bytes(serialization.Encoding.DER)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns_names = tuple(san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        dns_names = ()
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        # Windows treats a certificate without EKU as valid for every purpose.
+        server_auth = ExtendedKeyUsageOID.SERVER_AUTH in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
+    except x509.ExtensionNotFound:
+        server_auth = True
+    public_key = cert.public_key()
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return CertificateFacts(
+        thumbprint=thumbprint_of(der),
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial_number=format(cert.serial_number, "X"),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        dns_names=dns_names,
+        server_auth=server_auth,
+        key_type=describe_key(public_key),
+        public_key_sha256=hashlib.sha256(spki).hexdigest(),
+        self_signed=cert.issuer == cert.subject,
+    )
+
+
+def describe_key(public_key: object) -> str:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"RSA {public_key.key_size}"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return f"EC {public_key.curve.name}"
+    return type(public_key).__name__
+
+
+def dns_name_matches(pattern: str, fqdn: str) -> bool:
+    """RFC 6125 matching: case-insensitive, a wildcard stands for one whole left-most label."""
+    pattern = pattern.rstrip(".").lower()
+    name = fqdn.rstrip(".").lower()
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == name
+
+
+def key_readable_by(account: str | None, key: dict[str, Any] | None, has_private_key: bool) -> bool | None:
+    """Whether ``account`` may read the private key, judged from the key file's ACL.
+
+    None when it cannot be told (no ACL reported, or the account is unknown).
+    """
+    if not has_private_key:
+        return False
+    if not account:
+        return None
+    wanted = account.lower()
+    if wanted in _LOCAL_SYSTEM:
+        # The machine key set always grants SYSTEM; the service runs as it.
+        return True
+    acl = (key or {}).get("acl")
+    if acl is None:
+        return None
+    principals = {wanted} | _EVERYONE_GROUPS
+    granted = False
+    for entry in acl:
+        identity = str(entry.get("identity", "")).lower()
+        if identity not in principals:
+            continue
+        if entry.get("type") == "Deny":
+            return False
+        if entry.get("rights") in ("Read", "FullControl"):
+            granted = True
+    return granted

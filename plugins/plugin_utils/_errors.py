@@ -1,0 +1,36 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one exception family that modules turn into failed results. Private to this collection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class XuError(Exception):
+    """A failure to report as ``failed: true`` with ``msg`` and any extra result fields."""
+
+    def __init__(self, msg: str, **fields: Any) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.fields = fields
+
+    def to_result(self) -> dict[str, Any]:
+        return {"failed": True, "msg": self.msg, **self.fields}
+
+
+class RemoteError(XuError):
+    """The agent did not run, or answered something that is not its protocol."""
+
+    def __init__(self, msg: str, rc: int, stdout: str, stderr: str) -> None:
+        super().__init__(msg, rc=rc, stdout=stdout, stderr=stderr)
+
+
+class OperationError(XuError):
+    """One primitive reported an error on the host."""
+
+    def __init__(self, op: str, error_type: str, message: str, **fields: Any) -> None:
+        super().__init__(f"{op} failed on the host: {error_type}: {message}", **fields)
+        self.op = op
+        self.error_type = error_type
+        self.error_message = message

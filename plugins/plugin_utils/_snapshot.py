@@ -1,0 +1,275 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One read of a host's XU state, shared by every module. Private to this collection.
+
+``read_snapshot`` makes one remote call (two when the settings name ports other than
+the profile's, since the probes must go to the ports the service really uses).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import (
+    CertificateFacts,
+    key_readable_by,
+    parse_der,
+    utc_now,
+)
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import auto_open_task_name, gate_summary
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import ProductProfile
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import (
+    SettingsError,
+    SettingsFile,
+    TlsState,
+    read_tls_state,
+)
+
+PROBE_TIMEOUT_MS = 3000
+
+
+@dataclass(frozen=True)
+class StoreCertificate:
+    """A certificate in LocalMachine\\My as the host reported it, parsed here."""
+
+    facts: CertificateFacts
+    has_private_key: bool
+    friendly_name: str
+    key: dict[str, Any] | None
+
+    @property
+    def thumbprint(self) -> str:
+        return self.facts.thumbprint
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What answered on one port, from the host itself."""
+
+    port: int
+    tls: bool
+    connected: bool
+    certificate: CertificateFacts | None
+    http_status: int | None
+    http_body: str | None
+    error: str | None
+
+    def to_result(self) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "tls": self.tls,
+            "answering": self.connected and (self.certificate is not None if self.tls else self.http_status is not None),
+            "thumbprint": self.certificate.thumbprint if self.certificate else None,
+            "http_status": self.http_status,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Snapshot:
+    profile: ProductProfile
+    now: datetime.datetime
+    computer: dict[str, Any]
+    service: dict[str, Any] | None
+    install_dir: str | None
+    install_dir_exists: bool
+    files: dict[str, SettingsFile]
+    tls: TlsState | None
+    settings_error: str | None
+    certificates: dict[str, StoreCertificate]
+    gate_rules: list[dict[str, Any]]
+    gate_task: dict[str, Any] | None
+    probes: dict[str, Probe] = field(default_factory=dict)
+    read_errors: list[str] = field(default_factory=list)
+
+    @property
+    def installed(self) -> bool:
+        return self.service is not None and self.install_dir_exists
+
+    @property
+    def fqdn(self) -> str | None:
+        hostname = str(self.computer.get("hostname") or "")
+        domain = str(self.computer.get("domain") or "")
+        if not hostname:
+            return None
+        return f"{hostname}.{domain}".lower() if domain and "." not in hostname else hostname.lower()
+
+    @property
+    def service_account(self) -> str | None:
+        return (self.service or {}).get("account")
+
+    @property
+    def version(self) -> str | None:
+        version_file = self.files.get("config\\version.txt")
+        if version_file and version_file.content:
+            return version_file.content.strip() or None
+        return None
+
+    def key_readable(self, certificate: StoreCertificate) -> bool | None:
+        return key_readable_by(self.service_account, certificate.key, certificate.has_private_key)
+
+    def gate_summary(self) -> dict[str, Any]:
+        return gate_summary(self.gate_rules, self.gate_task)
+
+
+def _decode_der(der_b64: Any) -> bytes | None:
+    if not isinstance(der_b64, str) or not der_b64:
+        return None
+    try:
+        return base64.b64decode(der_b64, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _store_certificate(raw: dict[str, Any]) -> StoreCertificate | None:
+    der = _decode_der(raw.get("der_b64"))
+    if der is None:
+        return None
+    try:
+        facts = parse_der(der)
+    except ValueError:
+        return None
+    return StoreCertificate(
+        facts=facts,
+        has_private_key=bool(raw.get("has_private_key")),
+        friendly_name=str(raw.get("friendly_name") or ""),
+        key=raw.get("key"),
+    )
+
+
+def _probe(raw: OperationResult, port: int, tls: bool) -> Probe:
+    if not raw.ok or raw.result is None:
+        message = (raw.error or {}).get("message") if raw.error else raw.status
+        return Probe(port, tls, False, None, None, None, str(message))
+    result = raw.result
+    der = _decode_der(result.get("der_b64"))
+    certificate = None
+    if der is not None:
+        try:
+            certificate = parse_der(der)
+        except ValueError:
+            certificate = None
+    return Probe(
+        port=port,
+        tls=tls,
+        connected=bool(result.get("connected")),
+        certificate=certificate,
+        http_status=result.get("http_status"),
+        http_body=result.get("http_body"),
+        error=result.get("tls_error") or result.get("error"),
+    )
+
+
+def probe_operations(ports: dict[str, tuple[int, bool, str | None]]) -> list[Operation]:
+    return [
+        Operation("port_probe", {"host": "localhost", "port": port, "tls": tls, "http_path": path, "timeout_ms": PROBE_TIMEOUT_MS})
+        for port, tls, path in ports.values()
+    ]
+
+
+def planned_probes(web_http: int, web_https: int, config: int | None) -> dict[str, tuple[int, bool, str | None]]:
+    """Every port the product may serve on, probed whatever the settings say."""
+    probes: dict[str, tuple[int, bool, str | None]] = {
+        "web_http": (web_http, False, "/version"),
+        "web_https": (web_https, True, "/version"),
+    }
+    if config is not None:
+        probes["config_server"] = (config, True, None)
+    return probes
+
+
+def read_operations(profile: ProductProfile, gate_group: str) -> list[Operation]:
+    return [
+        Operation("discover", {
+            "service_display_name": profile.service_display_name,
+            "service_name": profile.service_name,
+            "install_dir": profile.install_dir if profile.install_dir_explicit else None,
+            "files": profile.settings_files,
+        }),
+        Operation("cert_list", {"store": "My", "thumbprints": None}),
+        Operation("fw_get", {"group": gate_group}),
+        Operation("task_get", {"name": auto_open_task_name(gate_group)}),
+    ]
+
+
+def read_snapshot(agent: AgentClient, profile: ProductProfile, gate_group: str, *, probe: bool = True) -> Snapshot:
+    """Read everything the modules judge from, in one remote call where possible."""
+    operations = read_operations(profile, gate_group)
+    planned = planned_probes(profile.web_http_port, profile.web_https_port, profile.config_server_port)
+    if probe:
+        operations += probe_operations(planned)
+    results = agent.call(operations, stop_on_error=False)
+    discover = results[0].value()
+    snapshot = _build(profile, discover, results)
+    if probe and snapshot.tls is not None:
+        wanted = planned_probes(snapshot.tls.web_http_port, snapshot.tls.web_https_port, snapshot.tls.config_server_port)
+        probe_results = results[4:]
+        if wanted != planned:
+            probe_results = agent.call(probe_operations(wanted), stop_on_error=False)
+            planned = wanted
+        snapshot.probes = {
+            name: _probe(raw, port, tls) for (name, (port, tls, _)), raw in zip(planned.items(), probe_results)
+        }
+    return snapshot
+
+
+def _build(profile: ProductProfile, discover: dict[str, Any], results: list[OperationResult]) -> Snapshot:
+    files = {
+        str(raw.get("path")): SettingsFile(
+            path=str(raw.get("path")),
+            full_path=str(raw.get("full_path") or raw.get("path")),
+            exists=bool(raw.get("exists")),
+            content=raw.get("content"),
+            sha256=raw.get("sha256"),
+        )
+        for raw in discover.get("files") or []
+    }
+    read_errors = [
+        f"{r.op}: {(r.error or {}).get('type')}: {(r.error or {}).get('message')}" for r in results[1:4] if not r.ok
+    ]
+    tls: TlsState | None = None
+    settings_error = None
+    try:
+        tls = read_tls_state(files, profile)
+    except SettingsError as e:
+        settings_error = str(e)
+    certificates: dict[str, StoreCertificate] = {}
+    if results[1].ok:
+        for raw in (results[1].result or {}).get("certificates") or []:
+            certificate = _store_certificate(raw)
+            if certificate is not None:
+                certificates[certificate.thumbprint] = certificate
+    return Snapshot(
+        profile=profile,
+        now=utc_now(),
+        computer=discover.get("computer") or {},
+        service=discover.get("service"),
+        install_dir=discover.get("install_dir"),
+        install_dir_exists=bool(discover.get("install_dir_exists")),
+        files=files,
+        tls=tls,
+        settings_error=settings_error,
+        certificates=certificates,
+        gate_rules=list((results[2].result or {}).get("rules") or []) if results[2].ok else [],
+        gate_task=(results[3].result or {}).get("task") if results[3].ok else None,
+        read_errors=read_errors,
+    )
+
+
+def require_installed(snapshot: Snapshot) -> None:
+    """XuError unless the product is installed and its settings are readable."""
+    if snapshot.service is None:
+        raise XuError(
+            f"No service with display name {snapshot.profile.service_display_name!r} on the host;"
+            " set service_name or service_display_name if the product is installed under another name"
+        )
+    if not snapshot.install_dir_exists:
+        raise XuError(f"The install dir {snapshot.install_dir!r} does not exist on the host; set install_dir")
+    if snapshot.settings_error:
+        raise XuError(snapshot.settings_error)

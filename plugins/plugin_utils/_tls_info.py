@@ -1,0 +1,175 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The report of xu_tls_info, built from one snapshot. Private to this collection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import resolve_profile
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import find_thumbprint_references
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Snapshot, read_snapshot
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import check_group_name
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+
+
+def run_tls_info(run: ModuleRun) -> dict[str, Any]:
+    params = run.params
+    profile = resolve_profile(params)
+    try:
+        gate_group = check_group_name(params["gate_rule_group"])
+    except ValueError as e:
+        raise XuError(str(e)) from e
+    snapshot = read_snapshot(run.agent, profile, gate_group)
+    report = build_report(snapshot, fqdn=params.get("fqdn") or snapshot.fqdn, expiry_warning_days=params["expiry_warning_days"])
+    for problem in report["problems"]:
+        run.warn(f"{run.host}: {problem}" if run.host else problem)
+    return report
+
+
+def certificate_report(snapshot: Snapshot, thumbprint: str | None, fqdn: str | None) -> dict[str, Any] | None:
+    """Details of a certificate the settings reference; ``in_store`` false when it is gone."""
+    if thumbprint is None:
+        return None
+    stored = snapshot.certificates.get(thumbprint)
+    if stored is None:
+        served = [p.certificate for p in snapshot.probes.values() if p.certificate and p.certificate.thumbprint == thumbprint]
+        details: dict[str, Any] = served[0].to_result(snapshot.now, fqdn) if served else {"thumbprint": thumbprint}
+        details.update(in_store=False, has_private_key=False, key_readable_by_service=False)
+        return details
+    details = stored.facts.to_result(snapshot.now, fqdn)
+    details.update(
+        in_store=True,
+        has_private_key=stored.has_private_key,
+        key_readable_by_service=snapshot.key_readable(stored),
+        friendly_name=stored.friendly_name,
+    )
+    return details
+
+
+def certificate_problems(role: str, details: dict[str, Any] | None, expiry_warning_days: int) -> list[str]:
+    if details is None:
+        return [f"the {role} uses TLS but no certificate is configured"]
+    thumbprint = details["thumbprint"]
+    problems = []
+    if not details.get("in_store"):
+        problems.append(f"the {role} certificate {thumbprint} is not in LocalMachine\\My: the next restart will fail")
+    elif not details.get("has_private_key"):
+        problems.append(f"the {role} certificate {thumbprint} has no private key")
+    elif details.get("key_readable_by_service") is False:
+        problems.append(f"the service account cannot read the private key of the {role} certificate {thumbprint}")
+    if "days_left" in details:
+        if details["expired"]:
+            problems.append(f"the {role} certificate {thumbprint} expired on {details['not_after']}")
+        elif details["not_yet_valid"]:
+            problems.append(f"the {role} certificate {thumbprint} is not valid before {details['not_before']}")
+        elif details["days_left"] < expiry_warning_days:
+            problems.append(f"the {role} certificate {thumbprint} expires in {details['days_left']} days ({details['not_after']})")
+        if details["san_covers_fqdn"] is False:
+            problems.append(f"the {role} certificate {thumbprint} does not name the host in its SAN")
+        if not details["server_auth"]:
+            problems.append(f"the {role} certificate {thumbprint} lacks the Server Authentication EKU")
+    return problems
+
+
+def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: int) -> dict[str, Any]:
+    profile = snapshot.profile
+    problems: list[str] = list(snapshot.read_errors)
+    report: dict[str, Any] = {
+        "installed": snapshot.installed,
+        "product": {"name": profile.product, "title": profile.title, "version": snapshot.version},
+        "fqdn": fqdn,
+        "install_dir": snapshot.install_dir,
+        "service": snapshot.service,
+        "settings_files": [
+            {"path": f.full_path, "exists": f.exists, "sha256": f.sha256} for f in snapshot.files.values()
+        ],
+        "assumptions": {
+            "settings_map": dict(profile.settings_map),
+            "service_lookup": {"name": profile.service_name} if profile.service_name else {"display_name": profile.service_display_name},
+            "install_dir": "given" if profile.install_dir_explicit else "folder of the service executable",
+        },
+        "gate": snapshot.gate_summary(),
+    }
+    if not snapshot.installed:
+        problems.append(f"{profile.title} is not installed (no service {profile.service_display_name!r} or no install dir)")
+    if snapshot.settings_error:
+        problems.append(snapshot.settings_error)
+    tls = snapshot.tls
+    web: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    if tls is not None:
+        web_certificate = certificate_report(snapshot, tls.web_certificate, fqdn) if tls.web_uses_tls else None
+        web = {
+            "protocol": tls.web_protocol,
+            "protocol_setting": tls.web_protocol_raw,
+            "tls": tls.web_uses_tls,
+            "http_port": tls.web_http_port,
+            "https_port": tls.web_https_port,
+            "certificate_thumbprint": tls.web_certificate,
+            "certificate": web_certificate,
+        }
+        config_certificate = certificate_report(snapshot, tls.config_server_certificate, fqdn) if tls.config_server_uses_tls else None
+        config = {
+            "authentication": tls.config_server_authentication,
+            "authentication_setting": tls.config_server_authentication_raw,
+            "tls": tls.config_server_uses_tls,
+            "port": tls.config_server_port,
+            "certificate_thumbprint": tls.config_server_certificate,
+            "certificate": config_certificate,
+        }
+        if tls.tls_file_exists and tls.web_protocol is None:
+            problems.append(f"the web server protocol setting {tls.web_protocol_raw!r} is not one this collection knows; check settings_map")
+        if not tls.web_uses_tls and tls.web_protocol is not None:
+            problems.append("the web server serves plain HTTP (TLS is off)")
+        if tls.web_uses_tls:
+            problems += certificate_problems("web server", web_certificate, expiry_warning_days)
+        if tls.config_server_uses_tls:
+            problems += certificate_problems("configuration server", config_certificate, expiry_warning_days)
+        problems += _serving_problems(snapshot, tls.web_uses_tls, tls.web_certificate, tls.config_server_uses_tls, tls.config_server_certificate)
+    report["web_server"] = web
+    report["config_server"] = config
+    report["served"] = {name: probe.to_result() for name, probe in snapshot.probes.items()}
+    report["thumbprint_references"] = [r.to_result() for r in find_thumbprint_references(list(snapshot.files.values()))]
+    report["store_certificates"] = [
+        {
+            "thumbprint": c.thumbprint,
+            "subject": c.facts.subject,
+            "not_after": c.facts.to_result(snapshot.now, fqdn)["not_after"],
+            "days_left": c.facts.to_result(snapshot.now, fqdn)["days_left"],
+            "san_covers_fqdn": c.facts.covers(fqdn),
+            "server_auth": c.facts.server_auth,
+            "has_private_key": c.has_private_key,
+            "key_readable_by_service": snapshot.key_readable(c),
+        }
+        for c in sorted(snapshot.certificates.values(), key=lambda c: c.facts.not_after, reverse=True)
+    ]
+    if report["gate"]["state"] == "closed":
+        problems.append("the maintenance gate is closed: the XU ports are blocked for outside clients")
+    if snapshot.service and snapshot.service.get("state") != "Running":
+        problems.append(f"the service is {snapshot.service.get('state')}")
+    report["problems"] = problems
+    return report
+
+
+def _serving_problems(snapshot: Snapshot, web_tls: bool, web_thumbprint: str | None, config_tls: bool, config_thumbprint: str | None) -> list[str]:
+    """Differences between what the settings say and what the ports really serve."""
+    if not snapshot.service or snapshot.service.get("state") != "Running":
+        return []
+    problems = []
+    https = snapshot.probes.get("web_https")
+    if web_tls and https is not None:
+        served = https.certificate.thumbprint if https.certificate else None
+        if served is None:
+            problems.append(f"nothing serves TLS on the web HTTPS port {https.port}")
+        elif served != web_thumbprint:
+            problems.append(f"the web server serves {served}, not the configured {web_thumbprint} (restart pending?)")
+    config = snapshot.probes.get("config_server")
+    if config_tls and config is not None:
+        served = config.certificate.thumbprint if config.certificate else None
+        if served is None:
+            problems.append(f"nothing serves TLS on the configuration server port {config.port}")
+        elif served != config_thumbprint:
+            problems.append(f"the configuration server serves {served}, not the configured {config_thumbprint} (restart pending?)")
+    return problems

@@ -1,0 +1,642 @@
+# xtractuniversal.tls agent 1
+param($Request)
+# The remote half of docs/agent-protocol.md. Windows PowerShell 5.1 / .NET Framework 4.6.2+.
+# Stdout carries exactly one JSON object, so every call's pipeline output is discarded.
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$WarningPreference = 'SilentlyContinue'
+$VerbosePreference = 'SilentlyContinue'
+$InformationPreference = 'SilentlyContinue'
+Set-StrictMode -Off
+
+# Names that reach a file path or the scheduled task's command line. \z, not $: $ also matches before a final newline.
+$TaskNamePattern = '^[A-Za-z0-9 ._-]{1,64}\z'
+$JournalNamePattern = '^[A-Za-z0-9_.-]{1,64}\z'
+$JournalDir = Join-Path $env:ProgramData 'xtractuniversal.tls'
+$Utf8NoBom = New-Object System.Text.UTF8Encoding($false)
+
+function Stop-Xu([string]$Type, [string]$Message) {
+    $e = New-Object System.Exception($Message)
+    $e.Data['xu_type'] = $Type
+    throw $e
+}
+
+function Get-XuInner($Ex) {
+    # PowerShell wraps exceptions of .NET calls; the inner one names the real failure.
+    $wrappers = 'MethodInvocationException', 'GetValueInvocationException', 'SetValueInvocationException', 'TargetInvocationException', 'ActionPreferenceStopException'
+    while ($null -ne $Ex.InnerException -and $wrappers -contains $Ex.GetType().Name) { $Ex = $Ex.InnerException }
+    $Ex
+}
+
+function Get-XuMessage($Ex) {
+    $parts = New-Object System.Collections.ArrayList
+    $Ex = Get-XuInner $Ex
+    while ($null -ne $Ex) {
+        if ($parts -notcontains $Ex.Message) { [void]$parts.Add($Ex.Message) }
+        $Ex = $Ex.InnerException
+    }
+    $parts -join ' '
+}
+
+function Assert-XuName($Value, [string]$Pattern, [string]$What) {
+    if ($Value -isnot [string] -or $Value -cnotmatch $Pattern) { Stop-Xu 'InvalidArgument' ('{0} must match {1}' -f $What, $Pattern) }
+    $Value
+}
+
+function Assert-XuPath($Value, [string]$What) {
+    if ($Value -isnot [string] -or -not [IO.Path]::IsPathRooted($Value)) { Stop-Xu 'InvalidArgument' ('{0} must be an absolute path' -f $What) }
+    $Value
+}
+
+function ConvertTo-XuThumbprint($Value) {
+    # Thumbprints copied from the certificate dialog carry spaces and an invisible U+200E.
+    $t = ([string]$Value -replace '[^0-9A-Fa-f]', '').ToUpperInvariant()
+    if ($t.Length -ne 40) { Stop-Xu 'InvalidArgument' 'a thumbprint has 40 hex digits' }
+    $t
+}
+
+function Format-XuTime($Value) {
+    if ($null -eq $Value) { return $null }
+    ([DateTime]$Value).ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", [Globalization.CultureInfo]::InvariantCulture)
+}
+
+function ConvertFrom-XuTime($Value) {
+    $styles = [Globalization.DateTimeStyles]'AdjustToUniversal, AssumeUniversal'
+    $d = [DateTime]::MinValue
+    if (-not [DateTime]::TryParse([string]$Value, [Globalization.CultureInfo]::InvariantCulture, $styles, [ref]$d)) {
+        Stop-Xu 'InvalidArgument' 'expected an ISO 8601 UTC time'
+    }
+    $d
+}
+
+function Get-XuSha256([byte[]]$Bytes) {
+    $h = [Security.Cryptography.SHA256]::Create()
+    try { ([BitConverter]::ToString($h.ComputeHash($Bytes)) -replace '-', '').ToLowerInvariant() } finally { $h.Dispose() }
+}
+
+function Read-XuBytes([string]$Path) {
+    # Share read/write/delete: the service may hold its settings open.
+    $fs = New-Object System.IO.FileStream($Path, [IO.FileMode]::Open, [IO.FileAccess]::Read, ([IO.FileShare]'ReadWrite, Delete'))
+    try {
+        $ms = New-Object System.IO.MemoryStream
+        $fs.CopyTo($ms)
+        , $ms.ToArray()
+    } finally { $fs.Dispose() }
+}
+
+function ConvertFrom-XuBytes([byte[]]$Bytes) {
+    $o = 0
+    if ($Bytes.Length -ge 3 -and $Bytes[0] -eq 0xEF -and $Bytes[1] -eq 0xBB -and $Bytes[2] -eq 0xBF) { $o = 3 }
+    [Text.Encoding]::UTF8.GetString($Bytes, $o, $Bytes.Length - $o)
+}
+
+function Write-XuAtomic([string]$Path, [byte[]]$Bytes, $Backup) {
+    # Write beside the target, then swap: File.Replace keeps the target's ACL and makes the backup in the same step.
+    $dir = [IO.Path]::GetDirectoryName($Path)
+    if (-not [IO.Directory]::Exists($dir)) { $null = [IO.Directory]::CreateDirectory($dir) }
+    $tmp = $Path + '.xutls.tmp'
+    try {
+        [IO.File]::WriteAllBytes($tmp, $Bytes)
+        if ([IO.File]::Exists($Path)) { [IO.File]::Replace($tmp, $Path, $Backup) } else { [IO.File]::Move($tmp, $Path) }
+    } finally {
+        if ([IO.File]::Exists($tmp)) { [IO.File]::Delete($tmp) }
+    }
+}
+
+function Open-XuStore([string]$Name, [string]$Flags) {
+    if (-not $Name) { $Name = 'My' }
+    $s = New-Object System.Security.Cryptography.X509Certificates.X509Store($Name, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
+    $s.Open([System.Security.Cryptography.X509Certificates.OpenFlags]$Flags)
+    $s
+}
+
+function Find-XuCert($Store, [string]$Thumbprint) {
+    foreach ($c in $Store.Certificates) { if ($c.Thumbprint -eq $Thumbprint) { return $c } }
+    $null
+}
+
+function Get-XuKeyFile($Cert) {
+    # Machine keys live in files: CNG keys under Crypto\Keys by unique name, CSP keys under Crypto\RSA\MachineKeys.
+    $r = @{ provider = $null; file = $null }
+    $key = $null
+    try {
+        try { $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Cert) } catch { $key = $null }
+        if ($null -eq $key) { try { $key = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Cert) } catch { $key = $null } }
+        if ($key -is [System.Security.Cryptography.RSACng] -or $key -is [System.Security.Cryptography.ECDsaCng]) {
+            $r.provider = 'CNG'
+            $r.file = Join-Path $env:ProgramData ('Microsoft\Crypto\Keys\' + $key.Key.UniqueName)
+        } elseif ($key -is [System.Security.Cryptography.ICspAsymmetricAlgorithm]) {
+            $r.provider = 'CSP'
+            $r.file = Join-Path $env:ProgramData ('Microsoft\Crypto\RSA\MachineKeys\' + $key.CspKeyContainerInfo.UniqueKeyContainerName)
+        }
+    } catch { $r.file = $null } finally { if ($null -ne $key) { $key.Dispose() } }
+    $r
+}
+
+function Get-XuRightsName([int]$Value) {
+    # GENERIC_ALL (0x10000000) or every FullControl bit -> FullControl; the Read bits or GENERIC_READ (bit 31, so negative) -> Read.
+    if (($Value -band 0x1F01FF) -eq 0x1F01FF -or ($Value -band 0x10000000) -ne 0) { return 'FullControl' }
+    if (($Value -band 0x20089) -eq 0x20089 -or $Value -lt 0) { return 'Read' }
+    ([System.Security.AccessControl.FileSystemRights]$Value).ToString()
+}
+
+function Get-XuKeyInfo($Cert) {
+    # An odd key never fails the listing: what is known is reported, the ACL is null when the file is not readable.
+    $k = Get-XuKeyFile $Cert
+    $acl = $null
+    if ($k.file -and [IO.File]::Exists($k.file)) {
+        try {
+            $acl = New-Object System.Collections.ArrayList
+            $sec = [IO.File]::GetAccessControl($k.file, [System.Security.AccessControl.AccessControlSections]::Access)
+            foreach ($rule in $sec.GetAccessRules($true, $true, [System.Security.Principal.NTAccount])) {
+                [void]$acl.Add([ordered]@{
+                    identity = $rule.IdentityReference.Value
+                    rights = (Get-XuRightsName ([int]$rule.FileSystemRights))
+                    type = $rule.AccessControlType.ToString()
+                })
+            }
+        } catch { $acl = $null }
+    }
+    [ordered]@{ provider = $k.provider; acl = $acl }
+}
+
+function ConvertTo-XuSid([string]$Account) {
+    if ($Account -match '^S-1-[0-9-]+\z') { return New-Object System.Security.Principal.SecurityIdentifier($Account) }
+    (New-Object System.Security.Principal.NTAccount($Account)).Translate([System.Security.Principal.SecurityIdentifier])
+}
+
+function Get-XuExePath([string]$CommandLine) {
+    if ($CommandLine -match '^\s*"([^"]+)"') { return $Matches[1] }
+    if ($CommandLine -match '^\s*(.+?\.exe)(\s|\z)') { return $Matches[1] }
+    if ($CommandLine -match '^\s*(\S+)') { return $Matches[1] }
+    $null
+}
+
+function Test-XuPort([string]$HostName, [int]$Port, [int]$TimeoutMs) {
+    $c = New-Object System.Net.Sockets.TcpClient
+    try {
+        $ar = $c.BeginConnect($HostName, $Port, $null, $null)
+        if (-not $ar.AsyncWaitHandle.WaitOne($TimeoutMs)) { return $false }
+        $c.EndConnect($ar)
+        return $true
+    } catch { return $false } finally { $c.Close() }
+}
+
+function ConvertFrom-XuChunked([string]$Text) {
+    # $Text is Latin-1 decoded, one char per byte, so lengths are byte counts.
+    $out = New-Object System.Text.StringBuilder
+    $i = 0
+    while ($i -lt $Text.Length) {
+        $e = $Text.IndexOf("`r`n", $i)
+        if ($e -lt 0) { break }
+        $size = [Convert]::ToInt32(($Text.Substring($i, $e - $i) -split ';')[0].Trim(), 16)
+        if ($size -le 0) { break }
+        $null = $out.Append($Text, $e + 2, [Math]::Min($size, $Text.Length - $e - 2))
+        $i = $e + 2 + $size + 2
+    }
+    $out.ToString()
+}
+
+function Get-XuTask([string]$Name) {
+    Get-ScheduledTask -TaskPath '\' -ErrorAction SilentlyContinue | Where-Object { $_.TaskName -eq $Name } | Select-Object -First 1
+}
+
+function Get-XuJournalPath($Name) {
+    $n = Assert-XuName $Name $JournalNamePattern 'name'
+    Join-Path $JournalDir ($n + '.json')
+}
+
+function Format-XuQuoted([string]$Value) { "'" + ($Value -replace "'", "''") + "'" }
+
+# One entry per operation of the protocol's primitives table; each takes the op's args and returns its result.
+$primitives = @{
+    'discover' = {
+        param($a)
+        $domain = [System.Net.NetworkInformation.IPGlobalProperties]::GetIPGlobalProperties().DomainName
+        if (-not $domain) {
+            $cs = Get-CimInstance -ClassName Win32_ComputerSystem
+            if ($cs.PartOfDomain) { $domain = [string]$cs.Domain }
+        }
+        if (-not $domain) { $domain = $null }
+        # Every service is listed and compared here: nothing from the request goes into a WQL filter.
+        $all = @(Get-CimInstance -ClassName Win32_Service)
+        if ($a.service_name) { $svc = $all | Where-Object { $_.Name -eq $a.service_name } | Select-Object -First 1 }
+        else { $svc = $all | Where-Object { $_.DisplayName -eq $a.service_display_name } | Select-Object -First 1 }
+        $service = $null
+        $dir = $a.install_dir
+        if ($null -ne $svc) {
+            $service = [ordered]@{
+                name = [string]$svc.Name
+                display_name = [string]$svc.DisplayName
+                state = ([string]$svc.State -replace ' ', '')
+                start_mode = [string]$svc.StartMode
+                account = [string]$svc.StartName
+                image_path = [string]$svc.PathName
+            }
+            if (-not $dir) {
+                $exe = Get-XuExePath $svc.PathName
+                if ($exe) { $dir = [IO.Path]::GetDirectoryName($exe) }
+            }
+        }
+        if (-not $dir) { $dir = $null }
+        $files = New-Object System.Collections.ArrayList
+        foreach ($p in $a.files) {
+            $f = [ordered]@{ path = $p; full_path = $null; exists = $false; content = $null; sha256 = $null }
+            if ([IO.Path]::IsPathRooted($p)) { $f.full_path = $p } elseif ($dir) { $f.full_path = [IO.Path]::Combine($dir, $p) }
+            if ($f.full_path -and [IO.File]::Exists($f.full_path)) {
+                $b = Read-XuBytes $f.full_path
+                $f.exists = $true
+                $f.content = ConvertFrom-XuBytes $b
+                $f.sha256 = Get-XuSha256 $b
+            }
+            [void]$files.Add($f)
+        }
+        [ordered]@{
+            computer = [ordered]@{ hostname = [System.Net.Dns]::GetHostName(); domain = $domain }
+            service = $service
+            install_dir = $dir
+            install_dir_exists = ($null -ne $dir -and [IO.Directory]::Exists($dir))
+            files = $files
+        }
+    }
+    'cert_list' = {
+        param($a)
+        $want = $null
+        if ($null -ne $a.thumbprints) { $want = @(foreach ($t in $a.thumbprints) { ConvertTo-XuThumbprint $t }) }
+        $list = New-Object System.Collections.ArrayList
+        $st = Open-XuStore $a.store 'ReadOnly, OpenExistingOnly'
+        try {
+            foreach ($c in $st.Certificates) {
+                $tp = $c.Thumbprint.ToUpperInvariant()
+                if ($null -ne $want -and $want -notcontains $tp) { continue }
+                $key = $null
+                if ($c.HasPrivateKey) { $key = Get-XuKeyInfo $c }
+                [void]$list.Add([ordered]@{
+                    thumbprint = $tp
+                    der_b64 = [Convert]::ToBase64String($c.RawData)
+                    has_private_key = $c.HasPrivateKey
+                    friendly_name = $c.FriendlyName
+                    key = $key
+                })
+            }
+        } finally { $st.Close() }
+        @{ certificates = $list }
+    }
+    'pfx_import' = {
+        param($a)
+        if (-not $a.pfx_b64) { Stop-Xu 'InvalidArgument' 'pfx_b64 is required' }
+        $bytes = [Convert]::FromBase64String([string]$a.pfx_b64)
+        $xc = 'System.Security.Cryptography.X509Certificates'
+        # A first import without PersistKeySet only learns the thumbprint; its temporary key is deleted on Reset().
+        # So a certificate already in the store keeps its own key (and that key's ACL) and no orphan key is left.
+        $probe = New-Object "$xc.X509Certificate2Collection"
+        $probe.Import($bytes, $a.password, [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet)
+        $tp = $null
+        foreach ($c in $probe) {
+            if ($null -eq $tp -and $c.HasPrivateKey) { $tp = $c.Thumbprint.ToUpperInvariant() }
+            $c.Reset()
+        }
+        if ($null -eq $tp) { Stop-Xu 'InvalidArgument' 'the PFX holds no certificate with a private key' }
+        $st = Open-XuStore 'My' 'ReadWrite'
+        try {
+            if ($null -ne (Find-XuCert $st $tp)) { return [ordered]@{ thumbprint = $tp; already_present = $true } }
+            $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]'MachineKeySet, PersistKeySet'
+            if ($a.exportable) { $flags = $flags -bor [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::Exportable }
+            $coll = New-Object "$xc.X509Certificate2Collection"
+            $coll.Import($bytes, $a.password, $flags)
+            foreach ($c in $coll) { if ($c.Thumbprint -eq $tp) { $st.Add($c) } }
+        } finally { $st.Close() }
+        [ordered]@{ thumbprint = $tp; already_present = $false }
+    }
+    'cert_remove' = {
+        param($a)
+        $tp = ConvertTo-XuThumbprint $a.thumbprint
+        $st = Open-XuStore $a.store 'ReadWrite, OpenExistingOnly'
+        try {
+            $c = Find-XuCert $st $tp
+            if ($null -ne $c) { $st.Remove($c) }
+        } finally { $st.Close() }
+        @{ removed = ($null -ne $c) }
+    }
+    'key_grant_read' = {
+        param($a)
+        $tp = ConvertTo-XuThumbprint $a.thumbprint
+        if (-not $a.account) { Stop-Xu 'InvalidArgument' 'account is required' }
+        $st = Open-XuStore 'My' 'ReadOnly'
+        try { $c = Find-XuCert $st $tp } finally { $st.Close() }
+        if ($null -eq $c -or -not $c.HasPrivateKey) { Stop-Xu 'NotFound' ('no certificate with a private key has thumbprint {0}' -f $tp) }
+        $k = Get-XuKeyFile $c
+        if (-not $k.file -or -not [IO.File]::Exists($k.file)) { Stop-Xu 'NotFound' ('the private key file of {0} was not found' -f $tp) }
+        $sid = ConvertTo-XuSid $a.account
+        # Only the DACL is read and written back: Set-Acl would also rewrite the owner and fail on SYSTEM-owned keys.
+        $sec = [IO.File]::GetAccessControl($k.file, [System.Security.AccessControl.AccessControlSections]::Access)
+        foreach ($rule in $sec.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])) {
+            if ($rule.AccessControlType -eq 'Allow' -and $rule.IdentityReference.Value -eq $sid.Value -and
+                (Get-XuRightsName ([int]$rule.FileSystemRights)) -in 'Read', 'FullControl') { return @{ changed = $false } }
+        }
+        $sec.AddAccessRule((New-Object System.Security.AccessControl.FileSystemAccessRule($sid, [System.Security.AccessControl.FileSystemRights]::Read, [System.Security.AccessControl.AccessControlType]::Allow)))
+        [IO.File]::SetAccessControl($k.file, $sec)
+        @{ changed = $true }
+    }
+    'cert_renew_reuse_key' = {
+        param($a)
+        $tp = ConvertTo-XuThumbprint $a.thumbprint
+        $st = Open-XuStore 'My' 'ReadOnly'
+        try { $old = Find-XuCert $st $tp } finally { $st.Close() }
+        if ($null -eq $old) { Stop-Xu 'NotFound' ('no certificate has thumbprint {0}' -f $tp) }
+        # Read before renewing: certreq archives the old certificate, which then no longer enumerates.
+        $publicKey = [Convert]::ToBase64String($old.GetPublicKey())
+        $certreqArgs = @('-enroll', '-machine', '-q', '-cert', $tp, 'Renew', 'ReuseKeys')
+        # With 'Stop', Windows PowerShell turns a native command's first stderr line into a terminating error.
+        $ErrorActionPreference = 'Continue'
+        $lines = & certreq.exe $certreqArgs 2>&1 | ForEach-Object { [string]$_ }
+        $code = $LASTEXITCODE
+        $ErrorActionPreference = 'Stop'
+        $output = (@($lines) -join "`r`n").Trim()
+        if ($code -ne 0) { Stop-Xu 'CertreqFailed' ('certreq exited with {0}: {1}' -f $code, $output) }
+        $st = Open-XuStore 'My' 'ReadOnly'
+        try {
+            $new = $st.Certificates | Where-Object { $_.Thumbprint -ne $tp -and [Convert]::ToBase64String($_.GetPublicKey()) -eq $publicKey } |
+                Sort-Object -Property NotBefore -Descending | Select-Object -First 1
+        } finally { $st.Close() }
+        if ($null -eq $new) { Stop-Xu 'NotFound' ('certreq succeeded but no new certificate with the key of {0} is in the store' -f $tp) }
+        [ordered]@{ thumbprint = $new.Thumbprint.ToUpperInvariant(); output = $output }
+    }
+    'file_write' = {
+        param($a)
+        $path = Assert-XuPath $a.path 'path'
+        if ($a.content -isnot [string]) { Stop-Xu 'InvalidArgument' 'content must be text' }
+        $backup = $null
+        if ($null -ne $a.backup_path) { $backup = Assert-XuPath $a.backup_path 'backup_path' }
+        $previous = $null
+        if ([IO.File]::Exists($path)) { $previous = Get-XuSha256 (Read-XuBytes $path) }
+        if ($null -ne $a.expected_sha256) {
+            $expected = ([string]$a.expected_sha256).ToLowerInvariant()
+            if ($expected -eq 'absent' -and $null -ne $previous) { Stop-Xu 'HashMismatch' ('{0} exists' -f $path) }
+            if ($expected -ne 'absent' -and $expected -ne $previous) { Stop-Xu 'HashMismatch' ('{0} has sha256 {1}, not {2}' -f $path, $previous, $expected) }
+        }
+        if ($null -eq $previous) { $backup = $null }
+        $bytes = $Utf8NoBom.GetBytes([string]$a.content)
+        Write-XuAtomic $path $bytes $backup
+        [ordered]@{ sha256 = (Get-XuSha256 $bytes); previous_sha256 = $previous; backup_path = $backup }
+    }
+    'file_restore' = {
+        param($a)
+        $backup = Assert-XuPath $a.backup_path 'backup_path'
+        $path = Assert-XuPath $a.path 'path'
+        if (-not [IO.File]::Exists($backup)) { Stop-Xu 'NotFound' ('backup {0} does not exist' -f $backup) }
+        $bytes = Read-XuBytes $backup
+        Write-XuAtomic $path $bytes $null
+        @{ sha256 = (Get-XuSha256 $bytes) }
+    }
+    'service_restart' = {
+        param($a)
+        $name = [string]$a.name
+        $sc = Get-Service -Name $name -ErrorAction SilentlyContinue | Where-Object { $_.Name -eq $name } | Select-Object -First 1
+        if ($null -eq $sc) { Stop-Xu 'NotFound' ('service {0} does not exist' -f $name) }
+        $limit = 60.0
+        if ($null -ne $a.timeout_s) { $limit = [double]$a.timeout_s }
+        $ports = @(foreach ($p in $a.wait_ports) { [int]$p })
+        $sw = [Diagnostics.Stopwatch]::StartNew()
+        $startError = $null
+        # The service controller rather than Restart-Service: the cmdlet waits for the service without a time limit.
+        try {
+            if ($sc.Status -ne 'Stopped') {
+                if ($sc.Status -ne 'StopPending') { $sc.Stop() }
+                $sc.WaitForStatus('Stopped', [TimeSpan]::FromSeconds([Math]::Max(1, $limit - $sw.Elapsed.TotalSeconds)))
+            }
+            $sc.Start()
+            do { Start-Sleep -Milliseconds 250; $sc.Refresh() } while ($sc.Status -eq 'StartPending' -and $sw.Elapsed.TotalSeconds -lt $limit)
+            if ($sc.Status -eq 'Stopped') { $startError = 'the service stopped while starting' }
+        } catch { $startError = Get-XuMessage $_.Exception }
+        $open = @{}
+        foreach ($p in $ports) { $open[$p] = $false }
+        while ($true) {
+            foreach ($p in $ports) { if (-not $open[$p]) { $open[$p] = Test-XuPort 'localhost' $p 500 } }
+            $sc.Refresh()
+            if ($sc.Status -ne 'Running' -or $open.Values -notcontains $false -or $sw.Elapsed.TotalSeconds -ge $limit) { break }
+            Start-Sleep -Milliseconds 500
+        }
+        $state = $sc.Status.ToString()
+        [ordered]@{
+            started = ($state -eq 'Running' -and $open.Values -notcontains $false)
+            state = $state
+            start_error = $startError
+            ports = @(foreach ($p in $ports) { [ordered]@{ port = $p; open = [bool]$open[$p] } })
+            elapsed_s = [Math]::Round($sw.Elapsed.TotalSeconds, 1)
+        }
+    }
+    'port_probe' = {
+        param($a)
+        $hostName = 'localhost'
+        if ($a.host) { $hostName = [string]$a.host }
+        $port = [int]$a.port
+        $timeoutMs = 5000
+        if ($a.timeout_ms) { $timeoutMs = [int]$a.timeout_ms }
+        $path = $a.http_path
+        if ($null -ne $path -and ($path -isnot [string] -or $path -notmatch '^/[\x21-\x7E]*\z')) { Stop-Xu 'InvalidArgument' 'http_path must start with / and hold no spaces or control characters' }
+        $r = [ordered]@{ connected = $false; tls_error = $null; der_b64 = $null; http_status = $null; http_body = $null; error = $null }
+        $client = New-Object System.Net.Sockets.TcpClient
+        try {
+            $ar = $client.BeginConnect($hostName, $port, $null, $null)
+            if (-not $ar.AsyncWaitHandle.WaitOne($timeoutMs)) { $r.error = ('connecting to {0}:{1} timed out' -f $hostName, $port); return $r }
+            $client.EndConnect($ar)
+            $r.connected = $true
+            $client.ReceiveTimeout = $timeoutMs
+            $client.SendTimeout = $timeoutMs
+            $stream = $client.GetStream()
+            if ($a.tls) {
+                # Accept any certificate: it is only captured here, the controller judges it.
+                $seen = @{ der = $null }
+                $accept = { param($sender0, $cert, $chain, $errors0) if ($null -ne $cert) { $seen.der = [Convert]::ToBase64String($cert.GetRawCertData()) }; $true }.GetNewClosure()
+                $ssl = New-Object System.Net.Security.SslStream($stream, $false, ([System.Net.Security.RemoteCertificateValidationCallback]$accept))
+                try { $ssl.AuthenticateAsClient($hostName, $null, [System.Security.Authentication.SslProtocols]'Tls, Tls11, Tls12', $false) }
+                catch { $r.tls_error = Get-XuMessage $_.Exception }
+                $r.der_b64 = $seen.der
+                if ($null -ne $r.tls_error) { return $r }
+                $stream = $ssl
+            }
+            if ($null -ne $path) {
+                $request = [Text.Encoding]::ASCII.GetBytes(("GET {0} HTTP/1.1`r`nHost: {1}:{2}`r`nConnection: close`r`n`r`n" -f $path, $hostName, $port))
+                $stream.Write($request, 0, $request.Length)
+                $stream.Flush()
+                $buffer = New-Object byte[] 8192
+                $received = New-Object System.IO.MemoryStream
+                try {
+                    while ($received.Length -lt 65536) {
+                        $n = $stream.Read($buffer, 0, $buffer.Length)
+                        if ($n -le 0) { break }
+                        $received.Write($buffer, 0, $n)
+                    }
+                } catch { if ($received.Length -eq 0) { throw } }
+                $latin1 = [Text.Encoding]::GetEncoding(28591)
+                $text = $latin1.GetString($received.ToArray())
+                $end = $text.IndexOf("`r`n`r`n")
+                if ($text -match '^HTTP/\d(\.\d)?\s+(\d{3})') { $r.http_status = [int]$Matches[2] }
+                if ($null -eq $r.http_status -or $end -lt 0) { $r.error = 'no HTTP response'; return $r }
+                $body = $text.Substring($end + 4)
+                if ($text.Substring(0, $end) -match '(?im)^Transfer-Encoding:\s*chunked') { $body = ConvertFrom-XuChunked $body }
+                $bodyBytes = $latin1.GetBytes($body)
+                $r.http_body = [Text.Encoding]::UTF8.GetString($bodyBytes, 0, [Math]::Min(4096, $bodyBytes.Length))
+            }
+        } catch {
+            $r.error = Get-XuMessage $_.Exception
+        } finally { $client.Close() }
+        $r
+    }
+    'fw_get' = {
+        param($a)
+        $group = Assert-XuName $a.group $TaskNamePattern 'group'
+        $rules = New-Object System.Collections.ArrayList
+        foreach ($fr in @(Get-NetFirewallRule -Group $group -ErrorAction SilentlyContinue)) {
+            $pf = Get-NetFirewallPortFilter -AssociatedNetFirewallRule $fr
+            $af = Get-NetFirewallAddressFilter -AssociatedNetFirewallRule $fr
+            [void]$rules.Add([ordered]@{
+                name = [string]$fr.Name
+                display_name = [string]$fr.DisplayName
+                direction = $fr.Direction.ToString()
+                action = $fr.Action.ToString()
+                enabled = ($fr.Enabled.ToString() -eq 'True')
+                protocol = [string]$pf.Protocol
+                local_ports = @(foreach ($v in $pf.LocalPort) { [string]$v })
+                remote_addresses = @(foreach ($v in $af.RemoteAddress) { [string]$v })
+            })
+        }
+        @{ rules = $rules }
+    }
+    'fw_set' = {
+        param($a)
+        $group = Assert-XuName $a.group $TaskNamePattern 'group'
+        $wanted = @(foreach ($x in $a.rules) { $x })
+        # Check every rule before touching the group, so a bad argument leaves it as it was.
+        foreach ($x in $wanted) { if (-not $x.name -or -not $x.display_name) { Stop-Xu 'InvalidArgument' 'every rule needs name and display_name' } }
+        $old = @(Get-NetFirewallRule -Group $group -ErrorAction SilentlyContinue)
+        if ($old.Count -gt 0) { $old | Remove-NetFirewallRule }
+        $added = 0
+        foreach ($x in $wanted) {
+            $p = @{ Name = [string]$x.name; DisplayName = [string]$x.display_name; Group = $group; Direction = 'Inbound'; Action = 'Allow'; Protocol = 'TCP'; Enabled = 'True' }
+            if ($x.direction) { $p.Direction = [string]$x.direction }
+            if ($x.action) { $p.Action = [string]$x.action }
+            if ($x.protocol) { $p.Protocol = [string]$x.protocol }
+            if ($x.enabled -eq $false) { $p.Enabled = 'False' }
+            $ports = [string[]]@(foreach ($v in $x.local_ports) { [string]$v })
+            if ($ports.Count -gt 0) { $p.LocalPort = $ports }
+            $remote = [string[]]@(foreach ($v in $x.remote_addresses) { [string]$v })
+            if ($remote.Count -gt 0) { $p.RemoteAddress = $remote }
+            $null = New-NetFirewallRule @p
+            $added++
+        }
+        [ordered]@{ removed = $old.Count; added = $added }
+    }
+    'task_get' = {
+        param($a)
+        $name = Assert-XuName $a.name $TaskNamePattern 'name'
+        $t = Get-XuTask $name
+        if ($null -eq $t) { return @{ task = $null } }
+        $next = (Get-ScheduledTaskInfo -InputObject $t).NextRunTime
+        if ($null -ne $next -and $next.Year -lt 1900) { $next = $null }
+        @{ task = [ordered]@{ name = [string]$t.TaskName; state = $t.State.ToString(); next_run_utc = (Format-XuTime $next); description = $t.Description } }
+    }
+    'task_register' = {
+        param($a)
+        $name = Assert-XuName $a.name $TaskNamePattern 'name'
+        $group = Assert-XuName $a.fw_group_to_remove $TaskNamePattern 'fw_group_to_remove'
+        $at = ConvertFrom-XuTime $a.run_at_utc
+        # Both names matched the pattern above (no quotes possible), and are quoted regardless.
+        $command = "Remove-NetFirewallRule -Group {0} -ErrorAction SilentlyContinue; Unregister-ScheduledTask -TaskName {1} -TaskPath '\' -Confirm:`$false" -f (Format-XuQuoted $group), (Format-XuQuoted $name)
+        $task = @{
+            TaskName = $name
+            TaskPath = '\'
+            Action = New-ScheduledTaskAction -Execute 'powershell.exe' -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -Command "' + $command + '"')
+            Trigger = New-ScheduledTaskTrigger -Once -At $at.ToLocalTime()
+            Principal = New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount -RunLevel Highest
+            # A start missed while the host was down still happens, so the firewall is not left closed.
+            Settings = New-ScheduledTaskSettingsSet -StartWhenAvailable -ExecutionTimeLimit (New-TimeSpan -Minutes 10)
+            Force = $true
+        }
+        if ($null -ne $a.description) { $task.Description = [string]$a.description }
+        $null = Register-ScheduledTask @task
+        @{ registered = $true }
+    }
+    'task_remove' = {
+        param($a)
+        $name = Assert-XuName $a.name $TaskNamePattern 'name'
+        if ($null -eq (Get-XuTask $name)) { return @{ removed = $false } }
+        Unregister-ScheduledTask -TaskName $name -TaskPath '\' -Confirm:$false
+        @{ removed = $true }
+    }
+    'journal_read' = {
+        param($a)
+        $path = Get-XuJournalPath $a.name
+        if (-not [IO.File]::Exists($path)) { return [ordered]@{ exists = $false; content = $null } }
+        [ordered]@{ exists = $true; content = (ConvertFrom-XuBytes (Read-XuBytes $path)) }
+    }
+    'journal_write' = {
+        param($a)
+        $path = Get-XuJournalPath $a.name
+        if ($null -eq $a.content) {
+            if ([IO.File]::Exists($path)) { [IO.File]::Delete($path) }
+            return @{ path = $path }
+        }
+        if (-not [IO.Directory]::Exists($JournalDir)) {
+            # ProgramData lets every user create files; the journal folder is kept to SYSTEM and Administrators.
+            $ds = New-Object System.Security.AccessControl.DirectorySecurity
+            $ds.SetAccessRuleProtection($true, $false)
+            foreach ($s in 'S-1-5-18', 'S-1-5-32-544') {
+                $ds.AddAccessRule((New-Object System.Security.AccessControl.FileSystemAccessRule((New-Object System.Security.Principal.SecurityIdentifier($s)),
+                    [System.Security.AccessControl.FileSystemRights]::FullControl, [System.Security.AccessControl.InheritanceFlags]'ContainerInherit, ObjectInherit',
+                    [System.Security.AccessControl.PropagationFlags]::None, [System.Security.AccessControl.AccessControlType]::Allow)))
+            }
+            $null = [IO.Directory]::CreateDirectory($JournalDir, $ds)
+        }
+        Write-XuAtomic $path $Utf8NoBom.GetBytes([string]$a.content) $null
+        @{ path = $path }
+    }
+}
+
+$results = New-Object System.Collections.ArrayList
+$stopOnError = $true
+if ($null -ne $Request.stop_on_error) { $stopOnError = [bool]$Request.stop_on_error }
+$failed = $false
+foreach ($op in $Request.ops) {
+    $name = [string]$op.op
+    $entry = [ordered]@{ id = $op.id; op = $name }
+    if ($failed -and $stopOnError) {
+        $entry.status = 'skipped'
+        [void]$results.Add($entry)
+        continue
+    }
+    $watch = [Diagnostics.Stopwatch]::StartNew()
+    try {
+        if ($Request.protocol -ne 1) { Stop-Xu 'InvalidArgument' ('unsupported protocol {0}' -f $Request.protocol) }
+        if ($primitives.Keys -cnotcontains $name) { Stop-Xu 'UnknownOperation' ('unknown operation {0}' -f $name) }
+        $opArgs = $op.args
+        if ($null -eq $opArgs) { $opArgs = New-Object PSObject }
+        $primitive = $primitives[$name]
+        $result = & $primitive $opArgs
+        $entry.status = 'ok'
+        $entry.result = $result
+    } catch {
+        $failed = $true
+        $ex = Get-XuInner $_.Exception
+        $type = $ex.GetType().Name
+        if ($ex.Data.Contains('xu_type')) { $type = $ex.Data['xu_type'] }
+        $message = Get-XuMessage $ex
+        # Belt and braces: a PFX password never leaves the host, not even inside an error text.
+        $secret = $null
+        if ($null -ne $op.args) { $secret = $op.args.password }
+        if ($secret -is [string] -and $secret.Length -gt 0) { $message = $message.Replace($secret, '********') }
+        $entry.status = 'error'
+        $entry.error = [ordered]@{ type = $type; message = $message }
+    }
+    $entry.elapsed_ms = [int]$watch.ElapsedMilliseconds
+    [void]$results.Add($entry)
+}
+
+$json = ConvertTo-Json -InputObject ([ordered]@{ agent = 'xtractuniversal.tls'; protocol = 1; results = $results }) -Compress -Depth 10
+# Non-ASCII as \uXXXX: the answer then survives whatever code page the console has.
+$json = [regex]::Replace($json, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value })
+try { [Console]::OutputEncoding = [Text.Encoding]::UTF8 } catch { $null = $_ }
+[Console]::Out.Write($json)
+[Console]::Out.Flush()
+exit 0

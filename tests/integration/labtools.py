@@ -1,0 +1,130 @@
+"""Helpers of the integration tests: real ansible-playbook runs against a simulated fleet (xulab).
+
+Everything is observed from outside the module: the lab's state (`xulab state`), the
+hosts' event logs and files, and what ansible-playbook printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(sys.executable).parent
+CALLBACKS = REPO / "tests" / "integration" / "callback_plugins"
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    stdout: str
+    stderr: str
+    results: list[dict[str, Any]]
+
+    def of(self, host: str, task: str | None = None) -> dict[str, Any]:
+        """The last result of ``task`` (or of any task) on ``host``."""
+        for entry in reversed(self.results):
+            if entry["host"] == host and (task is None or entry["task"] == task):
+                return dict(entry["result"]) | {"_status": entry["status"]}
+        raise KeyError(f"no result for {host} {task}\n{self.stdout}\n{self.stderr}")
+
+
+class Lab:
+    """A running fleet, driven through its command line and read through its files."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.dir = directory
+        self.inventory = directory / "inventory.yml"
+        self.info: dict[str, Any] = json.loads((directory / "lab.json").read_text())
+
+    def xulab(self, *args: str) -> str:
+        done = subprocess.run([str(BIN / "python"), "-m", "xulab", *args], capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise AssertionError(f"xulab {' '.join(args)} failed: {done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    @property
+    def hosts(self) -> list[str]:
+        return [h["name"] for h in self.info["hosts"]]
+
+    def state(self, host: str) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(self.xulab("state", "--dir", str(self.dir), "--host", host))
+        return state
+
+    def fault(self, host: str, **settings: object) -> None:
+        args = []
+        for key, value in settings.items():
+            args += ["--set", f"{key}={value}"]
+        self.xulab("fault", "--dir", str(self.dir), "--host", host, *args)
+
+    def events(self, host: str, kind: str | None = None) -> list[dict[str, Any]]:
+        path = self.dir / "hosts" / host / "events.jsonl"
+        events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [e for e in events if kind is None or e["type"] == kind]
+
+    def remote_calls(self, host: str) -> int:
+        return len(self.events(host, "remote_call"))
+
+    def host_files(self, host: str) -> dict[str, bytes]:
+        root = self.dir / "hosts" / host / "fs"
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    def playbook(
+        self,
+        tasks: list[dict[str, Any]] | str,
+        *,
+        hosts: str = "xu_servers",
+        check: bool = False,
+        diff: bool = False,
+        verbosity: int = 0,
+        extra_args: tuple[str, ...] = (),
+        tmp_path: pathlib.Path,
+        env: dict[str, str] | None = None,
+    ) -> PlaybookRun:
+        """Run a play of ``tasks`` (or a playbook file path) with ansible-playbook."""
+        if isinstance(tasks, str):
+            playbook = pathlib.Path(tasks)
+        else:
+            playbook = tmp_path / f"play-{len(list(tmp_path.glob('play-*.yml')))}.yml"
+            play = [{"name": "Integration test", "hosts": hosts, "gather_facts": False, "tasks": tasks}]
+            playbook.write_text(json.dumps(play))
+        log = tmp_path / f"results-{playbook.stem}-{os.getpid()}-{len(list(tmp_path.glob('results-*')))}.jsonl"
+        command = [str(BIN / "ansible-playbook"), "-i", str(self.inventory), str(playbook), *extra_args]
+        if check:
+            command.append("--check")
+        if diff:
+            command.append("--diff")
+        if verbosity:
+            command.append("-" + "v" * verbosity)
+        run_env = dict(
+            os.environ,
+            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+            ANSIBLE_CALLBACK_PLUGINS=str(CALLBACKS),
+            ANSIBLE_CALLBACKS_ENABLED="result_log",
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            XU_RESULT_LOG=str(log),
+            **(env or {}),
+        )
+        done = subprocess.run(command, capture_output=True, text=True, env=run_env, cwd=REPO, timeout=900, check=False)
+        results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        return PlaybookRun(done.returncode, done.stdout, done.stderr, results)
+
+
+def start_lab(directory: pathlib.Path, *args: str) -> Lab:
+    done = subprocess.run(
+        [str(BIN / "python"), "-m", "xulab", "up", "--dir", str(directory), *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"xulab up failed: {done.stdout}\n{done.stderr}")
+    return Lab(directory)
+
+
+def stop_lab(directory: pathlib.Path) -> None:
+    subprocess.run([str(BIN / "python"), "-m", "xulab", "down", "--dir", str(directory)], capture_output=True, timeout=120, check=False)

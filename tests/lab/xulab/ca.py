@@ -1,0 +1,245 @@
+"""The lab's certificate authority: a root CA, a pool of leaf keys and the minting of leaves.
+
+RSA key generation is the one slow thing in the lab, so a lab generates a small pool of
+leaf keys once (in threads, the work runs outside the GIL) and hands them out: hosts may
+share a pool key, a single host never holds two unrelated certificates with one key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .timefmt import utc_now
+
+KEY_SIZE = 2048
+DEFAULT_POOL_SIZE = 16
+CA_COMMON_NAME = "xulab Root CA"
+
+
+def generate_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
+
+
+def thumbprint(der: bytes) -> str:
+    """Windows' certificate thumbprint: SHA-1 of the DER, upper-case hex."""
+    return hashlib.sha1(der).hexdigest().upper()  # noqa: S324 - that is what Windows computes
+
+
+def key_id(public_key: rsa.RSAPublicKey) -> str:
+    """A fingerprint of a public key (SHA-256 of its SubjectPublicKeyInfo)."""
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+@dataclass(frozen=True)
+class LeafRequest:
+    """What a leaf certificate says about its subject and validity."""
+
+    common_name: str
+    dns_names: tuple[str, ...]
+    not_before: datetime
+    not_after: datetime
+    server_auth: bool = True
+
+
+class KeyPool:
+    """Leaf keys generated once per lab."""
+
+    def __init__(self, size: int = DEFAULT_POOL_SIZE, workers: int = 2) -> None:
+        with ThreadPoolExecutor(max_workers=workers) as executor:
+            self._keys = list(executor.map(lambda _: generate_key(), range(size)))
+        self._random = random.Random()
+
+    def pick(self, exclude_key_ids: set[str]) -> rsa.RSAPrivateKey:
+        """A pool key whose fingerprint is not excluded; a fresh key if the pool is used up."""
+        candidates = [key for key in self._keys if key_id(key.public_key()) not in exclude_key_ids]
+        if candidates:
+            return self._random.choice(candidates)
+        return generate_key()
+
+
+@dataclass
+class CertificateAuthority:
+    """A self-signed RSA root that signs every leaf of the lab."""
+
+    key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+    key_pool: KeyPool = field(repr=False)
+
+    @classmethod
+    def create(cls, pool_size: int = DEFAULT_POOL_SIZE) -> CertificateAuthority:
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            ca_key_future = executor.submit(generate_key)
+            pool = KeyPool(pool_size)
+            ca_key = ca_key_future.result()
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "xulab"),
+                x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME),
+            ]
+        )
+        now = utc_now()
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=3650))
+            .not_valid_after(now + timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        return cls(key=ca_key, certificate=certificate, key_pool=pool)
+
+    def pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, request: LeafRequest, public_key: rsa.RSAPublicKey) -> x509.Certificate:
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if request.server_auth else [ExtendedKeyUsageOID.CLIENT_AUTH]
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, request.common_name)]))
+            .issuer_name(self.certificate.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(request.not_before)
+            .not_valid_after(request.not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=True,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+            )
+        )
+        if request.dns_names:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(name) for name in request.dns_names]), critical=False
+            )
+        return builder.sign(self.key, hashes.SHA256())
+
+
+def leaf_request(
+    common_name: str,
+    dns_names: tuple[str, ...],
+    *,
+    days_left: float,
+    lifetime_days: float = 365,
+    server_auth: bool = True,
+    now: datetime | None = None,
+) -> LeafRequest:
+    """A request valid until `days_left` from now, issued `lifetime_days` before that (never in the future)."""
+    current = now or utc_now()
+    not_after = current + timedelta(days=days_left)
+    not_before = min(not_after - timedelta(days=lifetime_days), current - timedelta(hours=1))
+    return LeafRequest(common_name, dns_names, not_before, not_after, server_auth)
+
+
+def make_pfx(
+    certificate: x509.Certificate,
+    key: rsa.RSAPrivateKey,
+    password: str,
+    *,
+    friendly_name: str,
+    chain: list[x509.Certificate],
+) -> bytes:
+    """A PFX as Windows exports it (3DES, SHA-1 MAC), readable by every Windows version."""
+    encryption: serialization.KeySerializationEncryption
+    if password:
+        encryption = (
+            serialization.PrivateFormat.PKCS12.encryption_builder()
+            .kdf_rounds(2000)
+            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+            .hmac_hash(hashes.SHA1())  # noqa: S303 - the legacy MAC Windows expects
+            .build(password.encode("utf-8"))
+        )
+    else:
+        encryption = serialization.NoEncryption()
+    return pkcs12.serialize_key_and_certificates(
+        friendly_name.encode("utf-8"), key, certificate, chain or None, encryption
+    )
+
+
+@dataclass(frozen=True)
+class PfxContents:
+    certificate: x509.Certificate
+    key: rsa.RSAPrivateKey | None
+    friendly_name: str
+
+
+class PfxPasswordError(Exception):
+    """The PFX could not be opened with the password (or is not a PFX at all)."""
+
+    def __init__(self, not_a_pfx: bool) -> None:
+        super().__init__("not a PFX" if not_a_pfx else "wrong password")
+        self.not_a_pfx = not_a_pfx
+
+
+def read_pfx(data: bytes, password: str | None) -> PfxContents:
+    """The certificate that carries the key (else the first one), its key and friendly name."""
+    passwords = [password.encode("utf-8")] if password else [b"", None]
+    loaded: pkcs12.PKCS12KeyAndCertificates | None = None
+    for candidate in passwords:
+        try:
+            loaded = pkcs12.load_pkcs12(data, candidate)
+            break
+        except (ValueError, TypeError):
+            continue
+    if loaded is None:
+        # A DER SEQUENCE that failed to open is a PFX with another password.
+        raise PfxPasswordError(not_a_pfx=not data.startswith(b"\x30"))
+    key = loaded.key if isinstance(loaded.key, rsa.RSAPrivateKey) else None
+    certificates = ([loaded.cert] if loaded.cert else []) + list(loaded.additional_certs)
+    if not certificates:
+        raise PfxPasswordError(not_a_pfx=True)
+    chosen = certificates[0]
+    if key is not None:
+        wanted = key_id(key.public_key())
+        for candidate_cert in certificates:
+            public_key = candidate_cert.certificate.public_key()
+            if isinstance(public_key, rsa.RSAPublicKey) and key_id(public_key) == wanted:
+                chosen = candidate_cert
+                break
+        else:
+            key = None
+    name = chosen.friendly_name.decode("utf-8", "replace") if chosen.friendly_name else ""
+    return PfxContents(chosen.certificate, key, name)

@@ -1,0 +1,198 @@
+"""The LocalMachine certificate stores of a host, with private keys as key containers.
+
+A key container is what Windows keeps under MachineKeys (CSP) or Crypto\\Keys (CNG): the
+key and its ACL. Certificates renewed with the same key share the container, so they
+share its ACL; an imported PFX always gets a new container.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from .accounts import ADMINISTRATORS, SYSTEM, XU_SERVICE_IDENTITIES
+from .ca import key_id, thumbprint
+from .errors import PrimitiveError
+from .timefmt import iso_utc
+
+READ_RIGHTS = ("Read", "FullControl")
+_container_numbers = itertools.count(1)
+
+
+@dataclass
+class AclEntry:
+    identity: str
+    rights: str
+    type: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"identity": self.identity, "rights": self.rights, "type": self.type}
+
+
+def default_machine_key_acl() -> list[AclEntry]:
+    return [AclEntry(SYSTEM, "FullControl", "Allow"), AclEntry(ADMINISTRATORS, "FullControl", "Allow")]
+
+
+@dataclass
+class KeyContainer:
+    private_key: rsa.RSAPrivateKey = field(repr=False)
+    provider: str
+    acl: list[AclEntry]
+    exportable: bool = False
+    number: int = field(default_factory=lambda: next(_container_numbers))
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.private_key.public_key())
+
+    def grant_read(self, identity: str) -> bool:
+        if any(e.identity == identity and e.type == "Allow" and e.rights in READ_RIGHTS for e in self.acl):
+            return False
+        self.acl.append(AclEntry(identity, "Read", "Allow"))
+        return True
+
+    def readable_by(self, identities: frozenset[str]) -> bool:
+        """Windows access check: any matching Deny wins, else a matching Allow grants."""
+        relevant = [e for e in self.acl if e.identity.casefold() in identities and e.rights in READ_RIGHTS]
+        if any(e.type == "Deny" for e in relevant):
+            return False
+        return any(e.type == "Allow" for e in relevant)
+
+    def readable_by_xu_service(self) -> bool:
+        return self.readable_by(XU_SERVICE_IDENTITIES)
+
+    def private_pem(self) -> bytes:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+
+@dataclass
+class StoredCertificate:
+    certificate: x509.Certificate
+    key: KeyContainer | None
+    friendly_name: str = ""
+    added_at: float = field(default_factory=time.time)
+
+    @property
+    def der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def thumbprint(self) -> str:
+        return thumbprint(self.der)
+
+    @property
+    def has_private_key(self) -> bool:
+        return self.key is not None
+
+    @property
+    def subject(self) -> str:
+        return self.certificate.subject.rfc4514_string()
+
+    @property
+    def common_name(self) -> str:
+        names = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value) if names else ""
+
+    @property
+    def dns_names(self) -> list[str]:
+        try:
+            extension = self.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        except x509.ExtensionNotFound:
+            return []
+        return list(extension.value.get_values_for_type(x509.DNSName))
+
+    @property
+    def public_key_id(self) -> str:
+        public_key = self.certificate.public_key()
+        return key_id(public_key) if isinstance(public_key, rsa.RSAPublicKey) else ""
+
+    def listing(self) -> dict[str, object]:
+        """The entry as the cert_list primitive reports it."""
+        key: dict[str, object] | None = None
+        if self.key is not None:
+            key = {"provider": self.key.provider, "acl": [e.as_json() for e in self.key.acl]}
+        return {
+            "thumbprint": self.thumbprint,
+            "der_b64": base64.b64encode(self.der).decode("ascii"),
+            "has_private_key": self.has_private_key,
+            "friendly_name": self.friendly_name,
+            "key": key,
+        }
+
+    def state(self) -> dict[str, object]:
+        """The entry as the lab's `state` reports it."""
+        return {
+            "thumbprint": self.thumbprint,
+            "subject": self.subject,
+            "san": self.dns_names,
+            "issuer": self.certificate.issuer.rfc4514_string(),
+            "serial": format(self.certificate.serial_number, "X"),
+            "not_before": iso_utc(self.certificate.not_valid_before_utc),
+            "not_after": iso_utc(self.certificate.not_valid_after_utc),
+            "friendly_name": self.friendly_name,
+            "has_private_key": self.has_private_key,
+            "key_acl": [e.as_json() for e in self.key.acl] if self.key else None,
+            "provider": self.key.provider if self.key else None,
+            "exportable": self.key.exportable if self.key else None,
+            "key_id": self.public_key_id,
+        }
+
+
+def normalise_thumbprint(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise PrimitiveError("InvalidArgument", "A thumbprint is required.")
+    return value.upper()
+
+
+class CertificateStore:
+    """One store (My, Root, CA) of LocalMachine; entries keep their insertion order."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._entries: dict[str, StoredCertificate] = {}
+
+    def add(self, entry: StoredCertificate) -> bool:
+        """Add the entry; False when a certificate with this thumbprint is already there."""
+        if entry.thumbprint in self._entries:
+            return False
+        self._entries[entry.thumbprint] = entry
+        return True
+
+    def get(self, thumbprint_value: str) -> StoredCertificate | None:
+        return self._entries.get(thumbprint_value.upper())
+
+    def remove(self, thumbprint_value: str) -> StoredCertificate | None:
+        return self._entries.pop(thumbprint_value.upper(), None)
+
+    def entries(self) -> list[StoredCertificate]:
+        return list(self._entries.values())
+
+    def key_ids(self) -> set[str]:
+        return {entry.public_key_id for entry in self._entries.values()}
+
+
+class MachineStores:
+    """Cert:\\LocalMachine: the stores a fresh Windows Server has that matter here."""
+
+    def __init__(self) -> None:
+        self._stores = {name.casefold(): CertificateStore(name) for name in ("My", "Root", "CA")}
+
+    @property
+    def my(self) -> CertificateStore:
+        return self._stores["my"]
+
+    def open(self, name: object) -> CertificateStore:
+        """The store, or the error X509Store.Open raises for a store that does not exist."""
+        store = self._stores.get(name.casefold()) if isinstance(name, str) else None
+        if store is None:
+            raise PrimitiveError("CryptographicException", "The system cannot find the file specified.")
+        return store

@@ -1,0 +1,96 @@
+"""Faults injected at run time (see the README's table); each one used leaves a `fault` event."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from .errors import LabError
+
+FAULT_KEYS = ("fail_primitive", "drop_connection", "restart_fails", "restart_delay", "certreq_fails", "clear")
+
+Emit = Callable[..., None]
+
+
+def _count(key: str, value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError as exc:
+        raise LabError(f"{key} takes a count, not {value!r}") from exc
+    if count < 0:
+        raise LabError(f"{key} takes a count >= 0, not {value!r}")
+    return count
+
+
+class Faults:
+    """The faults pending on one host."""
+
+    def __init__(self, emit: Emit, known_ops: Iterable[str], set_restart_delay: Callable[[float], None]) -> None:
+        self._emit = emit
+        self._known_ops = set(known_ops)
+        self._set_restart_delay = set_restart_delay
+        self.fail_primitive: list[str] = []
+        self.drop_connection: list[str] = []
+        self.restart_fails = 0
+        self.certreq_fails = 0
+
+    def set(self, key: str, value: str) -> None:
+        if key in ("fail_primitive", "drop_connection"):
+            if value not in self._known_ops:
+                raise LabError(f"{key}: unknown primitive {value!r}")
+            getattr(self, key).append(value)
+        elif key in ("restart_fails", "certreq_fails"):
+            setattr(self, key, _count(key, value))
+        elif key == "restart_delay":
+            try:
+                delay = float(value)
+            except ValueError as exc:
+                raise LabError(f"restart_delay takes seconds, not {value!r}") from exc
+            if delay < 0:
+                raise LabError("restart_delay must not be negative")
+            self._set_restart_delay(delay)
+        elif key == "clear":
+            if value != "all":
+                raise LabError("clear takes the value 'all'")
+            self.fail_primitive.clear()
+            self.drop_connection.clear()
+            self.restart_fails = 0
+            self.certreq_fails = 0
+        else:
+            raise LabError(f"unknown fault {key!r}; known: {', '.join(FAULT_KEYS)}")
+        self._emit("fault", action="set", key=key, value=value)
+
+    def _take_op(self, key: str, op: str) -> bool:
+        pending: list[str] = getattr(self, key)
+        if op not in pending:
+            return False
+        pending.remove(op)
+        self._emit("fault", action="consumed", key=key, value=op)
+        return True
+
+    def take_fail(self, op: str) -> bool:
+        return self._take_op("fail_primitive", op)
+
+    def take_drop(self, op: str) -> bool:
+        return self._take_op("drop_connection", op)
+
+    def _take_count(self, key: str) -> bool:
+        remaining: int = getattr(self, key)
+        if remaining <= 0:
+            return False
+        setattr(self, key, remaining - 1)
+        self._emit("fault", action="consumed", key=key, remaining=remaining - 1)
+        return True
+
+    def take_restart_failure(self) -> bool:
+        return self._take_count("restart_fails")
+
+    def take_certreq_failure(self) -> bool:
+        return self._take_count("certreq_fails")
+
+    def pending(self) -> dict[str, object]:
+        return {
+            "fail_primitive": list(self.fail_primitive),
+            "drop_connection": list(self.drop_connection),
+            "restart_fails": self.restart_fails,
+            "certreq_fails": self.certreq_fails,
+        }

@@ -1,0 +1,161 @@
+"""XU's network endpoints: the web server (HTTP or HTTPS) and the configuration server.
+
+Every accepted connection passes the host firewall first; a refused one is reset at once
+(the closest a user-space listener gets to a dropped SYN). TLS starts only after that
+check, so a blocked client never sees a certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import ssl
+import struct
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+XU_VERSION = "6.8.1.2"
+IDLE_TIMEOUT_S = 60.0
+HANDSHAKE_TIMEOUT_S = 10.0
+MAX_HEADER_BYTES = 16 * 1024
+
+log = logging.getLogger(__name__)
+
+PeerFilter = Callable[[str], bool]
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def server_tls_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    """A server context for one certificate; OpenSSL loads keys only from files, so one lives briefly in a 0600 file."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    descriptor, path = tempfile.mkstemp(prefix="xulab-", suffix=".pem")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(cert_pem + key_pem)
+        context.load_cert_chain(path)
+    finally:
+        os.unlink(path)
+    return context
+
+
+def reset_connection(writer: asyncio.StreamWriter) -> None:
+    """Close with RST (SO_LINGER 0), the way a refused connection ends."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+@dataclass
+class Listener:
+    """One listening port of the XU service and the connections it has accepted."""
+
+    port: int
+    scheme: str
+    thumbprint: str | None
+    server: asyncio.Server | None = None
+    connections: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    def describe(self) -> dict[str, object]:
+        return {"port": self.port, "scheme": self.scheme, "thumbprint": self.thumbprint}
+
+    def close(self) -> None:
+        """Stop listening and drop every open connection, as a stopping process does."""
+        if self.server is not None:
+            self.server.close()
+        for writer in list(self.connections):
+            writer.transport.abort()
+        self.connections.clear()
+
+
+async def open_listener(
+    address: str,
+    listener: Listener,
+    admits: PeerFilter,
+    handler: StreamHandler,
+    tls: ssl.SSLContext | None,
+) -> Listener:
+    """Bind `listener.port` on `address`; raises OSError when the port cannot be bound."""
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if not peer or not admits(peer[0]):
+            reset_connection(writer)
+            return
+        listener.connections.add(writer)
+        try:
+            if tls is not None:
+                await writer.start_tls(tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+            await handler(reader, writer)
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            pass
+        finally:
+            listener.connections.discard(writer)
+            writer.transport.abort()
+
+    listener.server = await asyncio.start_server(on_connection, address, listener.port, limit=MAX_HEADER_BYTES)
+    return listener
+
+
+def _http_response(status: int, reason: str, body: bytes, content_type: str, keep_alive: bool) -> bytes:
+    headers = [
+        f"HTTP/1.1 {status} {reason}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: keep-alive" if keep_alive else "Connection: close",
+    ]
+    return ("\r\n".join(headers) + "\r\n\r\n").encode("ascii") + body
+
+
+async def serve_web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """XU's web server as far as the lab needs it: `GET /version`, 404 for everything else."""
+    while True:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT_S)
+        lines = head.decode("latin-1").split("\r\n")
+        method, _, rest = lines[0].partition(" ")
+        target = rest.partition(" ")[0]
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().casefold()] = value.strip()
+        length = int(headers.get("content-length", "0") or "0")
+        if length:
+            await asyncio.wait_for(reader.readexactly(length), IDLE_TIMEOUT_S)
+        keep_alive = headers.get("connection", "").casefold() != "close"
+        path = target.split("?", 1)[0]
+        if path == "/version" and method in ("GET", "HEAD"):
+            body = json.dumps({"version": XU_VERSION}, separators=(",", ":")).encode("utf-8")
+            response = _http_response(200, "OK", body, "application/json; charset=utf-8", keep_alive)
+            if method == "HEAD":
+                response = response[: len(response) - len(body)]
+        else:
+            response = _http_response(404, "Not Found", b"", "text/plain", keep_alive)
+        writer.write(response)
+        await writer.drain()
+        if not keep_alive:
+            return
+
+
+async def serve_config_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The configuration server without TLS: a proprietary protocol; a TLS ClientHello is not it."""
+    first = await asyncio.wait_for(reader.read(1), IDLE_TIMEOUT_S)
+    if not first or first == b"\x16":
+        return
+    await _discard_until_eof(reader)
+
+
+async def serve_config_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The configuration server after the TLS handshake: reads and ignores the Designer's RPC."""
+    await _discard_until_eof(reader)
+
+
+async def _discard_until_eof(reader: asyncio.StreamReader) -> None:
+    while await asyncio.wait_for(reader.read(4096), IDLE_TIMEOUT_S):
+        pass

@@ -1,0 +1,112 @@
+"""Windows paths on a simulated host, mapped onto a folder of the lab machine.
+
+`C:\\Program Files\\XtractUniversal\\config` lives at `<root>/C/Program Files/XtractUniversal/config`.
+Names resolve case-insensitively, as NTFS does for Win32 callers, and malformed paths
+fail with the exception .NET Framework raises for them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import PrimitiveError
+
+_DRIVE_PATH = re.compile(r"^([A-Za-z]):[\\/]")
+_ILLEGAL_CHARS = set('<>"|?*') | {chr(code) for code in range(32)}
+# The only volume a lab host has.
+SYSTEM_DRIVE = "C"
+
+
+def split_windows_path(path: str) -> tuple[str, list[str]]:
+    """Return (drive letter, normalised components) of an absolute Windows path."""
+    if not isinstance(path, str) or not path:
+        raise PrimitiveError("ArgumentException", "The path is not of a legal form.")
+    if any(char in _ILLEGAL_CHARS for char in path):
+        raise PrimitiveError("ArgumentException", "Illegal characters in path.")
+    match = _DRIVE_PATH.match(path)
+    if match is None:
+        raise PrimitiveError("InvalidArgument", f"Path is not an absolute Windows path: {path}")
+    rest = path[match.end() :]
+    if ":" in rest:
+        raise PrimitiveError("NotSupportedException", "The given path's format is not supported.")
+    components: list[str] = []
+    for part in re.split(r"[\\/]+", rest):
+        # Win32 drops trailing dots and spaces of every component.
+        part = part.rstrip(" .") if part not in (".", "..") else part
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if components:
+                components.pop()
+            continue
+        components.append(part)
+    return match.group(1).upper(), components
+
+
+def join_windows_path(base: str, relative: str) -> str:
+    """Join like PowerShell's Join-Path: one backslash between the parts."""
+    return base.rstrip("\\/") + "\\" + relative.lstrip("\\/")
+
+
+def format_windows_path(drive: str, components: list[str]) -> str:
+    return f"{drive}:\\" + "\\".join(components)
+
+
+def normalise_windows_path(path: str) -> str:
+    drive, components = split_windows_path(path)
+    return format_windows_path(drive, components)
+
+
+class HostFileSystem:
+    """The C: drive of one host, stored under `root/C`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def resolve(self, path: str) -> Path:
+        """Map a Windows path to the lab path, matching existing names case-insensitively."""
+        drive, components = split_windows_path(path)
+        current = self.root / drive
+        for component in components:
+            current = current / self._existing_name(current, component)
+        return current
+
+    def drive_exists(self, path: str) -> bool:
+        drive, _ = split_windows_path(path)
+        return drive == SYSTEM_DRIVE and (self.root / drive).is_dir()
+
+    def to_windows(self, path: Path) -> str:
+        """The Windows path of a file under this host's root."""
+        relative = path.relative_to(self.root)
+        drive, *components = relative.parts
+        return format_windows_path(drive, list(components))
+
+    def is_under(self, path: Path, folder: str) -> bool:
+        """Whether `path` is inside the Windows folder `folder` (case-insensitive)."""
+        return _is_relative_to(_fold(path), _fold(self.resolve(folder)))
+
+    def all_files(self) -> list[Path]:
+        found: list[Path] = []
+        for directory, _, names in os.walk(self.root):
+            found.extend(Path(directory) / name for name in names)
+        return sorted(found)
+
+    @staticmethod
+    def _existing_name(folder: Path, name: str) -> str:
+        if (folder / name).exists() or not folder.is_dir():
+            return name
+        wanted = name.casefold()
+        for entry in os.listdir(folder):
+            if entry.casefold() == wanted:
+                return entry
+        return name
+
+
+def _fold(path: Path) -> Path:
+    return Path(str(path).casefold())
+
+
+def _is_relative_to(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents

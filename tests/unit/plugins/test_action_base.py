@@ -1,0 +1,79 @@
+"""The shared action base: argument specs come from the doc stubs, and results are masked."""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+
+import pytest
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import (
+    XuActionBase,
+    argument_spec_from_options,
+    module_documentation,
+)
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py"))
+
+
+def action_class(module: str) -> type[XuActionBase]:
+    cls: type[XuActionBase] = importlib.import_module(f"ansible_collections.xtractuniversal.tls.plugins.action.{module}").ActionModule
+    return cls
+
+
+def test_every_module_stub_has_an_action_plugin() -> None:
+    actions = sorted(p.stem for p in (REPO / "plugins" / "action").glob("*.py"))
+    assert MODULES and actions == MODULES
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_action_spec_is_the_stub_documentation(module: str) -> None:
+    cls = action_class(module)
+    assert cls.MODULE == module
+    options = module_documentation(module)["options"]
+    spec = cls.argument_spec()
+    assert spec == argument_spec_from_options(options)
+
+    def compare(spec: dict, options: dict) -> None:  # type: ignore[type-arg]
+        assert set(spec) == set(options)
+        for name, option in options.items():
+            entry = spec[name]
+            assert entry["type"] == option.get("type", "str"), name
+            for key in ("required", "default", "choices", "elements", "no_log", "aliases"):
+                assert entry.get(key) == option.get(key), f"{name}.{key}"
+            assert option.get("description"), f"{name} has no description"
+            if "suboptions" in option:
+                compare(entry["options"], option["suboptions"])
+
+    compare(spec, options)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_constraints_name_documented_options(module: str) -> None:
+    cls = action_class(module)
+    documented = set(cls.argument_spec())
+    named: set[str] = set()
+    for group in cls.MUTUALLY_EXCLUSIVE + cls.REQUIRED_ONE_OF + cls.REQUIRED_TOGETHER:
+        named.update(group)
+    for rule in cls.REQUIRED_IF:
+        named.add(rule[0])
+        named.update(rule[2])
+    for key, needs in cls.REQUIRED_BY.items():
+        named.add(key)
+        named.update([needs] if isinstance(needs, str) else needs)
+    assert named <= documented
+    cls.validator()  # builds without error
+
+
+def test_undocumentable_option_keys_fail_loudly() -> None:
+    with pytest.raises(RuntimeError, match="cannot express"):
+        argument_spec_from_options({"x": {"type": "str", "description": "x", "mutually_exclusive": ["y"]}})
+
+
+def test_secret_options_are_no_log() -> None:
+    for module in MODULES:
+        spec = action_class(module).argument_spec()
+        for name, entry in spec.items():
+            if "password" in name:
+                assert entry.get("no_log") is True, f"{module}.{name}"

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import PROFILES, resolve_profile
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import (
+    SettingsError,
+    SettingsFile,
+    find_thumbprint_references,
+    get_path,
+    join_path,
+    read_tls_state,
+    split_path,
+)
+from support.fake_host import tls_json
+
+TP1 = "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"
+TP2 = "1111111111111111111111111111111111111111"
+XU = PROFILES["xtract_universal"]
+
+
+def settings(path: str, content: str | None) -> SettingsFile:
+    return SettingsFile(path, f"C:\\XU\\{path}", content is not None, content, None)
+
+
+def files(**by_path: str | None) -> dict[str, SettingsFile]:
+    return {path: settings(path, content) for path, content in by_path.items()}
+
+
+@pytest.mark.parametrize(
+    ("path", "tokens"),
+    [("A", ["A"]), ("A.B.C", ["A", "B", "C"]), ("A[0].B", ["A", 0, "B"]), ("Bindings[12]", ["Bindings", 12])],
+)
+def test_paths_round_trip(path: str, tokens: list[str | int]) -> None:
+    assert split_path(path) == tokens
+    assert join_path(tokens) == path
+
+
+@pytest.mark.parametrize("bad", ["", "A..B", "A[x]", ".A", "A.", "A[0"])
+def test_invalid_paths(bad: str) -> None:
+    with pytest.raises(SettingsError):
+        split_path(bad)
+
+
+def test_get_path_is_case_insensitive_like_dotnet() -> None:
+    document = {"webServer": {"certificate": {"thumbprint": TP1}}, "List": [{"x": 1}]}
+    assert get_path(document, "WebServer.Certificate.Thumbprint") == TP1
+    assert get_path(document, "List[0].X") == 1
+    assert get_path(document, "List[3].X") is None
+    assert get_path(document, "Missing.Key") is None
+
+
+LAYOUTS = {
+    "assumed": json.loads(tls_json(web=TP1.lower(), config=TP1)),
+    "flat": {"Protocol": "HttpsUnrestricted", "CertificateThumbprint": "\u200e" + TP1, "DesignerThumbprint": TP2},
+    "list": {"Endpoints": [{"Name": "web", "Hash": TP1}, {"Name": "config", "Hash": TP2.lower()}]},
+}
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ("assumed", [("WebServer.Certificate.Thumbprint", TP1), ("ConfigServer.Certificate.Thumbprint", TP1)]),
+        ("flat", [("CertificateThumbprint", TP1), ("DesignerThumbprint", TP2)]),
+        ("list", [("Endpoints[0].Hash", TP1), ("Endpoints[1].Hash", TP2)]),
+    ],
+)
+def test_references_are_found_whatever_the_layout(layout: str, expected: list[tuple[str, str]]) -> None:
+    found = find_thumbprint_references([settings("config\\servers\\tls.json", json.dumps(LAYOUTS[layout]))])
+    assert [(r.path, r.thumbprint) for r in found] == expected
+    assert all(r.file == "C:\\XU\\config\\servers\\tls.json" for r in found)
+
+
+def test_references_skip_non_json_and_broken_files() -> None:
+    found = find_thumbprint_references([
+        settings("config\\version.txt", TP1),
+        settings("config\\servers\\tls.json", "{not json"),
+        settings("config\\servers\\web\\general.json", None),
+    ])
+    assert found == []
+
+
+def test_tls_state_from_the_assumed_layout() -> None:
+    state = read_tls_state(files(**{
+        "config\\servers\\tls.json": tls_json(web=TP1, auth="CustomCredentialsTls", config=TP2.lower()),
+        "config\\server\\web\\general.json": json.dumps({"HttpPort": 9065, "HttpsPort": 9165}),
+    }), XU)
+    assert state.tls_file_exists
+    assert (state.web_protocol, state.web_certificate) == ("https_unrestricted", TP1)
+    assert (state.config_server_authentication, state.config_server_certificate) == ("custom_credentials_tls", TP2)
+    assert state.web_uses_tls and state.config_server_uses_tls
+    # The documentation spells the folder "server" in places; both are read.
+    assert (state.web_http_port, state.web_https_port, state.config_server_port) == (9065, 9165, 8064)
+
+
+def test_missing_tls_json_is_xu_default_plain_http() -> None:
+    state = read_tls_state(files(), XU)
+    assert not state.tls_file_exists
+    assert state.web_protocol == "http_unrestricted" and not state.web_uses_tls
+    assert state.config_server_authentication == "windows_credentials" and not state.config_server_uses_tls
+
+
+def test_unknown_protocol_value_is_reported_raw() -> None:
+    state = read_tls_state(files(**{"config\\servers\\tls.json": json.dumps({"WebServer": {"Protocol": "Quic"}})}), XU)
+    assert state.web_protocol is None and state.web_protocol_raw == "Quic"
+
+
+def test_broken_tls_json_is_an_error() -> None:
+    with pytest.raises(SettingsError, match="Unable to parse"):
+        read_tls_state(files(**{"config\\servers\\tls.json": "{"}), XU)
+
+
+def test_settings_map_overrides_the_assumption() -> None:
+    profile = resolve_profile({"product": "xtract_universal", "settings_map": {"web_certificate": "Endpoints[0].Hash", "web_protocol": None}})
+    assert profile.settings_map["web_certificate"] == "Endpoints[0].Hash"
+    assert profile.settings_map["web_protocol"] == "WebServer.Protocol"
+    state = read_tls_state(files(**{"config\\servers\\tls.json": json.dumps({**LAYOUTS["list"], "WebServer": {"Protocol": "HttpsUnrestricted"}})}), profile)
+    assert state.web_certificate == TP1
+
+
+def test_profile_overrides() -> None:
+    profile = resolve_profile({"product": "board_connector", "install_dir": "D:\\BC", "web_https_port": 9443, "service_name": None})
+    assert profile.install_dir == "D:\\BC"
+    assert profile.ports() == [8097, 9443, 8096]
+    assert profile.service_display_name == "BOARD Connector"
+    assert profile.install_dir_explicit and not resolve_profile({}).install_dir_explicit
+    assert resolve_profile({"product": "yunio"}).ports() == [8075, 8175]

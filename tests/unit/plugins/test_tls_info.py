@@ -1,0 +1,151 @@
+"""xu_tls_info judged against scripted hosts: one remote call, the right facts and problems."""
+
+from __future__ import annotations
+
+import json
+
+from support.action import run_action
+from support.certs import mint
+from support.fake_host import FakeHost, tls_json
+
+FQDN = "xu01.example.com"
+
+
+def healthy_host(days_left: float = 200) -> tuple[FakeHost, str]:
+    cert, _ = mint(FQDN, days_left=days_left)
+    host = FakeHost()
+    thumbprint = host.add_certificate(cert)
+    host.files["config\\servers\\tls.json"] = tls_json(web=thumbprint, config=thumbprint.lower())
+    host.files["config\\version.txt"] = "6.8.1.2\r\n"
+    host.served = {8165: cert, 8064: cert}
+    return host, thumbprint
+
+
+def test_healthy_host_in_one_call() -> None:
+    host, thumbprint = healthy_host()
+    result = run_action("xu_tls_info", {}, host)
+    assert not result.get("failed"), result
+    assert result["changed"] is False
+    assert len(host.calls) == 1
+    assert [op["op"] for op in host.calls[0]] == ["discover", "cert_list", "fw_get", "task_get", "port_probe", "port_probe", "port_probe"]
+    assert result["installed"] is True
+    assert result["product"] == {"name": "xtract_universal", "title": "Xtract Universal", "version": "6.8.1.2"}
+    assert result["fqdn"] == FQDN
+    web = result["web_server"]
+    assert (web["protocol"], web["tls"], web["https_port"], web["certificate_thumbprint"]) == ("https_unrestricted", True, 8165, thumbprint)
+    certificate = web["certificate"]
+    assert certificate["in_store"] and certificate["has_private_key"] and certificate["key_readable_by_service"]
+    assert certificate["san_covers_fqdn"] and certificate["server_auth"] and certificate["days_left"] == 199
+    assert result["config_server"]["certificate"]["thumbprint"] == thumbprint
+    assert result["served"]["web_https"]["thumbprint"] == thumbprint
+    assert result["served"]["config_server"]["thumbprint"] == thumbprint
+    assert result["served"]["web_http"]["answering"] is False
+    assert [r["path"] for r in result["thumbprint_references"]] == ["WebServer.Certificate.Thumbprint", "ConfigServer.Certificate.Thumbprint"]
+    assert result["gate"] == {"state": "open", "rules": [], "auto_open": None}
+    assert result["problems"] == []
+    assert "warnings" not in result
+
+
+def test_problems_are_judged_and_warned() -> None:
+    cert, _ = mint("other.example.com", days_left=10, server_auth=False)
+    host = FakeHost()
+    thumbprint = host.add_certificate(cert, acl=[])
+    host.files["config\\servers\\tls.json"] = tls_json(web=thumbprint, auth="WindowsCredentials")
+    host.served = {8165: cert}
+    result = run_action("xu_tls_info", {"expiry_warning_days": 30}, host)
+    problems = result["problems"]
+    assert any("expires in 9 days" in p for p in problems)
+    assert any("does not name the host" in p for p in problems)
+    assert any("Server Authentication" in p for p in problems)
+    assert any("cannot read the private key" in p for p in problems)
+    assert result["warnings"] == [f"xu01: {p}" for p in problems]
+    assert result["config_server"]["tls"] is False and result["config_server"]["certificate"] is None
+
+
+def test_certificate_deleted_while_served() -> None:
+    host, thumbprint = healthy_host()
+    host.certificates.clear()
+    result = run_action("xu_tls_info", {}, host)
+    certificate = result["web_server"]["certificate"]
+    # Details still come from what the port serves.
+    assert certificate["in_store"] is False and certificate["subject"] == f"CN={FQDN}"
+    assert any("not in LocalMachine\\My" in p for p in result["problems"])
+
+
+def test_tls_off_and_pending_restart() -> None:
+    host, thumbprint = healthy_host()
+    del host.files["config\\servers\\tls.json"]
+    host.served = {}
+    host.http_ports = {8065}
+    result = run_action("xu_tls_info", {}, host)
+    assert result["web_server"]["protocol"] == "http_unrestricted"
+    assert result["served"]["web_http"]["answering"] is True
+    assert "the web server serves plain HTTP (TLS is off)" in result["problems"]
+
+    other, _ = mint(FQDN)
+    host, thumbprint = healthy_host()
+    host.served[8165] = other
+    result = run_action("xu_tls_info", {}, host)
+    assert any("restart pending" in p for p in result["problems"])
+
+
+def test_ports_from_settings_cost_a_second_call() -> None:
+    host, _ = healthy_host()
+    host.files["config\\servers\\web\\general.json"] = json.dumps({"HttpPort": 9065, "HttpsPort": 9165})
+    result = run_action("xu_tls_info", {}, host)
+    assert len(host.calls) == 2
+    assert [op["args"]["port"] for op in host.calls[1]] == [9065, 9165, 8064]
+    assert result["served"]["web_https"]["port"] == 9165
+
+    host, _ = healthy_host()
+    host.files["config\\servers\\web\\general.json"] = json.dumps({"HttpPort": 9065, "HttpsPort": 9165})
+    run_action("xu_tls_info", {"web_http_port": 9065, "web_https_port": 9165}, host)
+    assert len(host.calls) == 1
+
+
+def test_gate_closed_with_auto_open() -> None:
+    host, _ = healthy_host()
+    host.rules = [{"name": "g-block", "display_name": "g", "direction": "Inbound", "action": "Block", "enabled": True,
+                   "protocol": "TCP", "local_ports": ["8065"], "remote_addresses": ["0.0.0.0-9.255.255.255"]}]
+    host.task = {"name": "xtractuniversal.tls gate auto-open", "state": "Ready", "next_run_utc": "2026-11-26T21:00:00Z", "description": "x"}
+    result = run_action("xu_tls_info", {}, host)
+    assert result["gate"]["state"] == "closed"
+    assert result["gate"]["auto_open"] == {"task": "xtractuniversal.tls gate auto-open", "run_at": "2026-11-26T21:00:00Z", "state": "Ready"}
+    assert host.calls[0][2]["args"] == {"group": "xtractuniversal.tls gate"}
+
+
+def test_not_installed_is_reported_not_failed() -> None:
+    host = FakeHost(service_found=False)
+    result = run_action("xu_tls_info", {}, host)
+    assert not result.get("failed")
+    assert result["installed"] is False
+    assert any("not installed" in p for p in result["problems"])
+
+
+def test_remote_failure_carries_rc_stdout_stderr() -> None:
+    host = FakeHost(answer_override=lambda command, stdin: (1, "", "#< CLIXML\nAccess is denied"))
+    result = run_action("xu_tls_info", {}, host)
+    assert result["failed"] is True
+    assert result["rc"] == 1 and result["stderr"].endswith("Access is denied")
+    assert "The agent failed on the host" in result["msg"]
+
+    host = FakeHost(answer_override=lambda command, stdin: (0, "hello", ""))
+    result = run_action("xu_tls_info", {}, host)
+    assert result["failed"] and "did not answer" in result["msg"] and result["stdout"] == "hello"
+
+
+def test_discover_error_fails_the_module() -> None:
+    host = FakeHost(errors={"discover": {"type": "UnauthorizedAccessException", "message": "Access denied"}})
+    result = run_action("xu_tls_info", {}, host)
+    assert result["failed"] and "discover failed on the host: UnauthorizedAccessException: Access denied" in result["msg"]
+
+
+def test_bad_arguments_fail_before_any_remote_call() -> None:
+    host, _ = healthy_host()
+    result = run_action("xu_tls_info", {"product": "sap_gui", "expiry_warning_days": "soon"}, host)
+    assert result["failed"] and result["msg"].startswith("Invalid arguments")
+    assert "product" in result["msg"]
+    assert host.calls == []
+    result = run_action("xu_tls_info", {"gate_rule_group": "bad;name"}, host)
+    assert result["failed"] and "gate rule group" in result["msg"]
+    assert host.calls == []

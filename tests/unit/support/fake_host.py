@@ -1,0 +1,123 @@
+"""A scripted host for unit tests of the controller logic: answers the agent protocol from a dict."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from support.certs import der
+
+INSTALL_DIR = "C:\\Program Files\\XtractUniversal"
+SERVICE_ACCOUNT = "NT Service\\XtractUniversal Service"
+READABLE_ACL = [
+    {"identity": "NT AUTHORITY\\SYSTEM", "rights": "FullControl", "type": "Allow"},
+    {"identity": SERVICE_ACCOUNT, "rights": "Read", "type": "Allow"},
+]
+
+
+def tls_json(protocol: str = "HttpsUnrestricted", web: str | None = None, auth: str = "CustomCredentialsTls", config: str | None = None) -> str:
+    def certificate(thumbprint: str | None) -> dict[str, Any]:
+        return {"StoreLocation": "LocalMachine", "StoreName": "My", "Thumbprint": thumbprint}
+
+    return json.dumps({
+        "WebServer": {"Protocol": protocol, "Certificate": certificate(web)},
+        "ConfigServer": {"Authentication": auth, "Certificate": certificate(config)},
+    }, indent=2)
+
+
+@dataclass
+class FakeHost:
+    files: dict[str, str] = field(default_factory=dict)
+    certificates: list[dict[str, Any]] = field(default_factory=list)
+    served: dict[int, x509.Certificate | None] = field(default_factory=dict)
+    http_ports: set[int] = field(default_factory=set)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    task: dict[str, Any] | None = None
+    service_state: str = "Running"
+    service_found: bool = True
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    calls: list[list[dict[str, Any]]] = field(default_factory=list)
+    answer_override: Callable[[str, bytes], tuple[int, str, str]] | None = None
+
+    def add_certificate(self, cert: x509.Certificate, *, has_private_key: bool = True, acl: list[dict[str, Any]] | None = None) -> str:
+        raw = der(cert)
+        self.certificates.append({
+            "der_b64": base64.b64encode(raw).decode(),
+            "has_private_key": has_private_key,
+            "friendly_name": "",
+            "key": {"provider": "CNG", "acl": READABLE_ACL if acl is None else acl} if has_private_key else None,
+        })
+        thumbprint = hashlib.sha1(raw).hexdigest().upper()
+        self.certificates[-1]["thumbprint"] = thumbprint
+        return thumbprint
+
+    def transport(self, command: str, stdin: bytes) -> tuple[int, str, str]:
+        if self.answer_override is not None:
+            return self.answer_override(command, stdin)
+        assert command.startswith("PowerShell -NoProfile -NonInteractive -ExecutionPolicy Unrestricted -EncodedCommand ")
+        payload = json.loads(stdin)
+        assert payload["agent"].startswith("# xtractuniversal.tls agent 1")
+        request = payload["request"]
+        self.calls.append(request["ops"])
+        results = []
+        failed = False
+        for op in request["ops"]:
+            entry: dict[str, Any] = {"id": op["id"], "op": op["op"]}
+            if failed and request["stop_on_error"]:
+                entry["status"] = "skipped"
+            elif op["op"] in self.errors:
+                entry.update(status="error", error=self.errors[op["op"]])
+                failed = True
+            else:
+                entry.update(status="ok", result=getattr(self, "op_" + op["op"])(op["args"]))
+            results.append(entry)
+        return 0, json.dumps({"agent": "xtractuniversal.tls", "protocol": 1, "results": results}), ""
+
+    def op_discover(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "computer": {"hostname": "xu01", "domain": "example.com"},
+            "service": {
+                "name": "XtractUniversal Service", "display_name": "Xtract Universal", "state": self.service_state,
+                "start_mode": "Auto", "account": SERVICE_ACCOUNT, "image_path": f'"{INSTALL_DIR}\\XtractService.exe"',
+            } if self.service_found else None,
+            "install_dir": INSTALL_DIR,
+            "install_dir_exists": True,
+            "files": [
+                {
+                    "path": path,
+                    "full_path": f"{INSTALL_DIR}\\{path}",
+                    "exists": path in self.files,
+                    "content": self.files.get(path),
+                    "sha256": "0" * 64 if path in self.files else None,
+                }
+                for path in args["files"]
+            ],
+        }
+
+    def op_cert_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"certificates": self.certificates}
+
+    def op_fw_get(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"rules": self.rules}
+
+    def op_task_get(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"task": self.task}
+
+    def op_port_probe(self, args: dict[str, Any]) -> dict[str, Any]:
+        port = args["port"]
+        if args["tls"]:
+            cert = self.served.get(port)
+            if cert is None:
+                return {"connected": port in self.http_ports, "tls_error": "handshake failed", "der_b64": None,
+                        "http_status": None, "http_body": None, "error": None if port in self.http_ports else "refused"}
+            return {"connected": True, "tls_error": None, "der_b64": base64.b64encode(der(cert)).decode(),
+                    "http_status": 200 if args["http_path"] else None, "http_body": None, "error": None}
+        if port in self.http_ports:
+            return {"connected": True, "tls_error": None, "der_b64": None, "http_status": 200, "http_body": "{}", "error": None}
+        return {"connected": False, "tls_error": None, "der_b64": None, "http_status": None, "http_body": None, "error": "refused"}
