@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
@@ -38,7 +38,7 @@ _DOC_ONLY_KEYS = frozenset({"description", "version_added", "suboptions", "notes
 def module_documentation(module: str) -> dict[str, Any]:
     """The stub's DOCUMENTATION with its doc fragments merged in."""
     path = MODULES_DIR / f"{module}.py"
-    doc = get_docstring(str(path), fragment_loader, collection_name=COLLECTION, is_module=True)[0]
+    doc: dict[str, Any] = get_docstring(str(path), fragment_loader, collection_name=COLLECTION, is_module=True)[0]
     if not doc:
         raise RuntimeError(f"{path} has no DOCUMENTATION")
     return doc
@@ -76,16 +76,22 @@ class ModuleRun:
             self.warnings.append(message)
 
 
+def _masked(result: dict[str, Any], no_log_values: set[str]) -> dict[str, Any]:
+    """The result with every no_log value replaced, wherever it appears."""
+    masked: dict[str, Any] = remove_values(result, no_log_values)
+    return masked
+
+
 class XuActionBase(ActionBase):
     """Subclasses name their module and implement ``run_module``."""
 
     MODULE: str = ""
     # Constraints between options, as ArgumentSpecValidator takes them.
-    MUTUALLY_EXCLUSIVE: list[list[str]] = []
-    REQUIRED_ONE_OF: list[list[str]] = []
-    REQUIRED_TOGETHER: list[list[str]] = []
-    REQUIRED_IF: list[Any] = []
-    REQUIRED_BY: dict[str, Any] = {}
+    MUTUALLY_EXCLUSIVE: ClassVar[list[list[str]]] = []
+    REQUIRED_ONE_OF: ClassVar[list[list[str]]] = []
+    REQUIRED_TOGETHER: ClassVar[list[list[str]]] = []
+    REQUIRED_IF: ClassVar[list[Any]] = []
+    REQUIRED_BY: ClassVar[dict[str, Any]] = {}
 
     TRANSFERS_FILES = False
     _requires_connection = True
@@ -120,7 +126,7 @@ class XuActionBase(ActionBase):
         no_log_values = set(validation._no_log_values)
         if validation.error_messages:
             result.update(failed=True, msg="Invalid arguments: " + "; ".join(validation.error_messages), changed=False)
-            return remove_values(result, no_log_values)
+            return _masked(result, no_log_values)
 
         run = ModuleRun(
             params=validation.validated_parameters,
@@ -139,7 +145,7 @@ class XuActionBase(ActionBase):
         warnings = [*(w for w in validation._warnings if isinstance(w, str)), *run.warnings]
         if warnings:
             result["warnings"] = result.get("warnings", []) + warnings
-        return remove_values(result, no_log_values)
+        return _masked(result, no_log_values)
 
     def _execute_remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
         """One remote command through the host's connection, whatever plugin that is."""

@@ -9,6 +9,7 @@ bootstrap on the command line, and the agent plus the request as JSON on stdin.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import pathlib
 from collections.abc import Callable, Sequence
@@ -94,13 +95,11 @@ def parse_answer(rc: int, stdout: str, stderr: str, operations: Sequence[Operati
         raise RemoteError(f"The agent failed on the host (rc={rc}): {_first_line(stderr) or 'no error output'}", rc, stdout, stderr)
     answer = None
     # PowerShell may prefix output (e.g. a profile's banner); the answer is the last JSON line.
-    for line in reversed(stdout.strip().splitlines()):
-        line = line.strip()
+    for raw_line in reversed(stdout.strip().splitlines()):
+        line = raw_line.strip()
         if line.startswith("{"):
-            try:
+            with contextlib.suppress(ValueError):
                 answer = json.loads(line)
-            except ValueError:
-                pass
             break
     if not isinstance(answer, dict) or answer.get("agent") != "xtractuniversal.tls":
         raise RemoteError("The host did not answer with the agent's JSON document", rc, stdout, stderr)
@@ -110,7 +109,7 @@ def parse_answer(rc: int, stdout: str, stderr: str, operations: Sequence[Operati
     if not isinstance(raw_results, list) or len(raw_results) != len(operations):
         raise RemoteError("The agent's answer does not match the request", rc, stdout, stderr)
     results = []
-    for operation, raw in zip(operations, raw_results):
+    for operation, raw in zip(operations, raw_results, strict=True):
         if not isinstance(raw, dict) or raw.get("op") != operation.op or raw.get("status") not in ("ok", "error", "skipped"):
             raise RemoteError(f"The agent's answer for {operation.op} is malformed", rc, stdout, stderr)
         results.append(OperationResult(operation.op, raw["status"], raw.get("result"), raw.get("error")))

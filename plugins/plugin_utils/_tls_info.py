@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import check_group_name
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import resolve_profile
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import find_thumbprint_references
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Snapshot, read_snapshot
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import check_group_name
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 
 
 def run_tls_info(run: ModuleRun) -> dict[str, Any]:

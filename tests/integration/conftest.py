@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from labtools import start_lab, stop_lab
+from labtools import Lab, start_lab, stop_lab
 
 
 @pytest.fixture

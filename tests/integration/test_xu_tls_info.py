@@ -7,7 +7,6 @@ import pathlib
 from typing import Any
 
 import pytest
-
 from labtools import REPO, Lab
 
 INFO = [{"name": "info", "xtractuniversal.tls.xu_tls_info": {}, "register": "info"}]

@@ -1,7 +1,7 @@
 # xtractuniversal.tls agent 1
 param($Request)
-# The remote half of docs/agent-protocol.md. Windows PowerShell 5.1 / .NET Framework 4.6.2+.
-# Stdout carries exactly one JSON object, so every call's pipeline output is discarded.
+# The host side of docs/agent-protocol.md, for Windows PowerShell 5.1 on .NET Framework 4.6.2+.
+# Its only output is one JSON object (the answer): every other output is discarded or silenced.
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
 $WarningPreference = 'SilentlyContinue'
@@ -9,32 +9,29 @@ $VerbosePreference = 'SilentlyContinue'
 $InformationPreference = 'SilentlyContinue'
 Set-StrictMode -Off
 
-# Names that reach a file path or the scheduled task's command line. \z, not $: $ also matches before a final newline.
-$TaskNamePattern = '^[A-Za-z0-9 ._-]{1,64}\z'
+# \z, not $: $ also matches before a final newline, which must not reach a path or a command line.
+$GroupTaskPattern = '^[A-Za-z0-9 ._-]{1,64}\z'
 $JournalNamePattern = '^[A-Za-z0-9_.-]{1,64}\z'
-$JournalDir = Join-Path $env:ProgramData 'xtractuniversal.tls'
-$Utf8NoBom = New-Object System.Text.UTF8Encoding($false)
+$ProgramData = [Environment]::GetFolderPath('CommonApplicationData')
+$JournalDir = [IO.Path]::Combine($ProgramData, 'xtractuniversal.tls')
+$Utf8NoBom = [Text.UTF8Encoding]::new($false)
 
 function Stop-Xu([string]$Type, [string]$Message) {
-    $e = New-Object System.Exception($Message)
+    $e = [Exception]::new($Message)
     $e.Data['xu_type'] = $Type
     throw $e
 }
 
 function Get-XuInner($Ex) {
-    # PowerShell wraps exceptions of .NET calls; the inner one names the real failure.
+    # PowerShell wraps the exceptions of .NET calls; the inner one names the real failure.
     $wrappers = 'MethodInvocationException', 'GetValueInvocationException', 'SetValueInvocationException', 'TargetInvocationException', 'ActionPreferenceStopException'
     while ($null -ne $Ex.InnerException -and $wrappers -contains $Ex.GetType().Name) { $Ex = $Ex.InnerException }
     $Ex
 }
 
 function Get-XuMessage($Ex) {
-    $parts = New-Object System.Collections.ArrayList
-    $Ex = Get-XuInner $Ex
-    while ($null -ne $Ex) {
-        if ($parts -notcontains $Ex.Message) { [void]$parts.Add($Ex.Message) }
-        $Ex = $Ex.InnerException
-    }
+    $parts = [Collections.ArrayList]::new()
+    for ($e = Get-XuInner $Ex; $null -ne $e; $e = $e.InnerException) { if ($parts -notcontains $e.Message) { [void]$parts.Add($e.Message) } }
     $parts -join ' '
 }
 
@@ -61,11 +58,10 @@ function Format-XuTime($Value) {
 }
 
 function ConvertFrom-XuTime($Value) {
-    $styles = [Globalization.DateTimeStyles]'AdjustToUniversal, AssumeUniversal'
+    if ($Value -is [DateTime]) { return $Value.ToUniversalTime() }
     $d = [DateTime]::MinValue
-    if (-not [DateTime]::TryParse([string]$Value, [Globalization.CultureInfo]::InvariantCulture, $styles, [ref]$d)) {
-        Stop-Xu 'InvalidArgument' 'expected an ISO 8601 UTC time'
-    }
+    $styles = [Globalization.DateTimeStyles]'AdjustToUniversal, AssumeUniversal'
+    if (-not [DateTime]::TryParse([string]$Value, [Globalization.CultureInfo]::InvariantCulture, $styles, [ref]$d)) { Stop-Xu 'InvalidArgument' 'expected an ISO 8601 UTC time' }
     $d
 }
 
@@ -75,13 +71,9 @@ function Get-XuSha256([byte[]]$Bytes) {
 }
 
 function Read-XuBytes([string]$Path) {
-    # Share read/write/delete: the service may hold its settings open.
-    $fs = New-Object System.IO.FileStream($Path, [IO.FileMode]::Open, [IO.FileAccess]::Read, ([IO.FileShare]'ReadWrite, Delete'))
-    try {
-        $ms = New-Object System.IO.MemoryStream
-        $fs.CopyTo($ms)
-        , $ms.ToArray()
-    } finally { $fs.Dispose() }
+    # Shared read/write/delete: the service may hold its settings open.
+    $fs = [IO.FileStream]::new($Path, 'Open', 'Read', 'ReadWrite, Delete')
+    try { $ms = [IO.MemoryStream]::new(); $fs.CopyTo($ms); , $ms.ToArray() } finally { $fs.Dispose() }
 }
 
 function ConvertFrom-XuBytes([byte[]]$Bytes) {
@@ -91,100 +83,87 @@ function ConvertFrom-XuBytes([byte[]]$Bytes) {
 }
 
 function Write-XuAtomic([string]$Path, [byte[]]$Bytes, $Backup) {
-    # Write beside the target, then swap: File.Replace keeps the target's ACL and makes the backup in the same step.
+    # Written beside the target, then swapped in: File.Replace keeps the target's ACL and makes the backup in one step.
     $dir = [IO.Path]::GetDirectoryName($Path)
     if (-not [IO.Directory]::Exists($dir)) { $null = [IO.Directory]::CreateDirectory($dir) }
     $tmp = $Path + '.xutls.tmp'
     try {
         [IO.File]::WriteAllBytes($tmp, $Bytes)
         if ([IO.File]::Exists($Path)) { [IO.File]::Replace($tmp, $Path, $Backup) } else { [IO.File]::Move($tmp, $Path) }
-    } finally {
-        if ([IO.File]::Exists($tmp)) { [IO.File]::Delete($tmp) }
-    }
+    } finally { if ([IO.File]::Exists($tmp)) { [IO.File]::Delete($tmp) } }
 }
 
 function Open-XuStore([string]$Name, [string]$Flags) {
     if (-not $Name) { $Name = 'My' }
-    $s = New-Object System.Security.Cryptography.X509Certificates.X509Store($Name, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
-    $s.Open([System.Security.Cryptography.X509Certificates.OpenFlags]$Flags)
+    $s = [System.Security.Cryptography.X509Certificates.X509Store]::new($Name, 'LocalMachine')
+    $s.Open($Flags)
     $s
 }
 
 function Find-XuCert($Store, [string]$Thumbprint) {
     foreach ($c in $Store.Certificates) { if ($c.Thumbprint -eq $Thumbprint) { return $c } }
-    $null
 }
 
 function Get-XuKeyFile($Cert) {
-    # Machine keys live in files: CNG keys under Crypto\Keys by unique name, CSP keys under Crypto\RSA\MachineKeys.
+    # Machine keys are files named by the key's unique name: CNG keys in Crypto\Keys, CSP keys in Crypto\RSA\MachineKeys.
+    # Which class .NET returns for a CSP key differs between Framework versions, so the file found decides.
     $r = @{ provider = $null; file = $null }
     $key = $null
     try {
         try { $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Cert) } catch { $key = $null }
-        if ($null -eq $key) { try { $key = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Cert) } catch { $key = $null } }
-        if ($key -is [System.Security.Cryptography.RSACng] -or $key -is [System.Security.Cryptography.ECDsaCng]) {
-            $r.provider = 'CNG'
-            $r.file = Join-Path $env:ProgramData ('Microsoft\Crypto\Keys\' + $key.Key.UniqueName)
-        } elseif ($key -is [System.Security.Cryptography.ICspAsymmetricAlgorithm]) {
-            $r.provider = 'CSP'
-            $r.file = Join-Path $env:ProgramData ('Microsoft\Crypto\RSA\MachineKeys\' + $key.CspKeyContainerInfo.UniqueKeyContainerName)
+        if ($null -eq $key) { $key = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Cert) }
+        $unique = $null
+        if ($key -is [System.Security.Cryptography.RSACng] -or $key -is [System.Security.Cryptography.ECDsaCng]) { $r.provider = 'CNG'; $unique = $key.Key.UniqueName }
+        elseif ($key -is [System.Security.Cryptography.ICspAsymmetricAlgorithm]) { $r.provider = 'CSP'; $unique = $key.CspKeyContainerInfo.UniqueKeyContainerName }
+        if ($unique) {
+            foreach ($place in @(@('CNG', 'Microsoft\Crypto\Keys'), @('CSP', 'Microsoft\Crypto\RSA\MachineKeys'))) {
+                $candidate = [IO.Path]::Combine($ProgramData, $place[1], $unique)
+                if ([IO.File]::Exists($candidate)) { $r.provider = $place[0]; $r.file = $candidate; break }
+            }
         }
     } catch { $r.file = $null } finally { if ($null -ne $key) { $key.Dispose() } }
     $r
 }
 
 function Get-XuRightsName([int]$Value) {
-    # GENERIC_ALL (0x10000000) or every FullControl bit -> FullControl; the Read bits or GENERIC_READ (bit 31, so negative) -> Read.
+    # GENERIC_ALL (0x10000000) or all FullControl bits: FullControl. The Read bits or GENERIC_READ (bit 31, so negative): Read.
     if (($Value -band 0x1F01FF) -eq 0x1F01FF -or ($Value -band 0x10000000) -ne 0) { return 'FullControl' }
     if (($Value -band 0x20089) -eq 0x20089 -or $Value -lt 0) { return 'Read' }
     ([System.Security.AccessControl.FileSystemRights]$Value).ToString()
 }
 
 function Get-XuKeyInfo($Cert) {
-    # An odd key never fails the listing: what is known is reported, the ACL is null when the file is not readable.
+    # An odd key never fails the listing: the provider is reported when known, the ACL is null when unreadable.
     $k = Get-XuKeyFile $Cert
     $acl = $null
-    if ($k.file -and [IO.File]::Exists($k.file)) {
+    if ($k.file) {
         try {
-            $acl = New-Object System.Collections.ArrayList
-            $sec = [IO.File]::GetAccessControl($k.file, [System.Security.AccessControl.AccessControlSections]::Access)
-            foreach ($rule in $sec.GetAccessRules($true, $true, [System.Security.Principal.NTAccount])) {
-                [void]$acl.Add([ordered]@{
-                    identity = $rule.IdentityReference.Value
-                    rights = (Get-XuRightsName ([int]$rule.FileSystemRights))
-                    type = $rule.AccessControlType.ToString()
-                })
+            $acl = [Collections.ArrayList]::new()
+            foreach ($rule in [IO.File]::GetAccessControl($k.file, 'Access').GetAccessRules($true, $true, [System.Security.Principal.NTAccount])) {
+                [void]$acl.Add([ordered]@{ identity = $rule.IdentityReference.Value; rights = (Get-XuRightsName ([int]$rule.FileSystemRights)); type = $rule.AccessControlType.ToString() })
             }
         } catch { $acl = $null }
     }
     [ordered]@{ provider = $k.provider; acl = $acl }
 }
 
-function ConvertTo-XuSid([string]$Account) {
-    if ($Account -match '^S-1-[0-9-]+\z') { return New-Object System.Security.Principal.SecurityIdentifier($Account) }
-    (New-Object System.Security.Principal.NTAccount($Account)).Translate([System.Security.Principal.SecurityIdentifier])
-}
-
 function Get-XuExePath([string]$CommandLine) {
-    if ($CommandLine -match '^\s*"([^"]+)"') { return $Matches[1] }
-    if ($CommandLine -match '^\s*(.+?\.exe)(\s|\z)') { return $Matches[1] }
-    if ($CommandLine -match '^\s*(\S+)') { return $Matches[1] }
-    $null
+    if ($CommandLine -match '^\s*"([^"]+)"' -or $CommandLine -match '^\s*(.+?\.exe)(\s|\z)' -or $CommandLine -match '^\s*(\S+)') { return $Matches[1] }
 }
 
 function Test-XuPort([string]$HostName, [int]$Port, [int]$TimeoutMs) {
-    $c = New-Object System.Net.Sockets.TcpClient
+    $c = [Net.Sockets.TcpClient]::new()
     try {
         $ar = $c.BeginConnect($HostName, $Port, $null, $null)
         if (-not $ar.AsyncWaitHandle.WaitOne($TimeoutMs)) { return $false }
         $c.EndConnect($ar)
-        return $true
-    } catch { return $false } finally { $c.Close() }
+        $true
+    } catch { $false } finally { $c.Close() }
 }
 
 function ConvertFrom-XuChunked([string]$Text) {
-    # $Text is Latin-1 decoded, one char per byte, so lengths are byte counts.
-    $out = New-Object System.Text.StringBuilder
+    # $Text is Latin-1 decoded (one char per byte), so lengths are byte counts.
+    $out = [Text.StringBuilder]::new()
     $i = 0
     while ($i -lt $Text.Length) {
         $e = $Text.IndexOf("`r`n", $i)
@@ -192,7 +171,7 @@ function ConvertFrom-XuChunked([string]$Text) {
         $size = [Convert]::ToInt32(($Text.Substring($i, $e - $i) -split ';')[0].Trim(), 16)
         if ($size -le 0) { break }
         $null = $out.Append($Text, $e + 2, [Math]::Min($size, $Text.Length - $e - 2))
-        $i = $e + 2 + $size + 2
+        $i = $e + 4 + $size
     }
     $out.ToString()
 }
@@ -202,23 +181,21 @@ function Get-XuTask([string]$Name) {
 }
 
 function Get-XuJournalPath($Name) {
-    $n = Assert-XuName $Name $JournalNamePattern 'name'
-    Join-Path $JournalDir ($n + '.json')
+    [IO.Path]::Combine($JournalDir, (Assert-XuName $Name $JournalNamePattern 'name') + '.json')
 }
 
 function Format-XuQuoted([string]$Value) { "'" + ($Value -replace "'", "''") + "'" }
 
-# One entry per operation of the protocol's primitives table; each takes the op's args and returns its result.
+# One entry per operation of the protocol's primitives table: each takes the op's args and returns its result.
 $primitives = @{
     'discover' = {
         param($a)
-        $domain = [System.Net.NetworkInformation.IPGlobalProperties]::GetIPGlobalProperties().DomainName
+        $domain = [Net.NetworkInformation.IPGlobalProperties]::GetIPGlobalProperties().DomainName
         if (-not $domain) {
             $cs = Get-CimInstance -ClassName Win32_ComputerSystem
-            if ($cs.PartOfDomain) { $domain = [string]$cs.Domain }
+            if ($cs.PartOfDomain) { $domain = [string]$cs.Domain } else { $domain = $null }
         }
-        if (-not $domain) { $domain = $null }
-        # Every service is listed and compared here: nothing from the request goes into a WQL filter.
+        # All services are listed and compared here, so nothing from the request goes into a WQL filter.
         $all = @(Get-CimInstance -ClassName Win32_Service)
         if ($a.service_name) { $svc = $all | Where-Object { $_.Name -eq $a.service_name } | Select-Object -First 1 }
         else { $svc = $all | Where-Object { $_.DisplayName -eq $a.service_display_name } | Select-Object -First 1 }
@@ -226,44 +203,32 @@ $primitives = @{
         $dir = $a.install_dir
         if ($null -ne $svc) {
             $service = [ordered]@{
-                name = [string]$svc.Name
-                display_name = [string]$svc.DisplayName
-                state = ([string]$svc.State -replace ' ', '')
-                start_mode = [string]$svc.StartMode
-                account = [string]$svc.StartName
-                image_path = [string]$svc.PathName
+                name = [string]$svc.Name; display_name = [string]$svc.DisplayName; state = ([string]$svc.State -replace ' ', '')
+                start_mode = [string]$svc.StartMode; account = [string]$svc.StartName; image_path = [string]$svc.PathName
             }
-            if (-not $dir) {
-                $exe = Get-XuExePath $svc.PathName
-                if ($exe) { $dir = [IO.Path]::GetDirectoryName($exe) }
-            }
+            if (-not $dir) { $exe = Get-XuExePath $svc.PathName; if ($exe) { $dir = [IO.Path]::GetDirectoryName($exe) } }
         }
         if (-not $dir) { $dir = $null }
-        $files = New-Object System.Collections.ArrayList
+        $files = [Collections.ArrayList]::new()
         foreach ($p in $a.files) {
             $f = [ordered]@{ path = $p; full_path = $null; exists = $false; content = $null; sha256 = $null }
             if ([IO.Path]::IsPathRooted($p)) { $f.full_path = $p } elseif ($dir) { $f.full_path = [IO.Path]::Combine($dir, $p) }
             if ($f.full_path -and [IO.File]::Exists($f.full_path)) {
                 $b = Read-XuBytes $f.full_path
-                $f.exists = $true
-                $f.content = ConvertFrom-XuBytes $b
-                $f.sha256 = Get-XuSha256 $b
+                $f.exists = $true; $f.content = ConvertFrom-XuBytes $b; $f.sha256 = Get-XuSha256 $b
             }
             [void]$files.Add($f)
         }
         [ordered]@{
-            computer = [ordered]@{ hostname = [System.Net.Dns]::GetHostName(); domain = $domain }
-            service = $service
-            install_dir = $dir
-            install_dir_exists = ($null -ne $dir -and [IO.Directory]::Exists($dir))
-            files = $files
+            computer = [ordered]@{ hostname = [Net.Dns]::GetHostName(); domain = $domain }; service = $service
+            install_dir = $dir; install_dir_exists = ($null -ne $dir -and [IO.Directory]::Exists($dir)); files = $files
         }
     }
     'cert_list' = {
         param($a)
         $want = $null
         if ($null -ne $a.thumbprints) { $want = @(foreach ($t in $a.thumbprints) { ConvertTo-XuThumbprint $t }) }
-        $list = New-Object System.Collections.ArrayList
+        $list = [Collections.ArrayList]::new()
         $st = Open-XuStore $a.store 'ReadOnly, OpenExistingOnly'
         try {
             foreach ($c in $st.Certificates) {
@@ -272,11 +237,8 @@ $primitives = @{
                 $key = $null
                 if ($c.HasPrivateKey) { $key = Get-XuKeyInfo $c }
                 [void]$list.Add([ordered]@{
-                    thumbprint = $tp
-                    der_b64 = [Convert]::ToBase64String($c.RawData)
-                    has_private_key = $c.HasPrivateKey
-                    friendly_name = $c.FriendlyName
-                    key = $key
+                    thumbprint = $tp; der_b64 = [Convert]::ToBase64String($c.RawData)
+                    has_private_key = $c.HasPrivateKey; friendly_name = $c.FriendlyName; key = $key
                 })
             }
         } finally { $st.Close() }
@@ -286,11 +248,10 @@ $primitives = @{
         param($a)
         if (-not $a.pfx_b64) { Stop-Xu 'InvalidArgument' 'pfx_b64 is required' }
         $bytes = [Convert]::FromBase64String([string]$a.pfx_b64)
-        $xc = 'System.Security.Cryptography.X509Certificates'
-        # A first import without PersistKeySet only learns the thumbprint; its temporary key is deleted on Reset().
-        # So a certificate already in the store keeps its own key (and that key's ACL) and no orphan key is left.
-        $probe = New-Object "$xc.X509Certificate2Collection"
-        $probe.Import($bytes, $a.password, [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet)
+        # A first import without PersistKeySet only learns the thumbprint (its key is deleted again on Reset), so a
+        # certificate already in the store keeps its own key, and that key's ACL, and no orphaned key file is left.
+        $probe = [System.Security.Cryptography.X509Certificates.X509Certificate2Collection]::new()
+        $probe.Import($bytes, $a.password, 'MachineKeySet')
         $tp = $null
         foreach ($c in $probe) {
             if ($null -eq $tp -and $c.HasPrivateKey) { $tp = $c.Thumbprint.ToUpperInvariant() }
@@ -300,9 +261,9 @@ $primitives = @{
         $st = Open-XuStore 'My' 'ReadWrite'
         try {
             if ($null -ne (Find-XuCert $st $tp)) { return [ordered]@{ thumbprint = $tp; already_present = $true } }
-            $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]'MachineKeySet, PersistKeySet'
-            if ($a.exportable) { $flags = $flags -bor [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::Exportable }
-            $coll = New-Object "$xc.X509Certificate2Collection"
+            $flags = 'MachineKeySet, PersistKeySet'
+            if ($a.exportable) { $flags += ', Exportable' }
+            $coll = [System.Security.Cryptography.X509Certificates.X509Certificate2Collection]::new()
             $coll.Import($bytes, $a.password, $flags)
             foreach ($c in $coll) { if ($c.Thumbprint -eq $tp) { $st.Add($c) } }
         } finally { $st.Close() }
@@ -312,10 +273,7 @@ $primitives = @{
         param($a)
         $tp = ConvertTo-XuThumbprint $a.thumbprint
         $st = Open-XuStore $a.store 'ReadWrite, OpenExistingOnly'
-        try {
-            $c = Find-XuCert $st $tp
-            if ($null -ne $c) { $st.Remove($c) }
-        } finally { $st.Close() }
+        try { $c = Find-XuCert $st $tp; if ($null -ne $c) { $st.Remove($c) } } finally { $st.Close() }
         @{ removed = ($null -ne $c) }
     }
     'key_grant_read' = {
@@ -325,17 +283,18 @@ $primitives = @{
         $st = Open-XuStore 'My' 'ReadOnly'
         try { $c = Find-XuCert $st $tp } finally { $st.Close() }
         if ($null -eq $c -or -not $c.HasPrivateKey) { Stop-Xu 'NotFound' ('no certificate with a private key has thumbprint {0}' -f $tp) }
-        $k = Get-XuKeyFile $c
-        if (-not $k.file -or -not [IO.File]::Exists($k.file)) { Stop-Xu 'NotFound' ('the private key file of {0} was not found' -f $tp) }
-        $sid = ConvertTo-XuSid $a.account
-        # Only the DACL is read and written back: Set-Acl would also rewrite the owner and fail on SYSTEM-owned keys.
-        $sec = [IO.File]::GetAccessControl($k.file, [System.Security.AccessControl.AccessControlSections]::Access)
-        foreach ($rule in $sec.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])) {
-            if ($rule.AccessControlType -eq 'Allow' -and $rule.IdentityReference.Value -eq $sid.Value -and
-                (Get-XuRightsName ([int]$rule.FileSystemRights)) -in 'Read', 'FullControl') { return @{ changed = $false } }
+        $file = (Get-XuKeyFile $c).file
+        if (-not $file) { Stop-Xu 'NotFound' ('the private key file of {0} was not found' -f $tp) }
+        if ($a.account -match '^S-1-[0-9-]+\z') { $sid = [Security.Principal.SecurityIdentifier]::new($a.account) }
+        else { $sid = [Security.Principal.NTAccount]::new($a.account).Translate([Security.Principal.SecurityIdentifier]) }
+        # Only the DACL is read and written back (Set-Acl would also rewrite the owner, and fail on SYSTEM-owned keys).
+        $sec = [IO.File]::GetAccessControl($file, 'Access')
+        foreach ($rule in $sec.GetAccessRules($true, $true, [Security.Principal.SecurityIdentifier])) {
+            $rights = Get-XuRightsName ([int]$rule.FileSystemRights)
+            if ($rule.AccessControlType -eq 'Allow' -and $rule.IdentityReference.Value -eq $sid.Value -and $rights -in 'Read', 'FullControl') { return @{ changed = $false } }
         }
-        $sec.AddAccessRule((New-Object System.Security.AccessControl.FileSystemAccessRule($sid, [System.Security.AccessControl.FileSystemRights]::Read, [System.Security.AccessControl.AccessControlType]::Allow)))
-        [IO.File]::SetAccessControl($k.file, $sec)
+        $sec.AddAccessRule([Security.AccessControl.FileSystemAccessRule]::new($sid, 'Read', 'Allow'))
+        [IO.File]::SetAccessControl($file, $sec)
         @{ changed = $true }
     }
     'cert_renew_reuse_key' = {
@@ -344,10 +303,10 @@ $primitives = @{
         $st = Open-XuStore 'My' 'ReadOnly'
         try { $old = Find-XuCert $st $tp } finally { $st.Close() }
         if ($null -eq $old) { Stop-Xu 'NotFound' ('no certificate has thumbprint {0}' -f $tp) }
-        # Read before renewing: certreq archives the old certificate, which then no longer enumerates.
+        # Read first: certreq archives the old certificate, which then no longer enumerates.
         $publicKey = [Convert]::ToBase64String($old.GetPublicKey())
         $certreqArgs = @('-enroll', '-machine', '-q', '-cert', $tp, 'Renew', 'ReuseKeys')
-        # With 'Stop', Windows PowerShell turns a native command's first stderr line into a terminating error.
+        # Under 'Stop', Windows PowerShell turns a native command's first stderr line into a terminating error.
         $ErrorActionPreference = 'Continue'
         $lines = & certreq.exe $certreqArgs 2>&1 | ForEach-Object { [string]$_ }
         $code = $LASTEXITCODE
@@ -372,8 +331,9 @@ $primitives = @{
         if ([IO.File]::Exists($path)) { $previous = Get-XuSha256 (Read-XuBytes $path) }
         if ($null -ne $a.expected_sha256) {
             $expected = ([string]$a.expected_sha256).ToLowerInvariant()
-            if ($expected -eq 'absent' -and $null -ne $previous) { Stop-Xu 'HashMismatch' ('{0} exists' -f $path) }
-            if ($expected -ne 'absent' -and $expected -ne $previous) { Stop-Xu 'HashMismatch' ('{0} has sha256 {1}, not {2}' -f $path, $previous, $expected) }
+            if ($expected -eq 'absent') { if ($null -ne $previous) { Stop-Xu 'HashMismatch' ('{0} exists' -f $path) } }
+            elseif ($null -eq $previous) { Stop-Xu 'HashMismatch' ('{0} does not exist' -f $path) }
+            elseif ($expected -ne $previous) { Stop-Xu 'HashMismatch' ('{0} has sha256 {1}, not {2}' -f $path, $previous, $expected) }
         }
         if ($null -eq $previous) { $backup = $null }
         $bytes = $Utf8NoBom.GetBytes([string]$a.content)
@@ -392,6 +352,7 @@ $primitives = @{
     'service_restart' = {
         param($a)
         $name = [string]$a.name
+        if (-not $name) { Stop-Xu 'InvalidArgument' 'name is required' }
         $sc = Get-Service -Name $name -ErrorAction SilentlyContinue | Where-Object { $_.Name -eq $name } | Select-Object -First 1
         if ($null -eq $sc) { Stop-Xu 'NotFound' ('service {0} does not exist' -f $name) }
         $limit = 60.0
@@ -399,7 +360,7 @@ $primitives = @{
         $ports = @(foreach ($p in $a.wait_ports) { [int]$p })
         $sw = [Diagnostics.Stopwatch]::StartNew()
         $startError = $null
-        # The service controller rather than Restart-Service: the cmdlet waits for the service without a time limit.
+        # The service controller, not Restart-Service: the cmdlet waits for a hanging service without a time limit.
         try {
             if ($sc.Status -ne 'Stopped') {
                 if ($sc.Status -ne 'StopPending') { $sc.Stop() }
@@ -419,11 +380,8 @@ $primitives = @{
         }
         $state = $sc.Status.ToString()
         [ordered]@{
-            started = ($state -eq 'Running' -and $open.Values -notcontains $false)
-            state = $state
-            start_error = $startError
-            ports = @(foreach ($p in $ports) { [ordered]@{ port = $p; open = [bool]$open[$p] } })
-            elapsed_s = [Math]::Round($sw.Elapsed.TotalSeconds, 1)
+            started = ($state -eq 'Running' -and $open.Values -notcontains $false); state = $state; start_error = $startError
+            ports = @(foreach ($p in $ports) { [ordered]@{ port = $p; open = [bool]$open[$p] } }); elapsed_s = [Math]::Round($sw.Elapsed.TotalSeconds, 1)
         }
     }
     'port_probe' = {
@@ -436,22 +394,21 @@ $primitives = @{
         $path = $a.http_path
         if ($null -ne $path -and ($path -isnot [string] -or $path -notmatch '^/[\x21-\x7E]*\z')) { Stop-Xu 'InvalidArgument' 'http_path must start with / and hold no spaces or control characters' }
         $r = [ordered]@{ connected = $false; tls_error = $null; der_b64 = $null; http_status = $null; http_body = $null; error = $null }
-        $client = New-Object System.Net.Sockets.TcpClient
+        $client = [Net.Sockets.TcpClient]::new()
         try {
             $ar = $client.BeginConnect($hostName, $port, $null, $null)
-            if (-not $ar.AsyncWaitHandle.WaitOne($timeoutMs)) { $r.error = ('connecting to {0}:{1} timed out' -f $hostName, $port); return $r }
+            if (-not $ar.AsyncWaitHandle.WaitOne($timeoutMs)) { $r.error = 'connecting to {0}:{1} timed out' -f $hostName, $port; return $r }
             $client.EndConnect($ar)
             $r.connected = $true
             $client.ReceiveTimeout = $timeoutMs
             $client.SendTimeout = $timeoutMs
             $stream = $client.GetStream()
             if ($a.tls) {
-                # Accept any certificate: it is only captured here, the controller judges it.
+                # Any certificate is accepted: it is only captured here, the controller judges it.
                 $seen = @{ der = $null }
-                $accept = { param($sender0, $cert, $chain, $errors0) if ($null -ne $cert) { $seen.der = [Convert]::ToBase64String($cert.GetRawCertData()) }; $true }.GetNewClosure()
-                $ssl = New-Object System.Net.Security.SslStream($stream, $false, ([System.Net.Security.RemoteCertificateValidationCallback]$accept))
-                try { $ssl.AuthenticateAsClient($hostName, $null, [System.Security.Authentication.SslProtocols]'Tls, Tls11, Tls12', $false) }
-                catch { $r.tls_error = Get-XuMessage $_.Exception }
+                $accept = { param($s, $cert, $chain, $errs) if ($null -ne $cert) { $seen.der = [Convert]::ToBase64String($cert.GetRawCertData()) }; $true }.GetNewClosure()
+                $ssl = [Net.Security.SslStream]::new($stream, $false, [Net.Security.RemoteCertificateValidationCallback]$accept)
+                try { $ssl.AuthenticateAsClient($hostName, $null, 'Tls, Tls11, Tls12', $false) } catch { $r.tls_error = Get-XuMessage $_.Exception }
                 $r.der_b64 = $seen.der
                 if ($null -ne $r.tls_error) { return $r }
                 $stream = $ssl
@@ -460,8 +417,8 @@ $primitives = @{
                 $request = [Text.Encoding]::ASCII.GetBytes(("GET {0} HTTP/1.1`r`nHost: {1}:{2}`r`nConnection: close`r`n`r`n" -f $path, $hostName, $port))
                 $stream.Write($request, 0, $request.Length)
                 $stream.Flush()
-                $buffer = New-Object byte[] 8192
-                $received = New-Object System.IO.MemoryStream
+                $buffer = [byte[]]::new(8192)
+                $received = [IO.MemoryStream]::new()
                 try {
                     while ($received.Length -lt 65536) {
                         $n = $stream.Read($buffer, 0, $buffer.Length)
@@ -479,40 +436,32 @@ $primitives = @{
                 $bodyBytes = $latin1.GetBytes($body)
                 $r.http_body = [Text.Encoding]::UTF8.GetString($bodyBytes, 0, [Math]::Min(4096, $bodyBytes.Length))
             }
-        } catch {
-            $r.error = Get-XuMessage $_.Exception
-        } finally { $client.Close() }
+        } catch { $r.error = Get-XuMessage $_.Exception } finally { $client.Close() }
         $r
     }
     'fw_get' = {
         param($a)
-        $group = Assert-XuName $a.group $TaskNamePattern 'group'
-        $rules = New-Object System.Collections.ArrayList
+        $group = Assert-XuName $a.group $GroupTaskPattern 'group'
+        $rules = [Collections.ArrayList]::new()
         foreach ($fr in @(Get-NetFirewallRule -Group $group -ErrorAction SilentlyContinue)) {
             $pf = Get-NetFirewallPortFilter -AssociatedNetFirewallRule $fr
             $af = Get-NetFirewallAddressFilter -AssociatedNetFirewallRule $fr
             [void]$rules.Add([ordered]@{
-                name = [string]$fr.Name
-                display_name = [string]$fr.DisplayName
-                direction = $fr.Direction.ToString()
-                action = $fr.Action.ToString()
-                enabled = ($fr.Enabled.ToString() -eq 'True')
-                protocol = [string]$pf.Protocol
-                local_ports = @(foreach ($v in $pf.LocalPort) { [string]$v })
-                remote_addresses = @(foreach ($v in $af.RemoteAddress) { [string]$v })
+                name = [string]$fr.Name; display_name = [string]$fr.DisplayName; direction = $fr.Direction.ToString()
+                action = $fr.Action.ToString(); enabled = ($fr.Enabled.ToString() -eq 'True'); protocol = [string]$pf.Protocol
+                local_ports = @(foreach ($v in $pf.LocalPort) { [string]$v }); remote_addresses = @(foreach ($v in $af.RemoteAddress) { [string]$v })
             })
         }
         @{ rules = $rules }
     }
     'fw_set' = {
         param($a)
-        $group = Assert-XuName $a.group $TaskNamePattern 'group'
+        $group = Assert-XuName $a.group $GroupTaskPattern 'group'
         $wanted = @(foreach ($x in $a.rules) { $x })
-        # Check every rule before touching the group, so a bad argument leaves it as it was.
+        # Every rule is checked before the group is touched, so a bad argument leaves it as it was.
         foreach ($x in $wanted) { if (-not $x.name -or -not $x.display_name) { Stop-Xu 'InvalidArgument' 'every rule needs name and display_name' } }
         $old = @(Get-NetFirewallRule -Group $group -ErrorAction SilentlyContinue)
-        if ($old.Count -gt 0) { $old | Remove-NetFirewallRule }
-        $added = 0
+        if ($old.Count -gt 0) { $null = $old | Remove-NetFirewallRule }
         foreach ($x in $wanted) {
             $p = @{ Name = [string]$x.name; DisplayName = [string]$x.display_name; Group = $group; Direction = 'Inbound'; Action = 'Allow'; Protocol = 'TCP'; Enabled = 'True' }
             if ($x.direction) { $p.Direction = [string]$x.direction }
@@ -524,14 +473,12 @@ $primitives = @{
             $remote = [string[]]@(foreach ($v in $x.remote_addresses) { [string]$v })
             if ($remote.Count -gt 0) { $p.RemoteAddress = $remote }
             $null = New-NetFirewallRule @p
-            $added++
         }
-        [ordered]@{ removed = $old.Count; added = $added }
+        [ordered]@{ removed = $old.Count; added = $wanted.Count }
     }
     'task_get' = {
         param($a)
-        $name = Assert-XuName $a.name $TaskNamePattern 'name'
-        $t = Get-XuTask $name
+        $t = Get-XuTask (Assert-XuName $a.name $GroupTaskPattern 'name')
         if ($null -eq $t) { return @{ task = $null } }
         $next = (Get-ScheduledTaskInfo -InputObject $t).NextRunTime
         if ($null -ne $next -and $next.Year -lt 1900) { $next = $null }
@@ -539,20 +486,18 @@ $primitives = @{
     }
     'task_register' = {
         param($a)
-        $name = Assert-XuName $a.name $TaskNamePattern 'name'
-        $group = Assert-XuName $a.fw_group_to_remove $TaskNamePattern 'fw_group_to_remove'
+        $name = Assert-XuName $a.name $GroupTaskPattern 'name'
+        $group = Assert-XuName $a.fw_group_to_remove $GroupTaskPattern 'fw_group_to_remove'
         $at = ConvertFrom-XuTime $a.run_at_utc
-        # Both names matched the pattern above (no quotes possible), and are quoted regardless.
+        # The only command line built from request values: two names that matched the pattern (no quotes), quoted anyway.
         $command = "Remove-NetFirewallRule -Group {0} -ErrorAction SilentlyContinue; Unregister-ScheduledTask -TaskName {1} -TaskPath '\' -Confirm:`$false" -f (Format-XuQuoted $group), (Format-XuQuoted $name)
         $task = @{
-            TaskName = $name
-            TaskPath = '\'
+            TaskName = $name; TaskPath = '\'; Force = $true
             Action = New-ScheduledTaskAction -Execute 'powershell.exe' -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -Command "' + $command + '"')
             Trigger = New-ScheduledTaskTrigger -Once -At $at.ToLocalTime()
             Principal = New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount -RunLevel Highest
-            # A start missed while the host was down still happens, so the firewall is not left closed.
+            # A start missed while the host was down still happens: the firewall is not left closed.
             Settings = New-ScheduledTaskSettingsSet -StartWhenAvailable -ExecutionTimeLimit (New-TimeSpan -Minutes 10)
-            Force = $true
         }
         if ($null -ne $a.description) { $task.Description = [string]$a.description }
         $null = Register-ScheduledTask @task
@@ -560,9 +505,9 @@ $primitives = @{
     }
     'task_remove' = {
         param($a)
-        $name = Assert-XuName $a.name $TaskNamePattern 'name'
+        $name = Assert-XuName $a.name $GroupTaskPattern 'name'
         if ($null -eq (Get-XuTask $name)) { return @{ removed = $false } }
-        Unregister-ScheduledTask -TaskName $name -TaskPath '\' -Confirm:$false
+        $null = Unregister-ScheduledTask -TaskName $name -TaskPath '\' -Confirm:$false
         @{ removed = $true }
     }
     'journal_read' = {
@@ -579,39 +524,35 @@ $primitives = @{
             return @{ path = $path }
         }
         if (-not [IO.Directory]::Exists($JournalDir)) {
-            # ProgramData lets every user create files; the journal folder is kept to SYSTEM and Administrators.
-            $ds = New-Object System.Security.AccessControl.DirectorySecurity
+            # Every user may create folders in ProgramData: this one is made for SYSTEM and Administrators only.
+            $ds = [Security.AccessControl.DirectorySecurity]::new()
             $ds.SetAccessRuleProtection($true, $false)
             foreach ($s in 'S-1-5-18', 'S-1-5-32-544') {
-                $ds.AddAccessRule((New-Object System.Security.AccessControl.FileSystemAccessRule((New-Object System.Security.Principal.SecurityIdentifier($s)),
-                    [System.Security.AccessControl.FileSystemRights]::FullControl, [System.Security.AccessControl.InheritanceFlags]'ContainerInherit, ObjectInherit',
-                    [System.Security.AccessControl.PropagationFlags]::None, [System.Security.AccessControl.AccessControlType]::Allow)))
+                $sid = [Security.Principal.SecurityIdentifier]::new($s)
+                $ds.AddAccessRule([Security.AccessControl.FileSystemAccessRule]::new($sid, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow'))
             }
             $null = [IO.Directory]::CreateDirectory($JournalDir, $ds)
         }
-        Write-XuAtomic $path $Utf8NoBom.GetBytes([string]$a.content) $null
+        $bytes = $Utf8NoBom.GetBytes([string]$a.content)
+        Write-XuAtomic $path $bytes $null
         @{ path = $path }
     }
 }
 
-$results = New-Object System.Collections.ArrayList
+$results = [Collections.ArrayList]::new()
 $stopOnError = $true
 if ($null -ne $Request.stop_on_error) { $stopOnError = [bool]$Request.stop_on_error }
 $failed = $false
 foreach ($op in $Request.ops) {
     $name = [string]$op.op
     $entry = [ordered]@{ id = $op.id; op = $name }
-    if ($failed -and $stopOnError) {
-        $entry.status = 'skipped'
-        [void]$results.Add($entry)
-        continue
-    }
+    if ($failed -and $stopOnError) { $entry.status = 'skipped'; [void]$results.Add($entry); continue }
     $watch = [Diagnostics.Stopwatch]::StartNew()
     try {
         if ($Request.protocol -ne 1) { Stop-Xu 'InvalidArgument' ('unsupported protocol {0}' -f $Request.protocol) }
         if ($primitives.Keys -cnotcontains $name) { Stop-Xu 'UnknownOperation' ('unknown operation {0}' -f $name) }
         $opArgs = $op.args
-        if ($null -eq $opArgs) { $opArgs = New-Object PSObject }
+        if ($null -eq $opArgs) { $opArgs = [pscustomobject]@{} }
         $primitive = $primitives[$name]
         $result = & $primitive $opArgs
         $entry.status = 'ok'
@@ -623,8 +564,7 @@ foreach ($op in $Request.ops) {
         if ($ex.Data.Contains('xu_type')) { $type = $ex.Data['xu_type'] }
         $message = Get-XuMessage $ex
         # Belt and braces: a PFX password never leaves the host, not even inside an error text.
-        $secret = $null
-        if ($null -ne $op.args) { $secret = $op.args.password }
+        $secret = $op.args.password
         if ($secret -is [string] -and $secret.Length -gt 0) { $message = $message.Replace($secret, '********') }
         $entry.status = 'error'
         $entry.error = [ordered]@{ type = $type; message = $message }
@@ -634,9 +574,12 @@ foreach ($op in $Request.ops) {
 }
 
 $json = ConvertTo-Json -InputObject ([ordered]@{ agent = 'xtractuniversal.tls'; protocol = 1; results = $results }) -Compress -Depth 10
-# Non-ASCII as \uXXXX: the answer then survives whatever code page the console has.
+# Non-ASCII as \uXXXX, so the answer survives any console code page.
 $json = [regex]::Replace($json, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value })
-try { [Console]::OutputEncoding = [Text.Encoding]::UTF8 } catch { $null = $_ }
-[Console]::Out.Write($json)
-[Console]::Out.Flush()
+# Set this late: earlier it would also decode certreq's output, which is in the OEM code page. No BOM on the pipe.
+try { [Console]::OutputEncoding = $Utf8NoBom } catch { $null = $_ }
+# The answer is the script's only pipeline output: powershell.exe (winrm, ssh) writes it to stdout, psrp returns it.
+$json
+# certreq may have left a non-zero exit code behind; the agent itself ran.
+$global:LASTEXITCODE = 0
 exit 0

@@ -29,6 +29,9 @@ _NTLMSSP_MAGIC = b"NTLMSSP\x00"
 NEGOTIATE_MESSAGE = 1
 AUTHENTICATE_MESSAGE = 3
 
+_DIRECTORY_PREFIX = "xulab-ntlm-"
+_DIRECTORY_NAME = re.compile(rf"^{_DIRECTORY_PREFIX}(\d+)-")
+
 # Characters that would break the `DOMAIN:user:password` line format.
 _FORBIDDEN_IN_USER_FILE = (":", "\r", "\n")
 
@@ -137,8 +140,9 @@ class _UserFile:
     def _write(self) -> str:
         if self._directory is None or self._owner_pid != os.getpid():
             # A forked child gets its own directory so neither process deletes the other's file at exit.
-            self._directory = tempfile.mkdtemp(prefix="xulab-ntlm-")
+            _remove_orphaned_directories()
             self._owner_pid = os.getpid()
+            self._directory = tempfile.mkdtemp(prefix=f"{_DIRECTORY_PREFIX}{self._owner_pid}-")
             atexit.register(_remove_directory, self._directory, self._owner_pid)
         path = os.path.join(self._directory, "users")
         staging = path + ".new"
@@ -152,6 +156,32 @@ class _UserFile:
 def _remove_directory(directory: str, owner_pid: int) -> None:
     if os.getpid() == owner_pid:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _remove_orphaned_directories() -> None:
+    """Removes user files of lab processes that were killed (atexit does not run on SIGTERM or SIGKILL)."""
+    temporary = tempfile.gettempdir()
+    for name in os.listdir(temporary):
+        match = _DIRECTORY_NAME.match(name)
+        if match is None or _process_exists(int(match.group(1))):
+            continue
+        path = os.path.join(temporary, name)
+        try:
+            owner = os.stat(path).st_uid
+        except OSError:
+            continue  # another process removed it first
+        if owner == os.getuid():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 _USER_FILE = _UserFile()

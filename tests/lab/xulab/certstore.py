@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from .accounts import ADMINISTRATORS, SYSTEM, XU_SERVICE_IDENTITIES
+from .accounts import ADMINISTRATORS, SYSTEM, XU_SERVICE_IDENTITIES, display_name, is_translatable, sid_of
 from .ca import key_id, thumbprint
 from .errors import PrimitiveError
 from .timefmt import iso_utc
@@ -28,16 +29,22 @@ _container_numbers = itertools.count(1)
 
 @dataclass
 class AclEntry:
-    identity: str
+    """An access rule of a key file, held by SID as Windows does."""
+
+    sid: str
     rights: str
     type: str
+
+    @property
+    def identity(self) -> str:
+        return display_name(self.sid)
 
     def as_json(self) -> dict[str, str]:
         return {"identity": self.identity, "rights": self.rights, "type": self.type}
 
 
 def default_machine_key_acl() -> list[AclEntry]:
-    return [AclEntry(SYSTEM, "FullControl", "Allow"), AclEntry(ADMINISTRATORS, "FullControl", "Allow")]
+    return [AclEntry(sid_of(SYSTEM), "FullControl", "Allow"), AclEntry(sid_of(ADMINISTRATORS), "FullControl", "Allow")]
 
 
 @dataclass
@@ -52,15 +59,15 @@ class KeyContainer:
     def key_id(self) -> str:
         return key_id(self.private_key.public_key())
 
-    def grant_read(self, identity: str) -> bool:
-        if any(e.identity == identity and e.type == "Allow" and e.rights in READ_RIGHTS for e in self.acl):
+    def grant_read(self, sid: str) -> bool:
+        if any(e.sid == sid and e.type == "Allow" and e.rights in READ_RIGHTS for e in self.acl):
             return False
-        self.acl.append(AclEntry(identity, "Read", "Allow"))
+        self.acl.append(AclEntry(sid, "Read", "Allow"))
         return True
 
-    def readable_by(self, identities: frozenset[str]) -> bool:
+    def readable_by(self, sids: frozenset[str]) -> bool:
         """Windows access check: any matching Deny wins, else a matching Allow grants."""
-        relevant = [e for e in self.acl if e.identity.casefold() in identities and e.rights in READ_RIGHTS]
+        relevant = [e for e in self.acl if e.sid in sids and e.rights in READ_RIGHTS]
         if any(e.type == "Deny" for e in relevant):
             return False
         return any(e.type == "Allow" for e in relevant)
@@ -80,6 +87,8 @@ class StoredCertificate:
     key: KeyContainer | None
     friendly_name: str = ""
     added_at: float = field(default_factory=time.time)
+    # Renewal archives the predecessor: it stays in the store but no longer enumerates.
+    archived: bool = False
 
     @property
     def der(self) -> bytes:
@@ -119,7 +128,9 @@ class StoredCertificate:
         """The entry as the cert_list primitive reports it."""
         key: dict[str, object] | None = None
         if self.key is not None:
-            key = {"provider": self.key.provider, "acl": [e.as_json() for e in self.key.acl]}
+            # A rule whose SID has no name makes the agent's NTAccount listing fail: it reports no ACL.
+            readable = all(is_translatable(e.identity) for e in self.key.acl)
+            key = {"provider": self.key.provider, "acl": [e.as_json() for e in self.key.acl] if readable else None}
         return {
             "thumbprint": self.thumbprint,
             "der_b64": base64.b64encode(self.der).decode("ascii"),
@@ -144,13 +155,17 @@ class StoredCertificate:
             "provider": self.key.provider if self.key else None,
             "exportable": self.key.exportable if self.key else None,
             "key_id": self.public_key_id,
+            "archived": self.archived,
         }
 
 
 def normalise_thumbprint(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise PrimitiveError("InvalidArgument", "A thumbprint is required.")
-    return value.upper()
+    """As the agent reads a thumbprint: every non-hex character (spaces, U+200E) dropped, upper case."""
+    text = "" if value is None else str(value)
+    thumbprint_value = re.sub(r"[^0-9A-Fa-f]", "", text).upper()
+    if len(thumbprint_value) != 40:
+        raise PrimitiveError("InvalidArgument", "a thumbprint has 40 hex digits")
+    return thumbprint_value
 
 
 class CertificateStore:
@@ -168,12 +183,20 @@ class CertificateStore:
         return True
 
     def get(self, thumbprint_value: str) -> StoredCertificate | None:
-        return self._entries.get(thumbprint_value.upper())
+        """The certificate as an X509Store opened without IncludeArchived finds it."""
+        entry = self._entries.get(thumbprint_value.upper())
+        return entry if entry is not None and not entry.archived else None
 
     def remove(self, thumbprint_value: str) -> StoredCertificate | None:
-        return self._entries.pop(thumbprint_value.upper(), None)
+        if self.get(thumbprint_value) is None:
+            return None
+        return self._entries.pop(thumbprint_value.upper())
 
     def entries(self) -> list[StoredCertificate]:
+        """What enumerates: every certificate but the archived ones."""
+        return [entry for entry in self._entries.values() if not entry.archived]
+
+    def all_entries(self) -> list[StoredCertificate]:
         return list(self._entries.values())
 
     def key_ids(self) -> set[str]:

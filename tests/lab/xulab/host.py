@@ -18,8 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .ca import CertificateAuthority, LeafRequest, key_id, leaf_request
-from .certstore import KeyContainer, MachineStores, StoredCertificate, default_machine_key_acl
-from .errors import PrimitiveError
+from .certstore import CertificateStore, KeyContainer, MachineStores, StoredCertificate, default_machine_key_acl
 from .faults import Faults
 from .firewall import Firewall, default_rules
 from .timefmt import iso_utc, utc_now
@@ -30,6 +29,11 @@ JOURNAL_DIR = "C:\\ProgramData\\xtractuniversal.tls"
 WINRM_PORT = 5985
 PORT_CHECK_TIMEOUT_S = 0.5
 CERTREQ_BACKDATE = timedelta(minutes=10)  # AD CS back-dates NotBefore for clock skew
+# certreq's exit code is the HRESULT of its failure.
+CERTREQ_NOT_FOUND = -2146885628
+CERTREQ_RPC_UNAVAILABLE = -2147023174
+CERTREQ_BAD_KEYSET = -2146893802
+CERTREQ_EXPIRED = -2146762495
 
 Resolver = Callable[[str], str | None]
 
@@ -51,7 +55,7 @@ class ScheduledTask:
     name: str
     run_at: datetime
     fw_group_to_remove: str
-    description: str
+    description: str | None
     timer: asyncio.TimerHandle | None = None
 
     def as_json(self) -> dict[str, object]:
@@ -130,7 +134,7 @@ class Host:
     def resolve(self, name: str) -> str | None:
         """Name resolution as this host sees it: itself by every name, the rest through the fleet."""
         folded = name.strip().casefold()
-        if folded in ("localhost", self.name.casefold(), self.fqdn.casefold(), self.address, "127.0.0.1"):
+        if folded in ("localhost", self.name.casefold(), self.fqdn.casefold(), self.address, "127.0.0.1", "::1"):
             return self.address
         return self._resolver(folded) if self._resolver else None
 
@@ -146,11 +150,11 @@ class Host:
         rules = [rule.name for rule in self.firewall.group_rules(group)]
         self.emit("firewall", group=group, rules=rules, exposure=self.exposure(), **fields)
 
-    async def local_port_open(self, port: int) -> bool:
+    async def local_port_open(self, port: int, timeout_s: float = PORT_CHECK_TIMEOUT_S) -> bool:
         """A TCP connect from the host itself (never filtered)."""
         try:
             _, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.address, port, local_addr=(self.address, 0)), PORT_CHECK_TIMEOUT_S
+                asyncio.open_connection(self.address, port, local_addr=(self.address, 0)), timeout_s
             )
         except (OSError, TimeoutError):
             return False
@@ -183,37 +187,34 @@ class Host:
             self.emit("cert_add", thumbprint=entry.thumbprint, subject=entry.subject, source=source)
         return entry
 
-    def remove_certificate(self, thumbprint: str) -> bool:
-        removed = self.stores.my.remove(thumbprint)
+    def remove_certificate(self, thumbprint: str, store: CertificateStore | None = None) -> bool:
+        store = store or self.stores.my
+        removed = store.remove(thumbprint)
         if removed is not None:
-            self.emit("cert_remove", thumbprint=removed.thumbprint)
+            self.emit("cert_remove", thumbprint=removed.thumbprint, store=store.name)
         return removed is not None
 
-    def certificate(self, thumbprint: str) -> StoredCertificate:
-        entry = self.stores.my.get(thumbprint)
-        if entry is None:
-            raise PrimitiveError("NotFound", f"No certificate with thumbprint {thumbprint} in Cert:\\LocalMachine\\My.")
-        return entry
+    def certreq_renew(self, thumbprint: str) -> tuple[int, str]:
+        """`certreq -enroll -machine -q -cert <thumbprint> Renew ReuseKeys` against the lab's AD CS.
 
-    def certreq_renew(self, thumbprint: str) -> tuple[StoredCertificate, str]:
-        """`certreq -enroll -machine -q -cert <thumbprint> Renew ReuseKeys` against the lab's AD CS."""
-        old = self.certificate(thumbprint)
+        Returns certreq's exit code and output. On success the new certificate shares the old
+        one's key container (so its ACL) and the old certificate is archived.
+        """
+        old = self.stores.my.get(thumbprint)
+        if old is None:
+            return CERTREQ_NOT_FOUND, "Certificate Request Processor: Cannot find object or property. 0x80092004 (-2146885628 CRYPT_E_NOT_FOUND)"
         if self.faults.take_certreq_failure():
-            raise PrimitiveError(
-                "CertreqFailed",
-                "Certificate Request Processor: The RPC server is unavailable. 0x800706ba (WIN32: 1722 RPC_S_SERVER_UNAVAILABLE)",
+            return CERTREQ_RPC_UNAVAILABLE, (
+                "Certificate Request Processor: The RPC server is unavailable. 0x800706ba (WIN32: 1722 RPC_S_SERVER_UNAVAILABLE)"
             )
         if old.key is None:
-            raise PrimitiveError(
-                "CertreqFailed", "Certificate Request Processor: Keyset does not exist 0x80090016 (-2146893802 NTE_BAD_KEYSET)"
-            )
+            return CERTREQ_BAD_KEYSET, "Certificate Request Processor: Keyset does not exist 0x80090016 (-2146893802 NTE_BAD_KEYSET)"
         now = utc_now()
         if old.certificate.not_valid_after_utc < now:
             # A renewal request is signed with the old certificate; the CA rejects an expired signer.
-            raise PrimitiveError(
-                "CertreqFailed",
+            return CERTREQ_EXPIRED, (
                 "Certificate Request Processor: A required certificate is not within its validity period when verifying "
-                "against the current system clock or the timestamp in the signed file. 0x800b0101 (-2146762495 CERT_E_EXPIRED)",
+                "against the current system clock or the timestamp in the signed file. 0x800b0101 (-2146762495 CERT_E_EXPIRED)"
             )
         request = LeafRequest(
             common_name=old.common_name,
@@ -224,6 +225,8 @@ class Host:
         )
         certificate = self.ca.issue(request, old.key.private_key.public_key())
         renewed = self.add_certificate(certificate, old.key, source="certreq")
+        old.archived = True
+        self.emit("cert_archive", thumbprint=old.thumbprint, successor=renewed.thumbprint)
         output = "\r\n".join(
             [
                 "Active Directory Enrollment Policy",
@@ -239,10 +242,9 @@ class Host:
                 f"  NotBefore: {request.not_before.strftime('%m/%d/%Y %I:%M %p')}",
                 f"  NotAfter: {request.not_after.strftime('%m/%d/%Y %I:%M %p')}",
                 f"  Thumbprint: {renewed.thumbprint.lower()}",
-                "",
             ]
         )
-        return renewed, output
+        return 0, output
 
     def winacme_renew(self) -> dict[str, object]:
         """A win-acme renewal: a new key and certificate in My, the previous one deleted; XU untouched."""
@@ -268,7 +270,7 @@ class Host:
 
     # -- scheduled tasks -------------------------------------------------------
 
-    def register_task(self, name: str, run_at: datetime, group: str, description: str) -> None:
+    def register_task(self, name: str, run_at: datetime, group: str, description: str | None) -> None:
         existing = self.tasks.pop(name.casefold(), None)
         if existing is not None and existing.timer is not None:
             existing.timer.cancel()

@@ -13,22 +13,33 @@ from pathlib import Path
 
 from .errors import PrimitiveError
 
-_DRIVE_PATH = re.compile(r"^([A-Za-z]):[\\/]")
+_DRIVE = re.compile(r"^([A-Za-z]):")
 _ILLEGAL_CHARS = set('<>"|?*') | {chr(code) for code in range(32)}
 # The only volume a lab host has.
 SYSTEM_DRIVE = "C"
 
 
+def is_path_rooted(path: object) -> bool:
+    """[IO.Path]::IsPathRooted: a leading separator or a drive letter."""
+    return isinstance(path, str) and (path[:1] in ("\\", "/") or _DRIVE.match(path) is not None)
+
+
 def split_windows_path(path: str) -> tuple[str, list[str]]:
-    """Return (drive letter, normalised components) of an absolute Windows path."""
-    if not isinstance(path, str) or not path:
+    """Return (drive letter, normalised components) of a rooted Windows path, as GetFullPath resolves it."""
+    if not isinstance(path, str) or not path.strip():
         raise PrimitiveError("ArgumentException", "The path is not of a legal form.")
     if any(char in _ILLEGAL_CHARS for char in path):
         raise PrimitiveError("ArgumentException", "Illegal characters in path.")
-    match = _DRIVE_PATH.match(path)
-    if match is None:
-        raise PrimitiveError("InvalidArgument", f"Path is not an absolute Windows path: {path}")
-    rest = path[match.end() :]
+    if path[:2] in ("\\\\", "//", "\\/", "/\\"):
+        raise PrimitiveError("IOException", "The network path was not found.")
+    match = _DRIVE.match(path)
+    if match is not None:
+        drive, rest = match.group(1).upper(), path[match.end() :]
+    elif path[:1] in ("\\", "/"):
+        # Rooted without a drive: the current drive, which is the system drive.
+        drive, rest = SYSTEM_DRIVE, path
+    else:
+        raise PrimitiveError("InvalidArgument", f"Path is not rooted: {path}")
     if ":" in rest:
         raise PrimitiveError("NotSupportedException", "The given path's format is not supported.")
     components: list[str] = []
@@ -42,12 +53,16 @@ def split_windows_path(path: str) -> tuple[str, list[str]]:
                 components.pop()
             continue
         components.append(part)
-    return match.group(1).upper(), components
+    return drive, components
 
 
 def join_windows_path(base: str, relative: str) -> str:
-    """Join like PowerShell's Join-Path: one backslash between the parts."""
-    return base.rstrip("\\/") + "\\" + relative.lstrip("\\/")
+    """[IO.Path]::Combine: a rooted second part wins, else one separator between the parts."""
+    if is_path_rooted(relative):
+        return relative
+    if base.endswith(("\\", "/", ":")):
+        return base + relative
+    return base + "\\" + relative
 
 
 def format_windows_path(drive: str, components: list[str]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import logging
 import re
@@ -26,6 +27,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import ClassVar
 from xml.sax.saxutils import escape, quoteattr
 
 import spnego
@@ -93,6 +95,8 @@ def configure_ntlm_users(credentials: Iterable[WsmanCredentials]) -> str:
     private temporary directory removed at exit), points the variable at it and
     returns its path. ``start_wsman_server(auth="ntlm")`` calls it for its own
     credentials, so calling it directly is only needed to check them early.
+    One name can have only one password per process: a second, different one
+    raises ValueError, as does a ':' or line break in any of the fields.
     """
     path = ""
     for account in credentials:
@@ -255,7 +259,7 @@ def _parse_request(xml_bytes: bytes) -> _WsmanRequest:
     if b"<!DOCTYPE" in xml_bytes or b"<!ENTITY" in xml_bytes:
         raise _invalid_body_fault()
     try:
-        envelope = ET.fromstring(xml_bytes)
+        envelope = ET.fromstring(xml_bytes)  # noqa: S314 - DTDs, the attack surface, are refused above
     except ET.ParseError as error:
         raise _invalid_body_fault() from error
     header = envelope.find(_q("Header", _NS_SOAP))
@@ -289,7 +293,7 @@ def _envelope(action: str, relates_to: str, body: str) -> bytes:
         f"{_ENVELOPE_OPEN}<s:Header><a:Action>{action}</a:Action>"
         f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID><a:To>{_ANONYMOUS}</a:To>"
         f"<a:RelatesTo>{escape(relates_to)}</a:RelatesTo></s:Header><s:Body>{body}</s:Body></s:Envelope>"
-    ).encode("utf-8")
+    ).encode()
 
 
 def _fault_envelope(fault: _WsmanFault, relates_to: str, machine: str) -> bytes:
@@ -434,7 +438,14 @@ async def _read_http_request(reader: asyncio.StreamReader) -> _HttpRequest | Non
     return _HttpRequest(method, target, headers, body, keep_alive)
 
 
-def _http_response(status: int, body: bytes = b"", *, content_type: str | None = None, extra: Iterable[tuple[str, str]] = (), keep_alive: bool = True) -> bytes:
+def _http_response(
+    status: int,
+    body: bytes = b"",
+    *,
+    content_type: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+    keep_alive: bool = True,
+) -> bytes:
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "Server: Microsoft-HTTPAPI/2.0"]
     if content_type is not None:
         lines.append(f"Content-Type: {content_type}")
@@ -487,45 +498,53 @@ class _Listener:
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer: tuple[str, int] = (str(peername[0]), int(peername[1])) if peername else ("", 0)
-        if self._accept_filter is not None:
-            try:
-                accepted = self._accept_filter(peer)
-            except Exception:
-                logger.exception("accept filter of %s failed", self.address)
-                accepted = False
-            if not accepted:
-                _reset(writer)
-                return
+        if not self._accepts(peer):
+            _reset(writer)
+            return
         sock = writer.get_extra_info("socket")
         if sock is not None:
             # Every response goes out in one write; without this, Nagle costs ~40 ms per request.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection = _Connection(peer)
         try:
-            while True:
-                try:
-                    request = await _read_http_request(reader)
-                except _HttpError as error:
-                    writer.write(_http_response(error.status, keep_alive=False))
-                    await writer.drain()
-                    break
-                if request is None:
-                    break
-                response, keep_alive = await self._respond(connection, request)
-                if writer.is_closing():
-                    break
-                writer.write(response)
-                await writer.drain()
-                if not keep_alive:
-                    break
+            await self._serve_requests(_Connection(peer), reader, writer)
         except _DropConnection:
             logger.debug("%s: dropping the connection of %s:%d", self.address, *peer)
         except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # The loop is shutting down. Ending normally keeps Python 3.12.1's stream callback from
+            # reporting every cancelled connection as an error.
             pass
         except Exception:
             logger.exception("%s: connection of %s:%d failed", self.address, *peer)
         finally:
             writer.close()
+
+    def _accepts(self, peer: tuple[str, int]) -> bool:
+        if self._accept_filter is None:
+            return True
+        try:
+            return self._accept_filter(peer)
+        except Exception:
+            logger.exception("%s: accept filter failed", self.address)
+            return False
+
+    async def _serve_requests(self, connection: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        keep_alive = True
+        while keep_alive:
+            try:
+                request = await _read_http_request(reader)
+            except _HttpError as error:
+                writer.write(_http_response(error.status, keep_alive=False))
+                await writer.drain()
+                return
+            if request is None or writer.is_closing():
+                return
+            response, keep_alive = await self._respond(connection, request)
+            if writer.is_closing():
+                return  # the client gave up while a Receive was waiting
+            writer.write(response)
+            await writer.drain()
 
     async def _respond(self, connection: _Connection, request: _HttpRequest) -> tuple[bytes, bool]:
         keep_alive = request.keep_alive
@@ -549,77 +568,31 @@ class _Listener:
 
     def _basic_credentials_valid(self, authorization: str) -> bool:
         scheme, _, encoded = authorization.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            decoded = base64.b64decode(encoded.strip(), validate=True)
-        except (binascii.Error, ValueError):
+        decoded = _decode_base64(encoded)
+        if scheme.lower() != "basic" or decoded is None:
             return False
         try:
             text = decoded.decode("utf-8")
         except UnicodeDecodeError:
             text = decoded.decode("latin-1")
         name, separator, password = text.partition(":")
-        if not separator:
-            return False
-        password_ok = hmac.compare_digest(password.encode("utf-8"), self._credentials.password.encode("utf-8"))
-        return password_ok and self._credentials.names_this_account(name)
+        password_matches = hmac.compare_digest(password.encode("utf-8"), self._credentials.password.encode("utf-8"))
+        return bool(separator) and password_matches and self._credentials.names_this_account(name)
 
     async def _respond_ntlm(self, connection: _Connection, request: _HttpRequest) -> tuple[bytes, bool]:
-        keep_alive = request.keep_alive
-        challenge = _http_response(401, extra=[_NEGOTIATE_CHALLENGE], keep_alive=keep_alive), keep_alive
-        authorization = request.headers.get("authorization")
-        encrypted = _ntlm.is_encrypted_content_type(request.headers.get("content-type", ""))
-        if authorization:
-            scheme, _, encoded = authorization.partition(" ")
-            if scheme.lower() not in ("negotiate", "ntlm"):
-                return challenge
-            try:
-                token = base64.b64decode(encoded.strip(), validate=True)
-            except (binascii.Error, ValueError):
-                return challenge
-            message_type = _ntlm.ntlm_message_type(token)
-            if message_type == _ntlm.NEGOTIATE_MESSAGE:
-                connection.ntlm_session = None
-                connection.user = None
-                connection.ntlm_pending = _ntlm.new_acceptor()
-                try:
-                    answer = connection.ntlm_pending.step(token) or b""
-                except Exception:
-                    logger.debug("%s: rejected an NTLM negotiate message", self.address, exc_info=True)
-                    connection.ntlm_pending = None
-                    return challenge
-                header = ("WWW-Authenticate", f"{scheme} {base64.b64encode(answer).decode('ascii')}")
-                return _http_response(401, extra=[header], keep_alive=keep_alive), keep_alive
-            if message_type != _ntlm.AUTHENTICATE_MESSAGE or connection.ntlm_pending is None:
-                return challenge
-            context, connection.ntlm_pending = connection.ntlm_pending, None
-            try:
-                context.step(token)
-            except Exception:
-                # Wrong password, unknown user or a malformed message: Windows answers all with a bare 401.
-                logger.debug("%s: NTLM authentication failed", self.address, exc_info=True)
-                return challenge
-            principal = context.client_principal or ""
-            if not context.complete or not self._credentials.names_this_account(principal):
-                return challenge
-            connection.ntlm_session = context
-            connection.user = self._credentials.account_name
-        elif connection.ntlm_session is None:
-            # A sealed body on a connection that never authenticated (e.g. a reconnect after a drop): Windows says 400.
-            if encrypted:
-                return _http_response(400, keep_alive=False), False
-            return challenge
-
+        refusal = self._authenticate_ntlm(connection, request)
+        if refusal is not None:
+            return refusal
         session = connection.ntlm_session
         assert session is not None
+        keep_alive = request.keep_alive
         if not request.body:
             return _http_response(200, keep_alive=keep_alive), keep_alive
-        if not encrypted:
+        if not _ntlm.is_encrypted_content_type(request.headers.get("content-type", "")):
             # AllowUnencrypted=false: Windows refuses a plaintext message after NTLM with a 401.
             connection.ntlm_session = None
             connection.user = None
-            return challenge
+            return _http_response(401, extra=[_NEGOTIATE_CHALLENGE], keep_alive=keep_alive), keep_alive
         try:
             plaintext = _ntlm.unseal_message(session, request.body)
         except _ntlm.EncryptedBodyError:
@@ -629,6 +602,60 @@ class _Listener:
         status, xml = await self._handle_message(connection, plaintext)
         sealed = _ntlm.seal_message(session, xml)
         return _http_response(status, sealed, content_type=_ntlm.ENCRYPTED_CONTENT_TYPE, keep_alive=keep_alive), keep_alive
+
+    def _authenticate_ntlm(self, connection: _Connection, request: _HttpRequest) -> tuple[bytes, bool] | None:
+        """None when the connection is authenticated for this request, else the response refusing it."""
+        keep_alive = request.keep_alive
+        challenge = _http_response(401, extra=[_NEGOTIATE_CHALLENGE], keep_alive=keep_alive), keep_alive
+        authorization = request.headers.get("authorization")
+        if not authorization:
+            if connection.ntlm_session is not None:
+                return None
+            # A sealed body on a connection that never authenticated (a reconnect after a drop): Windows says 400.
+            encrypted = _ntlm.is_encrypted_content_type(request.headers.get("content-type", ""))
+            return (_http_response(400, keep_alive=False), False) if encrypted else challenge
+        scheme, _, encoded = authorization.partition(" ")
+        token = _decode_base64(encoded)
+        if scheme.lower() not in ("negotiate", "ntlm") or token is None:
+            return challenge
+        message_type = _ntlm.ntlm_message_type(token)
+        if message_type == _ntlm.NEGOTIATE_MESSAGE:
+            answer = self._ntlm_negotiate(connection, token)
+            if answer is None:
+                return challenge
+            header = ("WWW-Authenticate", f"{scheme} {base64.b64encode(answer).decode('ascii')}")
+            return _http_response(401, extra=[header], keep_alive=keep_alive), keep_alive
+        authenticated = message_type == _ntlm.AUTHENTICATE_MESSAGE and self._ntlm_authenticate(connection, token)
+        return None if authenticated else challenge
+
+    def _ntlm_negotiate(self, connection: _Connection, token: bytes) -> bytes | None:
+        """The challenge answering a negotiate message; a new handshake replaces any earlier one."""
+        connection.ntlm_session = None
+        connection.user = None
+        connection.ntlm_pending = _ntlm.new_acceptor()
+        try:
+            return connection.ntlm_pending.step(token) or b""
+        except Exception:
+            logger.debug("%s: rejected an NTLM negotiate message", self.address, exc_info=True)
+            connection.ntlm_pending = None
+            return None
+
+    def _ntlm_authenticate(self, connection: _Connection, token: bytes) -> bool:
+        context, connection.ntlm_pending = connection.ntlm_pending, None
+        if context is None:
+            return False
+        try:
+            context.step(token)
+        except Exception:
+            # Wrong password, unknown user or a malformed message: Windows answers all with a bare 401.
+            logger.debug("%s: NTLM authentication failed", self.address, exc_info=True)
+            return False
+        # The user file may hold other listeners' accounts too: only this listener's account gets in.
+        if not context.complete or not self._credentials.names_this_account(context.client_principal or ""):
+            return False
+        connection.ntlm_session = context
+        connection.user = self._credentials.account_name
+        return True
 
     # WS-Management
 
@@ -774,10 +801,7 @@ class _Listener:
             command.delivered = True
             parts.append(f'<rsp:Stream Name="stdout" CommandId="{command_id}" End="true"></rsp:Stream>')
             parts.append(f'<rsp:Stream Name="stderr" CommandId="{command_id}" End="true"></rsp:Stream>')
-            parts.append(
-                f'<rsp:CommandState CommandId="{command_id}" State="{_STATE_DONE}">'
-                f"<rsp:ExitCode>{int(result.rc)}</rsp:ExitCode></rsp:CommandState>"
-            )
+            parts.append(f'<rsp:CommandState CommandId="{command_id}" State="{_STATE_DONE}"><rsp:ExitCode>{int(result.rc)}</rsp:ExitCode></rsp:CommandState>')
         else:
             parts.append(f'<rsp:CommandState CommandId="{command_id}" State="{_STATE_RUNNING}"/>')
         parts.append("</rsp:ReceiveResponse>")
@@ -799,7 +823,7 @@ class _Listener:
             command.done.set()
         return _envelope(f"{_NS_SHELL}/SignalResponse", request.message_id, "<rsp:SignalResponse/>")
 
-    _handlers: dict[str, Callable[[_Listener, _Connection, _WsmanRequest], Awaitable[bytes]]] = {
+    _handlers: ClassVar[dict[str, Callable[[_Listener, _Connection, _WsmanRequest], Awaitable[bytes]]]] = {
         _ACTION_CREATE: _create,
         _ACTION_DELETE: _delete,
         _ACTION_COMMAND: _command,
@@ -846,12 +870,17 @@ class _Listener:
             command.done.set()
 
 
+def _decode_base64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _reset(writer: asyncio.StreamWriter) -> None:
     """Closes the connection with a TCP reset, as a refusing host would."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     writer.transport.abort()

@@ -10,14 +10,13 @@ keeps being served until the next start, since the running process holds it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 
-from .accounts import XU_SERVICE_ACCOUNT
+from .accounts import XU_SERVICE_ACCOUNT, XU_SERVICE_LOGON
 from .errors import PrimitiveError
 from .listeners import (
     Listener,
@@ -48,9 +47,6 @@ VERSION_FILE = join_windows_path(CONFIG_DIR, "version.txt")
 WEB_PROTOCOLS = ("HttpUnrestricted", "HttpsUnrestricted", "HttpsRestrictedAdUsers", "HttpsRestrictedCustomUsers")
 CONFIG_AUTHENTICATIONS = ("WindowsCredentials", "CustomCredentialsKerberos", "CustomCredentialsTls", "Anonymous")
 DEFAULT_PORTS = {"HttpPort": 8065, "HttpsPort": 8165, "Port": 8064}
-PORT_POLL_S = 0.05
-# What Restart-Service reports when the service does not reach Running; the reason is only in the event log.
-START_FAILED_MESSAGE = f"Failed to start service '{DISPLAY_NAME} ({SERVICE_NAME})'."
 SCM_TIMEOUT_REASON = "The service did not respond to the start or control request in a timely fashion."
 
 
@@ -174,14 +170,23 @@ class SettingsReader:
         )
 
 
+class ServiceStartError(Exception):
+    """What ServiceController.Start throws, inner messages joined as the agent reports them."""
+
+
 class XuService:
-    """The Windows service `XtractUniversal Service` and the process it runs."""
+    """The Windows service `XtractUniversal Service` and the process it runs.
+
+    Start returns once the service control manager launched the process (StartPending);
+    XU then needs `restart_delay` seconds to read its settings and open its listeners,
+    after which it is Running, or Stopped with the reason in the event log.
+    """
 
     name = SERVICE_NAME
     display_name = DISPLAY_NAME
-    account = XU_SERVICE_ACCOUNT
+    account = XU_SERVICE_LOGON
     image_path = IMAGE_PATH
-    start_mode = "Automatic"
+    start_mode = "Auto"  # Win32_Service.StartMode's word for Automatic
 
     def __init__(self, host: Host, restart_delay: float) -> None:
         self.host = host
@@ -190,10 +195,10 @@ class XuService:
         self.state = "Stopped"
         self.listeners: list[Listener] = []
         self.last_start_error: str | None = None
-        self._lock = asyncio.Lock()
-        self._pending_start: asyncio.Future[bool] | None = None
+        self._starting: asyncio.Task[None] | None = None
 
     def describe(self) -> dict[str, object]:
+        """The service as Win32_Service reports it."""
         return {
             "name": self.name,
             "display_name": self.display_name,
@@ -211,26 +216,35 @@ class XuService:
             "restart_delay": self.restart_delay,
         }
 
-    async def start(self) -> bool:
-        """Start the process: read settings, find certificates, open listeners."""
-        if self.state == "Running":
-            return True
+    async def start(self, delay: float | None = None) -> None:
+        """ServiceController.Start; XU takes `delay` (default: the restart delay) to come up."""
+        delay = self.restart_delay if delay is None else delay
+        if self.state != "Stopped":
+            raise ServiceStartError(
+                f"Cannot start service {self.name} on computer '.'. An instance of the service is already running."
+            )
+        if self.host.faults.take_restart_failure():
+            # The process never reports to the service control manager, which gives up.
+            await asyncio.sleep(delay)
+            self._failed(SCM_TIMEOUT_REASON)
+            raise ServiceStartError(f"Cannot start service {self.name} on computer '.'. {SCM_TIMEOUT_REASON}")
         self.state = "StartPending"
-        try:
-            self.listeners = await self._open_listeners()
-        except StartFailure as failure:
-            self.state = "Stopped"
-            self.last_start_error = str(failure)
-            self.host.emit("service", state="Stopped", reason=str(failure), listeners=[])
-            return False
-        self.state = "Running"
-        self.last_start_error = None
-        self.host.emit("service", state="Running", reason=None, listeners=[x.describe() for x in self.listeners])
-        return True
+        self._starting = asyncio.create_task(self._run_start(delay))
+
+    async def start_now(self) -> bool:
+        """Start without the start-up delay (a host booting before the lab hands it out)."""
+        await self.start(delay=0)
+        await self.wait_started()
+        return self.state == "Running"
+
+    async def wait_started(self) -> None:
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
 
     async def stop(self) -> None:
-        if self._pending_start is not None and not self._pending_start.done():
-            await asyncio.shield(self._pending_start)
+        """ServiceController.Stop, complete: listeners and open connections are gone."""
+        if self.state == "StartPending":
+            await self.wait_started()
         if self.state == "Stopped":
             return
         self.state = "StopPending"
@@ -240,40 +254,22 @@ class XuService:
         self.state = "Stopped"
         self.host.emit("service", state="Stopped", reason=None, listeners=[])
 
-    async def restart(self, wait_ports: list[int], timeout_s: float) -> dict[str, object]:
-        """Restart-Service, then wait until the given ports accept, all within `timeout_s`."""
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        deadline = began + timeout_s
-        async with self._lock:
-            await self.stop()
-            self.state = "StartPending"
-            pending = asyncio.ensure_future(self._start_after(self.restart_delay))
-            self._pending_start = pending
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(pending), max(0.0, deadline - loop.time()))
-        started = pending.done() and pending.result()
-        ports = await self._wait_for_ports(wait_ports, deadline if started else loop.time())
-        failed = pending.done() and not started
-        return {
-            "started": started,
-            "state": self.state,
-            "start_error": START_FAILED_MESSAGE if failed else None,
-            "ports": ports,
-            "elapsed_s": round(loop.time() - began, 3),
-        }
-
-    async def _start_after(self, delay: float) -> bool:
+    async def _run_start(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        return await self.start()
+        try:
+            self.listeners = await self._open_listeners()
+        except StartFailure as failure:
+            self._failed(str(failure))
+            return
+        self.state = "Running"
+        self.last_start_error = None
+        self.host.emit("service", state="Running", reason=None, listeners=[x.describe() for x in self.listeners])
 
-    async def _wait_for_ports(self, ports: list[int], deadline: float) -> list[dict[str, object]]:
-        loop = asyncio.get_running_loop()
-        while True:
-            states = {port: await self.host.local_port_open(port) for port in ports}
-            if all(states.values()) or loop.time() >= deadline:
-                return [{"port": port, "open": is_open} for port, is_open in states.items()]
-            await asyncio.sleep(min(PORT_POLL_S, max(0.0, deadline - loop.time())))
+    def _failed(self, reason: str) -> None:
+        self.state = "Stopped"
+        self.listeners = []
+        self.last_start_error = reason
+        self.host.emit("service", state="Stopped", reason=reason, listeners=[])
 
     def _certificate(self, reference: CertificateReference, role: str) -> StoredCertificate:
         where = f"{reference.store_location}\\{reference.store_name}"
@@ -289,15 +285,12 @@ class XuService:
             raise StartFailure(f"{role}: the certificate {entry.thumbprint} has no private key.")
         if not entry.key.readable_by_xu_service():
             raise StartFailure(
-                f"{role}: Keyset does not exist. {self.account} cannot read the private key of certificate "
+                f"{role}: Keyset does not exist. {XU_SERVICE_ACCOUNT} cannot read the private key of certificate "
                 f"{entry.thumbprint}."
             )
         return entry
 
     async def _open_listeners(self) -> list[Listener]:
-        consumed = self.host.faults.take_restart_failure()
-        if consumed:
-            raise StartFailure(SCM_TIMEOUT_REASON)
         settings = self.settings.read()
         contexts: dict[str, ssl.SSLContext] = {}
 

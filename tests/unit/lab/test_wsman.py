@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Iterator
@@ -19,12 +20,14 @@ from typing import Any
 import pytest
 import requests
 import winrm
-from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError, WinRMTransportError
+from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError, WinRMTransportError, WSManFaultError
+from winrm.protocol import Protocol
 
+from xulab import _ntlm
 from xulab.wsman import AcceptFilter, CommandResult, RunCommand, WsmanCredentials, configure_ntlm_users, start_wsman_server
 
 ADDRESS = "127.0.9.1"
-CREDENTIALS = WsmanCredentials(username="labadmin", password="Lab-Pa55word!", domain="XULAB")
+CREDENTIALS = WsmanCredentials(username="labadmin", password="Lab-Pa55word!", domain="XULAB")  # noqa: S106 - a lab account
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -51,11 +54,7 @@ class ListenerLoop:
         accept_filter: AcceptFilter | None = None,
         credentials: WsmanCredentials = CREDENTIALS,
     ) -> int:
-        server = self.call(
-            start_wsman_server(
-                ADDRESS, 0, auth=auth, credentials=credentials, run_command=run_command, accept_filter=accept_filter
-            )
-        )
+        server = self.call(start_wsman_server(ADDRESS, 0, auth=auth, credentials=credentials, run_command=run_command, accept_filter=accept_filter))
         self._servers.append(server)
         port: int = server.sockets[0].getsockname()[1]
         return port
@@ -105,18 +104,19 @@ def endpoint(port: int) -> str:
     return f"http://{ADDRESS}:{port}/wsman"
 
 
-def protocol(port: int, transport: str, username: str = "labadmin", password: str = CREDENTIALS.password, **options: Any) -> winrm.Protocol:
-    return winrm.Protocol(endpoint(port), transport=transport, username=username, password=password, proxy=None, **options)  # type: ignore[arg-type]
+def protocol(port: int, transport: str, username: str = "labadmin", password: str = CREDENTIALS.password, **options: Any) -> Protocol:
+    options.setdefault("ca_trust_path", None)  # not REQUESTS_CA_BUNDLE: pywinrm warns about that one
+    return Protocol(endpoint(port), transport=transport, username=username, password=password, proxy=None, **options)  # type: ignore[arg-type]
 
 
-def run_with_stdin(client: winrm.Protocol, command: str, arguments: list[str], stdin: bytes) -> tuple[bytes, bytes, int]:
+def run_with_stdin(client: Protocol, command: str, arguments: list[str], stdin: bytes) -> tuple[bytes, bytes, int]:
     shell_id = client.open_shell(codepage=65001)
     command_id = client.run_command(shell_id, command, arguments)
     client.send_command_input(shell_id, command_id, stdin, end=True)
-    output = client.get_command_output(shell_id, command_id)
+    stdout, stderr, rc = client.get_command_output(shell_id, command_id)
     client.cleanup_command(shell_id, command_id)
     client.close_shell(shell_id)
-    return output
+    return stdout, stderr, rc
 
 
 # --- pywinrm ---------------------------------------------------------------------------------
@@ -155,7 +155,8 @@ def test_command_without_send_runs_at_first_receive(listeners: ListenerLoop) -> 
     recorder = Recorder()
     port = listeners.start(recorder, auth="ntlm")
 
-    response = winrm.Session(endpoint(port), auth=("labadmin", CREDENTIALS.password), transport="ntlm", proxy=None).run_cmd("hostname")
+    session = winrm.Session(endpoint(port), auth=("labadmin", CREDENTIALS.password), transport="ntlm", proxy=None, ca_trust_path=None)
+    response = session.run_cmd("hostname")
 
     assert response.status_code == 0
     assert json.loads(response.std_out)["stdin"] == ""
@@ -198,7 +199,7 @@ def test_concurrent_clients(listeners: ListenerLoop) -> None:
     port = listeners.start(recorder, auth="ntlm")
 
     def one_client(index: int) -> bytes:
-        session = winrm.Session(endpoint(port), auth=("labadmin", CREDENTIALS.password), transport="ntlm", proxy=None)
+        session = winrm.Session(endpoint(port), auth=("labadmin", CREDENTIALS.password), transport="ntlm", proxy=None, ca_trust_path=None)
         return session.run_cmd(f"client{index}").std_out
 
     started = time.monotonic()
@@ -238,7 +239,11 @@ def test_listeners_refuse_the_other_scheme(listeners: ListenerLoop) -> None:
         protocol(ntlm_port, "basic").open_shell()
 
     basic_header = "Basic " + base64.b64encode(b"labadmin:" + CREDENTIALS.password.encode()).decode()
-    assert raw_post(basic_port, {"Authorization": "Negotiate TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAGFKAAAADw=="}) == (401, 'Basic realm="WSMAN"', 0)
+    assert raw_post(basic_port, {"Authorization": "Negotiate TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAGFKAAAADw=="}) == (
+        401,
+        'Basic realm="WSMAN"',
+        0,
+    )
     assert raw_post(ntlm_port, {"Authorization": basic_header}) == (401, "Negotiate", 0)
 
 
@@ -331,7 +336,8 @@ def test_accept_filter_refuses_connections(listeners: ListenerLoop) -> None:
 
     with pytest.raises(requests.exceptions.ConnectionError):
         protocol(port, "basic", read_timeout_sec=3, operation_timeout_sec=2).open_shell()
-    assert peers and peers[0][0].startswith("127.")
+    assert peers
+    assert peers[0][0].startswith("127.")
     assert recorder.calls == []
 
 
@@ -356,7 +362,7 @@ def test_signal_and_delete_cancel_a_running_command(listeners: ListenerLoop) -> 
     assert cancelled.wait(2)
     client.close_shell(shell_id)  # asserts RelatesTo itself
 
-    with pytest.raises(winrm.exceptions.WSManFaultError) as raised:
+    with pytest.raises(WSManFaultError) as raised:
         client.run_command(shell_id, "again")
     assert raised.value.wsman_fault_code == 0x8033805B
 
@@ -376,6 +382,21 @@ def test_account_names_and_user_file() -> None:
         configure_ntlm_users([WsmanCredentials("labadmin", "different", "XULAB")])
     with pytest.raises(ValueError, match="must not contain"):
         configure_ntlm_users([WsmanCredentials("other", "pass:word")])
+
+
+def test_user_files_of_killed_processes_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    orphan = tmp_path / f"xulab-ntlm-{finished.stdout.strip()}-abc"
+    orphan.mkdir()
+    (orphan / "users").write_text("XULAB:labadmin:secret\n")
+    alive = tmp_path / f"xulab-ntlm-{os.getpid()}-def"
+    alive.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    _ntlm._remove_orphaned_directories()
+
+    assert not orphan.exists()
+    assert alive.exists()
 
 
 # --- ansible-core ------------------------------------------------------------------------------
@@ -442,4 +463,3 @@ def test_ansible_raw_over_basic_and_ntlm(listeners: ListenerLoop, tmp_path: Path
     assert wrong.returncode != 0
     assert "UNREACHABLE" in output
     assert "credentials were rejected" in output
-

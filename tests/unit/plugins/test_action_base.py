@@ -30,7 +30,7 @@ def test_every_module_stub_has_an_action_plugin() -> None:
 @pytest.mark.parametrize("module", MODULES)
 def test_action_spec_is_the_stub_documentation(module: str) -> None:
     cls = action_class(module)
-    assert cls.MODULE == module
+    assert module == cls.MODULE
     options = module_documentation(module)["options"]
     spec = cls.argument_spec()
     assert spec == argument_spec_from_options(options)

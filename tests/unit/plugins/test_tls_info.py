@@ -63,7 +63,7 @@ def test_problems_are_judged_and_warned() -> None:
 
 
 def test_certificate_deleted_while_served() -> None:
-    host, thumbprint = healthy_host()
+    host, _ = healthy_host()
     host.certificates.clear()
     result = run_action("xu_tls_info", {}, host)
     certificate = result["web_server"]["certificate"]
@@ -73,7 +73,7 @@ def test_certificate_deleted_while_served() -> None:
 
 
 def test_tls_off_and_pending_restart() -> None:
-    host, thumbprint = healthy_host()
+    host, _ = healthy_host()
     del host.files["config\\servers\\tls.json"]
     host.served = {}
     host.http_ports = {8065}
@@ -83,7 +83,7 @@ def test_tls_off_and_pending_restart() -> None:
     assert "the web server serves plain HTTP (TLS is off)" in result["problems"]
 
     other, _ = mint(FQDN)
-    host, thumbprint = healthy_host()
+    host, _ = healthy_host()
     host.served[8165] = other
     result = run_action("xu_tls_info", {}, host)
     assert any("restart pending" in p for p in result["problems"])

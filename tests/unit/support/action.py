@@ -22,6 +22,6 @@ def run_action(module: str, args: dict[str, Any], host: FakeHost, *, check_mode:
     play_context = MagicMock()
     play_context.check_mode = check_mode
     action = action_class(task, connection, play_context, loader=MagicMock(), templar=MagicMock(), shared_loader_obj=MagicMock())
-    action._execute_remote = host.transport  # type: ignore[method-assign]
+    action._execute_remote = host.transport
     result: dict[str, Any] = action.run(task_vars={"inventory_hostname": "xu01"})
     return result

@@ -53,7 +53,7 @@ class FakeHost:
             "friendly_name": "",
             "key": {"provider": "CNG", "acl": READABLE_ACL if acl is None else acl} if has_private_key else None,
         })
-        thumbprint = hashlib.sha1(raw).hexdigest().upper()
+        thumbprint = hashlib.sha1(raw, usedforsecurity=False).hexdigest().upper()
         self.certificates[-1]["thumbprint"] = thumbprint
         return thumbprint
 

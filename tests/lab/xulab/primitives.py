@@ -1,0 +1,410 @@
+"""The host side of the agent protocol's primitives (docs/agent-protocol.md).
+
+Each function does on the simulated host what the agent's primitive of the same name
+does on Windows, with the same arguments, results and errors, including the agent's
+own argument checks and messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from .accounts import account_sid
+from .ca import PfxPasswordError, read_pfx
+from .ca import thumbprint as der_thumbprint
+from .certstore import KeyContainer, default_machine_key_acl, normalise_thumbprint
+from .errors import PrimitiveError
+from .firewall import FirewallRule
+from .host import Host, sha256_hex
+from .probe import port_probe
+from .psvalues import as_int, as_items, as_text
+from .timefmt import iso_utc, parse_iso_utc, utc_now
+from .winpath import is_path_rooted, join_windows_path, normalise_windows_path
+from .xuservice import ServiceStartError
+
+Args = dict[str, object]
+Result = dict[str, object]
+Primitive = Callable[[Host, Args], Awaitable[Result]]
+
+TASK_NAME_PATTERN = r"^[A-Za-z0-9 ._-]{1,64}\Z"
+JOURNAL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}\Z"
+# The agent's spelling of the patterns in its messages (PowerShell regex, \z).
+_PATTERN_TEXT = {TASK_NAME_PATTERN: "^[A-Za-z0-9 ._-]{1,64}\\z", JOURNAL_NAME_PATTERN: "^[A-Za-z0-9_.-]{1,64}\\z"}
+SERVICE_POLL_S = 0.05
+PORT_POLL_S = 0.1
+PORT_TEST_TIMEOUT_S = 0.5
+DEFAULT_SERVICE_TIMEOUT_S = 60.0
+BASE64_ERROR = (
+    "The input is not a valid Base-64 string as it contains a non-base 64 character, more than two padding "
+    "characters, or an illegal character among the padding characters. "
+)
+
+
+# -- argument handling, as loose as PowerShell's ----------------------------------------------
+
+
+def _name(value: object, pattern: str, what: str) -> str:
+    if not isinstance(value, str) or re.match(pattern, value) is None:
+        raise PrimitiveError("InvalidArgument", f"{what} must match {_PATTERN_TEXT[pattern]}")
+    return value
+
+
+def _rooted(value: object, what: str) -> str:
+    if not is_path_rooted(value):
+        raise PrimitiveError("InvalidArgument", f"{what} must be an absolute path")
+    assert isinstance(value, str)
+    return value
+
+
+def _utf8_text(data: bytes) -> str:
+    """The agent's ConvertFrom-XuBytes: UTF-8, a BOM dropped, bad bytes replaced."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    return data.decode("utf-8", errors="replace")
+
+
+def _sha256(data: bytes) -> str:
+    return sha256_hex(data).lower()
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def _existing_file(host: Host, windows_path: str) -> Path | None:
+    """[IO.File]::Exists: false for a folder and for any path that cannot be resolved."""
+    try:
+        path = host.fs.resolve(windows_path)
+    except PrimitiveError:
+        return None
+    return path if path.is_file() else None
+
+
+def _write_atomic(host: Host, windows_path: str, data: bytes, backup: str | None) -> None:
+    """The agent's Write-XuAtomic: a temp file beside the target, then File.Replace (with backup) or File.Move."""
+    target = host.fs.resolve(windows_path)
+    if not host.fs.drive_exists(windows_path):
+        raise PrimitiveError("DirectoryNotFoundException", f"Could not find a part of the path '{windows_path}'.")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        folder = host.fs.to_windows(target.parent)
+        raise PrimitiveError(
+            "IOException", f"Cannot create '{folder}' because a file or directory with the same name already exists."
+        ) from exc
+    temporary = target.with_name(target.name + ".xutls.tmp")
+    try:
+        temporary.write_bytes(data)
+        if target.is_file():
+            if backup is not None:
+                backup_path = host.fs.resolve(backup)
+                if not backup_path.parent.is_dir():
+                    raise PrimitiveError("DirectoryNotFoundException", f"Could not find a part of the path '{backup}'.")
+                os.replace(target, backup_path)
+            os.replace(temporary, target)
+        elif target.exists():
+            raise PrimitiveError("IOException", "Cannot create a file when that file already exists.")
+        else:
+            os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _report_write(host: Host, windows_path: str, event: str, backup: str | None, digest: str) -> None:
+    path = host.fs.resolve(windows_path)
+    file_name = normalise_windows_path(windows_path)
+    if host.is_settings_file(path):
+        host.emit(event, file=file_name, backup=backup, sha256=digest)
+    else:
+        host.emit("journal", name=file_name, action="write" if event == "settings_write" else "restore")
+
+
+# -- primitives -------------------------------------------------------------------------------
+
+
+async def discover(host: Host, a: Args) -> Result:
+    service = host.service
+    if a.get("service_name"):
+        found = as_text(a.get("service_name")).casefold() == service.name.casefold()
+    else:
+        wanted = a.get("service_display_name")
+        found = wanted is not None and as_text(wanted).casefold() == service.display_name.casefold()
+    install_dir = as_text(a.get("install_dir")) or None
+    if found and install_dir is None:
+        install_dir = service.image_path.strip().strip('"').rsplit("\\", 1)[0]
+    files = []
+    for item in as_items(a.get("files")):
+        relative = as_text(item)
+        entry: Result = {"path": item, "full_path": None, "exists": False, "content": None, "sha256": None}
+        if is_path_rooted(relative):
+            entry["full_path"] = relative
+        elif install_dir:
+            entry["full_path"] = join_windows_path(install_dir, relative)
+        path = _existing_file(host, str(entry["full_path"])) if entry["full_path"] else None
+        if path is not None:
+            data = path.read_bytes()
+            entry.update(exists=True, content=_utf8_text(data), sha256=_sha256(data))
+        files.append(entry)
+    install_dir_exists = False
+    if install_dir is not None:
+        try:
+            install_dir_exists = host.fs.resolve(install_dir).is_dir()
+        except PrimitiveError:
+            install_dir_exists = False
+    return {
+        "computer": {"hostname": host.name, "domain": host.identity.domain},
+        "service": service.describe() if found else None,
+        "install_dir": install_dir,
+        "install_dir_exists": install_dir_exists,
+        "files": files,
+    }
+
+
+async def cert_list(host: Host, a: Args) -> Result:
+    wanted = None
+    if a.get("thumbprints") is not None:
+        wanted = {normalise_thumbprint(item) for item in as_items(a.get("thumbprints"))}
+    store = host.stores.open(as_text(a.get("store")) or "My")
+    return {"certificates": [e.listing() for e in store.entries() if wanted is None or e.thumbprint in wanted]}
+
+
+async def pfx_import(host: Host, a: Args) -> Result:
+    if not a.get("pfx_b64"):
+        raise PrimitiveError("InvalidArgument", "pfx_b64 is required")
+    try:
+        data = base64.b64decode(re.sub(r"\s", "", as_text(a.get("pfx_b64"))), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise PrimitiveError("FormatException", BASE64_ERROR) from exc
+    password = a.get("password")
+    try:
+        contents = read_pfx(data, None if password is None else as_text(password))
+    except PfxPasswordError as exc:
+        message = "Cannot find the requested object." if exc.not_a_pfx else "The specified network password is not correct."
+        raise PrimitiveError("CryptographicException", message) from exc
+    if contents.key is None:
+        raise PrimitiveError("InvalidArgument", "the PFX holds no certificate with a private key")
+    certificate = contents.certificate
+    thumbprint = der_thumbprint(certificate.public_bytes(serialization.Encoding.DER))
+    if host.stores.my.get(thumbprint) is not None:
+        return {"thumbprint": thumbprint, "already_present": True}
+    container = KeyContainer(contents.key, "CNG", default_machine_key_acl(), exportable=bool(a.get("exportable")))
+    host.add_certificate(certificate, container, source="pfx_import", friendly_name=contents.friendly_name)
+    return {"thumbprint": thumbprint, "already_present": False}
+
+
+async def cert_remove(host: Host, a: Args) -> Result:
+    thumbprint = normalise_thumbprint(a.get("thumbprint"))
+    store = host.stores.open(as_text(a.get("store")) or "My")
+    return {"removed": host.remove_certificate(thumbprint, store)}
+
+
+async def key_grant_read(host: Host, a: Args) -> Result:
+    thumbprint = normalise_thumbprint(a.get("thumbprint"))
+    if not a.get("account"):
+        raise PrimitiveError("InvalidArgument", "account is required")
+    entry = host.stores.my.get(thumbprint)
+    if entry is None or entry.key is None:
+        raise PrimitiveError("NotFound", f"no certificate with a private key has thumbprint {thumbprint}")
+    sid = account_sid(as_text(a.get("account")))
+    changed = entry.key.grant_read(sid)
+    if changed:
+        host.emit("key_acl", thumbprint=thumbprint, account=entry.key.acl[-1].identity)
+    return {"changed": changed}
+
+
+async def cert_renew_reuse_key(host: Host, a: Args) -> Result:
+    thumbprint = normalise_thumbprint(a.get("thumbprint"))
+    old = host.stores.my.get(thumbprint)
+    if old is None:
+        raise PrimitiveError("NotFound", f"no certificate has thumbprint {thumbprint}")
+    code, output = host.certreq_renew(thumbprint)
+    if code != 0:
+        raise PrimitiveError("CertreqFailed", f"certreq exited with {code}: {output}")
+    public_key = old.certificate.public_key()
+    candidates = [
+        e for e in host.stores.my.entries() if e.thumbprint != thumbprint and e.certificate.public_key() == public_key
+    ]
+    if not candidates:
+        raise PrimitiveError("NotFound", f"certreq succeeded but no new certificate with the key of {thumbprint} is in the store")
+    newest = max(candidates, key=lambda e: e.certificate.not_valid_before_utc)
+    return {"thumbprint": newest.thumbprint, "output": output}
+
+
+async def file_write(host: Host, a: Args) -> Result:
+    path = _rooted(a.get("path"), "path")
+    content = a.get("content")
+    if not isinstance(content, str):
+        raise PrimitiveError("InvalidArgument", "content must be text")
+    backup = _rooted(a.get("backup_path"), "backup_path") if a.get("backup_path") is not None else None
+    existing = _existing_file(host, path)
+    previous = _sha256(existing.read_bytes()) if existing is not None else None
+    if a.get("expected_sha256") is not None:
+        expected = as_text(a.get("expected_sha256")).lower()
+        if expected == "absent" and previous is not None:
+            raise PrimitiveError("HashMismatch", f"{path} exists")
+        if expected != "absent" and expected != previous:
+            raise PrimitiveError("HashMismatch", f"{path} has sha256 {previous or ''}, not {expected}")
+    if previous is None:
+        backup = None
+    data = content.encode("utf-8")
+    _write_atomic(host, path, data, backup)
+    digest = _sha256(data)
+    _report_write(host, path, "settings_write", backup, digest)
+    return {"sha256": digest, "previous_sha256": previous, "backup_path": backup}
+
+
+async def file_restore(host: Host, a: Args) -> Result:
+    backup = _rooted(a.get("backup_path"), "backup_path")
+    path = _rooted(a.get("path"), "path")
+    source = _existing_file(host, backup)
+    if source is None:
+        raise PrimitiveError("NotFound", f"backup {backup} does not exist")
+    data = source.read_bytes()
+    _write_atomic(host, path, data, None)
+    digest = _sha256(data)
+    _report_write(host, path, "settings_restore", backup, digest)
+    return {"sha256": digest}
+
+
+async def service_restart(host: Host, a: Args) -> Result:
+    """Stop, start, wait while StartPending, then wait for the ports, all within timeout_s (the agent's loop)."""
+    name = as_text(a.get("name"))
+    service = host.service
+    if name.casefold() != service.name.casefold():
+        raise PrimitiveError("NotFound", f"service {name} does not exist")
+    limit = DEFAULT_SERVICE_TIMEOUT_S if a.get("timeout_s") is None else float(as_text(a.get("timeout_s")))
+    ports = [as_int(port) for port in as_items(a.get("wait_ports"))]
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    def elapsed() -> float:
+        return loop.time() - began
+
+    start_error = None
+    try:
+        await service.stop()
+        await service.start()
+        await asyncio.sleep(SERVICE_POLL_S)
+        while service.state == "StartPending" and elapsed() < limit:
+            await asyncio.sleep(SERVICE_POLL_S)
+        if service.state == "Stopped":
+            start_error = "the service stopped while starting"
+    except ServiceStartError as exc:
+        start_error = str(exc)
+    is_open = dict.fromkeys(ports, False)
+    while True:
+        for port in ports:
+            if not is_open[port]:
+                is_open[port] = await host.local_port_open(port, PORT_TEST_TIMEOUT_S)
+        if service.state != "Running" or all(is_open.values()) or elapsed() >= limit:
+            break
+        await asyncio.sleep(PORT_POLL_S)
+    return {
+        "started": service.state == "Running" and all(is_open.values()),
+        "state": service.state,
+        "start_error": start_error,
+        "ports": [{"port": port, "open": is_open[port]} for port in ports],
+        "elapsed_s": round(elapsed(), 1),
+    }
+
+
+async def fw_get(host: Host, a: Args) -> Result:
+    group = _name(a.get("group"), TASK_NAME_PATTERN, "group")
+    return {"rules": [rule.as_json() for rule in host.firewall.group_rules(group)]}
+
+
+async def fw_set(host: Host, a: Args) -> Result:
+    """Remove the group's rules, then New-NetFirewallRule each: a rule Windows rejects stops the rest."""
+    group = _name(a.get("group"), TASK_NAME_PATTERN, "group")
+    wanted = as_items(a.get("rules"))
+    for rule in wanted:
+        if not isinstance(rule, dict) or not rule.get("name") or not rule.get("display_name"):
+            raise PrimitiveError("InvalidArgument", "every rule needs name and display_name")
+    removed = host.firewall.remove_group(group)
+    added = 0
+    try:
+        for rule in wanted:
+            assert isinstance(rule, dict)
+            host.firewall.add(FirewallRule.from_args(group, rule))
+            added += 1
+    finally:
+        host.emit_firewall(group, removed=removed, added=added)
+    return {"removed": removed, "added": added}
+
+
+async def task_get(host: Host, a: Args) -> Result:
+    name = _name(a.get("name"), TASK_NAME_PATTERN, "name")
+    task = host.tasks.get(name.casefold())
+    if task is None:
+        return {"task": None}
+    next_run = iso_utc(task.run_at) if task.run_at > utc_now() else None
+    return {"task": {"name": task.name, "state": "Ready", "next_run_utc": next_run, "description": task.description}}
+
+
+async def task_register(host: Host, a: Args) -> Result:
+    name = _name(a.get("name"), TASK_NAME_PATTERN, "name")
+    group = _name(a.get("fw_group_to_remove"), TASK_NAME_PATTERN, "fw_group_to_remove")
+    try:
+        run_at = parse_iso_utc(a.get("run_at_utc"), "run_at_utc")
+    except PrimitiveError as exc:
+        raise PrimitiveError("InvalidArgument", "expected an ISO 8601 UTC time") from exc
+    description = None if a.get("description") is None else as_text(a.get("description"))
+    host.register_task(name, run_at, group, description)
+    return {"registered": True}
+
+
+async def task_remove(host: Host, a: Args) -> Result:
+    name = _name(a.get("name"), TASK_NAME_PATTERN, "name")
+    return {"removed": host.remove_task(name)}
+
+
+async def journal_read(host: Host, a: Args) -> Result:
+    path = host.journal_path(_name(a.get("name"), JOURNAL_NAME_PATTERN, "name"))
+    existing = _existing_file(host, path)
+    if existing is None:
+        return {"exists": False, "content": None}
+    return {"exists": True, "content": _utf8_text(existing.read_bytes())}
+
+
+async def journal_write(host: Host, a: Args) -> Result:
+    name = _name(a.get("name"), JOURNAL_NAME_PATTERN, "name")
+    path = host.journal_path(name)
+    content = a.get("content")
+    if content is None:
+        existing = _existing_file(host, path)
+        if existing is not None:
+            existing.unlink()
+            host.emit("journal", name=name, action="remove")
+        return {"path": path}
+    _write_atomic(host, path, as_text(content).encode("utf-8"), None)
+    host.emit("journal", name=name, action="write")
+    return {"path": path}
+
+
+PRIMITIVES: dict[str, Primitive] = {
+    "discover": discover,
+    "cert_list": cert_list,
+    "pfx_import": pfx_import,
+    "cert_remove": cert_remove,
+    "key_grant_read": key_grant_read,
+    "cert_renew_reuse_key": cert_renew_reuse_key,
+    "file_write": file_write,
+    "file_restore": file_restore,
+    "service_restart": service_restart,
+    "port_probe": port_probe,
+    "fw_get": fw_get,
+    "fw_set": fw_set,
+    "task_get": task_get,
+    "task_register": task_register,
+    "task_remove": task_remove,
+    "journal_read": journal_read,
+    "journal_write": journal_write,
+}
+

@@ -1,0 +1,271 @@
+"""What a host does with one WS-Man command: run our bootstrap and agent, or fail like Windows.
+
+The bootstrap is recognised by its first line, the agent by the first line of the text it
+receives on stdin. Everything else is a command this host does not have: PowerShell
+answers with a CLIXML error record on stderr and exit code 1, cmd.exe with its own text.
+Only the command line and the decoded script are recorded (transcript.log); stdin never.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+from .errors import PrimitiveError
+from .host import Host
+from .primitives import PRIMITIVES
+from .psvalues import as_text
+from .wsman import CommandResult
+
+BOOTSTRAP_MARKER = "# xtractuniversal.tls bootstrap 1"
+AGENT_MARKER = "# xtractuniversal.tls agent 1"
+AGENT_NAME = "xtractuniversal.tls"
+PROTOCOL = 1
+CLIXML_HEADER = "#< CLIXML\r\n"
+CLIXML_NAMESPACE = "http://schemas.microsoft.com/powershell/2004/04"
+# PowerShell.exe accepts any unambiguous prefix of -EncodedCommand down to -e / -ec.
+_ENCODED_COMMAND = re.compile(r"^[-/](e|ec|en|enc|enco|encod|encode|encoded|encodedc|encodedco|encodedcom|encodedcomm|encodedcomma|encodedcomman|encodedcommand)$", re.I)
+_COMMAND = re.compile(r"^[-/](c|co|com|comm|comma|comman|command)$", re.I)
+
+log = logging.getLogger(__name__)
+
+
+def _clixml_text(text: str) -> str:
+    """Escape for a CLIXML string: XML entities, control characters as _xHHHH_."""
+    text = escape(text).replace("_x", "_x005F_x")
+    return "".join(f"_x{ord(char):04X}_" if ord(char) < 32 else char for char in text)
+
+
+def clixml_error(lines: list[str]) -> bytes:
+    """stderr as PowerShell writes an error record to a redirected stream."""
+    records = "".join(f'<S S="Error">{_clixml_text(line + chr(13) + chr(10))}</S>' for line in lines)
+    return f'{CLIXML_HEADER}<Objs Version="1.1.0.1" xmlns="{CLIXML_NAMESPACE}">{records}</Objs>'.encode()
+
+
+def error_record(
+    command: str, message: str, script_line: str, line_number: int, column: int, category: str, error_id: str
+) -> list[str]:
+    """The lines of PowerShell 5.1's NormalView for an error."""
+    marker = "~" * max(1, len(command))
+    prefix = f"{command} : " if command else ""
+    return [
+        f"{prefix}{message}",
+        f"At line:{line_number} char:{column}",
+        f"+ {script_line}",
+        f"+ {' ' * (column - 1)}{marker}",
+        f"    + CategoryInfo          : {category}",
+        f"    + FullyQualifiedErrorId : {error_id}",
+        " ",
+    ]
+
+
+def command_not_found(script: str) -> CommandResult:
+    """`The term '...' is not recognized`, for the first command of a script this host cannot run."""
+    for number, raw_line in enumerate(script.splitlines(), start=1):
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        term = line.lstrip("&. ").split()[0].strip("'\"") if line.lstrip("&. ") else line
+        column = raw_line.find(term) + 1 if term in raw_line else 1
+        lines = error_record(
+            term,
+            f"The term '{term}' is not recognized as the name of a cmdlet, function, script file, or operable program. "
+            "Check the spelling of the name, or if a path was included, verify that the path is correct and try again.",
+            raw_line.rstrip(),
+            number,
+            column,
+            f"ObjectNotFound: ({term}:String) [], CommandNotFoundException",
+            "CommandNotFoundException",
+        )
+        return CommandResult(rc=1, stderr=clixml_error(lines))
+    return CommandResult(rc=0)
+
+
+@dataclass
+class ParsedCommand:
+    """A WS-Man command: PowerShell with its script, or some other program."""
+
+    program: str
+    script: str | None
+    error: str | None = None
+
+
+def parse_command(command: str, arguments: list[str]) -> ParsedCommand:
+    program = command.strip().strip('"')
+    base = re.split(r"[\\/]", program)[-1].casefold()
+    if base not in ("powershell", "powershell.exe"):
+        return ParsedCommand(program, None)
+    try:
+        tokens = shlex.split(" ".join(arguments), posix=False)
+    except ValueError:
+        tokens = " ".join(arguments).split()
+    for index, token in enumerate(tokens):
+        if _ENCODED_COMMAND.match(token):
+            if index + 1 >= len(tokens):
+                return ParsedCommand(program, None, "Missing argument for parameter -EncodedCommand.")
+            try:
+                script = base64.b64decode(tokens[index + 1], validate=True).decode("utf-16-le")
+            except (binascii.Error, UnicodeDecodeError):
+                return ParsedCommand(
+                    program,
+                    None,
+                    "Cannot process the command because the value specified with -EncodedCommand is not properly "
+                    "encoded. The value must be Base64 encoded.",
+                )
+            return ParsedCommand(program, script)
+        if _COMMAND.match(token) or not token.startswith(("-", "/")):
+            start = index + 1 if _COMMAND.match(token) else index
+            return ParsedCommand(program, " ".join(token.strip('"') for token in tokens[start:]))
+        if token.casefold() in ("-executionpolicy", "-ex", "-ep", "-file", "-f", "-windowstyle", "-w", "-version"):
+            continue
+    return ParsedCommand(program, "")
+
+
+def _first_line(text: str) -> str:
+    return text.lstrip("\ufeff").split("\n", 1)[0].strip()
+
+
+class CommandShell:
+    """Runs the commands WinRM hands to one host."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    async def run_command(
+        self, command: str, arguments: list[str], stdin: bytes, client: tuple[str, int], user: str
+    ) -> CommandResult:
+        parsed = parse_command(command, arguments)
+        command_line = " ".join([command, *arguments])
+        self.host.record_transcript(user, client[0], command_line, parsed.script)
+        ops: list[str] = []
+        statuses: list[str] = []
+        dropped = False
+        if parsed.error is not None:
+            result = CommandResult(rc=1, stderr=(parsed.error + "\r\n").encode("utf-8"))
+        elif parsed.script is None:
+            name = parsed.program.split("\\")[-1]
+            message = f"'{name}' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n"
+            result = CommandResult(rc=1, stderr=message.encode("utf-8"))
+        elif _first_line(parsed.script) != BOOTSTRAP_MARKER:
+            result = command_not_found(parsed.script)
+        else:
+            result, ops, statuses, dropped = await self._run_bootstrap(stdin)
+        self.host.emit(
+            "remote_call",
+            ops=ops,
+            statuses=statuses,
+            bytes_in=len(stdin),
+            bytes_out=len(result.stdout),
+            rc=result.rc,
+            auth=user,
+            client=client[0],
+            dropped=dropped,
+        )
+        if dropped:
+            result.drop_connection = True
+        return result
+
+    async def _run_bootstrap(self, stdin: bytes) -> tuple[CommandResult, list[str], list[str], bool]:
+        """`$input | Out-String | ConvertFrom-Json`, then the agent runs the request."""
+        text = stdin.decode("utf-8", errors="replace").strip()
+        failure = _payload_error(text)
+        if failure is not None:
+            return failure, [], [], False
+        payload = json.loads(text)
+        agent = payload.get("agent") if isinstance(payload, dict) else None
+        if not agent:
+            # [ScriptBlock]::Create of nothing is an empty script: it runs and prints nothing.
+            return CommandResult(rc=0), [], [], False
+        if _first_line(as_text(agent)) != AGENT_MARKER:
+            return command_not_found(as_text(agent)), [], [], False
+        request = payload.get("request")
+        answer, ops, statuses, dropped = await self.run_request(request if isinstance(request, dict) else {})
+        stdout = json.dumps(answer, ensure_ascii=True, separators=(",", ":")).encode("utf-8")
+        return CommandResult(rc=0, stdout=stdout), ops, statuses, dropped
+
+    async def run_request(self, request: dict[str, object]) -> tuple[dict[str, object], list[str], list[str], bool]:
+        """The agent's main loop: ops in order, `skipped` after the first error when stop_on_error."""
+        stop_on_error = True if request.get("stop_on_error") is None else bool(request.get("stop_on_error"))
+        operations = request.get("ops")
+        entries = operations if isinstance(operations, list) else ([] if operations is None else [operations])
+        results: list[dict[str, object]] = []
+        names: list[str] = []
+        dropped = False
+        failed = False
+        for operation in entries:
+            spec = operation if isinstance(operation, dict) else {}
+            name = as_text(spec.get("op"))
+            names.append(name)
+            entry: dict[str, object] = {"id": spec.get("id"), "op": name}
+            if failed and stop_on_error:
+                entry["status"] = "skipped"
+                results.append(entry)
+                continue
+            began = time.perf_counter()
+            args = spec.get("args")
+            try:
+                outcome = await self._run_op(request, name, args if isinstance(args, dict) else {})
+                entry["status"] = "ok"
+                entry["result"] = outcome
+            except PrimitiveError as error:
+                failed = True
+                entry["status"] = "error"
+                entry["error"] = _redacted(error, args)
+            if name in PRIMITIVES and self.host.faults.take_drop(name):
+                dropped = True
+            entry["elapsed_ms"] = int((time.perf_counter() - began) * 1000)
+            results.append(entry)
+        answer = {"agent": AGENT_NAME, "protocol": PROTOCOL, "results": results}
+        return answer, names, [str(r["status"]) for r in results], dropped
+
+    async def _run_op(self, request: dict[str, object], name: str, args: dict[str, object]) -> dict[str, object]:
+        if request.get("protocol") != PROTOCOL and as_text(request.get("protocol")) != str(PROTOCOL):
+            raise PrimitiveError("InvalidArgument", f"unsupported protocol {as_text(request.get('protocol'))}")
+        primitive = PRIMITIVES.get(name)
+        if primitive is None:
+            raise PrimitiveError("UnknownOperation", f"unknown operation {name}")
+        if self.host.faults.take_fail(name):
+            raise PrimitiveError("UnauthorizedAccessException", "Access is denied.")
+        try:
+            return await primitive(self.host, args)
+        except PrimitiveError:
+            raise
+        except Exception as exc:  # a lab defect must not look like a host's answer
+            log.exception("%s: primitive %s failed inside the lab", self.host.name, name)
+            raise PrimitiveError("LabInternalError", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _redacted(error: PrimitiveError, args: object) -> dict[str, str]:
+    """The agent never lets a PFX password out, not even inside an error text."""
+    answer = error.as_json()
+    secret = args.get("password") if isinstance(args, dict) else None
+    if isinstance(secret, str) and secret:
+        answer["message"] = answer["message"].replace(secret, "********")
+    return answer
+
+
+def _payload_error(text: str) -> CommandResult | None:
+    """ConvertFrom-Json's failure on what came on stdin, or None when it is JSON."""
+    if not text:
+        message = "Cannot bind argument to parameter 'InputObject' because it is an empty string."
+        category = "InvalidData: (:) [ConvertFrom-Json], ParameterBindingValidationException"
+        error_id = "ParameterArgumentValidationErrorEmptyStringNotAllowed,Microsoft.PowerShell.Commands.ConvertFromJsonCommand"
+    else:
+        try:
+            json.loads(text)
+            return None
+        except ValueError:
+            token = text.split()[0][:40]
+            message = f"Invalid JSON primitive: {token}."
+            category = "NotSpecified: (:) [ConvertFrom-Json], ArgumentException"
+            error_id = "System.ArgumentException,Microsoft.PowerShell.Commands.ConvertFromJsonCommand"
+    script_line = "$xuPayload = $input | Out-String | ConvertFrom-Json"
+    lines = error_record("ConvertFrom-Json", message, script_line, 3, 36, category, error_id)
+    return CommandResult(rc=1, stderr=clixml_error(lines))

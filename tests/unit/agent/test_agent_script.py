@@ -1,0 +1,478 @@
+"""Static checks of the remote agent and its bootstrap (plugins/plugin_utils/agent/).
+
+No PowerShell can run here, so the scripts are held to what can be checked offline:
+
+* both parse without a single ERROR or MISSING node under tree-sitter-powershell;
+* the first lines are the markers, and the bootstrap is the one in docs/agent-protocol.md;
+* the agent's operations, the arguments each one reads and the result keys it writes
+  are those of the protocol's primitives table, and its operations are the lab's;
+* nothing in the agent needs PowerShell 7, builds code from text, or writes to stdout
+  other than the one answer.
+
+How the operation names are found: the agent keeps every primitive in ONE hashtable
+literal assigned to ``$primitives``::
+
+    $primitives = @{
+        'discover' = { param($a) ... }
+        'cert_list' = { param($a) ... }
+    }
+
+``agent_op_table()`` parses the script with tree-sitter, finds that assignment and
+returns its entries as {op name: source text of the entry's script block}, in source
+order; ``agent_op_names()`` returns just the names. Hashtables nested inside the
+script blocks are not entries of the table and are not returned.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tree_sitter
+import tree_sitter_powershell
+
+ROOT = Path(__file__).resolve().parents[3]
+AGENT_DIR = ROOT / "plugins" / "plugin_utils" / "agent"
+AGENT = AGENT_DIR / "xu_agent.ps1"
+BOOTSTRAP = AGENT_DIR / "bootstrap.ps1"
+PROTOCOL_DOC = ROOT / "docs" / "agent-protocol.md"
+LAB_DIR = ROOT / "tests" / "lab"
+
+AGENT_MARKER = "# xtractuniversal.tls agent 1"
+BOOTSTRAP_MARKER = "# xtractuniversal.tls bootstrap 1"
+
+_PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def parse(text: str) -> tree_sitter.Tree:
+    return _PARSER.parse(text.encode("utf-8"))
+
+
+def walk(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
+    yield node
+    for child in node.children:
+        yield from walk(child)
+
+
+def node_text(node: tree_sitter.Node) -> str:
+    return (node.text or b"").decode("utf-8")
+
+
+def parse_problems(text: str) -> list[str]:
+    """Every ERROR and MISSING node of the parse, as 'line N: KIND <source>'."""
+    problems = []
+    for node in walk(parse(text).root_node):
+        if node.is_error or node.is_missing:
+            kind = "MISSING" if node.is_missing else "ERROR"
+            problems.append(f"line {node.start_point[0] + 1}: {kind} {node_text(node)[:60]!r}")
+    return problems
+
+
+def code_only(text: str) -> str:
+    """The script with comments and string literals blanked out (line numbers kept)."""
+    data = bytearray(text.encode("utf-8"))
+    for node in walk(parse(text).root_node):
+        if node.type in ("comment", "string_literal"):
+            for i in range(node.start_byte, node.end_byte):
+                if data[i] not in b"\r\n":
+                    data[i] = 0x20
+    return data.decode("utf-8")
+
+
+def without_comments(text: str) -> str:
+    data = bytearray(text.encode("utf-8"))
+    for node in walk(parse(text).root_node):
+        if node.type == "comment":
+            for i in range(node.start_byte, node.end_byte):
+                data[i] = 0x20
+    return data.decode("utf-8")
+
+
+def _first_descendant(node: tree_sitter.Node, node_type: str) -> tree_sitter.Node | None:
+    for child in walk(node):
+        if child.type == node_type:
+            return child
+    return None
+
+
+def agent_op_table(text: str) -> dict[str, str]:
+    """{op name: entry source} of the hashtable literal assigned to ``$primitives``."""
+    assignments = [
+        node for node in walk(parse(text).root_node) if node.type == "assignment_expression" and node_text(node.children[0]).strip().lower() == "$primitives"
+    ]
+    assert len(assignments) == 1, "the agent must assign $primitives exactly once"
+    value = assignments[0].children[-1]
+    table = _first_descendant(value, "hash_literal_expression")
+    assert table is not None, "$primitives must be a hashtable literal"
+    body = next(c for c in table.children if c.type == "hash_literal_body")
+    ops: dict[str, str] = {}
+    for entry in body.children:
+        if entry.type != "hash_entry":
+            continue
+        key = node_text(next(c for c in entry.children if c.type == "key_expression")).strip()
+        name = key.strip("'\"")
+        assert name not in ops, f"operation {name} is defined twice"
+        ops[name] = node_text(entry)
+    return ops
+
+
+def agent_op_names(text: str) -> list[str]:
+    """The operation names of the agent's dispatch table, in source order."""
+    return list(agent_op_table(text))
+
+
+def hashtable_keys(text: str) -> set[str]:
+    """Every key written in any hashtable literal of the script."""
+    return {node_text(node).strip().strip("'\"") for node in walk(parse(text).root_node) if node.type == "key_expression"}
+
+
+def _strip_parenthesised(cell: str) -> str:
+    out, depth = [], 0
+    for ch in cell:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
+def _strip_prose_tail(cell: str) -> str:
+    """Drop a closing explanation such as ``: the group's rules are replaced``.
+
+    A colon at nesting depth 0 that is followed by no ``{`` or ``[`` ends the list
+    of names; a colon that introduces a structure (``files: ... {...}``) does not.
+    """
+    depth = 0
+    for i, ch in enumerate(cell):
+        if ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+        elif ch == ":" and depth == 0 and not re.search(r"[{\[]", cell[i:]):
+            return cell[:i]
+    return cell
+
+
+def _names(cell: str) -> list[str]:
+    return re.findall(r"`([a-z_][a-z0-9_]*)`", cell)
+
+
+def protocol_primitives() -> dict[str, dict[str, list[str]]]:
+    """The primitives table of docs/agent-protocol.md: {op: {"args": [...], "result": [...]}}.
+
+    Argument and result names are the backticked names of their cells, leaving out
+    parenthesised remarks (which hold example values such as ``My`` or ``"absent"``).
+    """
+    text = read(PROTOCOL_DOC)
+    section = text.split("## Primitives", 1)[1].split("\n#", 1)[0]
+    table: dict[str, dict[str, list[str]]] = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        assert len(cells) == 3, line
+        (op,) = _names(cells[0])
+        table[op] = {
+            "args": _names(_strip_parenthesised(cells[1])),
+            "result": _names(_strip_prose_tail(_strip_parenthesised(cells[2]))),
+        }
+    assert table, "no primitives table found in the protocol document"
+    return table
+
+
+def protocol_error_types() -> set[str]:
+    text = read(PROTOCOL_DOC)
+    section = text.split("### Errors a primitive reports", 1)[1]
+    return set(re.findall(r"`([A-Z][A-Za-z]+)`", section))
+
+
+def protocol_bootstrap() -> str:
+    match = re.search(r"```powershell\n(" + re.escape(BOOTSTRAP_MARKER) + r"\n.*?)```", read(PROTOCOL_DOC), re.S)
+    assert match, "the protocol document shows no bootstrap"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def agent() -> str:
+    return read(AGENT)
+
+
+@pytest.fixture(scope="module")
+def agent_code(agent: str) -> str:
+    return code_only(agent)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize("path", [AGENT, BOOTSTRAP], ids=lambda p: p.name)
+def test_script_parses_without_errors(path: Path) -> None:
+    assert parse_problems(read(path)) == []
+
+
+def test_parse_problems_finds_broken_syntax() -> None:
+    # The checker itself: PowerShell 7 operators and unbalanced braces are reported.
+    assert parse_problems("$x = $a ?? 1\n")
+    assert parse_problems("$x = $a ? 1 : 2\n")
+    assert parse_problems("if ($a) { $b = 1\n")
+
+
+# --------------------------------------------------------------------------- markers and bootstrap
+
+
+def test_agent_starts_with_marker_and_param_block(agent: str) -> None:
+    lines = agent.splitlines()
+    assert lines[0] == AGENT_MARKER
+    assert lines[1] == "param($Request)"
+
+
+def test_bootstrap_is_the_documented_one() -> None:
+    text = read(BOOTSTRAP)
+    assert text.splitlines()[0] == BOOTSTRAP_MARKER
+    assert text.rstrip("\n") == protocol_bootstrap().rstrip("\n")
+
+
+@pytest.mark.parametrize("path", [AGENT, BOOTSTRAP], ids=lambda p: p.name)
+def test_script_is_ascii(path: Path) -> None:
+    # Windows PowerShell reads BOM-less text in the ANSI code page; ASCII is the same in all of them.
+    read(path).encode("ascii")
+
+
+def test_agent_stays_small(agent: str) -> None:
+    # It travels on stdin with every call.
+    assert len(agent.encode("utf-8")) < 40_000
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+def test_op_name_extraction() -> None:
+    sample = "$x = 1\n$primitives = @{\n    'a_op' = { param($a) @{ inner = 1 } }\n    b_op = { param($a) 2 }\n}\n"
+    assert agent_op_names(sample) == ["a_op", "b_op"]
+
+
+def test_protocol_table_parsing() -> None:
+    table = protocol_primitives()
+    assert table["file_write"]["args"] == ["path", "content", "backup_path", "expected_sha256"]
+    assert table["fw_set"]["result"] == ["removed", "added"]
+    assert table["task_register"]["result"] == ["registered"]
+    assert "hostname" in table["discover"]["result"] and "files" in table["discover"]["result"]
+
+
+def test_agent_ops_are_the_protocol_ops(agent: str) -> None:
+    assert sorted(agent_op_names(agent)) == sorted(protocol_primitives())
+
+
+def test_agent_ops_read_their_documented_args(agent: str) -> None:
+    table = agent_op_table(agent)
+    missing = {op: [arg for arg in spec["args"] if not re.search(r"\$a\." + arg + r"\b", table[op])] for op, spec in protocol_primitives().items()}
+    assert {op: args for op, args in missing.items() if args} == {}
+
+
+def test_agent_ops_read_only_documented_args(agent: str) -> None:
+    table = agent_op_table(agent)
+    extra = {}
+    for op, spec in protocol_primitives().items():
+        read_args = set(re.findall(r"\$a\.(\w+)", table[op]))
+        if read_args - set(spec["args"]):
+            extra[op] = sorted(read_args - set(spec["args"]))
+    assert extra == {}
+
+
+def test_agent_writes_the_documented_result_keys(agent: str) -> None:
+    keys = hashtable_keys(agent)
+    missing = {op: [name for name in spec["result"] if name not in keys] for op, spec in protocol_primitives().items()}
+    assert {op: names for op, names in missing.items() if names} == {}
+
+
+def test_agent_answer_envelope(agent: str) -> None:
+    # {"agent", "protocol", "results": [{"id", "op", "status", "result" | "error": {"type", "message"}, "elapsed_ms"}]}
+    assert {"agent", "protocol", "results", "id", "op", "type", "message"} <= hashtable_keys(agent)
+    for member in ("result", "error", "elapsed_ms"):
+        assert f"$entry.{member} = " in agent
+    for status in ("ok", "error", "skipped"):
+        assert f"$entry.status = '{status}'" in agent
+
+
+def test_agent_error_types_are_the_documented_ones(agent: str) -> None:
+    used = set(re.findall(r"Stop-Xu '(\w+)'", agent))
+    assert used, "the agent raises no named errors"
+    assert used <= protocol_error_types()
+    assert {"UnknownOperation", "NotFound", "HashMismatch", "InvalidArgument", "CertreqFailed"} <= used
+
+
+def test_agent_ops_match_the_lab(agent: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(LAB_DIR))
+    lab = importlib.import_module("xulab.primitives")
+    assert sorted(agent_op_names(agent)) == sorted(lab.PRIMITIVES)
+
+
+def test_agent_validates_names_with_the_documented_patterns(agent: str) -> None:
+    doc = read(PROTOCOL_DOC)
+    for pattern in (r"^[A-Za-z0-9_.-]{1,64}$", r"^[A-Za-z0-9 ._-]{1,64}$"):
+        assert pattern in doc
+        # The agent anchors with \z: $ would also accept a trailing newline.
+        assert f"'{pattern[:-1]}\\z'" in agent
+
+
+# --------------------------------------------------------------------------- Windows PowerShell 5.1
+
+
+@pytest.mark.parametrize(
+    ("what", "pattern"),
+    [
+        ("null-coalescing ??", r"\?\?"),
+        ("null-conditional ?. or ?[", r"\?\.|\?\["),
+        ("ternary", r"\s\?\s[^\n]*\s:\s"),
+        ("pipeline chain &&", r"&&"),
+        ("pipeline chain ||", r"\|\|"),
+        ("-Parallel", r"(?i)-Parallel\b"),
+        ("$PSStyle", r"(?i)\$PSStyle\b"),
+        ("clean block", r"(?im)^\s*clean\s*\{"),
+        ("using namespace", r"(?im)^\s*using\s+namespace\b"),
+        ("class definition", r"(?im)^\s*class\s+\w+"),
+    ],
+)
+def test_no_powershell7_syntax(agent_code: str, what: str, pattern: str) -> None:
+    found = [n + 1 for n, line in enumerate(agent_code.splitlines()) if re.search(pattern, line)]
+    assert found == [], f"{what} on lines {found}"
+
+
+def test_no_generic_type_names_with_backtick(agent: str) -> None:
+    assert not re.search(r"`\d\[", agent)
+
+
+# --------------------------------------------------------------------------- no code from text
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"(?i)\bInvoke-Expression\b",
+        r"(?i)(?<![\w-])iex(?![\w-])",
+        r"(?i)\[ScriptBlock\]::Create",
+        r"(?i)\bAdd-Type\b",
+        r"(?i)\bStart-Process\b",
+        r"(?i)\bcmd(\.exe)?\s+/c\b",
+        r"(?i)\bInvoke-Command\b",
+        r"(?i)-Filter\b",
+        r"(?i)-Query\b",
+    ],
+)
+def test_no_code_built_from_text(agent: str, pattern: str) -> None:
+    # Checked with strings included: the scheduled task's command is a string too.
+    assert not re.search(pattern, without_comments(agent))
+
+
+def test_certreq_gets_an_argument_array(agent: str, agent_code: str) -> None:
+    calls = re.findall(r"(?i)(?<![\w$])certreq\b.*", agent_code)
+    assert calls == ["certreq.exe $certreqArgs 2>&1 | ForEach-Object { [string]$_ }"]
+    assert re.search(r"&\s*certreq\.exe\s+\$certreqArgs\b", agent_code)
+    assert re.search(r"\$certreqArgs = @\('-enroll', '-machine', '-q', '-cert', \$tp, 'Renew', 'ReuseKeys'\)", agent)
+
+
+def test_only_the_task_action_builds_a_command_line(agent: str) -> None:
+    text = without_comments(agent)
+    assert len(re.findall(r"(?i)-Command\b", text)) == 1
+    assert re.findall(r"(?i)powershell\.exe", text) == ["powershell.exe"]
+    assert "New-ScheduledTaskAction -Execute 'powershell.exe' -Argument" in text
+    block = agent_op_table(agent)["task_register"]
+    # The two values placed in it come from validated names, and are quoted.
+    assert "$name = Assert-XuName $a.name $GroupTaskPattern 'name'" in block
+    assert "$group = Assert-XuName $a.fw_group_to_remove $GroupTaskPattern 'fw_group_to_remove'" in block
+    assert "-f (Format-XuQuoted $group), (Format-XuQuoted $name)" in block
+
+
+def test_password_is_only_passed_to_the_import(agent: str) -> None:
+    uses = re.findall(r".*\.password\b.*", without_comments(agent))
+    assert len(uses) == 3, uses
+    assert sum("$a.password" in line and ".Import($bytes, $a.password," in line for line in uses) == 2
+    assert sum("$op.args.password" in line for line in uses) == 1
+
+
+# --------------------------------------------------------------------------- stdout holds one JSON object
+
+
+def test_no_host_output(agent_code: str) -> None:
+    for cmdlet in ("Write-Host", "Write-Output", "Write-Information", "Out-Host", "Out-Default", "echo"):
+        assert not re.search(r"(?i)(?<![\w-])" + re.escape(cmdlet) + r"(?![\w-])", agent_code), cmdlet
+
+
+def test_streams_are_silenced(agent: str) -> None:
+    for variable in (
+        "$ErrorActionPreference = 'Stop'",
+        "$ProgressPreference = 'SilentlyContinue'",
+        "$WarningPreference = 'SilentlyContinue'",
+        "$VerbosePreference = 'SilentlyContinue'",
+        "$InformationPreference = 'SilentlyContinue'",
+    ):
+        assert variable in agent
+
+
+def test_list_additions_are_discarded(agent_code: str) -> None:
+    # ArrayList.Add returns the index and StringBuilder.Append the builder: either would reach stdout.
+    lists = set(re.findall(r"\$(\w+) = \[Collections\.ArrayList\]::new\(\)", agent_code))
+    builders = set(re.findall(r"\$(\w+) = \[Text\.StringBuilder\]::new\(\)", agent_code))
+    assert lists and builders
+    for line in agent_code.splitlines():
+        for name in lists:
+            for m in re.finditer(r"\$" + name + r"\.Add\(", line):
+                assert line[: m.start()].endswith("[void]"), line
+        for name in builders:
+            for m in re.finditer(r"\$" + name + r"\.Append\(", line):
+                assert line[: m.start()].endswith("$null = "), line
+
+
+def test_answer_is_the_only_output_then_exit_0(agent: str) -> None:
+    text = without_comments(agent)
+    assert "[Console]::Out.Write" not in text  # psrp would not see it: the answer goes down the pipeline
+    assert "ConvertTo-Json -InputObject" in text and "-Compress -Depth 10" in text
+    assert [line for line in text.splitlines() if line.strip()][-3:] == ["$json", "$global:LASTEXITCODE = 0", "exit 0"]
+    # $json is emitted nowhere else.
+    assert len(re.findall(r"(?m)^\s*\$json\s*$", text)) == 1
+
+
+def test_no_automatic_variable_is_assigned_or_shadowed(agent: str, agent_code: str) -> None:
+    automatic = {
+        "host",
+        "input",
+        "args",
+        "error",
+        "pid",
+        "home",
+        "profile",
+        "psitem",
+        "this",
+        "sender",
+        "event",
+        "eventargs",
+        "myinvocation",
+        "pscmdlet",
+        "psboundparameters",
+        "executioncontext",
+        "matches",
+        "true",
+        "false",
+        "_",
+        "lastexitcode",
+    }
+    # ($null = ... is the discard idiom, not an assignment.)
+    assigned = {m.lower() for m in re.findall(r"\$(\w+)\s*(?:=(?!=)|\+=)", agent_code)}
+    params = {
+        node_text(node).lstrip("$").lower()
+        for node in walk(parse(agent).root_node)
+        if node.type == "variable" and node.parent is not None and node.parent.type == "script_parameter"
+    }
+    assert (assigned | params) & automatic == set()
