@@ -123,10 +123,14 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
             problems.append(f"the web server protocol setting {tls.web_protocol_raw!r} is not one this collection knows; check settings_map")
         if not tls.web_uses_tls and tls.web_protocol is not None:
             problems.append("the web server serves plain HTTP (TLS is off)")
+        # One certificate bound to both servers is judged once, naming both.
+        bound: dict[str | None, tuple[list[str], dict[str, Any] | None]] = {}
         if tls.web_uses_tls:
-            problems += certificate_problems("web server", web_certificate, expiry_warning_days)
+            bound.setdefault(tls.web_certificate, ([], web_certificate))[0].append("web server")
         if tls.config_server_uses_tls:
-            problems += certificate_problems("configuration server", config_certificate, expiry_warning_days)
+            bound.setdefault(tls.config_server_certificate, ([], config_certificate))[0].append("configuration server")
+        for roles, details in bound.values():
+            problems += certificate_problems(" and ".join(roles), details, expiry_warning_days)
         problems += _serving_problems(snapshot, tls.web_uses_tls, tls.web_certificate, tls.config_server_uses_tls, tls.config_server_certificate)
     report["web_server"] = web
     report["config_server"] = config

@@ -8,7 +8,7 @@ share a pool key, a single host never holds two unrelated certificates with one 
 from __future__ import annotations
 
 import hashlib
-import random
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,7 +58,7 @@ class KeyPool:
     def __init__(self, size: int = DEFAULT_POOL_SIZE, workers: int = 2) -> None:
         with ThreadPoolExecutor(max_workers=workers) as executor:
             self._keys = list(executor.map(lambda _: generate_key(), range(size)))
-        self._random = random.Random()
+        self._random = secrets.SystemRandom()
 
     def pick(self, exclude_key_ids: set[str]) -> rsa.RSAPrivateKey:
         """A pool key whose fingerprint is not excluded; a fresh key if the pool is used up."""

@@ -175,12 +175,16 @@ class CertificateStore:
         self.name = name
         self._entries: dict[str, StoredCertificate] = {}
 
-    def add(self, entry: StoredCertificate) -> bool:
-        """Add the entry; False when a certificate with this thumbprint is already there."""
-        if entry.thumbprint in self._entries:
-            return False
-        self._entries[entry.thumbprint] = entry
-        return True
+    def add(self, entry: StoredCertificate) -> StoredCertificate:
+        """X509Store.Add: a certificate already present is replaced but keeps its properties (archived stays archived)."""
+        existing = self._entries.get(entry.thumbprint)
+        if existing is None:
+            self._entries[entry.thumbprint] = entry
+            return entry
+        if entry.key is not None:
+            existing.key = entry.key
+        existing.friendly_name = entry.friendly_name or existing.friendly_name
+        return existing
 
     def get(self, thumbprint_value: str) -> StoredCertificate | None:
         """The certificate as an X509Store opened without IncludeArchived finds it."""

@@ -19,15 +19,18 @@ IPV4_MAX = 2**32 - 1
 IPV6_MAX = 2**128 - 1
 # Keywords New-NetFirewallRule accepts for RemoteAddress; the lab has no such networks, so they match nothing.
 ADDRESS_KEYWORDS = {
-    "localsubnet",
-    "dns",
-    "dhcp",
-    "wins",
-    "defaultgateway",
-    "internet",
-    "intranet",
-    "intranetremoteaccess",
-    "playtodevice",
+    keyword.casefold(): keyword
+    for keyword in (
+        "LocalSubnet",
+        "DNS",
+        "DHCP",
+        "WINS",
+        "DefaultGateway",
+        "Internet",
+        "Intranet",
+        "IntranetRemoteAccess",
+        "PlayToDevice",
+    )
 }
 PORT_KEYWORDS = {"rpc", "rpcepmap", "iphttpsin", "iphttpsout", "edgetraversal"}
 
@@ -134,6 +137,26 @@ def parse_remote_address(entry: object) -> AddressSet:
         raise PrimitiveError("CimException", INVALID_ADDRESS) from exc
 
 
+def normalise_remote_address(entry: str) -> str:
+    """How Get-NetFirewallAddressFilter shows an address: IPv4 subnets with a mask, single hosts bare."""
+    text = entry.strip()
+    folded = text.casefold()
+    keyword = {"any": "Any", "*": "Any"}.get(folded) or ADDRESS_KEYWORDS.get(folded)
+    if keyword is not None:
+        return keyword
+    if "-" in text:
+        first, last = (parse_address(part) for part in text.split("-", 1))
+        return f"{first}-{last}"
+    if "/" in text:
+        network = ipaddress.ip_network(text, strict=False)
+        if network.num_addresses == 1:
+            return str(network.network_address)
+        if network.version == 4:
+            return f"{network.network_address}/{network.netmask}"
+        return str(network)
+    return str(parse_address(text))
+
+
 def _check_port(entry: str) -> None:
     folded = entry.casefold()
     if folded == "any" or folded in PORT_KEYWORDS:
@@ -192,6 +215,8 @@ class FirewallRule:
     protocol: str = "TCP"
     local_ports: list[str] = field(default_factory=lambda: ["Any"])
     remote_addresses: list[str] = field(default_factory=lambda: ["Any"])
+    # Built-in rules carry an indirect string as Group and the readable name as DisplayGroup.
+    display_group: str | None = None
 
     @classmethod
     def from_args(cls, group: str, args: object) -> FirewallRule:
@@ -220,6 +245,7 @@ class FirewallRule:
             raise PrimitiveError("CimException", INVALID_PORT)
         for address in rule.remote_addresses:
             parse_remote_address(address)
+        rule.remote_addresses = [normalise_remote_address(address) for address in rule.remote_addresses]
         return rule
 
     def remote_set(self) -> AddressSet:
@@ -249,6 +275,7 @@ class FirewallRule:
         }
         if with_group:
             rule["group"] = self.group
+            rule["display_group"] = self.display_group or self.group
         return rule
 
 
@@ -264,7 +291,8 @@ def default_rules(xu_ports: list[int]) -> list[FirewallRule]:
         FirewallRule(
             name="WINRM-HTTP-In-TCP",
             display_name="Windows Remote Management (HTTP-In)",
-            group="Windows Remote Management",
+            group="@FirewallAPI.dll,-30267",
+            display_group="Windows Remote Management",
             local_ports=["5985"],
         ),
     ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import socket
 import ssl
@@ -19,12 +18,12 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from .tlsstream import upgrade
+
 XU_VERSION = "6.8.1.2"
 IDLE_TIMEOUT_S = 60.0
 HANDSHAKE_TIMEOUT_S = 10.0
 MAX_HEADER_BYTES = 16 * 1024
-
-log = logging.getLogger(__name__)
 
 PeerFilter = Callable[[str], bool]
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -91,14 +90,17 @@ async def open_listener(
             return
         listener.connections.add(writer)
         try:
-            if tls is not None:
-                await writer.start_tls(tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
-            await handler(reader, writer)
+            streams = (reader, writer) if tls is None else await upgrade(writer, tls, server_side=True, timeout_s=HANDSHAKE_TIMEOUT_S)
+            if streams is not None:
+                await handler(*streams)
+                streams[1].close()
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass
+            writer.transport.abort()
+        except asyncio.CancelledError:
+            # The lab is shutting down; ending quietly keeps asyncio from reporting every open connection.
+            writer.transport.abort()
         finally:
             listener.connections.discard(writer)
-            writer.transport.abort()
 
     listener.server = await asyncio.start_server(on_connection, address, listener.port, limit=MAX_HEADER_BYTES)
     return listener
@@ -114,10 +116,32 @@ def _http_response(status: int, reason: str, body: bytes, content_type: str, kee
     return ("\r\n".join(headers) + "\r\n\r\n").encode("ascii") + body
 
 
+async def _read_request_head(reader: asyncio.StreamReader, buffer: bytearray) -> bytes | None:
+    """The next request head from `buffer` plus the socket; None at EOF."""
+    while b"\r\n\r\n" not in buffer:
+        if len(buffer) > MAX_HEADER_BYTES:
+            raise asyncio.LimitOverrunError("request head too long", len(buffer))
+        chunk = await asyncio.wait_for(reader.read(4096), IDLE_TIMEOUT_S)
+        if not chunk:
+            return None
+        buffer += chunk
+        if buffer.startswith(b"\x16"):
+            # A TLS ClientHello on the plain HTTP port: HTTP.sys answers 400 and closes.
+            return bytes(buffer)
+    end = buffer.index(b"\r\n\r\n") + 4
+    head = bytes(buffer[:end])
+    del buffer[:end]
+    return head
+
+
 async def serve_web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """XU's web server as far as the lab needs it: `GET /version`, 404 for everything else."""
-    while True:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT_S)
+    buffer = bytearray()
+    while (head := await _read_request_head(reader, buffer)) is not None:
+        if head.startswith(b"\x16"):
+            writer.write(_http_response(400, "Bad Request", b"", "text/html", keep_alive=False))
+            await writer.drain()
+            return
         lines = head.decode("latin-1").split("\r\n")
         method, _, rest = lines[0].partition(" ")
         target = rest.partition(" ")[0]
@@ -126,8 +150,12 @@ async def serve_web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
             name, _, value = line.partition(":")
             headers[name.strip().casefold()] = value.strip()
         length = int(headers.get("content-length", "0") or "0")
-        if length:
-            await asyncio.wait_for(reader.readexactly(length), IDLE_TIMEOUT_S)
+        while len(buffer) < length:
+            chunk = await asyncio.wait_for(reader.read(65536), IDLE_TIMEOUT_S)
+            if not chunk:
+                return
+            buffer += chunk
+        del buffer[:length]
         keep_alive = headers.get("connection", "").casefold() != "close"
         path = target.split("?", 1)[0]
         if path == "/version" and method in ("GET", "HEAD"):
@@ -145,8 +173,8 @@ async def serve_web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
 async def serve_config_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """The configuration server without TLS: a proprietary protocol; a TLS ClientHello is not it."""
-    first = await asyncio.wait_for(reader.read(1), IDLE_TIMEOUT_S)
-    if not first or first == b"\x16":
+    first = await asyncio.wait_for(reader.read(4096), IDLE_TIMEOUT_S)
+    if not first or first.startswith(b"\x16"):
         return
     await _discard_until_eof(reader)
 

@@ -26,6 +26,7 @@ from .firewall import FirewallRule
 from .host import Host, sha256_hex
 from .probe import port_probe
 from .psvalues import as_int, as_items, as_text
+from .renewals import certreq_renew
 from .timefmt import iso_utc, parse_iso_utc, utc_now
 from .winpath import is_path_rooted, join_windows_path, normalise_windows_path
 from .xuservice import ServiceStartError
@@ -72,7 +73,7 @@ def _utf8_text(data: bytes) -> str:
 
 
 def _sha256(data: bytes) -> str:
-    return sha256_hex(data).lower()
+    return sha256_hex(data)
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -224,7 +225,7 @@ async def cert_renew_reuse_key(host: Host, a: Args) -> Result:
     old = host.stores.my.get(thumbprint)
     if old is None:
         raise PrimitiveError("NotFound", f"no certificate has thumbprint {thumbprint}")
-    code, output = host.certreq_renew(thumbprint)
+    code, output = certreq_renew(host, thumbprint)
     if code != 0:
         raise PrimitiveError("CertreqFailed", f"certreq exited with {code}: {output}")
     public_key = old.certificate.public_key()
@@ -247,10 +248,13 @@ async def file_write(host: Host, a: Args) -> Result:
     previous = _sha256(existing.read_bytes()) if existing is not None else None
     if a.get("expected_sha256") is not None:
         expected = as_text(a.get("expected_sha256")).lower()
-        if expected == "absent" and previous is not None:
-            raise PrimitiveError("HashMismatch", f"{path} exists")
-        if expected != "absent" and expected != previous:
-            raise PrimitiveError("HashMismatch", f"{path} has sha256 {previous or ''}, not {expected}")
+        if expected == "absent":
+            if previous is not None:
+                raise PrimitiveError("HashMismatch", f"{path} exists")
+        elif previous is None:
+            raise PrimitiveError("HashMismatch", f"{path} does not exist")
+        elif expected != previous:
+            raise PrimitiveError("HashMismatch", f"{path} has sha256 {previous}, not {expected}")
     if previous is None:
         backup = None
     data = content.encode("utf-8")
@@ -276,6 +280,8 @@ async def file_restore(host: Host, a: Args) -> Result:
 async def service_restart(host: Host, a: Args) -> Result:
     """Stop, start, wait while StartPending, then wait for the ports, all within timeout_s (the agent's loop)."""
     name = as_text(a.get("name"))
+    if not name:
+        raise PrimitiveError("InvalidArgument", "name is required")
     service = host.service
     if name.casefold() != service.name.casefold():
         raise PrimitiveError("NotFound", f"service {name} does not exist")
@@ -341,7 +347,7 @@ async def fw_set(host: Host, a: Args) -> Result:
 
 async def task_get(host: Host, a: Args) -> Result:
     name = _name(a.get("name"), TASK_NAME_PATTERN, "name")
-    task = host.tasks.get(name.casefold())
+    task = host.tasks.get(name)
     if task is None:
         return {"task": None}
     next_run = iso_utc(task.run_at) if task.run_at > utc_now() else None
@@ -356,13 +362,13 @@ async def task_register(host: Host, a: Args) -> Result:
     except PrimitiveError as exc:
         raise PrimitiveError("InvalidArgument", "expected an ISO 8601 UTC time") from exc
     description = None if a.get("description") is None else as_text(a.get("description"))
-    host.register_task(name, run_at, group, description)
+    host.tasks.register(name, run_at, group, description)
     return {"registered": True}
 
 
 async def task_remove(host: Host, a: Args) -> Result:
     name = _name(a.get("name"), TASK_NAME_PATTERN, "name")
-    return {"removed": host.remove_task(name)}
+    return {"removed": host.tasks.remove(name)}
 
 
 async def journal_read(host: Host, a: Args) -> Result:

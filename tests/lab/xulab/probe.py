@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .errors import PrimitiveError
 from .psvalues import as_int, as_text
+from .tlsstream import upgrade
 
 if TYPE_CHECKING:
     from .host import Host
@@ -50,11 +51,21 @@ def _tls_error_text(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return READ_TIMED_OUT
     if isinstance(error, ConnectionResetError):
-        return FORCIBLY_CLOSED
+        # asyncio reports a plain EOF during the handshake as an errno-less ConnectionResetError.
+        return FORCIBLY_CLOSED if error.errno is not None else CLOSED_TRANSPORT
     reason = getattr(error, "reason", "") or str(error)
     if "WRONG_VERSION_NUMBER" in reason or "record layer" in reason or "PACKET_LENGTH" in reason.upper():
         return UNEXPECTED_PACKET
     return CLOSED_TRANSPORT
+
+
+def _connect_error_text(error: BaseException, host_name: str, shown: str, port: int) -> str:
+    """What TcpClient.EndConnect (or the agent's own timeout) says."""
+    if isinstance(error, TimeoutError):
+        return f"connecting to {host_name}:{port} timed out"
+    if isinstance(error, ConnectionRefusedError):
+        return f"No connection could be made because the target machine actively refused it {shown}:{port}"
+    return getattr(error, "strerror", None) or str(error)
 
 
 def _is_ip(text: str) -> bool:
@@ -113,37 +124,41 @@ async def port_probe(host: Host, a: dict[str, object]) -> dict[str, object]:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(address, port, local_addr=(host.address, 0)), timeout_s
         )
-    except TimeoutError:
-        result["error"] = f"connecting to {host_name}:{port} timed out"
-        return result
-    except ConnectionRefusedError:
-        result["error"] = f"No connection could be made because the target machine actively refused it {shown}:{port}"
-        return result
-    except OSError as exc:
-        result["error"] = exc.strerror or str(exc)
+    except (OSError, TimeoutError) as exc:
+        result["error"] = _connect_error_text(exc, host_name, shown, port)
         return result
     result["connected"] = True
+    streams = (reader, writer)
     try:
         if a.get("tls"):
             try:
-                await asyncio.wait_for(
-                    writer.start_tls(_client_context(), server_hostname=None if _is_ip(host_name) else host_name), timeout_s
+                secured = await upgrade(
+                    writer, _client_context(), server_side=False,
+                    server_hostname=None if _is_ip(host_name) else host_name, timeout_s=timeout_s,
                 )
             except (ssl.SSLError, OSError, TimeoutError) as exc:
                 result["tls_error"] = _tls_error_text(exc)
                 return result
-            ssl_object = writer.get_extra_info("ssl_object")
+            if secured is None:
+                result["tls_error"] = CLOSED_TRANSPORT
+                return result
+            streams = secured
+            ssl_object = secured[1].get_extra_info("ssl_object")
             der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
             result["der_b64"] = base64.b64encode(der).decode("ascii") if der else None
         if path is not None:
-            await _http_get(reader, writer, f"{host_name}:{port}", path, timeout_s, result)
+            await _http_get(
+                streams[0], writer=streams[1], host_header=f"{host_name}:{port}", path=path, timeout_s=timeout_s, result=result
+            )
     finally:
+        streams[1].transport.abort()
         writer.transport.abort()
     return result
 
 
 async def _http_get(
     reader: asyncio.StreamReader,
+    *,
     writer: asyncio.StreamWriter,
     host_header: str,
     path: str,

@@ -30,9 +30,6 @@ AGENT_NAME = "xtractuniversal.tls"
 PROTOCOL = 1
 CLIXML_HEADER = "#< CLIXML\r\n"
 CLIXML_NAMESPACE = "http://schemas.microsoft.com/powershell/2004/04"
-# PowerShell.exe accepts any unambiguous prefix of -EncodedCommand down to -e / -ec.
-_ENCODED_COMMAND = re.compile(r"^[-/](e|ec|en|enc|enco|encod|encode|encoded|encodedc|encodedco|encodedcom|encodedcomm|encodedcomma|encodedcomman|encodedcommand)$", re.I)
-_COMMAND = re.compile(r"^[-/](c|co|com|comm|comma|comman|command)$", re.I)
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +46,16 @@ def clixml_error(lines: list[str]) -> bytes:
     return f'{CLIXML_HEADER}<Objs Version="1.1.0.1" xmlns="{CLIXML_NAMESPACE}">{records}</Objs>'.encode()
 
 
+def _is_parameter(token: str, name: str, shortest: int, aliases: tuple[str, ...] = ()) -> bool:
+    """PowerShell.exe takes any prefix of a parameter name down to its shortest unambiguous one."""
+    if token[:1] not in ("-", "/"):
+        return False
+    given = token[1:].casefold()
+    return given in aliases or (len(given) >= shortest and name.startswith(given))
+
+
 def error_record(
-    command: str, message: str, script_line: str, line_number: int, column: int, category: str, error_id: str
+    command: str, message: str, *, script_line: str, line_number: int, column: int, category: str, error_id: str
 ) -> list[str]:
     """The lines of PowerShell 5.1's NormalView for an error."""
     marker = "~" * max(1, len(command))
@@ -78,11 +83,11 @@ def command_not_found(script: str) -> CommandResult:
             term,
             f"The term '{term}' is not recognized as the name of a cmdlet, function, script file, or operable program. "
             "Check the spelling of the name, or if a path was included, verify that the path is correct and try again.",
-            raw_line.rstrip(),
-            number,
-            column,
-            f"ObjectNotFound: ({term}:String) [], CommandNotFoundException",
-            "CommandNotFoundException",
+            script_line=raw_line.rstrip(),
+            line_number=number,
+            column=column,
+            category=f"ObjectNotFound: ({term}:String) [], CommandNotFoundException",
+            error_id="CommandNotFoundException",
         )
         return CommandResult(rc=1, stderr=clixml_error(lines))
     return CommandResult(rc=0)
@@ -97,34 +102,57 @@ class ParsedCommand:
     error: str | None = None
 
 
-def parse_command(command: str, arguments: list[str]) -> ParsedCommand:
-    program = command.strip().strip('"')
-    base = re.split(r"[\\/]", program)[-1].casefold()
-    if base not in ("powershell", "powershell.exe"):
-        return ParsedCommand(program, None)
+# PowerShell.exe parameters that take a value: (name, shortest accepted prefix, aliases).
+_VALUE_PARAMETERS = (
+    ("executionpolicy", 2, ("ep",)),
+    ("windowstyle", 1, ()),
+    ("version", 1, ()),
+    ("inputformat", 2, ("if",)),
+    ("outputformat", 1, ("of",)),
+    ("psconsolefile", 2, ()),
+    ("configurationname", 2, ()),
+)
+_NOT_BASE64 = (
+    "Cannot process the command because the value specified with -EncodedCommand is not properly encoded. "
+    "The value must be Base64 encoded."
+)
+
+
+def _decoded(program: str, value: str | None) -> ParsedCommand:
+    if value is None:
+        return ParsedCommand(program, None, "Missing argument for parameter -EncodedCommand.")
     try:
-        tokens = shlex.split(" ".join(arguments), posix=False)
+        return ParsedCommand(program, base64.b64decode(value, validate=True).decode("utf-16-le"))
+    except (binascii.Error, UnicodeDecodeError):
+        return ParsedCommand(program, None, _NOT_BASE64)
+
+
+def parse_command(command: str, arguments: list[str]) -> ParsedCommand:
+    """The script a `PowerShell ...` command line runs (None for any other program).
+
+    WinRM's cmd shell runs the command line as a whole: the program may come alone with
+    its arguments apart, or the whole line may be the command.
+    """
+    line = " ".join([command, *arguments]).strip()
+    try:
+        tokens = shlex.split(line, posix=False)
     except ValueError:
-        tokens = " ".join(arguments).split()
-    for index, token in enumerate(tokens):
-        if _ENCODED_COMMAND.match(token):
-            if index + 1 >= len(tokens):
-                return ParsedCommand(program, None, "Missing argument for parameter -EncodedCommand.")
-            try:
-                script = base64.b64decode(tokens[index + 1], validate=True).decode("utf-16-le")
-            except (binascii.Error, UnicodeDecodeError):
-                return ParsedCommand(
-                    program,
-                    None,
-                    "Cannot process the command because the value specified with -EncodedCommand is not properly "
-                    "encoded. The value must be Base64 encoded.",
-                )
-            return ParsedCommand(program, script)
-        if _COMMAND.match(token) or not token.startswith(("-", "/")):
-            start = index + 1 if _COMMAND.match(token) else index
-            return ParsedCommand(program, " ".join(token.strip('"') for token in tokens[start:]))
-        if token.casefold() in ("-executionpolicy", "-ex", "-ep", "-file", "-f", "-windowstyle", "-w", "-version"):
-            continue
+        tokens = line.split()
+    program = tokens[0].strip('"') if tokens else ""
+    tokens = tokens[1:]
+    if re.split(r"[\\/]", program)[-1].casefold() not in ("powershell", "powershell.exe"):
+        return ParsedCommand(program, None)
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if _is_parameter(token, "encodedcommand", 2, aliases=("e", "ec")):
+            return _decoded(program, tokens[index + 1] if index + 1 < len(tokens) else None)
+        if _is_parameter(token, "command", 1) or _is_parameter(token, "file", 1):
+            return ParsedCommand(program, " ".join(part.strip('"') for part in tokens[index + 1 :]))
+        if token[:1] not in ("-", "/"):
+            return ParsedCommand(program, " ".join(part.strip('"') for part in tokens[index:]))
+        takes_value = any(_is_parameter(token, name, shortest, aliases) for name, shortest, aliases in _VALUE_PARAMETERS)
+        index += 2 if takes_value else 1
     return ParsedCommand(program, "")
 
 
@@ -262,10 +290,12 @@ def _payload_error(text: str) -> CommandResult | None:
             json.loads(text)
             return None
         except ValueError:
-            token = text.split()[0][:40]
+            token = text.split(maxsplit=1)[0][:40]
             message = f"Invalid JSON primitive: {token}."
             category = "NotSpecified: (:) [ConvertFrom-Json], ArgumentException"
             error_id = "System.ArgumentException,Microsoft.PowerShell.Commands.ConvertFromJsonCommand"
     script_line = "$xuPayload = $input | Out-String | ConvertFrom-Json"
-    lines = error_record("ConvertFrom-Json", message, script_line, 3, 36, category, error_id)
+    lines = error_record(
+        "ConvertFrom-Json", message, script_line=script_line, line_number=3, column=36, category=category, error_id=error_id
+    )
     return CommandResult(rc=1, stderr=clixml_error(lines))

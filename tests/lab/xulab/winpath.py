@@ -43,9 +43,9 @@ def split_windows_path(path: str) -> tuple[str, list[str]]:
     if ":" in rest:
         raise PrimitiveError("NotSupportedException", "The given path's format is not supported.")
     components: list[str] = []
-    for part in re.split(r"[\\/]+", rest):
+    for raw_part in re.split(r"[\\/]+", rest):
         # Win32 drops trailing dots and spaces of every component.
-        part = part.rstrip(" .") if part not in (".", "..") else part
+        part = raw_part.rstrip(" .") if raw_part not in (".", "..") else raw_part
         if part in ("", "."):
             continue
         if part == "..":

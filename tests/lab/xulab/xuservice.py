@@ -10,8 +10,7 @@ keeps being served until the next start, since the running process holds it.
 from __future__ import annotations
 
 import asyncio
-import json
-from dataclasses import dataclass
+import functools
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
@@ -26,7 +25,7 @@ from .listeners import (
     serve_web,
     server_tls_context,
 )
-from .winpath import join_windows_path
+from .xusettings import DISPLAY_NAME, IMAGE_PATH, SERVICE_NAME, CertificateReference, SettingsReader, StartFailure
 
 if TYPE_CHECKING:
     import ssl
@@ -34,140 +33,7 @@ if TYPE_CHECKING:
     from .certstore import StoredCertificate
     from .host import Host
 
-SERVICE_NAME = "XtractUniversal Service"
-DISPLAY_NAME = "Xtract Universal"
-INSTALL_DIR = "C:\\Program Files\\XtractUniversal"
-IMAGE_PATH = f'"{INSTALL_DIR}\\XtractService.exe"'
-CONFIG_DIR = join_windows_path(INSTALL_DIR, "config")
-TLS_SETTINGS = join_windows_path(CONFIG_DIR, "servers\\tls.json")
-WEB_SETTINGS = join_windows_path(CONFIG_DIR, "servers\\web\\general.json")
-CONFIG_SERVER_SETTINGS = join_windows_path(CONFIG_DIR, "servers\\config\\general.json")
-VERSION_FILE = join_windows_path(CONFIG_DIR, "version.txt")
-
-WEB_PROTOCOLS = ("HttpUnrestricted", "HttpsUnrestricted", "HttpsRestrictedAdUsers", "HttpsRestrictedCustomUsers")
-CONFIG_AUTHENTICATIONS = ("WindowsCredentials", "CustomCredentialsKerberos", "CustomCredentialsTls", "Anonymous")
-DEFAULT_PORTS = {"HttpPort": 8065, "HttpsPort": 8165, "Port": 8064}
 SCM_TIMEOUT_REASON = "The service did not respond to the start or control request in a timely fashion."
-
-
-class StartFailure(Exception):
-    """XU could not start; the message is what it logs."""
-
-
-@dataclass(frozen=True)
-class CertificateReference:
-    store_location: str
-    store_name: str
-    thumbprint: str
-
-
-@dataclass(frozen=True)
-class XuSettings:
-    web_protocol: str
-    web_certificate: CertificateReference | None
-    config_authentication: str
-    config_certificate: CertificateReference | None
-    http_port: int
-    https_port: int
-    config_port: int
-
-    @property
-    def web_uses_tls(self) -> bool:
-        return self.web_protocol != "HttpUnrestricted"
-
-    @property
-    def config_uses_tls(self) -> bool:
-        return self.config_authentication == "CustomCredentialsTls"
-
-    @property
-    def ports(self) -> list[int]:
-        return sorted({self.config_port, self.http_port, self.https_port})
-
-
-def _member(document: dict[str, object], name: str) -> object:
-    """Property lookup as .NET JSON deserialisers do it: names are case-insensitive."""
-    for key, value in document.items():
-        if key.casefold() == name.casefold():
-            return value
-    return None
-
-
-def _enum(value: object, choices: tuple[str, ...], default: str, what: str) -> str:
-    if value is None:
-        return default
-    for choice in choices:
-        if isinstance(value, str) and value.casefold() == choice.casefold():
-            return choice
-    raise StartFailure(f"Error converting value {json.dumps(value)} to type '{what}'.")
-
-
-def _certificate_reference(section: dict[str, object]) -> CertificateReference | None:
-    reference = _member(section, "Certificate")
-    if not isinstance(reference, dict):
-        return None
-    thumbprint = _member(reference, "Thumbprint")
-    if not isinstance(thumbprint, str) or not thumbprint:
-        return None
-    location = _member(reference, "StoreLocation")
-    name = _member(reference, "StoreName")
-    return CertificateReference(
-        store_location=location if isinstance(location, str) else "LocalMachine",
-        store_name=name if isinstance(name, str) else "My",
-        thumbprint=thumbprint,
-    )
-
-
-class SettingsReader:
-    """Reads XU's settings files from a host's file system."""
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
-
-    def _document(self, windows_path: str) -> dict[str, object] | None:
-        path = self.host.fs.resolve(windows_path)
-        if not path.is_file():
-            return None
-        try:
-            document = json.loads(path.read_bytes().decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise StartFailure(f"Error reading {windows_path}: {exc}") from exc
-        if not isinstance(document, dict):
-            raise StartFailure(f"Error reading {windows_path}: the settings are not a JSON object.")
-        return document
-
-    def _port(self, windows_path: str, name: str) -> int:
-        document = self._document(windows_path) or {}
-        value = _member(document, name)
-        if value is None:
-            return DEFAULT_PORTS[name]
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
-            raise StartFailure(f"Error reading {windows_path}: {name} {json.dumps(value)} is not a valid port.")
-        return value
-
-    def ports(self) -> list[int]:
-        """The configured ports; the defaults where the files cannot be read."""
-        try:
-            return self.read().ports
-        except StartFailure:
-            return sorted(DEFAULT_PORTS.values())
-
-    def read(self) -> XuSettings:
-        tls = self._document(TLS_SETTINGS) or {}
-        web = _member(tls, "WebServer")
-        config = _member(tls, "ConfigServer")
-        web = web if isinstance(web, dict) else {}
-        config = config if isinstance(config, dict) else {}
-        return XuSettings(
-            web_protocol=_enum(_member(web, "Protocol"), WEB_PROTOCOLS, "HttpUnrestricted", "WebServerProtocol"),
-            web_certificate=_certificate_reference(web),
-            config_authentication=_enum(
-                _member(config, "Authentication"), CONFIG_AUTHENTICATIONS, "WindowsCredentials", "Authentication"
-            ),
-            config_certificate=_certificate_reference(config),
-            http_port=self._port(WEB_SETTINGS, "HttpPort"),
-            https_port=self._port(WEB_SETTINGS, "HttpsPort"),
-            config_port=self._port(CONFIG_SERVER_SETTINGS, "Port"),
-        )
 
 
 class ServiceStartError(Exception):
@@ -223,12 +89,12 @@ class XuService:
             raise ServiceStartError(
                 f"Cannot start service {self.name} on computer '.'. An instance of the service is already running."
             )
-        if self.host.faults.take_restart_failure():
-            # The process never reports to the service control manager, which gives up.
-            await asyncio.sleep(delay)
-            self._failed(SCM_TIMEOUT_REASON)
-            raise ServiceStartError(f"Cannot start service {self.name} on computer '.'. {SCM_TIMEOUT_REASON}")
         self.state = "StartPending"
+        if self.host.faults.take_restart_failure():
+            # The process never reports to the service control manager, which gives up; Start() throws.
+            self._starting = asyncio.create_task(self._fail_after(delay, SCM_TIMEOUT_REASON))
+            await self.wait_started()
+            raise ServiceStartError(f"Cannot start service {self.name} on computer '.'. {SCM_TIMEOUT_REASON}")
         self._starting = asyncio.create_task(self._run_start(delay))
 
     async def start_now(self) -> bool:
@@ -264,6 +130,10 @@ class XuService:
         self.state = "Running"
         self.last_start_error = None
         self.host.emit("service", state="Running", reason=None, listeners=[x.describe() for x in self.listeners])
+
+    async def _fail_after(self, delay: float, reason: str) -> None:
+        await asyncio.sleep(delay)
+        self._failed(reason)
 
     def _failed(self, reason: str) -> None:
         self.state = "Stopped"
@@ -321,12 +191,8 @@ class XuService:
                 (config, serve_config_tls if config_tls else serve_config_tcp, config_tls),
                 (web, serve_web, web_tls),
             ):
-                port = listener.port
-                opened.append(
-                    await open_listener(
-                        self.host.address, listener, lambda peer, p=port: self.host.admits(peer, p), handler, tls
-                    )
-                )
+                admits = functools.partial(self.host.admits, port=listener.port)
+                opened.append(await open_listener(self.host.address, listener, admits, handler, tls))
         except OSError as exc:
             for listener in opened:
                 listener.close()

@@ -1,0 +1,169 @@
+"""`python -m xulab`: the lab's command line (see tests/lab/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import control, launcher, layout
+from .errors import LabError
+from .faults import FAULT_KEYS
+from .fleet import FleetOptions, serve
+from .scenarios import SCENARIOS
+
+
+def _options(args: argparse.Namespace) -> FleetOptions:
+    if args.hosts < 1:
+        raise LabError("--hosts must be at least 1")
+    return FleetOptions(
+        directory=args.dir,
+        hosts=args.hosts,
+        auth=args.auth,
+        restart_delay=args.restart_delay,
+        expiring_in=args.expiring_in,
+        scenario=args.scenario,
+        base_address=args.base_address,
+    )
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    began = time.monotonic()
+    info = launcher.up(_options(args))
+    print(
+        f"xulab: {len(info['hosts'])} hosts up in {time.monotonic() - began:.1f}s "
+        f"({info['hosts'][0]['address']}..{info['hosts'][-1]['address']}, {info['auth']}, {info['scenario']})"
+    )
+    print(f"inventory: {info['inventory']}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = launcher.stop(args.dir.resolve())
+    print(f"xulab: {'stopped' if stopped else 'no lab running in'} {args.dir}")
+    return 0
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    _print_json(control.request(args.dir, "state", host=args.host))
+    return 0
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    settings: dict[str, str] = {}
+    for item in args.set:
+        key, separator, value = item.partition("=")
+        if not separator:
+            raise LabError(f"--set takes KEY=VALUE, not {item!r} (keys: {', '.join(FAULT_KEYS)})")
+        settings[key.strip()] = value.strip()
+    _print_json(control.request(args.dir, "fault", host=args.host, set=settings))
+    return 0
+
+
+def cmd_issue(args: argparse.Namespace) -> int:
+    password = args.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+    result = control.request(
+        args.dir,
+        "issue",
+        host=args.host,
+        password=password,
+        expired=args.expired,
+        not_yet_valid=args.not_yet_valid,
+        san=args.san,
+        no_server_auth=args.no_server_auth,
+        same_key_as=args.same_key_as,
+    )
+    args.out.write_bytes(base64.b64decode(result.pop("pfx_b64")))
+    _print_json({"out": str(args.out), **result})
+    return 0
+
+
+def cmd_winacme(args: argparse.Namespace) -> int:
+    _print_json(control.request(args.dir, "winacme", host=args.host))
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    path = layout.events_file(args.dir, args.host)
+    if not path.exists():
+        raise LabError(f"no events for {args.host} in {args.dir}")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and (args.type is None or json.loads(line).get("type") == args.type):
+            print(line)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    options = _options(args)
+    logging.basicConfig(
+        filename=layout.log_file(options.directory),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    layout.pid_file(options.directory).write_text(f"{os.getpid()}\n")
+    asyncio.run(serve(options))
+    return 0
+
+
+def _add_fleet_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hosts", type=int, required=True)
+    parser.add_argument("--auth", choices=["basic", "ntlm"], default="basic")
+    parser.add_argument("--restart-delay", type=float, default=1.0, help="seconds XU needs to start (default 1)")
+    parser.add_argument("--expiring-in", type=float, default=365.0, help="days the healthy certificates have left")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="healthy")
+    parser.add_argument("--base-address", help="address of xu01 (default: the first free 127.0.B.1 from 127.0.1.1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m xulab", description="A simulated Xtract Universal fleet.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler: Any, help_text: str, host: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--dir", type=lambda text: Path(text).resolve(), required=True)
+        if host:
+            sub.add_argument("--host", required=True)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    _add_fleet_options(command("up", cmd_up, "start a fleet in the background", host=False))
+    command("down", cmd_down, "stop the fleet", host=False)
+    command("state", cmd_state, "a host's simulated state as JSON")
+    command("fault", cmd_fault, "inject faults").add_argument("--set", action="append", required=True, metavar="KEY=VALUE")
+    issue = command("issue", cmd_issue, "mint a PFX signed by the lab CA")
+    issue.add_argument("--out", type=Path, required=True)
+    issue.add_argument("--password-file", type=Path, required=True)
+    issue.add_argument("--expired", action="store_true")
+    issue.add_argument("--not-yet-valid", action="store_true")
+    issue.add_argument("--san", nargs="+", metavar="NAME")
+    issue.add_argument("--no-server-auth", action="store_true")
+    issue.add_argument("--same-key-as", metavar="THUMBPRINT")
+    command("winacme", cmd_winacme, "a win-acme style renewal on the host")
+    command("events", cmd_events, "print a host's events").add_argument("--type")
+    _add_fleet_options(command("serve", cmd_serve, "run the fleet in the foreground (what `up` starts)", host=False))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except LabError as exc:
+        print(f"xulab: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The lab's background process: every host of the fleet in one asyncio loop.
+
+`python -m xulab serve` builds the hosts, binds their WinRM and XU ports, writes the
+inventory, `ca.pem` and `lab.json`, and answers JSON requests on `DIR/control.sock`
+until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import layout
+from .accounts import LAB_ADMIN_USER, LAB_DOMAIN_NETBIOS
+from .addresses import claim_addresses, host_name, release_addresses
+from .ca import CertificateAuthority
+from .errors import LabError
+from .host import WINRM_PORT, Host, HostIdentity, HostLookup
+from .primitives import PRIMITIVES
+from .renewals import issue_pfx, winacme_renew
+from .scenarios import profile_for, provision
+from .shell import CommandShell
+from .wsman import AcceptFilter, WsmanCredentials, start_wsman_server
+
+LAB_DOMAIN = "xulab.test"
+BIND_ATTEMPTS = 5
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    directory: Path
+    hosts: int
+    auth: str = "basic"
+    restart_delay: float = 1.0
+    expiring_in: float = 365.0
+    scenario: str = "healthy"
+    base_address: str | None = None
+
+
+class Fleet:
+    """All hosts of one lab and the servers they listen with."""
+
+    def __init__(self, options: FleetOptions) -> None:
+        self.options = options
+        self.directory = options.directory
+        self.password = "Xu-" + secrets.token_urlsafe(18)
+        self.credentials = WsmanCredentials(LAB_ADMIN_USER, self.password, LAB_DOMAIN_NETBIOS)
+        self.hosts: dict[str, Host] = {}
+        self.profiles: dict[str, str] = {}
+        self.ready = False
+        self._by_name: dict[str, Host] = {}
+        self._servers: list[asyncio.base_events.Server] = []
+        self._ca: CertificateAuthority | None = None
+
+    # -- building ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        began = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        self._ca = await loop.run_in_executor(None, CertificateAuthority.create)
+        skipped: set[int] = set()
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            addresses = claim_addresses(self.directory, self.options.hosts, self.options.base_address, skipped)
+            try:
+                await self._bind_winrm(addresses)
+                break
+            except OSError as exc:
+                log.warning("attempt %d: cannot bind %s..%s (%s)", attempt, addresses[0], addresses[-1], exc)
+                await self.stop()
+                release_addresses(self.directory)
+                if self.options.base_address is not None or attempt == BIND_ATTEMPTS:
+                    raise LabError(f"cannot bind the lab's addresses from {addresses[0]}: {exc}") from exc
+                skipped.add(int(addresses[0].split(".")[2]))
+        for index, host in enumerate(self.hosts.values(), start=1):
+            profile = profile_for(self.options.scenario, index)
+            self.profiles[host.name] = profile
+            await provision(host, profile, self.options.expiring_in)
+        self._write_files()
+        self.ready = True
+        log.info("%d hosts ready in %.2fs", len(self.hosts), time.perf_counter() - began)
+
+    async def _bind_winrm(self, addresses: list[str]) -> None:
+        assert self._ca is not None
+        hosts_dir = layout.hosts_dir(self.directory)
+        shutil.rmtree(hosts_dir, ignore_errors=True)
+        for index, address in enumerate(addresses, start=1):
+            identity = HostIdentity(index, host_name(index), address, LAB_DOMAIN)
+            host = build_host(identity, hosts_dir / identity.name, self._ca, self.options.restart_delay, self.lookup)
+            self.hosts[host.name] = host
+            for key in (host.name, host.fqdn, host.address):
+                self._by_name[key.casefold()] = host
+            self._servers.append(
+                await start_wsman_server(
+                    address,
+                    WINRM_PORT,
+                    auth=self.options.auth,
+                    credentials=self.credentials,
+                    run_command=CommandShell(host).run_command,
+                    accept_filter=_winrm_filter(host),
+                )
+            )
+
+    def lookup(self, name: str) -> Host | None:
+        return self._by_name.get(name.strip().casefold())
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+        for host in self.hosts.values():
+            host.shut_down()
+        self.hosts.clear()
+        self._by_name.clear()
+
+    # -- files for the controller -------------------------------------------------
+
+    def _write_files(self) -> None:
+        assert self._ca is not None
+        layout.ca_pem(self.directory).write_bytes(self._ca.pem())
+        _write_private(layout.inventory(self.directory), yaml.safe_dump(self.inventory(), sort_keys=False))
+        _write_private(layout.lab_json(self.directory), json.dumps(self.info(), indent=2) + "\n")
+
+    def account_for_inventory(self) -> str:
+        return f"{LAB_DOMAIN_NETBIOS}\\{LAB_ADMIN_USER}" if self.options.auth == "ntlm" else LAB_ADMIN_USER
+
+    def inventory(self) -> dict[str, Any]:
+        return {
+            "all": {
+                "children": {
+                    "xu_servers": {
+                        "hosts": {
+                            host.name: {"ansible_host": host.address, "xu_fqdn": host.fqdn} for host in self.hosts.values()
+                        },
+                        "vars": {
+                            "ansible_connection": "winrm",
+                            "ansible_port": WINRM_PORT,
+                            "ansible_winrm_scheme": "http",
+                            "ansible_winrm_transport": self.options.auth,
+                            "ansible_user": self.account_for_inventory(),
+                            "ansible_password": self.password,
+                            "ansible_winrm_server_cert_validation": "ignore",
+                            "xulab_dir": str(self.directory),
+                        },
+                    }
+                }
+            }
+        }
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "dir": str(self.directory),
+            "pid": os.getpid(),
+            "auth": self.options.auth,
+            "scenario": self.options.scenario,
+            "restart_delay": self.options.restart_delay,
+            "expiring_in": self.options.expiring_in,
+            "domain": LAB_DOMAIN,
+            "winrm_port": WINRM_PORT,
+            "user": self.account_for_inventory(),
+            "password": self.password,
+            "inventory": str(layout.inventory(self.directory)),
+            "ca_pem": str(layout.ca_pem(self.directory)),
+            "control_socket": str(layout.control_socket(self.directory)),
+            "hosts": [
+                {
+                    "name": host.name,
+                    "address": host.address,
+                    "fqdn": host.fqdn,
+                    "profile": self.profiles.get(host.name),
+                    "dir": str(host.directory),
+                }
+                for host in self.hosts.values()
+            ],
+        }
+
+    # -- control requests ------------------------------------------------------------
+
+    def host(self, name: object) -> Host:
+        host = self.hosts.get(str(name))
+        if host is None:
+            raise LabError(f"no host {name!r} in this lab")
+        return host
+
+    async def handle(self, request: dict[str, Any]) -> Any:
+        op = request.get("op")
+        if op == "ping":
+            return {"ready": self.ready, "hosts": len(self.hosts), "pid": os.getpid()}
+        if not self.ready:
+            raise LabError("the lab is still starting")
+        if op == "hosts":
+            return self.info()["hosts"]
+        if op == "state":
+            return self.host(request.get("host")).state()
+        if op == "fault":
+            host = self.host(request.get("host"))
+            settings = request.get("set") or {}
+            if not isinstance(settings, dict) or not settings:
+                raise LabError("fault needs at least one KEY=VALUE")
+            for key, value in settings.items():
+                host.faults.set(str(key), str(value))
+            return {"faults": host.faults.pending(), "restart_delay": host.service.restart_delay}
+        if op == "winacme":
+            return winacme_renew(self.host(request.get("host")))
+        if op == "issue":
+            host = self.host(request.get("host"))
+            san = request.get("san")
+            return issue_pfx(
+                host,
+                str(request.get("password") or ""),
+                expired=bool(request.get("expired")),
+                not_yet_valid=bool(request.get("not_yet_valid")),
+                dns_names=[str(name) for name in san] if san else None,
+                server_auth=not request.get("no_server_auth"),
+                same_key_as=str(request["same_key_as"]) if request.get("same_key_as") else None,
+            )
+        raise LabError(f"unknown control request {op!r}")
+
+    async def serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One JSON request a line, one JSON answer a line. Requests are never logged (they may hold a password)."""
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                    if not isinstance(request, dict):
+                        raise LabError("a request is a JSON object")
+                    answer = {"ok": True, "result": await self.handle(request)}
+                except LabError as exc:
+                    answer = {"ok": False, "error": str(exc)}
+                except Exception as exc:
+                    log.exception("control request failed")
+                    answer = {"ok": False, "error": f"lab internal error: {type(exc).__name__}: {exc}"}
+                writer.write(json.dumps(answer, default=str).encode("utf-8") + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+def build_host(
+    identity: HostIdentity, directory: Path, ca: CertificateAuthority, restart_delay: float, lookup: HostLookup | None = None
+) -> Host:
+    """A host with an empty C: drive in `directory`; `scenarios.provision` installs XU on it."""
+    (directory / "fs" / "C").mkdir(parents=True, exist_ok=True)
+    return Host(identity, directory, ca, restart_delay=restart_delay, known_ops=list(PRIMITIVES), lookup=lookup)
+
+
+def _winrm_filter(host: Host) -> AcceptFilter:
+    """The host's firewall, applied to connections to its WinRM port."""
+
+    def admits(peer: tuple[str, int]) -> bool:
+        return host.admits(peer[0], WINRM_PORT)
+
+    return admits
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Files that carry the lab's WinRM password: owner-only."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+async def serve(options: FleetOptions) -> None:
+    """Run the lab until SIGTERM or SIGINT."""
+    directory = options.directory
+    socket_path = layout.control_socket(directory)
+    if len(str(socket_path)) > layout.MAX_SOCKET_PATH:
+        raise LabError(f"the lab directory's path is too long for a unix socket: {socket_path}")
+    socket_path.unlink(missing_ok=True)
+    fleet = Fleet(options)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    control = await asyncio.start_unix_server(fleet.serve_control, str(socket_path))
+    os.chmod(socket_path, 0o600)
+    try:
+        await fleet.start()
+        await stopping.wait()
+        log.info("stopping")
+    finally:
+        control.close()
+        await fleet.stop()
+        release_addresses(directory)
+        socket_path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if layout.pid_file(directory).read_text().strip() == str(os.getpid()):
+                layout.pid_file(directory).unlink()
