@@ -44,7 +44,7 @@ notes:
     assumed is returned in RV(assumptions); RV(thumbprint_references) shows the real layout of your files.
   - Ports are probed from the host itself, so the maintenance gate does not hide them.
 author:
-  - xtractuniversal.tls maintainers
+  - xtractuniversal.tls maintainers (@xtractuniversal)
 """
 
 EXAMPLES = r"""

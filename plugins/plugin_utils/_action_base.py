@@ -22,6 +22,7 @@ from ansible.utils.display import Display
 from ansible.utils.plugin_docs import get_docstring
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import CRYPTOGRAPHY_IMPORT_ERROR
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 
 display = Display()
@@ -128,6 +129,14 @@ class XuActionBase(ActionBase):
             result.update(failed=True, msg="Invalid arguments: " + "; ".join(validation.error_messages), changed=False)
             return _masked(result, no_log_values)
 
+        if CRYPTOGRAPHY_IMPORT_ERROR is not None:
+            result.update(
+                failed=True,
+                changed=False,
+                msg=f"The Python library cryptography is required on the controller ({CRYPTOGRAPHY_IMPORT_ERROR});"
+                " install the collection's requirements.txt into the Python that runs Ansible",
+            )
+            return result
         run = ModuleRun(
             params=validation.validated_parameters,
             check_mode=bool(self._task.check_mode),

@@ -52,7 +52,7 @@ def address_sets(specs: Iterable[str]) -> dict[int, list[Interval]]:
     by_family: dict[int, list[Interval]] = {4: [], 6: []}
     for spec in specs:
         if spec.strip().lower() in ("any", "*"):
-            for family, (_, top) in FAMILIES.items():
+            for family, (_address_type, top) in FAMILIES.items():
                 by_family[family].append((0, top))
             continue
         family, interval = parse_address(spec)

@@ -10,10 +10,15 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+except ImportError as e:  # reported by the action base, where it can become a clear failure
+    CRYPTOGRAPHY_IMPORT_ERROR: ImportError | None = e
+else:
+    CRYPTOGRAPHY_IMPORT_ERROR = None
 
 # Principals every service account belongs to, as far as a key ACL is concerned.
 _EVERYONE_GROUPS = frozenset(
@@ -136,7 +141,7 @@ def dns_name_matches(pattern: str, fqdn: str) -> bool:
     pattern = pattern.rstrip(".").lower()
     name = fqdn.rstrip(".").lower()
     if pattern.startswith("*."):
-        head, _, rest = name.partition(".")
+        head, _dot, rest = name.partition(".")
         return bool(head) and rest == pattern[2:]
     return pattern == name
 

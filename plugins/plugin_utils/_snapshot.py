@@ -214,7 +214,7 @@ def read_snapshot(agent: AgentClient, profile: ProductProfile, gate_group: str, 
             probe_results = agent.call(probe_operations(wanted), stop_on_error=False)
             planned = wanted
         snapshot.probes = {
-            name: _probe(raw, port, tls) for (name, (port, tls, _)), raw in zip(planned.items(), probe_results, strict=True)
+            name: _probe(raw, port, tls) for (name, (port, tls, _path)), raw in zip(planned.items(), probe_results, strict=True)
         }
     return snapshot
 

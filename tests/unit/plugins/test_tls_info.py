@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _action_base
 from support.action import run_action
 from support.certs import mint
 from support.fake_host import FakeHost, tls_json
@@ -148,4 +151,12 @@ def test_bad_arguments_fail_before_any_remote_call() -> None:
     assert host.calls == []
     result = run_action("xu_tls_info", {"gate_rule_group": "bad;name"}, host)
     assert result["failed"] and "gate rule group" in result["msg"]
+    assert host.calls == []
+
+
+def test_missing_cryptography_is_a_clear_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_action_base, "CRYPTOGRAPHY_IMPORT_ERROR", ImportError("No module named 'cryptography'"))
+    host, _ = healthy_host()
+    result = run_action("xu_tls_info", {}, host)
+    assert result["failed"] and "cryptography is required on the controller" in result["msg"]
     assert host.calls == []
