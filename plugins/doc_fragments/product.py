@@ -74,9 +74,4 @@ options:
         description: The thumbprint of the configuration server's certificate.
         type: str
         default: ConfigServer.Certificate.Thumbprint
-  gate_rule_group:
-    description:
-      - The Windows Firewall rule group of the maintenance gate (see C(xtractuniversal.tls.xu_firewall_gate)).
-    type: str
-    default: xtractuniversal.tls gate
 """

@@ -31,6 +31,12 @@ options:
       - The host name clients use; the certificate's SAN must cover it.
       - Defaults to the host's own DNS name (host name and primary DNS suffix) as the host reports it.
     type: str
+  gate_rule_group:
+    description:
+      - The Windows Firewall rule group of the maintenance gate (see M(xtractuniversal.tls.xu_firewall_gate)),
+        reported in RV(gate).
+    type: str
+    default: xtractuniversal.tls gate
   expiry_warning_days:
     description:
       - Report a problem when a bound certificate expires in fewer days than this.

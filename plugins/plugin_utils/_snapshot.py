@@ -143,7 +143,7 @@ def _store_certificate(raw: dict[str, Any]) -> StoreCertificate | None:
     )
 
 
-def _probe(raw: OperationResult, port: int, tls: bool) -> Probe:
+def probe_from_result(raw: OperationResult, port: int, tls: bool) -> Probe:
     if not raw.ok or raw.result is None:
         message = (raw.error or {}).get("message") if raw.error else raw.status
         return Probe(port, tls, False, None, None, None, str(message))
@@ -166,11 +166,12 @@ def _probe(raw: OperationResult, port: int, tls: bool) -> Probe:
     )
 
 
+def probe_operation(port: int, tls: bool, http_path: str | None) -> Operation:
+    return Operation("port_probe", {"host": "localhost", "port": port, "tls": tls, "http_path": http_path, "timeout_ms": PROBE_TIMEOUT_MS})
+
+
 def probe_operations(ports: dict[str, tuple[int, bool, str | None]]) -> list[Operation]:
-    return [
-        Operation("port_probe", {"host": "localhost", "port": port, "tls": tls, "http_path": path, "timeout_ms": PROBE_TIMEOUT_MS})
-        for port, tls, path in ports.values()
-    ]
+    return [probe_operation(port, tls, path) for port, tls, path in ports.values()]
 
 
 def planned_probes(web_http: int, web_https: int, config: int | None) -> dict[str, tuple[int, bool, str | None]]:
@@ -214,7 +215,7 @@ def read_snapshot(agent: AgentClient, profile: ProductProfile, gate_group: str, 
             probe_results = agent.call(probe_operations(wanted), stop_on_error=False)
             planned = wanted
         snapshot.probes = {
-            name: _probe(raw, port, tls) for (name, (port, tls, _path)), raw in zip(planned.items(), probe_results, strict=True)
+            name: probe_from_result(raw, port, tls) for (name, (port, tls, _path)), raw in zip(planned.items(), probe_results, strict=True)
         }
     return snapshot
 

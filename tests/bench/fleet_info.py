@@ -65,7 +65,7 @@ def main() -> None:
             pid = int((directory / "lab.pid").read_text())
             idle_rss = rss_mib(pid)
             debug_times, info_times = [], []
-            for _ in range(args.rounds):
+            for _round in range(args.rounds):
                 debug_times.append(play(directory, "debug", DEBUG_PLAY, args.forks))
                 info_times.append(play(directory, "info", INFO_PLAY, args.forks))
             busy_rss = rss_mib(pid)

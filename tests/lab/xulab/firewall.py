@@ -175,7 +175,7 @@ def port_matches(entries: list[str], port: int) -> bool:
             return True
         if folded in PORT_KEYWORDS:
             continue
-        first, _, last = entry.partition("-")
+        first, _dash, last = entry.partition("-")
         if int(first) <= port <= int(last or first):
             return True
     return False

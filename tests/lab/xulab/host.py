@@ -135,7 +135,7 @@ class Host:
     async def local_port_open(self, port: int, timeout_s: float = PORT_CHECK_TIMEOUT_S) -> bool:
         """A TCP connect from the host itself (never filtered)."""
         try:
-            _, writer = await asyncio.wait_for(
+            _reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.address, port, local_addr=(self.address, 0)), timeout_s
             )
         except (OSError, TimeoutError):
@@ -228,4 +228,3 @@ class Host:
             "journals": self.journals(),
             "faults": self.faults.pending(),
         }
-

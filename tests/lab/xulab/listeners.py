@@ -143,11 +143,11 @@ async def serve_web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
             await writer.drain()
             return
         lines = head.decode("latin-1").split("\r\n")
-        method, _, rest = lines[0].partition(" ")
+        method, _space, rest = lines[0].partition(" ")
         target = rest.partition(" ")[0]
         headers = {}
         for line in lines[1:]:
-            name, _, value = line.partition(":")
+            name, _colon, value = line.partition(":")
             headers[name.strip().casefold()] = value.strip()
         length = int(headers.get("content-length", "0") or "0")
         while len(buffer) < length:

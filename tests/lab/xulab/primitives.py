@@ -413,4 +413,3 @@ PRIMITIVES: dict[str, Primitive] = {
     "journal_read": journal_read,
     "journal_write": journal_write,
 }
-

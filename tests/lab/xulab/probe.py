@@ -189,4 +189,3 @@ async def _http_get(
     if re.search(rb"(?im)^Transfer-Encoding:\s*chunked", head):
         body = _decode_chunked(body)
     result["http_body"] = body[:BODY_LIMIT].decode("utf-8", errors="replace")
-

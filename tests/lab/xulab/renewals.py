@@ -85,8 +85,9 @@ def certreq_renew(host: Host, thumbprint: str) -> tuple[int, str]:
     )
     return 0, output
 
+
 def issue_pfx(
-host: Host,
+    host: Host,
     password: str,
     *,
     expired: bool = False,
@@ -119,12 +120,14 @@ host: Host,
         "key_id": entry.public_key_id,
     }
 
+
 def _key_of(host: Host, thumbprint: str) -> rsa.RSAPrivateKey:
     wanted = thumbprint.strip().upper()
     for entry in host.stores.my.all_entries():
         if entry.thumbprint == wanted and entry.key is not None:
             return entry.key.private_key
     raise LabError(f"{host.name} holds no certificate with a private key and thumbprint {wanted}")
+
 
 def winacme_renew(host: Host) -> dict[str, object]:
     """A win-acme renewal: a new key and certificate in My, the previous one deleted; XU untouched."""
@@ -135,6 +138,7 @@ def winacme_renew(host: Host) -> dict[str, object]:
     if old is not None:
         host.remove_certificate(old.thumbprint)
     return {"old_thumbprint": old.thumbprint if old else None, "new_thumbprint": new.thumbprint}
+
 
 def _winacme_predecessor(host: Host) -> StoredCertificate | None:
     try:

@@ -91,4 +91,3 @@ async def provision(host: Host, profile: str, expiring_in: float) -> None:
     await host.service.start_now()
     if profile == "missing_cert":
         winacme_renew(host)
-

@@ -89,7 +89,7 @@ class HostFileSystem:
         return current
 
     def drive_exists(self, path: str) -> bool:
-        drive, _ = split_windows_path(path)
+        drive, _components = split_windows_path(path)
         return drive == SYSTEM_DRIVE and (self.root / drive).is_dir()
 
     def to_windows(self, path: Path) -> str:
@@ -104,7 +104,7 @@ class HostFileSystem:
 
     def all_files(self) -> list[Path]:
         found: list[Path] = []
-        for directory, _, names in os.walk(self.root):
+        for directory, _subdirectories, names in os.walk(self.root):
             found.extend(Path(directory) / name for name in names)
         return sorted(found)
 

@@ -567,7 +567,7 @@ class _Listener:
         return _http_response(status, xml, content_type=_SOAP_CONTENT_TYPE, keep_alive=keep_alive), keep_alive
 
     def _basic_credentials_valid(self, authorization: str) -> bool:
-        scheme, _, encoded = authorization.partition(" ")
+        scheme, _space, encoded = authorization.partition(" ")
         decoded = _decode_base64(encoded)
         if scheme.lower() != "basic" or decoded is None:
             return False
@@ -614,7 +614,7 @@ class _Listener:
             # A sealed body on a connection that never authenticated (a reconnect after a drop): Windows says 400.
             encrypted = _ntlm.is_encrypted_content_type(request.headers.get("content-type", ""))
             return (_http_response(400, keep_alive=False), False) if encrypted else challenge
-        scheme, _, encoded = authorization.partition(" ")
+        scheme, _space, encoded = authorization.partition(" ")
         token = _decode_base64(encoded)
         if scheme.lower() not in ("negotiate", "ntlm") or token is None:
             return challenge

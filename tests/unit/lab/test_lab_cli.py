@@ -83,7 +83,7 @@ def test_a_fault_reaches_a_real_winrm_call(lab_dir: pathlib.Path) -> None:
     shell = session.protocol.open_shell()
     command = session.protocol.run_command(shell, bootstrap_command())
     session.protocol.send_command_input(shell, command, payload([("cert_list", {"store": "My"}), ("fw_get", {"group": "Xtract Universal"})]), end=True)
-    stdout, _, rc = session.protocol.get_command_output(shell, command)
+    stdout, _stderr, rc = session.protocol.get_command_output(shell, command)
     session.protocol.close_shell(shell)
     statuses = [(r["status"], r.get("error", {}).get("type")) for r in json.loads(stdout)["results"]]
     assert rc == 0 and statuses == [("error", "UnauthorizedAccessException"), ("skipped", None)]

@@ -35,21 +35,21 @@ def test_file_write_checks_hashes_and_backs_up_only_what_existed(host_factory: H
         async with host_factory("healthy") as host:
             original = host.fs.resolve(TLS_JSON).read_bytes().decode()
             write: dict[str, Any] = {"path": TLS_JSON, "content": "{}", "backup_path": BACKUP, "expected_sha256": "absent"}
-            _, answer = await agent_call(host, [("file_write", write)])
+            _result, answer = await agent_call(host, [("file_write", write)])
             assert results(answer)[0]["error"] == {"type": "HashMismatch", "message": f"{TLS_JSON} exists"}
             write["expected_sha256"] = sha256(original).upper()
-            _, answer = await agent_call(host, [("file_write", write)])
+            _result, answer = await agent_call(host, [("file_write", write)])
             assert only_result(answer) == {"sha256": sha256("{}"), "previous_sha256": sha256(original), "backup_path": BACKUP}
             assert host.fs.resolve(BACKUP).read_bytes().decode() == original
             assert events(host, "settings_write")[-1] == events(host)[-2] | {"file": TLS_JSON, "backup": BACKUP, "sha256": sha256("{}")}
             new_file = "c:\\program files\\xtractuniversal\\CONFIG\\servers\\new\\x.json"
-            _, answer = await agent_call(host, [("file_write", {"path": new_file, "content": "ü", "backup_path": BACKUP})])
+            _result, answer = await agent_call(host, [("file_write", {"path": new_file, "content": "ü", "backup_path": BACKUP})])
             assert only_result(answer)["backup_path"] is None and only_result(answer)["previous_sha256"] is None
             assert host.fs.resolve(new_file).read_bytes() == "ü".encode()
-            _, answer = await agent_call(host, [("file_restore", {"backup_path": BACKUP, "path": TLS_JSON})])
+            _result, answer = await agent_call(host, [("file_restore", {"backup_path": BACKUP, "path": TLS_JSON})])
             assert only_result(answer) == {"sha256": sha256(original)}
             assert events(host)[-2]["type"] == "settings_restore"
-            _, answer = await agent_call(host, [("file_write", {"path": "relative\\x", "content": ""})])
+            _result, answer = await agent_call(host, [("file_write", {"path": "relative\\x", "content": ""})])
             assert results(answer)[0]["error"] == {"type": "InvalidArgument", "message": "path must be an absolute path"}
             assert not any(p.name.endswith(".xutls.tmp") for p in host.fs.all_files())
 
@@ -61,20 +61,20 @@ def test_an_imported_pfx_needs_a_read_grant_before_xu_can_use_it(host_factory: H
         async with host_factory("healthy") as host:
             minted = issue_pfx(host, "pfx-pass")
             imported = {"pfx_b64": minted["pfx_b64"], "password": "pfx-pass", "exportable": False}
-            _, answer = await agent_call(host, [("pfx_import", imported), ("pfx_import", imported)])
+            _result, answer = await agent_call(host, [("pfx_import", imported), ("pfx_import", imported)])
             first, again = (r["result"] for r in results(answer))
             assert first == {"thumbprint": minted["thumbprint"], "already_present": False}
             assert again == {"thumbprint": minted["thumbprint"], "already_present": True}
             text = host.fs.resolve(TLS_SETTINGS).read_text().replace(bound(host), str(minted["thumbprint"]))
-            _, answer = await agent_call(host, [("file_write", {"path": TLS_JSON, "content": text}), RESTART])
+            _result, answer = await agent_call(host, [("file_write", {"path": TLS_JSON, "content": text}), RESTART])
             assert results(answer)[1]["result"]["state"] == "Stopped"
             assert "cannot read the private key" in events(host, "service")[-1]["reason"]
             grant = ("key_grant_read", {"thumbprint": minted["thumbprint"], "account": "NT Service\\XtractUniversal Service"})
-            _, answer = await agent_call(host, [grant, grant, RESTART])
+            _result, answer = await agent_call(host, [grant, grant, RESTART])
             assert [r["result"].get("changed") for r in results(answer)[:2]] == [True, False]
             assert results(answer)[2]["result"]["started"] is True
             assert host.service.listeners[-1].thumbprint == minted["thumbprint"]
-            _, answer = await agent_call(host, [("key_grant_read", {"thumbprint": minted["thumbprint"], "account": "NOBODY\\x"})])
+            _result, answer = await agent_call(host, [("key_grant_read", {"thumbprint": minted["thumbprint"], "account": "NOBODY\\x"})])
             assert results(answer)[0]["error"]["type"] == "IdentityNotMappedException"
 
     run(scenario())
@@ -85,10 +85,10 @@ def test_certreq_renewal_keeps_key_and_acl_and_archives_the_old_certificate(host
         async with host_factory("healthy") as host:
             old = bound(host)
             host.faults.set("certreq_fails", "1")
-            _, answer = await agent_call(host, [("cert_renew_reuse_key", {"thumbprint": old})])
+            _result, answer = await agent_call(host, [("cert_renew_reuse_key", {"thumbprint": old})])
             error = results(answer)[0]["error"]
             assert error["type"] == "CertreqFailed" and error["message"].startswith("certreq exited with -2147023174: ")
-            _, answer = await agent_call(host, [("cert_renew_reuse_key", {"thumbprint": old.lower()}), ("cert_list", {"store": "My"})])
+            _result, answer = await agent_call(host, [("cert_renew_reuse_key", {"thumbprint": old.lower()}), ("cert_list", {"store": "My"})])
             renewed = results(answer)[0]["result"]
             assert renewed["output"].startswith("Active Directory Enrollment Policy")
             listed = results(answer)[1]["result"]["certificates"]
@@ -105,7 +105,7 @@ def test_certreq_renewal_keeps_key_and_acl_and_archives_the_old_certificate(host
 def test_an_expired_certificate_cannot_be_renewed_with_its_key(host_factory: HostFactory, agent_call: AgentCall) -> None:
     async def scenario() -> None:
         async with host_factory("expired") as host:
-            _, answer = await agent_call(host, [("cert_renew_reuse_key", {"thumbprint": bound(host)})])
+            _result, answer = await agent_call(host, [("cert_renew_reuse_key", {"thumbprint": bound(host)})])
             assert "CERT_E_EXPIRED" in results(answer)[0]["error"]["message"]
 
     run(scenario())
@@ -134,7 +134,7 @@ def test_fw_set_replaces_only_its_group_and_a_task_reopens_it(host_factory: Host
             block = [{"name": "xu-tls-block", "display_name": "XU TLS renewal block", "action": "Block", "local_ports": ["8064", "8065", "8165"]}]
             run_at = (datetime.now(UTC) + timedelta(seconds=0.6)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             task = {"name": "xu-tls-reopen", "run_at_utc": run_at, "fw_group_to_remove": "XU TLS Block", "description": "dead man"}
-            _, answer = await agent_call(host, [("fw_set", {"group": "XU TLS Block", "rules": block}), ("task_register", task),
+            _result, answer = await agent_call(host, [("fw_set", {"group": "XU TLS Block", "rules": block}), ("task_register", task),
                                                 ("task_get", {"name": "xu-tls-reopen"}), ("fw_get", {"group": "Windows Remote Management"})])
             assert [r["status"] for r in results(answer)] == ["ok"] * 4
             assert results(answer)[2]["result"]["task"]["description"] == "dead man"
@@ -147,7 +147,7 @@ def test_fw_set_replaces_only_its_group_and_a_task_reopens_it(host_factory: Host
             assert events(host, "task")[-1] == events(host)[-1] | {"action": "ran", "name": "xu-tls-reopen", "removed_rules": 1}
             assert events(host, "firewall")[-1]["exposure"]["8165"] == "open"
             bad = [{"name": "ok-rule", "display_name": "ok"}, {"name": "bad", "display_name": "bad", "remote_addresses": ["10.0.0.999"]}]
-            _, answer = await agent_call(host, [("fw_set", {"group": "Partial", "rules": bad})])
+            _result, answer = await agent_call(host, [("fw_set", {"group": "Partial", "rules": bad})])
             assert results(answer)[0]["error"]["type"] == "CimException"
             assert [r.name for r in host.firewall.group_rules("Partial")] == ["ok-rule"]  # New-NetFirewallRule stopped midway
 
@@ -157,7 +157,7 @@ def test_fw_set_replaces_only_its_group_and_a_task_reopens_it(host_factory: Host
 def test_journals(host_factory: HostFactory, agent_call: AgentCall) -> None:
     async def scenario() -> None:
         async with host_factory("healthy") as host:
-            _, answer = await agent_call(host, [("journal_write", {"name": "renew.xu01", "content": '{"step": 1}'}),
+            _result, answer = await agent_call(host, [("journal_write", {"name": "renew.xu01", "content": '{"step": 1}'}),
                                                 ("journal_read", {"name": "renew.xu01"}),
                                                 ("journal_write", {"name": "renew.xu01", "content": None}),
                                                 ("journal_read", {"name": "renew.xu01"}), ("journal_read", {"name": "../x"})])
@@ -184,7 +184,7 @@ def test_port_probe_sees_what_is_served_and_another_hosts_firewall(host_factory:
                 ("port_probe", {"host": secure.fqdn, "port": 8165, "tls": True, "http_path": "/version", "timeout_ms": 2000}),
                 ("port_probe", {"host": "nohost.example", "port": 8165, "timeout_ms": 2000}),
             ]
-            _, answer = await agent_call(plain, probes)
+            _result, answer = await agent_call(plain, probes)
             http, https_on_http, tls_on_tcp, closed, remote, unknown = (r["result"] for r in results(answer))
             assert (http["http_status"], http["http_body"]) == (200, '{"version":"6.8.1.2"}')
             assert https_on_http["tls_error"] == "The handshake failed due to an unexpected packet format."
@@ -194,7 +194,7 @@ def test_port_probe_sees_what_is_served_and_another_hosts_firewall(host_factory:
             assert unknown["error"] == "No such host is known"
             rules = [{"name": "XtractUniversal-In", "display_name": "XU", "local_ports": ["8165"], "remote_addresses": ["192.0.2.0/24"]}]
             await agent_call(secure, [("fw_set", {"group": "Xtract Universal", "rules": rules})])
-            _, answer = await agent_call(plain, [("port_probe", {"host": secure.fqdn, "port": 8165, "tls": True, "timeout_ms": 300})])
+            _result, answer = await agent_call(plain, [("port_probe", {"host": secure.fqdn, "port": 8165, "tls": True, "timeout_ms": 300})])
             assert only_result(answer)["error"] == f"connecting to {secure.fqdn}:8165 timed out"
 
     run(scenario())

@@ -27,7 +27,7 @@ def _no_verify() -> ssl.SSLContext:
 
 
 async def served_certificate(address: str, port: int) -> bytes:
-    _, writer = await asyncio.open_connection(address, port, ssl=_no_verify(), server_hostname="xu")
+    _reader, writer = await asyncio.open_connection(address, port, ssl=_no_verify(), server_hostname="xu")
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     writer.close()
     assert isinstance(der, bytes)
@@ -42,7 +42,7 @@ async def http_get(address: str, port: int, path: str, *, tls: bool = False, sou
     writer.write(f"GET {path} HTTP/1.1\r\nHost: xu\r\nConnection: close\r\n\r\n".encode())
     response = await asyncio.wait_for(reader.read(), 5)
     writer.close()
-    head, _, body = response.partition(b"\r\n\r\n")
+    head, _separator, body = response.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
 
 
@@ -74,7 +74,7 @@ def test_a_restart_rereads_the_settings(host_factory: HostFactory, agent_call: A
     async def scenario() -> None:
         async with host_factory("healthy") as host:
             host.fs.resolve(TLS_SETTINGS).unlink()  # TLS reset, the documented way
-            _, answer = await agent_call(host, [("service_restart", {"name": "xtractuniversal service", "wait_ports": [8065, 8064]})])
+            _result, answer = await agent_call(host, [("service_restart", {"name": "xtractuniversal service", "wait_ports": [8065, 8064]})])
             result = only_result(answer)
             assert result["started"] is True and result["state"] == "Running"
             assert result["ports"] == [{"port": 8065, "open": True}, {"port": 8064, "open": True}]
@@ -128,7 +128,7 @@ def test_xu_fails_to_start_where_it_would(host_factory: HostFactory, agent_call:
         async with host_factory("healthy") as host:
             assert callable(breakage)
             breakage(host)
-            _, answer = await agent_call(host, [RESTART])
+            _result, answer = await agent_call(host, [RESTART])
             result = only_result(answer)
             assert result["started"] is False and result["state"] == "Stopped"
             assert result["start_error"] == "the service stopped while starting"
@@ -145,7 +145,7 @@ def test_xu_fails_to_start_where_it_would(host_factory: HostFactory, agent_call:
 def test_an_expired_certificate_does_not_stop_xu(host_factory: HostFactory, agent_call: AgentCall) -> None:
     async def scenario() -> None:
         async with host_factory("expired") as host:
-            _, answer = await agent_call(host, [RESTART])
+            _result, answer = await agent_call(host, [RESTART])
             assert only_result(answer)["started"] is True
             served = x509.load_der_x509_certificate(await served_certificate(host.address, 8165))
             assert served.not_valid_after_utc < datetime.now(UTC)
@@ -159,7 +159,7 @@ def test_a_certificate_deleted_while_running_is_served_until_the_next_start(host
             bound = bound_thumbprint(host)
             assert host.stores.my.get(bound) is None
             assert thumbprint(await served_certificate(host.address, 8165)) == bound
-            _, answer = await agent_call(host, [RESTART])
+            _result, answer = await agent_call(host, [RESTART])
             assert only_result(answer)["state"] == "Stopped"
             assert "was not found" in events(host, "service")[-1]["reason"]
 
@@ -171,7 +171,7 @@ def test_a_blocked_source_is_refused_while_the_host_itself_passes(host_factory: 
         async with host_factory("healthy") as host:
             rules = [{"name": "XtractUniversal-In", "display_name": "Xtract Universal", "local_ports": ["8064", "8065", "8165"],
                       "remote_addresses": ["10.0.0.0/8"]}]
-            _, answer = await agent_call(host, [("fw_set", {"group": "Xtract Universal", "rules": rules})])
+            _result, answer = await agent_call(host, [("fw_set", {"group": "Xtract Universal", "rules": rules})])
             assert only_result(answer) == {"removed": 1, "added": 1}
             assert events(host, "firewall")[-1]["exposure"] == {"8064": "restricted", "8065": "restricted", "8165": "restricted"}
             with pytest.raises((ConnectionResetError, ssl.SSLError, asyncio.IncompleteReadError)):
@@ -186,7 +186,7 @@ def test_a_slow_start_outlasts_the_timeout_and_completes_later(host_factory: Hos
     async def scenario() -> None:
         async with host_factory("healthy") as host:
             host.faults.set("restart_delay", "0.6")
-            _, answer = await agent_call(host, [("service_restart", {"name": "XtractUniversal Service", "wait_ports": [8165], "timeout_s": 0.2})])
+            _result, answer = await agent_call(host, [("service_restart", {"name": "XtractUniversal Service", "wait_ports": [8165], "timeout_s": 0.2})])
             result = only_result(answer)
             assert (result["started"], result["state"], result["start_error"]) == (False, "StartPending", None)
             await asyncio.sleep(0.8)
@@ -199,7 +199,7 @@ def test_restart_fails_fault_makes_the_next_start_fail(host_factory: HostFactory
     async def scenario() -> None:
         async with host_factory("healthy") as host:
             host.faults.set("restart_fails", "1")
-            _, answer = await agent_call(host, [RESTART])
+            _result, answer = await agent_call(host, [RESTART])
             result = only_result(answer)
             assert result["state"] == "Stopped" and result["started"] is False
             assert result["start_error"] == (
@@ -207,7 +207,7 @@ def test_restart_fails_fault_makes_the_next_start_fail(host_factory: HostFactory
                 "The service did not respond to the start or control request in a timely fashion."
             )
             assert [e["action"] for e in events(host, "fault")] == ["set", "consumed"]
-            _, answer = await agent_call(host, [RESTART])
+            _result, answer = await agent_call(host, [RESTART])
             assert only_result(answer)["started"] is True
 
     run(scenario())

@@ -54,11 +54,11 @@ def test_stop_on_error_skips_the_rest(host_factory: HostFactory, agent_call: Age
         async with host_factory("healthy") as host:
             ops = [("fw_get", {"group": "Xtract Universal"}), ("cert_remove", {"store": "My", "thumbprint": "nope"}),
                    ("no_such_op", {}), ("task_get", {"name": "x"})]
-            _, answer = await agent_call(host, ops)
+            _result, answer = await agent_call(host, ops)
             assert [r["status"] for r in results(answer)] == ["ok", "error", "skipped", "skipped"]
             assert results(answer)[1]["error"] == {"type": "InvalidArgument", "message": "a thumbprint has 40 hex digits"}
             assert "elapsed_ms" not in results(answer)[2]
-            _, answer = await agent_call(host, ops, stop_on_error=False)
+            _result, answer = await agent_call(host, ops, stop_on_error=False)
             assert [r["status"] for r in results(answer)] == ["ok", "error", "error", "ok"]
             assert results(answer)[2]["error"] == {"type": "UnknownOperation", "message": "unknown operation no_such_op"}
 
@@ -106,12 +106,12 @@ def test_fail_and_drop_faults(host_factory: HostFactory, agent_call: AgentCall) 
     async def scenario() -> None:
         async with host_factory("healthy") as host:
             host.faults.set("fail_primitive", "fw_get")
-            _, answer = await agent_call(host, [("fw_get", {"group": "Xtract Universal"})])
+            _result, answer = await agent_call(host, [("fw_get", {"group": "Xtract Universal"})])
             assert results(answer)[0]["error"] == {"type": "UnauthorizedAccessException", "message": "Access is denied."}
-            _, answer = await agent_call(host, [("fw_get", {"group": "Xtract Universal"})])
+            _result, answer = await agent_call(host, [("fw_get", {"group": "Xtract Universal"})])
             assert results(answer)[0]["status"] == "ok"  # consumed
             host.faults.set("drop_connection", "journal_write")
-            result, _ = await agent_call(host, [("journal_write", {"name": "run-1", "content": "{}"}), ("task_get", {"name": "x"})])
+            result, _answer = await agent_call(host, [("journal_write", {"name": "run-1", "content": "{}"}), ("task_get", {"name": "x"})])
             assert result.drop_connection
             assert host.journals() == {"run-1": "{}"}  # the primitive did run
             assert events(host, "remote_call")[-1]["dropped"] is True
@@ -130,7 +130,7 @@ def test_a_pfx_password_never_reaches_a_log(host_factory: HostFactory, agent_cal
         async with host_factory("healthy") as host:
             secret = "S3cret-pfx-pass"  # noqa: S105 - a test value
             minted = issue_pfx(host, "other-password")
-            _, answer = await agent_call(host, [("pfx_import", {"pfx_b64": minted["pfx_b64"], "password": secret, "exportable": False})])
+            _result, answer = await agent_call(host, [("pfx_import", {"pfx_b64": minted["pfx_b64"], "password": secret, "exportable": False})])
             assert results(answer)[0]["error"] == {"type": "CryptographicException", "message": "The specified network password is not correct."}
             for path in host.directory.rglob("*"):
                 if path.is_file():

@@ -182,7 +182,7 @@ def test_several_shells_on_one_connection_and_large_output(listeners: ListenerLo
     stdout = b""
     done = False
     while not done:
-        chunk, _, rc, done = client.get_command_output_raw(first, large)
+        chunk, _stderr, rc, done = client.get_command_output_raw(first, large)
         stdout += chunk
         receives += 1
     assert stdout == big
@@ -290,7 +290,7 @@ def test_slow_command_is_polled_through_operation_timeouts(listeners: ListenerLo
     timeouts = 0
     while True:
         try:
-            stdout, _, rc, done = client.get_command_output_raw(shell_id, command_id)
+            stdout, _stderr, rc, done = client.get_command_output_raw(shell_id, command_id)
         except WinRMOperationTimeoutError:
             timeouts += 1
             continue
@@ -317,7 +317,7 @@ def test_drop_connection_closes_instead_of_answering(listeners: ListenerLoop) ->
     assert len(recorder.calls) == 1  # the command did run
 
     # The shell outlives the connection: a new one can still read the output and clean up.
-    stdout, _, rc = client.get_command_output(shell_id, command_id)
+    stdout, _stderr, rc = client.get_command_output(shell_id, command_id)
     assert rc == 0
     assert json.loads(stdout)["stdin"] == "data"
     client.cleanup_command(shell_id, command_id)
@@ -448,7 +448,7 @@ def test_ansible_raw_over_basic_and_ntlm(listeners: ListenerLoop, tmp_path: Path
     wrong = ansible_raw(ports["ntlm"], "ntlm", "wrong-password", tmp_path)
 
     for transport, run in runs.items():
-        output, _ = run.communicate(timeout=60)
+        output, _stderr = run.communicate(timeout=60)
         assert run.returncode == 0, output
         assert "CHANGED | rc=0" in output
         seen = recorders[transport].calls
@@ -459,7 +459,7 @@ def test_ansible_raw_over_basic_and_ntlm(listeners: ListenerLoop, tmp_path: Path
         assert "-EncodedCommand" in " ".join([seen[0]["command"], *seen[0]["arguments"]])
         assert json.dumps(seen[0]["user"])[1:-1] in output
 
-    output, _ = wrong.communicate(timeout=60)
+    output, _stderr = wrong.communicate(timeout=60)
     assert wrong.returncode != 0
     assert "UNREACHABLE" in output
     assert "credentials were rejected" in output

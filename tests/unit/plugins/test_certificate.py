@@ -19,7 +19,7 @@ ADMIN_ACL = [
 
 
 def test_facts_of_a_good_certificate() -> None:
-    cert, _ = mint("xu01.example.com", sans=("xu01.example.com", "xu01"), days_left=45.5)
+    cert, _key = mint("xu01.example.com", sans=("xu01.example.com", "xu01"), days_left=45.5)
     facts = parse_der(der(cert))
     assert facts.thumbprint == hashlib.sha1(der(cert), usedforsecurity=False).hexdigest().upper()
     assert facts.subject == "CN=xu01.example.com"
@@ -51,8 +51,8 @@ def test_server_auth_eku(server_auth: bool | None, expected: bool) -> None:
 
 def test_same_key_gives_same_public_key_fingerprint() -> None:
     first, key = mint()
-    renewed, _ = mint(key=key)
-    other, _ = mint()
+    renewed, _key = mint(key=key)
+    other, _key = mint()
     assert parse_der(der(first)).public_key_sha256 == parse_der(der(renewed)).public_key_sha256
     assert parse_der(der(first)).public_key_sha256 != parse_der(der(other)).public_key_sha256
 

@@ -15,7 +15,7 @@ FQDN = "xu01.example.com"
 
 
 def healthy_host(days_left: float = 200) -> tuple[FakeHost, str]:
-    cert, _ = mint(FQDN, days_left=days_left)
+    cert, _key = mint(FQDN, days_left=days_left)
     host = FakeHost()
     thumbprint = host.add_certificate(cert)
     host.files["config\\servers\\tls.json"] = tls_json(web=thumbprint, config=thumbprint.lower())
@@ -50,7 +50,7 @@ def test_healthy_host_in_one_call() -> None:
 
 
 def test_problems_are_judged_and_warned() -> None:
-    cert, _ = mint("other.example.com", days_left=10, server_auth=False)
+    cert, _key = mint("other.example.com", days_left=10, server_auth=False)
     host = FakeHost()
     thumbprint = host.add_certificate(cert, acl=[])
     host.files["config\\servers\\tls.json"] = tls_json(web=thumbprint, auth="WindowsCredentials")
@@ -66,7 +66,7 @@ def test_problems_are_judged_and_warned() -> None:
 
 
 def test_certificate_deleted_while_served() -> None:
-    host, _ = healthy_host()
+    host, _thumbprint = healthy_host()
     host.certificates.clear()
     result = run_action("xu_tls_info", {}, host)
     certificate = result["web_server"]["certificate"]
@@ -76,7 +76,7 @@ def test_certificate_deleted_while_served() -> None:
 
 
 def test_tls_off_and_pending_restart() -> None:
-    host, _ = healthy_host()
+    host, _thumbprint = healthy_host()
     del host.files["config\\servers\\tls.json"]
     host.served = {}
     host.http_ports = {8065}
@@ -85,29 +85,29 @@ def test_tls_off_and_pending_restart() -> None:
     assert result["served"]["web_http"]["answering"] is True
     assert "the web server serves plain HTTP (TLS is off)" in result["problems"]
 
-    other, _ = mint(FQDN)
-    host, _ = healthy_host()
+    other, _key = mint(FQDN)
+    host, _thumbprint = healthy_host()
     host.served[8165] = other
     result = run_action("xu_tls_info", {}, host)
     assert any("restart pending" in p for p in result["problems"])
 
 
 def test_ports_from_settings_cost_a_second_call() -> None:
-    host, _ = healthy_host()
+    host, _thumbprint = healthy_host()
     host.files["config\\servers\\web\\general.json"] = json.dumps({"HttpPort": 9065, "HttpsPort": 9165})
     result = run_action("xu_tls_info", {}, host)
     assert len(host.calls) == 2
     assert [op["args"]["port"] for op in host.calls[1]] == [9065, 9165, 8064]
     assert result["served"]["web_https"]["port"] == 9165
 
-    host, _ = healthy_host()
+    host, _thumbprint = healthy_host()
     host.files["config\\servers\\web\\general.json"] = json.dumps({"HttpPort": 9065, "HttpsPort": 9165})
     run_action("xu_tls_info", {"web_http_port": 9065, "web_https_port": 9165}, host)
     assert len(host.calls) == 1
 
 
 def test_gate_closed_with_auto_open() -> None:
-    host, _ = healthy_host()
+    host, _thumbprint = healthy_host()
     host.rules = [{"name": "g-block", "display_name": "g", "direction": "Inbound", "action": "Block", "enabled": True,
                    "protocol": "TCP", "local_ports": ["8065"], "remote_addresses": ["0.0.0.0-9.255.255.255"]}]
     host.task = {"name": "xtractuniversal.tls gate auto-open", "state": "Ready", "next_run_utc": "2026-11-26T21:00:00Z", "description": "x"}
@@ -144,7 +144,7 @@ def test_discover_error_fails_the_module() -> None:
 
 
 def test_bad_arguments_fail_before_any_remote_call() -> None:
-    host, _ = healthy_host()
+    host, _thumbprint = healthy_host()
     result = run_action("xu_tls_info", {"product": "sap_gui", "expiry_warning_days": "soon"}, host)
     assert result["failed"] and result["msg"].startswith("Invalid arguments")
     assert "product" in result["msg"]
@@ -156,7 +156,7 @@ def test_bad_arguments_fail_before_any_remote_call() -> None:
 
 def test_missing_cryptography_is_a_clear_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_action_base, "CRYPTOGRAPHY_IMPORT_ERROR", ImportError("No module named 'cryptography'"))
-    host, _ = healthy_host()
+    host, _thumbprint = healthy_host()
     result = run_action("xu_tls_info", {}, host)
     assert result["failed"] and "cryptography is required on the controller" in result["msg"]
     assert host.calls == []
