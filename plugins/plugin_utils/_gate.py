@@ -24,6 +24,11 @@ def auto_open_task_name(group: str) -> str:
     return f"{group} auto-open"[:64]
 
 
+def block_rule_name(group: str) -> str:
+    """The gate's block rule; rule names are global on Windows, so it carries the group's name."""
+    return f"{group} block"
+
+
 def gate_summary(rules: list[dict[str, Any]], task: dict[str, Any] | None) -> dict[str, Any]:
     """``closed`` while an enabled block rule of the group exists, else ``open``."""
     closed = any(rule.get("enabled") and rule.get("action") == "Block" for rule in rules)

@@ -272,6 +272,22 @@ $primitives = @{
     'cert_remove' = {
         param($a)
         $tp = ConvertTo-XuThumbprint $a.thumbprint
+        # Each listed port is probed first, with port_probe itself: one that does not present its certificate removes nothing.
+        foreach ($x in $a.require_served) {
+            $port = [int]$x.port
+            $want = ConvertTo-XuThumbprint $x.thumbprint
+            $seen = & $primitives['port_probe'] ([pscustomobject]@{ host = 'localhost'; port = $port; tls = $true; http_path = $null; timeout_ms = 5000 })
+            $served = $null
+            if ($seen.der_b64) { $served = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new([Convert]::FromBase64String($seen.der_b64)).Thumbprint.ToUpperInvariant() }
+            $problem = $seen.error
+            if (-not $problem) { $problem = $seen.tls_error }
+            if ($served -ne $want -or $problem) {
+                $what = 'no certificate'
+                if ($served) { $what = $served }
+                if ($problem) { $what += ' (' + $problem + ')' }
+                Stop-Xu 'PreconditionFailed' ('port {0} presents {1}, not {2}' -f $port, $what, $want)
+            }
+        }
         $st = Open-XuStore $a.store 'ReadWrite, OpenExistingOnly'
         try { $c = Find-XuCert $st $tp; if ($null -ne $c) { $st.Remove($c) } } finally { $st.Close() }
         @{ removed = ($null -ne $c) }
@@ -348,6 +364,16 @@ $primitives = @{
         $bytes = Read-XuBytes $backup
         Write-XuAtomic $path $bytes $null
         @{ sha256 = (Get-XuSha256 $bytes) }
+    }
+    'file_remove' = {
+        param($a)
+        $path = Assert-XuPath $a.path 'path'
+        $backup = $null
+        if ($null -ne $a.backup_path) { $backup = Assert-XuPath $a.backup_path 'backup_path' }
+        if (-not [IO.File]::Exists($path)) { return [ordered]@{ removed = $false; backup_path = $null } }
+        # A rename on the same volume: the file is either still in place or already the backup. It fails if the backup exists.
+        if ($null -ne $backup) { [IO.File]::Move($path, $backup) } else { [IO.File]::Delete($path) }
+        [ordered]@{ removed = $true; backup_path = $backup }
     }
     'service_restart' = {
         param($a)

@@ -214,6 +214,46 @@ class PfxPasswordError(Exception):
         self.not_a_pfx = not_a_pfx
 
 
+# The bag attribute "Microsoft CSP Name" (1.3.6.1.4.1.311.17.1), DER-encoded, as Windows' PFX export writes it.
+_CSP_NAME_OID = bytes.fromhex("06092b0601040182371101")
+_KSP_NAMES = ("Microsoft Platform Crypto Provider",)
+
+
+def _der_length(data: bytes, position: int) -> tuple[int, int]:
+    """(length, offset of the contents) of the DER length at `position`."""
+    first = data[position]
+    if first < 0x80:
+        return first, position + 1
+    size = first & 0x7F
+    return int.from_bytes(data[position + 1 : position + 1 + size], "big"), position + 1 + size
+
+
+def pfx_provider_names(data: bytes) -> list[str]:
+    """The provider names the PFX's (unencrypted) bag attributes carry."""
+    names = []
+    position = data.find(_CSP_NAME_OID)
+    while position >= 0:
+        cursor = position + len(_CSP_NAME_OID)
+        try:
+            if data[cursor] == 0x31:  # SET OF
+                _set_length, cursor = _der_length(data, cursor + 1)
+                if data[cursor] == 0x1E:  # BMPString
+                    length, cursor = _der_length(data, cursor + 1)
+                    names.append(data[cursor : cursor + length].decode("utf-16-be", "replace"))
+        except IndexError:
+            break
+        position = data.find(_CSP_NAME_OID, position + 1)
+    return names
+
+
+def pfx_key_provider(data: bytes) -> str:
+    """Where PFXImportCertStore (.NET Framework's Import) puts an RSA key: a CNG KSP if the PFX names one, else a CSP."""
+    for name in pfx_provider_names(data):
+        if name.endswith("Key Storage Provider") or name in _KSP_NAMES:
+            return "CNG"
+    return "CSP"
+
+
 def read_pfx(data: bytes, password: str | None) -> PfxContents:
     """The certificate that carries the key (else the first one), its key and friendly name."""
     passwords = [password.encode("utf-8")] if password else [b"", None]

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from .accounts import account_sid
-from .ca import PfxPasswordError, read_pfx
+from .ca import PfxPasswordError, pfx_key_provider, read_pfx
 from .ca import thumbprint as der_thumbprint
 from .certstore import KeyContainer, default_machine_key_acl, normalise_thumbprint
 from .errors import PrimitiveError
@@ -118,6 +118,19 @@ def _write_atomic(host: Host, windows_path: str, data: bytes, backup: str | None
         temporary.unlink(missing_ok=True)
 
 
+def _move_file(host: Host, source: Path, destination: str) -> None:
+    """[IO.File]::Move: a rename (one volume); the destination must not exist, unless it is the file itself."""
+    if not host.fs.drive_exists(destination):
+        raise PrimitiveError("DirectoryNotFoundException", "Could not find a part of the path.")
+    target = host.fs.resolve(destination)
+    if target.exists() and not target.samefile(source):
+        raise PrimitiveError("IOException", "Cannot create a file when that file already exists.")
+    if not target.parent.is_dir():
+        raise PrimitiveError("DirectoryNotFoundException", "Could not find a part of the path.")
+    if not target.exists():
+        os.rename(source, target)
+
+
 def _report_write(host: Host, windows_path: str, event: str, backup: str | None, digest: str) -> None:
     path = host.fs.resolve(windows_path)
     file_name = normalise_windows_path(windows_path)
@@ -195,13 +208,29 @@ async def pfx_import(host: Host, a: Args) -> Result:
     thumbprint = der_thumbprint(certificate.public_bytes(serialization.Encoding.DER))
     if host.stores.my.get(thumbprint) is not None:
         return {"thumbprint": thumbprint, "already_present": True}
-    container = KeyContainer(contents.key, "CNG", default_machine_key_acl(), exportable=bool(a.get("exportable")))
+    # .NET Framework's Import (MachineKeySet, PersistKeySet) puts an RSA key in a legacy CSP unless the PFX names a KSP.
+    provider = pfx_key_provider(data)
+    container = KeyContainer(contents.key, provider, default_machine_key_acl(), exportable=bool(a.get("exportable")))
     host.add_certificate(certificate, container, source="pfx_import", friendly_name=contents.friendly_name)
     return {"thumbprint": thumbprint, "already_present": False}
 
 
 async def cert_remove(host: Host, a: Args) -> Result:
     thumbprint = normalise_thumbprint(a.get("thumbprint"))
+    # Each listed port is probed first, by port_probe itself: from the host to its own listener.
+    for item in as_items(a.get("require_served")):
+        fields = item if isinstance(item, dict) else {}
+        port = as_int(fields.get("port"))
+        wanted = normalise_thumbprint(fields.get("thumbprint"))
+        seen = await port_probe(host, {"host": "localhost", "port": port, "tls": True, "http_path": None, "timeout_ms": 5000})
+        der_b64 = seen["der_b64"]
+        served = der_thumbprint(base64.b64decode(der_b64)) if isinstance(der_b64, str) and der_b64 else None
+        problem = seen["error"] or seen["tls_error"]
+        if served != wanted or problem:
+            what = served or "no certificate"
+            if problem:
+                what += f" ({problem})"
+            raise PrimitiveError("PreconditionFailed", f"port {port} presents {what}, not {wanted}")
     store = host.stores.open(as_text(a.get("store")) or "My")
     return {"removed": host.remove_certificate(thumbprint, store)}
 
@@ -275,6 +304,25 @@ async def file_restore(host: Host, a: Args) -> Result:
     digest = _sha256(data)
     _report_write(host, path, "settings_restore", backup, digest)
     return {"sha256": digest}
+
+
+async def file_remove(host: Host, a: Args) -> Result:
+    path = _rooted(a.get("path"), "path")
+    backup = _rooted(a.get("backup_path"), "backup_path") if a.get("backup_path") is not None else None
+    existing = _existing_file(host, path)
+    if existing is None:
+        return {"removed": False, "backup_path": None}
+    file_name = normalise_windows_path(path)
+    is_settings = host.is_settings_file(existing)
+    if backup is None:
+        existing.unlink()
+    else:
+        _move_file(host, existing, backup)
+    if is_settings:
+        host.emit("settings_remove", file=file_name, backup=backup)
+    else:
+        host.emit("journal", name=file_name, action="remove")
+    return {"removed": True, "backup_path": backup}
 
 
 async def service_restart(host: Host, a: Args) -> Result:
@@ -403,6 +451,7 @@ PRIMITIVES: dict[str, Primitive] = {
     "cert_renew_reuse_key": cert_renew_reuse_key,
     "file_write": file_write,
     "file_restore": file_restore,
+    "file_remove": file_remove,
     "service_restart": service_restart,
     "port_probe": port_probe,
     "fw_get": fw_get,

@@ -8,7 +8,7 @@ import contextlib
 import json
 import pathlib
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from xulab.host import Host
 from xulab.wsman import CommandResult
@@ -20,9 +20,10 @@ STUB_AGENT = "# xtractuniversal.tls agent 1\nparam($Request)\n"
 HostFactory = Callable[..., contextlib.AbstractAsyncContextManager[Host]]
 AgentCall = Callable[..., Awaitable[tuple[CommandResult, dict[str, Any] | None]]]
 Ops = list[tuple[str, dict[str, Any]]]
+T = TypeVar("T")
 
 
-def run[T](coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+def run(coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
     """Run one test scenario in a fresh event loop."""
 
     async def bounded() -> T:

@@ -135,7 +135,7 @@ def test_fw_set_replaces_only_its_group_and_a_task_reopens_it(host_factory: Host
             run_at = (datetime.now(UTC) + timedelta(seconds=0.6)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             task = {"name": "xu-tls-reopen", "run_at_utc": run_at, "fw_group_to_remove": "XU TLS Block", "description": "dead man"}
             _result, answer = await agent_call(host, [("fw_set", {"group": "XU TLS Block", "rules": block}), ("task_register", task),
-                                                ("task_get", {"name": "xu-tls-reopen"}), ("fw_get", {"group": "Windows Remote Management"})])
+                                                      ("task_get", {"name": "xu-tls-reopen"}), ("fw_get", {"group": "Windows Remote Management"})])
             assert [r["status"] for r in results(answer)] == ["ok"] * 4
             assert results(answer)[2]["result"]["task"]["description"] == "dead man"
             assert results(answer)[3]["result"] == {"rules": []}  # the built-in group has an indirect name
@@ -158,9 +158,9 @@ def test_journals(host_factory: HostFactory, agent_call: AgentCall) -> None:
     async def scenario() -> None:
         async with host_factory("healthy") as host:
             _result, answer = await agent_call(host, [("journal_write", {"name": "renew.xu01", "content": '{"step": 1}'}),
-                                                ("journal_read", {"name": "renew.xu01"}),
-                                                ("journal_write", {"name": "renew.xu01", "content": None}),
-                                                ("journal_read", {"name": "renew.xu01"}), ("journal_read", {"name": "../x"})])
+                                                      ("journal_read", {"name": "renew.xu01"}),
+                                                      ("journal_write", {"name": "renew.xu01", "content": None}),
+                                                      ("journal_read", {"name": "renew.xu01"}), ("journal_read", {"name": "../x"})])
             statuses = [r["status"] for r in results(answer)]
             assert statuses == ["ok", "ok", "ok", "ok", "error"]
             assert results(answer)[0]["result"] == {"path": "C:\\ProgramData\\xtractuniversal.tls\\renew.xu01.json"}

@@ -1,0 +1,387 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""xu_firewall_gate: close and open the maintenance gate. Private to this collection.
+
+A closed gate is one Windows Firewall block rule in the gate's own rule group. Windows
+applies block rules before allow rules, so "block everyone except ``allow_from``" cannot
+be an allow rule: the block rule's remote addresses are the complement of ``allow_from``,
+computed here. Rules outside the group are never read or written.
+
+One remote call reads (the port settings when needed, the group's rules, the auto-open
+task); one more applies the plan and reads the result back.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import COLLECTION, ModuleRun
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._addresses import AddressError, block_all_except, same_addresses
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import (
+    auto_open_task_name,
+    block_rule_name,
+    check_group_name,
+    gate_summary,
+)
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
+    CONFIG_PORT_FILES,
+    WEB_PORT_FILES,
+    ProductProfile,
+    resolve_profile,
+)
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsError, SettingsFile, read_tls_state
+
+# Closing one of these would cut the connection Ansible manages the host through, and with
+# it the way to open the gate again before the auto-open task does.
+MANAGEMENT_PORTS: dict[int, str] = {22: "SSH", 5985: "WinRM over HTTP", 5986: "WinRM over HTTPS"}
+MAX_PORT = 65535
+
+
+@dataclass(frozen=True)
+class GateRequest:
+    """The module's options, checked; nothing in it has touched the host."""
+
+    state: str
+    group: str
+    ports: tuple[int, ...] | None  # None: the product's ports, as the host's settings say
+    allow_from: tuple[str, ...]
+    blocked_remote_addresses: tuple[str, ...]
+    auto_open_after: float  # minutes; 0: no auto-open task
+
+    @property
+    def task_name(self) -> str:
+        return auto_open_task_name(self.group)
+
+
+@dataclass(frozen=True)
+class GateState:
+    """The group's rules and the auto-open task, as the host reports them."""
+
+    rules: list[dict[str, Any]]
+    task: dict[str, Any] | None
+
+    def summary(self) -> dict[str, Any]:
+        summary = gate_summary(self.rules, self.task)
+        return {key: summary[key] for key in ("state", "rules", "auto_open")}
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """What to change on the host; ``rules`` None leaves the group's rules as they are."""
+
+    rules: list[dict[str, Any]] | None
+    register_task: dict[str, Any] | None
+    remove_task: bool
+
+    @property
+    def changed(self) -> bool:
+        return self.rules is not None or self.register_task is not None or self.remove_task
+
+    def operations(self, request: GateRequest) -> list[Operation]:
+        """The apply call, in the order that never leaves a closed gate without its way back."""
+        operations = []
+        # The auto-open task exists before the gate closes: if fw_set fails or the controller
+        # dies after it, the host still reopens by itself.
+        if self.register_task is not None:
+            operations.append(Operation("task_register", self.register_task))
+        if self.rules is not None:
+            operations.append(Operation("fw_set", {"group": request.group, "rules": self.rules}))
+        # And it goes only after the rules are replaced, for the same reason.
+        if self.remove_task:
+            operations.append(Operation("task_remove", {"name": request.task_name}))
+        return [*operations, *state_operations(request)]
+
+    def predicted(self, current: GateState, request: GateRequest) -> GateState:
+        """The state the host will report after this plan (what check mode returns)."""
+        rules = current.rules if self.rules is None else self.rules
+        task = current.task
+        if self.register_task is not None:
+            task = {
+                "name": request.task_name,
+                "state": "Ready",
+                "next_run_utc": self.register_task["run_at_utc"],
+                "description": self.register_task["description"],
+            }
+        elif self.remove_task:
+            task = None
+        return GateState(rules, task)
+
+
+# -- options --------------------------------------------------------------------------------
+
+
+def connection_ports(candidates: Iterable[object]) -> set[int]:
+    """The ports among ``candidates`` (ansible_port, the play context's port) that are port numbers."""
+    ports = set()
+    for candidate in candidates:
+        if isinstance(candidate, bool):
+            continue
+        if isinstance(candidate, int):
+            ports.add(candidate)
+        elif isinstance(candidate, str) and candidate.strip().isdigit():
+            ports.add(int(candidate.strip()))
+    return {port for port in ports if 0 < port <= MAX_PORT}
+
+
+def check_ports(ports: Sequence[int], in_use: set[int], source: str) -> tuple[int, ...]:
+    """The ports, sorted and without duplicates; XuError for a port the gate must not close."""
+    for port in ports:
+        if not 0 < port <= MAX_PORT:
+            raise XuError(f"{source}: {port} is not a TCP port; give ports from 1 to {MAX_PORT}")
+    for port in sorted(set(ports)):
+        if port in MANAGEMENT_PORTS:
+            raise XuError(
+                f"{source}: {port} is the {MANAGEMENT_PORTS[port]} management port; closing it would cut Ansible off"
+                f" from the host (and from opening the gate again). Remove {port} from ports"
+            )
+        if port in in_use:
+            raise XuError(
+                f"{source}: {port} is the port this play connects to the host on (ansible_port); closing it would cut"
+                f" Ansible off from the host. Remove {port} from ports"
+            )
+    return tuple(sorted(set(ports)))
+
+
+def gate_request(params: dict[str, Any], in_use: set[int]) -> GateRequest:
+    """Check every option before anything reaches the host; XuError names the problem and the fix."""
+    try:
+        group = check_group_name(params["rule_group"])
+    except ValueError as e:
+        raise XuError(f"rule_group: {e}; choose a name of that form") from e
+    state = params["state"]
+
+    ports: tuple[int, ...] | None = None
+    if params.get("ports") is not None:
+        ports = check_ports(params["ports"], in_use, "ports")
+        if not ports and state == "closed":
+            raise XuError("ports is empty: a closed gate must block at least one port; leave ports out to close the product's ports")
+
+    allow_from = tuple(str(spec).strip() for spec in params.get("allow_from") or [])
+    try:
+        blocked = tuple(block_all_except(allow_from))
+    except AddressError as e:
+        raise XuError(f"allow_from: {e}; give addresses, CIDR networks (10.0.0.0/8), address/netmask pairs or first-last ranges") from e
+    if not blocked:
+        raise XuError("allow_from covers every address, so a closed gate would block nobody; list only the hosts that keep access")
+
+    auto_open_after = float(params["auto_open_after"])
+    if not math.isfinite(auto_open_after) or auto_open_after < 0:
+        raise XuError(f"auto_open_after is {params['auto_open_after']}; give 0 (no automatic reopening) or a positive number of minutes")
+
+    return GateRequest(state, group, ports, allow_from, blocked, auto_open_after)
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def state_operations(request: GateRequest) -> list[Operation]:
+    return [Operation("fw_get", {"group": request.group}), Operation("task_get", {"name": request.task_name})]
+
+
+def read_operations(request: GateRequest, profile: ProductProfile) -> list[Operation]:
+    """The read call: the port settings only when the gate closes the product's own ports."""
+    operations = []
+    if request.state == "closed" and request.ports is None:
+        operations.append(Operation("discover", {
+            "service_display_name": profile.service_display_name,
+            "service_name": profile.service_name,
+            "install_dir": profile.install_dir if profile.install_dir_explicit else None,
+            "files": [*WEB_PORT_FILES, *CONFIG_PORT_FILES],
+        }))
+    return [*operations, *state_operations(request)]
+
+
+def gate_state(results: Sequence[OperationResult]) -> GateState:
+    """From a call ending in fw_get and task_get; OperationError for the first failed operation."""
+    values = [result.value() for result in results]
+    return GateState(list(values[-2].get("rules") or []), values[-1].get("task"))
+
+
+def product_ports(discover: dict[str, Any], profile: ProductProfile, run: ModuleRun) -> list[int]:
+    """Web HTTP, web HTTPS and configuration server ports, as the host's settings files say."""
+    if discover.get("service") is None and not profile.install_dir_explicit:
+        run.warn(
+            f"No service with display name {profile.service_display_name!r} on the host, so its port settings were not read;"
+            f" closing the {profile.title} defaults {profile.ports()}. Set ports to close others"
+        )
+    files = {
+        str(raw.get("path")): SettingsFile(
+            path=str(raw.get("path")),
+            full_path=str(raw.get("full_path") or raw.get("path")),
+            exists=bool(raw.get("exists")),
+            content=raw.get("content"),
+            sha256=raw.get("sha256"),
+        )
+        for raw in discover.get("files") or []
+    }
+    try:
+        tls = read_tls_state(files, profile)
+    except SettingsError as e:
+        raise XuError(f"{e}; set ports to the ports to close") from e
+    ports = [tls.web_http_port, tls.web_https_port]
+    if tls.config_server_port is not None:
+        ports.append(tls.config_server_port)
+    return ports
+
+
+# -- comparing ----------------------------------------------------------------------------------
+
+
+def port_set(entries: Iterable[object]) -> frozenset[int] | None:
+    """The ports a rule's local_ports name (``8064-8065`` is a range); None for keywords like ``Any``."""
+    ports: set[int] = set()
+    for entry in entries:
+        first, dash, last = str(entry).strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            return None
+        ports.update(range(int(first), int(last if dash else first) + 1))
+    return frozenset(ports)
+
+
+def _enabled(value: object) -> bool:
+    # The protocol says bool; a string "True" is what PowerShell gives when a value is not converted.
+    return value is True or (isinstance(value, str) and value.casefold() == "true")
+
+
+def same_rule(current: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """Whether the host's rule is the desired one, however Windows writes ports and addresses."""
+    return (
+        str(current.get("name") or "").casefold() == desired["name"].casefold()
+        and current.get("display_name") == desired["display_name"]
+        and str(current.get("direction") or "").casefold() == desired["direction"].casefold()
+        and str(current.get("action") or "").casefold() == desired["action"].casefold()
+        and _enabled(current.get("enabled")) == desired["enabled"]
+        and str(current.get("protocol") or "").casefold() == desired["protocol"].casefold()
+        and port_set(current.get("local_ports") or []) == port_set(desired["local_ports"])
+        and same_addresses(current.get("remote_addresses") or [], desired["remote_addresses"])
+    )
+
+
+def same_rules(current: list[dict[str, Any]], desired: list[dict[str, Any]]) -> bool:
+    return len(current) == len(desired) and all(same_rule(c, d) for c, d in zip(current, desired, strict=True))
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+
+def block_rule(request: GateRequest, ports: Sequence[int], title: str) -> dict[str, Any]:
+    return {
+        "name": block_rule_name(request.group),
+        "display_name": f"{title} maintenance gate ({COLLECTION})",
+        "direction": "Inbound",
+        "action": "Block",
+        "enabled": True,
+        "protocol": "TCP",
+        "local_ports": [str(port) for port in ports],
+        "remote_addresses": list(request.blocked_remote_addresses),
+    }
+
+
+def iso_utc(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def auto_open_deadline(now: datetime.datetime, minutes: float) -> str:
+    """``now`` plus ``minutes``, rounded up to the whole second the task scheduler works in."""
+    deadline = now + datetime.timedelta(minutes=minutes)
+    if deadline.microsecond:
+        deadline += datetime.timedelta(microseconds=1_000_000 - deadline.microsecond)
+    return iso_utc(deadline)
+
+
+def task_registration(request: GateRequest, now: datetime.datetime) -> dict[str, Any]:
+    run_at = auto_open_deadline(now, request.auto_open_after)
+    description = json.dumps(
+        {"collection": COLLECTION, "purpose": "reopen the maintenance gate", "group": request.group, "deadline": run_at},
+        separators=(",", ":"),
+    )
+    return {"name": request.task_name, "run_at_utc": run_at, "fw_group_to_remove": request.group, "description": description}
+
+
+def plan_gate(request: GateRequest, current: GateState, desired: list[dict[str, Any]], now: datetime.datetime) -> GatePlan:
+    """What to change so the host has the ``desired`` rules and the auto-open task it should."""
+    rules = None if same_rules(current.rules, desired) else desired
+    if request.state == "open":
+        return GatePlan(rules, register_task=None, remove_task=current.task is not None)
+    if request.auto_open_after == 0:
+        return GatePlan(rules, register_task=None, remove_task=current.task is not None)
+    # The deadline is set when the gate closes: re-running the play keeps it, so an
+    # abandoned gate still opens in time. A task left from an earlier, reopened gate is renewed.
+    already_closed = current.summary()["state"] == "closed"
+    keep_task = current.task is not None and already_closed
+    return GatePlan(rules, register_task=None if keep_task else task_registration(request, now), remove_task=False)
+
+
+def verify(request: GateRequest, plan: GatePlan, final: GateState, desired: list[dict[str, Any]]) -> None:
+    """XuError when the host reports another state than the one just applied."""
+    if not same_rules(final.rules, desired):
+        raise XuError(
+            f"The host reports other rules in group {request.group!r} than were just set; the gate is {final.summary()['state']}",
+            rules=final.rules,
+        )
+    if plan.register_task is not None and final.task is None:
+        raise XuError(f"The auto-open task {request.task_name!r} was registered but the host does not report it", rules=final.rules)
+    if plan.remove_task and final.task is not None:
+        raise XuError(f"The auto-open task {request.task_name!r} was removed but the host still reports it", rules=final.rules)
+
+
+def apply_failure(results: Sequence[OperationResult]) -> XuError:
+    """The first failed operation, with what the host had already done in the same call."""
+    failed = next(r for r in results if not r.ok)
+    done = [r.op for r in results if r.ok and r.op in ("task_register", "fw_set", "task_remove")]
+    error = failed.error or {}
+    msg = f"{failed.op} failed on the host: {error.get('type', 'Error')}: {error.get('message', '')}"
+    msg += f". Already done on the host: {', '.join(done)}" if done else ". Nothing was changed before it"
+    if "task_register" in done:
+        msg += "; the auto-open task stays registered and removes the gate's rules at its deadline"
+    return XuError(msg, operations=[{"op": r.op, "status": r.status} for r in results])
+
+
+# -- the module -----------------------------------------------------------------------------------
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
+    request = gate_request(run.params, in_use)
+    profile = resolve_profile(run.params)
+
+    results = run.agent.call(read_operations(request, profile))
+    current = gate_state(results)
+    ports: tuple[int, ...] = ()
+    if request.state == "closed":
+        ports = request.ports if request.ports is not None else check_ports(
+            product_ports(results[0].value(), profile, run), in_use, "the product's ports (from its settings files)"
+        )
+    desired = [block_rule(request, ports, profile.title)] if request.state == "closed" else []
+    plan = plan_gate(request, current, desired, _utc_now())
+
+    final = plan.predicted(current, request)
+    if plan.changed and not run.check_mode:
+        applied = run.agent.call(plan.operations(request))
+        if not all(result.ok for result in applied):
+            raise apply_failure(applied)
+        final = gate_state(applied)
+        verify(request, plan, final, desired)
+
+    summary = final.summary()
+    closed = request.state == "closed"
+    result: dict[str, Any] = {
+        "changed": plan.changed,
+        **summary,
+        "ports": list(ports),
+        "allow_from": list(request.allow_from) if closed else [],
+        "blocked_remote_addresses": list(request.blocked_remote_addresses) if closed else [],
+    }
+    if run.diff:
+        result["diff"] = {"before": current.summary(), "after": summary}
+    return result
