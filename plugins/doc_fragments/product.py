@@ -25,7 +25,7 @@ options:
     description:
       - The product's install dir on the host.
       - Defaults to the folder of the service's executable, which for a default installation is the
-        product's documented default (for example C(C:\\Program Files\\XtractUniversal)).
+        product's documented default (for example C(C:\Program Files\XtractUniversal)).
     type: str
   service_display_name:
     description:
@@ -51,7 +51,7 @@ options:
     type: int
   settings_map:
     description:
-      - Where in C(config\\servers\\tls.json) each TLS setting lives, as a dotted JSON path
+      - Where in C(config\servers\tls.json) each TLS setting lives, as a dotted JSON path
         (C(Section.Key), with C([n]) for list items). The layout of that file is not documented
         by the vendor; the defaults are this collection's assumption (see the collection's
         C(docs/assumptions.md)). Use M(xtractuniversal.tls.xu_tls_info) to see every thumbprint

@@ -37,6 +37,12 @@ options:
         reported in RV(gate).
     type: str
     default: xtractuniversal.tls gate
+  journal_name:
+    description:
+      - The journal of the C(xtractuniversal.tls.renew) role (see M(xtractuniversal.tls.xu_journal)). A journal
+        left on the host means a renewal was interrupted; it is returned in RV(journal) and reported as a problem.
+    type: str
+    default: renew
   expiry_warning_days:
     description:
       - Report a problem when a bound certificate expires in fewer days than this.
@@ -79,7 +85,7 @@ installed:
   returned: always
   type: bool
 product:
-  description: The product profile used and the installed version (from C(config\\version.txt)).
+  description: The product profile used and the installed version (from C(config\version.txt)).
   returned: always
   type: dict
   sample: {"name": "xtract_universal", "title": "Xtract Universal", "version": "6.8.1.2"}
@@ -143,7 +149,7 @@ web_server:
     certificate:
       description:
         - Details of the configured certificate, or null when TLS is off. C(in_store) is false for a
-          certificate missing from C(LocalMachine\\My); its details then come from what the port serves, if anything.
+          certificate missing from C(LocalMachine\My); its details then come from what the port serves, if anything.
       type: dict
       sample: {"thumbprint": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6", "subject": "CN=xu01.example.com",
                "issuer": "CN=Example CA", "serial_number": "1A2B", "not_before": "2026-01-01T00:00:00Z",
@@ -189,7 +195,7 @@ thumbprint_references:
   sample: [{"file": "C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json", "path": "WebServer.Certificate.Thumbprint",
             "value": "ad3b9b0c9f6e3f1a2b3c4d5e6f708192a3b4ece6", "thumbprint": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"}]
 store_certificates:
-  description: Every certificate in C(LocalMachine\\My), newest expiry first, in brief.
+  description: Every certificate in C(LocalMachine\My), newest expiry first, in brief.
   returned: always
   type: list
   elements: dict
@@ -198,6 +204,11 @@ gate:
   returned: always
   type: dict
   sample: {"state": "open", "rules": [], "auto_open": null}
+journal:
+  description: The content of the journal named by O(journal_name), or null when there is none.
+  returned: always
+  type: dict
+  sample: {"step": "tls_off", "old_thumbprint": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"}
 problems:
   description: Everything that needs attention, in words. Also returned as warnings.
   returned: always

@@ -87,6 +87,8 @@ class Snapshot:
     gate_task: dict[str, Any] | None
     probes: dict[str, Probe] = field(default_factory=dict)
     read_errors: list[str] = field(default_factory=list)
+    # The renewal journal ({exists, content}), when the caller asked for it.
+    journal: dict[str, Any] | None = None
 
     @property
     def installed(self) -> bool:
@@ -199,18 +201,25 @@ def read_operations(profile: ProductProfile, gate_group: str) -> list[Operation]
     ]
 
 
-def read_snapshot(agent: AgentClient, profile: ProductProfile, gate_group: str, *, probe: bool = True) -> Snapshot:
+def read_snapshot(
+    agent: AgentClient, profile: ProductProfile, gate_group: str, *, probe: bool = True, journal_name: str | None = None
+) -> Snapshot:
     """Read everything the modules judge from, in one remote call where possible."""
     operations = read_operations(profile, gate_group)
+    base = len(operations)
     planned = planned_probes(profile.web_http_port, profile.web_https_port, profile.config_server_port)
     if probe:
         operations += probe_operations(planned)
+    if journal_name is not None:
+        operations.append(Operation("journal_read", {"name": journal_name}))
     results = agent.call(operations, stop_on_error=False)
     discover = results[0].value()
     snapshot = _build(profile, discover, results)
+    if journal_name is not None:
+        snapshot.journal = results[-1].value()
     if probe and snapshot.tls is not None:
         wanted = planned_probes(snapshot.tls.web_http_port, snapshot.tls.web_https_port, snapshot.tls.config_server_port)
-        probe_results = results[4:]
+        probe_results = results[base:base + len(planned)]
         if wanted != planned:
             probe_results = agent.call(probe_operations(wanted), stop_on_error=False)
             planned = wanted

@@ -9,6 +9,7 @@ from typing import Any
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import check_group_name
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import check_journal_name, parse_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import resolve_profile
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import find_thumbprint_references
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Snapshot, read_snapshot
@@ -21,7 +22,8 @@ def run_tls_info(run: ModuleRun) -> dict[str, Any]:
         gate_group = check_group_name(params["gate_rule_group"])
     except ValueError as e:
         raise XuError(str(e)) from e
-    snapshot = read_snapshot(run.agent, profile, gate_group)
+    journal_name = check_journal_name(params["journal_name"])
+    snapshot = read_snapshot(run.agent, profile, gate_group, journal_name=journal_name)
     report = build_report(snapshot, fqdn=params.get("fqdn") or snapshot.fqdn, expiry_warning_days=params["expiry_warning_days"])
     for problem in report["problems"]:
         run.warn(f"{run.host}: {problem}" if run.host else problem)
@@ -151,6 +153,13 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
     ]
     if report["gate"]["state"] == "closed":
         problems.append("the maintenance gate is closed: the XU ports are blocked for outside clients")
+    report["journal"] = parse_journal(snapshot.journal)
+    if report["journal"] is not None:
+        step = report["journal"].get("step", "unknown")
+        problems.append(
+            f"an interrupted run left its journal (step {step});"
+            " the next run of the renew role completes or rolls it back"
+        )
     if snapshot.service and snapshot.service.get("state") != "Running":
         problems.append(f"the service is {snapshot.service.get('state')}")
     report["problems"] = problems

@@ -39,9 +39,11 @@ class FakeHost:
     http_ports: set[int] = field(default_factory=set)
     rules: list[dict[str, Any]] = field(default_factory=list)
     task: dict[str, Any] | None = None
+    task_group: str | None = None
     service_state: str = "Running"
     service_found: bool = True
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    journals: dict[str, str] = field(default_factory=dict)
     calls: list[list[dict[str, Any]]] = field(default_factory=list)
     answer_override: Callable[[str, bytes], tuple[int, str, str]] | None = None
 
@@ -121,3 +123,29 @@ class FakeHost:
         if port in self.http_ports:
             return {"connected": True, "tls_error": None, "der_b64": None, "http_status": 200, "http_body": "{}", "error": None}
         return {"connected": False, "tls_error": None, "der_b64": None, "http_status": None, "http_body": None, "error": "refused"}
+
+    def op_fw_set(self, args: dict[str, Any]) -> dict[str, Any]:
+        removed = len(self.rules)
+        self.rules = [dict(rule) for rule in args["rules"]]
+        return {"removed": removed, "added": len(self.rules)}
+
+    def op_task_register(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.task = {"name": args["name"], "state": "Ready", "next_run_utc": args["run_at_utc"], "description": args["description"]}
+        self.task_group = args["fw_group_to_remove"]
+        return {"registered": True}
+
+    def op_task_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        removed = self.task is not None
+        self.task = None
+        return {"removed": removed}
+
+    def op_journal_read(self, args: dict[str, Any]) -> dict[str, Any]:
+        content = self.journals.get(args["name"])
+        return {"exists": content is not None, "content": content}
+
+    def op_journal_write(self, args: dict[str, Any]) -> dict[str, Any]:
+        if args["content"] is None:
+            self.journals.pop(args["name"], None)
+        else:
+            self.journals[args["name"]] = args["content"]
+        return {"path": f"C:\\ProgramData\\xtractuniversal.tls\\{args['name']}.json"}
