@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,13 +188,14 @@ def planned_probes(web_http: int, web_https: int, config: int | None) -> dict[st
     return probes
 
 
-def read_operations(profile: ProductProfile, gate_group: str) -> list[Operation]:
+def read_operations(profile: ProductProfile, gate_group: str, extra_files: Sequence[str] = ()) -> list[Operation]:
+    """The read call's operations; ``extra_files`` (relative to the install dir, or absolute) are read too."""
     return [
         Operation("discover", {
             "service_display_name": profile.service_display_name,
             "service_name": profile.service_name,
             "install_dir": profile.install_dir if profile.install_dir_explicit else None,
-            "files": profile.settings_files,
+            "files": [*profile.settings_files, *(f for f in extra_files if f not in profile.settings_files)],
         }),
         Operation("cert_list", {"store": "My", "thumbprints": None}),
         Operation("fw_get", {"group": gate_group}),
@@ -202,10 +204,16 @@ def read_operations(profile: ProductProfile, gate_group: str) -> list[Operation]
 
 
 def read_snapshot(
-    agent: AgentClient, profile: ProductProfile, gate_group: str, *, probe: bool = True, journal_name: str | None = None
+    agent: AgentClient,
+    profile: ProductProfile,
+    gate_group: str,
+    *,
+    probe: bool = True,
+    journal_name: str | None = None,
+    extra_files: Sequence[str] = (),
 ) -> Snapshot:
     """Read everything the modules judge from, in one remote call where possible."""
-    operations = read_operations(profile, gate_group)
+    operations = read_operations(profile, gate_group, extra_files)
     base = len(operations)
     planned = planned_probes(profile.web_http_port, profile.web_https_port, profile.config_server_port)
     if probe:

@@ -58,14 +58,7 @@ def calls_since(lab: Lab, count: int) -> list[list[str]]:
     return [event["ops"] for event in lab.events(HOST, "remote_call")[count:]]
 
 
-def test_close_check_idempotence_diff_and_open(lab_factory: Any, tmp_path: pathlib.Path) -> None:
-    lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy")
-    initial = lab.state(HOST)
-    assert group_rules(initial) == [] and exposure(initial) == dict.fromkeys(XU_PORTS, "open")
-    assert https_version(lab, OUTSIDE_CLIENT) == 200
-    close = gate_task(state="closed", allow_from=[ALLOWED_CLIENT], auto_open_after=30)
-
-    # Check mode: one read, nothing else; the host is byte-identical.
+def check_mode_changes_nothing(lab: Lab, close: dict[str, Any], initial: dict[str, Any], tmp_path: pathlib.Path) -> None:
     run = lab.playbook([close], check=True, tmp_path=tmp_path)
     assert run.rc == 0, run.stdout + run.stderr
     result = run.of(HOST, "gate")
@@ -74,7 +67,9 @@ def test_close_check_idempotence_diff_and_open(lab_factory: Any, tmp_path: pathl
     assert calls_since(lab, 0) == [READ_OPS]
     assert lab.events(HOST, "firewall") == [] and lab.events(HOST, "task") == []
 
-    # Closed for real, with --diff: one read and one apply.
+
+def close_with_diff(lab: Lab, close: dict[str, Any], initial: dict[str, Any], tmp_path: pathlib.Path) -> dict[str, Any]:
+    """Close for real: one read and one apply; returns the module's result."""
     run = lab.playbook([close], diff=True, tmp_path=tmp_path)
     assert run.rc == 0, run.stdout + run.stderr
     result = run.of(HOST, "gate")
@@ -100,22 +95,23 @@ def test_close_check_idempotence_diff_and_open(lab_factory: Any, tmp_path: pathl
     assert result["diff"]["after"]["rules"][0]["remote_addresses"] == rule["remote_addresses"]
     assert "+    state: closed" in run.stdout and f"+        name: {GROUP} block" in run.stdout
     assert f"+        task: {TASK}" in run.stdout
+    return result
 
-    # The gate really filters: an outside client is refused, the allow-listed one gets through.
-    assert https_version(lab, OUTSIDE_CLIENT) is None
-    assert https_version(lab, ALLOWED_CLIENT) == 200
 
-    # Idempotent: one read, no change, the same deadline.
+def rerun_changes_nothing(lab: Lab, close: dict[str, Any], closed: dict[str, Any], tmp_path: pathlib.Path) -> None:
+    state = lab.state(HOST)
     run = lab.playbook([close], diff=True, tmp_path=tmp_path)
     assert run.rc == 0, run.stdout + run.stderr
     again = run.of(HOST, "gate")
     assert again["changed"] is False
     assert calls_since(lab, 3) == [READ_OPS]
     assert lab.state(HOST) == state
-    assert again["auto_open"] == result["auto_open"]
+    # The deadline set when the gate closed stays.
+    assert again["auto_open"] == closed["auto_open"]
     assert again["diff"]["before"] == again["diff"]["after"]
 
-    # Open: the rule and the task are gone, every port is open again.
+
+def open_twice(lab: Lab, initial: dict[str, Any], tmp_path: pathlib.Path) -> None:
     opening = gate_task(state="open")
     run = lab.playbook([opening], diff=True, tmp_path=tmp_path)
     assert run.rc == 0, run.stdout + run.stderr
@@ -128,17 +124,33 @@ def test_close_check_idempotence_diff_and_open(lab_factory: Any, tmp_path: pathl
     assert exposure(state) == dict.fromkeys(XU_PORTS, "open")
     assert [e["action"] for e in lab.events(HOST, "task")] == ["registered", "removed"]
     assert f"-        name: {GROUP} block" in run.stdout
-    assert https_version(lab, OUTSIDE_CLIENT) == 200
 
     run = lab.playbook([opening], tmp_path=tmp_path)
     assert run.of(HOST, "gate")["changed"] is False
     assert calls_since(lab, 6) == [["fw_get", "task_get"]]
 
 
+def test_close_check_idempotence_diff_and_open(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy")
+    initial = lab.state(HOST)
+    assert group_rules(initial) == [] and exposure(initial) == dict.fromkeys(XU_PORTS, "open")
+    assert https_version(lab, OUTSIDE_CLIENT) == 200
+    close = gate_task(state="closed", allow_from=[ALLOWED_CLIENT], auto_open_after=30)
+
+    check_mode_changes_nothing(lab, close, initial, tmp_path)
+    closed = close_with_diff(lab, close, initial, tmp_path)
+    # The gate really filters: an outside client is refused, the allow-listed one gets through.
+    assert https_version(lab, OUTSIDE_CLIENT) is None
+    assert https_version(lab, ALLOWED_CLIENT) == 200
+    rerun_changes_nothing(lab, close, closed, tmp_path)
+    open_twice(lab, initial, tmp_path)
+    assert https_version(lab, OUTSIDE_CLIENT) == 200
+
+
 def test_bad_inputs_touch_nothing(lab_factory: Any, tmp_path: pathlib.Path) -> None:
     lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy")
     initial = lab.state(HOST)
-    cases = {
+    cases: dict[str, tuple[dict[str, Any], str]] = {
         "winrm port": ({"state": "closed", "ports": [8165, 5985]}, "5985 is the WinRM over HTTP management port"),
         "bad cidr": ({"state": "closed", "allow_from": ["10.0.0.0/33"]}, "allow_from: '10.0.0.0/33' is not an IP address"),
         "bad group": ({"state": "closed", "rule_group": "gate/1"}, "rule_group: gate rule group 'gate/1' must be"),

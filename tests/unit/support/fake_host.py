@@ -96,7 +96,7 @@ class FakeHost:
                     "full_path": f"{INSTALL_DIR}\\{path}",
                     "exists": path in self.files,
                     "content": self.files.get(path),
-                    "sha256": "0" * 64 if path in self.files else None,
+                    "sha256": hashlib.sha256(self.files[path].encode()).hexdigest() if path in self.files else None,
                 }
                 for path in args["files"]
             ],

@@ -1,0 +1,91 @@
+#!/usr/bin/python
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# The module runs on the controller: see plugins/action/xu_tls_restore.py.
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: xu_tls_restore
+short_description: Put an XU settings file back from a backup, byte for byte
+version_added: 0.1.0
+description:
+  - Restores a settings file (by default C(config\servers\tls.json)) from a backup that
+    M(xtractuniversal.tls.xu_tls_binding) or M(xtractuniversal.tls.xu_cert_swap) made, restarts the service,
+    and checks that the ports serve what the restored settings name.
+  - This is the undo step of multi-step runs such as the C(xtractuniversal.tls.renew) role, which record the
+    backup in their journal (see M(xtractuniversal.tls.xu_journal)).
+  - One remote call reads the state, one more restores and restarts.
+extends_documentation_fragment:
+  - xtractuniversal.tls.attributes
+  - xtractuniversal.tls.product
+options:
+  backup_file:
+    description:
+      - The backup on the host, as an absolute path (the C(backup_file) another module returned).
+    type: str
+    required: true
+  path:
+    description:
+      - The settings file to restore, relative to the install dir or absolute.
+    type: str
+    default: config\servers\tls.json
+  restart:
+    description:
+      - C(if_changed) restarts the service when the file was restored; C(always) also when it already matched;
+        C(never) only restores (the service keeps serving its current settings until it restarts).
+    type: str
+    choices: [never, if_changed, always]
+    default: if_changed
+  wait_timeout:
+    description:
+      - Seconds to wait for the service and its ports after the restart.
+    type: int
+    default: 120
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+    details: A file that already equals the backup is left alone; O(restart=always) restarts every time.
+author:
+  - xtractuniversal.tls maintainers (@xtractuniversal)
+"""
+
+EXAMPLES = r"""
+- name: Undo a change
+  xtractuniversal.tls.xu_tls_restore:
+    backup_file: "{{ binding.backup_file }}"
+"""
+
+RETURN = r"""
+path:
+  description: The settings file on the host.
+  returned: always
+  type: str
+  sample: C:\Program Files\XtractUniversal\config\servers\tls.json
+backup_file:
+  description: The backup restored from.
+  returned: always
+  type: str
+restored:
+  description: Whether the file differed from the backup (and was, or in check mode would be, restored).
+  returned: always
+  type: bool
+restarted:
+  description: Whether the service was restarted.
+  returned: always
+  type: bool
+restart_required:
+  description: The file was restored but not put in force (O(restart=never)).
+  returned: always
+  type: bool
+served:
+  description: The thumbprint each checked port serves after the restart (null for a plain HTTP port).
+  returned: when restarted
+  type: dict
+  sample: {"web_https": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6", "config_server": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"}
+"""

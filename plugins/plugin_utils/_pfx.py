@@ -1,0 +1,219 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PFX (PKCS#12) files judged on the controller, before anything reaches a host. Private to this collection.
+
+``open_pfx`` opens the file (password, private key, the certificate that carries it);
+``judge_pfx`` judges what is inside: validity window, Server Authentication EKU, and the
+chain, signature by signature, up to a root in the PFX or in a CA bundle (``ca_path``).
+The host's name is judged separately (``san_problem``), since it may only be known after
+the host has been read.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+except ImportError as e:  # the action base reports the missing library before any of this runs
+    PFX_IMPORT_ERROR: ImportError | None = e
+else:
+    PFX_IMPORT_ERROR = None
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import CertificateFacts, facts_of, iso
+
+# Deeper chains than this are not built by any public CA; the bound stops loops of cross-signed certificates.
+MAX_CHAIN_LENGTH = 8
+
+
+class PfxError(ValueError):
+    """A PFX or CA bundle that cannot be used; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class OpenedPfx:
+    """What a PFX holds: the certificate that carries the private key, and the others."""
+
+    certificate: x509.Certificate
+    others: tuple[x509.Certificate, ...]
+    friendly_name: str | None
+
+    @property
+    def facts(self) -> CertificateFacts:
+        return facts_of(self.certificate)
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """One issuer above the leaf, and where it was found (``pfx`` or ``ca_path``)."""
+
+    facts: CertificateFacts
+    source: str
+
+    def to_result(self) -> dict[str, str]:
+        return {"subject": self.facts.subject, "thumbprint": self.facts.thumbprint, "not_after": iso(self.facts.not_after), "source": self.source}
+
+
+@dataclass(frozen=True)
+class PfxJudgement:
+    """The verdict on a PFX. ``errors`` always fail; the EKU problem fails only when asked to be strict."""
+
+    leaf: CertificateFacts
+    chain: tuple[ChainLink, ...]
+    trusted_by: str | None  # "pfx" (a root inside the file), "ca_path", or None when the chain stops short
+    errors: tuple[str, ...] = ()
+    eku_problem: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def thumbprint(self) -> str:
+        return self.leaf.thumbprint
+
+    def to_result(self, now: datetime.datetime, fqdn: str | None) -> dict[str, Any]:
+        details = self.leaf.to_result(now, fqdn)
+        details["chain"] = [link.to_result() for link in self.chain]
+        details["chain_trusted_by"] = self.trusted_by
+        return details
+
+
+def open_pfx(data: bytes, password: str | None, source: str = "the PFX") -> OpenedPfx:
+    """Open a PFX with its password; PfxError when it is not one, the password is wrong, or the key is missing."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        raise PfxError(f"{source} is a PEM file, not a PFX (PKCS#12); convert it with `openssl pkcs12 -export`")
+    # A PFX without a password may be encrypted with an empty one or with none at all; both are tried.
+    attempts = [password.encode("utf-8")] if password else [None, b""]
+    bundle = None
+    for attempt in attempts:
+        try:
+            bundle = pkcs12.load_pkcs12(data, attempt)
+        except ValueError:
+            continue
+        break
+    if bundle is None:
+        if password:
+            raise PfxError(f"Unable to open {source}: the password (pfx_password) is wrong, or the file is not a PFX (PKCS#12)")
+        raise PfxError(f"Unable to open {source} without a password: set pfx_password, or check that the file is a PFX (PKCS#12)")
+    others = tuple(item.certificate for item in bundle.additional_certs)
+    if bundle.key is None:
+        raise PfxError(f"{source} holds no private key; export the certificate together with its private key")
+    if bundle.cert is None:
+        # cryptography pairs the key with the certificate whose public key it matches; none did.
+        subjects = ", ".join(c.subject.rfc4514_string() for c in others) or "none"
+        raise PfxError(f"The private key in {source} belongs to none of its certificates ({subjects}); export the certificate with its own key")
+    certificate = bundle.cert.certificate
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if bundle.key.public_key().public_bytes(serialization.Encoding.DER, spki) != certificate.public_key().public_bytes(serialization.Encoding.DER, spki):
+        raise PfxError(f"The private key in {source} does not match its certificate {certificate.subject.rfc4514_string()}")
+    friendly_name = bundle.cert.friendly_name.decode("utf-8", errors="replace") if bundle.cert.friendly_name else None
+    return OpenedPfx(certificate, others, friendly_name)
+
+
+def load_ca_bundle(pem: bytes, source: str = "ca_path") -> tuple[x509.Certificate, ...]:
+    """Every certificate of a PEM bundle; PfxError when there is none."""
+    try:
+        certificates = tuple(x509.load_pem_x509_certificates(pem))
+    except ValueError as e:
+        raise PfxError(f"{source} is not a PEM bundle of CA certificates: {e}") from e
+    return certificates
+
+
+def san_problem(leaf: CertificateFacts, fqdn: str | None) -> str | None:
+    """What is wrong with the certificate's names for this host, None when they fit or the host is unknown."""
+    if leaf.covers(fqdn) is False:
+        names = ", ".join(leaf.dns_names) or "no DNS names"
+        return f"the certificate {leaf.thumbprint} does not name {fqdn} in its Subject Alternative Name ({names})"
+    return None
+
+
+def eku_problem(leaf: CertificateFacts) -> str | None:
+    if leaf.server_auth:
+        return None
+    return f"the certificate {leaf.thumbprint} lacks the Server Authentication extended key usage that a TLS server certificate needs"
+
+
+def validity_errors(facts: CertificateFacts, now: datetime.datetime, what: str) -> list[str]:
+    if facts.is_expired(now):
+        return [f"{what} {facts.subject} ({facts.thumbprint}) expired on {iso(facts.not_after)}"]
+    if facts.is_not_yet_valid(now):
+        return [f"{what} {facts.subject} ({facts.thumbprint}) is not valid before {iso(facts.not_before)}"]
+    return []
+
+
+def _signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool | None:
+    """True when ``issuer``'s key verifies ``certificate``'s signature; None when the names do not even match."""
+    if certificate.issuer != issuer.subject:
+        return None
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def judge_pfx(opened: OpenedPfx, *, now: datetime.datetime, ca_bundle: tuple[x509.Certificate, ...] | None) -> PfxJudgement:
+    """Judge the certificate of an opened PFX and its chain.
+
+    Each issuer must have signed the certificate below it. The chain must end at a
+    self-signed root inside the PFX, or, with ``ca_bundle``, at a certificate of the
+    bundle. Without a bundle, a chain that stops short of a root is only noted: the host
+    may well hold the missing certificates.
+    """
+    leaf = opened.facts
+    errors = validity_errors(leaf, now, "the certificate")
+    notes: list[str] = []
+    anchors = {_der(c): c for c in ca_bundle or ()}
+    pool = [*anchors.values(), *(c for c in opened.others if _der(c) not in anchors)]
+    chain: list[ChainLink] = []
+    trusted_by: str | None = None
+    broken = False
+    current = opened.certificate
+    for _depth in range(MAX_CHAIN_LENGTH):
+        if _der(current) in anchors:
+            trusted_by = "ca_path"
+            break
+        if current.issuer == current.subject and _signed_by(current, current):
+            if not anchors:
+                trusted_by = "pfx"
+                if not chain:
+                    notes.append(f"the certificate {leaf.thumbprint} is self-signed: clients must be told to trust it")
+            break
+        verdicts = [(candidate, _signed_by(current, candidate)) for candidate in pool if _der(candidate) != _der(current)]
+        issuer = next((candidate for candidate, signed in verdicts if signed), None)
+        if issuer is None:
+            broken = any(signed is False for _candidate, signed in verdicts)
+            if broken:
+                errors.append(
+                    f"the signature of {current.subject.rfc4514_string()} does not verify with the key of its issuer"
+                    f" {current.issuer.rfc4514_string()} as found in the PFX or ca_path: the chain is broken"
+                )
+            break
+        link = ChainLink(facts_of(issuer), "ca_path" if _der(issuer) in anchors else "pfx")
+        errors += validity_errors(link.facts, now, "the issuing certificate")
+        chain.append(link)
+        current = issuer
+    else:
+        broken = True
+        errors.append(f"the chain of {leaf.subject} is longer than {MAX_CHAIN_LENGTH} certificates")
+    if trusted_by is None and not broken:
+        top = current.issuer.rfc4514_string()
+        if anchors:
+            errors.append(f"the chain of {leaf.subject} does not lead to a certificate in ca_path (it stops at {top}); give the CA bundle that issued it")
+        else:
+            notes.append(f"the PFX does not carry the root of its chain (it stops at {top}); set ca_path to check the chain against your CA")
+    return PfxJudgement(
+        leaf=leaf,
+        chain=tuple(chain),
+        trusted_by=trusted_by,
+        errors=tuple(errors),
+        eku_problem=eku_problem(leaf),
+        notes=tuple(notes),
+    )
