@@ -13,13 +13,13 @@ version_added: 0.1.0
 description:
   - Sets the web server's protocol (HTTP or one of the three HTTPS choices of the Designer's B(Web Server) tab),
     the web server's certificate and the configuration server's certificate of an Xtract Universal (or Board
-    Connector, or yunIO) server, in C(config\\servers\\tls.json).
-  - Reads the host in one remote call and judges everything on the controller before anything is changed:
-    every certificate the resulting settings use (and every certificate given) must be in C(LocalMachine\\My),
+    Connector, or yunIO) server, in C(config\servers\tls.json).
+  - Reads the host in one remote call and judges everything on the controller before anything is changed.
+    Every certificate the resulting settings use (and every certificate given) must be in C(LocalMachine\My),
     have a private key the service account can read, and be valid now. A certificate whose Subject Alternative
     Name does not cover O(fqdn), or that lacks the Server Authentication extended key usage, is warned about
     (or refused with O(strict_san=true)). The web server is never left on HTTPS without a certificate.
-  - Applies in one more remote call: grants the service account read access to private keys (with
+  - Applies in one more remote call. It grants the service account read access to private keys (with
     O(grant_key_access=true)), writes C(tls.json) atomically with a backup, restarts the service, waits until
     its ports answer, and checks the certificate each TLS port really presents. When the service does not come
     back, or serves the wrong certificate, the backup is restored and the service restarted once more (a third
@@ -40,7 +40,7 @@ attributes:
   idempotent:
     support: full
     details:
-      - A second run with the same options changes nothing and reports RV(changed=false).
+      - A second run with the same options changes nothing and reports C(changed=false).
       - With O(restart=always) the service is restarted on every run, which is reported as a change.
 options:
   web_protocol:
@@ -54,7 +54,7 @@ options:
     choices: [http_unrestricted, https_unrestricted, https_ad_users, https_custom_users]
   web_certificate:
     description:
-      - The thumbprint of the web server's certificate, which must be in C(LocalMachine\\My).
+      - The thumbprint of the web server's certificate, which must be in C(LocalMachine\My).
       - Accepted as pasted from anywhere, for example from the certificate dialog of Windows (with its invisible
         left-to-right mark), with spaces or colons, in lower case.
       - With the web server on HTTP the certificate is stored for later, with a warning.
@@ -63,9 +63,9 @@ options:
   config_server_certificate:
     description:
       - The thumbprint of the configuration server's certificate, used when the Designer connects with
-        C(Custom credentials (TLS encryption)). Accepted in the same forms as O(web_certificate).
+        "Custom credentials (TLS encryption)". Accepted in the same forms as O(web_certificate).
       - The module does not change the configuration server's authentication. When it is not
-        C(Custom credentials (TLS encryption)), the certificate is stored for later, with a warning.
+        "Custom credentials (TLS encryption)", the certificate is stored for later, with a warning.
       - Omitted, the certificate is left as it is.
     type: str
   restart:
@@ -113,7 +113,8 @@ notes:
   - The layout of C(tls.json) is not documented by the vendor; O(settings_map) says where each setting lives.
     Missing objects along a path are created. When a certificate's thumbprint sits in an object that also names
     the store (C(StoreLocation), C(StoreName), as in the assumed layout), those are set to C(LocalMachine) and
-    C(My); an object the module creates gets them too.
+    C(My). A C(Certificate) object the module creates for a path ending in C(Certificate.Thumbprint) (the
+    assumed layout's certificate reference) gets them too.
   - Thumbprints are written as 40 upper-case hexadecimal digits. A thumbprint already in the settings in another
     form (for example in lower case) is left as it is.
   - The settings file is written only when its content changes, keeping its indentation and line ends. Every write is
@@ -205,7 +206,7 @@ restart_required:
 served:
   description:
     - What each answering port presents, probed from the host after the restart (or, without a restart, when the
-      host was read): the certificate's thumbprint for a TLS port, null for a plain HTTP or TCP port.
+      host was read). A TLS port shows the thumbprint of its certificate, a plain HTTP or TCP port shows null.
     - C(web_http) and C(web_https) are the web server's ports, C(config_server) the configuration server's.
   returned: success
   type: dict

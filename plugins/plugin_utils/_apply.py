@@ -45,6 +45,7 @@ class Expectation:
     tls: bool
     thumbprint: str | None  # the certificate a TLS port must present
     http_path: str | None = None
+    http_statuses: tuple[int, ...] = (200,)  # answers to GET http_path that show the server works
 
     def judge(self, probe: Probe) -> str | None:
         """None when the port serves what it should, else what is wrong."""
@@ -54,16 +55,23 @@ class Expectation:
             served = probe.certificate.thumbprint if probe.certificate else None
             if served != self.thumbprint:
                 return f"port {self.port} serves {served or 'no TLS certificate'}, expected {self.thumbprint}"
-        if self.http_path and probe.http_status != 200:
-            return f"GET {self.http_path} on port {self.port} answered {probe.http_status}, expected 200"
+        if self.http_path and probe.http_status not in self.http_statuses:
+            expected = " or ".join(str(status) for status in self.http_statuses)
+            return f"GET {self.http_path} on port {self.port} answered {probe.http_status}, expected {expected}"
         return None
+
+
+# Whether XU's restricted modes ask for credentials on /version is not documented: an
+# authentication challenge there still shows the web server is up (the handshake showed the certificate).
+RESTRICTED_WEB_STATUSES = (200, 401, 403)
 
 
 def expectations_for(state: TlsState) -> list[Expectation]:
     """What a healthy service configured as ``state`` serves: the web server and the configuration server."""
     expected = []
     if state.web_uses_tls:
-        expected.append(Expectation("web_https", state.web_https_port, True, state.web_certificate, "/version"))
+        statuses = (200,) if state.web_protocol == "https_unrestricted" else RESTRICTED_WEB_STATUSES
+        expected.append(Expectation("web_https", state.web_https_port, True, state.web_certificate, "/version", statuses))
     else:
         expected.append(Expectation("web_http", state.web_http_port, False, None, "/version"))
     if state.config_server_port is not None:
@@ -151,7 +159,12 @@ def apply_changes(
     for result in outcome.pre_results:
         result.value()  # a failed preparation: nothing was written yet
     write_results = results[len(pre_ops):len(pre_ops) + len(changes)]
-    written = [change for change, result in zip(changes, write_results, strict=True) if result.ok]
+    written = []
+    for change, result in zip(changes, write_results, strict=True):
+        if result.ok:
+            written.append(_as_written(change, result.result or {}))
+            # The host says whether it kept a backup: a file missing at write time has none.
+            backups[change.path] = (result.result or {}).get("backup_path")
     failed_write = next((r for r in write_results if not r.ok), None)
     if failed_write is not None:
         error = _error_text(failed_write)
@@ -169,6 +182,13 @@ def apply_changes(
             _roll_back(agent, written=written, backups=backups, restart=restart, previous=previous, reason=problem)
     outcome.post_results = results[len(results) - len(post_ops):] if post_ops else []
     return outcome
+
+
+def _as_written(change: FileChange, result: dict[str, Any]) -> FileChange:
+    """The change as the host carried it out: without a previous file, a rollback removes the file."""
+    if result.get("previous_sha256") is None and change.before is not None:
+        return FileChange(change.path, None, change.after, None)
+    return change
 
 
 def _error_text(result: OperationResult) -> str:
@@ -205,8 +225,9 @@ def _roll_back(
             operations.append(Operation("file_remove", {"path": change.path, "backup_path": None}))
         else:
             # No backup was asked for: the content read before is written back.
-            operations.append(Operation("file_write", {"path": change.path, "content": change.before,
-                                                        "backup_path": None, "expected_sha256": None}))
+            operations.append(Operation("file_write", {
+                "path": change.path, "content": change.before, "backup_path": None, "expected_sha256": None,
+            }))
     checks = previous or []
     if restart is not None:
         operations.append(Operation("service_restart", {
@@ -232,11 +253,10 @@ def _roll_back(
             f"{reason}; the rollback restored {len(restored)} file(s) but: {'; '.join(failures)}",
             rolled_back=False, restored_files=restored, rollback_problems=failures,
         )
-    raise ChangeFailed(
-        f"{reason}; rolled back: restored {', '.join(restored) or 'nothing'}"
-        + (" and restarted the service, which serves its previous certificates again" if restart is not None else ""),
-        rolled_back=True, restored_files=restored,
-    )
+    restarted = ""
+    if restart is not None:
+        restarted = " and restarted the service" + (", which serves its previous certificates again" if checks else "")
+    raise ChangeFailed(f"{reason}; rolled back: restored {', '.join(restored) or 'nothing'}{restarted}", rolled_back=True, restored_files=restored)
 
 
 def settings_text(document: Any, original: str | None) -> str:

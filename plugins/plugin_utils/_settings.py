@@ -211,8 +211,9 @@ def read_tls_state(files: dict[str, SettingsFile], profile: ProductProfile) -> T
     if exists:
         web_raw = get_path(document, settings_map["web_protocol"])
         auth_raw = get_path(document, settings_map["config_server_authentication"])
-        web_protocol = _reverse(WEB_PROTOCOLS, web_raw)
-        authentication = _reverse(CONFIG_SERVER_AUTHENTICATIONS, auth_raw)
+        # A setting missing from the file is XU's default for it.
+        web_protocol = "http_unrestricted" if web_raw is None else _reverse(WEB_PROTOCOLS, web_raw)
+        authentication = "windows_credentials" if auth_raw is None else _reverse(CONFIG_SERVER_AUTHENTICATIONS, auth_raw)
         web_certificate = _thumbprint_or_none(get_path(document, settings_map["web_certificate"]))
         config_certificate = _thumbprint_or_none(get_path(document, settings_map["config_server_certificate"]))
     else:

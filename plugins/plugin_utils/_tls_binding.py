@@ -28,7 +28,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     settings_text,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, key_readable_by
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, RemoteError, XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     CONFIG_SERVER_AUTHENTICATIONS,
@@ -136,7 +136,7 @@ def _set_path(document: dict[str, Any], path: str, value: str) -> tuple[Any, boo
     node: Any = document
     created = False
     for position, token in enumerate(tokens[:-1]):
-        where = path if position == 0 else _prefix(tokens, position)
+        where = _prefix(tokens, position) or "the document"
         if isinstance(token, int):
             if not isinstance(node, list) or token >= len(node):
                 raise SettingsError(f"cannot set {path}: {where} has no item [{token}]; check settings_map")
@@ -146,7 +146,7 @@ def _set_path(document: dict[str, Any], path: str, value: str) -> tuple[Any, boo
                 created = True
         else:
             if not isinstance(node, dict):
-                raise SettingsError(f"cannot set {path}: {_prefix(tokens, position) or 'the document'} is not an object; check settings_map")
+                raise SettingsError(f"cannot set {path}: {where} is not an object; check settings_map")
             existing = _find_key(node, token)
             child = node.get(existing) if existing is not None else None
             if child is None:
@@ -170,6 +170,12 @@ def _prefix(tokens: list[str | int], length: int) -> str:
     for token in tokens[:length]:
         out += f"[{token}]" if isinstance(token, int) else ("." if out else "") + token
     return out
+
+
+def _is_reference_shape(path: str) -> bool:
+    """Whether the path ends in ``Certificate.Thumbprint``: the certificate reference of the assumed layout."""
+    tail = [token.lower() if isinstance(token, str) else token for token in split_path(path)[-2:]]
+    return tail == ["certificate", "thumbprint"]
 
 
 def _name_the_store(reference: Any, created: bool) -> None:
@@ -215,7 +221,7 @@ def rewrite_settings(document: Any, settings_map: dict[str, str], request: Bindi
         if _thumbprint_or_none(current) == thumbprint:
             continue
         reference, created = _set_path(new, settings_map[option], thumbprint)
-        _name_the_store(reference, created)
+        _name_the_store(reference, created and _is_reference_shape(settings_map[option]))
         changed.append(option)
     return new, changed
 
@@ -494,6 +500,11 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     except OperationError as e:
         # A preparation failed (stop_on_error): nothing after it ran.
         e.fields.update(rolled_back=False, changed=False)
+        raise
+    except RemoteError as e:
+        # No answer to the apply call: what the host did is unknown.
+        e.msg += "; whether the change was applied is not known: check the host with xtractuniversal.tls.xu_tls_info"
+        e.fields["rolled_back"] = False
         raise
     if plan.change is not None:
         result["backup_file"] = outcome.backups.get(plan.change.path)

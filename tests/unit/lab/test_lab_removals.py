@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lab.labkit import AgentCall, HostFactory, events, only_result, results, run
 
 from xulab.ca import pfx_key_provider
@@ -175,7 +173,6 @@ def test_an_imported_pfx_key_lands_in_a_legacy_csp(host_factory: HostFactory, ag
     run(scenario())
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_a_pfx_that_names_a_key_storage_provider_keeps_its_key_in_cng(tmp_path: Path) -> None:
     key, certificate = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(

@@ -127,3 +127,9 @@ def test_profile_overrides() -> None:
     assert profile.service_display_name == "BOARD Connector"
     assert profile.install_dir_explicit and not resolve_profile({}).install_dir_explicit
     assert resolve_profile({"product": "yunio"}).ports() == [8075, 8175]
+
+
+def test_settings_missing_from_an_existing_file_are_xu_defaults() -> None:
+    state = read_tls_state(files(**{"config\\servers\\tls.json": json.dumps({"WebServer": {}})}), XU)
+    assert state.tls_file_exists
+    assert state.web_protocol == "http_unrestricted" and state.config_server_authentication == "windows_credentials"

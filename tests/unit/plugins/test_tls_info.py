@@ -164,7 +164,7 @@ def test_missing_cryptography_is_a_clear_failure(monkeypatch: pytest.MonkeyPatch
 
 
 def test_an_interrupted_run_is_reported() -> None:
-    host, _ = healthy_host()
+    host, _thumbprint = healthy_host()
     host.journals["renew"] = json.dumps({"step": "tls_off", "old_thumbprint": "AB" * 20})
     result = run_action("xu_tls_info", {}, host)
     assert result["journal"] == {"step": "tls_off", "old_thumbprint": "AB" * 20}

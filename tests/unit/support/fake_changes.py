@@ -73,10 +73,12 @@ def read_setting(document: Any, path: str) -> Any:
     """The value at a dotted path (``A.B[0].C``), property names case-insensitive as XU reads them."""
     node = document
     for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
-        if index:
-            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
-        else:
+        if not index:
             node = _member(node, key)
+        elif isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return None
     return node
 
 

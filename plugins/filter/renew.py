@@ -1,0 +1,643 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The decisions of the C(xtractuniversal.tls.renew) role, as filters.
+
+The role's YAML only sequences module calls; every decision is made here, from the
+report of M(xtractuniversal.tls.xu_tls_info) and the role's journal, by pure functions
+that are unit-tested on their own:
+
+``renew_due``       whether a host's bound certificate needs renewing
+``renew_plan``      what the role does on a host: renew (and how), resume a journal, nothing, or why it cannot
+``renew_journal``   the role's journal with the step reached and what the step left (new thumbprint, backups)
+``renew_verify``    whether a host serves what a renewal (or a rollback) should have left
+``renew_resume``    what to do with the journal of an interrupted run: complete it or roll it back
+``renew_recovery``  the same after a failed step, preferring the rollback
+``renew_outcome``   the message and result of a failed host, from what the recovery did
+``renew_summary``   the per-host summary the role returns as facts and through set_stats
+
+Each filter has its documentation in ``plugins/filter/<name>.yml``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+MODES = ("replace", "reuse_key")
+STRATEGIES = ("documented", "minimal_outage")
+HTTPS_PROTOCOLS = ("https_unrestricted", "https_ad_users", "https_custom_users")
+TLS_FILE_SUFFIX = "\\servers\\tls.json"
+
+
+class RenewFilterError(ValueError):
+    """A filter was called with arguments it cannot work with (a bug in the caller, not a host state)."""
+
+
+# -- reading xu_tls_info's report ---------------------------------------------------------------
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _upper(value: Any) -> str | None:
+    return value.strip().upper() if isinstance(value, str) and value.strip() else None
+
+
+def tls_settings_file(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry of ``tls.json`` in the report's settings files (empty when the report has none)."""
+    for entry in info.get("settings_files") or []:
+        if str(_dict(entry).get("path") or "").lower().endswith(TLS_FILE_SUFFIX):
+            return _dict(entry)
+    return {}
+
+
+def store_entry(info: Mapping[str, Any], thumbprint: str | None) -> dict[str, Any] | None:
+    """A certificate of ``LocalMachine\\My`` as the report lists it, or None when it is not there."""
+    wanted = _upper(thumbprint)
+    if wanted is None:
+        return None
+    for entry in info.get("store_certificates") or []:
+        if _upper(_dict(entry).get("thumbprint")) == wanted:
+            return _dict(entry)
+    return None
+
+
+def usable(info: Mapping[str, Any], thumbprint: str | None) -> bool:
+    """Whether the service could start with the certificate: in the store, with a private key.
+
+    An unreadable key is granted on the way (the modules run with grant_key_access), and an
+    expired certificate is still served by XU, so neither makes a certificate unusable here.
+    """
+    entry = store_entry(info, thumbprint)
+    return bool(entry and entry.get("has_private_key"))
+
+
+def _served(info: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return _dict(_dict(info.get("served")).get(name))
+
+
+def _service_running(info: Mapping[str, Any]) -> bool:
+    return _dict(info.get("service")).get("state") == "Running"
+
+
+# -- due ----------------------------------------------------------------------------------------
+
+
+def _not_applicable(info: Mapping[str, Any]) -> str | None:
+    """Why the role has nothing to renew on this host, or None."""
+    if not info or info.get("failed"):
+        return f"the server's TLS state could not be read: {info.get('msg') if info else 'no report'}"
+    if not info.get("installed"):
+        return "Xtract Universal is not installed (no service or install dir found)"
+    web = _dict(info.get("web_server"))
+    if not web:
+        problems = info.get("problems") or []
+        return f"the TLS settings could not be read ({'; '.join(problems) or 'unknown reason'})"
+    if web.get("protocol") is None:
+        return f"the web server protocol {web.get('protocol_setting')!r} is not one this collection knows; check settings_map"
+    if not web.get("tls"):
+        return "TLS is off (the web server serves plain HTTP); the role renews certificates, it does not turn TLS on"
+    if not _upper(web.get("certificate_thumbprint")):
+        return "the web server uses HTTPS without a certificate; bind one with xu_tls_binding first"
+    return None
+
+
+def _certificate_due(role: str, certificate: Mapping[str, Any], thumbprint: str, before_days: float) -> str | None:
+    """Why one bound certificate needs renewing, or None."""
+    if not certificate.get("in_store"):
+        return f"the {role} certificate {thumbprint} is not in LocalMachine\\My: the next restart would fail"
+    if certificate.get("expired"):
+        return f"the {role} certificate {thumbprint} expired on {certificate.get('not_after')}"
+    days_left = certificate.get("days_left")
+    if isinstance(days_left, (int, float)) and days_left < before_days:
+        return f"the {role} certificate {thumbprint} expires in {days_left} days ({certificate.get('not_after')}), fewer than {before_days}"
+    return None
+
+
+def renew_due(info: Mapping[str, Any], before_days: float = 30, force: bool = False) -> dict[str, Any]:
+    """Whether the host's bound certificate needs renewing: {status, due, reason, old_thumbprint, days_left, not_after}.
+
+    ``status`` is ``due``, ``not_due`` or ``skip`` (nothing the role can renew: not installed,
+    unreadable, TLS off). A certificate is due when it expires in fewer than ``before_days``
+    days, has expired, or is missing from the store; ``force`` makes every TLS host due.
+    """
+    info = _dict(info)
+    reason = _not_applicable(info)
+    if reason is not None:
+        return {"status": "skip", "due": False, "reason": reason, "old_thumbprint": None, "days_left": None, "not_after": None}
+    web = _dict(info.get("web_server"))
+    old = _upper(web.get("certificate_thumbprint"))
+    assert old is not None  # checked by _not_applicable
+    certificate = _dict(web.get("certificate"))
+    config = _dict(info.get("config_server"))
+    checks = [("web server", certificate, old)]
+    config_thumbprint = _upper(config.get("certificate_thumbprint"))
+    if config.get("tls") and config_thumbprint and config_thumbprint != old:
+        checks.append(("configuration server", _dict(config.get("certificate")), config_thumbprint))
+    reasons = [r for role, cert, thumbprint in checks if (r := _certificate_due(role, cert, thumbprint, before_days))]
+    result = {"old_thumbprint": old, "days_left": certificate.get("days_left"), "not_after": certificate.get("not_after")}
+    if reasons:
+        return {"status": "due", "due": True, "reason": "; ".join(reasons), **result}
+    if force:
+        return {"status": "due", "due": True, "reason": "renewal forced (xu_renew_force)", **result}
+    return {
+        "status": "not_due", "due": False,
+        "reason": f"the certificate {old} expires in {certificate.get('days_left')} days, not fewer than {before_days}",
+        **result,
+    }
+
+
+# -- the plan -----------------------------------------------------------------------------------
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise RenewFilterError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return str(value)
+
+
+def _new_source(
+    info: Mapping[str, Any], old: str, new_thumbprint: Any, pfx_path: Any, pfx_content_given: bool
+) -> tuple[dict[str, Any], str | None]:
+    """Where replace mode takes the new certificate from, or why it cannot (the second value)."""
+    thumbprint = _upper(new_thumbprint)
+    if thumbprint is not None:
+        thumbprint = "".join(ch for ch in thumbprint if ch.isalnum())
+        entry = store_entry(info, thumbprint)
+        if thumbprint == old:
+            return {}, f"xu_renew_new_thumbprint {thumbprint} is the certificate already bound"
+        if entry is None:
+            return {}, f"xu_renew_new_thumbprint {thumbprint} is not in LocalMachine\\My on the host; import it first or give a PFX"
+        if not entry.get("has_private_key"):
+            return {}, f"the new certificate {thumbprint} has no private key in LocalMachine\\My"
+        if not isinstance(entry.get("days_left"), (int, float)) or entry["days_left"] < 0:
+            return {}, f"the new certificate {thumbprint} has expired ({entry.get('not_after')})"
+        if entry.get("san_covers_fqdn") is False:
+            return {}, f"the new certificate {thumbprint} does not name {info.get('fqdn')} in its Subject Alternative Name"
+        return {"source": "thumbprint", "new_thumbprint": thumbprint, "pfx_path": None}, None
+    if pfx_content_given:
+        return {"source": "pfx_content", "new_thumbprint": None, "pfx_path": None}, None
+    if isinstance(pfx_path, str) and pfx_path:
+        if not os.path.isfile(pfx_path):
+            return {}, f"no new certificate for this host: the PFX {pfx_path} does not exist on the controller"
+        return {"source": "pfx", "new_thumbprint": None, "pfx_path": pfx_path}, None
+    return {}, "no new certificate for this host: set xu_renew_pfx_path (a PFX per host) or xu_renew_new_thumbprint"
+
+
+def _renewal_blocker(info: Mapping[str, Any], old: str) -> str | None:
+    """Why AD CS cannot renew the bound certificate with its key, or None."""
+    web = _dict(info.get("web_server"))
+    certificate = _dict(web.get("certificate"))
+    advice = "; use xu_renew_mode: replace with a new certificate"
+    if not certificate.get("in_store"):
+        return f"the bound certificate {old} is not in LocalMachine\\My, so AD CS cannot renew it with its key" + advice
+    if not certificate.get("has_private_key"):
+        return f"the bound certificate {old} has no private key, so AD CS cannot renew it with the same key" + advice
+    if certificate.get("expired"):
+        return f"the bound certificate {old} has expired and a CA refuses to renew an expired certificate" + advice
+    if certificate.get("san_covers_fqdn") is False:
+        return f"the bound certificate {old} does not name {info.get('fqdn')} in its SAN, and a renewal keeps its names" + advice
+    return None
+
+
+def renew_plan(
+    info: Mapping[str, Any],
+    mode: str,
+    strategy: str = "documented",
+    before_days: float = 30,
+    force: bool = False,
+    new_thumbprint: Any = None,
+    pfx_path: Any = None,
+    pfx_content_given: bool = False,
+    ca_path: Any = None,
+    remove_old: bool = True,
+) -> dict[str, Any]:
+    """What the role does on one host, decided from xu_tls_info's report.
+
+    ``action``: ``resume`` (a journal of an interrupted run is on the host), ``renew``, ``none``
+    (not due, or nothing to renew) or ``blocked`` (due, but this mode cannot renew it).
+    The rest describes the renewal for the role's task files and for the journal.
+    """
+    mode = _check_choice("xu_renew_mode", mode, MODES)
+    strategy = _check_choice("xu_renew_strategy", strategy, STRATEGIES)
+    info = _dict(info)
+    due = renew_due(info, before_days, force)
+    web = _dict(info.get("web_server"))
+    config = _dict(info.get("config_server"))
+    old = due["old_thumbprint"]
+    config_tls = bool(config.get("tls"))
+    config_thumbprint = _upper(config.get("certificate_thumbprint"))
+    plan: dict[str, Any] = {
+        "action": "none",
+        "status": due["status"],
+        "reason": due["reason"],
+        "mode": mode,
+        "strategy": strategy,
+        "tasks": f"{mode}_{strategy}.yml",
+        "old_thumbprint": old,
+        "days_left": due["days_left"],
+        "not_after": due["not_after"],
+        "previous_web_protocol": web.get("protocol"),
+        "config_tls": config_tls,
+        "config_separate": bool(config_tls and config_thumbprint and config_thumbprint != old),
+        "http_port": web.get("http_port"),
+        "original_sha256": tls_settings_file(info).get("sha256"),
+        "tls_path": tls_settings_file(info).get("path"),
+        "fqdn": info.get("fqdn"),
+        "source": "adcs" if mode == "reuse_key" else None,
+        "new_thumbprint": None,
+        "pfx_path": None,
+        # reuse_key as documented turns TLS off: only behind the closed gate.
+        "close_gate": mode == "reuse_key" and strategy == "documented",
+        "remove_old": bool(remove_old) and mode == "replace",
+        "remove_old_in_swap": False,
+        "controller_check": bool(ca_path),
+    }
+    journal = info.get("journal")
+    if journal is not None:
+        plan.update(action="resume", reason=f"an interrupted run left its journal (step {_dict(journal).get('step', 'unknown')})")
+        return plan
+    if not due["due"]:
+        return plan
+    if mode == "replace":
+        source, blocker = _new_source(info, old, new_thumbprint, pfx_path, pfx_content_given)
+        plan.update(source)
+    else:
+        blocker = _renewal_blocker(info, old)
+    if blocker is not None:
+        plan.update(action="blocked", reason=f"{due['reason']}, but {blocker}")
+        return plan
+    # minimal_outage removes the old certificate in the swap's own remote call, right after the
+    # host has seen the new one served; with a controller check or a separate configuration server
+    # certificate to bind, the removal waits until everything is verified.
+    plan["remove_old_in_swap"] = plan["remove_old"] and strategy == "minimal_outage" and not plan["controller_check"] and not plan["config_separate"]
+    plan["action"] = "renew"
+    return plan
+
+
+# -- the journal --------------------------------------------------------------------------------
+
+
+def renew_journal_start(plan: Mapping[str, Any], run_id: str, started: str) -> dict[str, Any]:
+    """The journal written before a renewal changes anything: what a later run needs to complete or undo it."""
+    plan = _dict(plan)
+    return {
+        "run_id": run_id,
+        "mode": plan.get("mode"),
+        "strategy": plan.get("strategy"),
+        "step": "started",
+        "old_thumbprint": plan.get("old_thumbprint"),
+        "new_thumbprint": plan.get("new_thumbprint"),
+        "backup_files": {},
+        "previous_web_protocol": plan.get("previous_web_protocol"),
+        "config_tls": bool(plan.get("config_tls")),
+        "original_sha256": plan.get("original_sha256"),
+        "tls_path": plan.get("tls_path"),
+        "remove_old": bool(plan.get("remove_old")),
+        "gate": bool(plan.get("close_gate")),
+        "started": started,
+    }
+
+
+def renew_journal(
+    journal: Mapping[str, Any] | None,
+    step: str | None = None,
+    new_thumbprint: Any = None,
+    backup_file: Any = None,
+    backup_files: Any = None,
+) -> dict[str, Any]:
+    """The journal after a step: the step reached, the new thumbprint once known, and every backup made.
+
+    Only the first backup of each file is kept: it holds the settings from before the run,
+    which a rollback restores. Values that are None (a step that made no backup) change nothing.
+    """
+    updated = _dict(journal)
+    if step:
+        updated["step"] = step
+    new = _upper(new_thumbprint)
+    if new is not None and not updated.get("new_thumbprint"):
+        updated["new_thumbprint"] = new
+    backups = _dict(updated.get("backup_files"))
+    made = dict(_dict(backup_files))
+    if isinstance(backup_file, str) and backup_file and updated.get("tls_path"):
+        made.setdefault(str(updated["tls_path"]), backup_file)
+    for path, backup in made.items():
+        if isinstance(backup, str) and backup and not any(str(p).lower() == str(path).lower() for p in backups):
+            backups[str(path)] = backup
+    updated["backup_files"] = backups
+    return updated
+
+
+# -- verification -------------------------------------------------------------------------------
+
+
+def _verify_certificate(certificate: Mapping[str, Any], expected: str, require_valid: bool) -> list[str]:
+    problems = []
+    if not certificate.get("in_store"):
+        problems.append(f"the certificate {expected} is not in LocalMachine\\My")
+    elif certificate.get("key_readable_by_service") is False:
+        problems.append(f"the service account cannot read the private key of {expected}")
+    if require_valid:
+        if certificate.get("expired") or certificate.get("not_yet_valid"):
+            problems.append(f"the certificate {expected} is not valid now ({certificate.get('not_before')} to {certificate.get('not_after')})")
+        if certificate.get("san_covers_fqdn") is not True:
+            problems.append(f"the certificate {expected} does not name the host in its Subject Alternative Name")
+    return problems
+
+
+def renew_verify(
+    info: Mapping[str, Any],
+    expected: str | None,
+    web_protocol: str | None = None,
+    config_tls: bool | None = None,
+    require_valid: bool = True,
+) -> dict[str, Any]:
+    """Whether the host serves ``expected`` as a renewal (or a rollback) should leave it: {ok, problems}.
+
+    Checks, from xu_tls_info's report: the service runs; the settings bind ``expected`` with the
+    HTTPS protocol ``web_protocol`` (and on the configuration server when ``config_tls``); the
+    HTTPS port and the configuration server port present ``expected``; ``GET /version`` answers
+    200 over HTTPS; the service account can read the key; and, with ``require_valid``, the
+    certificate is valid now and its SAN covers the host's name.
+    """
+    info = _dict(info)
+    wanted = _upper(expected)
+    problems: list[str] = []
+    if wanted is None:
+        return {"ok": False, "problems": ["no certificate to verify"]}
+    if not _service_running(info):
+        problems.append(f"the service is {_dict(info.get('service')).get('state', 'missing')}")
+    web = _dict(info.get("web_server"))
+    config = _dict(info.get("config_server"))
+    if web_protocol is not None and web.get("protocol") != web_protocol:
+        problems.append(f"the web server protocol is {web.get('protocol')}, not {web_protocol}")
+    if _upper(web.get("certificate_thumbprint")) != wanted:
+        problems.append(f"the settings bind {web.get('certificate_thumbprint')} to the web server, not {wanted}")
+    https = _served(info, "web_https")
+    if _upper(https.get("thumbprint")) != wanted:
+        problems.append(f"the HTTPS port {https.get('port')} presents {https.get('thumbprint') or 'no certificate'}, not {wanted}")
+    elif https.get("http_status") != 200:
+        problems.append(f"GET /version over HTTPS answered {https.get('http_status')}, not 200")
+    if _served(info, "web_http").get("answering"):
+        problems.append(f"the web server still answers plain HTTP on port {_served(info, 'web_http').get('port')}")
+    if config_tls is None:
+        config_tls = bool(config.get("tls"))
+    if config_tls:
+        if _upper(config.get("certificate_thumbprint")) != wanted:
+            problems.append(f"the settings bind {config.get('certificate_thumbprint')} to the configuration server, not {wanted}")
+        served = _served(info, "config_server")
+        if _upper(served.get("thumbprint")) != wanted:
+            problems.append(f"the configuration server port {served.get('port')} presents {served.get('thumbprint') or 'no certificate'}, not {wanted}")
+    problems += _verify_certificate(_dict(web.get("certificate")), wanted, require_valid)
+    return {"ok": not problems, "problems": problems}
+
+
+# -- resuming and recovering --------------------------------------------------------------------
+
+
+def _restart_mode(info: Mapping[str, Any], in_force: bool) -> str:
+    return "if_changed" if in_force and _service_running(info) else "always"
+
+
+def _journal_new(journal: Mapping[str, Any], info: Mapping[str, Any], old: str | None) -> str | None:
+    """The new certificate of the journal's run; from the settings when the run died before recording it."""
+    new = _upper(journal.get("new_thumbprint"))
+    if new is not None:
+        return new
+    bound = _upper(_dict(info.get("web_server")).get("certificate_thumbprint"))
+    return bound if bound is not None and bound != old else None
+
+
+def _restores(journal: Mapping[str, Any], restart: str) -> list[dict[str, Any]]:
+    """The backups to put back, tls.json last; only the last one restarts the service."""
+    backups = _dict(journal.get("backup_files"))
+    ordered = sorted(backups.items(), key=lambda item: str(item[0]).lower().endswith(TLS_FILE_SUFFIX))
+    return [
+        {"path": path, "backup_file": backup, "restart": restart if index == len(ordered) - 1 else "never"}
+        for index, (path, backup) in enumerate(ordered)
+    ]
+
+
+def _empty_recovery(action: str, reason: str, journal: Mapping[str, Any], expect: str | None) -> dict[str, Any]:
+    return {
+        "action": action,
+        "reason": reason,
+        "expect": expect,
+        "web_protocol": journal.get("previous_web_protocol"),
+        "config_tls": bool(journal.get("config_tls")),
+        "require_valid": action == "complete",
+        "restores": [],
+        "swap": None,
+        "rebind": None,
+        "remove_old": False,
+        "old_thumbprint": _upper(journal.get("old_thumbprint")),
+        "new_thumbprint": None,
+    }
+
+
+def _rollback(journal: Mapping[str, Any], info: Mapping[str, Any], old: str, old_in_force: bool, file_original: bool) -> dict[str, Any]:
+    recovery = _empty_recovery("rollback", f"the previous certificate {old} is put back", journal, old)
+    if old_in_force:
+        recovery["reason"] = f"the previous settings are in force and the server serves {old}"
+        return recovery
+    backups = _dict(journal.get("backup_files"))
+    restart = "if_changed" if not file_original else _restart_mode(info, False)
+    if backups and (not file_original or restart == "always"):
+        recovery["restores"] = _restores(journal, restart)
+        recovery["reason"] = f"the previous settings are restored from {', '.join(backups.values())}, serving {old}"
+        return recovery
+    # No backup was recorded (the run died between a change and its journal entry): set the values back.
+    recovery["rebind"] = {
+        "web_protocol": journal.get("previous_web_protocol"),
+        "web_certificate": old,
+        "config_server_certificate": old if journal.get("config_tls") else None,
+        "restart": "if_changed" if not file_original else "always",
+    }
+    recovery["reason"] = f"no backup was recorded; the previous values are set back, serving {old}"
+    return recovery
+
+
+def _forward(journal: Mapping[str, Any], info: Mapping[str, Any], old: str, new: str | None, new_in_force: bool) -> dict[str, Any]:
+    recovery = _empty_recovery("complete", "", journal, new)
+    recovery["new_thumbprint"] = new
+    recovery["remove_old"] = bool(journal.get("remove_old")) and store_entry(info, old) is not None
+    if new_in_force:
+        recovery["reason"] = f"the new certificate {new} is bound and served"
+        return recovery
+    backups = _dict(journal.get("backup_files"))
+    renewal = journal.get("mode") == "reuse_key"
+    if backups:
+        # The previous settings first, byte for byte; then only the thumbprints move to the new certificate.
+        recovery["restores"] = _restores(journal, "never")
+    recovery["swap"] = {
+        "old_thumbprint": old,
+        "new_thumbprint": None if renewal else new,
+        "renew_reusing_key": True if renewal else None,
+        "restart": "if_changed" if backups else "always",
+    }
+    web = _dict(info.get("web_server"))
+    if not backups and web.get("protocol") != journal.get("previous_web_protocol"):
+        recovery["rebind"] = {"web_protocol": journal.get("previous_web_protocol"), "web_certificate": None,
+                              "config_server_certificate": None, "restart": "if_changed"}
+    gone = "was archived by the AD CS renewal" if renewal else "is no longer in LocalMachine\\My"
+    what = f"the renewed certificate {new or '(found by its key)'}" if renewal else f"the new certificate {new}"
+    recovery["reason"] = f"the previous certificate {old} {gone}, so the previous settings cannot start the service; they are bound to {what}"
+    if renewal and new is None:
+        recovery["expect"] = None
+    return recovery
+
+
+def _recover(journal: Mapping[str, Any], info: Mapping[str, Any], prefer: str) -> dict[str, Any]:
+    journal = _dict(journal)
+    info = _dict(info)
+    if not journal:
+        return _empty_recovery("none", "no journal: nothing to resume", journal, None)
+    old = _upper(journal.get("old_thumbprint"))
+    if "unreadable" in journal or old is None or journal.get("previous_web_protocol") not in HTTPS_PROTOCOLS:
+        return _empty_recovery("manual", "the journal cannot be read as this role's journal; check the host and remove it by hand", journal, None)
+    protocol = journal["previous_web_protocol"]
+    config_tls = bool(journal.get("config_tls"))
+    new = _journal_new(journal, info, old)
+    file_original = bool(journal.get("original_sha256")) and tls_settings_file(info).get("sha256") == journal.get("original_sha256")
+    new_in_force = new is not None and renew_verify(info, new, protocol, config_tls).get("ok") is True
+    old_in_force = file_original and renew_verify(info, old, protocol, config_tls, require_valid=False).get("ok") is True
+    if prefer == "complete" and new_in_force:
+        return _forward(journal, info, old, new, True)
+    if usable(info, old):
+        return _rollback(journal, info, old, old_in_force, file_original)
+    if usable(info, new) or (new is None and journal.get("mode") == "reuse_key"):
+        return _forward(journal, info, old, new, new_in_force)
+    return _empty_recovery(
+        "manual",
+        f"neither the previous certificate {old} nor a new one is usable in LocalMachine\\My; the settings are left as they are",
+        journal,
+        None,
+    )
+
+
+def renew_resume(journal: Mapping[str, Any] | None, info: Mapping[str, Any]) -> dict[str, Any]:
+    """What to do with the journal an interrupted run left: complete it or roll it back.
+
+    The rule, deterministic: when the new certificate is bound and served as the run meant it
+    (verified like a renewal), the run is **completed**. Otherwise it is **rolled back** to the
+    previous certificate (from the recorded backups, byte for byte), unless that certificate is
+    no longer usable (AD CS archived it, or it was deleted from the store): then the previous
+    settings are restored and bound to the new certificate, which also **completes** the run.
+    """
+    return _recover(_dict(journal), info, "complete")
+
+
+def renew_recovery(journal: Mapping[str, Any] | None, info: Mapping[str, Any]) -> dict[str, Any]:
+    """What to undo after a failed step: as renew_resume, but a new certificate is rolled back even when served.
+
+    A step failed, so the new state is suspect (for example the controller's check against the CA
+    bundle failed): the previous certificate is put back whenever it is still usable.
+    """
+    return _recover(_dict(journal), info, "rollback")
+
+
+# -- outcome and summary ------------------------------------------------------------------------
+
+
+def step_of(task_name: Any) -> str:
+    """The step a task belongs to: role tasks are named ``<step> | <what it does>``."""
+    name = str(task_name or "")
+    if " : " in name:  # Ansible prefixes a role's task names with "<role> : "
+        name = name.split(" : ", 1)[1]
+    return name.split(" | ", 1)[0].strip() if " | " in name else (name.strip() or "unknown")
+
+
+def renew_outcome(
+    failed_task: Any,
+    failed_result: Mapping[str, Any] | None,
+    recovery: Mapping[str, Any] | None,
+    verify: Mapping[str, Any] | None,
+    recovery_errors: list[Any] | None = None,
+) -> dict[str, Any]:
+    """The result of a failed host: {step, message, restored, recovered, served}.
+
+    ``failed_task`` is the task that failed (its name gives the step), ``failed_result`` its
+    result, ``recovery`` what renew_recovery decided, ``verify`` renew_verify after the recovery,
+    ``recovery_errors`` the messages of recovery tasks that failed.
+    """
+    recovery = _dict(recovery)
+    result = _dict(failed_result)
+    step = step_of(failed_task.get("name") if isinstance(failed_task, Mapping) else failed_task)
+    cause = str(result.get("msg") or "failed").strip()
+    if not failed_task:
+        cause = "the play stopped this host (another host's failure exceeded max_fail_percentage, or the host was unreachable)"
+    restored = [r["backup_file"] for r in recovery.get("restores") or [] if isinstance(r, Mapping)]
+    errors = [str(e) for e in recovery_errors or [] if e]
+    recovered = bool(verify and verify.get("ok")) and not errors
+    action = recovery.get("action")
+    parts = [f"step {step} failed: {cause}"]
+    if action in ("rollback", "complete") and recovered:
+        what = f"restored {', '.join(restored)}" if restored else "nothing needed restoring"
+        parts.append(f"recovery: {recovery.get('reason')} ({what}); verified: the server serves {recovery.get('expect') or 'the renewed certificate'}")
+    elif action in ("rollback", "complete"):
+        problems = errors + list(_dict(verify).get("problems") or [])
+        parts.append(f"recovery did not complete ({recovery.get('reason')}): {'; '.join(problems) or 'not verified'}; the journal is kept for the next run")
+    else:
+        parts.append(f"no recovery: {recovery.get('reason') or 'nothing had been changed'}")
+    return {
+        "step": step,
+        "message": "; ".join(parts),
+        "restored": restored,
+        "recovered": recovered,
+        "serves": recovery.get("expect") if recovered else None,
+    }
+
+
+def renew_summary(
+    plan: Mapping[str, Any],
+    result: str,
+    info: Mapping[str, Any] | None = None,
+    new_thumbprint: str | None = None,
+    outage_s: float | None = None,
+    resumed: str | None = None,
+    failure: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The per-host summary: old -> new thumbprint, new expiry, outage seconds, result and why."""
+    plan = _dict(plan)
+    info = _dict(info)
+    failure = _dict(failure)
+    certificate = _dict(_dict(info.get("web_server")).get("certificate"))
+    new = _upper(new_thumbprint)
+    serves = _upper(_dict(info.get("web_server")).get("certificate_thumbprint"))
+    reasons = {
+        "renewed": f"renewed ({plan.get('reason')})",
+        "failed": failure.get("message") or "failed",
+    }
+    return {
+        "result": result,
+        "reason": reasons.get(result, plan.get("reason")),
+        "mode": plan.get("mode"),
+        "strategy": plan.get("strategy"),
+        "old_thumbprint": plan.get("old_thumbprint"),
+        "new_thumbprint": new,
+        "new_expiry": certificate.get("not_after") if new is not None and serves == new else None,
+        "days_left": certificate.get("days_left") if certificate else plan.get("days_left"),
+        "outage_s": round(float(outage_s), 1) if isinstance(outage_s, (int, float)) else None,
+        "resumed": resumed,
+        "failed_step": failure.get("step"),
+        "restored": failure.get("restored") or [],
+    }
+
+
+class FilterModule:
+    """The decisions of the renew role."""
+
+    def filters(self) -> dict[str, Any]:
+        return {
+            "renew_due": renew_due,
+            "renew_plan": renew_plan,
+            "renew_journal_start": renew_journal_start,
+            "renew_journal": renew_journal,
+            "renew_verify": renew_verify,
+            "renew_resume": renew_resume,
+            "renew_recovery": renew_recovery,
+            "renew_outcome": renew_outcome,
+            "renew_summary": renew_summary,
+        }

@@ -1,0 +1,830 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""xu_cert_swap: replace one certificate with another everywhere XU references it. Private to this collection.
+
+The flow of every run: judge the input on the controller (a PFX is opened and judged
+here, before any remote call), read the host in one call, decide, and change the host in
+one more call (a renewal with certreq costs one call in between, since the new thumbprint
+is only known once certreq has run).
+
+References are replaced at the text level, so each settings file keeps its formatting:
+every JSON string value that is the old thumbprint (in any form a user may have pasted)
+becomes the new thumbprint, and the result is parsed again and compared with what was
+intended before anything is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import datetime
+import json
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import (
+    Expectation,
+    FileChange,
+    RestartPlan,
+    apply_changes,
+    backup_stamp,
+    expectations_for,
+)
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import CertificateFacts, iso, key_readable_by, utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import parse_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
+    PfxError,
+    PfxJudgement,
+    eku_problem,
+    judge_pfx,
+    load_ca_bundle,
+    open_pfx,
+    san_problem,
+    validity_errors,
+)
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import resolve_profile
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import (
+    SettingsError,
+    SettingsFile,
+    TlsState,
+    join_path,
+    read_tls_state,
+)
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import (
+    Probe,
+    Snapshot,
+    StoreCertificate,
+    probe_from_result,
+    probe_operations,
+    read_snapshot,
+    require_installed,
+)
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._thumbprint import ThumbprintError, clean_thumbprint
+
+# The shared read also reads the maintenance gate; the swap does not use it.
+GATE_GROUP = "xtractuniversal.tls gate"
+JOURNAL_PREFIX = "xu_cert_swap.renewal."
+STORE = "My"
+SOURCE_THUMBPRINT = "new_thumbprint"
+SOURCE_PFX = "pfx"
+SOURCE_RENEWAL = "renew_reusing_key"
+RESTART_IF_CHANGED, RESTART_ALWAYS = "if_changed", "always"
+# The ACL Windows gives a key imported into the machine key set: the XU service account is not on it.
+IMPORTED_KEY_ACL = [
+    {"identity": "NT AUTHORITY\\SYSTEM", "rights": "FullControl", "type": "Allow"},
+    {"identity": "BUILTIN\\Administrators", "rights": "FullControl", "type": "Allow"},
+]
+_ROOTED = re.compile(r"^([A-Za-z]:|[\\/])")
+
+
+# -- input ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ControllerFiles:
+    """Files the action plugin read on the controller: the PFX of pfx_path and the CA bundle of ca_path."""
+
+    pfx: bytes | None = None
+    pfx_source: str = "the PFX"
+    ca_bundle: bytes | None = None
+
+
+@dataclass(frozen=True)
+class SwapRequest:
+    """The validated input of one run."""
+
+    old: str
+    source: str
+    new: str | None  # known up front for new_thumbprint and a PFX; a renewal learns it from certreq
+    pfx_b64: str | None
+    pfx_password: str | None
+    pfx_exportable: bool
+    pfx: PfxJudgement | None
+    remove_old: bool
+    grant_key_access: bool
+    allow_no_reference: bool
+    strict_san: bool
+    fqdn: str | None
+    extra_files: tuple[str, ...]
+    restart: str
+    wait_timeout: int
+    backup: bool
+
+
+def _thumbprint(value: Any, option: str) -> str:
+    try:
+        return clean_thumbprint(value, option)
+    except ThumbprintError as e:
+        raise XuError(str(e)) from e
+
+
+def _extra_file(path: str) -> str:
+    windows_path = path.strip().replace("/", "\\")
+    if not windows_path or _ROOTED.match(windows_path) or ".." in windows_path.split("\\"):
+        raise XuError(f"settings_files entry {path!r} must be a path relative to the install dir, without '..' (e.g. config\\servers\\extra.json)")
+    return windows_path
+
+
+def _pfx_bytes(params: dict[str, Any], files: ControllerFiles) -> tuple[bytes, str]:
+    if files.pfx is not None:
+        return files.pfx, files.pfx_source
+    try:
+        return base64.b64decode(re.sub(r"\s", "", params["pfx_content"]), validate=True), "pfx_content"
+    except (binascii.Error, ValueError) as e:
+        raise XuError("pfx_content must be the PFX file encoded as base64 (for example `base64 -w0 site.pfx`, kept in a vaulted variable)") from e
+
+
+def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.datetime) -> SwapRequest:
+    """Check and clean the input; XuError names the problem and the fix. Runs before any remote call."""
+    old = _thumbprint(params["old_thumbprint"], "old_thumbprint")
+    renew = params.get("renew_reusing_key")
+    given = [name for name in ("new_thumbprint", "pfx_path", "pfx_content") if params.get(name) is not None]
+    if renew and given:
+        raise XuError(f"renew_reusing_key: true and {given[0]} both name the new certificate; keep exactly one of them")
+    if not renew and not given:
+        what = "renew_reusing_key: false names no new certificate" if renew is False else "No new certificate is given (the options are null)"
+        raise XuError(f"{what}; set one of new_thumbprint, pfx_path or pfx_content, or renew_reusing_key: true")
+    source = SOURCE_RENEWAL if renew else SOURCE_PFX if given[0] in ("pfx_path", "pfx_content") else SOURCE_THUMBPRINT
+    if source != SOURCE_PFX:
+        stray = [name for name in ("pfx_password", "ca_path") if params.get(name) is not None]
+        stray += ["pfx_exportable"] if params.get("pfx_exportable") else []
+        if stray:
+            raise XuError(f"{', '.join(stray)} only apply to a PFX; give the PFX with pfx_path or pfx_content, or leave {', '.join(stray)} out")
+    if params["wait_timeout"] <= 0:
+        raise XuError(f"wait_timeout must be a positive number of seconds, not {params['wait_timeout']}")
+    extra_files = tuple(dict.fromkeys(_extra_file(path) for path in params.get("settings_files") or []))
+    fqdn = (params.get("fqdn") or "").strip().lower() or None
+
+    new: str | None = None
+    judgement: PfxJudgement | None = None
+    pfx_b64: str | None = None
+    if source == SOURCE_THUMBPRINT:
+        new = _thumbprint(params["new_thumbprint"], "new_thumbprint")
+    elif source == SOURCE_PFX:
+        data, where = _pfx_bytes(params, files)
+        try:
+            opened = open_pfx(data, params.get("pfx_password"), where)
+            ca_bundle = load_ca_bundle(files.ca_bundle) if files.ca_bundle is not None else None
+        except PfxError as e:
+            raise XuError(str(e)) from e
+        judgement = judge_pfx(opened, now=now, ca_bundle=ca_bundle)
+        if judgement.errors:
+            raise XuError(f"The PFX ({where}) cannot be used: {'; '.join(judgement.errors)}", new_certificate=judgement.to_result(now, fqdn))
+        new = judgement.thumbprint
+        pfx_b64 = base64.b64encode(data).decode("ascii")
+    if new == old:
+        raise XuError(f"The new certificate is the old one ({old}); give the thumbprint or PFX of the certificate that replaces it")
+    return SwapRequest(
+        old=old,
+        source=source,
+        new=new,
+        pfx_b64=pfx_b64,
+        pfx_password=params.get("pfx_password"),
+        pfx_exportable=bool(params.get("pfx_exportable")),
+        pfx=judgement,
+        remove_old=bool(params["remove_old"]),
+        grant_key_access=bool(params["grant_key_access"]),
+        allow_no_reference=bool(params["allow_no_reference"]),
+        strict_san=bool(params["strict_san"]),
+        fqdn=fqdn,
+        extra_files=extra_files,
+        restart=params["restart"],
+        wait_timeout=params["wait_timeout"],
+        backup=bool(params["backup"]),
+    )
+
+
+def judge_names(run: ModuleRun, facts: CertificateFacts, fqdn: str | None, strict: bool) -> None:
+    """SAN and EKU problems of the new certificate: warnings, or failures with strict_san."""
+    problems = [p for p in (san_problem(facts, fqdn), eku_problem(facts)) if p]
+    if problems and strict:
+        raise XuError(f"{'; '.join(problems)} (strict_san is true; use a certificate issued for this host, or set strict_san: false to only warn)")
+    for problem in problems:
+        run.warn(problem)
+
+
+# -- references in settings files ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StringLiteral:
+    """A JSON string value (never a key) as it stands in the text: where, what it says, and its JSON path."""
+
+    start: int
+    end: int
+    value: str
+    path: tuple[str | int, ...]
+
+
+@dataclass
+class _Container:
+    is_object: bool
+    key: str | None = None
+    index: int = 0
+    expecting_key: bool = False
+
+
+def _string_end(text: str, start: int) -> int:
+    """The index after the closing quote of the string literal opening at ``start``."""
+    position = start + 1
+    while position < len(text):
+        char = text[position]
+        if char == "\\":
+            position += 2
+            continue
+        if char == '"':
+            return position + 1
+        position += 1
+    raise SettingsError("unterminated string")
+
+
+def string_values(text: str) -> list[StringLiteral]:
+    """Every string value of a JSON text, with its position and path. The text must be valid JSON."""
+    literals: list[StringLiteral] = []
+    stack: list[_Container] = []
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char in "{[":
+            stack.append(_Container(is_object=char == "{", expecting_key=char == "{"))
+        elif char in "}]":
+            stack.pop()
+        elif char == "," and stack:
+            if stack[-1].is_object:
+                stack[-1].expecting_key = True
+            else:
+                stack[-1].index += 1
+        elif char == ":" and stack:
+            stack[-1].expecting_key = False
+        elif char == '"':
+            end = _string_end(text, position)
+            value = json.loads(text[position:end])
+            if stack and stack[-1].is_object and stack[-1].expecting_key:
+                stack[-1].key = value
+            else:
+                path = tuple(c.key if c.is_object and c.key is not None else c.index for c in stack)
+                literals.append(StringLiteral(position, end, value, path))
+            position = end
+            continue
+        position += 1
+    return literals
+
+
+def _is_thumbprint(value: str, thumbprint: str) -> bool:
+    try:
+        return clean_thumbprint(value) == thumbprint
+    except ThumbprintError:
+        return False
+
+
+def styled_like(old_value: str, new: str) -> str:
+    """The new thumbprint as the old value was written: in its case when it was 40 hex digits, else in the clean form.
+
+    Separators and invisible marks are not copied: the clean form is what XU itself writes.
+    """
+    if not re.fullmatch(r"[0-9A-Fa-f]{40}", old_value):
+        return new.upper()
+    letters = [char for char in old_value if char.isalpha()]
+    return new.lower() if letters and all(char.islower() for char in letters) else new.upper()
+
+
+@dataclass(frozen=True)
+class Reference:
+    file: str
+    path: str
+    old_value: str
+    new_value: str | None
+
+    def to_result(self) -> dict[str, str | None]:
+        return {"file": self.file, "path": self.path, "old_value": self.old_value, "new_value": self.new_value}
+
+
+@dataclass(frozen=True)
+class FileRewrite:
+    """One settings file with every reference to the old thumbprint replaced."""
+
+    source: SettingsFile
+    after: str
+    references: tuple[Reference, ...]
+
+    def change(self) -> FileChange:
+        return FileChange(path=self.source.full_path, before=self.source.content, after=self.after, before_sha256=self.source.sha256)
+
+
+def _document(settings_file: SettingsFile) -> Any:
+    try:
+        return settings_file.document()
+    except SettingsError as e:
+        raise XuError(f"{e}; fix the file, or leave it out of settings_files") from e
+
+
+def references_to(settings_file: SettingsFile, thumbprint: str) -> list[StringLiteral]:
+    """The string values of a settings file that are ``thumbprint``, in any pasted form."""
+    if not settings_file.exists or settings_file.content is None:
+        return []
+    _document(settings_file)
+    return [literal for literal in string_values(settings_file.content) if _is_thumbprint(literal.value, thumbprint)]
+
+
+def _set(document: Any, path: tuple[str | int, ...], value: str) -> Any:
+    if not path:
+        return value
+    node = document
+    for token in path[:-1]:
+        node = node[token]
+    node[path[-1]] = value
+    return document
+
+
+def rewrite_references(settings_file: SettingsFile, old: str, new: str | None) -> FileRewrite | None:
+    """Replace every reference to ``old`` by ``new`` in the file's text; None when there is none.
+
+    With ``new`` None (a renewal not yet run) the references are only located.
+    The rewritten text must parse to the original document with exactly those values
+    changed; anything else (e.g. duplicate keys) is refused rather than written.
+    """
+    literals = references_to(settings_file, old)
+    if not literals:
+        return None
+    text = settings_file.content or ""
+    if new is None:
+        references = tuple(Reference(settings_file.full_path, join_path(list(lit.path)), lit.value, None) for lit in literals)
+        return FileRewrite(settings_file, text, references)
+    expected = copy.deepcopy(_document(settings_file))
+    after = text
+    references_found = []
+    for literal in reversed(literals):
+        new_value = styled_like(literal.value, new)
+        after = after[:literal.start] + json.dumps(new_value) + after[literal.end:]
+        expected = _set(expected, literal.path, new_value)
+        references_found.append(Reference(settings_file.full_path, join_path(list(literal.path)), literal.value, new_value))
+    if json.loads(after) != expected:
+        raise XuError(
+            f"Refusing to rewrite {settings_file.full_path}: replacing the thumbprint in its text would change more than the"
+            " thumbprint values (duplicate keys?); fix the file by hand"
+        )
+    return FileRewrite(settings_file, after, tuple(reversed(references_found)))
+
+
+# -- reading the host ----------------------------------------------------------------------------
+
+
+def journal_name(old: str) -> str:
+    return JOURNAL_PREFIX + old
+
+
+def searched_files(run: ModuleRun, snapshot: Snapshot, request: SwapRequest) -> list[SettingsFile]:
+    """The settings files references are looked for in: the product's JSON files and the extra ones that exist."""
+    searched = [f for path in snapshot.profile.settings_files if (f := snapshot.files.get(path)) and f.exists and path.lower().endswith(".json")]
+    paths = {f.path.lower() for f in searched}
+    for path in request.extra_files:
+        settings_file = snapshot.files.get(path)
+        if settings_file is None or path.lower() in paths:
+            continue
+        if not settings_file.exists:
+            run.warn(f"settings_files entry {path} does not exist on the host ({settings_file.full_path})")
+            continue
+        _document(settings_file)
+        searched.append(settings_file)
+    return searched
+
+
+def _no_reference_error(old: str, searched: list[SettingsFile]) -> XuError:
+    names = ", ".join(f.full_path for f in searched) or "no settings files"
+    return XuError(
+        f"No settings reference the old certificate {old} (searched {names}). Check old_thumbprint against"
+        " xu_tls_info's thumbprint_references, add the files that hold it with settings_files, or set"
+        " allow_no_reference: true to go on without replacing anything"
+    )
+
+
+# -- deciding -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SwapPlan:
+    """Everything one apply call does, and what the result reports about it."""
+
+    new: str | None  # None only while a renewal has not run (check mode)
+    rewrites: list[FileRewrite]
+    pre_ops: list[Operation]
+    remove_old: bool
+    restart: bool
+    # False once the old certificate has left the store: settings naming it again would not start.
+    can_roll_back: bool
+    new_certificate: dict[str, Any] | None
+    import_needed: bool = False
+    grant_needed: bool = False
+    renewed_now: bool = False
+
+    @property
+    def references(self) -> list[Reference]:
+        return [reference for rewrite in self.rewrites for reference in rewrite.references]
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.rewrites or self.pre_ops or self.remove_old or self.restart)
+
+
+def _key_access(run: ModuleRun, request: SwapRequest, *, readable: bool | None, thumbprint: str, account: str | None, other_work: bool) -> bool:
+    """Whether to grant the service account Read on the new key; XuError when it is needed but not allowed."""
+    if readable is True:
+        return False
+    if readable is False and not request.grant_key_access:
+        raise XuError(
+            f"The service account {account} cannot read the private key of {thumbprint}, so the service could not use it;"
+            " set grant_key_access: true, or grant it Read on the key yourself (Manage Private Keys)"
+        )
+    if not account:
+        run.warn(f"The service account is unknown; Read on the private key of {thumbprint} is not granted")
+        return False
+    if readable is None and not request.grant_key_access:
+        run.warn(f"Whether {account} can read the private key of {thumbprint} cannot be told from the host's answer")
+        return False
+    # An unreadable ACL (None) is only granted to along with other work, so a run with nothing else to do stays unchanged.
+    return readable is False or other_work
+
+
+def _restart_wanted(request: SwapRequest, rewrites: list[FileRewrite]) -> bool:
+    return request.restart == RESTART_ALWAYS or (request.restart == RESTART_IF_CHANGED and bool(rewrites))
+
+
+def plan_replacement(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, searched: list[SettingsFile], fqdn: str | None) -> SwapPlan:
+    """The plan for a new certificate that is in the store or comes in a PFX."""
+    new = request.new or ""
+    stored = snapshot.certificates.get(new)
+    import_needed = stored is None
+    if stored is not None:
+        facts = stored.facts
+        if not stored.has_private_key:
+            raise XuError(f"The new certificate {new} has no private key in LocalMachine\\My; import it with its key (a PFX)")
+        problems = validity_errors(facts, snapshot.now, "the new certificate")
+        if problems:
+            raise XuError(f"{problems[0]}; use a certificate that is valid now")
+        readable = snapshot.key_readable(stored)
+    elif request.pfx is not None:
+        facts = request.pfx.leaf
+        readable = key_readable_by(snapshot.service_account, {"acl": IMPORTED_KEY_ACL}, True)
+    else:
+        raise XuError(
+            f"new_thumbprint {new} is not in LocalMachine\\My on the host; import the certificate first,"
+            " or give its PFX with pfx_path or pfx_content"
+        )
+    judge_names(run, facts, fqdn, request.strict_san)
+
+    rewrites = [rewrite for f in searched if (rewrite := rewrite_references(f, request.old, new))]
+    new_referenced = any(references_to(f, new) for f in searched)
+    if not rewrites and not new_referenced and not request.allow_no_reference:
+        raise _no_reference_error(request.old, searched)
+    remove = request.remove_old and request.old in snapshot.certificates
+    other_work = bool(rewrites or import_needed or remove)
+    grant = _key_access(run, request, readable=readable, thumbprint=new, account=snapshot.service_account, other_work=other_work)
+    pre_ops = []
+    if import_needed:
+        pre_ops.append(Operation("pfx_import", {"pfx_b64": request.pfx_b64, "password": request.pfx_password, "exportable": request.pfx_exportable}))
+    if grant:
+        pre_ops.append(Operation("key_grant_read", {"thumbprint": new, "account": snapshot.service_account}))
+    new_certificate = request.pfx.to_result(snapshot.now, fqdn) if request.pfx is not None else facts.to_result(snapshot.now, fqdn)
+    return SwapPlan(
+        new=new, rewrites=rewrites, pre_ops=pre_ops, remove_old=remove, restart=_restart_wanted(request, rewrites),
+        can_roll_back=request.old in snapshot.certificates, new_certificate=new_certificate, import_needed=import_needed,
+        grant_needed=grant,
+    )
+
+
+@dataclass(frozen=True)
+class OldKey:
+    """What identifies the old certificate's key, from the store or from the journal of an earlier renewal."""
+
+    public_key_sha256: str
+    not_after: str  # ISO 8601
+
+
+def _old_key(stored: StoreCertificate | None, journal: dict[str, Any] | None) -> OldKey | None:
+    if stored is not None:
+        return OldKey(stored.facts.public_key_sha256, iso(stored.facts.not_after))
+    if journal and isinstance(journal.get("public_key_sha256"), str) and isinstance(journal.get("old_not_after"), str):
+        return OldKey(journal["public_key_sha256"], journal["old_not_after"])
+    return None
+
+
+def successor_of(snapshot: Snapshot, old: str, key: OldKey | None) -> StoreCertificate | None:
+    """The newest certificate in the store with the old one's key and a later expiry: a renewal of it."""
+    if key is None:
+        return None
+    candidates = [
+        c for c in snapshot.certificates.values()
+        if c.thumbprint != old and c.has_private_key and c.facts.public_key_sha256 == key.public_key_sha256 and iso(c.facts.not_after) > key.not_after
+    ]
+    return max(candidates, key=lambda c: c.facts.not_after, default=None)
+
+
+@dataclass
+class RenewalDecision:
+    """What a renew_reusing_key run does: renew now, or finish with a certificate an earlier renewal left."""
+
+    successor: StoreCertificate | None  # None: renew now
+    readable: bool | None
+
+    @property
+    def renew_now(self) -> bool:
+        return self.successor is None
+
+
+def decide_renewal(request: SwapRequest, snapshot: Snapshot, searched: list[SettingsFile], journal: dict[str, Any] | None) -> RenewalDecision:
+    old = request.old
+    stored = snapshot.certificates.get(old)
+    successor = successor_of(snapshot, old, _old_key(stored, journal))
+    old_referenced = any(references_to(f, old) for f in searched)
+    if not old_referenced and successor is not None and any(references_to(f, successor.thumbprint) for f in searched):
+        return RenewalDecision(successor, snapshot.key_readable(successor))
+    if not old_referenced and not request.allow_no_reference:
+        raise _no_reference_error(old, searched)
+    if stored is None:
+        if successor is not None:
+            # certreq archived the old certificate in an earlier run whose swap did not finish.
+            return RenewalDecision(successor, snapshot.key_readable(successor))
+        raise XuError(
+            f"The old certificate {old} is not in LocalMachine\\My and no renewal of it is recorded on the host, so it cannot"
+            " be renewed; give the new certificate with new_thumbprint, pfx_path or pfx_content instead"
+        )
+    if not stored.has_private_key:
+        raise XuError(f"The old certificate {old} has no private key, so certreq cannot renew it with the same key; use pfx_path instead")
+    if stored.facts.is_expired(snapshot.now):
+        raise XuError(
+            f"The old certificate {old} expired on {iso(stored.facts.not_after)}; a CA refuses to renew an expired certificate."
+            " Enroll a new certificate and swap to it with new_thumbprint or pfx_path"
+        )
+    return RenewalDecision(None, snapshot.key_readable(stored))
+
+
+# -- applying ----------------------------------------------------------------------------------
+
+
+def tls_state_after(snapshot: Snapshot, rewrites: list[FileRewrite]) -> TlsState:
+    files = dict(snapshot.files)
+    for rewrite in rewrites:
+        files[rewrite.source.path] = replace(rewrite.source, content=rewrite.after)
+    return read_tls_state(files, snapshot.profile)
+
+
+def _served_requirement(expectations: list[Expectation]) -> list[dict[str, Any]]:
+    return [{"port": e.port, "thumbprint": e.thumbprint} for e in expectations if e.tls and e.thumbprint]
+
+
+def _error_text(result: OperationResult) -> str:
+    error = result.error or {}
+    return f"{error.get('type', result.status)}: {error.get('message', '')}"
+
+
+@dataclass
+class Applied:
+    """What the apply call did, for the result."""
+
+    backups: dict[str, str]
+    restarted: bool
+    served: dict[str, Probe]
+    imported: bool = False
+    granted: bool = False
+    removed_old: bool = False
+
+
+def _restart_ops(plan: RestartPlan) -> list[Operation]:
+    operations = [Operation("service_restart", {"name": plan.service_name, "wait_ports": [e.port for e in plan.expectations], "timeout_s": plan.timeout_s})]
+    operations += probe_operations({e.name: (e.port, e.tls, e.http_path) for e in plan.expectations})
+    return operations
+
+
+def _judge_restart(results: list[OperationResult], plan: RestartPlan) -> tuple[str | None, dict[str, Probe]]:
+    """What is wrong after a restart without rollback (None: the ports serve what they should), and what they serve."""
+    restart, probes = results[0], results[1:]
+    served = {e.name: probe_from_result(r, e.port, e.tls) for e, r in zip(plan.expectations, probes, strict=True)}
+    if not restart.ok:
+        return f"restarting the service failed: {_error_text(restart)}", served
+    answer = restart.result or {}
+    if not answer.get("started"):
+        return f"the service did not come back ({answer.get('start_error') or answer.get('state')})", served
+    problems = [p for e in plan.expectations if (p := e.judge(served[e.name]))]
+    return "; ".join(problems) or None, served
+
+
+def _describe_failure(error: XuError, request: SwapRequest, plan: SwapPlan) -> None:
+    """Add to a failure what the host was left with."""
+    # A PFX imported before the failure stays in the store: harmless, and worth knowing.
+    if plan.import_needed and not (isinstance(error, OperationError) and error.op == "pfx_import"):
+        error.fields.update(imported_thumbprint=plan.new, changed=True)
+    if plan.renewed_now:
+        error.msg += (
+            f". Note that certreq had already renewed {request.old} as {plan.new} (recorded in the host's journal):"
+            " run the module again to finish the swap without renewing again"
+        )
+        error.fields.update(renewed=True, changed=True)
+    error.fields.setdefault("rolled_back", False)
+    error.fields.setdefault("old_thumbprint", request.old)
+    error.fields.setdefault("new_thumbprint", plan.new)
+
+
+def _read_preparations(applied: Applied, plan: SwapPlan, results: list[OperationResult]) -> None:
+    for operation, result in zip(plan.pre_ops, results, strict=True):
+        value = result.value()
+        if operation.op == "pfx_import":
+            applied.imported = not value.get("already_present")
+            if clean_thumbprint(value.get("thumbprint")) != plan.new:
+                raise XuError(f"The host imported {value.get('thumbprint')} from the PFX, not {plan.new}, which the settings now name", changed=True)
+        elif operation.op == "key_grant_read":
+            applied.granted = bool(value.get("changed"))
+
+
+def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: SwapPlan) -> Applied:
+    """One remote call: preparations, writes, restart with probes, removal of the old certificate.
+
+    While the old certificate is in the store, a failed restart rolls the settings back
+    (apply_changes). Once it is gone (win-acme deleted it, certreq archived it), going back
+    would bind a certificate the service cannot load; then the restart runs without a
+    rollback and a failure is reported with the settings left on the new certificate.
+    """
+    new, tls, service = plan.new, snapshot.tls, snapshot.service
+    if new is None or tls is None or service is None:
+        raise XuError("Nothing to apply: the new certificate or the service's settings are unknown")
+    restart_plan = None
+    if plan.restart:
+        expected = expectations_for(tls_state_after(snapshot, plan.rewrites))
+        restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected)
+    restart_ops = _restart_ops(restart_plan) if restart_plan is not None and not plan.can_roll_back else []
+    post_ops = list(restart_ops)
+    if plan.remove_old:
+        # When restarting, the old certificate goes only once the ports are seen serving the new one.
+        require = _served_requirement(restart_plan.expectations) if restart_plan is not None else None
+        post_ops.append(Operation("cert_remove", {"store": STORE, "thumbprint": request.old, "require_served": require}))
+    try:
+        outcome = apply_changes(
+            run.agent,
+            changes=[rewrite.change() for rewrite in plan.rewrites],
+            stamp=backup_stamp(),
+            backup=request.backup,
+            restart=restart_plan if plan.can_roll_back else None,
+            pre_ops=plan.pre_ops,
+            post_ops=post_ops,
+            previous=expectations_for(tls),
+        )
+    except XuError as e:
+        _describe_failure(e, request, plan)
+        raise
+
+    applied = Applied(
+        backups={path: backup for path, backup in outcome.backups.items() if backup}, restarted=outcome.restarted, served=outcome.served,
+    )
+    _read_preparations(applied, plan, outcome.pre_results)
+    if restart_plan is not None and restart_ops:
+        problem, applied.served = _judge_restart(outcome.post_results[:len(restart_ops)], restart_plan)
+        applied.restarted = True
+        if problem:
+            raise XuError(
+                f"{problem}. The settings were not rolled back: they would name {request.old}, which is no longer in"
+                f" LocalMachine\\My, so the service could not start with them either. The settings name {new};"
+                " check the service's event log and start it",
+                changed=True, rolled_back=False, old_thumbprint=request.old, new_thumbprint=new,
+                imported_thumbprint=new if plan.import_needed else None,
+                served={name: probe.to_result() for name, probe in applied.served.items()},
+            )
+    if plan.remove_old:
+        removal = outcome.post_results[-1]
+        if removal.ok:
+            applied.removed_old = bool((removal.result or {}).get("removed"))
+        else:
+            run.warn(f"The old certificate {request.old} was left in the store: {_error_text(removal)}")
+    return applied
+
+
+# -- the module ---------------------------------------------------------------------------------
+
+
+def _result(run: ModuleRun, request: SwapRequest, plan: SwapPlan) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "changed": False,
+        "old_thumbprint": request.old,
+        "new_thumbprint": plan.new,
+        "references": [reference.to_result() for reference in plan.references],
+        "backup_files": {},
+        "imported": False,
+        "key_access_granted": False,
+        "removed_old": False,
+        "restarted": False,
+        "served": {},
+        "rolled_back": False,
+    }
+    if plan.new_certificate is not None:
+        result["new_certificate"] = plan.new_certificate
+    if run.diff and plan.rewrites and plan.new is not None:
+        result["diff"] = [rewrite.change().diff() for rewrite in plan.rewrites]
+    return result
+
+
+def _finish(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: SwapPlan) -> dict[str, Any]:
+    """Report, or change the host in one call and report."""
+    result = _result(run, request, plan)
+    if not plan.has_work:
+        return result
+    if run.check_mode:
+        result.update(changed=True, imported=plan.import_needed, key_access_granted=plan.grant_needed, removed_old=plan.remove_old, restarted=plan.restart)
+        return result
+    applied = apply_plan(run, request, snapshot, plan)
+    result.update(
+        changed=bool(plan.rewrites or applied.imported or applied.granted or applied.removed_old or applied.restarted),
+        backup_files=applied.backups,
+        imported=applied.imported,
+        key_access_granted=applied.granted,
+        removed_old=applied.removed_old,
+        restarted=applied.restarted,
+        served={name: probe.to_result() for name, probe in applied.served.items()},
+    )
+    return result
+
+
+def renew(run: ModuleRun, old: StoreCertificate) -> str:
+    """certreq renewal with the same key, in its own remote call; a journal on the host records it for later runs.
+
+    The journal is written only when certreq succeeded (stop_on_error), so a failed renewal changes nothing.
+    """
+    record = {
+        "module": "xtractuniversal.tls.xu_cert_swap",
+        "old_thumbprint": old.thumbprint,
+        "public_key_sha256": old.facts.public_key_sha256,
+        "old_not_after": iso(old.facts.not_after),
+        "renewed_at": iso(utc_now()),
+    }
+    results = run.agent.call([
+        Operation("cert_renew_reuse_key", {"thumbprint": old.thumbprint}),
+        Operation("journal_write", {"name": journal_name(old.thumbprint), "content": json.dumps(record, indent=2)}),
+    ])
+    try:
+        renewed = results[0].value()
+    except OperationError as e:
+        raise XuError(f"Renewing {old.thumbprint} with the same key failed; nothing was changed: {e.msg}") from e
+    if not results[1].ok:
+        run.warn(f"The renewal was not recorded in the host's journal ({_error_text(results[1])}); a later run may not recognise it")
+    return _thumbprint(renewed.get("thumbprint"), "the renewed certificate's thumbprint")
+
+
+def _renewal_plan(
+    run: ModuleRun, request: SwapRequest, snapshot: Snapshot, *, searched: list[SettingsFile], decision: RenewalDecision, new: str | None,
+) -> SwapPlan:
+    """The swap to the renewed certificate (``new`` None: not renewed yet, the references are only located)."""
+    rewrites = [rewrite for f in searched if (rewrite := rewrite_references(f, request.old, new))]
+    # certreq archives the old certificate: after a renewal in this run it no longer enumerates, and is not removed.
+    remove = request.remove_old and request.old in snapshot.certificates and not decision.renew_now
+    grant = _key_access(
+        run, request, readable=decision.readable, thumbprint=new or request.old, account=snapshot.service_account,
+        other_work=bool(rewrites or decision.renew_now or remove),
+    )
+    successor = decision.successor
+    return SwapPlan(
+        new=new,
+        rewrites=rewrites,
+        pre_ops=[Operation("key_grant_read", {"thumbprint": new, "account": snapshot.service_account})] if grant and new else [],
+        remove_old=remove,
+        restart=_restart_wanted(request, rewrites),
+        can_roll_back=request.old in snapshot.certificates and not decision.renew_now,
+        new_certificate=successor.facts.to_result(snapshot.now, request.fqdn or snapshot.fqdn) if successor else None,
+        grant_needed=grant,
+        renewed_now=decision.renew_now and new is not None,
+    )
+
+
+def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
+    request = parse_request(run.params, files, utc_now())
+    if request.pfx is not None:
+        for note in request.pfx.notes:
+            run.warn(note)
+        # Without fqdn only the EKU can be judged before the host tells its name.
+        judge_names(run, request.pfx.leaf, request.fqdn, request.strict_san)
+    profile = resolve_profile(run.params)
+    journal = journal_name(request.old) if request.source == SOURCE_RENEWAL else None
+    # Nothing here depends on what the ports serve before the change, so they are not probed.
+    snapshot = read_snapshot(run.agent, profile, GATE_GROUP, probe=False, journal_name=journal, extra_files=request.extra_files)
+    record = parse_journal(snapshot.journal)
+    require_installed(snapshot)
+    fqdn = request.fqdn or snapshot.fqdn
+    searched = searched_files(run, snapshot, request)
+    if request.source != SOURCE_RENEWAL:
+        return _finish(run, request, snapshot, plan_replacement(run, request, snapshot, searched, fqdn))
+
+    decision = decide_renewal(request, snapshot, searched, record)
+    if decision.successor is not None:
+        result = _finish(run, request, snapshot, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=decision.successor.thumbprint))
+        result["renewed"] = False
+        return result
+    located = _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=None)
+    if run.check_mode:
+        result = _result(run, request, located)
+        result.update(changed=True, renewed=True, key_access_granted=located.grant_needed, restarted=located.restart)
+        return result
+    new = renew(run, snapshot.certificates[request.old])
+    result = _finish(run, request, snapshot, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=new))
+    result.update(changed=True, renewed=True)
+    return result

@@ -1,0 +1,184 @@
+"""PFX judgement on the controller, with good and bad certificates minted here."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
+    PfxError,
+    eku_problem,
+    judge_pfx,
+    load_ca_bundle,
+    open_pfx,
+    san_problem,
+)
+from support.certs import CA_KEY, CA_NAME, NOW, mint
+from support.fake_swap import CA_CERTIFICATE, FQDN, make_pfx, thumbprint_of
+
+PASSWORD = "correct horse battery staple"  # noqa: S105 - a test value
+
+
+def pem(*certificates: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+
+
+def other_ca(name: str = "Other CA") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(7).not_valid_before(NOW - datetime.timedelta(days=1)).not_valid_after(NOW + datetime.timedelta(days=100))
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def test_a_good_pfx_is_opened_and_trusted_through_its_own_root() -> None:
+    cert, key = mint(FQDN)
+    opened = open_pfx(make_pfx(cert, key, PASSWORD), PASSWORD)
+    judgement = judge_pfx(opened, now=NOW, ca_bundle=None)
+    assert judgement.thumbprint == thumbprint_of(cert)
+    assert judgement.errors == () and judgement.eku_problem is None and judgement.notes == ()
+    assert judgement.trusted_by == "pfx"
+    assert [link.facts.subject for link in judgement.chain] == ["CN=Unit Test CA"]
+    result = judgement.to_result(NOW, FQDN)
+    assert result["san_covers_fqdn"] is True and result["chain_trusted_by"] == "pfx"
+    assert result["chain"][0]["source"] == "pfx"
+
+
+@pytest.mark.parametrize("password", [None, ""])
+def test_a_pfx_without_password(password: str | None) -> None:
+    cert, key = mint(FQDN)
+    assert open_pfx(make_pfx(cert, key, None), password).facts.thumbprint == thumbprint_of(cert)
+
+
+def test_wrong_password_is_a_clear_error() -> None:
+    cert, key = mint(FQDN)
+    data = make_pfx(cert, key, PASSWORD)
+    with pytest.raises(PfxError, match=r"the password \(pfx_password\) is wrong"):
+        open_pfx(data, "Tr0ub4dor&3")
+    with pytest.raises(PfxError, match="without a password: set pfx_password"):
+        open_pfx(data, None)
+
+
+def test_not_a_pfx() -> None:
+    cert, _key = mint(FQDN)
+    with pytest.raises(PfxError, match="is a PEM file, not a PFX"):
+        open_pfx(pem(cert), PASSWORD, "pfx_path site.pem")
+    with pytest.raises(PfxError, match="not a PFX"):
+        open_pfx(b"\x00\x01 hello", PASSWORD)
+
+
+def test_no_private_key() -> None:
+    cert, _key = mint(FQDN)
+    with pytest.raises(PfxError, match="holds no private key; export the certificate together with its private key"):
+        open_pfx(make_pfx(cert, None, PASSWORD), PASSWORD)
+
+
+def test_key_of_another_certificate() -> None:
+    from cryptography.hazmat.primitives.serialization import pkcs12  # noqa: PLC0415
+
+    cert, _key = mint(FQDN)
+    stray_key = ec.generate_private_key(ec.SECP256R1())
+    data = pkcs12.serialize_key_and_certificates(b"x", stray_key, None, [cert], serialization.BestAvailableEncryption(PASSWORD.encode()))
+    with pytest.raises(PfxError, match=r"belongs to none of its certificates \(CN=xu01.example.com\)"):
+        open_pfx(data, PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("days_left", "valid_from_days_ago", "expected"),
+    [(-2, 300, "expired on"), (400, -5, "is not valid before")],
+)
+def test_validity_window(days_left: float, valid_from_days_ago: float, expected: str) -> None:
+    cert, key = mint(FQDN, days_left=days_left, valid_from_days_ago=valid_from_days_ago)
+    judgement = judge_pfx(open_pfx(make_pfx(cert, key, PASSWORD), PASSWORD), now=NOW, ca_bundle=None)
+    assert len(judgement.errors) == 1 and expected in judgement.errors[0]
+    assert judgement.thumbprint in judgement.errors[0]
+
+
+def test_san_and_eku() -> None:
+    cert, key = mint("other.example.com", server_auth=False)
+    judgement = judge_pfx(open_pfx(make_pfx(cert, key, PASSWORD), PASSWORD), now=NOW, ca_bundle=None)
+    assert judgement.errors == ()
+    assert judgement.eku_problem is not None and "Server Authentication" in judgement.eku_problem
+    problem = san_problem(judgement.leaf, FQDN)
+    assert problem is not None and f"does not name {FQDN}" in problem and "other.example.com" in problem
+    assert san_problem(judgement.leaf, None) is None  # the host is not known yet
+    wildcard, _key = mint("*.example.com")
+    assert san_problem(judge_pfx(open_pfx(make_pfx(wildcard, _key, PASSWORD), PASSWORD), now=NOW, ca_bundle=None).leaf, FQDN) is None
+    no_eku, _key = mint(FQDN, server_auth=None)
+    assert eku_problem(open_pfx(make_pfx(no_eku, _key, PASSWORD), PASSWORD).facts) is None  # no EKU: every purpose
+
+
+def test_chain_against_ca_path() -> None:
+    cert, key = mint(FQDN)
+    bundle = load_ca_bundle(pem(CA_CERTIFICATE))
+    # The root comes from ca_path; the PFX need not carry it.
+    judgement = judge_pfx(open_pfx(make_pfx(cert, key, PASSWORD, chain=()), PASSWORD), now=NOW, ca_bundle=bundle)
+    assert judgement.errors == () and judgement.trusted_by == "ca_path"
+    assert judgement.chain[0].source == "ca_path"
+
+    stranger, _key = other_ca()
+    judgement = judge_pfx(open_pfx(make_pfx(cert, key, PASSWORD), PASSWORD), now=NOW, ca_bundle=load_ca_bundle(pem(stranger)))
+    assert judgement.trusted_by is None
+    assert any("does not lead to a certificate in ca_path" in e for e in judgement.errors)
+
+
+def test_chain_that_stops_short_is_only_noted_without_ca_path() -> None:
+    cert, key = mint(FQDN)
+    judgement = judge_pfx(open_pfx(make_pfx(cert, key, PASSWORD, chain=()), PASSWORD), now=NOW, ca_bundle=None)
+    assert judgement.errors == () and judgement.trusted_by is None
+    assert judgement.notes == ("the PFX does not carry the root of its chain (it stops at CN=Unit Test CA); set ca_path to check the chain against your CA",)
+
+
+def test_forged_issuer_breaks_the_chain() -> None:
+    # A CA certificate with the right name but another key did not sign the leaf.
+    impostor_key = ec.generate_private_key(ec.SECP256R1())
+    impostor = (
+        x509.CertificateBuilder().subject_name(CA_NAME).issuer_name(CA_NAME).public_key(impostor_key.public_key())
+        .serial_number(9).not_valid_before(NOW - datetime.timedelta(days=1)).not_valid_after(NOW + datetime.timedelta(days=100))
+        .sign(impostor_key, hashes.SHA256())
+    )
+    cert, key = mint(FQDN)
+    judgement = judge_pfx(open_pfx(make_pfx(cert, key, PASSWORD, chain=(impostor,)), PASSWORD), now=NOW, ca_bundle=None)
+    assert any("does not verify with the key of its issuer CN=Unit Test CA" in e for e in judgement.errors)
+    assert judgement.trusted_by is None
+
+
+def test_expired_issuer_is_an_error() -> None:
+    stale_root = (
+        x509.CertificateBuilder().subject_name(CA_NAME).issuer_name(CA_NAME).public_key(CA_KEY.public_key())
+        .serial_number(3).not_valid_before(NOW - datetime.timedelta(days=400)).not_valid_after(NOW - datetime.timedelta(days=1))
+        .sign(CA_KEY, hashes.SHA256())
+    )
+    cert, key = mint(FQDN)
+    judgement = judge_pfx(open_pfx(make_pfx(cert, key, PASSWORD, chain=(stale_root,)), PASSWORD), now=NOW, ca_bundle=None)
+    assert any(e.startswith("the issuing certificate CN=Unit Test CA") and "expired" in e for e in judgement.errors)
+
+
+def test_self_signed_certificate_is_noted() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FQDN)])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(5)
+        .not_valid_before(NOW - datetime.timedelta(days=1)).not_valid_after(NOW + datetime.timedelta(days=100))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(FQDN)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    judgement = judge_pfx(open_pfx(make_pfx(cert, key, PASSWORD, chain=()), PASSWORD), now=NOW, ca_bundle=None)
+    assert judgement.errors == () and judgement.trusted_by == "pfx" and judgement.chain == ()
+    assert any("self-signed" in note for note in judgement.notes)
+    # Trusted when ca_path names it.
+    judgement = judge_pfx(open_pfx(make_pfx(cert, key, PASSWORD, chain=()), PASSWORD), now=NOW, ca_bundle=load_ca_bundle(pem(cert)))
+    assert judgement.errors == () and judgement.trusted_by == "ca_path"
+
+
+def test_ca_bundle_must_be_pem() -> None:
+    with pytest.raises(PfxError, match="not a PEM bundle"):
+        load_ca_bundle(b"not a certificate")
