@@ -17,15 +17,7 @@ class ActionModule(XuActionBase):
     # renew_reusing_key joins the exclusion in code: renew_reusing_key: false must count as absent.
     MUTUALLY_EXCLUSIVE: ClassVar[list[list[str]]] = [["new_thumbprint", "pfx_path", "pfx_content"]]
     REQUIRED_ONE_OF: ClassVar[list[list[str]]] = [["new_thumbprint", "pfx_path", "pfx_content", "renew_reusing_key"]]
-    # Secrets, masked in every result. validate-modules allows no no_log key in DOCUMENTATION, so they are named here.
-    NO_LOG_OPTIONS = ("pfx_password", "pfx_content")
-
-    @classmethod
-    def argument_spec(cls) -> dict[str, Any]:
-        spec = super().argument_spec()
-        for name in cls.NO_LOG_OPTIONS:
-            spec[name]["no_log"] = True
-        return spec
+    NO_LOG_OPTIONS: ClassVar[tuple[str, ...]] = ("pfx_password", "pfx_content")
 
     def run_module(self, run: ModuleRun) -> dict[str, Any]:
         pfx_path = run.params.get("pfx_path")

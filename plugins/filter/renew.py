@@ -89,19 +89,17 @@ def _not_applicable(info: Mapping[str, Any]) -> str | None:
     """Why the role has nothing to renew on this host, or None."""
     if not info or info.get("failed"):
         return f"the server's TLS state could not be read: {info.get('msg') if info else 'no report'}"
-    if not info.get("installed"):
-        return "Xtract Universal is not installed (no service or install dir found)"
     web = _dict(info.get("web_server"))
-    if not web:
-        problems = info.get("problems") or []
-        return f"the TLS settings could not be read ({'; '.join(problems) or 'unknown reason'})"
-    if web.get("protocol") is None:
-        return f"the web server protocol {web.get('protocol_setting')!r} is not one this collection knows; check settings_map"
-    if not web.get("tls"):
-        return "TLS is off (the web server serves plain HTTP); the role renews certificates, it does not turn TLS on"
-    if not _upper(web.get("certificate_thumbprint")):
-        return "the web server uses HTTPS without a certificate; bind one with xu_tls_binding first"
-    return None
+    problems = "; ".join(info.get("problems") or []) or "unknown reason"
+    checks = (
+        (not info.get("installed"), "Xtract Universal is not installed (no service or install dir found)"),
+        (not web, f"the TLS settings could not be read ({problems})"),
+        (web and web.get("protocol") is None,
+         f"the web server protocol {web.get('protocol_setting')!r} is not one this collection knows; check settings_map"),
+        (web and not web.get("tls"), "TLS is off (the web server serves plain HTTP); the role renews certificates, it does not turn TLS on"),
+        (web and not _upper(web.get("certificate_thumbprint")), "the web server uses HTTPS without a certificate; bind one with xu_tls_binding first"),
+    )
+    return next((message for failed, message in checks if failed), None)
 
 
 def _certificate_due(role: str, certificate: Mapping[str, Any], thumbprint: str, before_days: float) -> str | None:
@@ -158,31 +156,33 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
+def _thumbprint_problem(info: Mapping[str, Any], old: str | None, thumbprint: str) -> str | None:
+    """Why a certificate of the host's store cannot replace the bound one, or None."""
+    entry = store_entry(info, thumbprint) or {}
+    days_left = entry.get("days_left")
+    checks = (
+        (thumbprint == old, f"xu_renew_new_thumbprint {thumbprint} is the certificate already bound"),
+        (not entry, f"xu_renew_new_thumbprint {thumbprint} is not in LocalMachine\\My on the host; import it first or give a PFX"),
+        (not entry.get("has_private_key"), f"the new certificate {thumbprint} has no private key in LocalMachine\\My"),
+        (not isinstance(days_left, (int, float)) or days_left < 0, f"the new certificate {thumbprint} has expired ({entry.get('not_after')})"),
+        (entry.get("san_covers_fqdn") is False, f"the new certificate {thumbprint} does not name {info.get('fqdn')} in its Subject Alternative Name"),
+    )
+    return next((message for failed, message in checks if failed), None)
+
+
 def _new_source(
-    info: Mapping[str, Any], old: str, new_thumbprint: Any, pfx_path: Any, pfx_content_given: bool
+    info: Mapping[str, Any], old: str | None, new_thumbprint: Any, pfx_path: Any, pfx_content_given: bool
 ) -> tuple[dict[str, Any], str | None]:
     """Where replace mode takes the new certificate from, or why it cannot (the second value)."""
     thumbprint = _upper(new_thumbprint)
     if thumbprint is not None:
         thumbprint = "".join(ch for ch in thumbprint if ch.isalnum())
-        entry = store_entry(info, thumbprint)
-        if thumbprint == old:
-            return {}, f"xu_renew_new_thumbprint {thumbprint} is the certificate already bound"
-        if entry is None:
-            return {}, f"xu_renew_new_thumbprint {thumbprint} is not in LocalMachine\\My on the host; import it first or give a PFX"
-        if not entry.get("has_private_key"):
-            return {}, f"the new certificate {thumbprint} has no private key in LocalMachine\\My"
-        if not isinstance(entry.get("days_left"), (int, float)) or entry["days_left"] < 0:
-            return {}, f"the new certificate {thumbprint} has expired ({entry.get('not_after')})"
-        if entry.get("san_covers_fqdn") is False:
-            return {}, f"the new certificate {thumbprint} does not name {info.get('fqdn')} in its Subject Alternative Name"
-        return {"source": "thumbprint", "new_thumbprint": thumbprint, "pfx_path": None}, None
+        return {"source": "thumbprint", "new_thumbprint": thumbprint, "pfx_path": None}, _thumbprint_problem(info, old, thumbprint)
     if pfx_content_given:
         return {"source": "pfx_content", "new_thumbprint": None, "pfx_path": None}, None
     if isinstance(pfx_path, str) and pfx_path:
-        if not os.path.isfile(pfx_path):
-            return {}, f"no new certificate for this host: the PFX {pfx_path} does not exist on the controller"
-        return {"source": "pfx", "new_thumbprint": None, "pfx_path": pfx_path}, None
+        missing = None if os.path.isfile(pfx_path) else f"no new certificate for this host: the PFX {pfx_path} does not exist on the controller"
+        return {"source": "pfx", "new_thumbprint": None, "pfx_path": pfx_path}, missing
     return {}, "no new certificate for this host: set xu_renew_pfx_path (a PFX per host) or xu_renew_new_thumbprint"
 
 
@@ -205,6 +205,7 @@ def _renewal_blocker(info: Mapping[str, Any], old: str) -> str | None:
 def renew_plan(
     info: Mapping[str, Any],
     mode: str,
+    *,
     strategy: str = "documented",
     before_days: float = 30,
     force: bool = False,
@@ -333,6 +334,13 @@ def renew_journal(
 # -- verification -------------------------------------------------------------------------------
 
 
+def serving_tls(info: Mapping[str, Any]) -> bool:
+    """Whether the server answers HTTPS with a certificate and nothing answers plain HTTP (the HTTP hold may go)."""
+    info = _dict(info)
+    https = _served(info, "web_https")
+    return _service_running(info) and bool(https.get("answering") and https.get("thumbprint")) and not _served(info, "web_http").get("answering")
+
+
 def _verify_certificate(certificate: Mapping[str, Any], expected: str, require_valid: bool) -> list[str]:
     problems = []
     if not certificate.get("in_store"):
@@ -366,7 +374,7 @@ def renew_verify(
     wanted = _upper(expected)
     problems: list[str] = []
     if wanted is None:
-        return {"ok": False, "problems": ["no certificate to verify"]}
+        return {"ok": False, "problems": ["no certificate to verify"], "thumbprint": None, "serving_tls": serving_tls(info)}
     if not _service_running(info):
         problems.append(f"the service is {_dict(info.get('service')).get('state', 'missing')}")
     web = _dict(info.get("web_server"))
@@ -391,7 +399,7 @@ def renew_verify(
         if _upper(served.get("thumbprint")) != wanted:
             problems.append(f"the configuration server port {served.get('port')} presents {served.get('thumbprint') or 'no certificate'}, not {wanted}")
     problems += _verify_certificate(_dict(web.get("certificate")), wanted, require_valid)
-    return {"ok": not problems, "problems": problems}
+    return {"ok": not problems, "problems": problems, "thumbprint": wanted, "serving_tls": serving_tls(info)}
 
 
 # -- resuming and recovering --------------------------------------------------------------------
@@ -489,14 +497,24 @@ def _forward(journal: Mapping[str, Any], info: Mapping[str, Any], old: str, new:
     return recovery
 
 
+def _unusable_journal(journal: Mapping[str, Any], info: Mapping[str, Any]) -> str | None:
+    """Why the journal cannot be acted on, or None."""
+    if not info or info.get("failed") or not info.get("installed"):
+        return f"the server could not be read ({info.get('msg') or 'no answer'}), so nothing was put back; the journal stays for the next run"
+    if "unreadable" in journal or not _upper(journal.get("old_thumbprint")) or journal.get("previous_web_protocol") not in HTTPS_PROTOCOLS:
+        return "the journal cannot be read as this role's journal; check the host and remove it by hand"
+    return None
+
+
 def _recover(journal: Mapping[str, Any], info: Mapping[str, Any], prefer: str) -> dict[str, Any]:
     journal = _dict(journal)
     info = _dict(info)
     if not journal:
-        return _empty_recovery("none", "no journal: nothing to resume", journal, None)
-    old = _upper(journal.get("old_thumbprint"))
-    if "unreadable" in journal or old is None or journal.get("previous_web_protocol") not in HTTPS_PROTOCOLS:
-        return _empty_recovery("manual", "the journal cannot be read as this role's journal; check the host and remove it by hand", journal, None)
+        return _empty_recovery("none", "nothing had been changed", journal, None)
+    unusable = _unusable_journal(journal, info)
+    if unusable is not None:
+        return _empty_recovery("manual", unusable, journal, None)
+    old = str(_upper(journal.get("old_thumbprint")))
     protocol = journal["previous_web_protocol"]
     config_tls = bool(journal.get("config_tls"))
     new = _journal_new(journal, info, old)
@@ -542,11 +560,12 @@ def renew_recovery(journal: Mapping[str, Any] | None, info: Mapping[str, Any]) -
 
 
 def step_of(task_name: Any) -> str:
-    """The step a task belongs to: role tasks are named ``<step> | <what it does>``."""
+    """The step a task belongs to: the role's tasks are named ``<Step> | <what it does>`` (``TLS off`` -> ``tls_off``)."""
     name = str(task_name or "")
     if " : " in name:  # Ansible prefixes a role's task names with "<role> : "
         name = name.split(" : ", 1)[1]
-    return name.split(" | ", 1)[0].strip() if " | " in name else (name.strip() or "unknown")
+    step = name.split(" | ", 1)[0] if " | " in name else name
+    return "_".join(step.lower().split()) or "unknown"
 
 
 def renew_outcome(
@@ -590,40 +609,85 @@ def renew_outcome(
     }
 
 
+def summary_result(plan: Mapping[str, Any], new_thumbprint: Any, resumed: Any, failure: Any, check_mode: bool) -> str:
+    """One word for what happened on the host."""
+    action = _dict(plan).get("action")
+    outcomes = (
+        (bool(failure), "failed"),
+        (_upper(new_thumbprint) is not None, "renewed"),
+        (check_mode and action in ("renew", "resume"), f"would_{action}"),
+        (action == "blocked", "blocked"),
+        (bool(resumed), "rolled_back" if resumed == "rolled_back" else "completed"),
+        (_dict(plan).get("status") == "skip", "skipped"),
+    )
+    return next((word for happened, word in outcomes if happened), "not_due")
+
+
 def renew_summary(
     plan: Mapping[str, Any],
-    result: str,
+    *,
     info: Mapping[str, Any] | None = None,
     new_thumbprint: str | None = None,
-    outage_s: float | None = None,
+    outage_s: Any = None,
     resumed: str | None = None,
+    resume_reason: str | None = None,
     failure: Mapping[str, Any] | None = None,
+    check_mode: bool = False,
 ) -> dict[str, Any]:
-    """The per-host summary: old -> new thumbprint, new expiry, outage seconds, result and why."""
+    """The per-host summary: result, old -> new thumbprint, new expiry, outage seconds, and why.
+
+    ``result`` is ``renewed``, ``not_due``, ``skipped`` (nothing to renew: TLS off, not installed),
+    ``blocked`` (due, but the mode cannot renew it), ``failed`` (rolled back), ``rolled_back`` or
+    ``completed`` (an interrupted run was finished and nothing else was due), or ``would_renew`` /
+    ``would_resume`` in check mode.
+    """
     plan = _dict(plan)
     info = _dict(info)
     failure = _dict(failure)
-    certificate = _dict(_dict(info.get("web_server")).get("certificate"))
+    web = _dict(info.get("web_server"))
+    certificate = _dict(web.get("certificate"))
     new = _upper(new_thumbprint)
-    serves = _upper(_dict(info.get("web_server")).get("certificate_thumbprint"))
-    reasons = {
-        "renewed": f"renewed ({plan.get('reason')})",
-        "failed": failure.get("message") or "failed",
-    }
+    result = summary_result(plan, new, resumed, failure, check_mode)
+    reason = str(plan.get("reason") or "")
+    if result == "failed":
+        reason = str(failure.get("message") or "failed")
+    elif result == "renewed":
+        reason = f"renewed: {reason}" if plan.get("status") == "due" else "renewed"
+    elif result in ("rolled_back", "completed"):
+        reason = f"resumed an interrupted run ({resume_reason}); {reason}"
+    if resumed and result == "renewed":
+        reason = f"resumed an interrupted run: {resumed} ({resume_reason}); {reason}"
+    try:
+        outage = round(float(outage_s), 1) if outage_s not in (None, "") else None
+    except (TypeError, ValueError):
+        outage = None
+    served_new = new is not None and _upper(web.get("certificate_thumbprint")) == new
     return {
         "result": result,
-        "reason": reasons.get(result, plan.get("reason")),
+        "reason": reason,
         "mode": plan.get("mode"),
         "strategy": plan.get("strategy"),
         "old_thumbprint": plan.get("old_thumbprint"),
         "new_thumbprint": new,
-        "new_expiry": certificate.get("not_after") if new is not None and serves == new else None,
+        "new_expiry": certificate.get("not_after") if served_new else None,
         "days_left": certificate.get("days_left") if certificate else plan.get("days_left"),
-        "outage_s": round(float(outage_s), 1) if isinstance(outage_s, (int, float)) else None,
+        "outage_s": outage,
         "resumed": resumed,
         "failed_step": failure.get("step"),
-        "restored": failure.get("restored") or [],
+        "restored": list(failure.get("restored") or []),
     }
+
+
+def renew_errors(results: Any) -> list[str]:
+    """The messages of the registered results (or loop results) that failed; skipped and missing ones count as fine."""
+    errors: list[str] = []
+    for result in results if isinstance(results, list) else [results]:
+        entry = _dict(result)
+        if isinstance(entry.get("results"), list):
+            errors += renew_errors(entry["results"])
+        elif entry.get("failed") or entry.get("unreachable"):
+            errors.append(str(entry.get("msg") or "failed"))
+    return errors
 
 
 class FilterModule:
@@ -640,4 +704,5 @@ class FilterModule:
             "renew_recovery": renew_recovery,
             "renew_outcome": renew_outcome,
             "renew_summary": renew_summary,
+            "renew_errors": renew_errors,
         }

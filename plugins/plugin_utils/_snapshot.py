@@ -224,7 +224,12 @@ def read_snapshot(
     discover = results[0].value()
     snapshot = _build(profile, discover, results)
     if journal_name is not None:
-        snapshot.journal = results[-1].value()
+        # An unreadable journal is reported, not fatal: the rest of the read is still good.
+        if results[-1].ok:
+            snapshot.journal = results[-1].result
+        else:
+            error = results[-1].error or {}
+            snapshot.read_errors.append(f"journal_read: {error.get('type')}: {error.get('message')}")
     if probe and snapshot.tls is not None:
         wanted = planned_probes(snapshot.tls.web_http_port, snapshot.tls.web_https_port, snapshot.tls.config_server_port)
         probe_results = results[base:base + len(planned)]

@@ -33,15 +33,21 @@ def test_action_spec_is_the_stub_documentation(module: str) -> None:
     assert module == cls.MODULE
     options = module_documentation(module)["options"]
     spec = cls.argument_spec()
-    assert spec == argument_spec_from_options(options)
+    # The spec is the documentation, plus no_log on the options the action names as secrets.
+    expected = argument_spec_from_options(options)
+    for name in cls.NO_LOG_OPTIONS:
+        assert name in expected, f"{module} masks {name}, which it does not document"
+        expected[name]["no_log"] = True
+    assert spec == expected
 
     def compare(spec: dict, options: dict) -> None:  # type: ignore[type-arg]
         assert set(spec) == set(options)
         for name, option in options.items():
             entry = spec[name]
             assert entry["type"] == option.get("type", "str"), name
-            for key in ("required", "default", "choices", "elements", "no_log", "aliases"):
+            for key in ("required", "default", "choices", "elements", "aliases"):
                 assert entry.get(key) == option.get(key), f"{name}.{key}"
+            assert entry.get("no_log") is (True if name in cls.NO_LOG_OPTIONS else None), f"{name}.no_log"
             assert option.get("description"), f"{name} has no description"
             if "suboptions" in option:
                 compare(entry["options"], option["suboptions"])
@@ -72,8 +78,11 @@ def test_undocumentable_option_keys_fail_loudly() -> None:
 
 
 def test_secret_options_are_no_log() -> None:
+    secrets = 0
     for module in MODULES:
         spec = action_class(module).argument_spec()
         for name, entry in spec.items():
-            if "password" in name:
+            if "password" in name or name.startswith("pfx_content"):
                 assert entry.get("no_log") is True, f"{module}.{name}"
+                secrets += 1
+    assert secrets >= 2  # xu_cert_swap's pfx_password and pfx_content at least
