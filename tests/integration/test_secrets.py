@@ -25,8 +25,9 @@ def test_no_secret_in_output_results_transcript_or_files(lab_factory: Any, tmp_p
             "old_thumbprint": old, "pfx_path": "new.pfx", "pfx_password": pfx_password, "grant_key_access": True, "wait_timeout": 30,
         }, "register": "swap"},
         {"name": "binding", "xtractuniversal.tls.xu_tls_binding": {"web_protocol": "https_unrestricted", "wait_timeout": 30}},
-        {"name": "restore", "xtractuniversal.tls.xu_tls_restore": {"backup_file": "{{ swap.backup_files.values() | first }}",
-                                                                  "restart": "never"}},
+        {"name": "restore", "xtractuniversal.tls.xu_tls_restore": {
+            "backup_file": "{{ swap.backup_files.values() | first }}", "restart": "never",
+        }},
         {"name": "gate open", "xtractuniversal.tls.xu_firewall_gate": {"state": "open"}},
         {"name": "journal gone", "xtractuniversal.tls.xu_journal": {"state": "absent"}},
     ]
