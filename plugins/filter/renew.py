@@ -14,6 +14,8 @@ that are unit-tested on their own:
 ``renew_recovery``  the same after a failed step, preferring the rollback
 ``renew_outcome``   the message and result of a failed host, from what the recovery did
 ``renew_summary``   the per-host summary the role returns as facts and through set_stats
+``renew_totals``    how many hosts ended with each result, for the fleet summary
+``renew_errors``    the messages of the registered results that failed
 
 Each filter has its documentation in ``plugins/filter/<name>.yml``.
 """
@@ -126,8 +128,7 @@ def renew_due(info: Mapping[str, Any], before_days: float = 30, force: bool = Fa
     if reason is not None:
         return {"status": "skip", "due": False, "reason": reason, "old_thumbprint": None, "days_left": None, "not_after": None}
     web = _dict(info.get("web_server"))
-    old = _upper(web.get("certificate_thumbprint"))
-    assert old is not None  # checked by _not_applicable
+    old = str(_upper(web.get("certificate_thumbprint")))  # present: checked by _not_applicable
     certificate = _dict(web.get("certificate"))
     config = _dict(info.get("config_server"))
     checks = [("web server", certificate, old)]
@@ -186,20 +187,19 @@ def _new_source(
     return {}, "no new certificate for this host: set xu_renew_pfx_path (a PFX per host) or xu_renew_new_thumbprint"
 
 
-def _renewal_blocker(info: Mapping[str, Any], old: str) -> str | None:
+def _renewal_blocker(info: Mapping[str, Any]) -> str | None:
     """Why AD CS cannot renew the bound certificate with its key, or None."""
-    web = _dict(info.get("web_server"))
-    certificate = _dict(web.get("certificate"))
-    advice = "; use xu_renew_mode: replace with a new certificate"
-    if not certificate.get("in_store"):
-        return f"the bound certificate {old} is not in LocalMachine\\My, so AD CS cannot renew it with its key" + advice
-    if not certificate.get("has_private_key"):
-        return f"the bound certificate {old} has no private key, so AD CS cannot renew it with the same key" + advice
-    if certificate.get("expired"):
-        return f"the bound certificate {old} has expired and a CA refuses to renew an expired certificate" + advice
-    if certificate.get("san_covers_fqdn") is False:
-        return f"the bound certificate {old} does not name {info.get('fqdn')} in its SAN, and a renewal keeps its names" + advice
-    return None
+    certificate = _dict(_dict(info.get("web_server")).get("certificate"))
+    checks = (
+        (not certificate.get("in_store"), "AD CS renews only a certificate that is in LocalMachine\\My"),
+        (not certificate.get("has_private_key"), "it has no private key in the store"),
+        (certificate.get("expired"), "a CA refuses to renew an expired certificate"),
+        (certificate.get("san_covers_fqdn") is False, f"it does not name {info.get('fqdn')} in its SAN, and a renewal keeps its names"),
+    )
+    blocker = next((message for failed, message in checks if failed), None)
+    if blocker is None:
+        return None
+    return f"it cannot be renewed with the same key: {blocker}; use xu_renew_mode: replace with a new certificate"
 
 
 def renew_plan(
@@ -266,9 +266,9 @@ def renew_plan(
         source, blocker = _new_source(info, old, new_thumbprint, pfx_path, pfx_content_given)
         plan.update(source)
     else:
-        blocker = _renewal_blocker(info, old)
+        blocker = _renewal_blocker(info)
     if blocker is not None:
-        plan.update(action="blocked", reason=f"{due['reason']}, but {blocker}")
+        plan.update(action="blocked", reason=f"{due['reason']}; {blocker}")
         return plan
     # minimal_outage removes the old certificate in the swap's own remote call, right after the
     # host has seen the new one served; with a controller check or a separate configuration server
@@ -462,6 +462,7 @@ def _rollback(journal: Mapping[str, Any], info: Mapping[str, Any], old: str, old
         "web_certificate": old,
         "config_server_certificate": old if journal.get("config_tls") else None,
         "restart": "if_changed" if not file_original else "always",
+        "backup": False,  # see _forward
     }
     recovery["reason"] = f"no backup was recorded; the previous values are set back, serving {old}"
     return recovery
@@ -471,11 +472,14 @@ def _forward(journal: Mapping[str, Any], info: Mapping[str, Any], old: str, new:
     recovery = _empty_recovery("complete", "", journal, new)
     recovery["new_thumbprint"] = new
     recovery["remove_old"] = bool(journal.get("remove_old")) and store_entry(info, old) is not None
+    renewal = journal.get("mode") == "reuse_key"
+    gone = "was archived by the AD CS renewal" if renewal else "is no longer in LocalMachine\\My"
     if new_in_force:
         recovery["reason"] = f"the new certificate {new} is bound and served"
+        if not usable(info, old):
+            recovery["reason"] = f"the previous certificate {old} {gone}, so it cannot be put back; {recovery['reason']}"
         return recovery
     backups = _dict(journal.get("backup_files"))
-    renewal = journal.get("mode") == "reuse_key"
     if backups:
         # The previous settings first, byte for byte; then only the thumbprints move to the new certificate.
         recovery["restores"] = _restores(journal, "never")
@@ -484,12 +488,14 @@ def _forward(journal: Mapping[str, Any], info: Mapping[str, Any], old: str, new:
         "new_thumbprint": None if renewal else new,
         "renew_reusing_key": True if renewal else None,
         "restart": "if_changed" if backups else "always",
+        # The run's first write kept the settings from before it (recorded or not); a backup made now could
+        # take that backup's name, since backups are named to the second.
+        "backup": False,
     }
     web = _dict(info.get("web_server"))
     if not backups and web.get("protocol") != journal.get("previous_web_protocol"):
         recovery["rebind"] = {"web_protocol": journal.get("previous_web_protocol"), "web_certificate": None,
-                              "config_server_certificate": None, "restart": "if_changed"}
-    gone = "was archived by the AD CS renewal" if renewal else "is no longer in LocalMachine\\My"
+                              "config_server_certificate": None, "restart": "if_changed", "backup": False}
     what = f"the renewed certificate {new or '(found by its key)'}" if renewal else f"the new certificate {new}"
     recovery["reason"] = f"the previous certificate {old} {gone}, so the previous settings cannot start the service; they are bound to {what}"
     if renewal and new is None:
@@ -690,6 +696,16 @@ def renew_errors(results: Any) -> list[str]:
     return errors
 
 
+def renew_totals(summaries: Any) -> dict[str, int]:
+    """How many hosts ended with each result; a host without a summary counts as ``unreachable``."""
+    totals: dict[str, int] = {}
+    values = summaries.values() if isinstance(summaries, Mapping) else summaries or []
+    for summary in values:
+        result = str(_dict(summary).get("result") or "unreachable")
+        totals[result] = totals.get(result, 0) + 1
+    return dict(sorted(totals.items()))
+
+
 class FilterModule:
     """The decisions of the renew role."""
 
@@ -705,4 +721,5 @@ class FilterModule:
             "renew_outcome": renew_outcome,
             "renew_summary": renew_summary,
             "renew_errors": renew_errors,
+            "renew_totals": renew_totals,
         }

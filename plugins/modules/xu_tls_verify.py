@@ -20,7 +20,7 @@ description:
   - The module makes no remote call through the host's connection and changes nothing. It fails when a port does
     not answer, presents a certificate that does not chain to O(ca_path) or does not name O(fqdn), presents another
     certificate than O(expected_thumbprint), or when C(/version) does not answer 200.
-  - Firewall rules apply: the controller must be allowed to reach the ports (see
+  - Firewall rules apply, so the controller must be allowed to reach the ports (see
     M(xtractuniversal.tls.xu_firewall_gate)'s O(xtractuniversal.tls.xu_firewall_gate#module:allow_from)).
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes

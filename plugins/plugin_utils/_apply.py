@@ -3,34 +3,52 @@
 """Changing XU's settings safely: write with backups, restart, verify, roll back. Private to this collection.
 
 One ``apply_changes`` is one remote call: optional preparatory operations (import a
-certificate, grant key access), the settings writes (each atomic, each guarded by the
-hash of what was read, each with a backup), the restart with its wait, probes of what
-the ports now serve, and optional follow-up operations that guard themselves (e.g. a
-``cert_remove`` with ``require_served``). The controller then judges the probes; when
-they are wrong it rolls back in one more call and raises.
+certificate, grant key access), the settings changes (each write atomic, guarded by the
+hash of what was read, with a backup; or a restore from a backup), the restart with its
+wait, and probes of what the ports now serve. The controller then judges the probes
+(``restart_verdict``); when they are wrong it rolls back in one more call and raises.
+
+Whatever cannot be undone (removing a certificate) belongs in a call of its own, made
+only once the verdict was good: operations in the apply call run before the controller
+has judged anything.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, OperationResult
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
+    CONFIG_SERVER_AUTHENTICATIONS,
+    DEFAULT_SETTINGS_MAP,
+    WEB_PROTOCOLS,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import TlsState
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Probe, probe_from_result, probe_operation
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Probe, probe_from_result, probe_operation, serving_mismatch
 
 
 @dataclass(frozen=True)
 class FileChange:
-    """A settings file's content before (None: absent) and after."""
+    """A settings file's content before (None: absent) and after.
+
+    With ``restore_from`` the host copies that backup over the file, byte for byte, instead of
+    writing ``after`` (``file_restore`` takes no hash, so that copy is not guarded);
+    ``after_sha256`` is then what the file hashes to once restored, and guards writing
+    ``before`` back in a rollback.
+    """
 
     path: str
     before: str | None
     after: str
     before_sha256: str | None
+    restore_from: str | None = None
+    after_sha256: str | None = None
 
     def diff(self) -> dict[str, str]:
         return {"before_header": self.path, "after_header": self.path, "before": self.before or "", "after": self.after}
@@ -48,13 +66,12 @@ class Expectation:
     http_statuses: tuple[int, ...] = (200,)  # answers to GET http_path that show the server works
 
     def judge(self, probe: Probe) -> str | None:
-        """None when the port serves what it should, else what is wrong."""
+        """None when the port answers, serves what the settings say and answers HTTP well; else what is wrong."""
         if not probe.connected:
             return f"port {self.port} does not answer ({probe.error or 'no connection'})"
-        if self.tls:
-            served = probe.certificate.thumbprint if probe.certificate else None
-            if served != self.thumbprint:
-                return f"port {self.port} serves {served or 'no TLS certificate'}, expected {self.thumbprint}"
+        mismatch = serving_mismatch(self.port, self.tls, self.thumbprint, probe)
+        if mismatch:
+            return mismatch
         if self.http_path and probe.http_status not in self.http_statuses:
             expected = " or ".join(str(status) for status in self.http_statuses)
             return f"GET {self.http_path} on port {self.port} answered {probe.http_status}, expected {expected}"
@@ -66,8 +83,28 @@ class Expectation:
 RESTRICTED_WEB_STATUSES = (200, 401, 403)
 
 
-def expectations_for(state: TlsState) -> list[Expectation]:
-    """What a healthy service configured as ``state`` serves: the web server and the configuration server."""
+def check_known(state: TlsState, settings_map: Mapping[str, str] = DEFAULT_SETTINGS_MAP) -> None:
+    """XuError when a setting holds a value this collection does not know: what XU serves then cannot be told or checked."""
+    if state.web_protocol is None:
+        raise XuError(
+            f"tls.json's {settings_map['web_protocol']} is {json.dumps(state.web_protocol_raw)}, not one of"
+            f" {', '.join(WEB_PROTOCOLS.values())}, so what the web server serves cannot be checked;"
+            " set web_protocol, or check settings_map.web_protocol"
+        )
+    if state.config_server_authentication is None:
+        raise XuError(
+            f"tls.json's {settings_map['config_server_authentication']} is {json.dumps(state.config_server_authentication_raw)},"
+            f" not one of {', '.join(CONFIG_SERVER_AUTHENTICATIONS.values())}, so what the configuration server serves cannot be"
+            " checked; check settings_map.config_server_authentication"
+        )
+
+
+def expectations_for(state: TlsState, settings_map: Mapping[str, str] = DEFAULT_SETTINGS_MAP) -> list[Expectation]:
+    """What a healthy service configured as ``state`` serves: the web server and the configuration server.
+
+    XuError (naming the value and the settings_map entry) when a setting holds a value this collection does not know.
+    """
+    check_known(state, settings_map)
     expected = []
     if state.web_uses_tls:
         statuses = (200,) if state.web_protocol == "https_unrestricted" else RESTRICTED_WEB_STATUSES
@@ -82,9 +119,21 @@ def expectations_for(state: TlsState) -> list[Expectation]:
     return expected
 
 
+def expectations_if_known(state: TlsState, settings_map: Mapping[str, str] = DEFAULT_SETTINGS_MAP) -> list[Expectation] | None:
+    """``expectations_for(state)``, or None when a setting is unknown: what was served before a change, checked after a rollback."""
+    try:
+        return expectations_for(state, settings_map)
+    except XuError:
+        return None
+
+
+def restart_wanted(mode: str, changed: bool) -> bool:
+    """The modules' ``restart`` option: ``always``, ``if_changed`` (when ``changed``) or ``never``."""
+    return mode == "always" or (mode == "if_changed" and changed)
+
+
 def backup_stamp(now: datetime.datetime | None = None) -> str:
-    moment = now or datetime.datetime.now(datetime.timezone.utc)
-    return moment.strftime("%Y%m%dT%H%M%SZ")
+    return (now or utc_now()).strftime("%Y%m%dT%H%M%SZ")
 
 
 def backup_path_for(path: str, stamp: str) -> str:
@@ -98,6 +147,44 @@ class RestartPlan:
     expectations: list[Expectation]
 
 
+def error_text(result: OperationResult) -> str:
+    """A failed (or skipped) operation's error as one line: ``Type: message``."""
+    error = result.error or {}
+    return f"{error.get('type', result.status)}: {error.get('message', '')}".strip(": ")
+
+
+def restart_operations(plan: RestartPlan) -> list[Operation]:
+    """Restart the service, wait for the expected ports, then probe each of them."""
+    restart = Operation("service_restart", {
+        "name": plan.service_name, "wait_ports": [e.port for e in plan.expectations], "timeout_s": plan.timeout_s,
+    })
+    return [restart, *(probe_operation(e.port, e.tls, e.http_path) for e in plan.expectations)]
+
+
+@dataclass
+class RestartVerdict:
+    """The controller's judgement of a restart and its probes."""
+
+    restart: dict[str, Any] | None
+    served: dict[str, Probe]
+    problem: str | None  # None: the service came back and serves what it should
+
+
+def restart_verdict(plan: RestartPlan, results: Sequence[OperationResult]) -> RestartVerdict:
+    """Judge the answers to ``restart_operations(plan)`` (``results`` starts with the restart)."""
+    restart, probes = results[0], results[1:1 + len(plan.expectations)]
+    served = {e.name: probe_from_result(r, e.port, e.tls) for e, r in zip(plan.expectations, probes, strict=True)}
+    answer = restart.result or {}
+    problem: str | None
+    if not restart.ok:
+        problem = f"restarting the service failed: {error_text(restart)}"
+    elif not answer.get("started"):
+        problem = f"the service did not come back ({answer.get('start_error') or answer.get('state')})"
+    else:
+        problem = "; ".join(p for e in plan.expectations if (p := e.judge(served[e.name]))) or None
+    return RestartVerdict(restart.result, served, problem)
+
+
 @dataclass
 class ApplyOutcome:
     """What one apply call did."""
@@ -108,14 +195,23 @@ class ApplyOutcome:
     served: dict[str, Probe] = field(default_factory=dict)
     pre_results: list[OperationResult] = field(default_factory=list)
     post_results: list[OperationResult] = field(default_factory=list)
+    # What was wrong after the restart, when the caller asked for no rollback (else ChangeFailed is raised).
+    problem: str | None = None
 
 
 class ChangeFailed(XuError):
     """The change did not take; the host was put back as it was (``rolled_back``)."""
 
 
-def _probe_ops(expectations: list[Expectation]) -> list[Operation]:
-    return [probe_operation(e.port, e.tls, e.http_path) for e in expectations]
+def _change_operation(change: FileChange, backup_path: str | None) -> Operation:
+    if change.restore_from is not None:
+        return Operation("file_restore", {"backup_path": change.restore_from, "path": change.path})
+    return Operation("file_write", {
+        "path": change.path,
+        "content": change.after,
+        "backup_path": backup_path,
+        "expected_sha256": change.before_sha256 if change.before is not None else "absent",
+    })
 
 
 def apply_changes(
@@ -128,31 +224,30 @@ def apply_changes(
     pre_ops: list[Operation] | None = None,
     post_ops: list[Operation] | None = None,
     previous: list[Expectation] | None = None,
+    roll_back_restart: bool = True,
 ) -> ApplyOutcome:
     """Apply in one remote call; on failure roll back (one more call) and raise ChangeFailed.
 
     ``previous`` is what the service served before, checked again after a rollback.
+    ``post_ops`` run in the same call, before the controller has judged the restart:
+    only operations that guard themselves and do nothing that cannot be undone.
+    With ``roll_back_restart`` false a bad restart is not rolled back (the settings could not
+    start either, e.g. their certificate is gone): the outcome's ``problem`` says what is wrong.
+    No operation at all makes no call.
     """
     pre_ops = pre_ops or []
     post_ops = post_ops or []
     operations = list(pre_ops)
     backups: dict[str, str | None] = {}
     for change in changes:
-        backups[change.path] = backup_path_for(change.path, stamp) if backup and change.before is not None else None
-        operations.append(Operation("file_write", {
-            "path": change.path,
-            "content": change.after,
-            "backup_path": backups[change.path],
-            "expected_sha256": change.before_sha256 if change.before is not None else "absent",
-        }))
+        keep = backup and change.before is not None and change.restore_from is None
+        backups[change.path] = backup_path_for(change.path, stamp) if keep else None
+        operations.append(_change_operation(change, backups[change.path]))
     if restart is not None:
-        operations.append(Operation("service_restart", {
-            "name": restart.service_name,
-            "wait_ports": [e.port for e in restart.expectations],
-            "timeout_s": restart.timeout_s,
-        }))
-        operations += _probe_ops(restart.expectations)
+        operations += restart_operations(restart)
     operations += post_ops
+    if not operations:
+        return ApplyOutcome()
 
     results = agent.call(operations, stop_on_error=True)
     outcome = ApplyOutcome(backups=backups, pre_results=results[:len(pre_ops)])
@@ -167,43 +262,26 @@ def apply_changes(
             backups[change.path] = (result.result or {}).get("backup_path")
     failed_write = next((r for r in write_results if not r.ok), None)
     if failed_write is not None:
-        error = _error_text(failed_write)
-        _roll_back(agent, written=written, backups=backups, restart=None, previous=previous, reason=f"writing the settings failed: {error}")
+        reason = f"writing the settings failed: {error_text(failed_write)}"
+        _roll_back(agent, written=written, backups=backups, restart=None, previous=previous, reason=reason)
 
     if restart is not None:
-        index = len(pre_ops) + len(changes)
-        restart_result = results[index]
+        verdict = restart_verdict(restart, results[len(pre_ops) + len(changes):])
         outcome.restarted = True
-        outcome.restart = restart_result.result
-        probe_results = results[index + 1:index + 1 + len(restart.expectations)]
-        outcome.served = {e.name: probe_from_result(r, e.port, e.tls) for e, r in zip(restart.expectations, probe_results, strict=True)}
-        problem = _restart_problem(restart_result, restart.expectations, outcome.served)
-        if problem:
-            _roll_back(agent, written=written, backups=backups, restart=restart, previous=previous, reason=problem)
+        outcome.restart = verdict.restart
+        outcome.served = verdict.served
+        if verdict.problem and roll_back_restart:
+            _roll_back(agent, written=written, backups=backups, restart=restart, previous=previous, reason=verdict.problem)
+        outcome.problem = verdict.problem
     outcome.post_results = results[len(results) - len(post_ops):] if post_ops else []
     return outcome
 
 
 def _as_written(change: FileChange, result: dict[str, Any]) -> FileChange:
     """The change as the host carried it out: without a previous file, a rollback removes the file."""
-    if result.get("previous_sha256") is None and change.before is not None:
+    if change.restore_from is None and result.get("previous_sha256") is None and change.before is not None:
         return FileChange(change.path, None, change.after, None)
     return change
-
-
-def _error_text(result: OperationResult) -> str:
-    error = result.error or {}
-    return f"{error.get('type', result.status)}: {error.get('message', '')}".strip(": ")
-
-
-def _restart_problem(result: OperationResult, expectations: list[Expectation], served: dict[str, Probe]) -> str | None:
-    if not result.ok:
-        return f"restarting the service failed: {_error_text(result)}"
-    restart = result.result or {}
-    if not restart.get("started"):
-        return f"the service did not come back ({restart.get('start_error') or restart.get('state')})"
-    problems = [p for e in expectations if (p := e.judge(served[e.name]))]
-    return "; ".join(problems) or None
 
 
 def _roll_back(
@@ -224,28 +302,23 @@ def _roll_back(
         elif change.before is None:
             operations.append(Operation("file_remove", {"path": change.path, "backup_path": None}))
         else:
-            # No backup was asked for: the content read before is written back.
+            # No backup was kept: the content read before is written back.
             operations.append(Operation("file_write", {
-                "path": change.path, "content": change.before, "backup_path": None, "expected_sha256": None,
+                "path": change.path, "content": change.before, "backup_path": None, "expected_sha256": change.after_sha256,
             }))
-    checks = previous or []
-    if restart is not None:
-        operations.append(Operation("service_restart", {
-            "name": restart.service_name, "wait_ports": [e.port for e in checks], "timeout_s": restart.timeout_s,
-        }))
-        operations += _probe_ops(checks)
+    checks = RestartPlan(restart.service_name, restart.timeout_s, previous or []) if restart is not None else None
+    if checks is not None:
+        operations += restart_operations(checks)
     if not operations:
         raise ChangeFailed(f"{reason}; nothing had been changed", rolled_back=False)
     try:
         results = agent.call(operations, stop_on_error=False)
     except XuError as e:
         raise ChangeFailed(f"{reason}; the rollback failed too: {e.msg}", rolled_back=False, rollback_error=e.msg) from e
-    failures = [f"{r.op}: {_error_text(r)}" for r in results if not r.ok]
+    failures = [f"{r.op}: {error_text(r)}" for r in results if not r.ok]
     restored = [c.path for c in written]
-    if restart is not None and not failures:
-        restart_result = results[len(written)]
-        served = {e.name: probe_from_result(r, e.port, e.tls) for e, r in zip(checks, results[len(written) + 1:], strict=True)}
-        problem = _restart_problem(restart_result, checks, served)
+    if checks is not None and not failures:
+        problem = restart_verdict(checks, results[len(written):]).problem
         if problem:
             failures.append(f"after the rollback {problem}")
     if failures:
@@ -254,8 +327,8 @@ def _roll_back(
             rolled_back=False, restored_files=restored, rollback_problems=failures,
         )
     restarted = ""
-    if restart is not None:
-        restarted = " and restarted the service" + (", which serves its previous certificates again" if checks else "")
+    if checks is not None:
+        restarted = " and restarted the service" + (", which serves its previous certificates again" if checks.expectations else "")
     raise ChangeFailed(f"{reason}; rolled back: restored {', '.join(restored) or 'nothing'}{restarted}", rolled_back=True, restored_files=restored)
 
 
@@ -275,10 +348,3 @@ def settings_text(document: Any, original: str | None) -> str:
     if original is None or original.endswith(("\n", "\r\n")):
         text += newline
     return text
-
-
-def require_ok(result: OperationResult) -> dict[str, Any]:
-    """The result of an operation that must have worked."""
-    if not result.ok:
-        raise OperationError(result.op, str((result.error or {}).get("type", result.status)), str((result.error or {}).get("message", "")))
-    return result.result or {}

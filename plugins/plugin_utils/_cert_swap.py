@@ -5,7 +5,8 @@
 The flow of every run: judge the input on the controller (a PFX is opened and judged
 here, before any remote call), read the host in one call, decide, and change the host in
 one more call (a renewal with certreq costs one call in between, since the new thumbprint
-is only known once certreq has run).
+is only known once certreq has run). Removing the old certificate costs one more call,
+made only once the controller has judged the change good.
 
 References are replaced at the text level, so each settings file keeps its formatting:
 every JSON string value that is the old thumbprint (in any form a user may have pasted)
@@ -32,10 +33,14 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     RestartPlan,
     apply_changes,
     backup_stamp,
+    check_known,
+    error_text,
     expectations_for,
+    restart_wanted,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import CertificateFacts, iso, key_readable_by, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import parse_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
     PfxError,
@@ -59,21 +64,17 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot impo
     Probe,
     Snapshot,
     StoreCertificate,
-    probe_from_result,
-    probe_operations,
     read_snapshot,
+    require_complete,
     require_installed,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._thumbprint import ThumbprintError, clean_thumbprint
 
-# The shared read also reads the maintenance gate; the swap does not use it.
-GATE_GROUP = "xtractuniversal.tls gate"
 JOURNAL_PREFIX = "xu_cert_swap.renewal."
 STORE = "My"
 SOURCE_THUMBPRINT = "new_thumbprint"
 SOURCE_PFX = "pfx"
 SOURCE_RENEWAL = "renew_reusing_key"
-RESTART_IF_CHANGED, RESTART_ALWAYS = "if_changed", "always"
 # The ACL Windows gives a key imported into the machine key set: the XU service account is not on it.
 IMPORTED_KEY_ACL = [
     {"identity": "NT AUTHORITY\\SYSTEM", "rights": "FullControl", "type": "Allow"},
@@ -450,10 +451,6 @@ def _key_access(run: ModuleRun, request: SwapRequest, *, readable: bool | None, 
     return readable is False or other_work
 
 
-def _restart_wanted(request: SwapRequest, rewrites: list[FileRewrite]) -> bool:
-    return request.restart == RESTART_ALWAYS or (request.restart == RESTART_IF_CHANGED and bool(rewrites))
-
-
 def plan_replacement(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, searched: list[SettingsFile], fqdn: str | None) -> SwapPlan:
     """The plan for a new certificate that is in the store or comes in a PFX."""
     new = request.new or ""
@@ -491,7 +488,7 @@ def plan_replacement(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, s
         pre_ops.append(Operation("key_grant_read", {"thumbprint": new, "account": snapshot.service_account}))
     new_certificate = request.pfx.to_result(snapshot.now, fqdn) if request.pfx is not None else facts.to_result(snapshot.now, fqdn)
     return SwapPlan(
-        new=new, rewrites=rewrites, pre_ops=pre_ops, remove_old=remove, restart=_restart_wanted(request, rewrites),
+        new=new, rewrites=rewrites, pre_ops=pre_ops, remove_old=remove, restart=restart_wanted(request.restart, bool(rewrites)),
         can_roll_back=request.old in snapshot.certificates, new_certificate=new_certificate, import_needed=import_needed,
         grant_needed=grant,
     )
@@ -577,11 +574,6 @@ def _served_requirement(expectations: list[Expectation]) -> list[dict[str, Any]]
     return [{"port": e.port, "thumbprint": e.thumbprint} for e in expectations if e.tls and e.thumbprint]
 
 
-def _error_text(result: OperationResult) -> str:
-    error = result.error or {}
-    return f"{error.get('type', result.status)}: {error.get('message', '')}"
-
-
 @dataclass
 class Applied:
     """What the apply call did, for the result."""
@@ -592,25 +584,6 @@ class Applied:
     imported: bool = False
     granted: bool = False
     removed_old: bool = False
-
-
-def _restart_ops(plan: RestartPlan) -> list[Operation]:
-    operations = [Operation("service_restart", {"name": plan.service_name, "wait_ports": [e.port for e in plan.expectations], "timeout_s": plan.timeout_s})]
-    operations += probe_operations({e.name: (e.port, e.tls, e.http_path) for e in plan.expectations})
-    return operations
-
-
-def _judge_restart(results: list[OperationResult], plan: RestartPlan) -> tuple[str | None, dict[str, Probe]]:
-    """What is wrong after a restart without rollback (None: the ports serve what they should), and what they serve."""
-    restart, probes = results[0], results[1:]
-    served = {e.name: probe_from_result(r, e.port, e.tls) for e, r in zip(plan.expectations, probes, strict=True)}
-    if not restart.ok:
-        return f"restarting the service failed: {_error_text(restart)}", served
-    answer = restart.result or {}
-    if not answer.get("started"):
-        return f"the service did not come back ({answer.get('start_error') or answer.get('state')})", served
-    problems = [p for e in plan.expectations if (p := e.judge(served[e.name]))]
-    return "; ".join(problems) or None, served
 
 
 def _describe_failure(error: XuError, request: SwapRequest, plan: SwapPlan) -> None:
@@ -641,36 +614,35 @@ def _read_preparations(applied: Applied, plan: SwapPlan, results: list[Operation
 
 
 def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: SwapPlan) -> Applied:
-    """One remote call: preparations, writes, restart with probes, removal of the old certificate.
+    """One remote call for preparations, writes, restart with probes; one more for removing the old certificate.
 
     While the old certificate is in the store, a failed restart rolls the settings back
     (apply_changes). Once it is gone (win-acme deleted it, certreq archived it), going back
     would bind a certificate the service cannot load; then the restart runs without a
     rollback and a failure is reported with the settings left on the new certificate.
+
+    The old certificate is removed only after the controller judged the restart good: in a
+    call of its own, still guarded on the host by ``require_served``. Removed in the apply
+    call, it would be gone before a bad verdict rolls the settings back to it.
     """
     new, tls, service = plan.new, snapshot.tls, snapshot.service
     if new is None or tls is None or service is None:
         raise XuError("Nothing to apply: the new certificate or the service's settings are unknown")
+    settings_map = snapshot.profile.settings_map
     restart_plan = None
     if plan.restart:
-        expected = expectations_for(tls_state_after(snapshot, plan.rewrites))
+        expected = expectations_for(tls_state_after(snapshot, plan.rewrites), settings_map)
         restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected)
-    restart_ops = _restart_ops(restart_plan) if restart_plan is not None and not plan.can_roll_back else []
-    post_ops = list(restart_ops)
-    if plan.remove_old:
-        # When restarting, the old certificate goes only once the ports are seen serving the new one.
-        require = _served_requirement(restart_plan.expectations) if restart_plan is not None else None
-        post_ops.append(Operation("cert_remove", {"store": STORE, "thumbprint": request.old, "require_served": require}))
     try:
         outcome = apply_changes(
             run.agent,
             changes=[rewrite.change() for rewrite in plan.rewrites],
             stamp=backup_stamp(),
             backup=request.backup,
-            restart=restart_plan if plan.can_roll_back else None,
+            restart=restart_plan,
             pre_ops=plan.pre_ops,
-            post_ops=post_ops,
-            previous=expectations_for(tls),
+            previous=expectations_for(tls, settings_map),
+            roll_back_restart=plan.can_roll_back,
         )
     except XuError as e:
         _describe_failure(e, request, plan)
@@ -680,25 +652,36 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
         backups={path: backup for path, backup in outcome.backups.items() if backup}, restarted=outcome.restarted, served=outcome.served,
     )
     _read_preparations(applied, plan, outcome.pre_results)
-    if restart_plan is not None and restart_ops:
-        problem, applied.served = _judge_restart(outcome.post_results[:len(restart_ops)], restart_plan)
-        applied.restarted = True
-        if problem:
-            raise XuError(
-                f"{problem}. The settings were not rolled back: they would name {request.old}, which is no longer in"
-                f" LocalMachine\\My, so the service could not start with them either. The settings name {new};"
-                " check the service's event log and start it",
-                changed=True, rolled_back=False, old_thumbprint=request.old, new_thumbprint=new,
-                imported_thumbprint=new if plan.import_needed else None,
-                served={name: probe.to_result() for name, probe in applied.served.items()},
-            )
+    if outcome.problem:
+        raise XuError(
+            f"{outcome.problem}. The settings were not rolled back: they would name {request.old}, which is no longer in"
+            f" LocalMachine\\My, so the service could not start with them either. The settings name {new};"
+            " check the service's event log and start it",
+            changed=True, rolled_back=False, old_thumbprint=request.old, new_thumbprint=new,
+            imported_thumbprint=new if plan.import_needed else None,
+            served={name: probe.to_result() for name, probe in applied.served.items()},
+        )
     if plan.remove_old:
-        removal = outcome.post_results[-1]
-        if removal.ok:
-            applied.removed_old = bool((removal.result or {}).get("removed"))
-        else:
-            run.warn(f"The old certificate {request.old} was left in the store: {_error_text(removal)}")
+        applied.removed_old = remove_old(run, request.old, restart_plan)
     return applied
+
+
+def remove_old(run: ModuleRun, old: str, restart: RestartPlan | None) -> bool:
+    """Remove the old certificate in its own call, once the swap is judged done; a failure is a warning.
+
+    After a restart the host removes it only while each TLS port still presents the certificate
+    the settings now name (``require_served``); without a restart nothing can be checked.
+    """
+    require = _served_requirement(restart.expectations) if restart is not None else None
+    try:
+        (removal,) = run.agent.call([Operation("cert_remove", {"store": STORE, "thumbprint": old, "require_served": require})])
+    except XuError as e:
+        run.warn(f"Whether the old certificate {old} was removed from the store is not known: {e.msg}")
+        return False
+    if not removal.ok:
+        run.warn(f"The old certificate {old} was left in the store: {error_text(removal)}")
+        return False
+    return bool((removal.result or {}).get("removed"))
 
 
 # -- the module ---------------------------------------------------------------------------------
@@ -767,7 +750,7 @@ def renew(run: ModuleRun, old: StoreCertificate) -> str:
     except OperationError as e:
         raise XuError(f"Renewing {old.thumbprint} with the same key failed; nothing was changed: {e.msg}") from e
     if not results[1].ok:
-        run.warn(f"The renewal was not recorded in the host's journal ({_error_text(results[1])}); a later run may not recognise it")
+        run.warn(f"The renewal was not recorded in the host's journal ({error_text(results[1])}); a later run may not recognise it")
     return _thumbprint(renewed.get("thumbprint"), "the renewed certificate's thumbprint")
 
 
@@ -788,7 +771,7 @@ def _renewal_plan(
         rewrites=rewrites,
         pre_ops=[Operation("key_grant_read", {"thumbprint": new, "account": snapshot.service_account})] if grant and new else [],
         remove_old=remove,
-        restart=_restart_wanted(request, rewrites),
+        restart=restart_wanted(request.restart, bool(rewrites)),
         can_roll_back=request.old in snapshot.certificates and not decision.renew_now,
         new_certificate=successor.facts.to_result(snapshot.now, request.fqdn or snapshot.fqdn) if successor else None,
         grant_needed=grant,
@@ -806,9 +789,13 @@ def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
     profile = resolve_profile(run.params)
     journal = journal_name(request.old) if request.source == SOURCE_RENEWAL else None
     # Nothing here depends on what the ports serve before the change, so they are not probed.
-    snapshot = read_snapshot(run.agent, profile, GATE_GROUP, probe=False, journal_name=journal, extra_files=request.extra_files)
+    snapshot = read_snapshot(run.agent, profile, DEFAULT_GATE_GROUP, probe=False, journal_name=journal, extra_files=request.extra_files)
     record = parse_journal(snapshot.journal)
     require_installed(snapshot)
+    # Refused before any change (a renewal included): a partial read, or settings whose serving cannot be checked.
+    require_complete(snapshot)
+    if snapshot.tls is not None:
+        check_known(snapshot.tls, profile.settings_map)
     fqdn = request.fqdn or snapshot.fqdn
     searched = searched_files(run, snapshot, request)
     if request.source != SOURCE_RENEWAL:

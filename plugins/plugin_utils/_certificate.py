@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime
 import hashlib
 from dataclasses import dataclass
@@ -92,10 +91,6 @@ def thumbprint_of(der: bytes) -> str:
 
 def parse_der(der: bytes) -> CertificateFacts:
     return facts_of(x509.load_der_x509_certificate(der), der)
-
-
-def parse_der_b64(der_b64: str) -> CertificateFacts:
-    return parse_der(base64.b64decode(der_b64))
 
 
 def facts_of(cert: x509.Certificate, der: bytes | None = None) -> CertificateFacts:

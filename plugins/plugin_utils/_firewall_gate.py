@@ -23,6 +23,7 @@ from typing import Any
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import COLLECTION, ModuleRun
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._addresses import AddressError, block_all_except, same_addresses
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import (
     auto_open_task_name,
@@ -36,7 +37,8 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles impo
     ProductProfile,
     resolve_profile,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsError, SettingsFile, read_tls_state
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsError, read_tls_state
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import discover_operation, settings_files_of
 
 # Closing one of these would cut the connection Ansible manages the host through, and with
 # it the way to open the gate again before the auto-open task does.
@@ -189,12 +191,7 @@ def read_operations(request: GateRequest, profile: ProductProfile) -> list[Opera
     """The read call: the port settings only when the gate closes the product's own ports."""
     operations = []
     if request.state == "closed" and request.ports is None:
-        operations.append(Operation("discover", {
-            "service_display_name": profile.service_display_name,
-            "service_name": profile.service_name,
-            "install_dir": profile.install_dir if profile.install_dir_explicit else None,
-            "files": [*WEB_PORT_FILES, *CONFIG_PORT_FILES],
-        }))
+        operations.append(discover_operation(profile, [*WEB_PORT_FILES, *CONFIG_PORT_FILES]))
     return [*operations, *state_operations(request)]
 
 
@@ -211,18 +208,8 @@ def product_ports(discover: dict[str, Any], profile: ProductProfile, run: Module
             f"No service with display name {profile.service_display_name!r} on the host, so its port settings were not read;"
             f" closing the {profile.title} defaults {profile.ports()}. Set ports to close others"
         )
-    files = {
-        str(raw.get("path")): SettingsFile(
-            path=str(raw.get("path")),
-            full_path=str(raw.get("full_path") or raw.get("path")),
-            exists=bool(raw.get("exists")),
-            content=raw.get("content"),
-            sha256=raw.get("sha256"),
-        )
-        for raw in discover.get("files") or []
-    }
     try:
-        tls = read_tls_state(files, profile)
+        tls = read_tls_state(settings_files_of(discover), profile)
     except SettingsError as e:
         raise XuError(f"{e}; set ports to the ports to close") from e
     ports = [tls.web_http_port, tls.web_https_port]
@@ -284,16 +271,12 @@ def block_rule(request: GateRequest, ports: Sequence[int], title: str) -> dict[s
     }
 
 
-def iso_utc(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def auto_open_deadline(now: datetime.datetime, minutes: float) -> str:
     """``now`` plus ``minutes``, rounded up to the whole second the task scheduler works in."""
     deadline = now + datetime.timedelta(minutes=minutes)
     if deadline.microsecond:
         deadline += datetime.timedelta(microseconds=1_000_000 - deadline.microsecond)
-    return iso_utc(deadline)
+    return iso(deadline)
 
 
 def task_registration(request: GateRequest, now: datetime.datetime) -> dict[str, Any]:
@@ -347,10 +330,6 @@ def apply_failure(results: Sequence[OperationResult]) -> XuError:
 # -- the module -----------------------------------------------------------------------------------
 
 
-def _utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
     request = gate_request(run.params, in_use)
     profile = resolve_profile(run.params)
@@ -363,7 +342,7 @@ def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
             product_ports(results[0].value(), profile, run), in_use, "the product's ports (from its settings files)"
         )
     desired = [block_rule(request, ports, profile.title)] if request.state == "closed" else []
-    plan = plan_gate(request, current, desired, _utc_now())
+    plan = plan_gate(request, current, desired, utc_now())
 
     final = plan.predicted(current, request)
     if plan.changed and not run.check_mode:

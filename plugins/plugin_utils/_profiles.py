@@ -125,7 +125,3 @@ def resolve_profile(params: dict[str, Any]) -> ProductProfile:
     settings_map = dict(DEFAULT_SETTINGS_MAP)
     settings_map.update({k: v for k, v in (params.get("settings_map") or {}).items() if v})
     return replace(profile, settings_map=settings_map, install_dir_explicit="install_dir" in overrides, **overrides)
-
-
-def join_windows_path(base: str, relative: str) -> str:
-    return base.rstrip("\\/") + "\\" + relative.lstrip("\\/")

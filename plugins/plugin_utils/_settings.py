@@ -101,19 +101,17 @@ def get_path(document: Any, path: str) -> Any:
         else:
             if not isinstance(node, dict):
                 return None
-            node = _get_key(node, token)
+            existing = find_key(node, token)
+            node = node[existing] if existing is not None else None
     return node
 
 
-def _get_key(node: dict[str, Any], key: str) -> Any:
-    # .NET's JSON readers match property names case-insensitively; so do we.
+def find_key(node: dict[str, Any], key: str) -> str | None:
+    """The existing spelling of ``key``: .NET's JSON readers match property names case-insensitively, so do we."""
     if key in node:
-        return node[key]
+        return key
     lowered = key.lower()
-    for existing, value in node.items():
-        if existing.lower() == lowered:
-            return value
-    return None
+    return next((existing for existing in node if existing.lower() == lowered), None)
 
 
 def walk_strings(node: Any, prefix: list[str | int] | None = None) -> Iterator[tuple[list[str | int], str]]:
@@ -181,7 +179,8 @@ class TlsState:
         return self.config_server_authentication == "custom_credentials_tls"
 
 
-def _thumbprint_or_none(value: Any) -> str | None:
+def thumbprint_or_none(value: Any) -> str | None:
+    """The clean thumbprint ``value`` is, None when it is none."""
     try:
         return clean_thumbprint(value)
     except ThumbprintError:
@@ -214,8 +213,8 @@ def read_tls_state(files: dict[str, SettingsFile], profile: ProductProfile) -> T
         # A setting missing from the file is XU's default for it.
         web_protocol = "http_unrestricted" if web_raw is None else _reverse(WEB_PROTOCOLS, web_raw)
         authentication = "windows_credentials" if auth_raw is None else _reverse(CONFIG_SERVER_AUTHENTICATIONS, auth_raw)
-        web_certificate = _thumbprint_or_none(get_path(document, settings_map["web_certificate"]))
-        config_certificate = _thumbprint_or_none(get_path(document, settings_map["config_server_certificate"]))
+        web_certificate = thumbprint_or_none(get_path(document, settings_map["web_certificate"]))
+        config_certificate = thumbprint_or_none(get_path(document, settings_map["config_server_certificate"]))
     else:
         web_raw = auth_raw = None
         web_protocol, authentication = "http_unrestricted", "windows_credentials"

@@ -188,15 +188,34 @@ def planned_probes(web_http: int, web_https: int, config: int | None) -> dict[st
     return probes
 
 
+def discover_operation(profile: ProductProfile, files: Sequence[str]) -> Operation:
+    """Find the service and its install dir, and read ``files`` (relative to the install dir, or absolute)."""
+    return Operation("discover", {
+        "service_display_name": profile.service_display_name,
+        "service_name": profile.service_name,
+        "install_dir": profile.install_dir if profile.install_dir_explicit else None,
+        "files": list(files),
+    })
+
+
+def settings_files_of(discover: dict[str, Any]) -> dict[str, SettingsFile]:
+    """The files a discover answer holds, by the path they were asked for."""
+    return {
+        str(raw.get("path")): SettingsFile(
+            path=str(raw.get("path")),
+            full_path=str(raw.get("full_path") or raw.get("path")),
+            exists=bool(raw.get("exists")),
+            content=raw.get("content"),
+            sha256=raw.get("sha256"),
+        )
+        for raw in discover.get("files") or []
+    }
+
+
 def read_operations(profile: ProductProfile, gate_group: str, extra_files: Sequence[str] = ()) -> list[Operation]:
     """The read call's operations; ``extra_files`` (relative to the install dir, or absolute) are read too."""
     return [
-        Operation("discover", {
-            "service_display_name": profile.service_display_name,
-            "service_name": profile.service_name,
-            "install_dir": profile.install_dir if profile.install_dir_explicit else None,
-            "files": [*profile.settings_files, *(f for f in extra_files if f not in profile.settings_files)],
-        }),
+        discover_operation(profile, [*profile.settings_files, *(f for f in extra_files if f not in profile.settings_files)]),
         Operation("cert_list", {"store": "My", "thumbprints": None}),
         Operation("fw_get", {"group": gate_group}),
         Operation("task_get", {"name": auto_open_task_name(gate_group)}),
@@ -243,16 +262,7 @@ def read_snapshot(
 
 
 def _build(profile: ProductProfile, discover: dict[str, Any], results: list[OperationResult]) -> Snapshot:
-    files = {
-        str(raw.get("path")): SettingsFile(
-            path=str(raw.get("path")),
-            full_path=str(raw.get("full_path") or raw.get("path")),
-            exists=bool(raw.get("exists")),
-            content=raw.get("content"),
-            sha256=raw.get("sha256"),
-        )
-        for raw in discover.get("files") or []
-    }
+    files = settings_files_of(discover)
     read_errors = [
         f"{r.op}: {(r.error or {}).get('type')}: {(r.error or {}).get('message')}" for r in results[1:4] if not r.ok
     ]
@@ -296,3 +306,52 @@ def require_installed(snapshot: Snapshot) -> None:
         raise XuError(f"The install dir {snapshot.install_dir!r} does not exist on the host; set install_dir")
     if snapshot.settings_error:
         raise XuError(snapshot.settings_error)
+
+
+def require_complete(snapshot: Snapshot) -> None:
+    """XuError when part of the read failed: a change must not be decided on a partial picture.
+
+    (A failed cert_list, for one, would make every certificate look absent.)
+    """
+    if snapshot.read_errors:
+        raise XuError(
+            f"Part of the host's state could not be read ({'; '.join(snapshot.read_errors)}), so nothing was changed;"
+            " fix the cause (xtractuniversal.tls.xu_tls_info reports it too) and run again"
+        )
+
+
+def serving_mismatch(port: int, tls: bool, thumbprint: str | None, probe: Probe) -> str | None:
+    """What differs between the settings and what ``probe`` saw: TLS on or off, and the certificate presented.
+
+    None when the port serves what the settings say. This compares only what the settings control;
+    whether the port answers at all, or answers HTTP well, is the health check's business (``Expectation.judge``).
+    A probe made without TLS cannot tell, and is not judged.
+    """
+    if not probe.tls:
+        return None
+    served = probe.certificate.thumbprint if probe.certificate else None
+    if tls and served != thumbprint:
+        return f"port {port} serves {served or 'no TLS certificate'}, expected {thumbprint}"
+    if not tls and served is not None:
+        return f"port {port} serves TLS with {served}, expected no TLS"
+    return None
+
+
+def settings_mismatches(state: TlsState, probes: dict[str, Probe]) -> list[str]:
+    """Where the ports serve something else than ``state`` says (a restart pending), one text a port.
+
+    Each server whose TLS setting is known is compared on its TLS port: TLS on with the configured
+    certificate, or TLS off. Ports that were not probed are not judged.
+    """
+    servers = []
+    if state.web_protocol is not None:
+        servers.append(("the web server", "web_https", state.web_uses_tls, state.web_certificate))
+    if state.config_server_authentication is not None and state.config_server_port is not None:
+        servers.append(("the configuration server", "config_server", state.config_server_uses_tls, state.config_server_certificate))
+    mismatches = []
+    for role, name, tls, thumbprint in servers:
+        probe = probes.get(name)
+        problem = serving_mismatch(probe.port, tls, thumbprint, probe) if probe is not None else None
+        if problem:
+            mismatches.append(f"{role}: {problem}")
+    return mismatches

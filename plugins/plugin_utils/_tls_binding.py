@@ -11,7 +11,6 @@ against a snapshot). ``run_tls_binding`` only reads, plans and hands the plan to
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,19 +18,21 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base i
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import (
     ChangeFailed,
+    Expectation,
     FileChange,
     RestartPlan,
     apply_changes,
     backup_path_for,
     backup_stamp,
     expectations_for,
+    expectations_if_known,
+    restart_wanted,
     settings_text,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, key_readable_by
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, RemoteError, XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
-    CONFIG_SERVER_AUTHENTICATIONS,
     TLS_SETTINGS_FILE,
     WEB_PROTOCOLS,
     resolve_profile,
@@ -40,17 +41,22 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings impo
     SettingsError,
     SettingsFile,
     TlsState,
+    find_key,
     find_thumbprint_references,
     get_path,
+    join_path,
     read_tls_state,
     split_path,
+    thumbprint_or_none,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import (
     Probe,
     Snapshot,
     StoreCertificate,
     read_snapshot,
+    require_complete,
     require_installed,
+    settings_mismatches,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._thumbprint import ThumbprintError, clean_thumbprint
 
@@ -123,20 +129,13 @@ def check_settings_map(settings_map: dict[str, str]) -> None:
 # -- the new tls.json ------------------------------------------------------------------------
 
 
-def _find_key(node: dict[str, Any], key: str) -> str | None:
-    """The existing spelling of ``key``: .NET's JSON readers match property names case-insensitively."""
-    if key in node:
-        return key
-    return next((existing for existing in node if existing.lower() == key.lower()), None)
-
-
 def _set_path(document: dict[str, Any], path: str, value: str) -> tuple[Any, bool]:
     """Set ``path`` to ``value``, creating missing objects; returns the value's parent and whether it was created."""
     tokens = split_path(path)
     node: Any = document
     created = False
     for position, token in enumerate(tokens[:-1]):
-        where = _prefix(tokens, position) or "the document"
+        where = join_path(tokens[:position]) or "the document"
         if isinstance(token, int):
             if not isinstance(node, list) or token >= len(node):
                 raise SettingsError(f"cannot set {path}: {where} has no item [{token}]; check settings_map")
@@ -147,7 +146,7 @@ def _set_path(document: dict[str, Any], path: str, value: str) -> tuple[Any, boo
         else:
             if not isinstance(node, dict):
                 raise SettingsError(f"cannot set {path}: {where} is not an object; check settings_map")
-            existing = _find_key(node, token)
+            existing = find_key(node, token)
             child = node.get(existing) if existing is not None else None
             if child is None:
                 child = node[existing or token] = {} if isinstance(tokens[position + 1], str) else []
@@ -160,16 +159,9 @@ def _set_path(document: dict[str, Any], path: str, value: str) -> tuple[Any, boo
         node[last] = value
     else:
         if not isinstance(node, dict):
-            raise SettingsError(f"cannot set {path}: {_prefix(tokens, len(tokens) - 1)} is not an object; check settings_map")
-        node[_find_key(node, last) or last] = value
+            raise SettingsError(f"cannot set {path}: {join_path(tokens[:-1])} is not an object; check settings_map")
+        node[find_key(node, last) or last] = value
     return node, created
-
-
-def _prefix(tokens: list[str | int], length: int) -> str:
-    out = ""
-    for token in tokens[:length]:
-        out += f"[{token}]" if isinstance(token, int) else ("." if out else "") + token
-    return out
 
 
 def _is_reference_shape(path: str) -> bool:
@@ -183,7 +175,7 @@ def _name_the_store(reference: Any, created: bool) -> None:
     if not isinstance(reference, dict):
         return
     for key, wanted in (STORE_LOCATION, STORE_NAME):
-        existing = _find_key(reference, key)
+        existing = find_key(reference, key)
         if existing is not None:
             if not (isinstance(reference[existing], str) and reference[existing].lower() == wanted.lower()):
                 reference[existing] = wanted
@@ -218,19 +210,12 @@ def rewrite_settings(document: Any, settings_map: dict[str, str], request: Bindi
         if thumbprint is None:
             continue
         current = get_path(new, settings_map[option])
-        if _thumbprint_or_none(current) == thumbprint:
+        if thumbprint_or_none(current) == thumbprint:
             continue
         reference, created = _set_path(new, settings_map[option], thumbprint)
         _name_the_store(reference, created and _is_reference_shape(settings_map[option]))
         changed.append(option)
     return new, changed
-
-
-def _thumbprint_or_none(value: Any) -> str | None:
-    try:
-        return clean_thumbprint(value)
-    except ThumbprintError:
-        return None
 
 
 # -- judging certificates ---------------------------------------------------------------------
@@ -306,17 +291,14 @@ class BindingPlan:
 
     current: TlsState
     new: TlsState
+    expected: list[Expectation]  # what the service serves once the plan is in force
+    previous: list[Expectation] | None  # what it served before (None: a setting held an unknown value), checked after a rollback
     change: FileChange | None
     changed_settings: list[str]
     grants: list[str]
     restart_pending: bool
     restart: bool
     warnings: list[str]
-
-    @property
-    def current_known(self) -> bool:
-        """Whether the current settings say what the service serves (so a rollback can be checked against it)."""
-        return self.current.web_protocol is not None and self.current.config_server_authentication is not None
 
     @property
     def changed(self) -> bool:
@@ -332,20 +314,6 @@ def effective_state(state: TlsState) -> TlsState:
     return state
 
 
-def _known_values(state: TlsState, settings_map: dict[str, str]) -> None:
-    """XuError when a setting holds a value this collection does not know (so it cannot tell what XU serves)."""
-    if state.web_protocol is None:
-        raise XuError(
-            f"tls.json's {settings_map['web_protocol']} is {json.dumps(state.web_protocol_raw)}, not one of"
-            f" {', '.join(WEB_PROTOCOLS.values())}; set web_protocol, or check settings_map.web_protocol"
-        )
-    if state.config_server_authentication is None:
-        raise XuError(
-            f"tls.json's {settings_map['config_server_authentication']} is {json.dumps(state.config_server_authentication_raw)},"
-            f" not one of {', '.join(CONFIG_SERVER_AUTHENTICATIONS.values())}; check settings_map.config_server_authentication"
-        )
-
-
 def unmapped_references(tls_file: SettingsFile, settings_map: dict[str, str]) -> list[str]:
     """Warnings for thumbprints in tls.json that settings_map does not point at: a sign of another layout."""
     mapped = {settings_map[key].lower() for key in ("web_certificate", "config_server_certificate")}
@@ -358,19 +326,20 @@ def unmapped_references(tls_file: SettingsFile, settings_map: dict[str, str]) ->
 
 
 def _restart_pending(snapshot: Snapshot, state: TlsState) -> bool:
-    """Whether the running service serves something else than ``state`` says (its settings changed since it started)."""
+    """Whether the running service serves something else than ``state`` says (its settings changed since it started).
+
+    Only what the settings control counts (TLS on or off, the certificate): a /version that answers
+    oddly is not a reason to restart on every run.
+    """
     if (snapshot.service or {}).get("state") != "Running" or not snapshot.probes:
         return False
-    for expectation in expectations_for(state):
-        probe = snapshot.probes.get(expectation.name)
-        if probe is not None and expectation.judge(probe) is not None:
-            return True
-    return False
+    return bool(settings_mismatches(state, snapshot.probes))
 
 
 def plan_binding(snapshot: Snapshot, request: BindingRequest) -> BindingPlan:
     """Decide everything from the snapshot; XuError (with every reason) when the request cannot be carried out."""
     require_installed(snapshot)
+    require_complete(snapshot)
     settings_map = snapshot.profile.settings_map
     tls_file: SettingsFile | None = snapshot.files.get(TLS_SETTINGS_FILE)
     if tls_file is None or snapshot.tls is None:
@@ -388,7 +357,8 @@ def plan_binding(snapshot: Snapshot, request: BindingRequest) -> BindingPlan:
         new_files[TLS_SETTINGS_FILE] = replace(tls_file, exists=True, content=after)
     # Read back the way the current state was read, so the plan checks what XU will read.
     new = effective_state(read_tls_state(new_files, snapshot.profile))
-    _known_values(new, settings_map)
+    # What the service must serve afterwards; refused here, before any change, when a setting's value is unknown.
+    expected = expectations_for(new, settings_map)
 
     failures: list[str] = []
     warnings = unmapped_references(tls_file, settings_map)
@@ -429,10 +399,12 @@ def plan_binding(snapshot: Snapshot, request: BindingRequest) -> BindingPlan:
         raise XuError("; ".join(failures), rolled_back=False)
 
     pending = _restart_pending(snapshot, new)
-    restart = request.restart == "always" or (request.restart == "if_changed" and (change is not None or bool(grants) or pending))
+    restart = restart_wanted(request.restart, change is not None or bool(grants) or pending)
     return BindingPlan(
         current=current,
         new=new,
+        expected=expected,
+        previous=expectations_if_known(current, settings_map),
         change=change,
         changed_settings=changed_settings,
         grants=grants,
@@ -484,9 +456,9 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
             changes=[plan.change] if plan.change is not None else [],
             stamp=stamp,
             backup=request.backup,
-            restart=RestartPlan(service_name, request.wait_timeout, expectations_for(plan.new)) if plan.restart else None,
+            restart=RestartPlan(service_name, request.wait_timeout, plan.expected) if plan.restart else None,
             pre_ops=[Operation("key_grant_read", {"thumbprint": t, "account": snapshot.service_account}) for t in plan.grants],
-            previous=expectations_for(plan.current) if plan.current_known else None,
+            previous=plan.previous,
         )
     except ChangeFailed as e:
         # Files were written when a rollback restored them or could not run; granted key access stays either way.

@@ -12,7 +12,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import c
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import check_journal_name, parse_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import resolve_profile
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import find_thumbprint_references
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Snapshot, read_snapshot
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Snapshot, read_snapshot, settings_mismatches
 
 
 def run_tls_info(run: ModuleRun) -> dict[str, Any]:
@@ -133,7 +133,8 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
             bound.setdefault(tls.config_server_certificate, ([], config_certificate))[0].append("configuration server")
         for roles, details in bound.values():
             problems += certificate_problems(" and ".join(roles), details, expiry_warning_days)
-        problems += _serving_problems(snapshot, tls.web_uses_tls, tls.web_certificate, tls.config_server_uses_tls, tls.config_server_certificate)
+        if snapshot.service and snapshot.service.get("state") == "Running":
+            problems += [f"{mismatch} (restart pending?)" for mismatch in settings_mismatches(tls, snapshot.probes)]
     report["web_server"] = web
     report["config_server"] = config
     report["served"] = {name: probe.to_result() for name, probe in snapshot.probes.items()}
@@ -164,25 +165,3 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
         problems.append(f"the service is {snapshot.service.get('state')}")
     report["problems"] = problems
     return report
-
-
-def _serving_problems(snapshot: Snapshot, web_tls: bool, web_thumbprint: str | None, config_tls: bool, config_thumbprint: str | None) -> list[str]:
-    """Differences between what the settings say and what the ports really serve."""
-    if not snapshot.service or snapshot.service.get("state") != "Running":
-        return []
-    problems = []
-    https = snapshot.probes.get("web_https")
-    if web_tls and https is not None:
-        served = https.certificate.thumbprint if https.certificate else None
-        if served is None:
-            problems.append(f"nothing serves TLS on the web HTTPS port {https.port}")
-        elif served != web_thumbprint:
-            problems.append(f"the web server serves {served}, not the configured {web_thumbprint} (restart pending?)")
-    config = snapshot.probes.get("config_server")
-    if config_tls and config is not None:
-        served = config.certificate.thumbprint if config.certificate else None
-        if served is None:
-            problems.append(f"nothing serves TLS on the configuration server port {config.port}")
-        elif served != config_thumbprint:
-            problems.append(f"the configuration server serves {served}, not the configured {config_thumbprint} (restart pending?)")
-    return problems

@@ -1,6 +1,13 @@
 # Copyright: xtractuniversal.tls contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Putting a settings file back from a backup, byte for byte, and checking what is served. Private to this collection."""
+"""xu_tls_restore: put a settings file back from a backup, restart, verify. Private to this collection.
+
+The restore goes through ``_apply.apply_changes`` like every other change: one call restores
+the file (``file_restore``, byte for byte), restarts the service and probes its ports; the
+controller judges the probes. When they are wrong the restore is undone: the content the
+file had before (read in the snapshot) is written back, guarded by the hash of the restored
+backup, the service restarted and checked again, and the module fails with ``rolled_back``.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,21 @@ import re
 from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import expectations_for
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import (
+    ChangeFailed,
+    FileChange,
+    RestartPlan,
+    apply_changes,
+    backup_stamp,
+    expectations_for,
+    expectations_if_known,
+    restart_wanted,
+)
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import RemoteError, XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import TLS_SETTINGS_FILE, resolve_profile
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsError, SettingsFile, read_tls_state
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import probe_from_result, probe_operation, read_snapshot, require_installed
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import read_snapshot, require_complete, require_installed
 
 _ABSOLUTE = re.compile(r"^(?:[A-Za-z]:\\|\\\\)")
 
@@ -28,12 +43,13 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
     profile = resolve_profile(params)
     snapshot = read_snapshot(run.agent, profile, DEFAULT_GATE_GROUP, extra_files=[backup, target])
     require_installed(snapshot)
+    require_complete(snapshot)
     backup_file = snapshot.files[backup]
     current = snapshot.files[target]
     if not backup_file.exists:
         raise XuError(f"The backup {backup} does not exist on the host; nothing was changed")
-    if snapshot.service is None:  # for the type checker: require_installed has checked it
-        raise XuError("The service is missing")
+    if snapshot.service is None or snapshot.tls is None:  # for the type checker: require_installed has checked them
+        raise XuError("The service or its settings are missing")
 
     # What the service should serve once the restored file is in force.
     files = dict(snapshot.files)
@@ -43,10 +59,11 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
         restored_state = read_tls_state(files, profile)
     except SettingsError as e:
         raise XuError(f"The backup is not a settings file this collection can read: {e}") from e
+    # Refused before anything is changed when the restored settings hold a value that cannot be checked.
+    expected = expectations_for(restored_state, profile.settings_map)
 
     identical = current.exists and current.sha256 == backup_file.sha256
-    restart_mode = params["restart"]
-    restart = restart_mode == "always" or (restart_mode == "if_changed" and not identical)
+    restart = restart_wanted(params["restart"], not identical)
     result: dict[str, Any] = {
         "changed": not identical or restart,
         "path": current.full_path,
@@ -61,25 +78,32 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
     if run.check_mode or not result["changed"]:
         return result
 
-    expectations = expectations_for(restored_state)
-    operations = []
-    if not identical:
-        operations.append(Operation("file_restore", {"backup_path": backup, "path": current.full_path}))
-    if restart:
-        operations.append(Operation("service_restart", {
-            "name": snapshot.service["name"], "wait_ports": [e.port for e in expectations], "timeout_s": params["wait_timeout"],
-        }))
-        operations += [probe_operation(e.port, e.tls, e.http_path) for e in expectations]
-    results = run.agent.call(operations, stop_on_error=True)
-    if not identical:
-        results.pop(0).value()  # a failed restore changed nothing else
-    if restart:
-        restart_result = results[0].value()
+    change = FileChange(
+        current.full_path, current.content if current.exists else None, backup_file.content or "", current.sha256,
+        restore_from=backup, after_sha256=backup_file.sha256,
+    )
+    try:
+        outcome = apply_changes(
+            run.agent,
+            changes=[] if identical else [change],
+            stamp=backup_stamp(),
+            backup=False,
+            restart=RestartPlan(str(snapshot.service["name"]), params["wait_timeout"], expected) if restart else None,
+            # Undoing the restore puts back what was in force before: checked against the settings read.
+            previous=expectations_if_known(snapshot.tls, profile.settings_map),
+        )
+    except ChangeFailed as e:
+        rolled_back = bool(e.fields.get("rolled_back"))
+        written = "restored_files" in e.fields or "rollback_error" in e.fields
+        e.msg = f"Restoring {current.full_path} from {backup} failed: {e.msg}"
+        e.fields.update({**result, "changed": written and not rolled_back, "restarted": restart and written, "rolled_back": rolled_back})
+        raise
+    except RemoteError as e:
+        e.msg += "; whether the file was restored is not known: check the host with xtractuniversal.tls.xu_tls_info"
+        e.fields.update(rolled_back=False)
+        raise
+    result["rolled_back"] = False
+    if outcome.restarted:
         result["restarted"] = True
-        served = {e.name: probe_from_result(r, e.port, e.tls) for e, r in zip(expectations, results[1:], strict=True)}
-        result["served"] = {name: (p.certificate.thumbprint if p.certificate else None) for name, p in served.items()}
-        problems = [] if restart_result.get("started") else [f"the service did not come back ({restart_result.get('start_error')})"]
-        problems += [p for e in expectations if (p := e.judge(served[e.name]))] if not problems else []
-        if problems:
-            raise XuError(f"Restored {current.full_path} from {backup}, but after the restart: {'; '.join(problems)}", **result)
+        result["served"] = {name: (p.certificate.thumbprint if p.certificate else None) for name, p in outcome.served.items()}
     return result

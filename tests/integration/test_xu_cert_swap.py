@@ -106,16 +106,18 @@ def test_pfx_swap_check_apply_idempotent(lab_factory: Any, tmp_path: pathlib.Pat
     removal = next(i for i, e in enumerate(events) if e["type"] == "cert_remove")
     assert events[removal]["thumbprint"] == old and removal > serving_new
     calls = lab.events("xu01", "remote_call")
-    assert len(calls) == 3
+    # The removal is a call of its own, made once the controller judged the restart good.
+    assert len(calls) == 4
     assert calls[1]["ops"] == ["discover", "cert_list", "fw_get", "task_get"]
-    assert calls[2]["ops"] == ["pfx_import", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "cert_remove"]
+    assert calls[2]["ops"] == ["pfx_import", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe"]
+    assert calls[3]["ops"] == ["cert_remove"]
 
     after = lab.host_files("xu01")
     again = lab.playbook([task], tmp_path=tmp_path)
     assert again.rc == 0, again.stdout + again.stderr
     assert again.of("xu01", "swap")["changed"] is False
     assert lab.host_files("xu01") == after
-    assert len(lab.events("xu01", "remote_call")) == 4 and lab.events("xu01", "remote_call")[-1]["ops"][0] == "discover"
+    assert len(lab.events("xu01", "remote_call")) == 5 and lab.events("xu01", "remote_call")[-1]["ops"][0] == "discover"
 
 
 def test_new_thumbprint_after_win_acme(lab_factory: Any, tmp_path: pathlib.Path) -> None:
@@ -258,6 +260,62 @@ def test_restart_failure_rolls_back(lab_factory: Any, tmp_path: pathlib.Path) ->
     assert len(lab.events("xu01", "settings_restore")) == 1
     assert len(lab.events("xu01", "remote_call")) == 3  # read, apply, rollback
     assert password not in json.dumps(run.results) + run.stdout + run.stderr
+
+
+def test_the_old_certificate_stays_until_the_controller_has_judged(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    """The apply call's answer is lost: the controller never saw the restart's verdict, so nothing may be removed."""
+    lab = start(lab_factory)
+    old = bound(lab)
+    password = new_password()
+    minted = issue(lab, tmp_path, "new.pfx", password)
+    lab.fault("xu01", drop_connection="port_probe")
+    task = swap_task(old_thumbprint=old, pfx_path="new.pfx", pfx_password=password, grant_key_access=True, remove_old=True)
+    run = lab.playbook([task], tmp_path=tmp_path)
+    result = run.of("xu01", "swap")
+    assert result["_status"] in ("failed", "unreachable"), result
+    assert lab.events("xu01", "cert_remove") == []
+    certificates = store(lab)
+    assert old in certificates and minted["thumbprint"] in certificates
+    assert all("cert_remove" not in call["ops"] for call in lab.events("xu01", "remote_call"))
+
+    # The next run finds the swap done and removes the old certificate, guarded by what the ports serve.
+    lab.fault("xu01", clear="all")
+    again = lab.playbook([task], tmp_path=tmp_path)
+    assert again.rc == 0, again.stdout + again.stderr
+    result = again.of("xu01", "swap")
+    assert result["changed"] is True and result["removed_old"] is True and result["references"] == []
+    assert old not in store(lab) and served(lab) == {8064: minted["thumbprint"], 8165: minted["thumbprint"]}
+    assert lab.events("xu01", "remote_call")[-1]["ops"] == ["cert_remove"]
+
+
+def test_changes_are_refused_on_a_partial_read_or_unknown_settings(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab = start(lab_factory)
+    old = bound(lab)
+    password = new_password()
+    minted = issue(lab, tmp_path, "new.pfx", password)
+    task = swap_task(old_thumbprint=old, pfx_path="new.pfx", pfx_password=password, grant_key_access=True)
+    before = lab.host_files("xu01")
+    events_before = changes(lab)
+
+    # The store cannot be listed: every certificate would look absent (the old one too, so no rollback).
+    lab.fault("xu01", fail_primitive="cert_list")
+    run = lab.playbook([task], tmp_path=tmp_path)
+    result = run.of("xu01", "swap")
+    assert result["_status"] == "failed" and "could not be read (cert_list: UnauthorizedAccessException" in result["msg"], result
+    assert lab.host_files("xu01") == before and changes(lab) == events_before
+    assert [call["ops"][0] for call in lab.events("xu01", "remote_call")] == ["discover"]
+
+    # A protocol value this collection does not know: what the web server serves could not be checked.
+    tls_file = lab.dir / "hosts" / "xu01" / "fs" / TLS_JSON
+    tls_file.write_bytes(tls_file.read_bytes().replace(b'"HttpsUnrestricted"', b'"HttpsWithClientCertificates"'))
+    edited = lab.host_files("xu01")
+    run = lab.playbook([task], tmp_path=tmp_path)
+    result = run.of("xu01", "swap")
+    assert result["_status"] == "failed" and '"HttpsWithClientCertificates", not one of' in result["msg"], result
+    assert "settings_map.web_protocol" in result["msg"]
+    assert lab.host_files("xu01") == edited and changes(lab) == events_before
+    assert [call["ops"][0] for call in lab.events("xu01", "remote_call")] == ["discover", "discover"]
+    assert minted["thumbprint"] not in store(lab) and served(lab) == {8064: old, 8165: old}
 
 
 @pytest.mark.parametrize("verbosity", [5])

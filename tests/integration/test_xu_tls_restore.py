@@ -69,3 +69,39 @@ def test_bad_input_changes_nothing(lab_factory: Any, tmp_path: pathlib.Path) -> 
     assert lab.host_files("xu01") == before
     assert all(call["ops"][0] == "discover" for call in lab.events("xu01", "remote_call"))
     assert len(lab.events("xu01", "remote_call")) == 1
+
+
+def test_a_failed_restart_rolls_forward(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    """The restored settings do not come up: the content the file had before is written back, and the service serves it."""
+    lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy", "--restart-delay", "0.2")
+    fs = lab.dir / "hosts" / "xu01" / "fs"
+    original = (fs / TLS_JSON).read_bytes()
+    served_before = {listener["port"]: listener["thumbprint"] for listener in lab.state("xu01")["service"]["listeners"]}
+    (fs / BACKUP).write_bytes(original.replace(b'"HttpsUnrestricted"', b'"HttpUnrestricted"'))
+    lab.fault("xu01", restart_fails=1)
+
+    run = lab.playbook(restore(), tmp_path=tmp_path)
+    result = run.of("xu01", "restore")
+    assert result["_status"] == "failed" and result["rolled_back"] is True, result
+    assert "Restoring" in result["msg"] and "rolled back" in result["msg"]
+    assert result["path"].endswith("tls.json") and result["backup_file"] == BACKUP_WINDOWS
+    assert (fs / TLS_JSON).read_bytes() == original
+    state = lab.state("xu01")
+    assert state["service"]["state"] == "Running"
+    assert {listener["port"]: listener["thumbprint"] for listener in state["service"]["listeners"]} == served_before
+    calls = lab.events("xu01", "remote_call")
+    assert len(calls) == 3
+    assert calls[1]["ops"] == ["file_restore", "service_restart", "port_probe", "port_probe"]
+    assert calls[2]["ops"] == ["file_write", "service_restart", "port_probe", "port_probe"]
+
+
+def test_unknown_settings_in_the_backup_are_refused(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy")
+    fs = lab.dir / "hosts" / "xu01" / "fs"
+    (fs / BACKUP).write_bytes((fs / TLS_JSON).read_bytes().replace(b'"HttpsUnrestricted"', b'"HttpsWithClientCertificates"'))
+    before = lab.host_files("xu01")
+    run = lab.playbook(restore(), tmp_path=tmp_path)
+    result = run.of("xu01", "restore")
+    assert result["_status"] == "failed" and '"HttpsWithClientCertificates", not one of' in result["msg"], result
+    assert lab.host_files("xu01") == before and lab.events("xu01", "settings_restore") == []
+    assert len(lab.events("xu01", "remote_call")) == 1

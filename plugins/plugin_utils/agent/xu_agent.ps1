@@ -12,6 +12,8 @@ Set-StrictMode -Off
 # \z, not $: $ also matches before a final newline, which must not reach a path or a command line.
 $GroupTaskPattern = '^[A-Za-z0-9 ._-]{1,64}\z'
 $JournalNamePattern = '^[A-Za-z0-9_.-]{1,64}\z'
+# A DNS name (it goes into SNI and the Host header): labels of 1 to 63 letters, digits, - and _, at most 253 characters.
+$ServerNamePattern = '^(?=.{1,253}\z)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\z'
 $ProgramData = [Environment]::GetFolderPath('CommonApplicationData')
 $JournalDir = [IO.Path]::Combine($ProgramData, 'xtractuniversal.tls')
 $Utf8NoBom = [Text.UTF8Encoding]::new($false)
@@ -102,6 +104,15 @@ function Open-XuStore([string]$Name, [string]$Flags) {
 
 function Find-XuCert($Store, [string]$Thumbprint) {
     foreach ($c in $Store.Certificates) { if ($c.Thumbprint -eq $Thumbprint) { return $c } }
+}
+
+function Test-XuIntermediate($Cert) {
+    # A CA by its basic constraints and not self-signed: a root is never made trusted on the side.
+    if ([Convert]::ToBase64String($Cert.SubjectName.RawData) -eq [Convert]::ToBase64String($Cert.IssuerName.RawData)) { return $false }
+    foreach ($ext in $Cert.Extensions) {
+        if ($ext.Oid.Value -eq '2.5.29.19') { return [System.Security.Cryptography.X509Certificates.X509BasicConstraintsExtension]::new($ext, $ext.Critical).CertificateAuthority }
+    }
+    $false
 }
 
 function Get-XuKeyFile($Cert) {
@@ -250,24 +261,41 @@ $primitives = @{
         $bytes = [Convert]::FromBase64String([string]$a.pfx_b64)
         # A first import without PersistKeySet only learns the thumbprint (its key is deleted again on Reset), so a
         # certificate already in the store keeps its own key, and that key's ACL, and no orphaned key file is left.
+        # The password and the PFX bytes go to .NET methods only: a cmdlet's parameters may be logged (module logging).
         $probe = [System.Security.Cryptography.X509Certificates.X509Certificate2Collection]::new()
         $probe.Import($bytes, $a.password, 'MachineKeySet')
         $tp = $null
+        # The PFX's intermediate CA certificates are kept as bare certificates (a copy of the DER, no key).
+        $cas = [Collections.ArrayList]::new()
         foreach ($c in $probe) {
             if ($null -eq $tp -and $c.HasPrivateKey) { $tp = $c.Thumbprint.ToUpperInvariant() }
+            elseif (Test-XuIntermediate $c) { [void]$cas.Add([System.Security.Cryptography.X509Certificates.X509Certificate2]::new($c.RawData)) }
             $c.Reset()
         }
         if ($null -eq $tp) { Stop-Xu 'InvalidArgument' 'the PFX holds no certificate with a private key' }
         $st = Open-XuStore 'My' 'ReadWrite'
         try {
-            if ($null -ne (Find-XuCert $st $tp)) { return [ordered]@{ thumbprint = $tp; already_present = $true } }
-            $flags = 'MachineKeySet, PersistKeySet'
-            if ($a.exportable) { $flags += ', Exportable' }
-            $coll = [System.Security.Cryptography.X509Certificates.X509Certificate2Collection]::new()
-            $coll.Import($bytes, $a.password, $flags)
-            foreach ($c in $coll) { if ($c.Thumbprint -eq $tp) { $st.Add($c) } }
+            $present = $null -ne (Find-XuCert $st $tp)
+            if (-not $present) {
+                $flags = 'MachineKeySet, PersistKeySet'
+                if ($a.exportable) { $flags += ', Exportable' }
+                $coll = [System.Security.Cryptography.X509Certificates.X509Certificate2Collection]::new()
+                $coll.Import($bytes, $a.password, $flags)
+                foreach ($c in $coll) { if ($c.Thumbprint -eq $tp) { $st.Add($c) } }
+            }
         } finally { $st.Close() }
-        [ordered]@{ thumbprint = $tp; already_present = $false }
+        # Intermediates go to LocalMachine\CA, so the server can send its chain; roots are never added anywhere.
+        $added = [Collections.ArrayList]::new()
+        if ($cas.Count -gt 0) {
+            $inter = Open-XuStore 'CA' 'ReadWrite'
+            try {
+                foreach ($c in $cas) {
+                    $ctp = $c.Thumbprint.ToUpperInvariant()
+                    if ($ctp -ne $tp -and $null -eq (Find-XuCert $inter $ctp)) { $inter.Add($c); [void]$added.Add($ctp) }
+                }
+            } finally { $inter.Close() }
+        }
+        [ordered]@{ thumbprint = $tp; already_present = $present; chain_added = $added }
     }
     'cert_remove' = {
         param($a)
@@ -276,7 +304,7 @@ $primitives = @{
         foreach ($x in $a.require_served) {
             $port = [int]$x.port
             $want = ConvertTo-XuThumbprint $x.thumbprint
-            $seen = & $primitives['port_probe'] ([pscustomobject]@{ host = 'localhost'; port = $port; tls = $true; http_path = $null; timeout_ms = 5000 })
+            $seen = & $primitives['port_probe'] (@{ host = 'localhost'; server_name = $x.server_name; port = $port; tls = $true; http_path = $null; timeout_ms = 5000 })
             $served = $null
             if ($seen.der_b64) { $served = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new([Convert]::FromBase64String($seen.der_b64)).Thumbprint.ToUpperInvariant() }
             $problem = $seen.error
@@ -414,6 +442,12 @@ $primitives = @{
         param($a)
         $hostName = 'localhost'
         if ($a.host) { $hostName = [string]$a.host }
+        # Connect to host, but name the server as its certificate does (SNI and Host header): XU may answer only to that name.
+        $serverName = $hostName
+        if ($a.server_name) {
+            $serverName = [string]$a.server_name
+            if ($serverName -notmatch $ServerNamePattern) { Stop-Xu 'InvalidArgument' 'server_name must be a DNS name or an IPv4 address' }
+        }
         $port = [int]$a.port
         $timeoutMs = 5000
         if ($a.timeout_ms) { $timeoutMs = [int]$a.timeout_ms }
@@ -434,13 +468,13 @@ $primitives = @{
                 $seen = @{ der = $null }
                 $accept = { param($s, $cert, $chain, $errs) if ($null -ne $cert) { $seen.der = [Convert]::ToBase64String($cert.GetRawCertData()) }; $true }.GetNewClosure()
                 $ssl = [Net.Security.SslStream]::new($stream, $false, [Net.Security.RemoteCertificateValidationCallback]$accept)
-                try { $ssl.AuthenticateAsClient($hostName, $null, 'Tls, Tls11, Tls12', $false) } catch { $r.tls_error = Get-XuMessage $_.Exception }
+                try { $ssl.AuthenticateAsClient($serverName, $null, 'Tls, Tls11, Tls12', $false) } catch { $r.tls_error = Get-XuMessage $_.Exception }
                 $r.der_b64 = $seen.der
                 if ($null -ne $r.tls_error) { return $r }
                 $stream = $ssl
             }
             if ($null -ne $path) {
-                $request = [Text.Encoding]::ASCII.GetBytes(("GET {0} HTTP/1.1`r`nHost: {1}:{2}`r`nConnection: close`r`n`r`n" -f $path, $hostName, $port))
+                $request = [Text.Encoding]::ASCII.GetBytes(("GET {0} HTTP/1.1`r`nHost: {1}:{2}`r`nConnection: close`r`n`r`n" -f $path, $serverName, $port))
                 $stream.Write($request, 0, $request.Length)
                 $stream.Flush()
                 $buffer = [byte[]]::new(8192)
@@ -578,7 +612,7 @@ foreach ($op in $Request.ops) {
         if ($Request.protocol -ne 1) { Stop-Xu 'InvalidArgument' ('unsupported protocol {0}' -f $Request.protocol) }
         if ($primitives.Keys -cnotcontains $name) { Stop-Xu 'UnknownOperation' ('unknown operation {0}' -f $name) }
         $opArgs = $op.args
-        if ($null -eq $opArgs) { $opArgs = [pscustomobject]@{} }
+        if ($null -eq $opArgs) { $opArgs = @{} }
         $primitive = $primitives[$name]
         $result = & $primitive $opArgs
         $entry.status = 'ok'

@@ -83,6 +83,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
         san=args.san,
         no_server_auth=args.no_server_auth,
         same_key_as=args.same_key_as,
+        intermediate=args.intermediate,
     )
     args.out.write_bytes(base64.b64decode(result.pop("pfx_b64")))
     _print_json({"out": str(args.out), **result})
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--san", nargs="+", metavar="NAME")
     issue.add_argument("--no-server-auth", action="store_true")
     issue.add_argument("--same-key-as", metavar="THUMBPRINT")
+    issue.add_argument("--intermediate", action="store_true", help="signed by the lab's issuing CA, which the PFX carries")
     command("winacme", cmd_winacme, "a win-acme style renewal on the host")
     command("events", cmd_events, "print a host's events").add_argument("--type")
     _add_fleet_options(command("serve", cmd_serve, "run the fleet in the foreground (what `up` starts)", host=False))

@@ -24,6 +24,7 @@ from .timefmt import utc_now
 KEY_SIZE = 2048
 DEFAULT_POOL_SIZE = 16
 CA_COMMON_NAME = "xulab Root CA"
+ISSUING_CA_COMMON_NAME = "xulab Issuing CA"
 
 
 def generate_key() -> rsa.RSAPrivateKey:
@@ -68,13 +69,28 @@ class KeyPool:
         return generate_key()
 
 
+def _ca_key_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 @dataclass
 class CertificateAuthority:
-    """A self-signed RSA root that signs every leaf of the lab."""
+    """A self-signed RSA root that signs the lab's leaves, directly or through one issuing (intermediate) CA."""
 
     key: rsa.RSAPrivateKey
     certificate: x509.Certificate
     key_pool: KeyPool = field(repr=False)
+    _issuing: tuple[x509.Certificate, rsa.RSAPrivateKey] | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, pool_size: int = DEFAULT_POOL_SIZE) -> CertificateAuthority:
@@ -98,34 +114,51 @@ class CertificateAuthority:
             .not_valid_before(now - timedelta(days=3650))
             .not_valid_after(now + timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(_ca_key_usage(), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
         return cls(key=ca_key, certificate=certificate, key_pool=pool)
 
+    def issuing_ca(self) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+        """The intermediate CA under the root (certificate and key), made on first use."""
+        if self._issuing is None:
+            key = generate_key()
+            now = utc_now()
+            name = x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "xulab"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, ISSUING_CA_COMMON_NAME),
+                ]
+            )
+            certificate = (
+                x509.CertificateBuilder()
+                .subject_name(name)
+                .issuer_name(self.certificate.subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(days=1825))
+                .not_valid_after(now + timedelta(days=1825))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(_ca_key_usage(), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+                .sign(self.key, hashes.SHA256())
+            )
+            self._issuing = (certificate, key)
+        return self._issuing
+
     def pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, request: LeafRequest, public_key: rsa.RSAPublicKey) -> x509.Certificate:
+    def issue(self, request: LeafRequest, public_key: rsa.RSAPublicKey, *, via_issuing_ca: bool = False) -> x509.Certificate:
+        """A leaf signed by the root, or by the issuing CA."""
+        signer_certificate, signer_key = self.issuing_ca() if via_issuing_ca else (self.certificate, self.key)
         usages = [ExtendedKeyUsageOID.SERVER_AUTH] if request.server_auth else [ExtendedKeyUsageOID.CLIENT_AUTH]
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, request.common_name)]))
-            .issuer_name(self.certificate.subject)
+            .issuer_name(signer_certificate.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(request.not_before)
@@ -148,14 +181,14 @@ class CertificateAuthority:
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()), critical=False
             )
         )
         if request.dns_names:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName([x509.DNSName(name) for name in request.dns_names]), critical=False
             )
-        return builder.sign(self.key, hashes.SHA256())
+        return builder.sign(signer_key, hashes.SHA256())
 
 
 def leaf_request(
@@ -204,6 +237,8 @@ class PfxContents:
     certificate: x509.Certificate
     key: rsa.RSAPrivateKey | None
     friendly_name: str
+    # Every other certificate of the PFX (a chain's intermediates and root), in the PFX's order.
+    others: tuple[x509.Certificate, ...] = ()
 
 
 class PfxPasswordError(Exception):
@@ -254,8 +289,19 @@ def pfx_key_provider(data: bytes) -> str:
     return "CSP"
 
 
+def is_intermediate(certificate: x509.Certificate) -> bool:
+    """The agent's Test-XuIntermediate: a CA by its basic constraints, and not self-signed (subject is not issuer)."""
+    if certificate.subject.public_bytes() == certificate.issuer.public_bytes():
+        return False
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return False
+    return constraints.value.ca
+
+
 def read_pfx(data: bytes, password: str | None) -> PfxContents:
-    """The certificate that carries the key (else the first one), its key and friendly name."""
+    """The certificate that carries the key (else the first one), its key and friendly name, and the others."""
     passwords = [password.encode("utf-8")] if password else [b"", None]
     loaded: pkcs12.PKCS12KeyAndCertificates | None = None
     for candidate in passwords:
@@ -282,4 +328,5 @@ def read_pfx(data: bytes, password: str | None) -> PfxContents:
         else:
             key = None
     name = chosen.friendly_name.decode("utf-8", "replace") if chosen.friendly_name else ""
-    return PfxContents(chosen.certificate, key, name)
+    others = tuple(c.certificate for c in certificates if c is not chosen)
+    return PfxContents(chosen.certificate, key, name, others)

@@ -217,6 +217,21 @@ class MachineStores:
     def my(self) -> CertificateStore:
         return self._stores["my"]
 
+    def intermediates_for(self, certificate: x509.Certificate) -> list[x509.Certificate]:
+        """What Schannel sends after the leaf: its issuers found in CA, up to (without) the self-signed root."""
+        chain: list[x509.Certificate] = []
+        current = certificate
+        while len(chain) < 8 and current.issuer != current.subject:
+            issuer = next(
+                (e.certificate for e in self._stores["ca"].entries() if e.certificate.subject == current.issuer and e.certificate not in chain),
+                None,
+            )
+            if issuer is None or issuer.issuer == issuer.subject:
+                break
+            chain.append(issuer)
+            current = issuer
+        return chain
+
     def open(self, name: object) -> CertificateStore:
         """The store, or the error X509Store.Open raises for a store that does not exist."""
         store = self._stores.get(name.casefold()) if isinstance(name, str) else None

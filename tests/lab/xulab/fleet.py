@@ -225,6 +225,7 @@ class Fleet:
                 dns_names=[str(name) for name in san] if san else None,
                 server_auth=not request.get("no_server_auth"),
                 same_key_as=str(request["same_key_as"]) if request.get("same_key_as") else None,
+                intermediate=bool(request.get("intermediate")),
             )
         raise LabError(f"unknown control request {op!r}")
 

@@ -162,10 +162,20 @@ class Host:
         return leaf_request(self.fqdn, (self.fqdn, self.name), days_left=days_left, lifetime_days=lifetime_days)
 
     def add_certificate(
-        self, certificate: x509.Certificate, key: KeyContainer | None, *, source: str, friendly_name: str = ""
+        self,
+        certificate: x509.Certificate,
+        key: KeyContainer | None,
+        *,
+        source: str,
+        friendly_name: str = "",
+        store: CertificateStore | None = None,
     ) -> StoredCertificate:
-        entry = self.stores.my.add(StoredCertificate(certificate, key, friendly_name))
-        self.emit("cert_add", thumbprint=entry.thumbprint, subject=entry.subject, source=source, archived=entry.archived)
+        """X509Store.Add into `store` (default My)."""
+        store = store or self.stores.my
+        entry = store.add(StoredCertificate(certificate, key, friendly_name))
+        self.emit(
+            "cert_add", thumbprint=entry.thumbprint, subject=entry.subject, source=source, archived=entry.archived, store=store.name
+        )
         return entry
 
     def remove_certificate(self, thumbprint: str, store: CertificateStore | None = None) -> bool:
@@ -219,6 +229,7 @@ class Host:
             "domain": self.identity.domain,
             "service": self.service.state_json(),
             "certificates": [entry.state() for entry in self.stores.my.all_entries()],
+            "intermediate_certificates": [entry.state() for entry in self.stores.open("CA").all_entries()],
             "firewall": {
                 "rules": [rule.as_json(with_group=True) for rule in self.firewall.rules],
                 "exposure": self.exposure(),

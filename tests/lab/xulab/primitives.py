@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from .accounts import account_sid
-from .ca import PfxPasswordError, pfx_key_provider, read_pfx
+from .ca import PfxPasswordError, is_intermediate, pfx_key_provider, read_pfx
 from .ca import thumbprint as der_thumbprint
 from .certstore import KeyContainer, default_machine_key_acl, normalise_thumbprint
 from .errors import PrimitiveError
@@ -206,13 +206,23 @@ async def pfx_import(host: Host, a: Args) -> Result:
         raise PrimitiveError("InvalidArgument", "the PFX holds no certificate with a private key")
     certificate = contents.certificate
     thumbprint = der_thumbprint(certificate.public_bytes(serialization.Encoding.DER))
-    if host.stores.my.get(thumbprint) is not None:
-        return {"thumbprint": thumbprint, "already_present": True}
-    # .NET Framework's Import (MachineKeySet, PersistKeySet) puts an RSA key in a legacy CSP unless the PFX names a KSP.
-    provider = pfx_key_provider(data)
-    container = KeyContainer(contents.key, provider, default_machine_key_acl(), exportable=bool(a.get("exportable")))
-    host.add_certificate(certificate, container, source="pfx_import", friendly_name=contents.friendly_name)
-    return {"thumbprint": thumbprint, "already_present": False}
+    present = host.stores.my.get(thumbprint) is not None
+    if not present:
+        # .NET Framework's Import (MachineKeySet, PersistKeySet) puts an RSA key in a legacy CSP unless the PFX names a KSP.
+        provider = pfx_key_provider(data)
+        container = KeyContainer(contents.key, provider, default_machine_key_acl(), exportable=bool(a.get("exportable")))
+        host.add_certificate(certificate, container, source="pfx_import", friendly_name=contents.friendly_name)
+    # The PFX's intermediates go to LocalMachine\CA (also when the leaf was there already); roots go nowhere.
+    chain_added: list[str] = []
+    intermediates = [other for other in contents.others if is_intermediate(other)]
+    if intermediates:
+        store = host.stores.open("CA")
+        for other in intermediates:
+            other_thumbprint = der_thumbprint(other.public_bytes(serialization.Encoding.DER))
+            if other_thumbprint != thumbprint and store.get(other_thumbprint) is None:
+                host.add_certificate(other, None, source="pfx_import", store=store)
+                chain_added.append(other_thumbprint)
+    return {"thumbprint": thumbprint, "already_present": present, "chain_added": chain_added}
 
 
 async def cert_remove(host: Host, a: Args) -> Result:
@@ -222,7 +232,10 @@ async def cert_remove(host: Host, a: Args) -> Result:
         fields = item if isinstance(item, dict) else {}
         port = as_int(fields.get("port"))
         wanted = normalise_thumbprint(fields.get("thumbprint"))
-        seen = await port_probe(host, {"host": "localhost", "port": port, "tls": True, "http_path": None, "timeout_ms": 5000})
+        seen = await port_probe(
+            host,
+            {"host": "localhost", "server_name": fields.get("server_name"), "port": port, "tls": True, "http_path": None, "timeout_ms": 5000},
+        )
         der_b64 = seen["der_b64"]
         served = der_thumbprint(base64.b64decode(der_b64)) if isinstance(der_b64, str) and der_b64 else None
         problem = seen["error"] or seen["tls_error"]

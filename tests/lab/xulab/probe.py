@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 READ_LIMIT = 65536
 BODY_LIMIT = 4096
 HTTP_PATH = re.compile(r"^/[\x21-\x7E]*\Z")
+# The agent's $ServerNamePattern (PowerShell's -notmatch ignores case; the class has both cases anyway).
+SERVER_NAME = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\Z")
 
 CLOSED_TRANSPORT = "Authentication failed because the remote party has closed the transport stream."
 UNEXPECTED_PACKET = "The handshake failed due to an unexpected packet format."
@@ -96,6 +98,12 @@ def _decode_chunked(body: bytes) -> bytes:
 
 async def port_probe(host: Host, a: dict[str, object]) -> dict[str, object]:
     host_name = as_text(a.get("host")) or "localhost"
+    # The connection goes to host; server_name is what the server is called in the handshake (SNI) and the Host header.
+    server_name = host_name
+    if a.get("server_name"):
+        server_name = as_text(a.get("server_name"))
+        if SERVER_NAME.match(server_name) is None:
+            raise PrimitiveError("InvalidArgument", "server_name must be a DNS name or an IPv4 address")
     port = as_int(a.get("port"))
     timeout_s = (as_int(a.get("timeout_ms")) or 5000) / 1000
     path = a.get("http_path")
@@ -134,7 +142,7 @@ async def port_probe(host: Host, a: dict[str, object]) -> dict[str, object]:
             try:
                 secured = await upgrade(
                     writer, _client_context(), server_side=False,
-                    server_hostname=None if _is_ip(host_name) else host_name, timeout_s=timeout_s,
+                    server_hostname=None if _is_ip(server_name) else server_name, timeout_s=timeout_s,
                 )
             except (ssl.SSLError, OSError, TimeoutError) as exc:
                 result["tls_error"] = _tls_error_text(exc)
@@ -148,7 +156,7 @@ async def port_probe(host: Host, a: dict[str, object]) -> dict[str, object]:
             result["der_b64"] = base64.b64encode(der).decode("ascii") if der else None
         if path is not None:
             await _http_get(
-                streams[0], writer=streams[1], host_header=f"{host_name}:{port}", path=path, timeout_s=timeout_s, result=result
+                streams[0], writer=streams[1], host_header=f"{server_name}:{port}", path=path, timeout_s=timeout_s, result=result
             )
     finally:
         streams[1].transport.abort()

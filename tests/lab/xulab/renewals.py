@@ -95,8 +95,12 @@ def issue_pfx(
     dns_names: list[str] | None = None,
     server_auth: bool = True,
     same_key_as: str | None = None,
+    intermediate: bool = False,
 ) -> dict[str, object]:
-    """A PFX signed by the lab CA for this host (or for other names), to hand to the collection."""
+    """A PFX signed by the lab CA for this host (or for other names), to hand to the collection.
+
+    With `intermediate` the leaf is signed by the lab's issuing CA, and the PFX holds it and the root.
+    """
     names = tuple(dns_names) if dns_names else (host.fqdn, host.name)
     now = utc_now()
     if expired:
@@ -107,8 +111,11 @@ def issue_pfx(
         not_before, not_after = now - timedelta(hours=1), now + timedelta(days=365)
     key = host.pick_key() if same_key_as is None else _key_of(host, same_key_as)
     request = LeafRequest(names[0], names, not_before, not_after, server_auth)
-    certificate = host.ca.issue(request, key.public_key())
-    pfx = make_pfx(certificate, key, password, friendly_name=names[0], chain=[host.ca.certificate])
+    certificate = host.ca.issue(request, key.public_key(), via_issuing_ca=intermediate)
+    chain = [host.ca.certificate]
+    if intermediate:
+        chain.insert(0, host.ca.issuing_ca()[0])
+    pfx = make_pfx(certificate, key, password, friendly_name=names[0], chain=chain)
     entry = StoredCertificate(certificate, None)
     return {
         "pfx_b64": base64.b64encode(pfx).decode("ascii"),
@@ -118,6 +125,7 @@ def issue_pfx(
         "not_before": iso_utc(not_before),
         "not_after": iso_utc(not_after),
         "key_id": entry.public_key_id,
+        "intermediate": StoredCertificate(chain[0], None).thumbprint if intermediate else None,
     }
 
 

@@ -27,6 +27,8 @@ from .wsman import CommandResult
 BOOTSTRAP_MARKER = "# xtractuniversal.tls bootstrap 1"
 AGENT_MARKER = "# xtractuniversal.tls agent 1"
 AGENT_NAME = "xtractuniversal.tls"
+# What the bootstrap throws when stdin is not JSON (the parser's own message would quote stdin).
+NOT_JSON = "the payload on stdin is not JSON"
 PROTOCOL = 1
 CLIXML_HEADER = "#< CLIXML\r\n"
 CLIXML_NAMESPACE = "http://schemas.microsoft.com/powershell/2004/04"
@@ -55,10 +57,18 @@ def _is_parameter(token: str, name: str, shortest: int, aliases: tuple[str, ...]
 
 
 def error_record(
-    command: str, message: str, *, script_line: str, line_number: int, column: int, category: str, error_id: str
+    command: str,
+    message: str,
+    *,
+    script_line: str,
+    line_number: int,
+    column: int,
+    category: str,
+    error_id: str,
+    extent: int | None = None,
 ) -> list[str]:
-    """The lines of PowerShell 5.1's NormalView for an error."""
-    marker = "~" * max(1, len(command))
+    """The lines of PowerShell 5.1's NormalView for an error; `extent` is the underlined length (default: the command's)."""
+    marker = "~" * max(1, len(command) if extent is None else extent)
     prefix = f"{command} : " if command else ""
     return [
         f"{prefix}{message}",
@@ -184,7 +194,7 @@ class CommandShell:
         elif _first_line(parsed.script) != BOOTSTRAP_MARKER:
             result = command_not_found(parsed.script)
         else:
-            result, ops, statuses, dropped = await self._run_bootstrap(stdin)
+            result, ops, statuses, dropped = await self._run_bootstrap(parsed.script, stdin)
         self.host.emit(
             "remote_call",
             ops=ops,
@@ -200,20 +210,26 @@ class CommandShell:
             result.drop_connection = True
         return result
 
-    async def _run_bootstrap(self, stdin: bytes) -> tuple[CommandResult, list[str], list[str], bool]:
-        """`$input | Out-String | ConvertFrom-Json`, then the agent runs the request."""
-        text = stdin.decode("utf-8", errors="replace").strip()
-        failure = _payload_error(text)
-        if failure is not None:
-            return failure, [], [], False
-        payload = json.loads(text)
-        agent = payload.get("agent") if isinstance(payload, dict) else None
+    async def _run_bootstrap(self, script: str, stdin: bytes) -> tuple[CommandResult, list[str], list[str], bool]:
+        """stdin's lines joined and parsed by JavaScriptSerializer, then the agent runs the request.
+
+        No cmdlet sees stdin. Empty stdin parses to null: no agent, an empty script, nothing
+        printed. Anything else that is not JSON stops the bootstrap with its fixed message.
+        """
+        text = "\n".join(stdin.decode("utf-8", errors="replace").splitlines())
+        try:
+            payload: object = json.loads(text) if text.strip() else None
+        except ValueError:
+            return _not_json(script), [], [], False
+        # $xuPayload.agent: a key of the dictionary; null when it is missing or the payload is no object.
+        fields: dict[str, object] = payload if isinstance(payload, dict) else {}
+        agent = fields.get("agent")
         if not agent:
-            # [ScriptBlock]::Create of nothing is an empty script: it runs and prints nothing.
+            # PowerShell hands $null to a string parameter as "": [ScriptBlock]::Create makes an empty script, which prints nothing.
             return CommandResult(rc=0), [], [], False
         if _first_line(as_text(agent)) != AGENT_MARKER:
             return command_not_found(as_text(agent)), [], [], False
-        request = payload.get("request")
+        request = fields.get("request")
         answer, ops, statuses, dropped = await self.run_request(request if isinstance(request, dict) else {})
         stdout = json.dumps(answer, ensure_ascii=True, separators=(",", ":")).encode("utf-8")
         return CommandResult(rc=0, stdout=stdout), ops, statuses, dropped
@@ -279,23 +295,19 @@ def _redacted(error: PrimitiveError, args: object) -> dict[str, str]:
     return answer
 
 
-def _payload_error(text: str) -> CommandResult | None:
-    """ConvertFrom-Json's failure on what came on stdin, or None when it is JSON."""
-    if not text:
-        message = "Cannot bind argument to parameter 'InputObject' because it is an empty string."
-        category = "InvalidData: (:) [ConvertFrom-Json], ParameterBindingValidationException"
-        error_id = "ParameterArgumentValidationErrorEmptyStringNotAllowed,Microsoft.PowerShell.Commands.ConvertFromJsonCommand"
-    else:
-        try:
-            json.loads(text)
-            return None
-        except ValueError:
-            token = text.split(maxsplit=1)[0][:40]
-            message = f"Invalid JSON primitive: {token}."
-            category = "NotSpecified: (:) [ConvertFrom-Json], ArgumentException"
-            error_id = "System.ArgumentException,Microsoft.PowerShell.Commands.ConvertFromJsonCommand"
-    script_line = "$xuPayload = $input | Out-String | ConvertFrom-Json"
-    lines = error_record(
-        "ConvertFrom-Json", message, script_line=script_line, line_number=3, column=36, category=category, error_id=error_id
+def _not_json(script: str) -> CommandResult:
+    """The bootstrap's `throw` when stdin is not JSON, placed where the received script has it."""
+    statement = f"throw '{NOT_JSON}'"
+    lines = script.splitlines()
+    line_number, line = next(((n, text) for n, text in enumerate(lines, start=1) if statement in text), (1, statement))
+    record = error_record(
+        "",
+        NOT_JSON,
+        script_line=line.rstrip(),
+        line_number=line_number,
+        column=line.index(statement) + 1,
+        category=f"OperationStopped: ({NOT_JSON}:String) [], RuntimeException",
+        error_id=NOT_JSON,
+        extent=len(statement),
     )
-    return CommandResult(rc=1, stderr=clixml_error(lines))
+    return CommandResult(rc=1, stderr=clixml_error(record))

@@ -170,7 +170,9 @@ class XuService:
             entry = self._certificate(reference, role)
             if entry.thumbprint not in contexts:
                 assert entry.key is not None
-                cert_pem = entry.certificate.public_bytes(serialization.Encoding.PEM)
+                # The leaf, then the intermediates Windows finds in LocalMachine\CA (Schannel sends the chain, not the root).
+                chain = [entry.certificate, *self.host.stores.intermediates_for(entry.certificate)]
+                cert_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
                 contexts[entry.thumbprint] = server_tls_context(cert_pem, entry.key.private_pem())
             return contexts[entry.thumbprint], entry.thumbprint
 

@@ -7,7 +7,10 @@ No PowerShell can run here, so the scripts are held to what can be checked offli
 * the agent's operations, the arguments each one reads and the result keys it writes
   are those of the protocol's primitives table, and its operations are the lab's;
 * nothing in the agent needs PowerShell 7, builds code from text, or writes to stdout
-  other than the one answer.
+  other than the one answer;
+* no cmdlet is ever given stdin, the PFX or its password (module logging records what
+  cmdlets are given): the bootstrap parses stdin with .NET, the agent hands secrets to
+  .NET methods only and reads the request as the dictionaries .NET's parser makes.
 
 How the operation names are found: the agent keeps every primitive in ONE hashtable
 literal assigned to ``$primitives``::
@@ -25,6 +28,7 @@ script blocks are not entries of the table and are not returned.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import re
 from collections.abc import Iterator
@@ -40,6 +44,8 @@ AGENT = AGENT_DIR / "xu_agent.ps1"
 BOOTSTRAP = AGENT_DIR / "bootstrap.ps1"
 PROTOCOL_DOC = ROOT / "docs" / "agent-protocol.md"
 LAB_DIR = ROOT / "tests" / "lab"
+# What a cmdlet must never be given (module logging, event 4103, records every cmdlet's parameters and input).
+SECRET_PATTERNS = (r"\.password\b", r"\bpfx_b64\b", r"\$secret\b")
 
 AGENT_MARKER = "# xtractuniversal.tls agent 1"
 BOOTSTRAP_MARKER = "# xtractuniversal.tls bootstrap 1"
@@ -103,6 +109,26 @@ def _first_descendant(node: tree_sitter.Node, node_type: str) -> tree_sitter.Nod
         if child.type == node_type:
             return child
     return None
+
+
+def command_nodes(text: str) -> list[tree_sitter.Node]:
+    """Every command of the script: a cmdlet, function or native program by name, or ``&`` of a script block."""
+    return [node for node in walk(parse(text).root_node) if node.type == "command"]
+
+
+def named_commands(text: str) -> list[str]:
+    """The source of every command called by name (cmdlets, functions, programs), with its arguments."""
+    return [node_text(node) for node in command_nodes(text) if node.children and node.children[0].type == "command_name"]
+
+
+def cmdlet_inputs(text: str) -> list[tuple[int, str]]:
+    """(line, source) of everything a command is given: each command with its arguments, each pipeline that pipes into one."""
+    found = []
+    for node in walk(parse(text).root_node):
+        piped = node.type == "pipeline_chain" and any(child.type == "|" for child in node.children)
+        if node.type == "command" or piped:
+            found.append((node.start_point[0] + 1, node_text(node)))
+    return found
 
 
 def agent_op_table(text: str) -> dict[str, str]:
@@ -242,6 +268,35 @@ def test_bootstrap_is_the_documented_one() -> None:
     text = read(BOOTSTRAP)
     assert text.splitlines()[0] == BOOTSTRAP_MARKER
     assert text.rstrip("\n") == protocol_bootstrap().rstrip("\n")
+
+
+def test_bootstrap_gives_stdin_to_no_cmdlet() -> None:
+    text = read(BOOTSTRAP)
+    code = without_comments(text)
+    # Module logging records a cmdlet's input: stdin is read by a plain foreach and parsed by .NET.
+    for cmdlet in ("ConvertFrom-Json", "Out-String", "ForEach-Object", "Write-", "Invoke-Expression"):
+        assert cmdlet.lower() not in code.lower(), cmdlet
+    assert named_commands(text) == ["Add-Type -AssemblyName System.Web.Extensions"]
+    assert [node_text(n) for n in command_nodes(text)][1:] == ["& ([ScriptBlock]::Create($xuPayload.agent)) $xuPayload.request"]
+    assert [line for line, source in cmdlet_inputs(text) if "|" in source] == []
+    tree = parse(text)
+    inputs = [n for n in walk(tree.root_node) if n.type == "variable" and node_text(n).lower() == "$input"]
+    (loop,) = [n for n in walk(tree.root_node) if n.type == "foreach_statement"]
+    collection = loop.children[[c.type for c in loop.children].index("in") + 1]
+    assert len(inputs) == 1 and node_text(collection).strip() == "$input"
+    assert "[System.Web.Script.Serialization.JavaScriptSerializer]::new()" in code
+    assert "$xuJson.MaxJsonLength = [int]::MaxValue" in code
+    assert '$xuJson.DeserializeObject([string]::Join("`n", $xuLines.ToArray()))' in code
+    # A payload that is not JSON: a fixed message, since the parser's would quote stdin.
+    assert "catch { throw 'the payload on stdin is not JSON' }" in code
+
+
+def test_bootstrap_fits_on_a_command_line() -> None:
+    # cmd.exe and CreateProcess cap a command line near 8 KB; the script travels as base64 of UTF-16-LE.
+    text = read(BOOTSTRAP)
+    assert len(text.encode("utf-8")) < 1024
+    encoded = base64.b64encode(text.encode("utf-16-le"))
+    assert len("PowerShell -NoProfile -NonInteractive -ExecutionPolicy Unrestricted -EncodedCommand ") + len(encoded) < 8191
 
 
 @pytest.mark.parametrize("path", [AGENT, BOOTSTRAP], ids=lambda p: p.name)
@@ -400,6 +455,48 @@ def test_password_is_only_passed_to_the_import(agent: str) -> None:
     assert len(uses) == 3, uses
     assert sum("$a.password" in line and ".Import($bytes, $a.password," in line for line in uses) == 2
     assert sum("$op.args.password" in line for line in uses) == 1
+
+
+def test_command_input_finder() -> None:
+    sample = "$y = $a.password | Out-String\nFoo -Password $a.password\n$p.Import($b, $a.password, 'x')\n& $sb $opArgs\n"
+    assert cmdlet_inputs(sample) == [(1, "$a.password | Out-String"), (1, "Out-String"), (2, "Foo -Password $a.password"), (4, "& $sb $opArgs")]
+
+
+def test_secrets_reach_only_dotnet_methods(agent: str) -> None:
+    # Module logging records what every cmdlet is given: the password and the PFX go only to .NET methods.
+    # (Verbatim strings are text, not values: 'pfx_b64 is required' is no leak; an expandable string could be.)
+    given = [(line, re.sub(r"'[^']*'", "''", source)) for line, source in cmdlet_inputs(without_comments(agent))]
+    leaks = [(line, source) for line, source in given if any(re.search(p, source) for p in SECRET_PATTERNS)]
+    assert leaks == []
+    # Inside pfx_import the decoded PFX and the collections it was imported into stay with .NET as well.
+    start = agent.index("    'pfx_import' = {")
+    block = agent_op_table(agent)["pfx_import"]
+    assert agent[start + 4 :].startswith(block)
+    first, last = agent[:start].count("\n") + 1, agent[: start + 4 + len(block)].count("\n") + 1
+    inside = [source for line, source in cmdlet_inputs(without_comments(agent)) if first <= line <= last]
+    assert inside, "pfx_import calls no command at all?"
+    assert [source for source in inside if re.search(r"\$(bytes|probe|coll)\b", source)] == []
+    # The cmdlets that take a PFX or a password are not used at all.
+    for cmdlet in ("Import-PfxCertificate", "Get-PfxData", "Get-PfxCertificate", "ConvertTo-SecureString", "ConvertFrom-Json", "Out-String"):
+        assert cmdlet.lower() not in agent.lower(), cmdlet
+
+
+def test_agent_reads_the_request_as_dictionaries(agent: str, agent_code: str) -> None:
+    # The bootstrap's JavaScriptSerializer gives Dictionary[string,object]: member access works, PSObject views do not.
+    for pattern in (r"(?i)\.PSObject\b", r"(?i)\[pscustomobject\]", r"(?i)\[psobject\]", r"(?i)\.Properties\b", r"(?i)\.PSBase\b"):
+        assert not re.search(pattern, agent_code), pattern
+    # Its keys are case-sensitive: the agent reads them exactly as the protocol spells them (lower case).
+    read_keys = re.findall(r"\$(?:a|x|op|Request)\.(\w+)", agent_code)
+    assert read_keys and [k for k in read_keys if k != k.lower()] == []
+
+
+def test_server_name_pattern_is_the_documented_one(agent: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    (pattern,) = re.findall(r"\$ServerNamePattern = '([^']+)'", agent)
+    documented = pattern.replace("\\z", "$")
+    assert f"`{documented}`" in read(PROTOCOL_DOC)
+    monkeypatch.syspath_prepend(str(LAB_DIR))
+    lab = importlib.import_module("xulab.probe")
+    assert lab.SERVER_NAME.pattern == pattern.replace("\\z", "\\Z")
 
 
 # --------------------------------------------------------------------------- stdout holds one JSON object

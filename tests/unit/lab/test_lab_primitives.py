@@ -63,8 +63,10 @@ def test_an_imported_pfx_needs_a_read_grant_before_xu_can_use_it(host_factory: H
             imported = {"pfx_b64": minted["pfx_b64"], "password": "pfx-pass", "exportable": False}
             _result, answer = await agent_call(host, [("pfx_import", imported), ("pfx_import", imported)])
             first, again = (r["result"] for r in results(answer))
-            assert first == {"thumbprint": minted["thumbprint"], "already_present": False}
-            assert again == {"thumbprint": minted["thumbprint"], "already_present": True}
+            # The PFX carries the lab's root as well: a root is never added to any store.
+            assert first == {"thumbprint": minted["thumbprint"], "already_present": False, "chain_added": []}
+            assert again == {"thumbprint": minted["thumbprint"], "already_present": True, "chain_added": []}
+            assert host.state()["intermediate_certificates"] == []
             text = host.fs.resolve(TLS_SETTINGS).read_text().replace(bound(host), str(minted["thumbprint"]))
             _result, answer = await agent_call(host, [("file_write", {"path": TLS_JSON, "content": text}), RESTART])
             assert results(answer)[1]["result"]["state"] == "Stopped"

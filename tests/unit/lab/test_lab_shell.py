@@ -95,9 +95,14 @@ def test_anything_but_our_scripts_is_an_unknown_command(host_factory: HostFactor
             _assert_not_recognized(await shell.run_command(bootstrap_command(), [], foreign_agent, CLIENT, USER), "Write-Output")
             cmd = await shell.run_command("ipconfig", ["/all"], b"", CLIENT, USER)
             assert cmd.rc == 1 and cmd.stderr.startswith(b"'ipconfig' is not recognized as an internal or external command")
-            broken = await shell.run_command(bootstrap_command(), [], b"{not json", CLIENT, USER)
-            assert broken.rc == 1 and b"ConvertFrom-Json : Invalid JSON primitive: {not." in broken.stderr
-            assert [e["ops"] for e in events(host, "remote_call")] == [[]] * 5
+            broken = await shell.run_command(bootstrap_command(), [], b'{"agent": "x", "password": "S3cret" not json', CLIENT, USER)
+            assert broken.rc == 1 and broken.stdout == b""
+            assert b'<S S="Error">the payload on stdin is not JSON_x000D__x000A_</S>' in broken.stderr
+            assert b"RuntimeException" in broken.stderr and b"S3cret" not in broken.stderr  # the parser's message would quote stdin
+            # Empty stdin parses to null: no agent, an empty script block, nothing printed.
+            empty = await shell.run_command(bootstrap_command(), [], b"", CLIENT, USER)
+            assert (empty.rc, empty.stdout, empty.stderr) == (0, b"", b"")
+            assert [e["ops"] for e in events(host, "remote_call")] == [[]] * 6
 
     run(scenario())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 
@@ -17,12 +18,16 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     backup_path_for,
     backup_stamp,
     expectations_for,
+    expectations_if_known,
+    restart_operations,
+    restart_verdict,
     settings_text,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import parse_der, thumbprint_of
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import DEFAULT_SETTINGS_MAP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import TlsState
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Probe
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Probe, settings_mismatches
 from support.certs import der, mint
 from support.fake_changes import SERVICE_NAME, ChangingFakeHost, sha256_text
 from support.fake_host import INSTALL_DIR, tls_json
@@ -361,3 +366,66 @@ def test_restricted_modes_accept_an_authentication_challenge() -> None:
     unrestricted = expectations_for(state(protocol="https_unrestricted", web=thumbprint, auth="windows_credentials"))[0]
     assert unrestricted.judge(challenged) == "GET /version on port 8165 answered 401, expected 200"
     assert restricted.judge(Probe(8165, True, True, facts, 500, None, None)) == "GET /version on port 8165 answered 500, expected 200 or 401 or 403"
+
+
+def test_unknown_setting_values_have_no_expectations() -> None:
+    unknown = dataclasses.replace(state(), web_protocol=None, web_protocol_raw="HttpsWithClientCertificates")
+    with pytest.raises(XuError, match=r'WebServer.Protocol is "HttpsWithClientCertificates", not one of HttpUnrestricted.*settings_map.web_protocol'):
+        expectations_for(unknown)
+    with pytest.raises(XuError, match=r'Web.Mode is "HttpsWithClientCertificates"'):
+        expectations_for(unknown, {**DEFAULT_SETTINGS_MAP, "web_protocol": "Web.Mode"})
+    assert expectations_if_known(unknown) is None
+    odd_auth = dataclasses.replace(state(), config_server_authentication=None, config_server_authentication_raw="Quic")
+    with pytest.raises(XuError, match=r'ConfigServer.Authentication is "Quic".*settings_map.config_server_authentication'):
+        expectations_for(odd_auth)
+
+
+def test_settings_mismatches_compare_only_what_the_settings_control() -> None:
+    certificate = mint()[0]
+    facts = parse_der(der(certificate))
+    thumbprint = facts.thumbprint
+    served = {"web_https": Probe(8165, True, True, facts, 500, None, None), "config_server": Probe(8064, True, True, facts, None, None, None)}
+    assert settings_mismatches(state(web=thumbprint, config=thumbprint), served) == []
+    other = "1" * 40
+    assert settings_mismatches(state(web=other, config=thumbprint), served) == [f"the web server: port 8165 serves {thumbprint}, expected {other}"]
+    plain = state(protocol="http_unrestricted", auth="windows_credentials")
+    assert settings_mismatches(plain, served) == [
+        f"the web server: port 8165 serves TLS with {thumbprint}, expected no TLS",
+        f"the configuration server: port 8064 serves TLS with {thumbprint}, expected no TLS",
+    ]
+    silent = {"web_https": Probe(8165, True, False, None, None, None, "refused")}
+    assert settings_mismatches(state(web=thumbprint), silent) == ["the web server: port 8165 serves no TLS certificate, expected " + thumbprint]
+    assert settings_mismatches(plain, silent) == []
+    # An unknown setting says nothing about what should be served.
+    assert settings_mismatches(dataclasses.replace(plain, web_protocol=None, config_server_authentication=None), served) == []
+
+
+def test_nothing_to_do_makes_no_call() -> None:
+    host, _old, _new = bound_host()
+    outcome = apply_changes(AgentClient(host.transport), changes=[], stamp=STAMP, backup=True, restart=None)
+    assert host.calls == [] and outcome.restarted is False and outcome.backups == {}
+
+
+def test_a_bad_restart_without_rollback_is_reported_in_the_outcome() -> None:
+    host, _old, new = bound_host()
+    host.restart_failures = 1
+    outcome = apply_changes(
+        AgentClient(host.transport), changes=[change_to(host, new)], stamp=STAMP, backup=True,
+        restart=restart_plan(state(web=new, config=new)), roll_back_restart=False,
+    )
+    assert len(host.calls) == 1 and outcome.restarted
+    assert outcome.problem is not None and outcome.problem.startswith("the service did not come back")
+    assert host.file(TLS_PATH) == tls_json(web=new, config=new)
+
+
+def test_restart_operations_and_verdict_go_together() -> None:
+    host, old, _new = bound_host()
+    plan = restart_plan(state(web=old, config=old))
+    results = AgentClient(host.transport).call(restart_operations(plan))
+    assert [r.op for r in results] == ["service_restart", "port_probe", "port_probe"]
+    verdict = restart_verdict(plan, results)
+    assert verdict.problem is None and verdict.restart is not None and verdict.restart["started"]
+    assert {name: probe.certificate.thumbprint for name, probe in verdict.served.items() if probe.certificate} == {"web_https": old, "config_server": old}
+    host.http_status = 503
+    verdict = restart_verdict(plan, AgentClient(host.transport).call(restart_operations(plan)))
+    assert verdict.problem == "GET /version on port 8165 answered 503, expected 200"

@@ -21,6 +21,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings impo
 from support.action import run_action
 from support.certs import mint
 from support.fake_changes import TLS_FILE
+from support.fake_host import intercept
 from support.fake_swap import FQDN, SwapFakeHost, make_pfx, swap_host, thumbprint_of
 
 OLD = "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"
@@ -309,13 +310,15 @@ def test_pfx_import_grant_swap_and_remove_old() -> None:
 
     result = run_action("xu_cert_swap", args, host)
     assert not result.get("failed"), result
-    assert len(host.calls) == 3
+    # read, apply, and the removal in a call of its own once the controller judged the restart good
+    assert len(host.calls) == 4
     apply_ops = host.calls[2]
     assert [op["op"] for op in apply_ops] == [
-        "pfx_import", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "cert_remove",
+        "pfx_import", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe",
     ]
     assert apply_ops[0]["args"]["password"] == PASSWORD and apply_ops[0]["args"]["exportable"] is False
-    assert apply_ops[-1]["args"]["require_served"] == [{"port": 8165, "thumbprint": new}, {"port": 8064, "thumbprint": new}]
+    assert [op["op"] for op in host.calls[3]] == ["cert_remove"]
+    assert host.calls[3][-1]["args"]["require_served"] == [{"port": 8165, "thumbprint": new}, {"port": 8064, "thumbprint": new}]
     assert result["imported"] and result["key_access_granted"] and result["removed_old"]
     assert result["new_thumbprint"] == new and result["new_certificate"]["chain_trusted_by"] == "pfx"
     assert old not in host.thumbprints() and served_thumbprint(host, 8064) == new
@@ -324,7 +327,7 @@ def test_pfx_import_grant_swap_and_remove_old() -> None:
 
     again = run_action("xu_cert_swap", args, host)
     assert again["changed"] is False and not again.get("failed"), again
-    assert len(host.calls) == 4
+    assert len(host.calls) == 5
 
 
 def test_pfx_key_needs_grant_key_access() -> None:
@@ -371,8 +374,98 @@ def test_restart_failure_rolls_back_and_reports_the_imported_certificate() -> No
     assert host.files[TLS_FILE] == before[TLS_FILE]
     # The old certificate stayed (the removal was skipped) and is served again.
     assert old in host.thumbprints() and host.served[8165] == cert
-    assert [op["op"] for op in host.calls[1]][-1] == "cert_remove"
+    # The removal is never even sent: it would come only after a good verdict.
+    assert all(op["op"] != "cert_remove" for call in host.calls for op in call)
     assert PASSWORD not in json.dumps(result)
+
+
+def test_a_bad_verdict_with_remove_old_keeps_the_old_certificate_for_the_rollback() -> None:
+    # The ports present the new certificate (so require_served holds on the host), but /version answers 500:
+    # the controller's verdict fails. The old certificate must still be there for the rollback to bind.
+    host, old, cert = swap_host()
+    before = dict(host.files)
+    new_cert, new_key = mint(FQDN)
+    new = thumbprint_of(new_cert)
+
+    def broken_web_server_once(h: Any) -> None:
+        h.http_status = 500 if h.restarts == 1 else 200
+
+    host.after_start.append(broken_web_server_once)
+    result = run_action("xu_cert_swap", pfx_args(new_cert, new_key, old_thumbprint=old, remove_old=True, grant_key_access=True), host)
+    assert result["failed"] is True and result["rolled_back"] is True, result
+    assert "GET /version on port 8165 answered 500, expected 200" in result["msg"]
+    assert len(host.calls) == 3  # read, apply, rollback: no removal after a bad verdict
+    assert all(op["op"] != "cert_remove" for call in host.calls for op in call)
+    assert old in host.thumbprints() and host.removed == []
+    assert host.files[TLS_FILE] == before[TLS_FILE]
+    assert host.service_state == "Running" and host.served[8165] == cert and host.served[8064] == cert
+    assert new in host.thumbprints() and result["imported_thumbprint"] == new
+
+
+def test_remove_old_is_its_own_call_and_its_failure_only_warns() -> None:
+    host, old, new = host_with_new()
+    host.errors["cert_remove"] = {"type": "UnauthorizedAccessException", "message": "Access is denied."}
+    result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True}, host)
+    assert not result.get("failed"), result
+    assert result["changed"] is True and result["removed_old"] is False and result["restarted"] is True
+    assert [[op["op"] for op in call] for call in host.calls[1:]] == [
+        ["file_write", "service_restart", "port_probe", "port_probe"], ["cert_remove"],
+    ]
+    assert any(f"The old certificate {old} was left in the store: UnauthorizedAccessException" in w for w in result["warnings"])
+    assert old in host.thumbprints() and served_thumbprint(host, 8165) == new
+
+    # An unanswered removal call: the swap is done, whether the old certificate went is not known.
+    host, old, new = host_with_new()
+    intercept(host, lambda stdin: (1, "", "The WinRM connection was reset") if b'"cert_remove"' in stdin else None)
+    result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True}, host)
+    assert not result.get("failed"), result
+    assert result["removed_old"] is False and served_thumbprint(host, 8165) == new
+    assert any("is not known" in w and "WinRM connection was reset" in w for w in result["warnings"])
+
+
+def test_restart_never_removes_the_old_certificate_after_the_writes() -> None:
+    host, old, new = host_with_new()
+    result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True, "restart": "never"}, host)
+    assert not result.get("failed"), result
+    assert result["removed_old"] is True and result["restarted"] is False
+    assert [[op["op"] for op in call] for call in host.calls[1:]] == [["file_write"], ["cert_remove"]]
+    assert host.calls[2][0]["args"]["require_served"] is None
+
+
+def test_an_unknown_protocol_is_refused_before_anything_changes() -> None:
+    host, old, new = host_with_new()
+    host.files[TLS_FILE] = host.files[TLS_FILE].replace("HttpsUnrestricted", "HttpsWithClientCertificates")
+    before = dict(host.files)
+    result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new}, host)
+    assert result["failed"] is True, result
+    assert 'WebServer.Protocol is "HttpsWithClientCertificates", not one of HttpUnrestricted' in result["msg"]
+    assert "settings_map.web_protocol" in result["msg"]
+    assert len(host.calls) == 1 and host.files == before and host.restarts == 0
+
+    # A renewal is refused before certreq runs.
+    result = run_action("xu_cert_swap", {"old_thumbprint": old, "renew_reusing_key": True}, host)
+    assert result["failed"] is True and "HttpsWithClientCertificates" in result["msg"]
+    assert len(host.calls) == 2 and host.archived == [] and host.journals == {}
+
+    host.files[TLS_FILE] = before[TLS_FILE].replace("HttpsWithClientCertificates", "HttpsUnrestricted").replace(
+        "CustomCredentialsTls", "CustomCredentialsQuic")
+    result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new}, host)
+    assert result["failed"] is True
+    assert 'ConfigServer.Authentication is "CustomCredentialsQuic"' in result["msg"] and "settings_map.config_server_authentication" in result["msg"]
+    assert len(host.calls) == 3 and host.restarts == 0
+
+
+def test_a_partial_read_is_refused_before_anything_changes() -> None:
+    # With the store unreadable every certificate looks absent: the old one would look gone and the rollback be skipped.
+    host, old, _cert = swap_host()
+    host.errors["cert_list"] = {"type": "CryptographicException", "message": "Keyset does not exist"}
+    before = dict(host.files)
+    new_cert, new_key = mint(FQDN)
+    result = run_action("xu_cert_swap", pfx_args(new_cert, new_key, old_thumbprint=old, grant_key_access=True), host)
+    assert result["failed"] is True, result
+    assert "could not be read (cert_list: CryptographicException: Keyset does not exist)" in result["msg"]
+    assert len(host.calls) == 1 and host.files == before and host.restarts == 0
+    assert thumbprint_of(new_cert) not in host.thumbprints()
 
 
 def test_without_the_old_certificate_a_failed_restart_is_not_rolled_back() -> None:

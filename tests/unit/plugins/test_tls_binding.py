@@ -22,7 +22,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_binding i
 from support.action import run_action
 from support.certs import mint
 from support.fake_changes import ChangingFakeHost
-from support.fake_host import INSTALL_DIR, SERVICE_ACCOUNT, FakeHost, tls_json
+from support.fake_host import INSTALL_DIR, SERVICE_ACCOUNT, FakeHost, intercept, tls_json
 
 FQDN = "xu01.example.com"
 TLS = "config\\servers\\tls.json"
@@ -336,6 +336,39 @@ def test_restart_never_then_if_changed_restarts_the_pending_change() -> None:
     assert len(host.calls) == 5
 
 
+def test_an_odd_version_answer_is_not_a_pending_restart() -> None:
+    # The ports serve what the settings say; only /version answers something unexpected. Restarting cannot change
+    # that, so a run with nothing to change must not restart (it did, on every run).
+    host, old, _new = bound_host()
+    host.http_status = 500
+    result = run_action("xu_tls_binding", {"web_certificate": old, "config_server_certificate": old}, host)
+    assert not result.get("failed"), result
+    assert result["changed"] is False and result["restarted"] is False and result["restart_required"] is False
+    assert len(host.calls) == 1 and host.restarts == 0
+
+
+def test_a_pending_switch_to_plain_http_is_seen() -> None:
+    # The settings say plain HTTP, the running service still presents its certificate on the HTTPS port.
+    host, old, _new = bound_host()
+    host.http_ports.add(8065)
+    host.files[TLS] = tls_json(protocol="HttpUnrestricted", web=old, config=old)
+    result = run_action("xu_tls_binding", {"restart": "never"}, host)
+    assert result["changed"] is False and result["restart_required"] is True, result
+    result = run_action("xu_tls_binding", {}, host)
+    assert result["changed"] is True and result["restarted"] is True and result["restart_required"] is False
+    assert 8165 not in host.served and result["served"] == {"web_http": None, "config_server": old}
+
+
+def test_a_partial_read_is_refused_before_anything_changes() -> None:
+    host, _old, new = bound_host()
+    host.errors["cert_list"] = {"type": "CryptographicException", "message": "Keyset does not exist"}
+    files = dict(host.files)
+    result = run_action("xu_tls_binding", {"web_certificate": new}, host)
+    assert result["failed"] is True and "could not be read (cert_list: CryptographicException: Keyset does not exist)" in result["msg"]
+    assert len(host.calls) == 1 and host.files == files and host.restarts == 0
+    assert host.served[8165] is not None
+
+
 def test_restart_always_restarts_without_a_change() -> None:
     host, old, _new = bound_host()
     result = run_action("xu_tls_binding", {"web_certificate": old, "restart": "always"}, host)
@@ -465,18 +498,7 @@ def test_thumbprints_the_map_does_not_name_are_pointed_out() -> None:
 
 def test_an_apply_call_without_an_answer_says_the_outcome_is_unknown() -> None:
     host, _old, new = bound_host()
-    answer = host.transport
-
-    def no_answer_after_the_read(command: str, stdin: bytes) -> tuple[int, str, str]:
-        if host.calls:
-            return 1, "", "The pipe has been ended."
-        host.answer_override = None
-        try:
-            return answer(command, stdin)
-        finally:
-            host.answer_override = no_answer_after_the_read
-
-    host.answer_override = no_answer_after_the_read
+    intercept(host, lambda stdin: (1, "", "The pipe has been ended.") if host.calls else None)
     result = run_action("xu_tls_binding", {"web_certificate": new}, host)
     assert result["failed"] and result["rolled_back"] is False and result["rc"] == 1
     assert "The pipe has been ended." in result["msg"] and "whether the change was applied is not known" in result["msg"]

@@ -170,3 +170,25 @@ def test_an_interrupted_run_is_reported() -> None:
     assert result["journal"] == {"step": "tls_off", "old_thumbprint": "AB" * 20}
     assert any("interrupted run left its journal (step tls_off)" in p for p in result["problems"])
     assert host.calls[0][-1] == {"id": 8, "op": "journal_read", "args": {"name": "renew"}}
+
+
+def test_a_pending_switch_to_plain_http_is_reported() -> None:
+    host, thumbprint = healthy_host()
+    host.files["config\\servers\\tls.json"] = tls_json(protocol="HttpUnrestricted", web=thumbprint, config=thumbprint)
+    result = run_action("xu_tls_info", {}, host)
+    problems = result["problems"]
+    assert f"the web server: port 8165 serves TLS with {thumbprint}, expected no TLS (restart pending?)" in problems
+    assert "the web server serves plain HTTP (TLS is off)" in problems
+    # What the settings do not control (how /version answers) is no pending restart.
+    host, _thumbprint = healthy_host()
+    host.http_status = 500
+    assert run_action("xu_tls_info", {}, host)["problems"] == []
+
+
+def test_read_errors_are_problems_not_failures() -> None:
+    host, thumbprint = healthy_host()
+    host.errors["cert_list"] = {"type": "CryptographicException", "message": "Keyset does not exist"}
+    result = run_action("xu_tls_info", {}, host)
+    assert not result.get("failed"), result
+    assert result["problems"][0] == "cert_list: CryptographicException: Keyset does not exist"
+    assert result["web_server"]["certificate"]["in_store"] is False and result["web_server"]["certificate_thumbprint"] == thumbprint

@@ -1,7 +1,14 @@
+"""xu_tls_restore: input checks, the no-op run, and restores against a host whose changes take effect."""
+
 from __future__ import annotations
 
+from typing import Any
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import thumbprint_of as der_thumbprint
 from support.action import run_action
-from support.fake_host import FakeHost, tls_json
+from support.certs import der, mint
+from support.fake_changes import ChangingFakeHost, sha256_text
+from support.fake_host import INSTALL_DIR, FakeHost, intercept, tls_json
 
 BACKUP = "C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json.20261126T000000Z.bak"
 
@@ -33,3 +40,88 @@ def test_identical_file_is_not_changed_and_check_mode_reports_a_restore() -> Non
     assert result["changed"] is True and result["restored"] is True and result["restarted"] is False
     assert "HttpsUnrestricted" in result["diff"]["after"] and "HttpUnrestricted" in result["diff"]["before"]
     assert len(host.calls) == 2
+
+
+# -- against a host whose changes take effect -------------------------------------------------------
+
+TLS = "config\\servers\\tls.json"
+TLS_PATH = f"{INSTALL_DIR}\\{TLS}"
+BACKUP_KEY = "config\\servers\\tls.json.20261126T000000Z.bak"
+
+
+def restore_host(*, backup_readable: bool = True) -> tuple[ChangingFakeHost, str, str]:
+    """Certificate A bound and served; the backup binds certificate B (whose key the service may not read)."""
+    host = ChangingFakeHost()
+    old = host.add_certificate(mint("xu01.example.com")[0])
+    other = host.add_certificate(mint("xu01.example.com")[0], acl=None if backup_readable else [])
+    host.files[TLS] = tls_json(web=old, config=old)
+    host.files[BACKUP_KEY] = tls_json(web=other, config=other)
+    assert host.start_service()
+    return host, old, other
+
+
+def ops(call: list[dict[str, Any]]) -> list[str]:
+    return [str(op["op"]) for op in call]
+
+
+def test_restore_restarts_and_verifies_through_the_shared_machinery() -> None:
+    host, _old, other = restore_host()
+    result = run_action("xu_tls_restore", {"backup_file": BACKUP}, host)
+    assert not result.get("failed"), result
+    assert result["changed"] and result["restored"] and result["restarted"] and result["rolled_back"] is False
+    assert ops(host.calls[1]) == ["file_restore", "service_restart", "port_probe", "port_probe"]
+    assert host.calls[1][0]["args"] == {"backup_path": BACKUP, "path": TLS_PATH}
+    assert result["served"] == {"web_https": other, "config_server": other}
+    assert host.file(TLS) == host.file(BACKUP_KEY)
+
+
+def test_a_failed_restart_rolls_forward_to_the_content_before() -> None:
+    host, old, other = restore_host(backup_readable=False)
+    before = host.file(TLS)
+    result = run_action("xu_tls_restore", {"backup_file": BACKUP}, host)
+    assert result["failed"] is True and result["rolled_back"] is True, result
+    assert f"Restoring {TLS_PATH} from {BACKUP} failed: the service did not come back" in result["msg"] and "rolled back" in result["msg"]
+    assert result["changed"] is False and result["path"] == TLS_PATH and result["backup_file"] == BACKUP
+    assert len(host.calls) == 3
+    assert ops(host.calls[2]) == ["file_write", "service_restart", "port_probe", "port_probe"]
+    # The content read before is written back only over the restored backup (guarded by its hash).
+    assert host.calls[2][0]["args"] == {"path": TLS_PATH, "content": before, "backup_path": None,
+                                        "expected_sha256": sha256_text(host.file(BACKUP_KEY) or "")}
+    assert host.file(TLS) == before
+    assert host.service_state == "Running" and host.restarts == 2
+    assert {port: der_thumbprint(der(cert)) for port, cert in host.served.items() if cert is not None} == {8165: old, 8064: old}
+    assert other in [c["thumbprint"] for c in host.certificates]
+
+
+def test_a_roll_forward_does_not_overwrite_a_file_changed_meanwhile() -> None:
+    host, _old, _other = restore_host()
+    host.restart_failures = 1
+
+    def edited_before_the_roll_forward(stdin: bytes) -> None:
+        if len(host.calls) == 2:
+            host.files[TLS] = "{}"
+
+    intercept(host, edited_before_the_roll_forward)
+    result = run_action("xu_tls_restore", {"backup_file": BACKUP}, host)
+    assert result["failed"] is True and result["rolled_back"] is False
+    assert any(p.startswith("file_write: HashMismatch") for p in result["rollback_problems"])
+    assert host.file(TLS) == "{}"
+
+
+def test_unknown_settings_in_the_backup_are_refused_before_anything_changes() -> None:
+    host, _old, other = restore_host()
+    host.files[BACKUP_KEY] = tls_json(protocol="HttpsWithClientCertificates", web=other, config=other)
+    files = dict(host.files)
+    result = run_action("xu_tls_restore", {"backup_file": BACKUP}, host)
+    assert result["failed"] is True
+    assert 'WebServer.Protocol is "HttpsWithClientCertificates", not one of' in result["msg"] and "settings_map.web_protocol" in result["msg"]
+    assert len(host.calls) == 1 and host.files == files and host.restarts == 0
+
+
+def test_a_partial_read_is_refused_before_anything_changes() -> None:
+    host, _old, _other = restore_host()
+    host.errors["cert_list"] = {"type": "CryptographicException", "message": "Keyset does not exist"}
+    files = dict(host.files)
+    result = run_action("xu_tls_restore", {"backup_file": BACKUP}, host)
+    assert result["failed"] is True and "could not be read (cert_list: CryptographicException" in result["msg"]
+    assert len(host.calls) == 1 and host.files == files and host.restarts == 0

@@ -44,6 +44,8 @@ class FakeHost:
     service_found: bool = True
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     journals: dict[str, str] = field(default_factory=dict)
+    # What the web server answers to GET (e.g. /version) on every port that serves HTTP.
+    http_status: int = 200
     calls: list[list[dict[str, Any]]] = field(default_factory=list)
     answer_override: Callable[[str, bytes], tuple[int, str, str]] | None = None
 
@@ -119,9 +121,9 @@ class FakeHost:
                 return {"connected": port in self.http_ports, "tls_error": "handshake failed", "der_b64": None,
                         "http_status": None, "http_body": None, "error": None if port in self.http_ports else "refused"}
             return {"connected": True, "tls_error": None, "der_b64": base64.b64encode(der(cert)).decode(),
-                    "http_status": 200 if args["http_path"] else None, "http_body": None, "error": None}
+                    "http_status": self.http_status if args["http_path"] else None, "http_body": None, "error": None}
         if port in self.http_ports:
-            return {"connected": True, "tls_error": None, "der_b64": None, "http_status": 200, "http_body": "{}", "error": None}
+            return {"connected": True, "tls_error": None, "der_b64": None, "http_status": self.http_status, "http_body": "{}", "error": None}
         return {"connected": False, "tls_error": None, "der_b64": None, "http_status": None, "http_body": None, "error": "refused"}
 
     def op_fw_set(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -149,3 +151,20 @@ class FakeHost:
         else:
             self.journals[args["name"]] = args["content"]
         return {"path": f"C:\\ProgramData\\xtractuniversal.tls\\{args['name']}.json"}
+
+
+def intercept(host: FakeHost, hook: Callable[[bytes], tuple[int, str, str] | None]) -> None:
+    """Put ``hook`` in front of the host's answers: it sees each request's stdin first and returns
+    an answer of its own (rc, stdout, stderr), or None to let the host answer."""
+
+    def answer(command: str, stdin: bytes) -> tuple[int, str, str]:
+        own = hook(stdin)
+        if own is not None:
+            return own
+        host.answer_override = None
+        try:
+            return host.transport(command, stdin)
+        finally:
+            host.answer_override = answer
+
+    host.answer_override = answer

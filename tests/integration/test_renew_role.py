@@ -1,0 +1,363 @@
+"""The renew role and playbook against 10-host labs: both modes x both strategies, faults at each step, a killed controller.
+
+Every check reads the lab (its event log and state), not what the role says about itself,
+except where the role's own report is what is tested (the summary, the failed step).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from invariants import GATE_GROUP, HOLD_GROUP, Baseline, baseline, check_host, served_thumbprint
+from labtools import BIN, CALLBACKS, REPO, Lab, PlaybookRun
+
+from xulab import control
+
+PLAYBOOK = str(REPO / "playbooks" / "renew.yml")
+PASSWORD = "lab-pfx-Secret-7"  # noqa: S105 - the lab's PFX password, for the check that it never shows up
+RESTART_DELAY = "0.2"
+SUMMARY_TASKS = ("Finish | Summarise the run on this host", "Assess | Summarise the host")
+# The mixed scenario cycles healthy, expiring soon, expired, TLS off, bound certificate missing.
+MIXED = {
+    "healthy": {"xu01", "xu06"},
+    "expiring": {"xu02", "xu07"},
+    "expired": {"xu03", "xu08"},
+    "tls_off": {"xu04", "xu09"},
+    "missing": {"xu05", "xu10"},
+}
+# Hosts that are untouched in a run: no settings, certificate, service or firewall change.
+CHANGE_EVENTS = {"settings_write", "settings_restore", "settings_remove", "cert_add", "cert_remove", "cert_archive", "service", "firewall", "key_acl"}
+
+
+def renew(lab: Lab, tmp_path: pathlib.Path, *extra: str, env: dict[str, str] | None = None) -> PlaybookRun:
+    return lab.playbook(PLAYBOOK, tmp_path=tmp_path, extra_args=("-f", "10", *extra), env=env)
+
+
+def summaries(run: PlaybookRun) -> dict[str, dict[str, Any]]:
+    found = {}
+    for entry in run.results:
+        if entry["task"].endswith(SUMMARY_TASKS) and "xu_renew_summary" in entry["result"].get("ansible_facts", {}):
+            found[entry["host"]] = entry["result"]["ansible_facts"]["xu_renew_summary"]
+    return found
+
+
+def by_result(found: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
+    grouped: dict[str, set[str]] = {}
+    for host, summary in found.items():
+        grouped.setdefault(summary["result"], set()).add(host)
+    return grouped
+
+
+def changed_results(run: PlaybookRun) -> list[str]:
+    return [f"{e['host']}: {e['task']}" for e in run.results if e["result"].get("changed")]
+
+
+def untouched(lab: Lab, host: str, base: Baseline) -> list[str]:
+    return [f"{host}: {e['type']}" for e in lab.events(host)[base.events:] if e["type"] in CHANGE_EVENTS]
+
+
+def issue_pfx(lab: Lab, tmp_path: pathlib.Path, hosts: set[str]) -> tuple[str, ...]:
+    """A PFX from the lab CA for each of ``hosts``, and the arguments that hand them to the role."""
+    certs = tmp_path / "certs"
+    certs.mkdir(exist_ok=True)
+    for host in sorted(hosts):
+        answer = control.request(lab.dir, "issue", host=host, password=PASSWORD)
+        (certs / f"{host}.pfx").write_bytes(base64.b64decode(answer["pfx_b64"]))
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"xu_renew_pfx_password": PASSWORD}))
+    return ("-e", f"xu_renew_pfx_path={certs}/{{{{ inventory_hostname }}}}.pfx", "-e", f"@{secrets}")
+
+
+def inject_after(lab: Lab, host: str, seen: Callable[[list[dict[str, Any]]], bool], *faults: tuple[str, object]) -> threading.Thread:
+    """Set ``faults`` (key, value) on ``host`` as soon as the events it logs from now on satisfy ``seen``."""
+    path = lab.dir / "hosts" / host / "events.jsonl"
+    start = len(path.read_text().splitlines())
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            events = [json.loads(line) for line in path.read_text().splitlines()[start:] if line.strip()]
+            if seen(events):
+                for key, value in faults:
+                    control.request(lab.dir, "fault", host=host, set={key: str(value)})
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def restarts_answered(events: list[dict[str, Any]]) -> int:
+    return sum(1 for e in events if e["type"] == "remote_call" and "service_restart" in e["ops"])
+
+
+# -- both modes x both strategies on a mixed fleet -------------------------------------------------
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("strategy", ["documented", "minimal_outage"])
+@pytest.mark.parametrize("mode", ["reuse_key", "replace"])
+def test_mixed_fleet(mode: str, strategy: str, lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "10", "--scenario", "mixed", "--restart-delay", RESTART_DELAY)
+    bases = {host: baseline(lab, host) for host in lab.hosts}
+    extra: tuple[str, ...] = ("-e", f"xu_renew_mode={mode}", "-e", f"xu_renew_strategy={strategy}")
+    if mode == "replace":
+        # A PFX for every due host but xu10, which is then reported as blocked.
+        extra += issue_pfx(lab, tmp_path, MIXED["expiring"] | MIXED["expired"] | {"xu05"})
+        renewed = MIXED["expiring"] | MIXED["expired"] | {"xu05"}
+        blocked = {"xu10"}
+    else:
+        # AD CS renews neither an expired certificate nor one that left the store.
+        renewed, blocked = MIXED["expiring"], MIXED["expired"] | MIXED["missing"]
+
+    run = renew(lab, tmp_path, *extra)
+    # Blocked hosts fail the fleet summary at the very end, after every host was handled.
+    assert run.rc == 2, run.stdout[-5000:] + run.stderr[-3000:]
+    assert f"Due but not renewed (see the summary above): {', '.join(sorted(blocked))}" in run.stdout
+    assert PASSWORD not in run.stdout + run.stderr
+    found = summaries(run)
+    assert by_result(found) == {"renewed": renewed, "blocked": blocked, "skipped": MIXED["tls_off"], "not_due": MIXED["healthy"]}
+
+    for host in sorted(renewed):
+        summary = found[host]
+        assert summary["new_thumbprint"] not in (None, summary["old_thumbprint"])
+        assert served_thumbprint(lab, host) == summary["new_thumbprint"]
+        assert summary["new_expiry"] and summary["outage_s"] is not None and summary["mode"] == mode
+        assert check_host(lab, host, bases[host], new=summary["new_thumbprint"]) == []
+        events = lab.events(host)[bases[host].events:]
+        stops = [e for e in events if e["type"] == "service" and e["state"] == "Stopped"]
+        gated = [e for e in events if e["type"] == "firewall"]
+        store = {c["thumbprint"]: c for c in lab.state(host)["certificates"]}
+        if mode == "reuse_key" and strategy == "documented":
+            # TLS off and on again: two restarts, both behind the closed gate and the HTTP hold.
+            assert len(stops) == 2 and {e["group"] for e in gated} == {GATE_GROUP, HOLD_GROUP}
+        else:
+            assert len(stops) == 1 and gated == []
+        if mode == "reuse_key":
+            assert store[summary["old_thumbprint"]]["archived"] is True
+        else:
+            # The old certificate left the store, after the new one was served (invariant 4 checked above).
+            assert summary["old_thumbprint"] not in store
+            assert host == "xu05" or [e["thumbprint"] for e in events if e["type"] == "cert_remove"] == [summary["old_thumbprint"]]
+    for host in sorted(set(lab.hosts) - renewed):
+        assert untouched(lab, host, bases[host]) == []
+        assert found[host]["new_thumbprint"] is None
+
+    # The next daily run finds nothing to do: not a single change.
+    calls = {host: lab.remote_calls(host) for host in lab.hosts}
+    again = renew(lab, tmp_path, *extra)
+    assert again.rc == 2 and changed_results(again) == []
+    assert by_result(summaries(again)) == {"not_due": MIXED["healthy"] | renewed, "blocked": blocked, "skipped": MIXED["tls_off"]}
+    # Hosts with nothing to do cost one read each.
+    assert all(lab.remote_calls(host) - calls[host] == 1 for host in lab.hosts)
+
+
+# -- faults at each step -------------------------------------------------------------------------
+
+
+FAIL_TASK = "Finish | Fail the host whose renewal failed, naming the step and what was restored"
+CONTROLLER_CHECK_TASK = "Controller check | Check from the controller, as a client, that the server presents the new certificate and it chains to the CA bundle"
+
+
+def failed_hosts(run: PlaybookRun) -> dict[str, str]:
+    return {e["host"]: e["result"]["msg"] for e in run.results if e["status"] == "failed" and e["task"].endswith(FAIL_TASK)}
+
+
+@pytest.mark.lab
+def test_faults_at_each_step_of_the_documented_renewal_with_the_same_key(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "10", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
+    bases = {host: baseline(lab, host) for host in lab.hosts}
+    # xu01 is the canary and xu09, xu10 stay healthy; every other host fails at another step.
+    lab.fault("xu02", fail_primitive="journal_write")
+    lab.fault("xu03", fail_primitive="task_register")
+    lab.fault("xu04", drop_connection="service_restart")
+    lab.fault("xu05", certreq_fails=1)
+    watchers = [
+        # The restart with TLS on again fails once: the next start after the renewal.
+        inject_after(lab, "xu06", lambda events: any(e["type"] == "cert_archive" for e in events), ("restart_fails", 1)),
+        # The verification's probes of the HTTP and HTTPS ports fail, after the call that turned TLS on again.
+        inject_after(lab, "xu07", lambda events: restarts_answered(events) >= 2, ("fail_primitive", "port_probe"), ("fail_primitive", "port_probe")),
+    ]
+    lab.fault("xu08", fail_primitive="task_remove")
+    run = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_max_fail_percentage=100")
+    for watcher in watchers:
+        watcher.join(timeout=1)
+    assert run.rc == 2, run.stdout[-5000:]
+    found = summaries(run)
+    steps = {host: summary["failed_step"] for host, summary in found.items() if summary["result"] == "failed"}
+    assert steps == {"xu02": "journal", "xu03": "close_gate", "xu04": "tls_off", "xu05": "renew", "xu06": "tls_on", "xu07": "verify", "xu08": "open_gate"}
+    messages = failed_hosts(run)
+    assert set(messages) == set(steps)
+    for host, step in steps.items():
+        assert messages[host].startswith(f"step {step} failed: "), messages[host]
+    # Before the renewal, a rollback puts the previous certificate back, byte for byte.
+    for host in ("xu02", "xu03", "xu04", "xu05"):
+        assert served_thumbprint(lab, host) == bases[host].thumbprint
+        assert check_host(lab, host, bases[host]) == [], host
+    assert "restored C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json." in messages["xu05"]
+    # After it, AD CS has archived the previous certificate: the recovery binds the renewed one instead.
+    for host in ("xu06", "xu07", "xu08"):
+        assert served_thumbprint(lab, host) != bases[host].thumbprint
+        assert check_host(lab, host, bases[host], new=served_thumbprint(lab, host)) == [], host
+        assert "was archived by the AD CS renewal" in messages[host]
+    # The other hosts renewed as if nothing happened.
+    assert {h for h, s in found.items() if s["result"] == "renewed"} == {"xu01", "xu09", "xu10"}
+    for host in ("xu01", "xu09", "xu10"):
+        assert check_host(lab, host, bases[host], new=found[host]["new_thumbprint"]) == []
+
+    # The next run renews the hosts that were rolled back, and nothing else.
+    again = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key")
+    assert again.rc == 0, again.stdout[-5000:]
+    assert by_result(summaries(again))["renewed"] == {"xu02", "xu03", "xu04", "xu05"}
+    for host in lab.hosts:
+        assert check_host(lab, host, bases[host], new=served_thumbprint(lab, host)) == [], host
+
+
+@pytest.mark.lab
+def test_faults_of_the_other_sequences(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    """minimal_outage with the same key, and replace as documented: a restart failing with TLS on, a dropped connection, a failed primitive."""
+    lab: Lab = lab_factory("--hosts", "6", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
+    bases = {host: baseline(lab, host) for host in lab.hosts}
+    # minimal_outage: the one restart, with the renewed certificate bound, fails on xu02.
+    lab.fault("xu02", restart_fails=1)
+    run = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_strategy=minimal_outage",
+                "-e", "xu_renew_max_fail_percentage=100", "--limit", "xu01,xu02,xu03")
+    found = summaries(run)
+    assert found["xu02"]["result"] == "failed" and found["xu02"]["failed_step"] == "renew"
+    assert {found["xu01"]["result"], found["xu03"]["result"]} == {"renewed"}
+    # The previous certificate is archived: the settings stay on the renewed one, which the recovery restarts.
+    assert "was archived by the AD CS renewal" in found["xu02"]["reason"]
+    for host in ("xu01", "xu02", "xu03"):
+        assert check_host(lab, host, bases[host], new=served_thumbprint(lab, host)) == [], host
+    assert served_thumbprint(lab, "xu02") != bases["xu02"].thumbprint
+
+    # replace, documented: the import fails on xu05; the connection drops during the swap's restart on xu06.
+    pfx = issue_pfx(lab, tmp_path, {"xu04", "xu05", "xu06"})
+    lab.fault("xu05", fail_primitive="pfx_import")
+    lab.fault("xu06", drop_connection="service_restart")
+    run = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", *pfx, "-e", "xu_renew_max_fail_percentage=100", "--limit", "xu04,xu05,xu06")
+    found = summaries(run)
+    assert found["xu04"]["result"] == "renewed"
+    assert {host: found[host]["failed_step"] for host in ("xu05", "xu06")} == {"xu05": "install", "xu06": "install"}
+    for host in ("xu05", "xu06"):
+        # Rolled back to the previous certificate, still in the store, tls.json byte for byte (checked by invariant 3).
+        assert served_thumbprint(lab, host) == bases[host].thumbprint
+        assert check_host(lab, host, bases[host]) == [], host
+        assert any(c["thumbprint"] == bases[host].thumbprint for c in lab.state(host)["certificates"])
+    assert check_host(lab, "xu04", bases["xu04"], new=found["xu04"]["new_thumbprint"]) == []
+
+
+@pytest.mark.lab
+def test_controller_check_against_the_ca_bundle(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    """xu_renew_ca_path: the lab's CA passes; a CA the server's chain does not lead to fails the host and rolls it back."""
+    lab: Lab = lab_factory("--hosts", "2", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
+    other: Lab = lab_factory("--hosts", "1", "--scenario", "healthy")
+    bases = {host: baseline(lab, host) for host in lab.hosts}
+    pfx = issue_pfx(lab, tmp_path, {"xu01", "xu02"})
+    ok = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", *pfx, "-e", f"xu_renew_ca_path={lab.dir / 'ca.pem'}", "--limit", "xu01")
+    assert ok.rc == 0, ok.stdout[-4000:]
+    checked = [e for e in ok.results if e["task"].endswith(CONTROLLER_CHECK_TASK)]
+    assert checked and all(p["trusted"] and p["thumbprint"] == summaries(ok)["xu01"]["new_thumbprint"] for p in checked[0]["result"]["ports"])
+    # Another lab's CA: the PFX's chain is checked first, so the swap refuses it before anything changes.
+    bad = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", *pfx, "-e", f"xu_renew_ca_path={other.dir / 'ca.pem'}", "--limit", "xu02")
+    assert bad.rc == 2
+    assert summaries(bad)["xu02"]["failed_step"] == "install"
+    assert check_host(lab, "xu02", bases["xu02"]) == []
+    # A firewall rule of someone else's keeps the controller out: the check fails after the swap, which is rolled back.
+    block = [{"name": "block", "xtractuniversal.tls.xu_firewall_gate": {"state": "closed", "rule_group": "test block", "auto_open_after": 0}}]
+    assert lab.playbook(block, hosts="xu02", tmp_path=tmp_path).rc == 0
+    base = baseline(lab, "xu02")
+    blocked = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", *pfx, "-e", f"xu_renew_ca_path={lab.dir / 'ca.pem'}", "--limit", "xu02")
+    summary = summaries(blocked)["xu02"]
+    assert summary["result"] == "failed" and summary["failed_step"] == "controller_check"
+    assert "the previous settings are restored from" in summary["reason"] and summary["restored"]
+    assert served_thumbprint(lab, "xu02") == bases["xu02"].thumbprint
+    assert check_host(lab, "xu02", base) == []
+    # The old certificate is removed only after every check: it is still there.
+    assert any(c["thumbprint"] == bases["xu02"].thumbprint for c in lab.state("xu02")["certificates"])
+    assert check_host(lab, "xu01", bases["xu01"], new=summaries(ok)["xu01"]["new_thumbprint"]) == []
+
+
+# -- a controller killed mid-run -----------------------------------------------------------------
+
+
+def playbook_env() -> dict[str, str]:
+    return dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_CALLBACK_PLUGINS=str(CALLBACKS), ANSIBLE_NOCOLOR="1")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def killable(tmp_path: pathlib.Path) -> Iterator[Callable[[list[str]], subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(command: list[str]) -> subprocess.Popen[bytes]:
+        log = (tmp_path / "killed-run.log").open("wb")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=playbook_env(), cwd=REPO, start_new_session=True)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.mark.lab
+def test_killed_controller_gate_auto_opens_and_the_next_run_resumes(lab_factory: Any, tmp_path: pathlib.Path, killable: Any) -> None:
+    lab: Lab = lab_factory("--hosts", "2", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
+    base = baseline(lab, "xu01")
+    command = [str(BIN / "ansible-playbook"), "-i", str(lab.inventory), PLAYBOOK, "-f", "10",
+               "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_gate_auto_open_after=0.1"]
+    process = killable(command)
+
+    def gate_closed_and_tls_off() -> bool:
+        events = lab.events("xu01")[base.events:]
+        closed = any(e["type"] == "firewall" and e["group"] == GATE_GROUP and e["rules"] for e in events)
+        return closed and any(e["type"] == "service" and any(x["scheme"] == "http" for x in e["listeners"]) for e in events)
+
+    wait_for(gate_closed_and_tls_off, 60, "the gate to close and TLS to go off")
+    os.killpg(process.pid, signal.SIGKILL)  # the controller dies, with every fork it had
+    process.wait()
+    assert lab.state("xu01")["journals"].get("renew"), "the interrupted run left no journal"
+
+    registered = [e for e in lab.events("xu01", "task") if e["action"] == "registered"][-1]
+    deadline = time.mktime(time.strptime(registered["run_at_utc"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    wait_for(lambda: any(e["type"] == "task" and e["action"] == "ran" for e in lab.events("xu01")), deadline - time.time() + 10,
+             "the auto-open task")
+    problems = check_host(lab, "xu01", base, killed_deadline=deadline, end=False)
+    assert check_host(lab, "xu01", base, killed_deadline=deadline, end=False) == problems == []
+    from invariants import check_gate  # noqa: PLC0415
+
+    assert check_gate(lab, "xu01", lab.events("xu01")[base.events:], killed_deadline=deadline) == []
+    state = lab.state("xu01")
+    # The gate is open again, but plain HTTP stays held: TLS is still off.
+    assert any(x["scheme"] == "http" for x in state["service"]["listeners"])
+    assert state["firewall"]["exposure"]["8065"] == "closed" and state["firewall"]["exposure"]["8165"] == "open"
+
+    # The next run finds the journal, rolls the interrupted run back, and renews.
+    again = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key")
+    assert again.rc == 0, again.stdout[-5000:]
+    found = summaries(again)
+    assert found["xu01"]["result"] == "renewed" and found["xu01"]["resumed"] in ("rolled_back", "completed")
+    assert "resumed an interrupted run" in found["xu01"]["reason"]
+    assert check_host(lab, "xu01", base, new=found["xu01"]["new_thumbprint"]) == []
+    assert not lab.state("xu01")["journals"].get("renew")

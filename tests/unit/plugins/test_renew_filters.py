@@ -1,0 +1,358 @@
+"""The decisions of the renew role (plugins/filter/renew.py), on reports shaped like xu_tls_info's."""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+from typing import Any
+
+import pytest
+
+from ansible_collections.xtractuniversal.tls.plugins.filter import renew as f
+
+OLD = "A" * 40
+NEW = "B" * 40
+OTHER = "C" * 40
+TLS_PATH = "C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json"
+ORIGINAL_SHA = "1" * 64
+BACKUP = TLS_PATH + ".20261126T205741Z.bak"
+
+
+def certificate(thumbprint: str, *, days_left: int = 200, in_store: bool = True, readable: bool | None = True, covers: bool | None = True) -> dict[str, Any]:
+    return {
+        "thumbprint": thumbprint, "not_before": "2026-01-01T00:00:00Z", "not_after": "2027-06-01T00:00:00Z",
+        "days_left": days_left, "expired": days_left < 0, "not_yet_valid": False, "san_covers_fqdn": covers,
+        "server_auth": True, "in_store": in_store, "has_private_key": in_store, "key_readable_by_service": readable if in_store else False,
+    }
+
+
+def store(*thumbprints: str, days_left: int = 200, covers: bool = True) -> list[dict[str, Any]]:
+    return [{"thumbprint": t, "not_after": "2027-06-01T00:00:00Z", "days_left": days_left, "san_covers_fqdn": covers,
+             "has_private_key": True, "key_readable_by_service": True} for t in thumbprints]
+
+
+def info(
+    bound: str = OLD,
+    *,
+    days_left: int = 200,
+    in_store: bool = True,
+    protocol: str = "https_unrestricted",
+    config_tls: bool = True,
+    config_thumbprint: str | None = None,
+    served: str | None = None,
+    http_answering: bool = False,
+    running: bool = True,
+    sha: str = ORIGINAL_SHA,
+    certificates: list[dict[str, Any]] | None = None,
+    journal: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A report of xu_tls_info: the server binds ``bound`` and serves ``served`` (default: ``bound``)."""
+    tls = protocol != "http_unrestricted"
+    served = bound if served is None else served
+    config_thumbprint = bound if config_thumbprint is None else config_thumbprint
+    return {
+        "installed": True,
+        "fqdn": "xu01.example.com",
+        "service": {"state": "Running" if running else "Stopped"},
+        "settings_files": [{"path": TLS_PATH, "exists": True, "sha256": sha}],
+        "web_server": {
+            "protocol": protocol, "protocol_setting": "x", "tls": tls, "http_port": 8065, "https_port": 8165,
+            "certificate_thumbprint": bound, "certificate": certificate(bound, days_left=days_left, in_store=in_store) if tls else None,
+        },
+        "config_server": {
+            "authentication": "custom_credentials_tls" if config_tls else "windows_credentials", "tls": config_tls, "port": 8064,
+            "certificate_thumbprint": config_thumbprint,
+            "certificate": certificate(config_thumbprint, days_left=days_left, in_store=in_store) if config_tls else None,
+        },
+        "served": {
+            "web_http": {"port": 8065, "answering": http_answering or (running and not tls), "thumbprint": None, "http_status": 200},
+            "web_https": {"port": 8165, "answering": running and tls, "thumbprint": served if running and tls else None,
+                          "http_status": 200 if running and tls else None},
+            "config_server": {"port": 8064, "answering": running, "thumbprint": served if running and config_tls else None},
+        },
+        "store_certificates": store(bound) if certificates is None and in_store else (certificates or []),
+        "gate": {"state": "open"},
+        "journal": journal,
+        "problems": [],
+    }
+
+
+def journal(**changes: Any) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "run_id": "r1", "mode": "reuse_key", "strategy": "documented", "step": "started", "old_thumbprint": OLD,
+        "new_thumbprint": None, "backup_files": {}, "previous_web_protocol": "https_unrestricted", "config_tls": True,
+        "original_sha256": ORIGINAL_SHA, "tls_path": TLS_PATH, "remove_old": False, "gate": True, "started": "2026-11-26T20:00:00Z",
+    }
+    content.update(changes)
+    return content
+
+
+# -- due ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("report", "status", "fragment"),
+    [
+        (info(days_left=200), "not_due", "expires in 200 days, not fewer than 30"),
+        (info(days_left=10), "due", "expires in 10 days"),
+        (info(days_left=29), "due", "fewer than 30"),
+        (info(days_left=30), "not_due", "not fewer than 30"),
+        (info(days_left=-3), "due", "expired on"),
+        (info(in_store=False), "due", "not in LocalMachine\\My: the next restart would fail"),
+        (info(protocol="http_unrestricted"), "skip", "TLS is off"),
+        ({"installed": False}, "skip", "not installed"),
+        ({"failed": True, "msg": "boom"}, "skip", "could not be read: boom"),
+        ({"installed": True, "web_server": None, "problems": ["unreadable tls.json"]}, "skip", "unreadable tls.json"),
+    ],
+)
+def test_due(report: dict[str, Any], status: str, fragment: str) -> None:
+    due = f.renew_due(report, 30)
+    assert due["status"] == status and due["due"] == (status == "due")
+    assert fragment in due["reason"]
+
+
+def test_force_and_a_separate_configuration_server_certificate() -> None:
+    assert f.renew_due(info(), 30, force=True)["reason"] == "renewal forced (xu_renew_force)"
+    report = info(config_thumbprint=OTHER)
+    report["config_server"]["certificate"] = certificate(OTHER, days_left=5)
+    due = f.renew_due(report, 30)
+    assert due["due"] and f"configuration server certificate {OTHER} expires in 5 days" in due["reason"]
+    assert due["old_thumbprint"] == OLD
+
+
+# -- plan -----------------------------------------------------------------------------------------
+
+
+def test_plan_reuse_key_documented_closes_the_gate_and_never_removes() -> None:
+    plan = f.renew_plan(info(days_left=10), "reuse_key")
+    assert plan["action"] == "renew" and plan["tasks"] == "reuse_key_documented.yml"
+    assert plan["close_gate"] is True and plan["remove_old"] is False and plan["source"] == "adcs"
+    assert plan["previous_web_protocol"] == "https_unrestricted" and plan["config_tls"] is True and plan["http_port"] == 8065
+    assert plan["original_sha256"] == ORIGINAL_SHA and plan["tls_path"] == TLS_PATH
+    assert f.renew_plan(info(days_left=10), "reuse_key", strategy="minimal_outage")["close_gate"] is False
+
+
+@pytest.mark.parametrize(
+    ("report", "fragment"),
+    [
+        (info(days_left=-1), "a CA refuses to renew an expired certificate"),
+        (info(in_store=False), "AD CS renews only a certificate that is in LocalMachine\\My"),
+    ],
+)
+def test_plan_blocks_what_ad_cs_cannot_renew(report: dict[str, Any], fragment: str) -> None:
+    plan = f.renew_plan(report, "reuse_key")
+    assert plan["action"] == "blocked" and fragment in plan["reason"] and "use xu_renew_mode: replace" in plan["reason"]
+
+
+def test_plan_replace_sources(tmp_path: pathlib.Path) -> None:
+    pfx = tmp_path / "xu01.pfx"
+    missing = f.renew_plan(info(days_left=10), "replace", pfx_path=str(pfx))
+    assert missing["action"] == "blocked" and f"the PFX {pfx} does not exist on the controller" in missing["reason"]
+    pfx.write_bytes(b"x")
+    plan = f.renew_plan(info(days_left=10), "replace", pfx_path=str(pfx))
+    assert plan["action"] == "renew" and plan["source"] == "pfx" and plan["pfx_path"] == str(pfx) and plan["remove_old"] is True
+    assert f.renew_plan(info(days_left=10), "replace", pfx_content_given=True)["source"] == "pfx_content"
+    nothing = f.renew_plan(info(days_left=10), "replace")
+    assert nothing["action"] == "blocked" and "set xu_renew_pfx_path" in nothing["reason"]
+
+
+def test_plan_replace_with_a_thumbprint_in_the_store() -> None:
+    report = info(days_left=10, certificates=[*store(OLD), *store(NEW)])
+    plan = f.renew_plan(report, "replace", new_thumbprint="bb " * 20)
+    assert plan["action"] == "renew" and plan["source"] == "thumbprint" and plan["new_thumbprint"] == NEW
+    for thumbprint, certificates, fragment in (
+        (OTHER, store(OLD), "is not in LocalMachine\\My"),
+        (OLD, store(OLD), "is the certificate already bound"),
+        (NEW, [*store(OLD), *store(NEW, days_left=-1)], "has expired"),
+        (NEW, [*store(OLD), *store(NEW, covers=False)], "does not name xu01.example.com"),
+    ):
+        blocked = f.renew_plan(info(days_left=10, certificates=certificates), "replace", new_thumbprint=thumbprint)
+        assert blocked["action"] == "blocked" and fragment in blocked["reason"], fragment
+
+
+def test_plan_removal_waits_for_the_controller_check_and_a_separate_configuration_certificate() -> None:
+    report = info(days_left=10, certificates=[*store(OLD), *store(NEW)])
+    assert f.renew_plan(report, "replace", strategy="minimal_outage", new_thumbprint=NEW)["remove_old_in_swap"] is True
+    assert f.renew_plan(report, "replace", strategy="documented", new_thumbprint=NEW)["remove_old_in_swap"] is False
+    checked = f.renew_plan(report, "replace", strategy="minimal_outage", new_thumbprint=NEW, ca_path="ca.pem")
+    assert checked["remove_old_in_swap"] is False and checked["controller_check"] is True
+    assert f.renew_plan(report, "replace", strategy="minimal_outage", new_thumbprint=NEW, remove_old=False)["remove_old_in_swap"] is False
+
+
+def test_plan_resumes_a_journal_first_and_rejects_unknown_modes() -> None:
+    plan = f.renew_plan(info(journal=journal(step="tls_off")), "replace")
+    assert plan["action"] == "resume" and "step tls_off" in plan["reason"]
+    assert f.renew_plan(info(), "reuse_key")["action"] == "none"
+    assert f.renew_plan(info(protocol="http_unrestricted"), "reuse_key")["status"] == "skip"
+    with pytest.raises(f.RenewFilterError, match="xu_renew_mode must be one of replace, reuse_key"):
+        f.renew_plan(info(), "renew")
+    with pytest.raises(f.RenewFilterError, match="xu_renew_strategy"):
+        f.renew_plan(info(), "replace", strategy="fast")
+
+
+# -- journal --------------------------------------------------------------------------------------
+
+
+def test_journal_keeps_the_first_backup_and_the_first_new_thumbprint() -> None:
+    start = f.renew_journal_start(f.renew_plan(info(days_left=10), "reuse_key"), "r1", "2026-11-26T20:00:00Z")
+    assert start["step"] == "started" and start["gate"] is True and start["backup_files"] == {} and start["original_sha256"] == ORIGINAL_SHA
+    first = f.renew_journal(start, "tls_off", backup_file=BACKUP)
+    assert first["backup_files"] == {TLS_PATH: BACKUP} and first["step"] == "tls_off"
+    later = f.renew_journal(first, "renewed", new_thumbprint=NEW.lower(), backup_files={TLS_PATH.upper(): BACKUP + "2"})
+    assert later["backup_files"] == {TLS_PATH: BACKUP} and later["new_thumbprint"] == NEW
+    assert f.renew_journal(later, None, new_thumbprint=OTHER, backup_file=None)["new_thumbprint"] == NEW
+    assert f.renew_journal(later, None)["step"] == "renewed"
+    assert start["backup_files"] == {}  # the input is not changed
+
+
+# -- verify ---------------------------------------------------------------------------------------
+
+
+def test_verify() -> None:
+    good = f.renew_verify(info(NEW, certificates=store(NEW)), NEW, "https_unrestricted", True)
+    assert good == {"ok": True, "problems": [], "thumbprint": NEW, "serving_tls": True}
+    for report, fragment in (
+        (info(NEW, served=OLD), f"presents {OLD}, not {NEW}"),
+        (info(OLD), f"the settings bind {OLD} to the web server, not {NEW}"),
+        (info(NEW, running=False), "the service is Stopped"),
+        (info(NEW, http_answering=True), "still answers plain HTTP"),
+        (info(NEW, protocol="https_ad_users"), "protocol is https_ad_users, not https_unrestricted"),
+        (info(NEW, days_left=-1), "is not valid now"),
+    ):
+        verdict = f.renew_verify(report, NEW, "https_unrestricted", True)
+        assert not verdict["ok"] and any(fragment in p for p in verdict["problems"]), fragment
+    report = info(NEW)
+    report["web_server"]["certificate"]["key_readable_by_service"] = False
+    assert "cannot read the private key" in f.renew_verify(report, NEW)["problems"][0]
+    report = info(NEW, config_thumbprint=OLD)
+    assert any("configuration server, not" in p for p in f.renew_verify(report, NEW, config_tls=True)["problems"])
+    # Without TLS on the configuration server only the web server counts.
+    assert f.renew_verify(report, NEW, config_tls=False)["ok"] is True
+    # A rollback to an expired certificate is verified without requiring validity.
+    assert f.renew_verify(info(OLD, days_left=-3), OLD, require_valid=False)["ok"] is True
+    assert f.renew_verify(info(), None)["ok"] is False
+
+
+# -- resume and recovery --------------------------------------------------------------------------
+
+
+def test_nothing_to_resume_and_journals_left_to_a_person() -> None:
+    assert f.renew_resume(None, info())["action"] == "none"
+    assert f.renew_resume({"unreadable": "{"}, info())["action"] == "manual"
+    assert f.renew_resume(journal(previous_web_protocol=None), info())["action"] == "manual"
+    failed = f.renew_recovery(journal(), {"failed": True, "msg": "connection refused"})
+    assert failed["action"] == "manual" and "connection refused" in failed["reason"]
+
+
+def test_resume_completes_when_the_new_certificate_is_in_force_and_recovery_rolls_it_back() -> None:
+    report = info(NEW, certificates=[*store(OLD), *store(NEW)], sha="2" * 64)
+    entry = journal(mode="replace", new_thumbprint=NEW, backup_files={TLS_PATH: BACKUP}, remove_old=True)
+    resumed = f.renew_resume(entry, report)
+    assert resumed["action"] == "complete" and resumed["expect"] == NEW and resumed["restores"] == [] and resumed["swap"] is None
+    assert resumed["remove_old"] is True  # the completed run's last step
+    recovered = f.renew_recovery(entry, report)
+    assert recovered["action"] == "rollback" and recovered["expect"] == OLD and recovered["require_valid"] is False
+    assert recovered["restores"] == [{"path": TLS_PATH, "backup_file": BACKUP, "restart": "if_changed"}]
+
+
+def test_rollback_when_nothing_changed_or_when_only_a_restart_is_missing() -> None:
+    nothing = f.renew_resume(journal(), info())
+    assert nothing["action"] == "rollback" and nothing["restores"] == [] and nothing["rebind"] is None
+    assert "are in force" in nothing["reason"]
+    stopped = f.renew_recovery(journal(backup_files={TLS_PATH: BACKUP}), info(running=False))
+    assert stopped["restores"] == [{"path": TLS_PATH, "backup_file": BACKUP, "restart": "always"}]
+    unrecorded = f.renew_recovery(journal(), info(running=False))
+    assert unrecorded["rebind"]["restart"] == "always" and unrecorded["rebind"]["web_certificate"] == OLD
+
+
+def test_rollback_without_a_recorded_backup_sets_the_values_back() -> None:
+    # The run died between turning TLS off and recording the backup.
+    report = info(protocol="http_unrestricted", sha="3" * 64)
+    recovery = f.renew_resume(journal(step="started"), report)
+    assert recovery["action"] == "rollback" and recovery["restores"] == []
+    assert recovery["rebind"] == {"web_protocol": "https_unrestricted", "web_certificate": OLD, "config_server_certificate": OLD,
+                                  "restart": "if_changed", "backup": False}
+
+
+def test_after_an_ad_cs_renewal_the_run_is_completed_with_the_renewed_certificate() -> None:
+    # certreq archived OLD; TLS is off and the settings already name NEW (the renew step's write).
+    report = info(NEW, protocol="http_unrestricted", sha="4" * 64, certificates=store(NEW))
+    entry = journal(step="tls_off", backup_files={TLS_PATH: BACKUP})
+    for decide in (f.renew_resume, f.renew_recovery):
+        recovery = decide(entry, report)
+        assert recovery["action"] == "complete" and "was archived by the AD CS renewal" in recovery["reason"]
+        assert recovery["restores"] == [{"path": TLS_PATH, "backup_file": BACKUP, "restart": "never"}]
+        assert recovery["swap"] == {"old_thumbprint": OLD, "new_thumbprint": None, "renew_reusing_key": True, "restart": "if_changed", "backup": False}
+        assert recovery["expect"] == NEW  # found in the settings, since the journal did not record it yet
+    # Died right after certreq, before anything named the renewed certificate: the swap finds it by its key.
+    unknown = f.renew_resume(entry, info(OLD, protocol="http_unrestricted", sha="4" * 64, certificates=store(OTHER)))
+    assert unknown["action"] == "complete" and unknown["expect"] is None and unknown["swap"]["renew_reusing_key"] is True
+
+
+def test_replace_after_the_old_certificate_left_the_store() -> None:
+    report = info(OLD, running=False, certificates=store(NEW), in_store=False, sha="5" * 64)
+    recovery = f.renew_recovery(journal(mode="replace", new_thumbprint=NEW), report)
+    assert recovery["action"] == "complete" and "is no longer in LocalMachine\\My" in recovery["reason"]
+    assert recovery["swap"]["new_thumbprint"] == NEW and recovery["swap"]["restart"] == "always"
+    gone = f.renew_recovery(journal(mode="replace"), info(OLD, in_store=False, certificates=[]))
+    assert gone["action"] == "manual" and "neither the previous certificate" in gone["reason"]
+
+
+# -- outcome and summary --------------------------------------------------------------------------
+
+
+def test_step_names() -> None:
+    assert f.step_of("xtractuniversal.tls.renew : TLS off | Turn TLS off") == "tls_off"
+    assert f.step_of("Close gate | Block outside access") == "close_gate"
+    assert f.step_of("") == "unknown"
+
+
+def test_outcome_names_the_step_and_what_was_restored() -> None:
+    recovery = f.renew_recovery(journal(backup_files={TLS_PATH: BACKUP}), info(protocol="http_unrestricted", sha="6" * 64))
+    verify = {"ok": True, "problems": []}
+    outcome = f.renew_outcome("Renew | Renew the certificate", {"msg": "certreq exited with 1"}, recovery, verify, [])
+    assert outcome["step"] == "renew" and outcome["recovered"] is True and outcome["restored"] == [BACKUP]
+    assert outcome["message"].startswith("step renew failed: certreq exited with 1; recovery: the previous settings are restored from")
+    assert f"verified: the server serves {OLD}" in outcome["message"]
+    broken = f.renew_outcome("Renew | x", {"msg": "m"}, recovery, {"ok": False, "problems": ["the service is Stopped"]}, ["restore failed"])
+    assert broken["recovered"] is False and "recovery did not complete" in broken["message"] and "restore failed; the service is Stopped" in broken["message"]
+    stopped = f.renew_outcome("", {}, f.renew_recovery(None, info()), None)
+    assert "the play stopped this host" in stopped["message"] and "nothing had been changed" in stopped["message"]
+
+
+def test_summary_results() -> None:
+    plan = f.renew_plan(info(days_left=10), "reuse_key")
+    after = info(NEW, certificates=store(NEW))
+    renewed = f.renew_summary(plan, info=after, new_thumbprint=NEW, outage_s="2.04")
+    assert renewed["result"] == "renewed" and renewed["new_expiry"] == "2027-06-01T00:00:00Z" and renewed["outage_s"] == 2.0
+    assert renewed["old_thumbprint"] == OLD and renewed["reason"].startswith("renewed: the web server certificate")
+    assert f.renew_summary(plan, check_mode=True)["result"] == "would_renew"
+    assert f.renew_summary(plan, failure={"message": "step x failed", "step": "x", "restored": [BACKUP]})["failed_step"] == "x"
+    idle = f.renew_plan(info(), "reuse_key")
+    assert f.renew_summary(idle, info=info())["result"] == "not_due"
+    assert f.renew_summary(idle, resumed="rolled_back", resume_reason="r")["result"] == "rolled_back"
+    assert f.renew_summary(f.renew_plan(info(protocol="http_unrestricted"), "reuse_key"))["result"] == "skipped"
+    assert f.renew_summary(f.renew_plan(info(days_left=-1), "reuse_key"))["result"] == "blocked"
+    assert f.renew_summary(plan, outage_s="n/a")["outage_s"] is None
+
+
+def test_errors_and_totals() -> None:
+    results = [{"results": [{"failed": True, "msg": "a"}, {"changed": True}]}, {"skipped": True}, {"failed": True, "msg": "b"}, None]
+    assert f.renew_errors(results) == ["a", "b"]
+    assert f.renew_totals({"xu01": {"result": "renewed"}, "xu02": {}, "xu03": {"result": "renewed"}}) == {"renewed": 2, "unreachable": 1}
+    assert f.renew_totals([]) == {}
+
+
+def test_filters_are_registered() -> None:
+    names = set(f.FilterModule().filters())
+    documented = {p.stem for p in pathlib.Path(f.__file__).parent.glob("renew_*.yml")}
+    assert names == documented
+
+
+def test_inputs_are_not_changed() -> None:
+    report = info(NEW, certificates=[*store(OLD), *store(NEW)])
+    entry = journal(backup_files={TLS_PATH: BACKUP})
+    before = copy.deepcopy((report, entry))
+    f.renew_recovery(entry, report)
+    f.renew_resume(entry, report)
+    assert (report, entry) == before
