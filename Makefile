@@ -26,10 +26,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 	ln -sfn ../../.. .collections/ansible_collections/xtractuniversal/tls
 	touch $@
 
+# The report, then a renewal of every due server with a new certificate per host (a PFX from the lab's CA, its
+# password in a vars file, never on a command line), then the fleet summary.
+DEMO_DUE := xu02 xu03 xu05
 demo: venv
 	@$(BIN)/python -m xulab down --dir $(DEMO_DIR) >/dev/null 2>&1 || true
-	$(BIN)/python -m xulab up --dir $(DEMO_DIR) --hosts 5 --scenario mixed
+	$(BIN)/python -m xulab up --dir $(DEMO_DIR) --hosts 5 --scenario mixed --restart-delay 0.5
 	@status=0; $(BIN)/ansible-playbook -i $(DEMO_DIR)/inventory.yml playbooks/tls_report.yml || status=$$?; \
+	  if [ $$status -eq 0 ]; then \
+	    mkdir -p $(DEMO_DIR)/certs && (umask 077 && head -c 18 /dev/urandom | base64 > $(DEMO_DIR)/certs/password && \
+	      printf 'xu_renew_pfx_password: "%s"\n' "$$(cat $(DEMO_DIR)/certs/password)" > $(DEMO_DIR)/certs/secrets.yml); \
+	    for host in $(DEMO_DUE); do $(BIN)/python -m xulab issue --dir $(DEMO_DIR) --host $$host \
+	      --out $(DEMO_DIR)/certs/$$host.pfx --password-file $(DEMO_DIR)/certs/password >/dev/null || status=1; done; \
+	    $(BIN)/ansible-playbook -i $(DEMO_DIR)/inventory.yml playbooks/renew.yml -e xu_renew_mode=replace \
+	      -e 'xu_renew_pfx_path=$(CURDIR)/$(DEMO_DIR)/certs/{{ inventory_hostname }}.pfx' -e @$(DEMO_DIR)/certs/secrets.yml \
+	      || status=$$?; \
+	  fi; \
 	  $(BIN)/python -m xulab down --dir $(DEMO_DIR); exit $$status
 
 test: venv lint unit integration sanity build

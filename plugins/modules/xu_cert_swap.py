@@ -27,8 +27,12 @@ description:
     invisible marks, ignoring case) is replaced, whatever the layout of the file. The new thumbprint is
     written in the case of the old value. Only those values change; the rest of each file keeps its
     formatting. Each file is written atomically, with a backup, and only if it is still what was read.
-  - Reads the host in one remote call and changes it in one more (import, key access, writes, restart,
-    checks and removal of the old certificate included). A rollback costs one more call.
+  - "Remote calls: one reads the host; one more changes it (import, key access, writes, restart and checks);
+    one more removes the old certificate, only when O(remove_old) has one to remove, and only once the module
+    has judged the change good. A rollback costs one more call (instead of the removal)."
+  - Nothing is changed when the read was incomplete (for example the certificate store could not be listed), or
+    when C(tls.json) holds a web server protocol or configuration server authentication this collection does not
+    know, since what the service serves could then not be checked.
   - The module runs on the controller and reaches the host through its connection (C(winrm), C(psrp) or
     C(ssh) with the PowerShell shell). Secrets travel to the host only on the agent's standard input.
 extends_documentation_fragment:
@@ -108,8 +112,12 @@ options:
   remove_old:
     description:
       - Remove the old certificate from C(LocalMachine\\My) after the swap succeeded.
+      - The removal is a remote call of its own, made only after the module judged the restart good (the service
+        runs, every port answers as the settings say and C(/version) answers). A failed swap is rolled back with
+        the old certificate still in the store.
       - When the module restarts the service, the old certificate is removed only once each TLS port is
-        seen presenting the new certificate, checked on the host right before the removal.
+        seen presenting the new certificate, checked on the host again right before the removal.
+        A removal that fails is only a warning, since the swap itself is done.
       - With O(restart=never) nothing can be checked; the old certificate is removed right after the settings
         were written. The running service keeps serving it until its next restart.
     type: bool
@@ -259,7 +267,9 @@ key_access_granted:
   returned: success
   type: bool
 removed_old:
-  description: Whether the old certificate was removed from C(LocalMachine\\My).
+  description:
+    - Whether the old certificate was removed from C(LocalMachine\\My).
+    - False, with a warning, when the removal (a remote call after the swap was judged good) failed or was not answered.
   returned: success
   type: bool
 renewed:

@@ -25,6 +25,9 @@ description:
     back, or serves the wrong certificate, the backup is restored and the service restarted once more (a third
     call), and the module fails with RV(rolled_back=true).
   - Options that are not given leave the setting as it is.
+  - Nothing is changed when the read was incomplete (for example the certificate store could not be listed), or when
+    the resulting settings hold a protocol or authentication value this collection does not know (what the service
+    serves could then not be checked). Setting O(web_protocol) replaces an unknown protocol.
   - The module runs on the controller and reaches the host through its connection (C(winrm), C(psrp) or
     C(ssh) with the PowerShell shell). Certificates are parsed on the controller with C(cryptography).
 extends_documentation_fragment:
@@ -72,7 +75,8 @@ options:
     description:
       - When to restart the service so that it serves the new settings.
       - C(if_changed) restarts when this run changed something, or when the running service does not serve what
-        its settings say (an earlier run with C(restart=never)).
+        its settings say (an earlier run with C(restart=never)), that is TLS on or off on a port, or another
+        certificate than the configured one. How C(/version) answers is no reason to restart, since no setting controls it.
       - C(always) restarts on every run, also when nothing changed.
       - C(never) only writes the settings and returns RV(restart_required).
     type: str

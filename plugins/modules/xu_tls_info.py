@@ -210,7 +210,10 @@ journal:
   type: dict
   sample: {"step": "tls_off", "old_thumbprint": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"}
 problems:
-  description: Everything that needs attention, in words. Also returned as warnings.
+  description:
+    - Everything that needs attention, in words. Also returned as warnings.
+    - Among them each operation of the read that failed (the changing modules refuse to work from such a read),
+      and each port that serves other than the settings say (TLS on or off, another certificate), a restart pending.
   returned: always
   type: list
   elements: str

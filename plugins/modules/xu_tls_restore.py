@@ -16,7 +16,14 @@ description:
     and checks that the ports serve what the restored settings name.
   - This is the undo step of multi-step runs such as the C(xtractuniversal.tls.renew) role, which record the
     backup in their journal (see M(xtractuniversal.tls.xu_journal)).
-  - One remote call reads the state, one more restores and restarts.
+  - One remote call reads the state, one more restores the file, restarts the service and probes its ports.
+  - When the service does not come back serving what the restored settings say, the restore is undone. The content
+    the file had before is written back (only over the restored backup, checked by its SHA-256), the service is
+    restarted and checked again (a third call), and the module fails with RV(rolled_back=true).
+  - Nothing is changed when the read was incomplete, or when the backup holds a protocol or authentication value this
+    collection does not know (what the service serves could then not be checked).
+  - The restore itself copies the backup byte for byte; the agent's C(file_restore) takes no hash, so a file changed
+    between the read and the restore is overwritten.
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
@@ -88,4 +95,20 @@ served:
   returned: when restarted
   type: dict
   sample: {"web_https": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6", "config_server": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"}
+rolled_back:
+  description:
+    - False when the restore took. When the module fails after changing the host, whether the content the file had
+      before was written back and the service serves what that content says again.
+  returned: always
+  type: bool
+restored_files:
+  description: The settings files that were put back as they were before the restore.
+  returned: when a failed restore was undone
+  type: list
+  elements: str
+rollback_problems:
+  description: What went wrong while undoing a failed restore.
+  returned: when undoing a failed restore did not complete
+  type: list
+  elements: str
 """

@@ -120,6 +120,12 @@ class Snapshot:
     def gate_summary(self) -> dict[str, Any]:
         return gate_summary(self.gate_rules, self.gate_task)
 
+    def pending_mismatches(self, state: TlsState) -> list[str]:
+        """Where the running service serves something else than ``state`` says (a restart pending); [] unless it runs."""
+        if (self.service or {}).get("state") != "Running":
+            return []
+        return settings_mismatches(state, self.probes)
+
 
 def _decode_der(der_b64: Any) -> bytes | None:
     if not isinstance(der_b64, str) or not der_b64:

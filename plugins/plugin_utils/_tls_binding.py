@@ -56,7 +56,6 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot impo
     read_snapshot,
     require_complete,
     require_installed,
-    settings_mismatches,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._thumbprint import ThumbprintError, clean_thumbprint
 
@@ -325,17 +324,6 @@ def unmapped_references(tls_file: SettingsFile, settings_map: dict[str, str]) ->
     ]
 
 
-def _restart_pending(snapshot: Snapshot, state: TlsState) -> bool:
-    """Whether the running service serves something else than ``state`` says (its settings changed since it started).
-
-    Only what the settings control counts (TLS on or off, the certificate): a /version that answers
-    oddly is not a reason to restart on every run.
-    """
-    if (snapshot.service or {}).get("state") != "Running" or not snapshot.probes:
-        return False
-    return bool(settings_mismatches(state, snapshot.probes))
-
-
 def plan_binding(snapshot: Snapshot, request: BindingRequest) -> BindingPlan:
     """Decide everything from the snapshot; XuError (with every reason) when the request cannot be carried out."""
     require_installed(snapshot)
@@ -398,7 +386,9 @@ def plan_binding(snapshot: Snapshot, request: BindingRequest) -> BindingPlan:
     if failures:
         raise XuError("; ".join(failures), rolled_back=False)
 
-    pending = _restart_pending(snapshot, new)
+    # Only what the settings control counts (TLS on or off, the certificate): a /version that answers oddly
+    # is no reason to restart on every run.
+    pending = bool(snapshot.pending_mismatches(new))
     restart = restart_wanted(request.restart, change is not None or bool(grants) or pending)
     return BindingPlan(
         current=current,

@@ -12,7 +12,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import c
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import check_journal_name, parse_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import resolve_profile
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import find_thumbprint_references
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Snapshot, read_snapshot, settings_mismatches
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Snapshot, read_snapshot
 
 
 def run_tls_info(run: ModuleRun) -> dict[str, Any]:
@@ -133,8 +133,7 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
             bound.setdefault(tls.config_server_certificate, ([], config_certificate))[0].append("configuration server")
         for roles, details in bound.values():
             problems += certificate_problems(" and ".join(roles), details, expiry_warning_days)
-        if snapshot.service and snapshot.service.get("state") == "Running":
-            problems += [f"{mismatch} (restart pending?)" for mismatch in settings_mismatches(tls, snapshot.probes)]
+        problems += [f"{mismatch} (restart pending?)" for mismatch in snapshot.pending_mismatches(tls)]
     report["web_server"] = web
     report["config_server"] = config
     report["served"] = {name: probe.to_result() for name, probe in snapshot.probes.items()}

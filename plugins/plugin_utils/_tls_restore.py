@@ -71,6 +71,7 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
         "restored": not identical,
         "restarted": False,
         "restart_required": not identical and not restart,
+        "rolled_back": False,
     }
     if run.diff:
         result["diff"] = {"before_header": current.full_path, "after_header": current.full_path,
@@ -102,7 +103,6 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
         e.msg += "; whether the file was restored is not known: check the host with xtractuniversal.tls.xu_tls_info"
         e.fields.update(rolled_back=False)
         raise
-    result["rolled_back"] = False
     if outcome.restarted:
         result["restarted"] = True
         result["served"] = {name: (p.certificate.thumbprint if p.certificate else None) for name, p in outcome.served.items()}

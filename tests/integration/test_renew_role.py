@@ -361,3 +361,23 @@ def test_killed_controller_gate_auto_opens_and_the_next_run_resumes(lab_factory:
     assert "resumed an interrupted run" in found["xu01"]["reason"]
     assert check_host(lab, "xu01", base, new=found["xu01"]["new_thumbprint"]) == []
     assert not lab.state("xu01")["journals"].get("renew")
+
+
+@pytest.mark.lab
+def test_check_mode_changes_nothing_and_force_renews_a_healthy_host(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "2", "--scenario", "mixed", "--restart-delay", RESTART_DELAY)  # xu01 healthy, xu02 expiring
+    bases = {host: baseline(lab, host) for host in lab.hosts}
+    checked = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key", "--check")
+    assert checked.rc == 0, checked.stdout[-4000:]
+    assert by_result(summaries(checked)) == {"not_due": {"xu01"}, "would_renew": {"xu02"}}
+    assert changed_results(checked) == []
+    assert all(untouched(lab, host, bases[host]) == [] for host in lab.hosts)
+    assert all(e["type"] != "journal" for host in lab.hosts for e in lab.events(host)[bases[host].events:])
+
+    forced = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_strategy=minimal_outage", "-e", "xu_renew_force=true")
+    assert forced.rc == 0, forced.stdout[-4000:]
+    found = summaries(forced)
+    assert by_result(found) == {"renewed": {"xu01", "xu02"}}
+    assert found["xu01"]["reason"] == "renewed: renewal forced (xu_renew_force)"
+    for host in lab.hosts:
+        assert check_host(lab, host, bases[host], new=found[host]["new_thumbprint"]) == []

@@ -237,3 +237,19 @@ def test_a_created_settings_file_is_removed_by_the_rollback(lab_factory: Any, tm
         ["file_remove", "service_restart", "port_probe", "port_probe"],
     ]
     assert [e["type"] for e in events if e["type"].startswith("settings_")] == ["settings_write", "settings_remove"]
+
+
+def test_a_partial_read_is_refused_before_anything_changes(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy", *FAST)
+    bound = lab.state("xu01")["certificates"][0]["thumbprint"]
+    files = lab.host_files("xu01")
+    lab.fault("xu01", fail_primitive="cert_list")
+    mark = len(lab.events("xu01"))
+    run = lab.playbook([binding("bind", web_protocol="https_ad_users", web_certificate=bound)], tmp_path=tmp_path)
+    result = run.of("xu01", "bind")
+    assert result["_status"] == "failed" and "could not be read (cert_list: UnauthorizedAccessException" in result["msg"], result
+    assert result["changed"] is False
+    events = events_since(lab, "xu01", mark)
+    assert remote_ops(events) == [READ_OPS]
+    assert not [e for e in events if e["type"] in HOST_CHANGES]
+    assert lab.host_files("xu01") == files

@@ -130,3 +130,13 @@ def test_other_product_not_installed(lab_factory: Any, tmp_path: pathlib.Path, p
     result = run.of("xu01", "info")
     assert result["installed"] is False
     assert any("not installed" in p for p in result["problems"])
+
+
+def test_a_partial_read_is_a_problem_not_a_failure(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy")
+    lab.fault("xu01", fail_primitive="cert_list")
+    run = lab.playbook(INFO, tmp_path=tmp_path)
+    assert run.rc == 0, run.stdout + run.stderr
+    result = run.of("xu01", "info")
+    assert result["problems"][0].startswith("cert_list: UnauthorizedAccessException")
+    assert result["web_server"]["certificate"]["in_store"] is False
