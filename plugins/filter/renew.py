@@ -182,7 +182,10 @@ def _new_source(
     if pfx_content_given:
         return {"source": "pfx_content", "new_thumbprint": None, "pfx_path": None}, None
     if isinstance(pfx_path, str) and pfx_path:
-        missing = None if os.path.isfile(pfx_path) else f"no new certificate for this host: the PFX {pfx_path} does not exist on the controller"
+        # A relative path is found by xu_cert_swap like copy's src (the role's or play's files/); only an absolute one is checked here.
+        missing = None
+        if os.path.isabs(pfx_path) and not os.path.isfile(pfx_path):
+            missing = f"no new certificate for this host: the PFX {pfx_path} does not exist on the controller"
         return {"source": "pfx", "new_thumbprint": None, "pfx_path": pfx_path}, missing
     return {}, "no new certificate for this host: set xu_renew_pfx_path (a PFX per host) or xu_renew_new_thumbprint"
 
@@ -255,6 +258,8 @@ def renew_plan(
         "remove_old": bool(remove_old) and mode == "replace",
         "remove_old_in_swap": False,
         "controller_check": bool(ca_path),
+        # Left closed by an earlier run: the role opens it, whatever else it does.
+        "gate_closed": _dict(info.get("gate")).get("state") == "closed",
     }
     journal = info.get("journal")
     if journal is not None:
@@ -639,6 +644,7 @@ def renew_summary(
     resume_reason: str | None = None,
     failure: Mapping[str, Any] | None = None,
     check_mode: bool = False,
+    gate_reopened: bool = False,
 ) -> dict[str, Any]:
     """The per-host summary: result, old -> new thumbprint, new expiry, outage seconds, and why.
 
@@ -663,6 +669,8 @@ def renew_summary(
         reason = f"resumed an interrupted run ({resume_reason}); {reason}"
     if resumed and result == "renewed":
         reason = f"resumed an interrupted run: {resumed} ({resume_reason}); {reason}"
+    if gate_reopened and result in ("not_due", "skipped", "blocked"):
+        reason += "; the gate an earlier run left closed was opened"
     try:
         outage = round(float(outage_s), 1) if outage_s not in (None, "") else None
     except (TypeError, ValueError):
@@ -685,14 +693,18 @@ def renew_summary(
 
 
 def renew_errors(results: Any) -> list[str]:
-    """The messages of the registered results (or loop results) that failed; skipped and missing ones count as fine."""
+    """The messages of the registered results (or loop results) that failed; skipped and missing ones count as fine.
+
+    Only the keys needed are read, so a skipped result's deprecated keys are never touched.
+    """
     errors: list[str] = []
     for result in results if isinstance(results, list) else [results]:
-        entry = _dict(result)
-        if isinstance(entry.get("results"), list):
-            errors += renew_errors(entry["results"])
-        elif entry.get("failed") or entry.get("unreachable"):
-            errors.append(str(entry.get("msg") or "failed"))
+        if not isinstance(result, Mapping) or result.get("skipped"):
+            continue
+        if isinstance(result.get("results"), list):
+            errors += renew_errors(result["results"])
+        elif result.get("failed") or result.get("unreachable"):
+            errors.append(str(result.get("msg") or "failed"))
     return errors
 
 

@@ -374,10 +374,62 @@ def test_check_mode_changes_nothing_and_force_renews_a_healthy_host(lab_factory:
     assert all(untouched(lab, host, bases[host]) == [] for host in lab.hosts)
     assert all(e["type"] != "journal" for host in lab.hosts for e in lab.events(host)[bases[host].events:])
 
+    # A gate some earlier run left closed, without a deadline, on a host that is not due: the run opens it.
+    close = [{"name": "close", "xtractuniversal.tls.xu_firewall_gate": {"state": "closed", "auto_open_after": 0}}]
+    assert lab.playbook(close, hosts="xu01", tmp_path=tmp_path).rc == 0
+    run = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_strategy=minimal_outage")
+    assert run.rc == 0, run.stdout[-4000:]
+    found = summaries(run)
+    assert by_result(found) == {"not_due": {"xu01"}, "renewed": {"xu02"}}
+    assert found["xu01"]["reason"].endswith("; the gate an earlier run left closed was opened")
+    assert not [r for r in lab.state("xu01")["firewall"]["rules"] if r["group"] == GATE_GROUP]
+
     forced = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_strategy=minimal_outage", "-e", "xu_renew_force=true")
     assert forced.rc == 0, forced.stdout[-4000:]
     found = summaries(forced)
     assert by_result(found) == {"renewed": {"xu01", "xu02"}}
     assert found["xu01"]["reason"] == "renewed: renewal forced (xu_renew_force)"
     for host in lab.hosts:
-        assert check_host(lab, host, bases[host], new=found[host]["new_thumbprint"]) == []
+        assert check_host(lab, host, bases[host], new=found[host]["new_thumbprint"]) == [], host
+
+
+@pytest.mark.lab
+def test_a_failed_canary_stops_the_fleet_and_a_failure_never_leaves_others_half_done(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "4", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
+    bases = {host: baseline(lab, host) for host in lab.hosts}
+    lab.fault("xu01", certreq_fails=1)
+    stopped = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key")
+    assert stopped.rc == 2
+    assert summaries(stopped)["xu01"]["failed_step"] == "renew"
+    # The canary failed: Ansible stops the play, no other host is touched.
+    assert all(untouched(lab, host, bases[host]) == [] for host in ("xu02", "xu03", "xu04"))
+    assert check_host(lab, "xu01", bases["xu01"]) == []
+
+    # Next run: the canary renews; in the second batch xu03 fails with no failure allowed. Its failure counts
+    # only once it is rolled back, at the role's last task, so the others finish their renewal first.
+    lab.fault("xu03", certreq_fails=1)
+    run = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_max_fail_percentage=0")
+    assert run.rc == 2
+    found = summaries(run)
+    assert by_result(found) == {"renewed": {"xu01", "xu02", "xu04"}, "failed": {"xu03"}}
+    for host in lab.hosts:
+        assert check_host(lab, host, bases[host], new=found[host]["new_thumbprint"]) == [], host
+        assert not lab.state(host)["journals"].get("renew")
+
+
+@pytest.mark.lab
+def test_a_configuration_server_without_tls_keeps_it(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    """Only the web server's reference matters when the Designer connects with Windows credentials."""
+    lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
+    tls_json = lab.dir / "hosts" / "xu01" / "fs" / "C" / "Program Files" / "XtractUniversal" / "config" / "servers" / "tls.json"
+    settings = json.loads(tls_json.read_bytes())
+    settings["ConfigServer"]["Authentication"] = "WindowsCredentials"
+    tls_json.write_bytes(json.dumps(settings, indent=2).replace("\n", "\r\n").encode())
+    base = baseline(lab, "xu01")
+    run = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key")
+    assert run.rc == 0, run.stdout[-4000:]
+    new = summaries(run)["xu01"]["new_thumbprint"]
+    listeners = {x["port"]: x for x in lab.state("xu01")["service"]["listeners"]}
+    assert listeners[8165]["thumbprint"] == new and listeners[8064]["scheme"] == "tcp"
+    assert check_host(lab, "xu01", base, new=new) == []
+    assert json.loads(tls_json.read_bytes())["ConfigServer"]["Authentication"] == "WindowsCredentials"

@@ -14,6 +14,8 @@ from labtools import BIN, REPO, Lab
 
 
 @pytest.mark.lab
+# ansible-runner starts ansible-playbook on a pty; the test process has threads (xdist), which Python warns about.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of forkpty:DeprecationWarning")
 def test_runner_artifacts_carry_the_summary(lab_factory: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lab: Lab = lab_factory("--hosts", "2", "--scenario", "mixed", "--restart-delay", "0.2")  # xu01 healthy, xu02 expiring
     bases = {host: baseline(lab, host) for host in lab.hosts}

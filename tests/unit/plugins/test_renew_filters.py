@@ -152,6 +152,8 @@ def test_plan_replace_sources(tmp_path: pathlib.Path) -> None:
     plan = f.renew_plan(info(days_left=10), "replace", pfx_path=str(pfx))
     assert plan["action"] == "renew" and plan["source"] == "pfx" and plan["pfx_path"] == str(pfx) and plan["remove_old"] is True
     assert f.renew_plan(info(days_left=10), "replace", pfx_content_given=True)["source"] == "pfx_content"
+    # A relative path is the module's to find (like copy's src), not checked here.
+    assert f.renew_plan(info(days_left=10), "replace", pfx_path="certs/xu01.pfx")["action"] == "renew"
     nothing = f.renew_plan(info(days_left=10), "replace")
     assert nothing["action"] == "blocked" and "set xu_renew_pfx_path" in nothing["reason"]
 
@@ -356,3 +358,11 @@ def test_inputs_are_not_changed() -> None:
     f.renew_recovery(entry, report)
     f.renew_resume(entry, report)
     assert (report, entry) == before
+
+
+def test_a_gate_left_closed_is_noted() -> None:
+    report = info()
+    report["gate"] = {"state": "closed"}
+    plan = f.renew_plan(report, "reuse_key")
+    assert plan["action"] == "none" and plan["gate_closed"] is True
+    assert f.renew_summary(plan, gate_reopened=True)["reason"].endswith("; the gate an earlier run left closed was opened")
