@@ -83,8 +83,9 @@ class Expectation:
 RESTRICTED_WEB_STATUSES = (200, 401, 403)
 
 
-def check_known(state: TlsState, settings_map: Mapping[str, str] = DEFAULT_SETTINGS_MAP) -> None:
+def check_known(state: TlsState, settings_map: Mapping[str, str] | None = None) -> None:
     """XuError when a setting holds a value this collection does not know: what XU serves then cannot be told or checked."""
+    settings_map = settings_map or DEFAULT_SETTINGS_MAP
     if state.web_protocol is None:
         raise XuError(
             f"tls.json's {settings_map['web_protocol']} is {json.dumps(state.web_protocol_raw)}, not one of"
@@ -99,7 +100,7 @@ def check_known(state: TlsState, settings_map: Mapping[str, str] = DEFAULT_SETTI
         )
 
 
-def expectations_for(state: TlsState, settings_map: Mapping[str, str] = DEFAULT_SETTINGS_MAP) -> list[Expectation]:
+def expectations_for(state: TlsState, settings_map: Mapping[str, str] | None = None) -> list[Expectation]:
     """What a healthy service configured as ``state`` serves: the web server and the configuration server.
 
     XuError (naming the value and the settings_map entry) when a setting holds a value this collection does not know.
@@ -119,7 +120,7 @@ def expectations_for(state: TlsState, settings_map: Mapping[str, str] = DEFAULT_
     return expected
 
 
-def expectations_if_known(state: TlsState, settings_map: Mapping[str, str] = DEFAULT_SETTINGS_MAP) -> list[Expectation] | None:
+def expectations_if_known(state: TlsState, settings_map: Mapping[str, str] | None = None) -> list[Expectation] | None:
     """``expectations_for(state)``, or None when a setting is unknown: what was served before a change, checked after a rollback."""
     try:
         return expectations_for(state, settings_map)
@@ -133,7 +134,8 @@ def restart_wanted(mode: str, changed: bool) -> bool:
 
 
 def backup_stamp(now: datetime.datetime | None = None) -> str:
-    return (now or utc_now()).strftime("%Y%m%dT%H%M%SZ")
+    # Microseconds: two backed-up writes within one second must not share (and overwrite) a backup.
+    return (now or utc_now()).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def backup_path_for(path: str, stamp: str) -> str:

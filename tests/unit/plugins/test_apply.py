@@ -34,7 +34,7 @@ from support.fake_host import INSTALL_DIR, tls_json
 
 TLS_PATH = f"{INSTALL_DIR}\\config\\servers\\tls.json"
 WEB_PATH = f"{INSTALL_DIR}\\config\\servers\\web\\general.json"
-STAMP = "20261126T204206Z"
+STAMP = "20261126T204206000042Z"
 BACKUP = backup_path_for(TLS_PATH, STAMP)
 
 
@@ -334,9 +334,10 @@ def test_settings_text_keeps_non_ascii_text() -> None:
 
 
 def test_backup_names() -> None:
-    moment = datetime.datetime(2026, 11, 26, 20, 42, 6, tzinfo=datetime.UTC)
+    moment = datetime.datetime(2026, 11, 26, 20, 42, 6, 42, tzinfo=datetime.UTC)
     assert backup_stamp(moment) == STAMP
     assert backup_path_for(TLS_PATH, STAMP) == f"{TLS_PATH}.{STAMP}.bak"
+    assert backup_stamp(moment) != backup_stamp(moment + datetime.timedelta(microseconds=1))
 
 
 def test_a_file_gone_before_an_unguarded_write_is_removed_again() -> None:
