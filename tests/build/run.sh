@@ -24,8 +24,10 @@ count=0
 for stub in "$work"/collections/ansible_collections/xtractuniversal/tls/plugins/modules/*.py; do
   module=xtractuniversal.tls.$(basename "$stub" .py)
   "$bin/ansible-doc" --type module "$module" > "$work/doc.txt"
-  grep -q "EXAMPLES" "$work/doc.txt" && grep -q "RETURN VALUES" "$work/doc.txt" \
-    || { echo "ansible-doc $module lacks examples or return values" >&2; exit 1; }
+  if ! grep -q "EXAMPLES" "$work/doc.txt" || ! grep -q "RETURN VALUES" "$work/doc.txt"; then
+    echo "ansible-doc $module lacks examples or return values" >&2
+    exit 1
+  fi
   count=$((count + 1))
 done
 "$bin/ansible-doc" --list xtractuniversal.tls --type module | grep -q xu_tls_info
