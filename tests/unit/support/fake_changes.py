@@ -36,7 +36,7 @@ from typing import Any
 from cryptography import x509
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import DEFAULT_SETTINGS_MAP
-from support.fake_host import INSTALL_DIR, SERVICE_ACCOUNT, FakeHost
+from support.fake_host import INSTALL_DIR, SERVICE_ACCOUNT, FakeHost, HostError
 
 SERVICE_NAME = "XtractUniversal Service"
 TLS_FILE = "config\\servers\\tls.json"
@@ -47,15 +47,6 @@ SCM_TIMEOUT = (
     "The service did not respond to the start or control request in a timely fashion."
 )
 _EVERYONE = {"everyone", "builtin\\users", "nt authority\\authenticated users"}
-
-
-class HostError(Exception):
-    """A primitive's failure, answered as ``{"status": "error", "error": {"type", "message"}}``."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(f"{error_type}: {message}")
-        self.error_type = error_type
-        self.message = message
 
 
 def sha256_text(text: str) -> str:
@@ -87,40 +78,8 @@ class ChangingFakeHost(FakeHost):
     settings_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SETTINGS_MAP))
     restart_failures: int = 0
     after_start: list[Callable[[ChangingFakeHost], None]] = field(default_factory=list)
-    fail_once: dict[str, dict[str, str]] = field(default_factory=dict)
     restarts: int = 0
     start_error: str | None = None
-
-    # -- the protocol ------------------------------------------------------------------------
-
-    def transport(self, command: str, stdin: bytes) -> tuple[int, str, str]:
-        """FakeHost's answer, with op methods that may raise HostError and one-shot failures."""
-        if self.answer_override is not None:
-            return self.answer_override(command, stdin)
-        assert command.startswith("PowerShell -NoProfile -NonInteractive -ExecutionPolicy Unrestricted -EncodedCommand ")
-        payload = json.loads(stdin)
-        assert payload["agent"].startswith("# xtractuniversal.tls agent 1")
-        request = payload["request"]
-        self.calls.append(request["ops"])
-        results = []
-        failed = False
-        for op in request["ops"]:
-            entry: dict[str, Any] = {"id": op["id"], "op": op["op"]}
-            if failed and request["stop_on_error"]:
-                entry["status"] = "skipped"
-                results.append(entry)
-                continue
-            error = self.fail_once.pop(op["op"], None) or self.errors.get(op["op"])
-            if error is None:
-                try:
-                    entry.update(status="ok", result=getattr(self, "op_" + op["op"])(op["args"]))
-                except HostError as e:
-                    error = {"type": e.error_type, "message": e.message}
-            if error is not None:
-                entry.update(status="error", error=error)
-                failed = True
-            results.append(entry)
-        return 0, json.dumps({"agent": "xtractuniversal.tls", "protocol": 1, "results": results}), ""
 
     # -- files -------------------------------------------------------------------------------
 

@@ -31,6 +31,15 @@ def tls_json(protocol: str = "HttpsUnrestricted", web: str | None = None, auth: 
     }, indent=2)
 
 
+class HostError(Exception):
+    """A primitive's failure, answered as ``{"status": "error", "error": {"type", "message"}}``."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+
+
 @dataclass
 class FakeHost:
     files: dict[str, str] = field(default_factory=dict)
@@ -43,6 +52,8 @@ class FakeHost:
     service_state: str = "Running"
     service_found: bool = True
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    # op name -> error answered the next time that op runs, then forgotten.
+    fail_once: dict[str, dict[str, str]] = field(default_factory=dict)
     journals: dict[str, str] = field(default_factory=dict)
     # What the web server answers to GET (e.g. /version) on every port that serves HTTP.
     http_status: int = 200
@@ -75,11 +86,17 @@ class FakeHost:
             entry: dict[str, Any] = {"id": op["id"], "op": op["op"]}
             if failed and request["stop_on_error"]:
                 entry["status"] = "skipped"
-            elif op["op"] in self.errors:
-                entry.update(status="error", error=self.errors[op["op"]])
+                results.append(entry)
+                continue
+            error = self.fail_once.pop(op["op"], None) or self.errors.get(op["op"])
+            if error is None:
+                try:
+                    entry.update(status="ok", result=getattr(self, "op_" + op["op"])(op["args"]))
+                except HostError as e:
+                    error = {"type": e.error_type, "message": e.message}
+            if error is not None:
+                entry.update(status="error", error=error)
                 failed = True
-            else:
-                entry.update(status="ok", result=getattr(self, "op_" + op["op"])(op["args"]))
             results.append(entry)
         return 0, json.dumps({"agent": "xtractuniversal.tls", "protocol": 1, "results": results}), ""
 

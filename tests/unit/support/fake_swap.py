@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from support.certs import CA_KEY, CA_NAME, NOW, der, mint
-from support.fake_changes import TLS_FILE, ChangingFakeHost, HostError
-from support.fake_host import tls_json
+from support.fake_changes import TLS_FILE, ChangingFakeHost
+from support.fake_host import HostError, tls_json
 
 FQDN = "xu01.example.com"
 ADMIN_ONLY_ACL = [
