@@ -148,6 +148,7 @@ options:
       - The host name clients use; the new certificate's SAN should cover it.
       - Defaults to the host's own DNS name as the host reports it. When given, a PFX is checked against it
         before the host is contacted.
+      - When given, the probes of the host's ports also use it as TLS server name and HTTP C(Host) header (otherwise C(localhost)).
     type: str
   settings_files:
     description:

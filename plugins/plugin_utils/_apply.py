@@ -147,6 +147,8 @@ class RestartPlan:
     service_name: str
     timeout_s: int
     expectations: list[Expectation]
+    # The name the probes use as TLS server name and Host header: the fqdn option when given (None: localhost).
+    server_name: str | None = None
 
 
 def error_text(result: OperationResult) -> str:
@@ -160,7 +162,7 @@ def restart_operations(plan: RestartPlan) -> list[Operation]:
     restart = Operation("service_restart", {
         "name": plan.service_name, "wait_ports": [e.port for e in plan.expectations], "timeout_s": plan.timeout_s,
     })
-    return [restart, *(probe_operation(e.port, e.tls, e.http_path) for e in plan.expectations)]
+    return [restart, *(probe_operation(e.port, e.tls, e.http_path, plan.server_name) for e in plan.expectations)]
 
 
 @dataclass
@@ -308,7 +310,7 @@ def _roll_back(
             operations.append(Operation("file_write", {
                 "path": change.path, "content": change.before, "backup_path": None, "expected_sha256": change.after_sha256,
             }))
-    checks = RestartPlan(restart.service_name, restart.timeout_s, previous or []) if restart is not None else None
+    checks = RestartPlan(restart.service_name, restart.timeout_s, previous or [], restart.server_name) if restart is not None else None
     if checks is not None:
         operations += restart_operations(checks)
     if not operations:

@@ -632,7 +632,7 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
     restart_plan = None
     if plan.restart:
         expected = expectations_for(tls_state_after(snapshot, plan.rewrites), settings_map)
-        restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected)
+        restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected, request.fqdn)
     try:
         outcome = apply_changes(
             run.agent,

@@ -175,12 +175,16 @@ def probe_from_result(raw: OperationResult, port: int, tls: bool) -> Probe:
     )
 
 
-def probe_operation(port: int, tls: bool, http_path: str | None) -> Operation:
-    return Operation("port_probe", {"host": "localhost", "port": port, "tls": tls, "http_path": http_path, "timeout_ms": PROBE_TIMEOUT_MS})
+def probe_operation(port: int, tls: bool, http_path: str | None, server_name: str | None = None) -> Operation:
+    """Probe a local port; ``server_name`` (the host's DNS name, when known) goes in the TLS server name and Host header,
+    since XU treats the certificate's name as its own and may answer ``localhost`` differently."""
+    return Operation("port_probe", {
+        "host": "localhost", "server_name": server_name, "port": port, "tls": tls, "http_path": http_path, "timeout_ms": PROBE_TIMEOUT_MS,
+    })
 
 
-def probe_operations(ports: dict[str, tuple[int, bool, str | None]]) -> list[Operation]:
-    return [probe_operation(port, tls, path) for port, tls, path in ports.values()]
+def probe_operations(ports: dict[str, tuple[int, bool, str | None]], server_name: str | None = None) -> list[Operation]:
+    return [probe_operation(port, tls, path, server_name) for port, tls, path in ports.values()]
 
 
 def planned_probes(web_http: int, web_https: int, config: int | None) -> dict[str, tuple[int, bool, str | None]]:
@@ -236,13 +240,17 @@ def read_snapshot(
     probe: bool = True,
     journal_name: str | None = None,
     extra_files: Sequence[str] = (),
+    server_name: str | None = None,
 ) -> Snapshot:
-    """Read everything the modules judge from, in one remote call where possible."""
+    """Read everything the modules judge from, in one remote call where possible.
+
+    ``server_name`` is the name the probes use for TLS and HTTP (the ``fqdn`` option when given; else localhost).
+    """
     operations = read_operations(profile, gate_group, extra_files)
     base = len(operations)
     planned = planned_probes(profile.web_http_port, profile.web_https_port, profile.config_server_port)
     if probe:
-        operations += probe_operations(planned)
+        operations += probe_operations(planned, server_name)
     if journal_name is not None:
         operations.append(Operation("journal_read", {"name": journal_name}))
     results = agent.call(operations, stop_on_error=False)
@@ -259,7 +267,7 @@ def read_snapshot(
         wanted = planned_probes(snapshot.tls.web_http_port, snapshot.tls.web_https_port, snapshot.tls.config_server_port)
         probe_results = results[base:base + len(planned)]
         if wanted != planned:
-            probe_results = agent.call(probe_operations(wanted), stop_on_error=False)
+            probe_results = agent.call(probe_operations(wanted, server_name), stop_on_error=False)
             planned = wanted
         snapshot.probes = {
             name: probe_from_result(raw, port, tls) for (name, (port, tls, _path)), raw in zip(planned.items(), probe_results, strict=True)

@@ -415,7 +415,7 @@ def served_summary(probes: dict[str, Probe]) -> dict[str, str | None]:
 def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     profile = resolve_profile(run.params)
     request = parse_request(run.params, profile.settings_map)
-    snapshot = read_snapshot(run.agent, profile, DEFAULT_GATE_GROUP)
+    snapshot = read_snapshot(run.agent, profile, DEFAULT_GATE_GROUP, server_name=request.fqdn)
     plan = plan_binding(snapshot, request)
     for warning in plan.warnings:
         run.warn(f"{run.host}: {warning}" if run.host else warning)
@@ -446,7 +446,7 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
             changes=[plan.change] if plan.change is not None else [],
             stamp=stamp,
             backup=request.backup,
-            restart=RestartPlan(service_name, request.wait_timeout, plan.expected) if plan.restart else None,
+            restart=RestartPlan(service_name, request.wait_timeout, plan.expected, request.fqdn) if plan.restart else None,
             pre_ops=[Operation("key_grant_read", {"thumbprint": t, "account": snapshot.service_account}) for t in plan.grants],
             previous=plan.previous,
         )

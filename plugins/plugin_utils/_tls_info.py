@@ -23,7 +23,7 @@ def run_tls_info(run: ModuleRun) -> dict[str, Any]:
     except ValueError as e:
         raise XuError(str(e)) from e
     journal_name = check_journal_name(params["journal_name"])
-    snapshot = read_snapshot(run.agent, profile, gate_group, journal_name=journal_name)
+    snapshot = read_snapshot(run.agent, profile, gate_group, journal_name=journal_name, server_name=params.get("fqdn") or None)
     report = build_report(snapshot, fqdn=params.get("fqdn") or snapshot.fqdn, expiry_warning_days=params["expiry_warning_days"])
     for problem in report["problems"]:
         run.warn(f"{run.host}: {problem}" if run.host else problem)

@@ -83,6 +83,16 @@ def test_ntlm_with_message_encryption(lab_factory: Any, tmp_path: pathlib.Path) 
         assert calls[0]["ops"] == ["discover", "cert_list", "fw_get", "task_get", "port_probe", "port_probe", "port_probe", "journal_read"]
 
 
+def test_probes_with_the_host_name(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy")
+    fqdn = lab.info["hosts"][0]["fqdn"]
+    run = lab.playbook([{"name": "info", "xtractuniversal.tls.xu_tls_info": {"fqdn": fqdn}}], tmp_path=tmp_path)
+    result = run.of("xu01", "info")
+    assert result["problems"] == [] and result["fqdn"] == fqdn
+    assert result["served"]["web_https"]["http_status"] == 200
+    assert result["served"]["web_https"]["thumbprint"] == result["web_server"]["certificate_thumbprint"]
+
+
 def test_bad_arguments_touch_nothing(lab_factory: Any, tmp_path: pathlib.Path) -> None:
     lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy")
     run = lab.playbook([{"name": "info", "xtractuniversal.tls.xu_tls_info": {"product": "sap_gui"}}], tmp_path=tmp_path)

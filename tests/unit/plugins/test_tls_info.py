@@ -192,3 +192,11 @@ def test_read_errors_are_problems_not_failures() -> None:
     assert not result.get("failed"), result
     assert result["problems"][0] == "cert_list: CryptographicException: Keyset does not exist"
     assert result["web_server"]["certificate"]["in_store"] is False and result["web_server"]["certificate_thumbprint"] == thumbprint
+
+
+def test_probes_name_the_host_when_fqdn_is_given() -> None:
+    host, _thumbprint = healthy_host()
+    run_action("xu_tls_info", {}, host)
+    assert {op["args"]["server_name"] for op in host.calls[0] if op["op"] == "port_probe"} == {None}
+    run_action("xu_tls_info", {"fqdn": FQDN}, host)
+    assert {op["args"]["server_name"] for op in host.calls[1] if op["op"] == "port_probe"} == {FQDN}
