@@ -17,6 +17,8 @@ import threading
 
 import spnego
 
+from .processes import process_alive
+
 ENCRYPTED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
 ENCRYPTED_CONTENT_TYPE = f'multipart/encrypted;protocol="{ENCRYPTED_PROTOCOL}";boundary="Encrypted Boundary"'
 
@@ -163,7 +165,7 @@ def _remove_orphaned_directories() -> None:
     temporary = tempfile.gettempdir()
     for name in os.listdir(temporary):
         match = _DIRECTORY_NAME.match(name)
-        if match is None or _process_exists(int(match.group(1))):
+        if match is None or process_alive(int(match.group(1))):
             continue
         path = os.path.join(temporary, name)
         try:
@@ -172,16 +174,6 @@ def _remove_orphaned_directories() -> None:
             continue  # another process removed it first
         if owner == os.getuid():
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _USER_FILE = _UserFile()

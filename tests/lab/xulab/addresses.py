@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LabError
+from .processes import process_alive
 
 DEFAULT_FIRST = ipaddress.IPv4Address("127.0.1.1")
 HOSTS_PER_OCTET = 254
@@ -61,16 +62,6 @@ def _registry_dir() -> Path:
     return path
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def _locked_registry() -> Iterator[list[Claim]]:
     """The live claims, under an exclusive lock; changes to the list are written back."""
@@ -82,7 +73,7 @@ def _locked_registry() -> Iterator[list[Claim]]:
             raw = json.loads(path.read_text()) if path.exists() else []
         except ValueError:
             raw = []
-        claims = [Claim(**item) for item in raw if _alive(int(item["pid"]))]
+        claims = [Claim(**item) for item in raw if process_alive(int(item["pid"]))]
         yield claims
         staging = path.with_suffix(".new")
         staging.write_text(json.dumps([claim.__dict__ for claim in claims]))

@@ -17,18 +17,10 @@ from . import control, layout
 from .errors import LabError
 from .fleet import FleetOptions
 from .host import WINRM_PORT
+from .processes import process_alive
 
 POLL_S = 0.05
 STOP_GRACE_S = 10.0
-
-
-def process_alive(pid: int) -> bool:
-    """True for a running process; a zombie (exited, not yet reaped) counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def running_pid(directory: Path) -> int | None:
