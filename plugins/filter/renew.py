@@ -6,6 +6,7 @@ The role's YAML only sequences module calls; every decision is made here, from t
 report of M(xtractuniversal.tls.xu_tls_info) and the role's journal, by pure functions
 that are unit-tested on their own:
 
+``renew_options``   the role's variables, checked and given their documented types (extra vars arrive as strings)
 ``renew_due``       whether a host's bound certificate needs renewing
 ``renew_plan``      what the role does on a host: renew (and how), resume a journal, nothing, or why it cannot
 ``renew_journal``   the role's journal with the step reached and what the step left (new thumbprint, backups)
@@ -25,6 +26,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import RoleOptionsError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import renew_options as typed_renew_options
 
 MODES = ("replace", "reuse_key")
 STRATEGIES = ("documented", "minimal_outage")
@@ -146,6 +152,19 @@ def renew_due(info: Mapping[str, Any], before_days: float = 30, force: bool = Fa
         "reason": f"the certificate {old} expires in {certificate.get('days_left')} days, not fewer than {before_days}",
         **result,
     }
+
+
+# -- the role's variables ------------------------------------------------------------------------
+
+
+def renew_options(values: Any, host: str, entry_point: str = "main") -> dict[str, Any]:
+    """The role's variables with their documented types (see _renew_options); AnsibleFilterError names a wrong one."""
+    if not isinstance(values, Mapping):
+        raise AnsibleFilterError(f"renew_options takes a dict of the role's variables, not {type(values).__name__}")
+    try:
+        return typed_renew_options(values, str(host), entry_point)
+    except RoleOptionsError as e:
+        raise AnsibleFilterError(f"The renew role's variables: {e}") from None
 
 
 # -- the plan -----------------------------------------------------------------------------------
@@ -723,6 +742,7 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         return {
+            "renew_options": renew_options,
             "renew_due": renew_due,
             "renew_plan": renew_plan,
             "renew_journal_start": renew_journal_start,

@@ -1,0 +1,106 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The renew role's variables, checked and given their documented types once. Private to this collection.
+
+Extra vars and AWX survey answers reach a role as strings (``-e xu_renew_force=false`` is the
+string ``"false"``, which Jinja takes as true), and ansible-core's role argument validation
+checks that a value converts without converting it. So the role reads its variables once,
+through ``renew_options``, and uses only the typed values from then on. The types, defaults
+and choices are the role's own ``meta/argument_specs.yml``, so the documentation and the
+checks cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import re
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import yaml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+ROLE_SPECS = pathlib.Path(__file__).resolve().parents[2] / "roles" / "renew" / "meta" / "argument_specs.yml"
+PREFIX = "xu_renew_"
+_SPEC_KEYS = ("type", "required", "default", "choices", "elements")
+# The gate must reopen by itself if the controller dies: a deadline of at least a minute, at most a week.
+GATE_AUTO_OPEN_MINUTES = (1.0, 7 * 24 * 60.0)
+
+
+class RoleOptionsError(ValueError):
+    """A role variable that is missing, of the wrong type or out of range; the message names the variable."""
+
+
+@cache
+def role_options_spec(entry_point: str = "main") -> dict[str, dict[str, Any]]:
+    """The entry point's options, but the secrets, as an argument spec (type, default, choices, elements).
+
+    The secrets (``no_log``) are strings, which need no typing, and stay out: the typed options
+    are an ordinary fact, shown at -v and in errors.
+    """
+    document = yaml.safe_load(ROLE_SPECS.read_text(encoding="utf-8"))
+    options = document["argument_specs"][entry_point]["options"]
+    return {
+        name: {key: option[key] for key in _SPEC_KEYS if key in option}
+        for name, option in options.items()
+        if not option.get("no_log")
+    }
+
+
+def _check_ranges(options: Mapping[str, Any]) -> list[str]:
+    problems = []
+    low, high = GATE_AUTO_OPEN_MINUTES
+    auto_open = options["xu_renew_gate_auto_open_after"]
+    if not math.isfinite(auto_open) or not low <= auto_open <= high:
+        problems.append(
+            f"xu_renew_gate_auto_open_after must be from {low:g} to {high:g} minutes, not {auto_open:g}: the gate always reopens"
+            " by itself in case the controller dies during the run"
+        )
+    if options["xu_renew_before_days"] < 0:
+        problems.append(f"xu_renew_before_days must be 0 or more, not {options['xu_renew_before_days']}")
+    if options["xu_renew_wait_timeout"] < 1:
+        problems.append(f"xu_renew_wait_timeout must be at least 1 second, not {options['xu_renew_wait_timeout']}")
+    if options["xu_renew_pfx_path"] and options["xu_renew_pfx_dir"]:
+        problems.append("set xu_renew_pfx_path or xu_renew_pfx_dir, not both")
+    return problems
+
+
+def pfx_path_for(options: Mapping[str, Any], host: str) -> str:
+    """The host's PFX: xu_renew_pfx_path as given, or ``<xu_renew_pfx_dir>/<host>.pfx``; empty when neither is set."""
+    if options["xu_renew_pfx_dir"]:
+        return str(pathlib.PurePosixPath(options["xu_renew_pfx_dir"]) / f"{host}.pfx")
+    return str(options["xu_renew_pfx_path"])
+
+
+def _split_list_strings(values: Mapping[str, Any], spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A list given as one string (``-e``, an AWX text or textarea answer): its entries split at commas and line breaks."""
+    split = dict(values)
+    for name, value in values.items():
+        if isinstance(value, str) and spec.get(name, {}).get("type") == "list":
+            split[name] = [entry.strip() for entry in re.split(r"[,\n]", value) if entry.strip()]
+    return split
+
+
+def renew_options(values: Mapping[str, Any], host: str, entry_point: str = "main") -> dict[str, Any]:
+    """The role's variables, but the secrets, with their documented types, keyed without the ``xu_renew_`` prefix.
+
+    ``values`` maps variable names to what the play holds; a variable that is not given takes
+    its documented default. ``pfx_path`` comes out resolved for ``host``. RoleOptionsError names
+    every variable that is wrong.
+    """
+    spec = role_options_spec(entry_point)
+    unknown = sorted(set(values) - set(spec))
+    if unknown:
+        raise RoleOptionsError(f"not variables of the renew role: {', '.join(unknown)}")
+    result = ArgumentSpecValidator(spec).validate(_split_list_strings(values, spec))
+    if result.error_messages:
+        raise RoleOptionsError("; ".join(result.error_messages))
+    options = result.validated_parameters
+    problems = _check_ranges(options)
+    if problems:
+        raise RoleOptionsError("; ".join(problems))
+    typed = {name[len(PREFIX) :]: value for name, value in options.items()}
+    typed["pfx_path"] = pfx_path_for(options, host)
+    return typed

@@ -1,0 +1,145 @@
+"""The renew role's variables: typed once at the role's entry, as extra vars and AWX survey answers send them (strings)."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+from typing import Any
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_options
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import ROLE_SPECS, role_options_spec
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+ROLE_TASKS = REPO / "roles" / "renew" / "tasks"
+
+
+def typed(host: str = "xu01", **values: Any) -> dict[str, Any]:
+    return renew_options({f"xu_renew_{name}": value for name, value in values.items()}, host)
+
+
+def error_of(**values: Any) -> str:
+    with pytest.raises(AnsibleFilterError) as raised:
+        typed(**values)
+    return str(raised.value)
+
+
+def test_string_extra_vars_get_their_documented_types() -> None:
+    options = typed(
+        mode="replace",
+        force="false",
+        remove_old="no",
+        strict_san="False",
+        before_days="400",
+        wait_timeout="60",
+        gate_auto_open_after="45",
+        gate_allow_from="10.0.0.5, 192.0.2.0/24",
+    )
+    assert options["force"] is False
+    assert options["remove_old"] is False
+    assert options["strict_san"] is False
+    assert options["before_days"] == 400
+    assert options["wait_timeout"] == 60
+    assert options["gate_auto_open_after"] == 45.0
+    assert options["gate_allow_from"] == ["10.0.0.5", "192.0.2.0/24"]
+
+
+def test_true_strings_are_true() -> None:
+    assert typed(mode="replace", force="true")["force"] is True
+    assert typed(mode="replace", force="yes")["force"] is True
+
+
+def test_variables_not_given_take_the_documented_defaults() -> None:
+    options = typed(mode="reuse_key")
+    assert options == options | {
+        "strategy": "documented",
+        "before_days": 30,
+        "force": False,
+        "remove_old": True,
+        "gate_auto_open_after": 30.0,
+        "gate_allow_from": [],
+        "pfx_path": "",
+    }
+
+
+def test_secrets_never_enter_the_typed_options() -> None:
+    assert not {"pfx_password", "pfx_content"} & set(typed(mode="replace"))
+    assert not {"xu_renew_pfx_password", "xu_renew_pfx_content"} & set(role_options_spec())
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"before_days": "soon"}, "xu_renew_before_days"),
+        ({"force": "maybe"}, "xu_renew_force"),
+        ({"strategy": "fastest"}, "xu_renew_strategy"),
+        ({"wait_timeout": "0"}, "xu_renew_wait_timeout"),
+        ({"before_days": "-1"}, "xu_renew_before_days"),
+    ],
+)
+def test_a_wrong_variable_is_named(values: dict[str, Any], named: str) -> None:
+    message = error_of(mode="replace", **values)
+    assert named in message
+    assert "renew role" in message
+
+
+def test_mode_is_required() -> None:
+    assert "xu_renew_mode" in error_of(force="false")
+
+
+@pytest.mark.parametrize("minutes", ["0", "0.5", "-5", "1e12", "1e300", "nan", "inf", "10081"])
+def test_the_gate_always_has_a_deadline(minutes: str) -> None:
+    message = error_of(mode="reuse_key", gate_auto_open_after=minutes)
+    assert "xu_renew_gate_auto_open_after" in message
+    assert "reopens" in message
+
+
+@pytest.mark.parametrize("minutes", ["1", "10080", "2.5"])
+def test_deadlines_within_the_range_pass(minutes: str) -> None:
+    assert typed(mode="reuse_key", gate_auto_open_after=minutes)["gate_auto_open_after"] == float(minutes)
+
+
+def test_pfx_dir_names_the_host_s_file() -> None:
+    assert typed("xu07.example.com", mode="replace", pfx_dir="/srv/certs")["pfx_path"] == "/srv/certs/xu07.example.com.pfx"
+    assert typed("xu07", mode="replace", pfx_path="/srv/one.pfx")["pfx_path"] == "/srv/one.pfx"
+
+
+def test_pfx_dir_and_pfx_path_exclude_each_other() -> None:
+    message = error_of(mode="replace", pfx_dir="/srv/certs", pfx_path="/srv/one.pfx")
+    assert "xu_renew_pfx_path" in message
+    assert "xu_renew_pfx_dir" in message
+
+
+def test_unknown_variables_are_refused() -> None:
+    assert "xu_renew_forced" in error_of(mode="replace", forced="true")
+
+
+def test_not_a_dict_is_a_filter_error() -> None:
+    with pytest.raises(AnsibleFilterError, match="dict"):
+        renew_options(["xu_renew_mode"], "xu01")
+
+
+def test_the_role_hands_every_typed_variable_to_the_filter() -> None:
+    read = (ROLE_TASKS / "read.yml").read_text(encoding="utf-8")
+    handed = set(re.findall(r"'(xu_renew_\w+)': xu_renew_\w+,", read))
+    assert handed == set(role_options_spec())
+    assert str(ROLE_SPECS).endswith("roles/renew/meta/argument_specs.yml")
+
+
+def test_after_the_entry_the_role_reads_only_typed_variables() -> None:
+    # A raw variable read after the entry task would bring the string back ("false" is true in a condition).
+    raw = re.compile(r"\b(" + "|".join(sorted(role_options_spec(), key=len, reverse=True)) + r")\b(?!')")
+    offenders = []
+    for path in sorted(ROLE_TASKS.glob("*.yml")):
+        text = path.read_text(encoding="utf-8")
+        if path.name == "read.yml":
+            text = text.split("- name: Assess | Read the TLS state", 1)[1]
+        offenders += [f"{path.name}: {m.group(1)}" for m in raw.finditer(text)]
+    assert offenders == []
+
+
+def test_a_list_from_a_textarea_answer_splits_at_line_breaks() -> None:
+    assert typed(mode="reuse_key", gate_allow_from="10.0.0.5\n2001:db8::/64\n\n")["gate_allow_from"] == ["10.0.0.5", "2001:db8::/64"]
+    assert typed(mode="reuse_key", gate_allow_from="")["gate_allow_from"] == []
