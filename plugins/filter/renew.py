@@ -16,6 +16,8 @@ that are unit-tested on their own:
 ``renew_outcome``   the message and result of a failed host, from what the recovery did
 ``renew_summary``   the per-host summary the role returns as facts and through set_stats
 ``renew_totals``    how many hosts ended with each result, for the fleet summary
+``renew_halt``      whether an earlier batch failed more than allowed, so this one must not start
+``renew_fleet``     the fleet summary's lines, totals and the hosts that fail the run
 ``renew_errors``    the messages of the registered results that failed
 
 Each filter has its documentation in ``plugins/filter/<name>.yml``.
@@ -28,7 +30,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import batch_halt, fleet_report
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import RoleOptionsError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import renew_options as typed_renew_options
 
@@ -224,6 +228,17 @@ def _renewal_blocker(info: Mapping[str, Any]) -> str | None:
     return f"it cannot be renewed with the same key: {blocker}; use xu_renew_mode: replace with a new certificate"
 
 
+def _unread_plan(info: Mapping[str, Any], mode: str, strategy: str) -> dict[str, Any]:
+    """The plan of a host xu_tls_info could not read: nothing is done, and the summary says why."""
+    message = " ".join(str(info.get("msg") or "no answer").split())
+    action = "unreachable" if info.get("unreachable") else "unreadable"
+    reason = f"could not be reached: {message}" if action == "unreachable" else f"could not be read: {message}"
+    return {
+        "action": action, "status": "error", "reason": reason, "mode": mode, "strategy": strategy,
+        "old_thumbprint": None, "days_left": None, "not_after": None, "gate_closed": False,
+    }
+
+
 def renew_plan(
     info: Mapping[str, Any],
     mode: str,
@@ -240,12 +255,15 @@ def renew_plan(
     """What the role does on one host, decided from xu_tls_info's report.
 
     ``action``: ``resume`` (a journal of an interrupted run is on the host), ``renew``, ``none``
-    (not due, or nothing to renew) or ``blocked`` (due, but this mode cannot renew it).
+    (not due, or nothing to renew), ``blocked`` (due, but this mode cannot renew it), or
+    ``unreachable`` / ``unreadable`` (the report is a failed task's result: nothing is done).
     The rest describes the renewal for the role's task files and for the journal.
     """
     mode = _check_choice("xu_renew_mode", mode, MODES)
     strategy = _check_choice("xu_renew_strategy", strategy, STRATEGIES)
     info = _dict(info)
+    if info.get("unreachable") or info.get("failed"):
+        return _unread_plan(info, mode, strategy)
     due = renew_due(info, before_days, force)
     web = _dict(info.get("web_server"))
     config = _dict(info.get("config_server"))
@@ -643,7 +661,8 @@ def summary_result(plan: Mapping[str, Any], new_thumbprint: Any, resumed: Any, f
     """One word for what happened on the host."""
     action = _dict(plan).get("action")
     outcomes = (
-        (bool(failure), "failed"),
+        (action == "unreachable", "unreachable"),
+        (bool(failure) or action == "unreadable", "failed"),
         (_upper(new_thumbprint) is not None, "renewed"),
         (check_mode and action in ("renew", "resume"), f"would_{action}"),
         (action == "blocked", "blocked"),
@@ -681,7 +700,7 @@ def renew_summary(
     result = summary_result(plan, new, resumed, failure, check_mode)
     reason = str(plan.get("reason") or "")
     if result == "failed":
-        reason = str(failure.get("message") or "failed")
+        reason = str(failure.get("message") or reason or "failed")
     elif result == "renewed":
         reason = f"renewed: {reason}" if plan.get("status") == "due" else "renewed"
     elif result in ("rolled_back", "completed"):
@@ -737,6 +756,41 @@ def renew_totals(summaries: Any) -> dict[str, int]:
     return dict(sorted(totals.items()))
 
 
+def _host_lists(value: Any, what: str) -> dict[str, list[str]]:
+    if not isinstance(value, Mapping) or not all(isinstance(hosts, list) for hosts in value.values()):
+        raise AnsibleFilterError(f"{what} must map host names to lists of host names")
+    return {str(host): [str(h) for h in hosts] for host, hosts in value.items()}
+
+
+def _summaries(value: Any) -> dict[str, Mapping[str, Any]]:
+    if not isinstance(value, Mapping):
+        raise AnsibleFilterError("the summaries must map host names to their xu_renew_summary")
+    return {str(host): summary for host, summary in value.items() if isinstance(summary, Mapping)}
+
+
+def renew_halt(summaries: Any, batches: Any, current: Any, max_fail_percentage: Any) -> dict[str, Any]:
+    """{halt, reason}: whether this batch must not start, because an earlier one failed more than allowed."""
+    try:
+        percentage = int(max_fail_percentage)
+    except (TypeError, ValueError):
+        raise AnsibleFilterError(f"xu_renew_max_fail_percentage must be a whole number, not {max_fail_percentage!r}") from None
+    if not isinstance(current, list):
+        raise AnsibleFilterError("current must be the list of the hosts of this batch")
+    reason = batch_halt(_host_lists(batches, "batches"), _summaries(summaries), [str(h) for h in current], percentage)
+    return {"halt": reason is not None, "reason": reason}
+
+
+def renew_fleet(summaries: Any, group_hosts: Any, targeted: Any, fail_on_blocked: Any = True) -> dict[str, Any]:
+    """{lines, totals, results, failures}: the fleet summary of a renew run over every host of the group."""
+    if not isinstance(group_hosts, list) or not isinstance(targeted, list):
+        raise AnsibleFilterError("group_hosts and targeted must be lists of host names")
+    try:
+        fail = boolean(fail_on_blocked, strict=True)
+    except TypeError:
+        raise AnsibleFilterError(f"xu_renew_fail_on_blocked must be a boolean, not {fail_on_blocked!r}") from None
+    return fleet_report(_summaries(summaries), [str(h) for h in group_hosts], [str(h) for h in targeted], fail)
+
+
 class FilterModule:
     """The decisions of the renew role."""
 
@@ -754,4 +808,6 @@ class FilterModule:
             "renew_summary": renew_summary,
             "renew_errors": renew_errors,
             "renew_totals": renew_totals,
+            "renew_halt": renew_halt,
+            "renew_fleet": renew_fleet,
         }

@@ -62,6 +62,8 @@ def _check_ranges(options: Mapping[str, Any]) -> list[str]:
         problems.append(f"xu_renew_before_days must be 0 or more, not {options['xu_renew_before_days']}")
     if options["xu_renew_wait_timeout"] < 1:
         problems.append(f"xu_renew_wait_timeout must be at least 1 second, not {options['xu_renew_wait_timeout']}")
+    if not 0 <= options["xu_renew_max_fail_percentage"] <= 100:
+        problems.append(f"xu_renew_max_fail_percentage must be from 0 to 100, not {options['xu_renew_max_fail_percentage']}")
     if options["xu_renew_pfx_path"] and options["xu_renew_pfx_dir"]:
         problems.append("set xu_renew_pfx_path or xu_renew_pfx_dir, not both")
     return problems

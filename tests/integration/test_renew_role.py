@@ -122,9 +122,12 @@ def test_mixed_fleet(mode: str, strategy: str, lab_factory: Any, tmp_path: pathl
         renewed, blocked = MIXED["expiring"], MIXED["expired"] | MIXED["missing"]
 
     run = renew(lab, tmp_path, *extra)
-    # Blocked hosts fail the fleet summary at the very end, after every host was handled.
+    # Blocked hosts fail at the very end, after every host was handled, each with its reason; nothing else fails.
     assert run.rc == 2, run.stdout[-5000:] + run.stderr[-3000:]
-    assert f"Due but not renewed (see the summary above): {', '.join(sorted(blocked))}" in run.stdout
+    not_renewed = {e["host"]: e["result"]["msg"] for e in run.results if e["status"] == "failed"}
+    assert set(not_renewed) == blocked, not_renewed
+    assert all(msg.startswith("Due but not renewed (see the summary above): ") for msg in not_renewed.values()), not_renewed
+    assert f"NOT RENEWED  {', '.join(sorted(blocked))}" in run.stdout
     assert PASSWORD not in run.stdout + run.stderr
     found = summaries(run)
     assert by_result(found) == {"renewed": renewed, "blocked": blocked, "skipped": MIXED["tls_off"], "not_due": MIXED["healthy"]}
@@ -401,8 +404,12 @@ def test_a_failed_canary_stops_the_fleet_and_a_failure_never_leaves_others_half_
     stopped = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key")
     assert stopped.rc == 2
     assert summaries(stopped)["xu01"]["failed_step"] == "renew"
-    # The canary failed: Ansible stops the play, no other host is touched.
+    # The canary failed: no other host is touched, and each is reported as not attempted, failing the run too.
     assert all(untouched(lab, host, bases[host]) == [] for host in ("xu02", "xu03", "xu04"))
+    assert {e["host"]: e["result"]["msg"].split(":", 1)[0] for e in stopped.results if e["status"] == "failed"} == {
+        "xu01": "step renew failed", "xu02": "Due but not renewed (see the summary above)",
+        "xu03": "Due but not renewed (see the summary above)", "xu04": "Due but not renewed (see the summary above)"}
+    assert "TOTAL  1 failed, 3 not_attempted" in stopped.stdout
     assert check_host(lab, "xu01", bases["xu01"]) == []
 
     # Next run: the canary renews; in the second batch xu03 fails with no failure allowed. Its failure counts

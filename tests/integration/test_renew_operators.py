@@ -1,4 +1,4 @@
-"""The renew playbook as operators call it: every variable as a string on the command line, as -e and AWX surveys send it."""
+"""The renew playbook as operators run it: variables as strings (-e, AWX surveys), --limit, a failed canary."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from invariants import baseline
-from labtools import Lab
+from labtools import Lab, PlaybookRun
 from test_renew_role import RESTART_DELAY, by_result, issue_pfx, renew, summaries, untouched
 
 # Every variable of the role that is not a string, as a string.
@@ -61,3 +61,52 @@ def test_pfx_dir_finds_each_host_s_pfx(lab_factory: Any, tmp_path: pathlib.Path)
     run = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", "-e", f"xu_renew_pfx_dir={tmp_path / 'certs'}", "-e", secrets[0])
     assert run.rc == 0, run.stdout[-5000:] + run.stderr[-3000:]
     assert by_result(summaries(run)) == {"renewed": {"xu02", "xu03"}, "not_due": {"xu01"}}
+
+
+def failed_messages(run: PlaybookRun) -> dict[str, str]:
+    return {e["host"]: e["result"]["msg"] for e in run.results if e["status"] == "failed"}
+
+
+@pytest.mark.lab
+def test_limit_to_a_blocked_host_fails_the_run_and_reports_the_rest_as_not_targeted(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "5", "--scenario", "mixed", "--restart-delay", RESTART_DELAY)
+    # replace mode without a PFX: the expiring xu02 is due but blocked.
+    run = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", "--limit", "xu02")
+    assert run.rc == 2, run.stdout[-4000:]
+    assert list(failed_messages(run)) == ["xu02"]
+    assert "xu_renew_pfx_path" in failed_messages(run)["xu02"]
+    assert "TOTAL  1 blocked, 4 not_targeted" in run.stdout
+    # localhost in the limit (as with the old summary play) changes nothing: the other hosts are not targeted, not unreachable.
+    both = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", "--limit", "localhost,xu02")
+    assert both.rc == 2 and "TOTAL  1 blocked, 4 not_targeted" in both.stdout, both.stdout[-4000:]
+    assert "unreachable" not in both.stdout.split("PLAY RECAP")[0]
+
+
+@pytest.mark.lab
+def test_a_failed_canary_still_reports_every_host(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "3", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
+    bases = {host: baseline(lab, host) for host in lab.hosts}
+    lab.fault("xu01", certreq_fails=1)
+    run = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key")
+    assert run.rc == 2
+    # The table and the totals are printed, one host a line, under the default callback as under the yaml one.
+    table = run.stdout.split("TASK [Print the fleet summary]", 1)[1]
+    for host, result in (("xu01", "failed"), ("xu02", "not_attempted"), ("xu03", "not_attempted")):
+        assert any(line.strip(' ",-').startswith(host) and result in line for line in table.splitlines()), table[:3000]
+    assert "TOTAL  1 failed, 2 not_attempted" in table
+    assert set(failed_messages(run)) == {"xu01", "xu02", "xu03"}
+    assert "the batch before this one (xu01) failed" in failed_messages(run)["xu02"]
+    for host in ("xu02", "xu03"):
+        assert untouched(lab, host, bases[host]) == []
+
+
+@pytest.mark.lab
+def test_the_table_reads_one_line_per_host_under_the_default_callback(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "2", "--scenario", "mixed", "--restart-delay", RESTART_DELAY)
+    run = renew(lab, tmp_path, "--check", "-e", "xu_renew_mode=reuse_key", env={"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+                                                                                 "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+    assert run.rc == 0, run.stdout[-4000:]
+    table = run.stdout.split("TASK [Print the fleet summary]", 1)[1].split("TASK [", 1)[0]
+    assert "\\n" not in table  # no JSON string with escaped line breaks
+    rows = [line for line in table.splitlines() if line.strip().startswith('"xu0')]
+    assert len(rows) == 2 and "would_renew" in rows[1] and "not_due" in rows[0], table
