@@ -7,6 +7,7 @@ report of M(xtractuniversal.tls.xu_tls_info) and the role's journal, by pure fun
 that are unit-tested on their own:
 
 ``renew_options``   the role's variables, checked and given their documented types (extra vars arrive as strings)
+``renew_precheck``  the plan, blocked when the real run would refuse the host's new PFX (judged on the controller)
 ``renew_due``       whether a host's bound certificate needs renewing
 ``renew_plan``      what the role does on a host: renew (and how), resume a journal, nothing, or why it cannot
 ``renew_journal``   the role's journal with the step reached and what the step left (new thumbprint, backups)
@@ -32,9 +33,11 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import batch_halt, fleet_report
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import RoleOptionsError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import renew_options as typed_renew_options
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_precheck import pfx_blocker, role_wording
 
 MODES = ("replace", "reuse_key")
 STRATEGIES = ("documented", "minimal_outage")
@@ -317,6 +320,39 @@ def renew_plan(
     # certificate to bind, the removal waits until everything is verified.
     plan["remove_old_in_swap"] = plan["remove_old"] and strategy == "minimal_outage" and not plan["controller_check"] and not plan["config_separate"]
     plan["action"] = "renew"
+    return plan
+
+
+def renew_precheck(
+    plan: Any,
+    *,
+    pfx_path: Any = None,
+    pfx_content: Any = None,
+    pfx_password: Any = None,
+    ca_path: Any = None,
+    strict_san: Any = True,
+) -> dict[str, Any]:
+    """The plan, ``blocked`` with the reason when the swap would refuse the host's new PFX; unchanged otherwise.
+
+    ``pfx_path`` and ``ca_path`` are the files as found on the controller (empty: not found).
+    """
+    plan = dict(_dict(plan))
+    if plan.get("action") != "renew" or plan.get("source") not in ("pfx", "pfx_content"):
+        return plan
+    if plan["source"] == "pfx" and not pfx_path:
+        blocker: str | None = f"the PFX {plan.get('pfx_path')} (xu_renew_pfx_path) was not found on the controller"
+    else:
+        blocker = pfx_blocker(
+            plan,
+            pfx_path=str(pfx_path) if plan["source"] == "pfx" else None,
+            pfx_content=str(pfx_content) if plan["source"] == "pfx_content" else None,
+            password=str(pfx_password) if pfx_password else None,
+            ca_path=str(ca_path) if ca_path else None,
+            strict_san=bool(strict_san),
+            now=utc_now(),
+        )
+    if blocker is not None:
+        plan.update(action="blocked", reason=f"{plan.get('reason')}; the new certificate cannot be used: {blocker}")
     return plan
 
 
@@ -632,7 +668,7 @@ def renew_outcome(
     recovery = _dict(recovery)
     result = _dict(failed_result)
     step = step_of(failed_task.get("name") if isinstance(failed_task, Mapping) else failed_task)
-    cause = str(result.get("msg") or "failed").strip()
+    cause = role_wording(str(result.get("msg") or "failed").strip())
     if not failed_task:
         cause = "the play stopped this host (another host's failure exceeded max_fail_percentage, or the host was unreachable)"
     restored = [r["backup_file"] for r in recovery.get("restores") or [] if isinstance(r, Mapping)]
@@ -799,6 +835,7 @@ class FilterModule:
             "renew_options": renew_options,
             "renew_due": renew_due,
             "renew_plan": renew_plan,
+            "renew_precheck": renew_precheck,
             "renew_journal_start": renew_journal_start,
             "renew_journal": renew_journal,
             "renew_verify": renew_verify,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import pathlib
 from typing import Any
 
 import pytest
 from invariants import baseline
 from labtools import Lab, PlaybookRun
-from test_renew_role import RESTART_DELAY, by_result, issue_pfx, renew, summaries, untouched
+from test_renew_role import PASSWORD, RESTART_DELAY, by_result, issue_pfx, renew, summaries, untouched
+
+from xulab import control
 
 # Every variable of the role that is not a string, as a string.
 STRING_TYPED = ("-e", "xu_renew_strict_san=true", "-e", "xu_renew_remove_old=true", "-e", "xu_renew_wait_timeout=120",
@@ -110,3 +114,26 @@ def test_the_table_reads_one_line_per_host_under_the_default_callback(lab_factor
     assert "\\n" not in table  # no JSON string with escaped line breaks
     rows = [line for line in table.splitlines() if line.strip().startswith('"xu0')]
     assert len(rows) == 2 and "would_renew" in rows[1] and "not_due" in rows[0], table
+
+
+@pytest.mark.lab
+def test_a_dry_run_refuses_a_pfx_for_another_host_before_anything_is_written(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "2", "--scenario", "mixed", "--restart-delay", RESTART_DELAY)  # xu02 expires soon
+    bases = {host: baseline(lab, host) for host in lab.hosts}
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    answer = control.request(lab.dir, "issue", host="xu02", password=PASSWORD, san=["xu09.lab.example"])
+    (certs / "xu02.pfx").write_bytes(base64.b64decode(answer["pfx_b64"]))
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"xu_renew_pfx_password": PASSWORD}))
+    args = ("-e", "xu_renew_mode=replace", "-e", f"xu_renew_pfx_dir={certs}", "-e", f"@{secrets}")
+    for check in (("--check",), ()):
+        run = renew(lab, tmp_path, *check, *args)
+        assert run.rc == 2, run.stdout[-4000:]
+        reason = summaries(run)["xu02"]["reason"]
+        assert summaries(run)["xu02"]["result"] == "blocked"
+        assert "the new certificate cannot be used" in reason and "does not name" in reason and "xu_renew_strict_san" in reason
+        assert PASSWORD not in run.stdout + run.stderr
+        # Refused in the assessment: not even the journal was written.
+        assert untouched(lab, "xu02", bases["xu02"]) == []
+        assert not lab.state("xu02")["journals"]

@@ -1,0 +1,96 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The renew role's judgement of a host's new PFX before anything is written. Private to this collection.
+
+A dry run (``--check``) and the assessment must refuse what the real run would refuse: a wrong
+or missing password, a key that does not match, a certificate that is not valid now, a chain that
+does not lead to ``ca_path``, a certificate for another host or without Server Authentication.
+The PFX is judged by the very function ``xu_cert_swap`` runs (``parse_request``), with the
+module's own defaults, on the controller and without a remote call; messages name the role's
+variables, not the module's options.
+"""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import re
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import argument_spec_from_options, module_documentation
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._cert_swap import ControllerFiles, parse_request
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import eku_problem, san_problem
+
+# Module options as the role's variables spell them, for messages a role user reads.
+ROLE_VARIABLES = {
+    option: f"xu_renew_{option}"
+    for option in ("pfx_password", "pfx_path", "pfx_content", "ca_path", "strict_san", "new_thumbprint", "fqdn", "wait_timeout", "remove_old")
+}
+_OPTION_WORD = re.compile(r"(?<![\w.])(" + "|".join(ROLE_VARIABLES) + r")(?![\w])")
+
+
+def role_wording(message: str) -> str:
+    """``message`` with each module option that has a role variable named as that variable."""
+    return _OPTION_WORD.sub(lambda match: ROLE_VARIABLES[match.group(1)], message)
+
+
+@cache
+def _swap_spec() -> dict[str, Any]:
+    return argument_spec_from_options(module_documentation("xu_cert_swap").get("options") or {})
+
+
+def _swap_params(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The swap's options as the role passes them, with the module's defaults for the rest."""
+    result = ArgumentSpecValidator(_swap_spec()).validate({key: value for key, value in given.items() if value is not None})
+    if result.error_messages:
+        raise XuError("; ".join(result.error_messages))
+    return dict(result.validated_parameters)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return pathlib.Path(path).read_bytes()
+    except OSError as e:
+        raise XuError(f"{what} {path} cannot be read on the controller: {e.strerror or e}") from e
+
+
+def pfx_blocker(
+    plan: Mapping[str, Any],
+    *,
+    pfx_path: str | None,
+    pfx_content: str | None,
+    password: str | None,
+    ca_path: str | None,
+    strict_san: bool,
+    now: datetime.datetime,
+) -> str | None:
+    """Why the real run would refuse this host's new PFX, in the role's words; None when it would take it."""
+    fqdn = str(plan.get("fqdn") or "").strip().lower() or None
+    try:
+        files = ControllerFiles(
+            pfx=_read(pfx_path, "xu_renew_pfx_path") if pfx_path else None,
+            pfx_source=f"the PFX {pfx_path}" if pfx_path else "xu_renew_pfx_content",
+            ca_bundle=_read(ca_path, "xu_renew_ca_path") if ca_path else None,
+        )
+        params = _swap_params({
+            "old_thumbprint": str(plan.get("old_thumbprint") or ""),
+            "pfx_path": pfx_path,
+            "pfx_content": None if pfx_path else pfx_content,
+            "pfx_password": password or None,
+            "ca_path": ca_path or None,
+            "strict_san": strict_san,
+        })
+        request = parse_request(params, files, now)
+    except XuError as e:
+        return role_wording(str(e))
+    if request.pfx is None:
+        return None
+    problems = [problem for problem in (san_problem(request.pfx.leaf, fqdn), eku_problem(request.pfx.leaf)) if problem]
+    if problems and strict_san:
+        return f"{'; '.join(problems)} (xu_renew_strict_san is true: use a certificate issued for this host)"
+    return None
