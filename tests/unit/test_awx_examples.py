@@ -1,0 +1,69 @@
+"""The AWX files of docs/awx/: every survey answer and credential injection is a valid value of a role variable."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import pytest
+import yaml
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import ROLE_SPECS, renew_options, role_options_spec
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+AWX = REPO / "docs" / "awx"
+SURVEY = json.loads((AWX / "renew_survey.json").read_text(encoding="utf-8"))
+# How AWX types an answer in the job's extra vars.
+AWX_TYPES = {"integer": int, "float": float, "text": str, "textarea": str, "password": str, "multiplechoice": str, "multiselect": list}
+# Survey types that fit each documented type of the role.
+FITTING = {"str": {"text", "textarea", "password", "multiplechoice"}, "int": {"integer", "multiplechoice"},
+           "float": {"float", "integer"}, "bool": {"multiplechoice"}, "list": {"textarea", "multiselect", "text"}}
+ALL_OPTIONS = yaml.safe_load(ROLE_SPECS.read_text(encoding="utf-8"))["argument_specs"]["main"]["options"]
+
+
+def answer(question: dict[str, Any], value: Any) -> Any:
+    return AWX_TYPES[question["type"]](value)
+
+
+@pytest.mark.parametrize("question", SURVEY["spec"], ids=lambda q: q["variable"])
+def test_each_question_sets_a_role_variable_of_a_fitting_type(question: dict[str, Any]) -> None:
+    option = role_options_spec()[question["variable"]]
+    assert question["type"] in FITTING[option.get("type", "str")]
+    if "choices" in option:
+        assert set(question["choices"]) <= set(option["choices"])
+
+
+@pytest.mark.parametrize("question", SURVEY["spec"], ids=lambda q: q["variable"])
+def test_every_answer_the_survey_allows_is_accepted_by_the_role(question: dict[str, Any]) -> None:
+    values = question.get("choices") or [question["default"]]
+    if question["type"] in ("integer", "float"):
+        values = [question["min"], question["max"], question["default"]]
+    for value in values:
+        extra_vars = {"xu_renew_mode": "replace", question["variable"]: answer(question, value)}
+        typed = renew_options(extra_vars, "xu01")
+        assert question["variable"].removeprefix("xu_renew_") in typed
+
+
+def test_a_textarea_of_addresses_becomes_a_list() -> None:
+    typed = renew_options({"xu_renew_mode": "reuse_key", "xu_renew_gate_allow_from": "10.0.0.5\n10.0.0.6\n"}, "xu01")
+    assert typed["gate_allow_from"] == ["10.0.0.5", "10.0.0.6"]
+
+
+def test_the_credential_type_injects_only_secret_role_variables() -> None:
+    credential = yaml.safe_load((AWX / "credential_type.yml").read_text(encoding="utf-8"))
+    fields = {field["id"]: field for field in credential["inputs"]["fields"]}
+    injected = credential["injectors"]["extra_vars"]
+    assert set(injected) == {"xu_renew_pfx_password", "xu_renew_pfx_content"}
+    for variable, template in injected.items():
+        assert ALL_OPTIONS[variable].get("no_log") is True
+        field = template.split("{{", 1)[1].split("}}", 1)[0].split("|", 1)[0].strip()
+        assert fields[field]["secret"] is True
+    assert set(credential["inputs"]["required"]) <= set(fields)
+
+
+def test_the_project_playbooks_import_the_collection_s() -> None:
+    for name in ("renew", "tls_report"):
+        play = yaml.safe_load((AWX / "project" / f"{name}.yml").read_text(encoding="utf-8"))
+        assert play[0]["ansible.builtin.import_playbook"] == f"xtractuniversal.tls.{name}"
+        assert (REPO / "playbooks" / f"{name}.yml").is_file()
