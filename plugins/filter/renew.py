@@ -26,6 +26,7 @@ Each filter has its documentation in ``plugins/filter/<name>.yml``.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -43,6 +44,7 @@ MODES = ("replace", "reuse_key")
 STRATEGIES = ("documented", "minimal_outage")
 HTTPS_PROTOCOLS = ("https_unrestricted", "https_ad_users", "https_custom_users")
 TLS_FILE_SUFFIX = "\\servers\\tls.json"
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class RenewFilterError(ValueError):
@@ -117,8 +119,24 @@ def _not_applicable(info: Mapping[str, Any]) -> str | None:
     return next((message for failed, message in checks if failed), None)
 
 
-def _certificate_due(role: str, certificate: Mapping[str, Any], thumbprint: str, before_days: float) -> str | None:
-    """Why one bound certificate needs renewing, or None."""
+def lifetime_left_percent(certificate: Mapping[str, Any], now: datetime.datetime) -> float | None:
+    """The share of the certificate's lifetime (not_before to not_after) still ahead, in percent; None when unknown."""
+    try:
+        not_before = datetime.datetime.strptime(str(certificate["not_before"]), ISO_FORMAT).replace(tzinfo=datetime.timezone.utc)
+        not_after = datetime.datetime.strptime(str(certificate["not_after"]), ISO_FORMAT).replace(tzinfo=datetime.timezone.utc)
+    except (KeyError, ValueError):
+        return None
+    lifetime = (not_after - not_before).total_seconds()
+    if lifetime <= 0:
+        return None
+    return max(0.0, (not_after - now).total_seconds()) * 100 / lifetime
+
+
+def _certificate_due(
+    role: str, certificate: Mapping[str, Any], thumbprint: str, window: tuple[float, float], now: datetime.datetime
+) -> str | None:
+    """Why one bound certificate needs renewing, or None. ``window``: (before_days, before_percent)."""
+    before_days, before_percent = window
     if not certificate.get("in_store"):
         return f"the {role} certificate {thumbprint} is not in LocalMachine\\My: the next restart would fail"
     if certificate.get("expired"):
@@ -126,16 +144,27 @@ def _certificate_due(role: str, certificate: Mapping[str, Any], thumbprint: str,
     days_left = certificate.get("days_left")
     if isinstance(days_left, (int, float)) and days_left < before_days:
         return f"the {role} certificate {thumbprint} expires in {days_left} days ({certificate.get('not_after')}), fewer than {before_days}"
+    left = lifetime_left_percent(certificate, now)
+    if before_percent > 0 and left is not None and left < before_percent:
+        return (
+            f"the {role} certificate {thumbprint} has {left:.1f}% of its lifetime left (expires {certificate.get('not_after')}),"
+            f" less than {before_percent:g}%"
+        )
     return None
 
 
-def renew_due(info: Mapping[str, Any], before_days: float = 30, force: bool = False) -> dict[str, Any]:
+def renew_due(
+    info: Mapping[str, Any], before_days: float = 30, force: bool = False, before_percent: float = 0, *, now: datetime.datetime | None = None
+) -> dict[str, Any]:
     """Whether the host's bound certificate needs renewing: {status, due, reason, old_thumbprint, days_left, not_after}.
 
     ``status`` is ``due``, ``not_due`` or ``skip`` (nothing the role can renew: not installed,
     unreadable, TLS off). A certificate is due when it expires in fewer than ``before_days``
-    days, has expired, or is missing from the store; ``force`` makes every TLS host due.
+    days, when less than ``before_percent`` percent of its lifetime is left (0: not checked),
+    when it has expired, or when it is missing from the store; ``force`` makes every TLS host due.
     """
+    now = now or utc_now()
+    window = (float(before_days), float(before_percent))
     info = _dict(info)
     reason = _not_applicable(info)
     if reason is not None:
@@ -148,7 +177,7 @@ def renew_due(info: Mapping[str, Any], before_days: float = 30, force: bool = Fa
     config_thumbprint = _upper(config.get("certificate_thumbprint"))
     if config.get("tls") and config_thumbprint and config_thumbprint != old:
         checks.append(("configuration server", _dict(config.get("certificate")), config_thumbprint))
-    reasons = [r for role, cert, thumbprint in checks if (r := _certificate_due(role, cert, thumbprint, before_days))]
+    reasons = [r for role, cert, thumbprint in checks if (r := _certificate_due(role, cert, thumbprint, window, now))]
     result = {"old_thumbprint": old, "days_left": certificate.get("days_left"), "not_after": certificate.get("not_after")}
     if reasons:
         return {"status": "due", "due": True, "reason": "; ".join(reasons), **result}
@@ -156,7 +185,8 @@ def renew_due(info: Mapping[str, Any], before_days: float = 30, force: bool = Fa
         return {"status": "due", "due": True, "reason": "renewal forced (xu_renew_force)", **result}
     return {
         "status": "not_due", "due": False,
-        "reason": f"the certificate {old} expires in {certificate.get('days_left')} days, not fewer than {before_days}",
+        "reason": f"the certificate {old} expires in {certificate.get('days_left')} days, not fewer than {before_days}"
+        + (f", with {lifetime_left_percent(certificate, now) or 0:.1f}% of its lifetime left" if before_percent else ""),
         **result,
     }
 
@@ -248,6 +278,7 @@ def renew_plan(
     *,
     strategy: str = "documented",
     before_days: float = 30,
+    before_percent: float = 0,
     force: bool = False,
     new_thumbprint: Any = None,
     pfx_path: Any = None,
@@ -267,7 +298,7 @@ def renew_plan(
     info = _dict(info)
     if info.get("unreachable") or info.get("failed"):
         return _unread_plan(info, mode, strategy)
-    due = renew_due(info, before_days, force)
+    due = renew_due(info, before_days, force, before_percent)
     web = _dict(info.get("web_server"))
     config = _dict(info.get("config_server"))
     old = due["old_thumbprint"]

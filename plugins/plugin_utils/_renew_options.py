@@ -60,6 +60,8 @@ def _check_ranges(options: Mapping[str, Any]) -> list[str]:
         )
     if options["xu_renew_before_days"] < 0:
         problems.append(f"xu_renew_before_days must be 0 or more, not {options['xu_renew_before_days']}")
+    if not 0 <= options["xu_renew_before_percent"] < 100:
+        problems.append(f"xu_renew_before_percent must be from 0 to less than 100, not {options['xu_renew_before_percent']:g}")
     if options["xu_renew_wait_timeout"] < 1:
         problems.append(f"xu_renew_wait_timeout must be at least 1 second, not {options['xu_renew_wait_timeout']}")
     if not 0 <= options["xu_renew_max_fail_percentage"] <= 100:

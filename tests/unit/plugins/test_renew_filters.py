@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import pathlib
 from typing import Any
 
@@ -366,3 +367,54 @@ def test_a_gate_left_closed_is_noted() -> None:
     plan = f.renew_plan(report, "reuse_key")
     assert plan["action"] == "none" and plan["gate_closed"] is True
     assert f.renew_summary(plan, gate_reopened=True)["reason"].endswith("; the gate an earlier run left closed was opened")
+
+
+# -- the lifetime window --------------------------------------------------------------------------
+
+LIFETIME_START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def lifetime_info(days: int, now_day: float) -> tuple[dict[str, Any], datetime.datetime]:
+    """A healthy report of a certificate valid for ``days`` days, read on day ``now_day`` of its life."""
+    not_after = LIFETIME_START + datetime.timedelta(days=days)
+    now = LIFETIME_START + datetime.timedelta(days=now_day)
+    certificate = {
+        "in_store": True, "expired": False, "days_left": int((not_after - now).days),
+        "not_before": LIFETIME_START.strftime("%Y-%m-%dT%H:%M:%SZ"), "not_after": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    info = {"installed": True, "settings_readable": True, "service": {"state": "Running"},
+            "web_server": {"tls": True, "protocol": "https_unrestricted", "certificate_thumbprint": "A" * 40, "certificate": certificate},
+            "config_server": {"tls": False}}
+    return info, now
+
+
+@pytest.mark.parametrize(("now_day", "due"), [(63.99, False), (64.0, False), (64.01, True), (90, True)])
+def test_the_percent_window_at_its_edge(now_day: float, due: bool) -> None:
+    # 96 days of life, a third is 32 days: due once fewer than 32 days (33.3%) are left, i.e. after day 64.
+    info, now = lifetime_info(96, now_day)
+    result = f.renew_due(info, before_days=0, before_percent=100 / 3, now=now)
+    assert result["due"] is due, result
+    if due:
+        assert "of its lifetime left" in result["reason"] and "less than 33.3333%" in result["reason"]
+
+
+def test_either_window_makes_a_host_due() -> None:
+    # A 47-day certificate on day 20: 27 days left, fewer than 30 days; 57% of its life left, more than a third.
+    info, now = lifetime_info(47, 20)
+    assert f.renew_due(info, before_days=30, before_percent=33, now=now)["due"] is True
+    assert f.renew_due(info, before_days=10, before_percent=33, now=now)["due"] is False
+    # A 397-day certificate with 60 days left: not due by days (30) but by share (15% < 20%).
+    info, now = lifetime_info(397, 337)
+    assert f.renew_due(info, before_days=30, before_percent=20, now=now)["due"] is True
+    assert f.renew_due(info, before_days=30, now=now)["due"] is False
+
+
+def test_zero_percent_never_makes_a_host_due_by_share() -> None:
+    info, now = lifetime_info(100, 99.5)
+    assert f.renew_due(info, before_days=0, before_percent=0, now=now)["due"] is False
+
+
+def test_an_unknown_lifetime_is_judged_by_days_only() -> None:
+    info, now = lifetime_info(100, 99)
+    info["web_server"]["certificate"]["not_before"] = "garbage"
+    assert f.renew_due(info, before_days=0, before_percent=50, now=now)["due"] is False
