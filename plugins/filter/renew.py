@@ -143,7 +143,7 @@ def _certificate_due(
         return f"the {role} certificate {thumbprint} expired on {certificate.get('not_after')}"
     days_left = certificate.get("days_left")
     if isinstance(days_left, (int, float)) and days_left < before_days:
-        return f"the {role} certificate {thumbprint} expires in {days_left} days ({certificate.get('not_after')}), fewer than {before_days}"
+        return f"the {role} certificate {thumbprint} expires in {days_left} days ({certificate.get('not_after')}), fewer than {before_days:g}"
     left = lifetime_left_percent(certificate, now)
     if before_percent > 0 and left is not None and left < before_percent:
         return (
@@ -164,7 +164,8 @@ def renew_due(
     when it has expired, or when it is missing from the store; ``force`` makes every TLS host due.
     """
     now = now or utc_now()
-    window = (float(before_days), float(before_percent))
+    before_days = float(before_days)
+    window = (before_days, float(before_percent))
     info = _dict(info)
     reason = _not_applicable(info)
     if reason is not None:
@@ -185,7 +186,7 @@ def renew_due(
         return {"status": "due", "due": True, "reason": "renewal forced (xu_renew_force)", **result}
     return {
         "status": "not_due", "due": False,
-        "reason": f"the certificate {old} expires in {certificate.get('days_left')} days, not fewer than {before_days}"
+        "reason": f"the certificate {old} expires in {certificate.get('days_left')} days, not fewer than {before_days:g}"
         + (f", with {lifetime_left_percent(certificate, now) or 0:.1f}% of its lifetime left" if before_percent else ""),
         **result,
     }
