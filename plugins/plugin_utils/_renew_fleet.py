@@ -11,6 +11,7 @@ host targeted and fails the ones that were due but not renewed.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ BATCH_FAILURES = frozenset({"failed", "unreachable"})
 # Results whose mode and strategy say how the host was changed.
 ACTED = frozenset({"renewed", "failed", "completed", "rolled_back"})
 REASON_INDENT = "  "
+REASON_WIDTH = 76
 
 
 def _text(value: Any) -> str:
@@ -119,7 +121,11 @@ def fleet_lines(outcomes: Sequence[HostOutcome]) -> list[str]:
     for outcome in outcomes:
         lines.append(line(outcome.cells()))
         if outcome.reason and outcome.result != "not_due":
-            lines.append(REASON_INDENT + outcome.reason)
+            # Short lines: the yaml callback folds longer ones, and AWX's output pane wraps them.
+            lines += textwrap.wrap(
+                outcome.reason, REASON_WIDTH, initial_indent=REASON_INDENT, subsequent_indent=REASON_INDENT * 2,
+                break_long_words=False, break_on_hyphens=False,
+            )
     totals = fleet_totals(outcomes)
     lines.append("TOTAL  " + ", ".join(f"{count} {result}" for result, count in totals.items()))
     return lines

@@ -110,3 +110,12 @@ def test_a_host_that_cannot_be_read_is_reported_not_dropped(read: dict[str, Any]
     reported = renew_summary(plan, info=read)
     assert reported["result"] == result
     assert str(read["msg"]) in reported["reason"]
+
+
+def test_long_reasons_wrap_without_breaking_a_thumbprint() -> None:
+    reason = "renewed: the web server certificate " + "C" * 40 + " expires in 9 days (2026-12-08T18:52:47Z), fewer than 30"
+    lines = fleet_report({"xu01": summary("renewed", reason)}, ["xu01"], ["xu01"])["lines"]
+    wrapped = lines[2:-1]
+    assert len(wrapped) > 1 and all(len(line) <= 76 for line in wrapped)
+    assert any("C" * 40 in line for line in wrapped)
+    assert " ".join(line.strip() for line in wrapped) == reason
