@@ -8,6 +8,7 @@ import pathlib
 from typing import Any
 
 import pytest
+import yaml
 from invariants import baseline
 from labtools import Lab, PlaybookRun
 from test_renew_role import PASSWORD, RESTART_DELAY, by_result, issue_pfx, renew, summaries, untouched
@@ -137,3 +138,19 @@ def test_a_dry_run_refuses_a_pfx_for_another_host_before_anything_is_written(lab
         # Refused in the assessment: not even the journal was written.
         assert untouched(lab, "xu02", bases["xu02"]) == []
         assert not lab.state("xu02")["journals"]
+
+
+@pytest.mark.lab
+def test_an_unreachable_host_is_reported_with_its_error_and_fails_the_run(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "2", "--scenario", "mixed", "--restart-delay", RESTART_DELAY)
+    inventory = yaml.safe_load(lab.inventory.read_text())
+    # A server whose WinRM does not answer: nothing listens on that loopback address.
+    inventory["all"]["children"]["xu_servers"]["hosts"]["xu99"] = {"ansible_host": "127.0.0.9", "ansible_winrm_connection_timeout": 3}
+    lab.inventory.write_text(yaml.safe_dump(inventory))
+    run = renew(lab, tmp_path, "--check", "-e", "xu_renew_mode=reuse_key")
+    assert run.rc == 2, run.stdout[-4000:]
+    table = run.stdout.split("TASK [Print the fleet summary]", 1)[1]
+    assert "TOTAL  1 not_due, 1 unreachable, 1 would_renew" in table
+    message = failed_messages(run)
+    assert list(message) == ["xu99"]
+    assert message["xu99"].startswith("Unreachable, so neither assessed nor renewed: could not be reached: ")
