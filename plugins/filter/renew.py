@@ -368,24 +368,24 @@ def renew_precheck(
 
     ``pfx_path`` and ``ca_path`` are the files as found on the controller (empty: not found).
     """
-    plan = dict(_dict(plan))
-    if plan.get("action") != "renew" or plan.get("source") not in ("pfx", "pfx_content"):
-        return plan
-    if plan["source"] == "pfx" and not pfx_path:
-        blocker: str | None = f"the PFX {plan.get('pfx_path')} (xu_renew_pfx_path) was not found on the controller"
+    checked: dict[str, Any] = dict(_dict(plan))
+    if checked.get("action") != "renew" or checked.get("source") not in ("pfx", "pfx_content"):
+        return checked
+    if checked["source"] == "pfx" and not pfx_path:
+        blocker: str | None = f"the PFX {checked.get('pfx_path')} (xu_renew_pfx_path) was not found on the controller"
     else:
         blocker = pfx_blocker(
-            plan,
-            pfx_path=str(pfx_path) if plan["source"] == "pfx" else None,
-            pfx_content=str(pfx_content) if plan["source"] == "pfx_content" else None,
+            checked,
+            pfx_path=str(pfx_path) if checked["source"] == "pfx" else None,
+            pfx_content=str(pfx_content) if checked["source"] == "pfx_content" else None,
             password=str(pfx_password) if pfx_password else None,
             ca_path=str(ca_path) if ca_path else None,
             strict_san=bool(strict_san),
             now=utc_now(),
         )
     if blocker is not None:
-        plan.update(action="blocked", reason=f"{plan.get('reason')}; the new certificate cannot be used: {blocker}")
-    return plan
+        checked.update(action="blocked", reason=f"{checked.get('reason')}; the new certificate cannot be used: {blocker}")
+    return checked
 
 
 # -- the journal --------------------------------------------------------------------------------
