@@ -1,0 +1,152 @@
+"""The controller logic replayed against real agent answers (tests/unit/test_data/agent_answers).
+
+Each recording holds a module's arguments, every remote call it made (the request, secrets removed, and
+the host's answer) and the module's result. The test runs the same module in-process, answers its calls
+from the recording in order, and checks that it makes the same calls and reaches the same result. When
+the controller changes what it asks the host, the recordings are made again (the command is in each
+file's ``rerecord``; see docs/testing-on-windows.md).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from support.action import run_action
+from support.fake_host import FakeHost
+
+ANSWERS = pathlib.Path(__file__).resolve().parents[1] / "test_data" / "agent_answers"
+RECORDINGS = sorted(ANSWERS.rglob("*.json"))
+BOOTSTRAP_PREFIX = "PowerShell -NoProfile -NonInteractive -ExecutionPolicy Unrestricted -EncodedCommand "
+PLUGIN_UTILS = "ansible_collections.xtractuniversal.tls.plugins.plugin_utils."
+# Arguments derived from the clock at the moment of the call (backup names, deadlines): the replay's
+# frozen clock reproduces them only to the second the recording started.
+CLOCK_ARGS = frozenset({"backup_path", "run_at_utc", "description"})
+REMOVED = "<removed>"
+
+
+def load(path: pathlib.Path) -> dict[str, Any]:
+    recording: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return recording
+
+
+def answer_text(answer: dict[str, Any]) -> tuple[int, str, str]:
+    """The recorded answer as the transport returned it."""
+    stdout = json.dumps(answer["document"]) if "document" in answer else str(answer["stdout"])
+    return int(answer["rc"]), stdout, str(answer["stderr"])
+
+
+def comparable_args(args: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+    """The arguments the recording has a value for, secrets and clock-derived values left out on both sides."""
+    return {key: value for key, value in args.items() if key in recorded and key not in CLOCK_ARGS and recorded[key] != REMOVED}
+
+
+@dataclass
+class ReplayHost(FakeHost):
+    """Answers each agent call with the next recorded answer, after checking the request matches the recorded one."""
+
+    recording: list[dict[str, Any]] = field(default_factory=list)
+    rerecord: str = ""
+    replayed: int = 0
+
+    def transport(self, command: str, stdin: bytes) -> tuple[int, str, str]:
+        assert command.startswith(BOOTSTRAP_PREFIX)
+        payload = json.loads(stdin)
+        assert payload["agent"].startswith("# xtractuniversal.tls agent 1")
+        request = payload["request"]
+        assert self.replayed < len(self.recording), f"the controller made more calls than recorded; re-record: {self.rerecord}"
+        call = self.recording[self.replayed]
+        self.replayed += 1
+        sent, recorded = request["ops"], call["request"]["ops"]
+        assert [(o["id"], o["op"]) for o in sent] == [(o["id"], o["op"]) for o in recorded], (
+            f"call {self.replayed} asks for other operations than recorded; re-record: {self.rerecord}"
+        )
+        assert request["stop_on_error"] == call["request"]["stop_on_error"]
+        for mine, theirs in zip(sent, recorded, strict=True):
+            assert comparable_args(mine["args"], theirs["args"]) == comparable_args(theirs["args"], theirs["args"]), (
+                f"call {self.replayed}, {mine['op']}: other arguments than recorded; re-record: {self.rerecord}"
+            )
+        return answer_text(call["answer"])
+
+
+def dotted(result: dict[str, Any], path: str) -> Any:
+    value: Any = result
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return "<absent>"
+        value = value[part]
+    return value
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Set the controller's clock (every plugin_utils module's ``utc_now``) to a recording's start."""
+
+    def freeze(at: str) -> None:
+        moment = datetime.datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC)
+        for name, module in list(sys.modules.items()):
+            if name.startswith(PLUGIN_UTILS) and hasattr(module, "utc_now"):
+                monkeypatch.setattr(module, "utc_now", lambda: moment)
+
+    return freeze
+
+
+def replay(recording: dict[str, Any]) -> tuple[dict[str, Any], ReplayHost]:
+    host = ReplayHost(recording=recording["calls"], rerecord=recording["rerecord"])
+    result = run_action(recording["module"], recording["args"], host, check_mode=recording["check_mode"])
+    return result, host
+
+
+def test_recordings_exist() -> None:
+    # The lab's recordings are the baseline; real servers' recordings join them in folders of their own.
+    assert (ANSWERS / "lab" / "xu_tls_info.json") in RECORDINGS
+    assert len(RECORDINGS) >= 10
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=[str(p.relative_to(ANSWERS)) for p in RECORDINGS])
+def test_replay_reaches_the_recorded_result(path: pathlib.Path, frozen_clock: Any) -> None:
+    recording = load(path)
+    frozen_clock(recording["recorded_at"])
+    # The modules import their plugin_utils lazily: run once so every module is loaded, then freeze again.
+    replay(recording)
+    frozen_clock(recording["recorded_at"])
+    result, host = replay(recording)
+    assert host.replayed == len(recording["calls"]), f"the controller made fewer calls than recorded; re-record: {recording['rerecord']}"
+    for check in recording["checks"]:
+        assert dotted(result, check) == dotted(recording["result"], check), f"{check} differs from the recording {path.name}"
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=[str(p.relative_to(ANSWERS)) for p in RECORDINGS])
+def test_recordings_hold_no_secret(path: pathlib.Path) -> None:
+    recording = load(path)
+    for call in recording["calls"]:
+        for operation in call["request"]["ops"]:
+            for key in ("password", "pfx_b64"):
+                assert operation["args"].get(key) in (None, "", REMOVED), f"{path.name}: {operation['op']} {key} was recorded"
+    assert "PRIVATE KEY" not in path.read_text(encoding="utf-8")
+
+
+def test_replay_notices_a_different_answer(frozen_clock: Any) -> None:
+    """A replay that answers otherwise than recorded changes the result: the checks can fail."""
+    recording = load(ANSWERS / "lab" / "xu_tls_info.json")
+    frozen_clock(recording["recorded_at"])
+    document = recording["calls"][0]["answer"]["document"]
+    discover = next(r for r in document["results"] if r["op"] == "discover")
+    tls = next(f for f in discover["result"]["files"] if f["path"].endswith("tls.json"))
+    tls["content"] = tls["content"].replace("HttpsUnrestricted", "HttpUnrestricted")
+    result = replay(recording)[0]
+    assert result["web_server"]["protocol"] == "http_unrestricted"
+    assert dotted(result, "web_server.protocol") != dotted(recording["result"], "web_server.protocol")
+
+
+def test_replay_notices_a_different_request() -> None:
+    recording = load(ANSWERS / "lab" / "xu_journal_write.json")
+    recording["calls"][0]["request"]["ops"][0]["op"] = "cert_list"
+    with pytest.raises(AssertionError, match="other operations than recorded"):
+        replay(recording)
