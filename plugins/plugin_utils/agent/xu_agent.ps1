@@ -17,6 +17,19 @@ $ServerNamePattern = '^(?=.{1,253}\z)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*
 $ProgramData = [Environment]::GetFolderPath('CommonApplicationData')
 $JournalDir = [IO.Path]::Combine($ProgramData, 'xtractuniversal.tls')
 $Utf8NoBom = [Text.UTF8Encoding]::new($false)
+# Decoding with this one throws on bytes that are not UTF-8, instead of replacing them with U+FFFD.
+$Utf8Strict = [Text.UTF8Encoding]::new($false, $true)
+$Utf8Bom = [byte[]](0xEF, 0xBB, 0xBF)
+# Accounts whose logon holds fixed groups (docs/agent-protocol.md, Accounts). Win32_Service spells them these ways.
+$SystemSid = 'S-1-5-18'
+$ServiceAccountGroups = 'S-1-1-0', 'S-1-5-11', 'S-1-5-32-545', 'S-1-5-6'
+$BuiltinAccounts = @{
+    'localsystem' = $SystemSid; 'nt authority\system' = $SystemSid
+    'nt authority\localservice' = 'S-1-5-19'; 'nt authority\local service' = 'S-1-5-19'
+    'nt authority\networkservice' = 'S-1-5-20'; 'nt authority\network service' = 'S-1-5-20'
+}
+# Task Scheduler's LastTaskResult while a task runs (SCHED_S_TASK_RUNNING) or before it has run (SCHED_S_TASK_HAS_NOT_RUN).
+$TaskStillRunning = 0x41301, 0x41303
 
 function Stop-Xu([string]$Type, [string]$Message) {
     $e = [Exception]::new($Message)
@@ -43,7 +56,7 @@ function Assert-XuName($Value, [string]$Pattern, [string]$What) {
 }
 
 function Assert-XuPath($Value, [string]$What) {
-    if ($Value -isnot [string] -or -not [IO.Path]::IsPathRooted($Value)) { Stop-Xu 'InvalidArgument' ('{0} must be an absolute path' -f $What) }
+    if ($Value -isnot [string] -or -not [IO.Path]::IsPathRooted([string]$Value)) { Stop-Xu 'InvalidArgument' ('{0} must be an absolute path' -f $What) }
     $Value
 }
 
@@ -78,21 +91,54 @@ function Read-XuBytes([string]$Path) {
     try { $ms = [IO.MemoryStream]::new(); $fs.CopyTo($ms); , $ms.ToArray() } finally { $fs.Dispose() }
 }
 
+function Test-XuBom([byte[]]$Bytes) {
+    $Bytes.Length -ge 3 -and $Bytes[0] -eq 0xEF -and $Bytes[1] -eq 0xBB -and $Bytes[2] -eq 0xBF
+}
+
 function ConvertFrom-XuBytes([byte[]]$Bytes) {
     $o = 0
-    if ($Bytes.Length -ge 3 -and $Bytes[0] -eq 0xEF -and $Bytes[1] -eq 0xBB -and $Bytes[2] -eq 0xBF) { $o = 3 }
+    if (Test-XuBom $Bytes) { $o = 3 }
     [Text.Encoding]::UTF8.GetString($Bytes, $o, $Bytes.Length - $o)
 }
 
-function Write-XuAtomic([string]$Path, [byte[]]$Bytes, $Backup) {
-    # Written beside the target, then swapped in: File.Replace keeps the target's ACL and makes the backup in one step.
+function Write-XuAtomic([string]$Path, [byte[]]$Bytes, [string]$Backup) {
+    # Written beside the target, then swapped in: File.Replace keeps the target's ACL. It always gets a backup name (its own
+    # when the caller wants none; never $null, which would reach .NET as ""): it can fail after it has moved the original
+    # to the backup (ERROR_UNABLE_TO_MOVE_REPLACEMENT_2), and then the original is moved back before anything is deleted.
     $dir = [IO.Path]::GetDirectoryName($Path)
     if (-not [IO.Directory]::Exists($dir)) { $null = [IO.Directory]::CreateDirectory($dir) }
     $tmp = $Path + '.xutls.tmp'
+    $keep = $Backup
+    if (-not $keep) { $keep = $Path + '.xutls.bak' }
     try {
         [IO.File]::WriteAllBytes($tmp, $Bytes)
-        if ([IO.File]::Exists($Path)) { [IO.File]::Replace($tmp, $Path, $Backup) } else { [IO.File]::Move($tmp, $Path) }
-    } finally { if ([IO.File]::Exists($tmp)) { [IO.File]::Delete($tmp) } }
+        if (-not [IO.File]::Exists($Path)) { [IO.File]::Move($tmp, $Path); return }
+        if (-not $Backup -and [IO.File]::Exists($keep)) { [IO.File]::Delete($keep) }
+        try { [IO.File]::Replace($tmp, $Path, $keep) }
+        catch {
+            if (-not [IO.File]::Exists($Path)) {
+                # The original is the backup now: back into place (a rename keeps its ACL), else the new bytes are.
+                try { [IO.File]::Move($keep, $Path) } catch { if ([IO.File]::Exists($tmp)) { [IO.File]::Move($tmp, $Path) } }
+            }
+            throw
+        }
+        if (-not $Backup -and [IO.File]::Exists($keep)) { [IO.File]::Delete($keep) }
+    } finally {
+        # The temporary file goes only once the target is in place: it may be the last copy of the content.
+        if ([IO.File]::Exists($tmp) -and [IO.File]::Exists($Path)) { [IO.File]::Delete($tmp) }
+    }
+}
+
+function Initialize-XuJournalDir {
+    if ([IO.Directory]::Exists($JournalDir)) { return }
+    # Every user may create folders in ProgramData: this one is made for SYSTEM and Administrators only.
+    $ds = [Security.AccessControl.DirectorySecurity]::new()
+    $ds.SetAccessRuleProtection($true, $false)
+    foreach ($s in $SystemSid, 'S-1-5-32-544') {
+        $sid = [Security.Principal.SecurityIdentifier]::new($s)
+        $ds.AddAccessRule([Security.AccessControl.FileSystemAccessRule]::new($sid, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow'))
+    }
+    $null = [IO.Directory]::CreateDirectory($JournalDir, $ds)
 }
 
 function Open-XuStore([string]$Name, [string]$Flags) {
@@ -115,7 +161,7 @@ function Test-XuIntermediate($Cert) {
     $false
 }
 
-function Get-XuKeyFile($Cert) {
+function Get-XuKeyFile([System.Security.Cryptography.X509Certificates.X509Certificate2]$Cert) {
     # Machine keys are files named by the key's unique name: CNG keys in Crypto\Keys, CSP keys in Crypto\RSA\MachineKeys.
     # Which class .NET returns for a CSP key differs between Framework versions, so the file found decides.
     $r = @{ provider = $null; file = $null }
@@ -150,12 +196,68 @@ function Get-XuKeyInfo($Cert) {
     if ($k.file) {
         try {
             $acl = [Collections.ArrayList]::new()
-            foreach ($rule in [IO.File]::GetAccessControl($k.file, 'Access').GetAccessRules($true, $true, [System.Security.Principal.NTAccount])) {
-                [void]$acl.Add([ordered]@{ identity = $rule.IdentityReference.Value; rights = (Get-XuRightsName ([int]$rule.FileSystemRights)); type = $rule.AccessControlType.ToString() })
+            foreach ($rule in [IO.File]::GetAccessControl($k.file, 'Access').GetAccessRules($true, $true, [Security.Principal.SecurityIdentifier])) {
+                # The SID always; the name as Windows gives it when the SID translates (a deleted account's does not).
+                $sid = $rule.IdentityReference
+                $identity = $sid.Value
+                try { $identity = $sid.Translate([Security.Principal.NTAccount]).Value } catch { $null = $_ }
+                [void]$acl.Add([ordered]@{ identity = $identity; sid = $sid.Value; rights = (Get-XuRightsName ([int]$rule.FileSystemRights)); type = $rule.AccessControlType.ToString() })
             }
         } catch { $acl = $null }
     }
     [ordered]@{ provider = $k.provider; acl = $acl }
+}
+
+function Read-XuFileEntry([string]$Path, [string]$Dir) {
+    # content is the text without its BOM, or null when the bytes are not UTF-8 (the hash is reported all the same).
+    $f = [ordered]@{ path = $Path; full_path = $null; exists = $false; content = $null; bom = $false; utf8_valid = $false; sha256 = $null }
+    if ([IO.Path]::IsPathRooted($Path)) { $f.full_path = $Path } elseif ($Dir) { $f.full_path = [IO.Path]::Combine($Dir, $Path) }
+    if (-not $f.full_path -or -not [IO.File]::Exists($f.full_path)) { return $f }
+    $b = Read-XuBytes $f.full_path
+    $f.exists = $true; $f.sha256 = Get-XuSha256 $b; $f.bom = Test-XuBom $b
+    $o = 0
+    if ($f.bom) { $o = 3 }
+    try { $f.content = $Utf8Strict.GetString($b, $o, $b.Length - $o); $f.utf8_valid = $true } catch { $f.content = $null }
+    $f
+}
+
+function Get-XuAccountSid([string]$Account) {
+    # Win32_Service.StartName translated to a SID; null when Windows cannot translate it (never an error).
+    if (-not $Account) { return $null }
+    $builtin = $BuiltinAccounts[$Account.ToLowerInvariant()]
+    if ($builtin) { return $builtin }
+    $name = $Account
+    if ($name.StartsWith('.\')) { $name = [Environment]::MachineName + $name.Substring(1) }
+    try { [Security.Principal.NTAccount]::new($name).Translate([Security.Principal.SecurityIdentifier]).Value } catch { $null }
+}
+
+function Get-XuAccountGroups([string]$Account, [string]$Sid) {
+    # The SIDs of the groups a logon of the account holds (docs/agent-protocol.md, Accounts); null when unknown.
+    # Lists are returned with the unary comma, so a list of one stays a list.
+    if (-not $Sid) { return $null }
+    if ($Sid -eq $SystemSid) { return , @('S-1-5-32-544', 'S-1-1-0', 'S-1-5-11') }
+    if ($Sid -in 'S-1-5-19', 'S-1-5-20' -or $Sid.StartsWith('S-1-5-80-')) { return , @($ServiceAccountGroups) }
+    try {
+        if ($Account.Contains('@')) {
+            # A domain account by UPN: its token groups, as the domain reports them (S4U, no password needed).
+            $id = [Security.Principal.WindowsIdentity]::new($Account)
+            try { return , @(foreach ($g in $id.Groups) { [string]$g.Value }) } finally { $id.Dispose() }
+        }
+        # A local account (.\svc, HOST\svc): the local groups that list it. Any other: unknown.
+        $prefix = $Account.Split('\')[0]
+        if (-not $Account.Contains('\') -or ($prefix -ne '.' -and $prefix -ne [Environment]::MachineName)) { return $null }
+        $groups = [Collections.ArrayList]::new()
+        foreach ($g in $ServiceAccountGroups) { [void]$groups.Add($g) }
+        foreach ($lg in @(Get-LocalGroup)) {
+            $members = @(foreach ($m in @(Get-LocalGroupMember -Group $lg)) { [string]$m.SID.Value })
+            if ($members -contains $Sid) { [void]$groups.Add([string]$lg.SID.Value) }
+        }
+        , $groups.ToArray()
+    } catch { $null }
+}
+
+function Get-XuDependents([string]$Name) {
+    try { foreach ($d in [System.ServiceProcess.ServiceController]::new($Name).DependentServices) { [string]$d.ServiceName } } catch { $null = $_ }
 }
 
 function Get-XuExePath([string]$CommandLine) {
@@ -187,8 +289,98 @@ function ConvertFrom-XuChunked([string]$Text) {
     $out.ToString()
 }
 
+function Test-XuNotFound($ErrorRecord) {
+    # The CIM cmdlets (NetSecurity, ScheduledTasks) report "no such object" as a CimException of category ObjectNotFound;
+    # anything else (the service behind them stopped, access denied) is a real failure.
+    $ErrorRecord.CategoryInfo.Category -eq 'ObjectNotFound' -and (Get-XuInner $ErrorRecord.Exception).GetType().Name -eq 'CimException'
+}
+
+function Wait-XuServiceLeaves($Service, [string[]]$States, $Watch, [double]$LimitS) {
+    # Polls (a refreshed Status each time) while the service is in one of $States, up to $LimitS on $Watch.
+    $Service.Refresh()
+    while ($States -contains $Service.Status.ToString() -and $Watch.Elapsed.TotalSeconds -lt $LimitS) {
+        Start-Sleep -Milliseconds 250
+        $Service.Refresh()
+    }
+}
+
 function Get-XuTask([string]$Name) {
-    Get-ScheduledTask -TaskPath '\' -ErrorAction SilentlyContinue | Where-Object { $_.TaskName -eq $Name } | Select-Object -First 1
+    try { $tasks = @(Get-ScheduledTask -TaskPath '\') } catch { if (Test-XuNotFound $_) { return $null }; throw }
+    $tasks | Where-Object { $_.TaskName -eq $Name } | Select-Object -First 1
+}
+
+function Get-XuFwRules([string]$Group, [string]$Store) {
+    # Only "no rule in this group" is an empty answer: a stopped firewall service or access denied is an error.
+    try { Get-NetFirewallRule -Group $Group -PolicyStore $Store } catch { if (-not (Test-XuNotFound $_)) { throw } }
+}
+
+function ConvertFrom-XuFwRule($Rule) {
+    $pf = Get-NetFirewallPortFilter -AssociatedNetFirewallRule $Rule
+    $af = Get-NetFirewallAddressFilter -AssociatedNetFirewallRule $Rule
+    [ordered]@{
+        name = [string]$Rule.Name; display_name = [string]$Rule.DisplayName; direction = $Rule.Direction.ToString()
+        action = $Rule.Action.ToString(); enabled = ($Rule.Enabled.ToString() -eq 'True'); protocol = [string]$pf.Protocol
+        local_ports = @(foreach ($v in $pf.LocalPort) { [string]$v }); remote_addresses = @(foreach ($v in $af.RemoteAddress) { [string]$v })
+    }
+}
+
+function ConvertTo-XuFwParams($Rule, [string]$Group) {
+    # The parameters of New-NetFirewallRule for one rule as fw_get reports it (or fw_set receives it).
+    $p = @{ Name = [string]$Rule.name; DisplayName = [string]$Rule.display_name; Group = $Group; Direction = 'Inbound'; Action = 'Allow'; Protocol = 'TCP'; Enabled = 'True' }
+    if ($Rule.direction) { $p.Direction = [string]$Rule.direction }
+    if ($Rule.action) { $p.Action = [string]$Rule.action }
+    if ($Rule.protocol) { $p.Protocol = [string]$Rule.protocol }
+    if ($Rule.enabled -eq $false) { $p.Enabled = 'False' }
+    $ports = [string[]]@(foreach ($v in $Rule.local_ports) { [string]$v })
+    if ($ports.Count -gt 0) { $p.LocalPort = $ports }
+    $remote = [string[]]@(foreach ($v in $Rule.remote_addresses) { [string]$v })
+    if ($remote.Count -gt 0) { $p.RemoteAddress = $remote }
+    $p
+}
+
+function New-XuSystemTask([string]$Command, [TimeSpan]$Limit) {
+    # Every task the agent registers: powershell.exe running $Command (built by the caller from validated values only) as SYSTEM.
+    @{
+        Action = New-ScheduledTaskAction -Execute 'powershell.exe' -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -Command "' + $Command + '"')
+        Principal = New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount -RunLevel Highest
+        # A start missed while the host was down still happens; on battery power it starts and is not stopped.
+        Settings = New-ScheduledTaskSettingsSet -StartWhenAvailable -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -ExecutionTimeLimit $Limit
+    }
+}
+
+function ConvertTo-XuExitCode($Value) {
+    # LastTaskResult is unsigned; certreq's codes are HRESULTs, which $LASTEXITCODE shows signed.
+    [BitConverter]::ToInt32([BitConverter]::GetBytes([uint32]$Value), 0)
+}
+
+function Invoke-XuAsSystem([string]$CertreqArguments, [int]$TimeoutS) {
+    # certreq in a one-shot task as SYSTEM, its output in a file of the journal folder (SYSTEM and Administrators only).
+    # The task's name and the file's name are fixed but for a new GUID; the task and the file are always removed again.
+    Initialize-XuJournalDir
+    $id = [Guid]::NewGuid().ToString('N')
+    $name = 'xtractuniversal.tls certreq ' + $id
+    $out = [IO.Path]::Combine($JournalDir, 'certreq-' + $id + '.txt')
+    $command = "& certreq.exe {0} *> {1}; exit `$LASTEXITCODE" -f $CertreqArguments, (Format-XuQuoted $out)
+    $r = @{ exit_code = $null; output = ''; timed_out = $false }
+    $task = New-XuSystemTask $command ([TimeSpan]::FromSeconds($TimeoutS + 60))
+    $null = Register-ScheduledTask -TaskName $name -TaskPath '\' @task
+    try {
+        $sw = [Diagnostics.Stopwatch]::StartNew()
+        $null = Start-ScheduledTask -TaskName $name -TaskPath '\'
+        do {
+            Start-Sleep -Milliseconds 500
+            $state = (Get-ScheduledTask -TaskName $name -TaskPath '\').State.ToString()
+            $last = [long](Get-ScheduledTaskInfo -TaskName $name -TaskPath '\').LastTaskResult
+            $running = $state -in 'Running', 'Queued' -or $TaskStillRunning -contains $last
+        } while ($running -and $sw.Elapsed.TotalSeconds -lt $TimeoutS)
+        if ($running) { $r.timed_out = $true; $null = Stop-ScheduledTask -TaskName $name -TaskPath '\' } else { $r.exit_code = ConvertTo-XuExitCode $last }
+        # *> wrote it as Windows PowerShell's Out-File does (UTF-16 with a BOM), which ReadAllText recognises.
+        if ([IO.File]::Exists($out)) { $r.output = [IO.File]::ReadAllText($out).Trim() }
+    } finally {
+        $null = Unregister-ScheduledTask -TaskName $name -TaskPath '\' -Confirm:$false
+        if ([IO.File]::Exists($out)) { [IO.File]::Delete($out) }
+    }
+    $r
 }
 
 function Get-XuJournalPath($Name) {
@@ -211,28 +403,25 @@ $primitives = @{
         if ($a.service_name) { $svc = $all | Where-Object { $_.Name -eq $a.service_name } | Select-Object -First 1 }
         else { $svc = $all | Where-Object { $_.DisplayName -eq $a.service_display_name } | Select-Object -First 1 }
         $service = $null
-        $dir = $a.install_dir
+        $dir = [string]$a.install_dir
         if ($null -ne $svc) {
+            $account = [string]$svc.StartName
+            $sid = Get-XuAccountSid $account
             $service = [ordered]@{
                 name = [string]$svc.Name; display_name = [string]$svc.DisplayName; state = ([string]$svc.State -replace ' ', '')
-                start_mode = [string]$svc.StartMode; account = [string]$svc.StartName; image_path = [string]$svc.PathName
+                start_mode = [string]$svc.StartMode; account = $account; account_sid = $sid; account_groups = (Get-XuAccountGroups $account $sid)
+                image_path = [string]$svc.PathName; dependents = @(Get-XuDependents ([string]$svc.Name))
             }
             if (-not $dir) { $exe = Get-XuExePath $svc.PathName; if ($exe) { $dir = [IO.Path]::GetDirectoryName($exe) } }
         }
-        if (-not $dir) { $dir = $null }
         $files = [Collections.ArrayList]::new()
-        foreach ($p in $a.files) {
-            $f = [ordered]@{ path = $p; full_path = $null; exists = $false; content = $null; sha256 = $null }
-            if ([IO.Path]::IsPathRooted($p)) { $f.full_path = $p } elseif ($dir) { $f.full_path = [IO.Path]::Combine($dir, $p) }
-            if ($f.full_path -and [IO.File]::Exists($f.full_path)) {
-                $b = Read-XuBytes $f.full_path
-                $f.exists = $true; $f.content = ConvertFrom-XuBytes $b; $f.sha256 = Get-XuSha256 $b
-            }
-            [void]$files.Add($f)
-        }
+        foreach ($p in $a.files) { [void]$files.Add((Read-XuFileEntry ([string]$p) $dir)) }
+        $exists = $false
+        if ($dir) { $exists = [IO.Directory]::Exists($dir) } else { $dir = $null }
+        $v = [Environment]::OSVersion.Version
         [ordered]@{
-            computer = [ordered]@{ hostname = [Net.Dns]::GetHostName(); domain = $domain }; service = $service
-            install_dir = $dir; install_dir_exists = ($null -ne $dir -and [IO.Directory]::Exists($dir)); files = $files
+            computer = [ordered]@{ hostname = [Net.Dns]::GetHostName(); domain = $domain; os_version = ('{0}.{1}.{2}' -f $v.Major, $v.Minor, $v.Build) }
+            service = $service; install_dir = $dir; install_dir_exists = $exists; files = $files
         }
     }
     'cert_list' = {
@@ -240,7 +429,9 @@ $primitives = @{
         $want = $null
         if ($null -ne $a.thumbprints) { $want = @(foreach ($t in $a.thumbprints) { ConvertTo-XuThumbprint $t }) }
         $list = [Collections.ArrayList]::new()
-        $st = Open-XuStore $a.store 'ReadOnly, OpenExistingOnly'
+        $flags = 'ReadOnly, OpenExistingOnly'
+        if ($a.include_archived -eq $true) { $flags += ', IncludeArchived' }
+        $st = Open-XuStore $a.store $flags
         try {
             foreach ($c in $st.Certificates) {
                 $tp = $c.Thumbprint.ToUpperInvariant()
@@ -249,7 +440,7 @@ $primitives = @{
                 if ($c.HasPrivateKey) { $key = Get-XuKeyInfo $c }
                 [void]$list.Add([ordered]@{
                     thumbprint = $tp; der_b64 = [Convert]::ToBase64String($c.RawData)
-                    has_private_key = $c.HasPrivateKey; friendly_name = $c.FriendlyName; key = $key
+                    has_private_key = $c.HasPrivateKey; archived = $c.Archived; friendly_name = $c.FriendlyName; key = $key
                 })
             }
         } finally { $st.Close() }
@@ -262,8 +453,15 @@ $primitives = @{
         # A first import without PersistKeySet only learns the thumbprint (its key is deleted again on Reset), so a
         # certificate already in the store keeps its own key, and that key's ACL, and no orphaned key file is left.
         # The password and the PFX bytes go to .NET methods only: a cmdlet's parameters may be logged (module logging).
-        $probe = [System.Security.Cryptography.X509Certificates.X509Certificate2Collection]::new()
-        $probe.Import($bytes, $a.password, 'MachineKeySet')
+        # Windows opens a PFX only with the password it was made with, and to it "" and NULL differ (PFXImportCertStore):
+        # one without a password is tried with "" and then with a real null ($null itself would reach .NET as "" again).
+        if ($a.password -is [string] -and $a.password.Length -gt 0) { $pfxPasswords = @($a.password) }
+        else { $pfxPasswords = @('', [System.Management.Automation.Language.NullString]::Value) }
+        for ($i = 0; $i -lt $pfxPasswords.Count; $i++) {
+            $probe = [System.Security.Cryptography.X509Certificates.X509Certificate2Collection]::new()
+            try { $probe.Import($bytes, $pfxPasswords[$i], 'MachineKeySet'); $pfxPassword = $pfxPasswords[$i]; break }
+            catch { if ($i -eq $pfxPasswords.Count - 1) { throw } }
+        }
         $tp = $null
         # The PFX's intermediate CA certificates are kept as bare certificates (a copy of the DER, no key).
         $cas = [Collections.ArrayList]::new()
@@ -273,15 +471,21 @@ $primitives = @{
             $c.Reset()
         }
         if ($null -eq $tp) { Stop-Xu 'InvalidArgument' 'the PFX holds no certificate with a private key' }
-        $st = Open-XuStore 'My' 'ReadWrite'
+        # Archived certificates are seen too: one that is archived or has no key is repaired from the PFX.
+        $st = Open-XuStore 'My' 'ReadWrite, IncludeArchived'
         try {
-            $present = $null -ne (Find-XuCert $st $tp)
+            $old = Find-XuCert $st $tp
+            $present = $null -ne $old -and $old.HasPrivateKey -and -not $old.Archived
+            $repaired = $null -ne $old -and -not $present
             if (-not $present) {
                 $flags = 'MachineKeySet, PersistKeySet'
                 if ($a.exportable) { $flags += ', Exportable' }
                 $coll = [System.Security.Cryptography.X509Certificates.X509Certificate2Collection]::new()
-                $coll.Import($bytes, $a.password, $flags)
+                $coll.Import($bytes, $pfxPassword, $flags)
                 foreach ($c in $coll) { if ($c.Thumbprint -eq $tp) { $st.Add($c) } }
+                # Add keeps the properties of the entry it replaces, the archived flag among them.
+                $new = Find-XuCert $st $tp
+                if ($null -ne $new -and $new.Archived) { $new.Archived = $false }
             }
         } finally { $st.Close() }
         # Intermediates go to LocalMachine\CA, so the server can send its chain; roots are never added anywhere.
@@ -295,7 +499,7 @@ $primitives = @{
                 }
             } finally { $inter.Close() }
         }
-        [ordered]@{ thumbprint = $tp; already_present = $present; chain_added = $added }
+        [ordered]@{ thumbprint = $tp; already_present = $present; repaired = $repaired; chain_added = $added }
     }
     'cert_remove' = {
         param($a)
@@ -324,22 +528,23 @@ $primitives = @{
         param($a)
         $tp = ConvertTo-XuThumbprint $a.thumbprint
         if (-not $a.account) { Stop-Xu 'InvalidArgument' 'account is required' }
+        $account = [string]$a.account
         $st = Open-XuStore 'My' 'ReadOnly'
         try { $c = Find-XuCert $st $tp } finally { $st.Close() }
         if ($null -eq $c -or -not $c.HasPrivateKey) { Stop-Xu 'NotFound' ('no certificate with a private key has thumbprint {0}' -f $tp) }
         $file = (Get-XuKeyFile $c).file
         if (-not $file) { Stop-Xu 'NotFound' ('the private key file of {0} was not found' -f $tp) }
-        if ($a.account -match '^S-1-[0-9-]+\z') { $sid = [Security.Principal.SecurityIdentifier]::new($a.account) }
-        else { $sid = [Security.Principal.NTAccount]::new($a.account).Translate([Security.Principal.SecurityIdentifier]) }
+        if ($account -match '^S-1-[0-9-]+\z') { $sid = [Security.Principal.SecurityIdentifier]::new($account) }
+        else { $sid = [Security.Principal.NTAccount]::new($account).Translate([Security.Principal.SecurityIdentifier]) }
         # Only the DACL is read and written back (Set-Acl would also rewrite the owner, and fail on SYSTEM-owned keys).
         $sec = [IO.File]::GetAccessControl($file, 'Access')
         foreach ($rule in $sec.GetAccessRules($true, $true, [Security.Principal.SecurityIdentifier])) {
             $rights = Get-XuRightsName ([int]$rule.FileSystemRights)
-            if ($rule.AccessControlType -eq 'Allow' -and $rule.IdentityReference.Value -eq $sid.Value -and $rights -in 'Read', 'FullControl') { return @{ changed = $false } }
+            if ($rule.AccessControlType -eq 'Allow' -and $rule.IdentityReference.Value -eq $sid.Value -and $rights -in 'Read', 'FullControl') { return @{ changed = $false; sid = $sid.Value } }
         }
         $sec.AddAccessRule([Security.AccessControl.FileSystemAccessRule]::new($sid, 'Read', 'Allow'))
         [IO.File]::SetAccessControl($file, $sec)
-        @{ changed = $true }
+        @{ changed = $true; sid = $sid.Value }
     }
     'cert_renew_reuse_key' = {
         param($a)
@@ -350,12 +555,23 @@ $primitives = @{
         # Read first: certreq archives the old certificate, which then no longer enumerates.
         $publicKey = [Convert]::ToBase64String($old.GetPublicKey())
         $certreqArgs = @('-enroll', '-machine', '-q', '-cert', $tp, 'Renew', 'ReuseKeys')
-        # Under 'Stop', Windows PowerShell turns a native command's first stderr line into a terminating error.
-        $ErrorActionPreference = 'Continue'
-        $lines = & certreq.exe $certreqArgs 2>&1 | ForEach-Object { [string]$_ }
-        $code = $LASTEXITCODE
-        $ErrorActionPreference = 'Stop'
-        $output = (@($lines) -join "`r`n").Trim()
+        $runAs = 'machine'
+        if ($null -ne $a.run_as) { $runAs = [string]$a.run_as }
+        $limit = 300
+        if ($null -ne $a.timeout_s) { $limit = [int]$a.timeout_s }
+        if ($runAs -eq 'machine') {
+            # A WinRM logon has no credentials to pass on to the CA: the enrolment runs as SYSTEM, i.e. the computer account.
+            $run = Invoke-XuAsSystem ($certreqArgs -join ' ') $limit
+            $code = $run.exit_code; $output = $run.output
+            if ($run.timed_out) { Stop-Xu 'CertreqFailed' ('certreq did not finish within {0} s: {1}' -f $limit, $output) }
+        } elseif ($runAs -eq 'caller') {
+            # Under 'Stop', Windows PowerShell turns a native command's first stderr line into a terminating error.
+            $ErrorActionPreference = 'Continue'
+            $lines = & certreq.exe $certreqArgs 2>&1 | ForEach-Object { [string]$_ }
+            $code = $LASTEXITCODE
+            $ErrorActionPreference = 'Stop'
+            $output = (@($lines) -join "`r`n").Trim()
+        } else { Stop-Xu 'InvalidArgument' 'run_as must be machine or caller' }
         if ($code -ne 0) { Stop-Xu 'CertreqFailed' ('certreq exited with {0}: {1}' -f $code, $output) }
         $st = Open-XuStore 'My' 'ReadOnly'
         try {
@@ -363,7 +579,7 @@ $primitives = @{
                 Sort-Object -Property NotBefore -Descending | Select-Object -First 1
         } finally { $st.Close() }
         if ($null -eq $new) { Stop-Xu 'NotFound' ('certreq succeeded but no new certificate with the key of {0} is in the store' -f $tp) }
-        [ordered]@{ thumbprint = $new.Thumbprint.ToUpperInvariant(); output = $output }
+        [ordered]@{ thumbprint = $new.Thumbprint.ToUpperInvariant(); output = $output; exit_code = $code; enrolled_as = $runAs }
     }
     'file_write' = {
         param($a)
@@ -381,6 +597,8 @@ $primitives = @{
         }
         if ($null -eq $previous) { $backup = $null }
         $bytes = $Utf8NoBom.GetBytes([string]$a.content)
+        # The controller keeps a file's BOM: with bom the bytes written (and hashed) start with EF BB BF.
+        if ($a.bom -eq $true) { $bytes = [byte[]]($Utf8Bom + $bytes) }
         Write-XuAtomic $path $bytes $backup
         [ordered]@{ sha256 = (Get-XuSha256 $bytes); previous_sha256 = $previous; backup_path = $backup }
     }
@@ -390,7 +608,7 @@ $primitives = @{
         $path = Assert-XuPath $a.path 'path'
         if (-not [IO.File]::Exists($backup)) { Stop-Xu 'NotFound' ('backup {0} does not exist' -f $backup) }
         $bytes = Read-XuBytes $backup
-        Write-XuAtomic $path $bytes $null
+        Write-XuAtomic $path $bytes ''
         @{ sha256 = (Get-XuSha256 $bytes) }
     }
     'file_remove' = {
@@ -414,15 +632,29 @@ $primitives = @{
         $ports = @(foreach ($p in $a.wait_ports) { [int]$p })
         $sw = [Diagnostics.Stopwatch]::StartNew()
         $startError = $null
+        # Stop() stops the services that depend on this one too, and nothing starts them again: the running ones are noted.
+        $dependents = @(foreach ($d in $sc.DependentServices) { if ($d.Status -eq 'Running') { $d } })
         # The service controller, not Restart-Service: the cmdlet waits for a hanging service without a time limit.
         try {
-            if ($sc.Status -ne 'Stopped') {
-                if ($sc.Status -ne 'StopPending') { $sc.Stop() }
-                $sc.WaitForStatus('Stopped', [TimeSpan]::FromSeconds([Math]::Max(1, $limit - $sw.Elapsed.TotalSeconds)))
+            # A service still starting refuses to stop (ERROR_SERVICE_CANNOT_ACCEPT_CTRL, 1061): it is waited for first.
+            Wait-XuServiceLeaves $sc 'StartPending' $sw $limit
+            if ($sc.Status -eq 'StartPending') { $startError = 'the service did not finish starting within {0} s (StartPending)' -f $limit }
+            else {
+                if ($sc.Status -ne 'Stopped' -and $sc.Status -ne 'StopPending') { $sc.Stop() }
+                Wait-XuServiceLeaves $sc 'Running', 'StopPending', 'Paused', 'PausePending', 'ContinuePending' $sw $limit
+                # Start is only called on a stopped service: one hanging in StopPending would refuse it anyway.
+                if ($sc.Status -ne 'Stopped') { $startError = 'the service did not stop within {0} s ({1})' -f $limit, $sc.Status }
+                else {
+                    $sc.Start()
+                    Start-Sleep -Milliseconds 250
+                    Wait-XuServiceLeaves $sc 'StartPending' $sw $limit
+                    if ($sc.Status -eq 'Stopped') { $startError = 'the service stopped while starting' }
+                    elseif ($sc.Status -eq 'Running') {
+                        # A dependent that does not start is reported by its state; the service itself is running.
+                        foreach ($d in $dependents) { $d.Refresh(); if ($d.Status -eq 'Stopped') { try { $d.Start() } catch { $null = $_ } } }
+                    }
+                }
             }
-            $sc.Start()
-            do { Start-Sleep -Milliseconds 250; $sc.Refresh() } while ($sc.Status -eq 'StartPending' -and $sw.Elapsed.TotalSeconds -lt $limit)
-            if ($sc.Status -eq 'Stopped') { $startError = 'the service stopped while starting' }
         } catch { $startError = Get-XuMessage $_.Exception }
         $open = @{}
         foreach ($p in $ports) { $open[$p] = $false }
@@ -433,9 +665,12 @@ $primitives = @{
             Start-Sleep -Milliseconds 500
         }
         $state = $sc.Status.ToString()
+        foreach ($d in $dependents) { Wait-XuServiceLeaves $d 'StartPending' $sw $limit }
         [ordered]@{
             started = ($state -eq 'Running' -and $open.Values -notcontains $false); state = $state; start_error = $startError
-            ports = @(foreach ($p in $ports) { [ordered]@{ port = $p; open = [bool]$open[$p] } }); elapsed_s = [Math]::Round($sw.Elapsed.TotalSeconds, 1)
+            ports = @(foreach ($p in $ports) { [ordered]@{ port = $p; open = [bool]$open[$p] } })
+            dependents = @(foreach ($d in $dependents) { [ordered]@{ name = [string]$d.ServiceName; state = $d.Status.ToString() } })
+            elapsed_s = [Math]::Round($sw.Elapsed.TotalSeconds, 1)
         }
     }
     'port_probe' = {
@@ -468,14 +703,23 @@ $primitives = @{
                 $seen = @{ der = $null }
                 $accept = { param($s, $cert, $chain, $errs) if ($null -ne $cert) { $seen.der = [Convert]::ToBase64String($cert.GetRawCertData()) }; $true }.GetNewClosure()
                 $ssl = [Net.Security.SslStream]::new($stream, $false, [Net.Security.RemoteCertificateValidationCallback]$accept)
-                try { $ssl.AuthenticateAsClient($serverName, $null, 'Tls, Tls11, Tls12', $false) } catch { $r.tls_error = Get-XuMessage $_.Exception }
+                # The versions the OS offers by default (SslProtocols None, .NET Framework 4.7+): a fixed list would go stale.
+                # An older Framework refuses None before any byte is sent; it then offers what it knows.
+                try {
+                    try { $ssl.AuthenticateAsClient($serverName, $null, [Security.Authentication.SslProtocols]::None, $false) }
+                    catch {
+                        $refusal = Get-XuInner $_.Exception
+                        if ($refusal -isnot [ArgumentException] -and $refusal -isnot [NotSupportedException]) { throw }
+                        $ssl.AuthenticateAsClient($serverName, $null, 'Tls, Tls11, Tls12', $false)
+                    }
+                } catch { $r.tls_error = Get-XuMessage $_.Exception }
                 $r.der_b64 = $seen.der
                 if ($null -ne $r.tls_error) { return $r }
                 $stream = $ssl
             }
             if ($null -ne $path) {
-                $request = [Text.Encoding]::ASCII.GetBytes(("GET {0} HTTP/1.1`r`nHost: {1}:{2}`r`nConnection: close`r`n`r`n" -f $path, $serverName, $port))
-                $stream.Write($request, 0, $request.Length)
+                $httpRequest = [Text.Encoding]::ASCII.GetBytes(("GET {0} HTTP/1.1`r`nHost: {1}:{2}`r`nConnection: close`r`n`r`n" -f $path, $serverName, $port))
+                $stream.Write($httpRequest, 0, $httpRequest.Length)
                 $stream.Flush()
                 $buffer = [byte[]]::new(8192)
                 $received = [IO.MemoryStream]::new()
@@ -503,16 +747,13 @@ $primitives = @{
         param($a)
         $group = Assert-XuName $a.group $GroupTaskPattern 'group'
         $rules = [Collections.ArrayList]::new()
-        foreach ($fr in @(Get-NetFirewallRule -Group $group -ErrorAction SilentlyContinue)) {
-            $pf = Get-NetFirewallPortFilter -AssociatedNetFirewallRule $fr
-            $af = Get-NetFirewallAddressFilter -AssociatedNetFirewallRule $fr
-            [void]$rules.Add([ordered]@{
-                name = [string]$fr.Name; display_name = [string]$fr.DisplayName; direction = $fr.Direction.ToString()
-                action = $fr.Action.ToString(); enabled = ($fr.Enabled.ToString() -eq 'True'); protocol = [string]$pf.Protocol
-                local_ports = @(foreach ($v in $pf.LocalPort) { [string]$v }); remote_addresses = @(foreach ($v in $af.RemoteAddress) { [string]$v })
+        foreach ($fr in @(Get-XuFwRules $group 'PersistentStore')) { [void]$rules.Add((ConvertFrom-XuFwRule $fr)) }
+        # Whether the rules are in effect: present in the active store, their profiles on, local rules not ignored by policy.
+        $active = @(foreach ($fr in @(Get-XuFwRules $group 'ActiveStore')) { [string]$fr.Name })
+        $profiles = @(foreach ($pr in @(Get-NetFirewallProfile -PolicyStore ActiveStore)) {
+                [ordered]@{ name = [string]$pr.Name; enabled = ([string]$pr.Enabled -eq 'True'); local_rules_applied = ([string]$pr.AllowLocalFirewallRules -ne 'False') }
             })
-        }
-        @{ rules = $rules }
+        [ordered]@{ rules = $rules; active_rules = $active; profiles = $profiles }
     }
     'fw_set' = {
         param($a)
@@ -520,19 +761,20 @@ $primitives = @{
         $wanted = @(foreach ($x in $a.rules) { $x })
         # Every rule is checked before the group is touched, so a bad argument leaves it as it was.
         foreach ($x in $wanted) { if (-not $x.name -or -not $x.display_name) { Stop-Xu 'InvalidArgument' 'every rule needs name and display_name' } }
-        $old = @(Get-NetFirewallRule -Group $group -ErrorAction SilentlyContinue)
-        if ($old.Count -gt 0) { $null = $old | Remove-NetFirewallRule }
-        foreach ($x in $wanted) {
-            $p = @{ Name = [string]$x.name; DisplayName = [string]$x.display_name; Group = $group; Direction = 'Inbound'; Action = 'Allow'; Protocol = 'TCP'; Enabled = 'True' }
-            if ($x.direction) { $p.Direction = [string]$x.direction }
-            if ($x.action) { $p.Action = [string]$x.action }
-            if ($x.protocol) { $p.Protocol = [string]$x.protocol }
-            if ($x.enabled -eq $false) { $p.Enabled = 'False' }
-            $ports = [string[]]@(foreach ($v in $x.local_ports) { [string]$v })
-            if ($ports.Count -gt 0) { $p.LocalPort = $ports }
-            $remote = [string[]]@(foreach ($v in $x.remote_addresses) { [string]$v })
-            if ($remote.Count -gt 0) { $p.RemoteAddress = $remote }
-            $null = New-NetFirewallRule @p
+        $new = @(foreach ($x in $wanted) { ConvertTo-XuFwParams $x $group })
+        $old = @(Get-XuFwRules $group 'PersistentStore')
+        # The previous rules as read, so that they can be made again if Windows rejects a new one.
+        $previous = @(foreach ($fr in $old) { ConvertTo-XuFwParams (ConvertFrom-XuFwRule $fr) $group })
+        $added = [Collections.ArrayList]::new()
+        try {
+            if ($old.Count -gt 0) { $null = $old | Remove-NetFirewallRule }
+            foreach ($p in $new) { $null = New-NetFirewallRule @p; [void]$added.Add($p.Name) }
+        } catch {
+            $failure = $_
+            # Never a group without its rules: what this call added goes, the previous rules come back, then the error.
+            foreach ($n in $added) { try { Remove-NetFirewallRule -Name $n } catch { $null = $_ } }
+            foreach ($p in $previous) { try { $null = New-NetFirewallRule @p } catch { $null = $_ } }
+            throw $failure
         }
         [ordered]@{ removed = $old.Count; added = $wanted.Count }
     }
@@ -551,14 +793,10 @@ $primitives = @{
         $at = ConvertFrom-XuTime $a.run_at_utc
         # The only command line built from request values: two names that matched the pattern (no quotes), quoted anyway.
         $command = "Remove-NetFirewallRule -Group {0} -ErrorAction SilentlyContinue; Unregister-ScheduledTask -TaskName {1} -TaskPath '\' -Confirm:`$false" -f (Format-XuQuoted $group), (Format-XuQuoted $name)
-        $task = @{
-            TaskName = $name; TaskPath = '\'; Force = $true
-            Action = New-ScheduledTaskAction -Execute 'powershell.exe' -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -Command "' + $command + '"')
-            Trigger = New-ScheduledTaskTrigger -Once -At $at.ToLocalTime()
-            Principal = New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount -RunLevel Highest
-            # A start missed while the host was down still happens: the firewall is not left closed.
-            Settings = New-ScheduledTaskSettingsSet -StartWhenAvailable -ExecutionTimeLimit (New-TimeSpan -Minutes 10)
-        }
+        # A start missed while the host was down, or refused on battery power, would leave the firewall closed.
+        $task = New-XuSystemTask $command (New-TimeSpan -Minutes 10)
+        $task.TaskName = $name; $task.TaskPath = '\'; $task.Force = $true
+        $task.Trigger = New-ScheduledTaskTrigger -Once -At $at.ToLocalTime()
         if ($null -ne $a.description) { $task.Description = [string]$a.description }
         $null = Register-ScheduledTask @task
         @{ registered = $true }
@@ -583,18 +821,9 @@ $primitives = @{
             if ([IO.File]::Exists($path)) { [IO.File]::Delete($path) }
             return @{ path = $path }
         }
-        if (-not [IO.Directory]::Exists($JournalDir)) {
-            # Every user may create folders in ProgramData: this one is made for SYSTEM and Administrators only.
-            $ds = [Security.AccessControl.DirectorySecurity]::new()
-            $ds.SetAccessRuleProtection($true, $false)
-            foreach ($s in 'S-1-5-18', 'S-1-5-32-544') {
-                $sid = [Security.Principal.SecurityIdentifier]::new($s)
-                $ds.AddAccessRule([Security.AccessControl.FileSystemAccessRule]::new($sid, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow'))
-            }
-            $null = [IO.Directory]::CreateDirectory($JournalDir, $ds)
-        }
+        Initialize-XuJournalDir
         $bytes = $Utf8NoBom.GetBytes([string]$a.content)
-        Write-XuAtomic $path $bytes $null
+        Write-XuAtomic $path $bytes ''
         @{ path = $path }
     }
 }

@@ -1,0 +1,301 @@
+"""Static checks that the agent handles what real Windows does and the lab's Python cannot show.
+
+Each test names the Windows behaviour (see ../shared/docs/windows-traps.md) and holds the
+agent's syntax tree to the handling of it. Every check is a function of the script text,
+so that it can be, and was, run against the agent as it was before each fix
+(``git show <commit>:plugins/plugin_utils/agent/xu_agent.ps1``): each check fails there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+import tree_sitter
+from agent.test_agent_script import AGENT, BOOTSTRAP, PROTOCOL_DOC, agent_op_table, node_text, parse, read, walk, without_comments
+
+
+@pytest.fixture(scope="module")
+def agent() -> str:
+    return read(AGENT)
+
+
+def function_source(text: str, name: str) -> str:
+    """The source of ``function <name> ... { ... }`` (comments removed)."""
+    for node in walk(parse(text).root_node):
+        if node.type == "function_statement":
+            found = next((c for c in node.children if c.type == "function_name"), None)
+            if found is not None and node_text(found).lower() == name.lower():
+                return without_comments(node_text(node))
+    raise AssertionError(f"no function {name}")
+
+
+def op_source(text: str, op: str) -> str:
+    return without_comments(agent_op_table(text)[op])
+
+
+def squeeze(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+# --------------------------------------------------------------------------- file writes
+
+
+def check_atomic_write_never_loses_the_target(text: str) -> None:
+    body = squeeze(function_source(text, "Write-XuAtomic"))
+    # File.Replace always gets a backup name of its own (never $null, which .NET would see as "").
+    assert "$keep = $Backup" in body and "if (-not $keep) { $keep = $Path + '.xutls.bak' }" in body
+    assert "[IO.File]::Replace($tmp, $Path, $keep)" in body
+    # When it fails after moving the original away (ERROR_UNABLE_TO_MOVE_REPLACEMENT_2), the original goes back.
+    replace_try = body[body.index("try { [IO.File]::Replace") :]
+    assert replace_try.startswith("try { [IO.File]::Replace($tmp, $Path, $keep) } catch { if (-not [IO.File]::Exists($Path)) {")
+    assert "try { [IO.File]::Move($keep, $Path) } catch { if ([IO.File]::Exists($tmp)) { [IO.File]::Move($tmp, $Path) } }" in replace_try
+    assert replace_try.index("throw") > replace_try.index("[IO.File]::Move($keep, $Path)")
+    # The temporary file is deleted only once the target exists again.
+    assert "finally { if ([IO.File]::Exists($tmp) -and [IO.File]::Exists($Path)) { [IO.File]::Delete($tmp) } }" in body
+
+
+def check_callers_never_pass_null_backups(text: str) -> None:
+    code = without_comments(text)
+    calls = re.findall(r"Write-XuAtomic [^\n]*", code)
+    assert calls and [c for c in calls if c.rstrip().endswith("$null")] == []
+
+
+def check_bom_is_written_and_hashed(text: str) -> None:
+    block = squeeze(op_source(text, "file_write"))
+    bom = block.index("if ($a.bom -eq $true) { $bytes = [byte[]]($Utf8Bom + $bytes) }")
+    assert bom < block.index("Write-XuAtomic $path $bytes $backup") < block.index("sha256 = (Get-XuSha256 $bytes)")
+    assert "$Utf8Bom = [byte[]](0xEF, 0xBB, 0xBF)" in text
+
+
+def check_discover_decodes_strictly(text: str) -> None:
+    assert "$Utf8Strict = [Text.UTF8Encoding]::new($false, $true)" in text
+    entry = squeeze(function_source(text, "Read-XuFileEntry"))
+    assert "try { $f.content = $Utf8Strict.GetString($b, $o, $b.Length - $o); $f.utf8_valid = $true } catch { $f.content = $null }" in entry
+    # The hash is taken before decoding, so bytes that are not UTF-8 still have one.
+    assert entry.index("$f.sha256 = Get-XuSha256 $b") < entry.index("$Utf8Strict.GetString")
+    assert "os_version = ('{0}.{1}.{2}' -f $v.Major, $v.Minor, $v.Build)" in squeeze(op_source(text, "discover"))
+
+
+@pytest.mark.parametrize(
+    "check",
+    [check_atomic_write_never_loses_the_target, check_callers_never_pass_null_backups, check_bom_is_written_and_hashed, check_discover_decodes_strictly],
+)
+def test_files(agent: str, check: Callable[[str], None]) -> None:
+    check(agent)
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+def documented_account_groups() -> dict[str, list[str]]:
+    section = read(PROTOCOL_DOC).split("### Accounts", 1)[1].split("###", 1)[0]
+    system = re.search(r"LocalSystem `(S-1-5-18)`: (.*?);", section, re.S)
+    service = re.search(r"NetworkService `(S-1-5-20)` and virtual\s+accounts `S-1-5-80-\.\.\.`: (.*?)\)", section, re.S)
+    assert system and service
+    sids = {"Everyone": "S-1-1-0", "Authenticated Users": "S-1-5-11"}
+
+    def listed(text: str) -> list[str]:
+        named = re.findall(r"`(S-1-[0-9-]+)`", text)
+        return sorted(set(named) | {sid for name, sid in sids.items() if name in text})
+
+    return {"system": listed(system.group(2)), "service": listed(service.group(2))}
+
+
+def test_fixed_account_groups_are_the_documented_ones(agent: str) -> None:
+    documented = documented_account_groups()
+    body = function_source(agent, "Get-XuAccountGroups")
+    (system,) = re.findall(r"if \(\$Sid -eq \$SystemSid\) \{ return , @\(([^)]*)\) \}", body)
+    assert sorted(re.findall(r"'(S-[0-9-]+)'", system)) == documented["system"]
+    (service,) = re.findall(r"\$ServiceAccountGroups = (.*)", agent)
+    assert sorted(re.findall(r"'(S-[0-9-]+)'", service)) == documented["service"]
+    assert "if ($Sid -in 'S-1-5-19', 'S-1-5-20' -or $Sid.StartsWith('S-1-5-80-')) { return , @($ServiceAccountGroups) }" in body
+
+
+def test_account_lookups_never_fail_discover(agent: str) -> None:
+    # A name Windows cannot translate gives a null SID; groups that cannot be read give null, never an error.
+    sid = squeeze(function_source(agent, "Get-XuAccountSid"))
+    assert "try { [Security.Principal.NTAccount]::new($name).Translate([Security.Principal.SecurityIdentifier]).Value } catch { $null }" in sid
+    groups = function_source(agent, "Get-XuAccountGroups")
+    assert groups.rstrip().endswith("} catch { $null }\n}") or groups.rstrip().endswith("} catch { $null }\r\n}")
+    assert "[System.ServiceProcess.ServiceController]::new($Name).DependentServices" in function_source(agent, "Get-XuDependents")
+    assert "} catch { $null = $_ }" in function_source(agent, "Get-XuDependents")
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def check_cert_list_reports_sids_and_archived(text: str) -> None:
+    block = squeeze(op_source(text, "cert_list"))
+    assert "if ($a.include_archived -eq $true) { $flags += ', IncludeArchived' }" in block
+    assert "archived = $c.Archived" in block
+    info = squeeze(function_source(text, "Get-XuKeyInfo"))
+    assert "GetAccessRules($true, $true, [Security.Principal.SecurityIdentifier])" in info
+    assert "try { $identity = $sid.Translate([Security.Principal.NTAccount]).Value } catch { $null = $_ }" in info
+    assert "[System.Security.Principal.NTAccount])" not in info
+
+
+def check_pfx_import_repairs(text: str) -> None:
+    block = squeeze(op_source(text, "pfx_import"))
+    assert "$st = Open-XuStore 'My' 'ReadWrite, IncludeArchived'" in block
+    assert "$present = $null -ne $old -and $old.HasPrivateKey -and -not $old.Archived" in block
+    assert "$repaired = $null -ne $old -and -not $present" in block
+    # Add keeps the archived flag of the entry it replaces: the new entry is unarchived after it.
+    assert block.index("$st.Add($c)") < block.index("if ($null -ne $new -and $new.Archived) { $new.Archived = $false }")
+    assert "repaired = $repaired" in block
+
+
+def check_key_grant_reports_the_sid(text: str) -> None:
+    block = squeeze(op_source(text, "key_grant_read"))
+    assert block.count("sid = $sid.Value") == 2
+    assert "GetAccessRules($true, $true, [Security.Principal.SecurityIdentifier])" in block
+
+
+def check_certreq_runs_as_system(text: str) -> None:
+    block = squeeze(op_source(text, "cert_renew_reuse_key"))
+    assert "$runAs = 'machine'" in block and "if ($runAs -eq 'machine') {" in block
+    assert "$run = Invoke-XuAsSystem ($certreqArgs -join ' ') $limit" in block
+    assert "exit_code = $code; enrolled_as = $runAs" in block
+    run = squeeze(function_source(text, "Invoke-XuAsSystem"))
+    # A fixed-pattern name, output in the SYSTEM/Administrators-only folder, the command from validated values only.
+    assert "Initialize-XuJournalDir" in run
+    assert "$name = 'xtractuniversal.tls certreq ' + $id" in run and "$id = [Guid]::NewGuid().ToString('N')" in run
+    assert "$out = [IO.Path]::Combine($JournalDir, 'certreq-' + $id + '.txt')" in run
+    assert '$command = "& certreq.exe {0} *> {1}; exit `$LASTEXITCODE" -f $CertreqArguments, (Format-XuQuoted $out)' in run
+    # Registered as SYSTEM (New-XuSystemTask), then always unregistered and its output deleted.
+    assert "$task = New-XuSystemTask $command" in run
+    tail = run[run.index("Register-ScheduledTask") :]
+    assert tail.index("try {") < tail.index("Start-ScheduledTask") < tail.index("} finally {")
+    cleanup = tail[tail.index("} finally {") :]
+    assert "Unregister-ScheduledTask -TaskName $name -TaskPath '\\' -Confirm:$false" in cleanup
+    assert "if ([IO.File]::Exists($out)) { [IO.File]::Delete($out) }" in cleanup
+    # A task that is still running at the time limit is stopped, and reported as such.
+    assert "if ($running) { $r.timed_out = $true; $null = Stop-ScheduledTask -TaskName $name -TaskPath '\\' }" in run
+    assert "Stop-Xu 'CertreqFailed' ('certreq did not finish within {0} s: {1}' -f $limit, $output)" in block
+
+
+@pytest.mark.parametrize(
+    "check", [check_cert_list_reports_sids_and_archived, check_pfx_import_repairs, check_key_grant_reports_the_sid, check_certreq_runs_as_system]
+)
+def test_certificates(agent: str, check: Callable[[str], None]) -> None:
+    check(agent)
+
+
+def test_every_task_runs_as_system_on_battery_too(agent: str) -> None:
+    task = squeeze(function_source(agent, "New-XuSystemTask"))
+    assert "New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount -RunLevel Highest" in task
+    assert "New-ScheduledTaskSettingsSet -StartWhenAvailable -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries" in task
+    # Every task is made by it: no other place builds an action, a principal or settings.
+    code = without_comments(agent)
+    for cmdlet in ("New-ScheduledTaskAction", "New-ScheduledTaskPrincipal", "New-ScheduledTaskSettingsSet"):
+        assert code.count(cmdlet) == 1, cmdlet
+    assert "$task = New-XuSystemTask $command (New-TimeSpan -Minutes 10)" in op_source(agent, "task_register")
+
+
+# --------------------------------------------------------------------------- firewall and tasks: only "not found" is ignored
+
+
+def check_only_not_found_is_ignored(text: str) -> None:
+    code = without_comments(text)
+    # No cmdlet that reads the firewall or the task scheduler silences its errors.
+    for line in code.splitlines():
+        if re.search(r"\b(Get-NetFirewallRule|Get-NetFirewallProfile|Get-ScheduledTask)\b", line):
+            assert "SilentlyContinue" not in line, line
+    assert "catch { if (-not (Test-XuNotFound $_)) { throw } }" in squeeze(function_source(text, "Get-XuFwRules"))
+    assert "catch { if (Test-XuNotFound $_) { return $null }; throw }" in squeeze(function_source(text, "Get-XuTask"))
+    found = squeeze(function_source(text, "Test-XuNotFound"))
+    assert "$ErrorRecord.CategoryInfo.Category -eq 'ObjectNotFound'" in found and "-eq 'CimException'" in found
+
+
+def check_fw_get_reports_whether_rules_apply(text: str) -> None:
+    block = squeeze(op_source(text, "fw_get"))
+    assert "Get-XuFwRules $group 'ActiveStore'" in block
+    assert "Get-NetFirewallProfile -PolicyStore ActiveStore" in block
+    assert "local_rules_applied = ([string]$pr.AllowLocalFirewallRules -ne 'False')" in block
+    assert "[ordered]@{ rules = $rules; active_rules = $active; profiles = $profiles }" in block
+
+
+def check_fw_set_restores_the_group(text: str) -> None:
+    block = squeeze(op_source(text, "fw_set"))
+    # The previous rules are read before anything is removed ...
+    assert block.index("$previous = @(foreach ($fr in $old) { ConvertTo-XuFwParams (ConvertFrom-XuFwRule $fr) $group })") < block.index(
+        "Remove-NetFirewallRule"
+    )
+    # ... the removal and the additions are one try, whose catch undoes the additions and recreates them, then reports.
+    body = block[block.index("try {") :]
+    assert body.startswith("try { if ($old.Count -gt 0) { $null = $old | Remove-NetFirewallRule } foreach ($p in $new) {")
+    assert "foreach ($p in $new) { $null = New-NetFirewallRule @p; [void]$added.Add($p.Name) } } catch {" in body
+    handler = body[body.index("} catch {") :]
+    assert handler.index("Remove-NetFirewallRule -Name $n") < handler.index("New-NetFirewallRule @p") < handler.index("throw $failure")
+
+
+@pytest.mark.parametrize("check", [check_only_not_found_is_ignored, check_fw_get_reports_whether_rules_apply, check_fw_set_restores_the_group])
+def test_firewall_and_tasks(agent: str, check: Callable[[str], None]) -> None:
+    check(agent)
+
+
+# --------------------------------------------------------------------------- service restart and probe
+
+
+def check_service_restart_waits_and_restores_dependents(text: str) -> None:
+    block = squeeze(op_source(text, "service_restart"))
+    running = block.index("$dependents = @(foreach ($d in $sc.DependentServices) { if ($d.Status -eq 'Running') { $d } })")
+    start_pending = block.index("Wait-XuServiceLeaves $sc 'StartPending' $sw $limit")
+    stop = block.index("$sc.Stop()")
+    assert running < stop and start_pending < stop
+    # Start only on a stopped service; StopPending at the time limit is reported, not started.
+    guard = block.index("if ($sc.Status -ne 'Stopped') { $startError = 'the service did not stop within {0} s ({1})' -f $limit, $sc.Status }")
+    assert guard < block.index("$sc.Start()")
+    restart = "foreach ($d in $dependents) { $d.Refresh(); if ($d.Status -eq 'Stopped') { try { $d.Start() } catch { $null = $_ } } }"
+    assert block.index("$sc.Start()") < block.index(restart)
+    assert "dependents = @(foreach ($d in $dependents) { [ordered]@{ name = [string]$d.ServiceName; state = $d.Status.ToString() } })" in block
+
+
+def check_probe_offers_the_os_default(text: str) -> None:
+    block = squeeze(op_source(text, "port_probe"))
+    first = block.index("$ssl.AuthenticateAsClient($serverName, $null, [Security.Authentication.SslProtocols]::None, $false)")
+    fallback = block.index("$ssl.AuthenticateAsClient($serverName, $null, 'Tls, Tls11, Tls12', $false)")
+    refusal = block.index("if ($refusal -isnot [ArgumentException] -and $refusal -isnot [NotSupportedException]) { throw }")
+    assert first < refusal < fallback
+    assert block.count("AuthenticateAsClient(") == 2
+
+
+@pytest.mark.parametrize("check", [check_service_restart_waits_and_restores_dependents, check_probe_offers_the_os_default])
+def test_service_and_probe(agent: str, check: Callable[[str], None]) -> None:
+    check(agent)
+
+
+# --------------------------------------------------------------------------- Constrained Language Mode
+
+
+CLM_MESSAGE = "xtractuniversal.tls needs PowerShell's FullLanguage mode; this session runs in {0} (AppLocker or WDAC policy)"
+
+
+def first_statement(text: str) -> tree_sitter.Node:
+    root = parse(text).root_node
+    statements = next(c for c in root.children if c.type == "statement_list")
+    return next(c for c in statements.children if c.type not in ("comment", "empty_statement"))
+
+
+def check_bootstrap_checks_the_language_mode_first(text: str) -> None:
+    first = first_statement(text)
+    assert first.type == "if_statement", node_text(first)
+    source = node_text(first)
+    assert source.startswith("if ($ExecutionContext.SessionState.LanguageMode -ne 'FullLanguage') { throw (")
+    assert f'"{CLM_MESSAGE}" -f $ExecutionContext.SessionState.LanguageMode' in source
+    # Constrained Language Mode forbids method calls on most types, ::new and Add-Type: none of them before or in the check.
+    before = text[: first.end_byte]
+    assert [n for n in walk(first) if n.type == "invokation_expression"] == []
+    assert "::" not in before and "Add-Type" not in before
+
+
+def test_bootstrap_checks_the_language_mode_first() -> None:
+    check_bootstrap_checks_the_language_mode_first(read(BOOTSTRAP))
+    doc = read(PROTOCOL_DOC).replace("\n", " ")
+    assert CLM_MESSAGE.replace("{0}", "<mode>") in squeeze(doc)
+
+
+def test_the_language_mode_check_finds_method_calls() -> None:
+    with pytest.raises(AssertionError):
+        check_bootstrap_checks_the_language_mode_first("# b\n$x = [Collections.Generic.List[string]]::new()\nif ($a) { }\n")
