@@ -64,7 +64,7 @@ options:
     required: true
   new_thumbprint:
     description:
-      - The thumbprint of the new certificate, which must already be in C(LocalMachine\\My) with its private key.
+      - The thumbprint of the new certificate, which must already be in C(LocalMachine\My) with its private key.
       - Exactly one of O(new_thumbprint), O(pfx_path), O(pfx_content) and O(renew_reusing_key=true) is required.
     type: str
   pfx_path:
@@ -72,7 +72,7 @@ options:
       - A PFX (PKCS#12) file on the controller holding the new certificate and its private key.
       - A relative path is looked up like the C(src) of M(ansible.builtin.copy) (in the role's or play's
         C(files) folder first). A vault-encrypted file is decrypted.
-      - The certificate is imported into C(LocalMachine\\My), its key into the machine key set, unless it is
+      - The certificate is imported into C(LocalMachine\My), its key into the machine key set, unless it is
         there already.
     type: path
   pfx_content:
@@ -105,13 +105,13 @@ options:
       - This costs one remote call more than the other sources, since the new thumbprint is only known once
         C(certreq) has run. C(certreq) archives the old certificate, so it no longer enumerates and
         O(remove_old) has nothing to remove.
-      - The renewal is recorded in a journal on the host (C(C:\\ProgramData\\xtractuniversal.tls)), so a later
+      - The renewal is recorded in a journal on the host (C(C:\ProgramData\xtractuniversal.tls)), so a later
         run recognises the renewed certificate by its key instead of renewing again.
       - V(false) names no certificate.
     type: bool
   remove_old:
     description:
-      - Remove the old certificate from C(LocalMachine\\My) after the swap succeeded.
+      - Remove the old certificate from C(LocalMachine\My) after the swap succeeded.
       - The removal is a remote call of its own, made only after the module judged the restart good (the service
         runs, every port answers as the settings say and C(/version) answers). A failed swap is rolled back with
         the old certificate still in the store.
@@ -153,7 +153,7 @@ options:
   settings_files:
     description:
       - More JSON files, relative to the install dir, to replace references in, besides the product's own
-        settings files (C(config\\servers\\tls.json) and the port settings). They are read in the same remote
+        settings files (C(config\servers\tls.json) and the port settings). They are read in the same remote
         call. A listed file that does not exist is warned about.
     type: list
     elements: str
@@ -269,7 +269,7 @@ key_access_granted:
   type: bool
 removed_old:
   description:
-    - Whether the old certificate was removed from C(LocalMachine\\My).
+    - Whether the old certificate was removed from C(LocalMachine\My).
     - False, with a warning, when the removal (a remote call after the swap was judged good) failed or was not answered.
   returned: success
   type: bool
