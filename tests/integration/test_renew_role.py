@@ -272,10 +272,13 @@ def test_controller_check_against_the_ca_bundle(lab_factory: Any, tmp_path: path
     assert ok.rc == 0, ok.stdout[-4000:]
     checked = [e for e in ok.results if e["task"].endswith(CONTROLLER_CHECK_TASK)]
     assert checked and all(p["trusted"] and p["thumbprint"] == summaries(ok)["xu01"]["new_thumbprint"] for p in checked[0]["result"]["ports"])
-    # Another lab's CA: the PFX's chain is checked first, so the swap refuses it before anything changes.
+    # Another lab's CA: the assessment judges the PFX's chain on the controller, so the host is blocked before
+    # anything is written (not even the journal).
     bad = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", *pfx, "-e", f"xu_renew_ca_path={other.dir / 'ca.pem'}", "--limit", "xu02")
     assert bad.rc == 2
-    assert summaries(bad)["xu02"]["failed_step"] == "install"
+    assert summaries(bad)["xu02"]["result"] == "blocked"
+    assert "does not lead to a certificate in xu_renew_ca_path" in summaries(bad)["xu02"]["reason"]
+    assert untouched(lab, "xu02", bases["xu02"]) == [] and not lab.state("xu02")["journals"]
     assert check_host(lab, "xu02", bases["xu02"]) == []
     # A firewall rule of someone else's keeps the controller out: the check fails after the swap, which is rolled back.
     block = [{"name": "block", "xtractuniversal.tls.xu_firewall_gate": {"state": "closed", "rule_group": "test block", "auto_open_after": 0}}]
@@ -329,7 +332,7 @@ def test_killed_controller_gate_auto_opens_and_the_next_run_resumes(lab_factory:
     lab: Lab = lab_factory("--hosts", "2", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
     base = baseline(lab, "xu01")
     command = [str(BIN / "ansible-playbook"), "-i", str(lab.inventory), PLAYBOOK, "-f", "10",
-               "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_gate_auto_open_after=0.1"]
+               "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_gate_auto_open_after=1"]  # the role's shortest deadline
     process = killable(command)
 
     def gate_closed_and_tls_off() -> bool:

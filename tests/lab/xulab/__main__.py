@@ -23,6 +23,8 @@ from .scenarios import SCENARIOS
 def _options(args: argparse.Namespace) -> FleetOptions:
     if args.hosts < 1:
         raise LabError("--hosts must be at least 1")
+    if args.call_overhead < 0:
+        raise LabError("--call-overhead must be at least 0")
     return FleetOptions(
         directory=args.dir,
         hosts=args.hosts,
@@ -31,6 +33,7 @@ def _options(args: argparse.Namespace) -> FleetOptions:
         expiring_in=args.expiring_in,
         scenario=args.scenario,
         base_address=args.base_address,
+        call_overhead=args.call_overhead,
     )
 
 
@@ -123,6 +126,10 @@ def _add_fleet_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart-delay", type=float, default=1.0, help="seconds XU needs to start (default 1)")
     parser.add_argument("--expiring-in", type=float, default=365.0, help="days the healthy certificates have left")
     parser.add_argument("--scenario", choices=SCENARIOS, default="healthy")
+    parser.add_argument(
+        "--call-overhead", type=float, default=0.0, metavar="SECONDS",
+        help="what every remote call costs before its script runs, as on Windows (default 0; 1 to 3 is typical)",
+    )
     parser.add_argument("--base-address", help="address of xu01 (default: the first free 127.0.B.1 from 127.0.1.1)")
 
 

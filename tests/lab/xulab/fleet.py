@@ -31,7 +31,7 @@ from .host import WINRM_PORT, Host, HostIdentity, HostLookup
 from .primitives import PRIMITIVES
 from .renewals import issue_pfx, winacme_renew
 from .scenarios import profile_for, provision
-from .shell import CommandShell
+from .shell import CommandShell, split_call_overhead
 from .wsman import AcceptFilter, WsmanCredentials, start_wsman_server
 
 LAB_DOMAIN = "xulab.test"
@@ -48,6 +48,8 @@ class FleetOptions:
     expiring_in: float = 365.0
     scenario: str = "healthy"
     base_address: str | None = None
+    # Seconds every remote call costs before its script runs, as on Windows (`up --call-overhead`).
+    call_overhead: float = 0.0
 
 
 class Fleet:
@@ -96,6 +98,7 @@ class Fleet:
         assert self._ca is not None
         hosts_dir = layout.hosts_dir(self.directory)
         shutil.rmtree(hosts_dir, ignore_errors=True)
+        shell_create_delay, process_start_delay = split_call_overhead(self.options.call_overhead)
         for index, address in enumerate(addresses, start=1):
             identity = HostIdentity(index, host_name(index), address, LAB_DOMAIN)
             host = build_host(identity, hosts_dir / identity.name, self._ca, self.options.restart_delay, self.lookup)
@@ -108,8 +111,9 @@ class Fleet:
                     WINRM_PORT,
                     auth=self.options.auth,
                     credentials=self.credentials,
-                    run_command=CommandShell(host).run_command,
+                    run_command=CommandShell(host, process_start_delay=process_start_delay).run_command,
                     accept_filter=_winrm_filter(host),
+                    shell_create_delay=shell_create_delay,
                 )
             )
 
@@ -167,6 +171,7 @@ class Fleet:
             "scenario": self.options.scenario,
             "restart_delay": self.options.restart_delay,
             "expiring_in": self.options.expiring_in,
+            "call_overhead": self.options.call_overhead,
             "domain": LAB_DOMAIN,
             "winrm_port": WINRM_PORT,
             "user": self.account_for_inventory(),

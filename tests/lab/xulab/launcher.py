@@ -44,6 +44,7 @@ def serve_command(options: FleetOptions) -> list[str]:
         "--restart-delay", str(options.restart_delay),
         "--expiring-in", str(options.expiring_in),
         "--scenario", options.scenario,
+        "--call-overhead", str(options.call_overhead),
     ]
     if options.base_address:
         command += ["--base-address", options.base_address]

@@ -1,13 +1,17 @@
 """What a host does with one WS-Man command: run our bootstrap and agent, or fail like Windows.
 
 The bootstrap is recognised by its first line, the agent by the first line of the text it
-receives on stdin. Everything else is a command this host does not have: PowerShell
-answers with a CLIXML error record on stderr and exit code 1, cmd.exe with its own text.
-Only the command line and the decoded script are recorded (transcript.log); stdin never.
+receives on stdin. A PowerShell whose whole script starts another `PowerShell ... -EncodedCommand`
+(what ansible-core 2.16 to 2.18 send: their winrm connection encodes every command again) runs
+that inner PowerShell as Windows does: it inherits the outer one's stdin, stdout and stderr, and
+the outer exits 0 when it succeeded, else 1. Everything else is a command this host does not
+have: PowerShell answers with a CLIXML error record on stderr and exit code 1, cmd.exe with its
+own text. Only command lines and decoded scripts are recorded (transcript.log); stdin never.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -33,7 +37,21 @@ PROTOCOL = 1
 CLIXML_HEADER = "#< CLIXML\r\n"
 CLIXML_NAMESPACE = "http://schemas.microsoft.com/powershell/2004/04"
 
+# How much of a call's overhead Windows pays at shell Create (a winrshost process); the rest
+# goes to each powershell.exe start-up (.NET and PowerShell load before the script runs).
+SHELL_CREATE_SHARE = 0.25
+# A script that only starts another PowerShell: one native command with literal arguments.
+_NESTED_POWERSHELL = re.compile(r"^(?:&\s*)?(?:[A-Za-z]:\\(?:[^\s\\]+\\)*)?powershell(?:\.exe)?(?:\s+[A-Za-z0-9+/=_.:-]+)+$", re.IGNORECASE)
+
 log = logging.getLogger(__name__)
+
+
+def split_call_overhead(seconds: float) -> tuple[float, float]:
+    """(shell Create, each powershell.exe start) for a call overhead of `seconds`."""
+    if seconds < 0:
+        raise ValueError("a call overhead is at least 0 seconds")
+    create = seconds * SHELL_CREATE_SHARE
+    return create, seconds - create
 
 
 def _clixml_text(text: str) -> str:
@@ -170,31 +188,30 @@ def _first_line(text: str) -> str:
     return text.lstrip("\ufeff").split("\n", 1)[0].strip()
 
 
-class CommandShell:
-    """Runs the commands WinRM hands to one host."""
+def nested_command_line(script: str) -> str | None:
+    """The command line of the PowerShell a script does nothing but start, else None."""
+    lines = [line.strip() for line in script.lstrip("\ufeff").splitlines() if line.strip()]
+    if len(lines) != 1 or _NESTED_POWERSHELL.match(lines[0]) is None:
+        return None
+    return lines[0].lstrip("&").strip()
 
-    def __init__(self, host: Host) -> None:
+
+class CommandShell:
+    """Runs the commands WinRM hands to one host.
+
+    `process_start_delay`: the seconds each powershell.exe takes to start before its script
+    runs (`--call-overhead`); waited with asyncio, so other hosts carry on meanwhile.
+    """
+
+    def __init__(self, host: Host, *, process_start_delay: float = 0.0) -> None:
         self.host = host
+        self.process_start_delay = process_start_delay
 
     async def run_command(
         self, command: str, arguments: list[str], stdin: bytes, client: tuple[str, int], user: str
     ) -> CommandResult:
-        parsed = parse_command(command, arguments)
-        command_line = " ".join([command, *arguments])
-        self.host.record_transcript(user, client[0], command_line, parsed.script)
-        ops: list[str] = []
-        statuses: list[str] = []
-        dropped = False
-        if parsed.error is not None:
-            result = CommandResult(rc=1, stderr=(parsed.error + "\r\n").encode("utf-8"))
-        elif parsed.script is None:
-            name = parsed.program.split("\\")[-1]
-            message = f"'{name}' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n"
-            result = CommandResult(rc=1, stderr=message.encode("utf-8"))
-        elif _first_line(parsed.script) != BOOTSTRAP_MARKER:
-            result = command_not_found(parsed.script)
-        else:
-            result, ops, statuses, dropped = await self._run_bootstrap(parsed.script, stdin)
+        outcome = await self._run_program(command, arguments, stdin, client, user)
+        result, ops, statuses, dropped = outcome
         self.host.emit(
             "remote_call",
             ops=ops,
@@ -209,6 +226,34 @@ class CommandShell:
         if dropped:
             result.drop_connection = True
         return result
+
+    async def _run_program(
+        self, command: str, arguments: list[str], stdin: bytes, client: tuple[str, int], user: str
+    ) -> tuple[CommandResult, list[str], list[str], bool]:
+        """One process: PowerShell with its script, or another program this host does not have."""
+        parsed = parse_command(command, arguments)
+        if parsed.script is not None or parsed.error is not None:
+            await self._start_powershell()
+        self.host.record_transcript(user, client[0], " ".join([command, *arguments]), parsed.script)
+        if parsed.error is not None:
+            return CommandResult(rc=1, stderr=(parsed.error + "\r\n").encode("utf-8")), [], [], False
+        if parsed.script is None:
+            name = parsed.program.split("\\")[-1]
+            message = f"'{name}' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n"
+            return CommandResult(rc=1, stderr=message.encode("utf-8")), [], [], False
+        if _first_line(parsed.script) == BOOTSTRAP_MARKER:
+            return await self._run_bootstrap(parsed.script, stdin)
+        inner = nested_command_line(parsed.script)
+        if inner is None:
+            return _unsupported_or_not_found(parsed.script), [], [], False
+        # The inner process inherits the outer one's handles: it reads the same stdin and writes
+        # to the same stdout and stderr. -EncodedCommand ends with the last command's $?: 0 or 1.
+        result, ops, statuses, dropped = await self._run_program(inner, [], stdin, client, user)
+        return CommandResult(rc=0 if result.rc == 0 else 1, stdout=result.stdout, stderr=result.stderr), ops, statuses, dropped
+
+    async def _start_powershell(self) -> None:
+        if self.process_start_delay > 0:
+            await asyncio.sleep(self.process_start_delay)
 
     async def _run_bootstrap(self, script: str, stdin: bytes) -> tuple[CommandResult, list[str], list[str], bool]:
         """stdin's lines joined and parsed by JavaScriptSerializer, then the agent runs the request.
@@ -284,6 +329,26 @@ class CommandShell:
         except Exception as exc:  # a lab defect must not look like a host's answer
             log.exception("%s: primitive %s failed inside the lab", self.host.name, name)
             raise PrimitiveError("LabInternalError", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _unsupported_or_not_found(script: str) -> CommandResult:
+    """PowerShell exists on every host: a script that starts it in a way the lab does not follow fails, loudly."""
+    first = next((line.strip() for line in script.splitlines() if line.strip() and not line.strip().startswith("#")), "")
+    term = first.lstrip("&. ").split()[0].strip("'\"") if first.lstrip("&. ") else ""
+    if re.split(r"[\\/]", term)[-1].casefold() not in ("powershell", "powershell.exe"):
+        return command_not_found(script)
+    message = "xulab runs only the collection's bootstrap, or a PowerShell that does nothing but start it with literal arguments"
+    lines = error_record(
+        "",
+        message,
+        script_line=first,
+        line_number=1,
+        column=1,
+        category="NotImplemented: (:String) [], LabUnsupportedScript",
+        error_id="LabUnsupportedScript",
+        extent=len(first),
+    )
+    return CommandResult(rc=1, stderr=clixml_error(lines))
 
 
 def _redacted(error: PrimitiveError, args: object) -> dict[str, str]:

@@ -31,6 +31,8 @@ from typing import ClassVar
 from xml.sax.saxutils import escape, quoteattr
 
 import spnego
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as parse_untrusted_xml
 
 from . import _ntlm
 
@@ -112,6 +114,7 @@ async def start_wsman_server(
     credentials: WsmanCredentials,
     run_command: RunCommand,
     accept_filter: AcceptFilter | None = None,
+    shell_create_delay: float = 0.0,
 ) -> asyncio.base_events.Server:
     """Starts a WinRM listener on ``address:port`` (port 0: any free port) in the running loop.
 
@@ -120,12 +123,14 @@ async def start_wsman_server(
     first Receive if no Send came (stdin is then b""). Signal terminate or ctrl_c
     and Delete cancel a run that is still going, as Windows ends the process.
     The user handed to ``run_command`` is ``credentials.account_name``.
+    ``shell_create_delay`` is what each shell Create costs, in seconds: Windows starts a
+    winrshost process for it. Only that request waits; the loop serves everything else meanwhile.
     """
     if auth not in ("basic", "ntlm"):
         raise ValueError(f"auth must be 'basic' or 'ntlm', not {auth!r}")
     if auth == "ntlm":
         configure_ntlm_users([credentials])
-    listener = _Listener(address, auth, credentials, run_command, accept_filter)
+    listener = _Listener(address, auth, credentials, run_command, accept_filter, shell_create_delay=shell_create_delay)
     server = await asyncio.start_server(listener.serve_connection, address, port, reuse_address=True)
     listener.port = server.sockets[0].getsockname()[1]
     return server
@@ -255,12 +260,11 @@ class _WsmanRequest:
 
 
 def _parse_request(xml_bytes: bytes) -> _WsmanRequest:
-    # Expat expands internal entities; a DTD has no place in a WS-Man message.
-    if b"<!DOCTYPE" in xml_bytes or b"<!ENTITY" in xml_bytes:
-        raise _invalid_body_fault()
+    # SOAP forbids a DTD, and Windows' parser refuses one; expat would expand its entities.
+    # The parser itself refuses it, in whatever encoding the body comes (a byte search misses UTF-16).
     try:
-        envelope = ET.fromstring(xml_bytes)  # noqa: S314 - DTDs, the attack surface, are refused above
-    except ET.ParseError as error:
+        envelope = parse_untrusted_xml(xml_bytes, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except (ET.ParseError, DefusedXmlException) as error:
         raise _invalid_body_fault() from error
     header = envelope.find(_q("Header", _NS_SOAP))
     body = envelope.find(_q("Body", _NS_SOAP))
@@ -484,6 +488,8 @@ class _Listener:
         credentials: WsmanCredentials,
         run_command: RunCommand,
         accept_filter: AcceptFilter | None,
+        *,
+        shell_create_delay: float = 0.0,
     ) -> None:
         self.address = address
         self.port = 0
@@ -491,6 +497,7 @@ class _Listener:
         self._credentials = credentials
         self._run_command = run_command
         self._accept_filter = accept_filter
+        self._shell_create_delay = shell_create_delay
         self._shells: dict[str, _Shell] = {}
 
     # Connections
@@ -692,6 +699,8 @@ class _Listener:
         shell_element = request.body.find(_q("Shell", _NS_SHELL))
         if shell_element is None:
             raise _invalid_body_fault()
+        if self._shell_create_delay > 0:
+            await asyncio.sleep(self._shell_create_delay)
         input_streams = shell_element.findtext(_q("InputStreams", _NS_SHELL)) or "stdin"
         output_streams = shell_element.findtext(_q("OutputStreams", _NS_SHELL)) or "stdout stderr"
         shell_id = str(uuid.uuid4()).upper()

@@ -53,8 +53,14 @@ class ListenerLoop:
         auth: str,
         accept_filter: AcceptFilter | None = None,
         credentials: WsmanCredentials = CREDENTIALS,
+        shell_create_delay: float = 0.0,
     ) -> int:
-        server = self.call(start_wsman_server(ADDRESS, 0, auth=auth, credentials=credentials, run_command=run_command, accept_filter=accept_filter))
+        server = self.call(
+            start_wsman_server(
+                ADDRESS, 0, auth=auth, credentials=credentials, run_command=run_command, accept_filter=accept_filter,
+                shell_create_delay=shell_create_delay,
+            )
+        )
         self._servers.append(server)
         port: int = server.sockets[0].getsockname()[1]
         return port
@@ -208,6 +214,30 @@ def test_concurrent_clients(listeners: ListenerLoop) -> None:
 
     assert [json.loads(output)["command"] for output in outputs] == [f"client{index}" for index in range(8)]
     assert time.monotonic() - started < 1.5  # the runs overlap instead of queueing
+
+
+def test_shell_create_costs_its_delay_without_holding_up_other_listeners(listeners: ListenerLoop) -> None:
+    free_port = listeners.start(Recorder(), auth="basic")
+    slow_ports = [listeners.start(Recorder(), auth="basic", shell_create_delay=0.3) for _ in range(2)]
+
+    def one_call(port: int) -> float:
+        client = protocol(port, "basic")
+        began = time.monotonic()
+        shell_id = client.open_shell()
+        elapsed = time.monotonic() - began
+        client.close_shell(shell_id)
+        return elapsed
+
+    one_call(free_port)  # the first connection's set-up is not what is measured
+    free = one_call(free_port)
+    with ThreadPoolExecutor(2) as pool:
+        began = time.monotonic()
+        slow = list(pool.map(one_call, slow_ports))
+        both = time.monotonic() - began
+
+    assert free < 0.1
+    assert all(elapsed >= 0.3 for elapsed in slow)
+    assert both < 0.55  # two hosts' Creates overlap
 
 
 @pytest.mark.parametrize(
@@ -463,3 +493,67 @@ def test_ansible_raw_over_basic_and_ntlm(listeners: ListenerLoop, tmp_path: Path
     assert wrong.returncode != 0
     assert "UNREACHABLE" in output
     assert "credentials were rejected" in output
+
+
+# --- hostile XML ---------------------------------------------------------------------------------
+
+_CREATE_WITH_ENTITY = (
+    '<?xml version="1.0" encoding="{encoding}"?>'
+    '<!DOCTYPE s:Envelope [<!ENTITY big "{filler}">]>'
+    '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
+    'xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd" xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell">'
+    "<s:Header><a:Action>http://schemas.xmlsoap.org/ws/2004/09/transfer/Create</a:Action>"
+    "<a:MessageID>uuid:11111111-2222-3333-4444-555555555555</a:MessageID>"
+    "<w:ResourceURI>http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd</w:ResourceURI></s:Header>"
+    "<s:Body><rsp:Shell><rsp:InputStreams>{streams}</rsp:InputStreams></rsp:Shell></s:Body></s:Envelope>"
+)
+_HOSTILE_ENCODINGS = {
+    "utf-8": ("UTF-8", "utf-8", b""),
+    "utf-8 with BOM": ("UTF-8", "utf-8", b"\xef\xbb\xbf"),
+    "utf-16-le with BOM": ("UTF-16", "utf-16-le", b"\xff\xfe"),
+    "utf-16-be with BOM": ("UTF-16", "utf-16-be", b"\xfe\xff"),
+    "utf-16-le without BOM": ("UTF-16", "utf-16-le", b""),
+    "utf-16-be without BOM": ("UTF-16", "utf-16-be", b""),
+}
+
+
+def soap_post(port: int, body: bytes, charset: str) -> tuple[int, bytes]:
+    """One authenticated (Basic) WS-Man message as raw bytes; the status and the response body."""
+    authorization = "Basic " + base64.b64encode(b"labadmin:" + CREDENTIALS.password.encode()).decode()
+    connection = http.client.HTTPConnection(ADDRESS, port, timeout=5)
+    try:
+        headers = {"Content-Type": f"application/soap+xml;charset={charset}", "Authorization": authorization}
+        connection.request("POST", "/wsman", body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("variant", list(_HOSTILE_ENCODINGS))
+def test_a_dtd_or_entity_is_refused_in_every_encoding(listeners: ListenerLoop, variant: str) -> None:
+    declared, codec, bom = _HOSTILE_ENCODINGS[variant]
+    port = listeners.start(Recorder(), auth="basic")
+    filler = "A" * 1000
+    body = bom + _CREATE_WITH_ENTITY.format(encoding=declared, filler=filler, streams="&big;" * 100).encode(codec)
+
+    status, answer = soap_post(port, body, declared)
+
+    # Expanded, the entity would come back 100,000 bytes long in the created shell's InputStreams.
+    assert status == 500, answer[:300]
+    assert len(answer) < 3000
+    assert b'Code="2150858791"' in answer and b"w:InvalidBody" in answer
+    assert filler.encode() not in answer
+
+
+@pytest.mark.parametrize("variant", ["utf-8", "utf-16-le with BOM", "utf-16-be without BOM"])
+def test_a_message_without_a_dtd_is_served_in_any_encoding(listeners: ListenerLoop, variant: str) -> None:
+    declared, codec, bom = _HOSTILE_ENCODINGS[variant]
+    port = listeners.start(Recorder(), auth="basic")
+    plain = _CREATE_WITH_ENTITY.replace('<!DOCTYPE s:Envelope [<!ENTITY big "{filler}">]>', "")
+    body = bom + plain.format(encoding=declared, streams="stdin").encode(codec)
+
+    status, answer = soap_post(port, body, declared)
+
+    assert status == 200, answer[:300]
+    assert b"<rsp:InputStreams>stdin</rsp:InputStreams>" in answer
