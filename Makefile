@@ -12,7 +12,7 @@ JOBS ?= 2
 PYTHON ?= $(shell for p in python3.12 python3.13 $$HOME/.pyenv/versions/3.12*/bin/python3.12 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
 	  "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
-.PHONY: venv demo test lint unit integration sanity build clean
+.PHONY: venv demo test lint unit integration targets sanity build matrix changelog clean
 
 venv: $(STAMP)
 
@@ -44,13 +44,14 @@ demo: venv
 	  fi; \
 	  $(BIN)/python -m xulab down --dir $(DEMO_DIR); exit $$status
 
-test: venv lint unit integration sanity build
+test: venv lint unit integration targets sanity build matrix
 
 lint: venv
 	$(BIN)/ruff check .
 	@# The collection is checked under its import name; the two conftest.py files need separate runs.
 	$(BIN)/mypy .collections/ansible_collections/xtractuniversal/tls/plugins tests/lab/xulab tests/unit
 	$(BIN)/mypy tests/integration
+	$(BIN)/mypy tests/build tests/matrix
 	$(BIN)/ansible-lint --profile production --strict
 
 unit: venv
@@ -58,6 +59,10 @@ unit: venv
 
 integration: venv
 	$(BIN)/pytest -q -n $(JOBS) tests/integration
+
+# The ansible-test integration targets (tests/integration/targets) against a one-host lab, the way they run on real servers.
+targets: venv
+	tests/targets/run.sh
 
 sanity: venv
 	@# ansible-test skips its shellcheck test without the program; Debian has it (installed as root, as in CI).
@@ -68,6 +73,16 @@ sanity: venv
 build: venv
 	tests/build/run.sh
 
+# A smoke set against the lab with every ansible-core in tests/matrix/versions.txt, each in its own venv under
+# .venv-matrix/ (from pyenv's Pythons; kept until its requirements change). MATRIX_ONLY="2.16 2.21" picks some.
+MATRIX_ONLY ?=
+matrix: venv
+	$(BIN)/python tests/matrix/run.py $(if $(MATRIX_ONLY),--only $(MATRIX_ONLY))
+
+# CHANGELOG.rst from changelogs/changelog.yaml and the fragments (antsibull-changelog; `release` adds a version).
+changelog: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/antsibull-changelog generate
+
 clean:
 	-$(BIN)/python -m xulab down --dir $(DEMO_DIR) 2>/dev/null
-	rm -rf $(VENV) .collections lab-run build tests/output .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-matrix .collections lab-run build tests/output .mypy_cache .pytest_cache .ruff_cache

@@ -15,10 +15,15 @@ export ANSIBLE_COLLECTIONS_PATH="$work/collections"
 test -f "$work/collections/ansible_collections/xtractuniversal/tls/MANIFEST.json"
 echo "built and installed $(basename "$artifact")"
 
-# Nothing from the developer's tree may leak into the artifact.
-if tar -tzf "$artifact" | grep -E '(^|/)(\.venv|\.collections|lab-run|\.git)/'; then
+# Nothing from the developer's tree may leak into the artifact; what users need is in it.
+tar -tzf "$artifact" > "$work/files.txt"
+if grep -E '(^|/)(\.venv|\.venv-matrix|\.collections|\.ansible|lab-run|\.git|tests/bench|tests/matrix|tests/build)(/|$)|(^|/)(\.plugin-cache\.yaml|requirements-dev\.txt|Makefile|ansible\.cfg|\.ansible-lint(-ignore)?)$' "$work/files.txt"; then
   echo "the artifact contains development files" >&2; exit 1
 fi
+for shipped in COPYING CHANGELOG.rst README.md requirements.txt bindep.txt meta/runtime.yml meta/execution-environment.yml \
+    meta/ee-requirements.txt changelogs/changelog.yaml docs/installing.md; do
+  grep -qx "$shipped" "$work/files.txt" || { echo "the artifact lacks $shipped" >&2; exit 1; }
+done
 
 count=0
 for stub in "$work"/collections/ansible_collections/xtractuniversal/tls/plugins/modules/*.py; do
@@ -32,3 +37,6 @@ for stub in "$work"/collections/ansible_collections/xtractuniversal/tls/plugins/
 done
 "$bin/ansible-doc" --list xtractuniversal.tls --type module | grep -q xu_tls_info
 echo "ansible-doc rendered $count modules from the installed collection"
+
+# What ansible-builder reads from the installed collection, and the requirement files it points at.
+XU_INSTALLED_COLLECTIONS="$work/collections" "$bin/pytest" -q -p no:cacheprovider -p no:xdist "$repo/tests/build"
