@@ -58,6 +58,8 @@ unit: venv
 	$(BIN)/pytest -q -n $(JOBS) tests/unit
 
 integration: venv
+	@# The report's HTML is opened in a real headless browser; Debian's chromium (installed as root, as in CI).
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 	$(BIN)/pytest -q -n $(JOBS) tests/integration
 
 # The ansible-test integration targets (tests/integration/targets) against a one-host lab, the way they run on real servers.

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import ROLE_SPECS, renew_options, role_options_spec
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import report_options
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 AWX = REPO / "docs" / "awx"
@@ -67,3 +68,18 @@ def test_the_project_playbooks_import_the_collection_s() -> None:
         play = yaml.safe_load((AWX / "project" / f"{name}.yml").read_text(encoding="utf-8"))
         assert play[0]["ansible.builtin.import_playbook"] == f"xtractuniversal.tls.{name}"
         assert (REPO / "playbooks" / f"{name}.yml").is_file()
+
+
+REPORT_SURVEY = json.loads((AWX / "report_survey.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("question", REPORT_SURVEY["spec"], ids=lambda q: q["variable"])
+def test_every_report_survey_answer_is_accepted_by_the_report(question: dict[str, Any], tmp_path: pathlib.Path) -> None:
+    values = question.get("choices") or [question["default"]]
+    if question["type"] == "integer":
+        values = [question["min"], question["max"], ""]  # empty: the question left blank
+    if question["variable"] == "xu_report_dir":
+        values = ["", str(tmp_path)]
+    for value in values:
+        typed = report_options({question["variable"]: value if value == "" else answer(question, value)})
+        assert typed is not None

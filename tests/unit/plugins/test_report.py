@@ -1,0 +1,272 @@
+"""The tls_report playbook's decisions: its variables, the rows and their order, the failures, the table and the files."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import os
+import re
+from typing import Any
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.xtractuniversal.tls.plugins.filter.report import report_fleet, report_options
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import (
+    ReportOptions,
+    ReportOptionsError,
+    csv_text,
+    escape,
+    fleet_report,
+)
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import report_options as typed_options
+
+NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
+HOSTILE = '<script>alert("x")</script>{{ lookup("pipe", "id") }}'
+
+
+def certificate(days_left: int, thumbprint: str = "AA" * 20, subject: str = "CN=xu.example.com") -> dict[str, Any]:
+    not_after = NOW + datetime.timedelta(days=days_left, hours=1 if days_left >= 0 else -1)
+    return {
+        "thumbprint": thumbprint, "subject": subject, "not_after": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "days_left": days_left, "expired": days_left < 0, "in_store": True,
+    }
+
+
+def info(days_left: int | None, problems: list[str] | None = None, *, tls: bool = True, config: dict[str, Any] | None = None,
+         subject: str = "CN=xu.example.com") -> dict[str, Any]:
+    """An xu_tls_info result: TLS with one certificate for both servers, or TLS off when days_left is None."""
+    cert = certificate(days_left, subject=subject) if days_left is not None and tls else None
+    web = {"tls": tls, "protocol": "https_unrestricted" if tls else "http_unrestricted",
+           "certificate_thumbprint": cert["thumbprint"] if cert else None, "certificate": cert}
+    config_server = config or {"tls": tls, "certificate_thumbprint": web["certificate_thumbprint"], "certificate": cert}
+    return {"changed": False, "installed": True, "web_server": web, "config_server": config_server, "problems": problems or []}
+
+
+def report(infos: dict[str, Any], group: list[str] | None = None, targeted: list[str] | None = None, **options: Any) -> Any:
+    hosts = group if group is not None else list(infos)
+    return fleet_report(infos, hosts, targeted if targeted is not None else hosts, ReportOptions(**options), now=NOW)
+
+
+# -- the variables --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("given", "expected"), [("30", 30), (" 7 ", 7), ("0", 0), (30, 30), ("", None), (None, None), ("  ", None)])
+def test_fail_within_days_from_strings(given: Any, expected: int | None) -> None:
+    assert typed_options({"xu_report_fail_within_days": given}).fail_within_days == expected
+
+
+@pytest.mark.parametrize("given", ["soon", "-1", -1, "3.5", 3.5, True, "30d", [30]])
+def test_fail_within_days_refuses_what_is_not_a_whole_number_of_days(given: Any) -> None:
+    with pytest.raises(ReportOptionsError, match="xu_report_fail_within_days must be a whole number of days"):
+        typed_options({"xu_report_fail_within_days": given})
+
+
+@pytest.mark.parametrize(("given", "expected"), [("true", True), ("false", False), ("False", False), ("yes", True), ("no", False),
+                                                 ("1", True), ("0", False), ("", False), (None, False), (True, True), (False, False)])
+def test_fail_on_problems_from_strings(given: Any, expected: bool) -> None:
+    # "false" is a true string in a condition: the filter must make it the boolean false.
+    assert typed_options({"xu_report_fail_on_problems": given}).fail_on_problems is expected
+
+
+@pytest.mark.parametrize("given", ["maybe", "2", "tru", 7])
+def test_fail_on_problems_refuses_what_is_not_a_boolean(given: Any) -> None:
+    with pytest.raises(ReportOptionsError, match="xu_report_fail_on_problems must be true or false"):
+        typed_options({"xu_report_fail_on_problems": given})
+
+
+def test_defaults_and_the_other_variables() -> None:
+    options = typed_options({"xu_report_product": "", "xu_report_dir": "", "xu_report_hosts": ""})
+    assert options == ReportOptions(None, False, "xtract_universal", "", "xu_servers")
+    assert options.expiring_within_days == 30
+    assert typed_options({"xu_report_product": "yunio"}).product == "yunio"
+    assert typed_options({"xu_report_fail_within_days": "60"}).expiring_within_days == 60
+    assert typed_options({"xu_report_dir": "reports"}).dir == os.path.join(os.getcwd(), "reports")
+    assert typed_options({"xu_report_dir": "~/r"}).dir == os.path.expanduser("~/r")
+
+
+def test_every_wrong_variable_is_named_at_once() -> None:
+    with pytest.raises(ReportOptionsError) as raised:
+        typed_options({"xu_report_product": "sap_gui", "xu_report_fail_within_days": "soon", "xu_report_typo": 1})
+    message = str(raised.value)
+    assert "xu_report_product must be one of xtract_universal, board_connector, yunio, not 'sap_gui'" in message
+    assert "xu_report_fail_within_days" in message and "'soon'" in message
+    assert "not variables of the report: xu_report_typo" in message
+
+
+def test_the_filter_raises_ansible_filter_errors() -> None:
+    assert report_options({"xu_report_fail_within_days": "30"})["fail_within_days"] == 30
+    with pytest.raises(AnsibleFilterError, match="The report's variables: xu_report_fail_on_problems"):
+        report_options({"xu_report_fail_on_problems": "maybe"})
+    with pytest.raises(AnsibleFilterError, match="dict"):
+        report_options("xu_report_fail_within_days=30")
+    with pytest.raises(AnsibleFilterError, match="report_options"):
+        report_fleet({}, [], [], {"fail_within_days": 30})
+    with pytest.raises(AnsibleFilterError, match="group_hosts"):
+        report_fleet({}, "xu_servers", [], report_options({}))
+
+
+# -- rows and their order -------------------------------------------------------------------------
+
+
+def test_most_urgent_first() -> None:
+    infos = {
+        "a-healthy": info(300),
+        "b-long-expired": info(-40, ["expired"]),
+        "c-expired-today": info(-1, ["expired"]),
+        "d-expiring": info(9, ["expires in 9 days"]),
+        "e-expiring-today": info(0, ["expires in 0 days"]),
+        "f-tls-off": info(None, ["the web server serves plain HTTP (TLS is off)"], tls=False),
+        "g-missing": info(39, ["not in LocalMachine\\My"]),
+        "h-unreachable": {"unreachable": True, "msg": "timed out"},
+        "i-healthy-sooner": info(200),
+    }
+    rows = report(infos, group=[*infos, "j-outside"], targeted=list(infos)).rows
+    assert [row.host for row in rows] == [
+        "b-long-expired", "c-expired-today", "e-expiring-today", "d-expiring", "h-unreachable", "f-tls-off", "g-missing",
+        "i-healthy-sooner", "a-healthy", "j-outside",
+    ]
+    assert [row.status for row in rows] == [
+        "expired", "expired", "expiring", "expiring", "unreachable", "tls_off", "problems", "ok", "ok", "not_targeted",
+    ]
+
+
+def test_the_expiring_window_edges() -> None:
+    rows = {row.host: row.status for row in report({"at29": info(29), "at30": info(30)}).rows}
+    assert rows == {"at29": "expiring", "at30": "ok"}
+    rows = {row.host: row.status for row in report({"at59": info(59), "at60": info(60)}, fail_within_days=60).rows}
+    assert rows == {"at59": "expiring", "at60": "ok"}
+
+
+def test_ties_in_name_order() -> None:
+    assert [row.host for row in report({"xu02": info(9), "xu01": info(9)}).rows] == ["xu01", "xu02"]
+
+
+def test_a_host_that_could_not_be_read_gets_a_row_with_its_error() -> None:
+    infos: dict[str, Any] = {
+        "down": {"unreachable": True, "msg": "ntlm: HTTPSConnectionPool(host='127.0.0.9', port=5986):\n  timed out"},
+        "broken": {"failed": True, "msg": "discover: the agent answered nothing"},
+    }
+    fleet = report(infos, group=["down", "broken", "lost"], targeted=["down", "broken", "lost"])
+    rows = {row.host: row for row in fleet.rows}
+    assert rows["down"].status == "unreachable"
+    assert rows["down"].error == "ntlm: HTTPSConnectionPool(host='127.0.0.9', port=5986): timed out"
+    assert rows["broken"].status == "unreadable" and rows["broken"].problems == ("could not be read: discover: the agent answered nothing",)
+    assert rows["lost"].status == "unreachable" and "no result" in rows["lost"].error
+    assert fleet.stats()["xu_report_results"]["down"]["error"].endswith("timed out")
+    # Nothing is known of them, so they always fail the run.
+    assert set(fleet.failures) == {"down", "broken", "lost"}
+    assert fleet.failures["down"].startswith("Could not be reached: ntlm:")
+    assert fleet.totals["unreachable"] == 3
+
+
+def test_the_row_shows_the_certificate_that_expires_first() -> None:
+    config = {"tls": True, "certificate_thumbprint": "BB" * 20, "certificate": certificate(5, thumbprint="BB" * 20)}
+    row = report({"xu01": info(200, config=config)}).rows[0]
+    assert [c.role for c in row.certificates] == ["web server", "configuration server"]
+    assert row.soonest is not None and row.soonest.thumbprint == "BB" * 20 and row.status == "expiring"
+    assert row.to_result()["days_left"] == 5
+    shared = report({"xu01": info(200)}).rows[0]
+    assert [c.role for c in shared.certificates] == ["web server and configuration server"]
+
+
+# -- failing the run ------------------------------------------------------------------------------
+
+
+def test_fail_within_days() -> None:
+    infos = {"expired": info(-3, ["expired"]), "expiring": info(9, ["expires"]), "fine": info(40), "off": info(None, ["off"], tls=False)}
+    assert report(infos).failures == {}
+    assert set(report(infos, fail_within_days=0).failures) == {"expired"}
+    failures = report(infos, fail_within_days=30).failures
+    assert set(failures) == {"expired", "expiring"}
+    assert "expires in 9 days" in failures["expiring"] and "within xu_report_fail_within_days (30)" in failures["expiring"]
+    assert "expired on" in failures["expired"]
+    assert set(report(infos, fail_within_days=41).failures) == {"expired", "expiring", "fine"}
+
+
+def test_fail_on_problems() -> None:
+    infos = {"off": info(None, ["the web server serves plain HTTP (TLS is off)"], tls=False), "fine": info(300)}
+    failures = report(infos, fail_on_problems=True).failures
+    assert list(failures) == ["off"] and "TLS is off" in failures["off"] and "xu_report_fail_on_problems" in failures["off"]
+
+
+def test_not_targeted_hosts_never_fail() -> None:
+    fleet = report({"xu02": info(-3, ["expired"])}, group=["xu01", "xu02"], targeted=["xu02"], fail_within_days=30)
+    assert list(fleet.failures) == ["xu02"]
+    assert fleet.totals == {"hosts": 2, "ok": 0, "problems": 1, "expiring": 0, "expired": 1, "tls_off": 0, "unreachable": 0,
+                            "not_targeted": 1}
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+
+def test_the_table_is_one_line_per_item_with_columns_sized_to_the_content() -> None:
+    long_name = "xu-production-frankfurt-primary-01.corp.example.com"
+    infos = {long_name: info(9, ["the web server and configuration server certificate " + "AA" * 20 + " expires in 9 days"]),
+             "xu02": info(300)}
+    lines = report(infos, fail_within_days=30).lines()
+    assert all("\n" not in line for line in lines)
+    heading, first, *rest = lines
+    assert heading.split()[:5] == ["HOST", "STATUS", "PROTOCOL", "THUMBPRINT", "NOT"] and "NOT AFTER" in heading
+    # Every column starts where its heading does, however long the host name.
+    assert heading.index("STATUS") == len(long_name) + 2
+    assert first.startswith(long_name + "  expiring")
+    assert first.index("AA" * 20) == heading.index("THUMBPRINT")
+    assert first.index("2026-12-07T13:00:00Z") == heading.index("NOT AFTER")
+    assert rest[0].startswith("  - the web server")
+    assert all(len(line) <= 80 for line in rest if line.startswith("  "))
+    xu02 = next(line for line in rest if line.startswith("xu02"))
+    assert xu02.index("ok") == heading.index("STATUS")
+    assert "TOTAL  2 hosts: 1 expiring, 1 ok" in lines
+    assert any(line.startswith(f"FAILS  {long_name}: ") for line in lines)
+
+
+# -- the files ------------------------------------------------------------------------------------
+
+
+def hostile_report() -> Any:
+    return report({HOSTILE: info(5, [HOSTILE, "=HYPERLINK(\"http://evil\")"], subject=f"CN={HOSTILE}, O=\"a,b\"")}, fail_within_days=30)
+
+
+def test_report_json_holds_the_set_stats_data() -> None:
+    fleet = hostile_report()
+    assert json.loads(fleet.to_json()) == fleet.stats()
+    result = fleet.stats()["xu_report_results"][HOSTILE]
+    assert set(result) >= {"thumbprint", "not_after", "days_left", "problems"}
+    assert result["days_left"] == 5 and result["problems"][0] == HOSTILE
+
+
+def test_report_csv_has_a_header_and_survives_quotes_commas_and_formulas() -> None:
+    fleet = hostile_report()
+    rows = list(csv.reader(io.StringIO(fleet.to_csv())))
+    assert rows[0] == ["host", "status", "protocol", "thumbprint", "subject", "not_after", "days_left", "problems", "error"]
+    assert len(rows) == 2
+    host, status, _, thumbprint, subject, _, days_left, problems, _ = rows[1]
+    assert (host, status, thumbprint, days_left) == (HOSTILE, "expiring", "AA" * 20, "5")
+    assert subject == f"CN={HOSTILE}, O=\"a,b\""
+    # A spreadsheet would run a cell that starts with "=": it is made text.
+    assert problems == f"{HOSTILE}; =HYPERLINK(\"http://evil\")"
+    assert csv_text("=1+1") == "'=1+1" and csv_text("@SUM(A1)") == "'@SUM(A1)" and csv_text("-3") == "'-3"
+    assert csv_text("CN=x") == "CN=x"
+
+
+def test_report_html_escapes_every_value() -> None:
+    page = hostile_report().to_html()
+    assert "<script" not in page.lower()
+    assert "{{" not in page and "{%" not in page
+    assert escape(HOSTILE) in page
+    assert escape(HOSTILE) == ("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&#123;&#123; lookup(&quot;pipe&quot;, "
+                               "&quot;id&quot;) &#125;&#125;")
+    # In attributes too (data-host), where a quote would end the value.
+    assert f'data-host="{escape(HOSTILE)}"' in page
+
+
+def test_report_html_is_self_contained() -> None:
+    page = report({"xu01": info(9), "xu02": info(400), "xu03": info(-2)}).to_html()
+    assert not re.search(r"(src|href)\s*=", page, re.IGNORECASE)
+    assert "http://" not in page and "https://" not in page and "url(" not in page and "@import" not in page
+    assert "default-src 'none'" in page
+    assert page.count('<g class="cert"') == 3
+    assert "2028-01-02T13:00:00Z (400 days) (beyond the year)" in page and "expired " in page
