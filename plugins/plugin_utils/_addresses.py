@@ -86,12 +86,26 @@ def format_interval(interval: Interval, family: int) -> str:
     return f"{make(first)}-{make(last)}"
 
 
+def without_whole_family(interval: Interval, family: int) -> list[Interval]:
+    """The interval, as two halves when it is a whole family: Windows Firewall rejects 0.0.0.0/0 and ::/0."""
+    top = FAMILIES[family][1]
+    if interval != (0, top):
+        return [interval]
+    middle = (top + 1) // 2
+    return [(0, middle - 1), (middle, top)]
+
+
 def block_all_except(allow_from: Iterable[str]) -> list[str]:
-    """Remote addresses for a block rule that spares exactly ``allow_from``."""
+    """Remote addresses for a block rule that spares exactly ``allow_from``; never a /0 network."""
     allowed = address_sets(allow_from)
     if not allowed[4] and not allowed[6]:
         return ["Any"]
-    return [format_interval(i, family) for family in (4, 6) for i in complement(allowed[family], family)]
+    return [
+        format_interval(half, family)
+        for family in (4, 6)
+        for interval in complement(allowed[family], family)
+        for half in without_whole_family(interval, family)
+    ]
 
 
 def same_addresses(left: Iterable[str], right: Iterable[str]) -> bool:

@@ -25,7 +25,7 @@ def test_nothing_allowed_blocks_any() -> None:
 
 def test_one_address_is_spared_exactly() -> None:
     blocked = block_all_except(["10.1.2.3"])
-    assert blocked == ["0.0.0.0-10.1.2.2", "10.1.2.4-255.255.255.255", "::/0"]
+    assert blocked == ["0.0.0.0-10.1.2.2", "10.1.2.4-255.255.255.255", "::/1", "8000::/1"]
     assert not covered(blocked, "10.1.2.3")
     for outside in ("10.1.2.2", "10.1.2.4", "0.0.0.0", "255.255.255.255", "192.168.1.1", "::1", "2001:db8::1"):
         assert covered(blocked, outside), outside
@@ -68,3 +68,12 @@ def test_windows_normalised_forms_compare_equal() -> None:
 def test_bad_addresses(bad: str) -> None:
     with pytest.raises(AddressError):
         block_all_except([bad])
+
+
+@pytest.mark.parametrize(("allow_from", "halves"), [(["10.1.2.3"], ["::/1", "8000::/1"]), (["2001:db8::1"], ["0.0.0.0/1", "128.0.0.0/1"])])
+def test_a_family_allow_from_leaves_out_is_blocked_in_two_halves_never_as_slash_0(allow_from: list[str], halves: list[str]) -> None:
+    # Windows Firewall rejects 0.0.0.0/0 and ::/0 ("The data is invalid"), after the group's old rules were removed.
+    blocked = block_all_except(allow_from)
+    assert not [a for a in blocked if a.endswith("/0")]
+    assert all(half in blocked for half in halves)
+    assert same_addresses(blocked, [*block_all_except(allow_from)])
