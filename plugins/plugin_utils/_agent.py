@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import json
 import pathlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,18 +92,23 @@ class AgentClient:
 
 
 def parse_answer(rc: int, stdout: str, stderr: str, operations: Sequence[Operation]) -> list[OperationResult]:
-    """Check the agent's answer against the request; RemoteError when it is not one."""
-    if rc != 0:
-        raise RemoteError(f"The agent failed on the host (rc={rc}): {_first_line(stderr) or 'no error output'}", rc, stdout, stderr)
-    answer = None
-    # PowerShell may prefix output (e.g. a profile's banner); the answer is the last JSON line.
-    for raw_line in reversed(stdout.strip().splitlines()):
-        line = raw_line.strip()
-        if line.startswith("{"):
-            with contextlib.suppress(ValueError):
-                answer = json.loads(line)
-            break
-    if not isinstance(answer, dict) or answer.get("agent") != "xtractuniversal.tls":
+    """Check the agent's answer against the request; RemoteError when it is not one.
+
+    A well-formed answer counts whatever the exit code: psrp reports rc 1 whenever the error
+    stream had output, which a cmdlet's non-terminating error inside a primitive can cause.
+    """
+    answer = _find_answer(stdout)
+    if answer is None:
+        mode = refused_language_mode(stdout + "\n" + stderr)
+        if mode is not None:
+            raise RemoteError(
+                f"PowerShell on the host runs in {mode} mode (an AppLocker or WDAC policy imposes it), and xtractuniversal.tls"
+                " needs FullLanguage mode: nothing was run. Exempt the account Ansible connects with from the policy"
+                " (or allow powershell.exe in FullLanguage mode for it), then run again",
+                rc, stdout, stderr,
+            )
+        if rc != 0:
+            raise RemoteError(f"The agent failed on the host (rc={rc}): {_first_line(stderr) or 'no error output'}", rc, stdout, stderr)
         raise RemoteError("The host did not answer with the agent's JSON document", rc, stdout, stderr)
     if answer.get("protocol") != PROTOCOL:
         raise RemoteError(f"The agent speaks protocol {answer.get('protocol')!r}, expected {PROTOCOL}", rc, stdout, stderr)
@@ -114,6 +121,36 @@ def parse_answer(rc: int, stdout: str, stderr: str, operations: Sequence[Operati
             raise RemoteError(f"The agent's answer for {operation.op} is malformed", rc, stdout, stderr)
         results.append(OperationResult(operation.op, raw["status"], raw.get("result"), raw.get("error")))
     return results
+
+
+def _find_answer(stdout: str) -> dict[str, Any] | None:
+    """The agent's answer object in stdout, None when there is none."""
+    answer = None
+    # PowerShell may prefix output (e.g. a profile's banner); the answer is the last JSON line.
+    for raw_line in reversed(stdout.strip().splitlines()):
+        line = raw_line.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                answer = json.loads(line)
+            break
+    if not isinstance(answer, dict) or answer.get("agent") != "xtractuniversal.tls":
+        return None
+    return answer
+
+
+# The bootstrap's fixed refusal outside FullLanguage mode (docs/agent-protocol.md, Transport), without its spaces:
+# PowerShell may wrap the error text, and CLIXML (winrm's stderr) escapes line breaks as _x000D__x000A_.
+_LANGUAGE_MODE_REFUSAL = re.compile(
+    r"xtractuniversal\.tlsneedsPowerShell'sFullLanguagemode;thissessionrunsin(ConstrainedLanguage|RestrictedLanguage|NoLanguage)"
+)
+
+
+def refused_language_mode(output: str) -> str | None:
+    """The language mode the bootstrap refused to run in, when ``output`` holds its refusal; else None."""
+    text = re.sub(r"_x[0-9A-Fa-f]{4}_", " ", output)
+    text = html.unescape(re.sub(r"<[^>]*>", " ", text))
+    match = _LANGUAGE_MODE_REFUSAL.search(re.sub(r"\s+", "", text))
+    return match.group(1) if match else None
 
 
 def _first_line(text: str) -> str:

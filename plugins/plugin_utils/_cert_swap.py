@@ -570,8 +570,10 @@ def tls_state_after(snapshot: Snapshot, rewrites: list[FileRewrite]) -> TlsState
     return read_tls_state(files, snapshot.profile)
 
 
-def _served_requirement(expectations: list[Expectation]) -> list[dict[str, Any]]:
-    return [{"port": e.port, "thumbprint": e.thumbprint} for e in expectations if e.tls and e.thumbprint]
+def _served_requirement(expectations: list[Expectation], server_name: str | None) -> list[dict[str, Any]]:
+    """What every TLS port must present for the host to remove the old certificate, probed with the name the verification used."""
+    named = {"server_name": server_name} if server_name else {}
+    return [{"port": e.port, "thumbprint": e.thumbprint, **named} for e in expectations if e.tls and e.thumbprint]
 
 
 @dataclass
@@ -672,7 +674,7 @@ def remove_old(run: ModuleRun, old: str, restart: RestartPlan | None) -> bool:
     After a restart the host removes it only while each TLS port still presents the certificate
     the settings now name (``require_served``); without a restart nothing can be checked.
     """
-    require = _served_requirement(restart.expectations) if restart is not None else None
+    require = _served_requirement(restart.expectations, restart.server_name) if restart is not None else None
     try:
         (removal,) = run.agent.call([Operation("cert_remove", {"store": STORE, "thumbprint": old, "require_served": require})])
     except XuError as e:

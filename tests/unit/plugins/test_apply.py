@@ -334,7 +334,7 @@ def test_settings_text_keeps_non_ascii_text() -> None:
 
 
 def test_backup_names() -> None:
-    moment = datetime.datetime(2026, 11, 26, 20, 42, 6, 42, tzinfo=datetime.UTC)
+    moment = datetime.datetime(2026, 11, 26, 20, 42, 6, 42, tzinfo=datetime.timezone.utc)
     assert backup_stamp(moment) == STAMP
     assert backup_path_for(TLS_PATH, STAMP) == f"{TLS_PATH}.{STAMP}.bak"
     assert backup_stamp(moment) != backup_stamp(moment + datetime.timedelta(microseconds=1))

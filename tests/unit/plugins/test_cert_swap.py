@@ -295,6 +295,21 @@ def test_extra_settings_files() -> None:
     assert len(host.calls) == 2
 
 
+def test_removal_check_names_the_host_when_fqdn_is_set() -> None:
+    """The host-side check before removing the old certificate probes with the name clients use, as the verification did."""
+    host, old, _cert = swap_host()
+    cert, key = mint(FQDN, sans=(FQDN, "xu01"), days_left=365)
+    new = thumbprint_of(cert)
+    result = run_action("xu_cert_swap", pfx_args(cert, key, old_thumbprint=old, remove_old=True, grant_key_access=True, fqdn=FQDN), host)
+    assert not result.get("failed"), result
+    (removal,) = host.calls[-1]
+    assert removal["op"] == "cert_remove"
+    assert removal["args"]["require_served"] == [
+        {"port": 8165, "thumbprint": new, "server_name": FQDN}, {"port": 8064, "thumbprint": new, "server_name": FQDN},
+    ]
+    assert all(op["args"]["server_name"] == FQDN for op in host.calls[-2] if op["op"] == "port_probe")
+
+
 # -- PFX ----------------------------------------------------------------------------------------
 
 

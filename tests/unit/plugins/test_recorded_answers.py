@@ -89,7 +89,7 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Set the controller's clock (every plugin_utils module's ``utc_now``) to a recording's start."""
 
     def freeze(at: str) -> None:
-        moment = datetime.datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.UTC)
+        moment = datetime.datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
         for name, module in list(sys.modules.items()):
             if name.startswith(PLUGIN_UTILS) and hasattr(module, "utc_now"):
                 monkeypatch.setattr(module, "utc_now", lambda: moment)

@@ -22,7 +22,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate i
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_verify import run_tls_verify
 
-NOW = datetime.datetime.now(datetime.UTC)
+NOW = datetime.datetime.now(datetime.timezone.utc)
 FQDN = "xu01.example.com"
 
 

@@ -1,0 +1,59 @@
+"""The agent's answer as the controller reads it: exit codes, malformed output, the bootstrap's fixed refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, parse_answer, refused_language_mode
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import RemoteError
+
+OPERATIONS = [Operation("cert_list", {"store": "My"})]
+ANSWER = json.dumps({
+    "agent": "xtractuniversal.tls", "protocol": 1,
+    "results": [{"id": 1, "op": "cert_list", "status": "ok", "result": {"certificates": []}, "elapsed_ms": 3}],
+})
+REFUSAL = (
+    "xtractuniversal.tls needs PowerShell's FullLanguage mode; this session runs in ConstrainedLanguage (AppLocker or WDAC policy)"
+)
+# How winrm's stderr carries a thrown error: CLIXML, lines wrapped at the console width, breaks escaped.
+CLIXML_REFUSAL = (
+    '#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+    '<S S="Error">xtractuniversal.tls needs PowerShell\'s FullLanguage mode; this session runs in Constrained_x000D__x000A_</S>'
+    '<S S="Error">Language (AppLocker or WDAC policy)_x000D__x000A_</S>'
+    '<S S="Error">At line:2 char:75_x000D__x000A_</S></Objs>'
+)
+
+
+def test_a_well_formed_answer_counts_whatever_the_exit_code() -> None:
+    # psrp reports rc 1 whenever the error stream had output.
+    (result,) = parse_answer(1, ANSWER + "\n", "WARNING: something on the error stream", OPERATIONS)
+    assert result.ok and result.result == {"certificates": []}
+
+
+@pytest.mark.parametrize("stdout", ["", "not json", '{"agent": "someone else", "protocol": 1, "results": []}'])
+def test_a_non_zero_exit_code_without_an_answer_is_a_remote_failure(stdout: str) -> None:
+    with pytest.raises(RemoteError) as caught:
+        parse_answer(1, stdout, "Add-Type : Cannot add type\r\nat line 7", OPERATIONS)
+    assert caught.value.msg == "The agent failed on the host (rc=1): Add-Type : Cannot add type"
+    assert caught.value.fields["rc"] == 1
+
+
+def test_exit_code_zero_without_an_answer_is_a_remote_failure() -> None:
+    with pytest.raises(RemoteError, match="did not answer with the agent's JSON document"):
+        parse_answer(0, "banner only", "", OPERATIONS)
+
+
+@pytest.mark.parametrize("stderr", [REFUSAL, CLIXML_REFUSAL], ids=["plain", "clixml"])
+def test_constrained_language_mode_is_a_clear_failure(stderr: str) -> None:
+    with pytest.raises(RemoteError) as caught:
+        parse_answer(1, "", stderr, OPERATIONS)
+    message = caught.value.msg
+    assert message.startswith("PowerShell on the host runs in ConstrainedLanguage mode (an AppLocker or WDAC policy imposes it)")
+    assert "needs FullLanguage mode: nothing was run" in message
+
+
+def test_other_output_is_not_taken_for_the_refusal() -> None:
+    assert refused_language_mode("this session runs in ConstrainedLanguage") is None
+    assert refused_language_mode(REFUSAL.replace("ConstrainedLanguage", "RestrictedLanguage")) == "RestrictedLanguage"
