@@ -44,7 +44,7 @@ def collections_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pathl
     work = tmp_path_factory.mktemp("artifact")
     galaxy = str(BIN / "ansible-galaxy")
     subprocess.run([galaxy, "collection", "build", str(REPO), "--output-path", str(work / "dist")], check=True, capture_output=True, cwd=work)
-    artifact = next((work / "dist").glob("xtractuniversal-tls-*.tar.gz"))
+    (artifact,) = (work / "dist").glob("xtractuniversal-tls-*.tar.gz")
     subprocess.run([galaxy, "collection", "install", str(artifact), "-p", str(work / "collections")], check=True, capture_output=True, cwd=work)
     yield work / "collections"
 

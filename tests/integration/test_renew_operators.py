@@ -108,8 +108,8 @@ def test_a_failed_canary_still_reports_every_host(lab_factory: Any, tmp_path: pa
 @pytest.mark.lab
 def test_the_table_reads_one_line_per_host_under_the_default_callback(lab_factory: Any, tmp_path: pathlib.Path) -> None:
     lab: Lab = lab_factory("--hosts", "2", "--scenario", "mixed", "--restart-delay", RESTART_DELAY)
-    run = renew(lab, tmp_path, "--check", "-e", "xu_renew_mode=reuse_key", env={"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
-                                                                                 "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+    default_callback = {"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+    run = renew(lab, tmp_path, "--check", "-e", "xu_renew_mode=reuse_key", env=default_callback)
     assert run.rc == 0, run.stdout[-4000:]
     table = run.stdout.split("TASK [Print the fleet summary]", 1)[1].split("TASK [", 1)[0]
     assert "\\n" not in table  # no JSON string with escaped line breaks

@@ -218,7 +218,7 @@ def test_the_net_log_sees_what_a_page_fetches(tmp_path: pathlib.Path) -> None:
     # The check below must be able to fail: a page with one external image is caught.
     page = tmp_path / "external.html"
     page.write_text('<!DOCTYPE html><html><body><img src="https://assets.example.invalid/logo.png"></body></html>')
-    _, requests = browse(page, tmp_path, "--dump-dom")
+    _dom, requests = browse(page, tmp_path, "--dump-dom")
     assert requests == ["https://assets.example.invalid/logo.png"]
 
 
@@ -233,7 +233,7 @@ def test_report_html_in_a_headless_browser_offline(lab_factory: Any, tmp_path: p
     assert requests == []
     dom = Dom(markup)
     # Nothing the page could load from elsewhere, and no script at all.
-    assert not [a for _, a in dom.elements for name in ("src", "href") if a.get(name, "").lower().startswith(("http:", "https:", "//"))]
+    assert not [a for _tag, a in dom.elements for name in ("src", "href") if a.get(name, "").lower().startswith(("http:", "https:", "//"))]
     assert not dom.all("script")
     # The fleet table, a row per host, most urgent first, the problems highlighted by status.
     rows = [a for t, a in dom.elements if t == "tr" and "data-host" in a]

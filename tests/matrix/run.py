@@ -69,7 +69,7 @@ class Outcome:
 
     @property
     def passed(self) -> bool:
-        return not self.errors and len(self.steps) == len(STEPS) and all(ok for ok, _ in self.steps.values())
+        return not self.errors and len(self.steps) == len(STEPS) and all(ok for ok, _seconds in self.steps.values())
 
 
 class StepFailed(Exception):

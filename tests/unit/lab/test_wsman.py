@@ -218,7 +218,7 @@ def test_concurrent_clients(listeners: ListenerLoop) -> None:
 
 def test_shell_create_costs_its_delay_without_holding_up_other_listeners(listeners: ListenerLoop) -> None:
     free_port = listeners.start(Recorder(), auth="basic")
-    slow_ports = [listeners.start(Recorder(), auth="basic", shell_create_delay=0.3) for _ in range(2)]
+    slow_ports = [listeners.start(Recorder(), auth="basic", shell_create_delay=0.3) for _port in range(2)]
 
     def one_call(port: int) -> float:
         client = protocol(port, "basic")

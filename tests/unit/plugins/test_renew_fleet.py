@@ -102,8 +102,10 @@ def test_filters_take_what_ansible_hands_them() -> None:
         renew_halt({}, {"xu01": "xu01"}, [], 20)
 
 
-@pytest.mark.parametrize(("read", "result"), [({"unreachable": True, "msg": "timed out"}, "unreachable"),
-                                               ({"failed": True, "msg": "The agent failed on the host (rc=1)"}, "failed")])
+@pytest.mark.parametrize(
+    ("read", "result"),
+    [({"unreachable": True, "msg": "timed out"}, "unreachable"), ({"failed": True, "msg": "The agent failed on the host (rc=1)"}, "failed")],
+)
 def test_a_host_that_cannot_be_read_is_reported_not_dropped(read: dict[str, Any], result: str) -> None:
     plan = renew_plan(read, "replace")
     assert plan["action"] in ("unreachable", "unreadable") and not plan["gate_closed"]

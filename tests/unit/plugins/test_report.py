@@ -243,7 +243,7 @@ def test_report_csv_has_a_header_and_survives_quotes_commas_and_formulas() -> No
     rows = list(csv.reader(io.StringIO(fleet.to_csv())))
     assert rows[0] == ["host", "status", "protocol", "thumbprint", "subject", "not_after", "days_left", "problems", "error"]
     assert len(rows) == 2
-    host, status, _, thumbprint, subject, _, days_left, problems, _ = rows[1]
+    host, status, _protocol, thumbprint, subject, _not_after, days_left, problems, _error = rows[1]
     assert (host, status, thumbprint, days_left) == (HOSTILE, "expiring", "AA" * 20, "5")
     assert subject == f"CN={HOSTILE}, O=\"a,b\""
     # A spreadsheet would run a cell that starts with "=": it is made text.
