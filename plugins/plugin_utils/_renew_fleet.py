@@ -11,17 +11,17 @@ host targeted and fails the ones that were due but not renewed.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines
 
 # Results of a host that count against its batch: it was attempted and did not end well.
 BATCH_FAILURES = frozenset({"failed", "unreachable"})
 # Results whose mode and strategy say how the host was changed.
 ACTED = frozenset({"renewed", "failed", "completed", "rolled_back"})
 REASON_INDENT = "  "
-REASON_WIDTH = 76
 
 
 def _text(value: Any) -> str:
@@ -107,25 +107,12 @@ RIGHT_ALIGNED = frozenset({"OUTAGE S"})
 
 def fleet_lines(outcomes: Sequence[HostOutcome]) -> list[str]:
     """The fleet summary as lines (one list item a line reads well under every callback): columns sized to their content."""
-    rows = [HEADINGS, *(outcome.cells() for outcome in outcomes)]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(HEADINGS))]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            cell.rjust(width) if heading in RIGHT_ALIGNED else cell.ljust(width)
-            for cell, width, heading in zip(cells, widths, HEADINGS, strict=True)
-        ]
-        return "  ".join(padded).rstrip()
-
-    lines = [line(HEADINGS)]
-    for outcome in outcomes:
-        lines.append(line(outcome.cells()))
+    header, *rows = column_lines(HEADINGS, [outcome.cells() for outcome in outcomes], RIGHT_ALIGNED)
+    lines = [header]
+    for outcome, row in zip(outcomes, rows, strict=True):
+        lines.append(row)
         if outcome.reason and outcome.result != "not_due":
-            # Short lines: the yaml callback folds longer ones, and AWX's output pane wraps them.
-            lines += textwrap.wrap(
-                outcome.reason, REASON_WIDTH, initial_indent=REASON_INDENT, subsequent_indent=REASON_INDENT * 2,
-                break_long_words=False, break_on_hyphens=False,
-            )
+            lines += note_lines(outcome.reason, REASON_INDENT, REASON_INDENT * 2)
     totals = fleet_totals(outcomes)
     lines.append("TOTAL  " + ", ".join(f"{count} {result}" for result, count in totals.items()))
     return lines

@@ -17,7 +17,6 @@ import html
 import io
 import json
 import os
-import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import PROFILES
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines
 
 PRODUCTS = tuple(PROFILES)
 DEFAULT_GROUP = "xu_servers"
@@ -33,7 +33,6 @@ EXPIRING_DAYS = 30
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 TIMELINE_DAYS = 365
 PROBLEM_INDENT = "  - "
-PROBLEM_WIDTH = 76
 
 # Status words, most urgent first: the table's order and the rows' colours follow this.
 URGENCY = ("expired", "expiring", "unreachable", "unreadable", "tls_off", "problems", "ok", "not_targeted")
@@ -350,30 +349,15 @@ def status_counts(rows: Sequence[HostReport]) -> dict[str, int]:
 
 def table_lines(rows: Sequence[HostReport], failures: Mapping[str, str]) -> list[str]:
     """The table as a list of lines: one list item a line reads well under every callback, AWX's output included."""
-    cells = [HEADINGS, *(_cells(row) for row in rows)]
-    widths = [max(len(line[column]) for line in cells) for column in range(len(HEADINGS))]
-
-    def line(values: Sequence[str]) -> str:
-        padded = [
-            value.rjust(width) if heading in RIGHT_ALIGNED else value.ljust(width)
-            for value, width, heading in zip(values, widths, HEADINGS, strict=True)
-        ]
-        return "  ".join(padded).rstrip()
-
-    lines = [line(HEADINGS)]
-    for row, values in zip(rows, cells[1:], strict=True):
-        lines.append(line(values))
+    header, *lines_of_rows = column_lines(HEADINGS, [_cells(row) for row in rows], RIGHT_ALIGNED)
+    lines = [header]
+    for row, line in zip(rows, lines_of_rows, strict=True):
+        lines.append(line)
         for problem in row.problems:
-            # Short lines: AWX's output pane wraps long ones, and the yaml callback folds them.
-            lines += textwrap.wrap(
-                problem, PROBLEM_WIDTH, initial_indent=PROBLEM_INDENT, subsequent_indent=" " * len(PROBLEM_INDENT),
-                break_long_words=False, break_on_hyphens=False,
-            )
+            lines += note_lines(problem, PROBLEM_INDENT, " " * len(PROBLEM_INDENT))
     lines.append(f"TOTAL  {len(rows)} hosts: " + ", ".join(f"{count} {status}" for status, count in status_counts(rows).items()))
     for host, reason in failures.items():
-        lines += textwrap.wrap(
-            f"FAILS  {host}: {reason}", PROBLEM_WIDTH, subsequent_indent="       ", break_long_words=False, break_on_hyphens=False,
-        )
+        lines += note_lines(f"FAILS  {host}: {reason}", "", "       ")
     return lines
 
 

@@ -179,6 +179,15 @@ def step_info(release: Release, lab: pathlib.Path) -> None:
     playbook(release, lab, str(HERE / "smoke_info.yml"))
 
 
+def pfx_folder(lab: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """A private folder beside the lab for PFX files, and the file holding their fresh password."""
+    certs = lab.parent / name
+    certs.mkdir(mode=0o700, exist_ok=True)
+    password = certs / "password"
+    password.write_text(secrets.token_urlsafe(18))
+    return certs, password
+
+
 def step_renew_reuse_key(release: Release, lab: pathlib.Path) -> None:
     before = {host: served(lab, host) for host in HOSTS}
     playbook(release, lab, "xtractuniversal.tls.renew", "-e", "xu_renew_mode=reuse_key")
@@ -188,10 +197,7 @@ def step_renew_reuse_key(release: Release, lab: pathlib.Path) -> None:
 
 
 def step_renew_replace(release: Release, lab: pathlib.Path) -> None:
-    certs = lab.parent / "certs"
-    certs.mkdir(mode=0o700, exist_ok=True)
-    password = certs / "password"
-    password.write_text(secrets.token_urlsafe(18))
+    certs, password = pfx_folder(lab, "certs")
     minted = {host: issue(lab, host, certs / f"{host}.pfx", password) for host in HOSTS}
     variables = certs / "secrets.json"
     variables.write_text(json.dumps({"xu_renew_pfx_password": password.read_text()}))
@@ -204,10 +210,7 @@ def step_renew_replace(release: Release, lab: pathlib.Path) -> None:
 
 
 def step_swap(release: Release, lab: pathlib.Path) -> None:
-    certs = lab.parent / "swap"
-    certs.mkdir(mode=0o700, exist_ok=True)
-    password = certs / "password"
-    password.write_text(secrets.token_urlsafe(18))
+    certs, password = pfx_folder(lab, "swap")
     new = issue(lab, "xu01", certs / "new.pfx", password)
     old = sorted(served(lab, "xu01"))
     if len(old) != 1:
