@@ -17,6 +17,7 @@ from . import control, launcher, layout
 from .errors import LabError
 from .faults import FAULT_KEYS
 from .fleet import FleetOptions, serve
+from .host import OS_VERSIONS
 from .scenarios import SCENARIOS
 
 
@@ -34,6 +35,7 @@ def _options(args: argparse.Namespace) -> FleetOptions:
         scenario=args.scenario,
         base_address=args.base_address,
         call_overhead=args.call_overhead,
+        windows_version=args.windows_version,
     )
 
 
@@ -87,6 +89,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
         no_server_auth=args.no_server_auth,
         same_key_as=args.same_key_as,
         intermediate=args.intermediate,
+        aes=args.aes,
     )
     args.out.write_bytes(base64.b64decode(result.pop("pfx_b64")))
     _print_json({"out": str(args.out), **result})
@@ -130,6 +133,10 @@ def _add_fleet_options(parser: argparse.ArgumentParser) -> None:
         "--call-overhead", type=float, default=0.0, metavar="SECONDS",
         help="what every remote call costs before its script runs, as on Windows (default 0; 1 to 3 is typical)",
     )
+    parser.add_argument(
+        "--windows-version", choices=sorted(OS_VERSIONS),
+        help="the Windows Server every host runs (default 2022; the mixed scenario cycles 2022, 2019, 2016)",
+    )
     parser.add_argument("--base-address", help="address of xu01 (default: the first free 127.0.B.1 from 127.0.1.1)")
 
 
@@ -158,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--no-server-auth", action="store_true")
     issue.add_argument("--same-key-as", metavar="THUMBPRINT")
     issue.add_argument("--intermediate", action="store_true", help="signed by the lab's issuing CA, which the PFX carries")
+    issue.add_argument("--aes", action="store_true", help="encrypted as OpenSSL 3 does by default (PBES2, AES-256), not as Windows exports")
     command("winacme", cmd_winacme, "a win-acme style renewal on the host")
     command("events", cmd_events, "print a host's events").add_argument("--type")
     _add_fleet_options(command("serve", cmd_serve, "run the fleet in the foreground (what `up` starts)", host=False))

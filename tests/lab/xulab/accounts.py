@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+from dataclasses import dataclass
 
 from .errors import PrimitiveError
 
@@ -19,6 +20,9 @@ XU_SERVICE_LOGON = f"NT Service\\{XU_SERVICE_NAME}"
 # ... and how Windows writes the same account when it translates its SID (in an ACL).
 XU_SERVICE_ACCOUNT = f"NT SERVICE\\{XU_SERVICE_NAME}"
 LAB_ADMIN = f"{LAB_DOMAIN_NETBIOS}\\{LAB_ADMIN_USER}"
+# A domain account XU may run as, and a domain group it belongs to (a key ACL may grant the group).
+LAB_SERVICE_USER = f"{LAB_DOMAIN_NETBIOS}\\svc-xu"
+KEY_READERS_GROUP = f"{LAB_DOMAIN_NETBIOS}\\XU Key Readers"
 
 _SID_FORM = re.compile(r"^S-1-[0-9-]+$")
 
@@ -40,6 +44,9 @@ _ACCOUNTS: dict[str, str] = {
     "Everyone": "S-1-1-0",
     XU_SERVICE_ACCOUNT: service_sid(XU_SERVICE_NAME),
     LAB_ADMIN: "S-1-5-21-3623811015-3361044348-30300820-1104",
+    LAB_SERVICE_USER: "S-1-5-21-3623811015-3361044348-30300820-1107",
+    "XULAB\\Domain Users": "S-1-5-21-3623811015-3361044348-30300820-513",
+    KEY_READERS_GROUP: "S-1-5-21-3623811015-3361044348-30300820-1109",
 }
 _BY_SID = {sid: name for name, sid in _ACCOUNTS.items()}
 _BY_NAME: dict[str, str] = {}
@@ -47,12 +54,43 @@ for _name in _ACCOUNTS:
     _BY_NAME[_name.casefold()] = _name
     _BY_NAME[_name.rsplit("\\", 1)[-1].casefold()] = _name
 _BY_NAME[f"{LAB_ADMIN_USER}@xulab.test".casefold()] = LAB_ADMIN
+_BY_NAME["svc-xu@xulab.test"] = LAB_SERVICE_USER
 
-# The identities in the XU service's token: its virtual account and the groups it belongs to.
-XU_SERVICE_IDENTITIES = frozenset(
-    _ACCOUNTS[name]
-    for name in (XU_SERVICE_ACCOUNT, "Everyone", "BUILTIN\\Users", "NT AUTHORITY\\Authenticated Users", "NT AUTHORITY\\SERVICE")
-)
+# The groups in the token of a service logon (virtual account, NetworkService, LocalService, a user).
+_SERVICE_LOGON_GROUPS = ("Everyone", "BUILTIN\\Users", "NT AUTHORITY\\Authenticated Users", "NT AUTHORITY\\SERVICE")
+
+
+@dataclass(frozen=True)
+class ServiceLogon:
+    """An account the XU service can run as: Win32_Service.StartName's spelling, its SID, its token's groups."""
+
+    start_name: str
+    sid: str
+    groups: tuple[str, ...]
+
+    @property
+    def identities(self) -> frozenset[str]:
+        return frozenset((self.sid, *self.groups))
+
+
+def _logon(start_name: str, account: str, groups: tuple[str, ...]) -> ServiceLogon:
+    return ServiceLogon(start_name, _ACCOUNTS[account], tuple(_ACCOUNTS[group] for group in groups))
+
+
+# `fault --set service_account=KEY`; the StartName spellings are the ones services.msc writes.
+SERVICE_LOGONS: dict[str, ServiceLogon] = {
+    "virtual": _logon(XU_SERVICE_LOGON, XU_SERVICE_ACCOUNT, _SERVICE_LOGON_GROUPS),
+    "networkservice": _logon("NT AUTHORITY\\NetworkService", "NT AUTHORITY\\NETWORK SERVICE", _SERVICE_LOGON_GROUPS),
+    "localsystem": _logon(
+        "LocalSystem", SYSTEM, (ADMINISTRATORS, "Everyone", "NT AUTHORITY\\Authenticated Users")
+    ),
+    # By UPN, as a domain account is often entered; its token holds its domain groups.
+    "domain": _logon(
+        "svc-xu@xulab.test", LAB_SERVICE_USER, (*_SERVICE_LOGON_GROUPS, "XULAB\\Domain Users", KEY_READERS_GROUP)
+    ),
+}
+DEFAULT_SERVICE_LOGON = "virtual"
+XU_SERVICE_IDENTITIES = SERVICE_LOGONS[DEFAULT_SERVICE_LOGON].identities
 
 
 def sid_of(identity: str) -> str:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .errors import LabError
 from .timefmt import utc_now
 
 KEY_SIZE = 2048
@@ -214,10 +215,16 @@ def make_pfx(
     *,
     friendly_name: str,
     chain: list[x509.Certificate],
+    aes: bool = False,
 ) -> bytes:
-    """A PFX as Windows exports it (3DES, SHA-1 MAC), readable by every Windows version."""
+    """A PFX as Windows exports it (3DES, SHA-1 MAC), readable by every Windows version; with `aes` as OpenSSL 3 writes it."""
     encryption: serialization.KeySerializationEncryption
-    if password:
+    if aes:
+        if not password:
+            raise LabError("a PFX encrypted with AES needs a password")
+        # PBES2 with AES-256-CBC and a SHA-256 MAC: OpenSSL 3's `pkcs12 -export` default.
+        encryption = serialization.BestAvailableEncryption(password.encode("utf-8"))
+    elif password:
         encryption = (
             serialization.PrivateFormat.PKCS12.encryption_builder()
             .kdf_rounds(2000)

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from .accounts import ADMINISTRATORS, SYSTEM, XU_SERVICE_IDENTITIES, display_name, is_translatable, sid_of
+from .accounts import ADMINISTRATORS, SYSTEM, XU_SERVICE_IDENTITIES, display_name, sid_of
 from .ca import key_id, thumbprint
 from .errors import PrimitiveError
 from .timefmt import iso_utc
@@ -40,7 +40,7 @@ class AclEntry:
         return display_name(self.sid)
 
     def as_json(self) -> dict[str, str]:
-        return {"identity": self.identity, "rights": self.rights, "type": self.type}
+        return {"identity": self.identity, "sid": self.sid, "rights": self.rights, "type": self.type}
 
 
 def default_machine_key_acl() -> list[AclEntry]:
@@ -128,13 +128,13 @@ class StoredCertificate:
         """The entry as the cert_list primitive reports it."""
         key: dict[str, object] | None = None
         if self.key is not None:
-            # A rule whose SID has no name makes the agent's NTAccount listing fail: it reports no ACL.
-            readable = all(is_translatable(e.identity) for e in self.key.acl)
-            key = {"provider": self.key.provider, "acl": [e.as_json() for e in self.key.acl] if readable else None}
+            # A rule whose SID has no name is listed by its SID, as the agent does when Translate fails.
+            key = {"provider": self.key.provider, "acl": [e.as_json() for e in self.key.acl]}
         return {
             "thumbprint": self.thumbprint,
             "der_b64": base64.b64encode(self.der).decode("ascii"),
             "has_private_key": self.has_private_key,
+            "archived": self.archived,
             "friendly_name": self.friendly_name,
             "key": key,
         }
@@ -186,10 +186,10 @@ class CertificateStore:
         existing.friendly_name = entry.friendly_name or existing.friendly_name
         return existing
 
-    def get(self, thumbprint_value: str) -> StoredCertificate | None:
-        """The certificate as an X509Store opened without IncludeArchived finds it."""
+    def get(self, thumbprint_value: str, include_archived: bool = False) -> StoredCertificate | None:
+        """The certificate as an X509Store opened with(out) IncludeArchived finds it."""
         entry = self._entries.get(thumbprint_value.upper())
-        return entry if entry is not None and not entry.archived else None
+        return entry if entry is not None and (include_archived or not entry.archived) else None
 
     def remove(self, thumbprint_value: str) -> StoredCertificate | None:
         if self.get(thumbprint_value) is None:

@@ -6,7 +6,17 @@ from collections.abc import Callable, Iterable
 
 from .errors import LabError
 
-FAULT_KEYS = ("fail_primitive", "drop_connection", "restart_fails", "restart_delay", "certreq_fails", "clear")
+# Settings of the host itself (its service's account, its firewall's profiles, ...), applied by the host.
+HOST_SETTING_KEYS = (
+    "service_account",
+    "dependent_service",
+    "stop_hangs",
+    "firewall_profile_off",
+    "firewall_local_rules",
+    "firewall_service",
+    "strict_host_name",
+)
+FAULT_KEYS = ("fail_primitive", "drop_connection", "restart_fails", "restart_delay", "certreq_fails", *HOST_SETTING_KEYS, "clear")
 
 Emit = Callable[..., None]
 
@@ -24,10 +34,17 @@ def _count(key: str, value: str) -> int:
 class Faults:
     """The faults pending on one host."""
 
-    def __init__(self, emit: Emit, known_ops: Iterable[str], set_restart_delay: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        emit: Emit,
+        known_ops: Iterable[str],
+        set_restart_delay: Callable[[float], None],
+        apply_setting: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._emit = emit
         self._known_ops = set(known_ops)
         self._set_restart_delay = set_restart_delay
+        self._apply_setting = apply_setting
         self.fail_primitive: list[str] = []
         self.drop_connection: list[str] = []
         self.restart_fails = 0
@@ -48,6 +65,8 @@ class Faults:
             if delay < 0:
                 raise LabError("restart_delay must not be negative")
             self._set_restart_delay(delay)
+        elif key in HOST_SETTING_KEYS and self._apply_setting is not None:
+            self._apply_setting(key, value)
         elif key == "clear":
             if value != "all":
                 raise LabError("clear takes the value 'all'")

@@ -40,6 +40,13 @@ INVALID_ADDRESS = (
     "Internet, Intranet, IntranetRemoteAccess, PlayToDevice. To specify addresses that are not local, use "
     "an address that is not local."
 )
+# What New-NetFirewallRule says about a /0 network (and, unverified, a range starting at 0.0.0.0 or ::).
+INVALID_DATA = "The data is invalid."
+# What the NetSecurity cmdlets say while the Windows Defender Firewall service (mpssvc) is stopped (unverified text).
+SERVICE_NOT_ACTIVE = "The service has not been started."
+PROFILE_NAMES = ("Domain", "Private", "Public")
+# A domain member's connections arrive on the Domain profile.
+ACTIVE_PROFILE = "Domain"
 INVALID_PORT = (
     "The port is invalid. When Protocol is TCP or UDP, individual ports or ranges are allowed. Also, the "
     "following port keywords are allowed in certain places: RPC, RPCEPMap, IPHTTPSIn, IPHTTPSOut, Any."
@@ -126,10 +133,15 @@ def parse_remote_address(entry: object) -> AddressSet:
             first, last = parse_address(first_text), parse_address(last_text)
             if first.version != last.version or int(first) > int(last):
                 raise ValueError(text)
+            if int(first) == 0:
+                # Whether Windows takes a range from 0.0.0.0 or :: is not known: the lab refuses it (stricter).
+                raise PrimitiveError("CimException", INVALID_DATA)
             interval = ((int(first), int(last)),)
             return AddressSet(interval, ()) if first.version == 4 else AddressSet((), interval)
         if "/" in text:
             network = ipaddress.ip_network(text, strict=False)
+            if network.prefixlen == 0:
+                raise PrimitiveError("CimException", INVALID_DATA)
             interval = ((int(network.network_address), int(network.broadcast_address)),)
             return AddressSet(interval, ()) if network.version == 4 else AddressSet((), interval)
         return AddressSet.single(parse_address(text))
@@ -298,15 +310,46 @@ def default_rules(xu_ports: list[int]) -> list[FirewallRule]:
     ]
 
 
+@dataclass
+class FirewallProfile:
+    """One profile as Get-NetFirewallProfile -PolicyStore ActiveStore shows it."""
+
+    name: str
+    enabled: bool = True
+    # False when group policy sets AllowLocalFirewallRules to False: rules made on the host are ignored.
+    local_rules_applied: bool = True
+
+
 class Firewall:
-    """The host's inbound rules; the default inbound action is Block."""
+    """The host's inbound rules; the default inbound action is Block.
+
+    Connections arrive on the Domain profile. With it off nothing is filtered. With local rules
+    ignored by policy only the policy's rules count; the lab's policy holds the same XU and WinRM
+    allow rules an installation makes, so the host stays reachable while a local block rule has
+    no effect.
+    """
 
     def __init__(self, rules: list[FirewallRule]) -> None:
         self.rules = rules
+        self.policy_rules = [FirewallRule(**{**rule.__dict__, "group": "Group Policy"}) for rule in rules]
+        self.profiles = {name: FirewallProfile(name) for name in PROFILE_NAMES}
+        self.service_running = True
+
+    def require_service(self) -> None:
+        if not self.service_running:
+            raise PrimitiveError("CimException", SERVICE_NOT_ACTIVE)
+
+    @property
+    def local_rules_applied(self) -> bool:
+        return self.profiles[ACTIVE_PROFILE].local_rules_applied
 
     def group_rules(self, group: str) -> list[FirewallRule]:
         folded = group.casefold()
         return [rule for rule in self.rules if rule.group.casefold() == folded]
+
+    def active_group_rules(self, group: str) -> list[FirewallRule]:
+        """The group's rules in the active store: none while policy ignores local rules."""
+        return self.group_rules(group) if self.local_rules_applied else []
 
     def remove_group(self, group: str) -> int:
         folded = group.casefold()
@@ -321,9 +364,14 @@ class Firewall:
             raise PrimitiveError("CimException", "Cannot create a file when that file already exists.")
         self.rules.append(rule)
 
+    def effective_rules(self) -> list[FirewallRule]:
+        return self.rules if self.local_rules_applied else self.policy_rules
+
     def allowed_sources(self, port: int) -> AddressSet:
+        if not self.profiles[ACTIVE_PROFILE].enabled:
+            return AddressSet.everything()
         allowed, blocked = AddressSet(), AddressSet()
-        for rule in self.rules:
+        for rule in self.effective_rules():
             if not rule.applies_to_tcp_port(port):
                 continue
             if rule.action == "Block":
@@ -352,3 +400,9 @@ class Firewall:
         if outside.minus(reachable).is_empty():
             return "open"
         return "restricted"
+
+    def profiles_json(self) -> list[dict[str, object]]:
+        return [
+            {"name": profile.name, "enabled": profile.enabled, "local_rules_applied": profile.local_rules_applied}
+            for profile in self.profiles.values()
+        ]

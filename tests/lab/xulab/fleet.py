@@ -27,10 +27,10 @@ from .accounts import LAB_ADMIN_USER, LAB_DOMAIN_NETBIOS
 from .addresses import claim_addresses, host_name, release_addresses
 from .ca import CertificateAuthority
 from .errors import LabError
-from .host import WINRM_PORT, Host, HostIdentity, HostLookup
+from .host import DEFAULT_WINDOWS_VERSION, WINRM_PORT, Host, HostIdentity, HostLookup
 from .primitives import PRIMITIVES
 from .renewals import issue_pfx, winacme_renew
-from .scenarios import profile_for, provision
+from .scenarios import profile_for, provision, windows_version_for
 from .shell import CommandShell, split_call_overhead
 from .wsman import AcceptFilter, WsmanCredentials, start_wsman_server
 
@@ -50,6 +50,8 @@ class FleetOptions:
     base_address: str | None = None
     # Seconds every remote call costs before its script runs, as on Windows (`up --call-overhead`).
     call_overhead: float = 0.0
+    # None: 2022, or in the mixed scenario 2022, 2019 and 2016 in turn (`up --windows-version`).
+    windows_version: str | None = None
 
 
 class Fleet:
@@ -101,7 +103,8 @@ class Fleet:
         shell_create_delay, process_start_delay = split_call_overhead(self.options.call_overhead)
         for index, address in enumerate(addresses, start=1):
             identity = HostIdentity(index, host_name(index), address, LAB_DOMAIN)
-            host = build_host(identity, hosts_dir / identity.name, self._ca, self.options.restart_delay, self.lookup)
+            version = self.options.windows_version or windows_version_for(self.options.scenario, index)
+            host = build_host(identity, hosts_dir / identity.name, self._ca, self.options.restart_delay, self.lookup, windows_version=version)
             self.hosts[host.name] = host
             for key in (host.name, host.fqdn, host.address):
                 self._by_name[key.casefold()] = host
@@ -185,6 +188,7 @@ class Fleet:
                     "address": host.address,
                     "fqdn": host.fqdn,
                     "profile": self.profiles.get(host.name),
+                    "windows_version": host.windows_version,
                     "dir": str(host.directory),
                 }
                 for host in self.hosts.values()
@@ -231,6 +235,7 @@ class Fleet:
                 server_auth=not request.get("no_server_auth"),
                 same_key_as=str(request["same_key_as"]) if request.get("same_key_as") else None,
                 intermediate=bool(request.get("intermediate")),
+                aes=bool(request.get("aes")),
             )
         raise LabError(f"unknown control request {op!r}")
 
@@ -257,11 +262,19 @@ class Fleet:
 
 
 def build_host(
-    identity: HostIdentity, directory: Path, ca: CertificateAuthority, restart_delay: float, lookup: HostLookup | None = None
+    identity: HostIdentity,
+    directory: Path,
+    ca: CertificateAuthority,
+    restart_delay: float,
+    lookup: HostLookup | None = None,
+    *,
+    windows_version: str = DEFAULT_WINDOWS_VERSION,
 ) -> Host:
     """A host with an empty C: drive in `directory`; `scenarios.provision` installs XU on it."""
     (directory / "fs" / "C").mkdir(parents=True, exist_ok=True)
-    return Host(identity, directory, ca, restart_delay=restart_delay, known_ops=list(PRIMITIVES), lookup=lookup)
+    return Host(
+        identity, directory, ca, restart_delay=restart_delay, known_ops=list(PRIMITIVES), lookup=lookup, windows_version=windows_version
+    )
 
 
 def _winrm_filter(host: Host) -> AcceptFilter:

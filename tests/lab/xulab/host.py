@@ -17,17 +17,22 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from .accounts import SERVICE_LOGONS
 from .ca import CertificateAuthority, LeafRequest, key_id, leaf_request
 from .certstore import CertificateStore, KeyContainer, MachineStores, StoredCertificate
+from .errors import LabError
 from .faults import Faults
 from .firewall import Firewall, default_rules
 from .tasks import TaskScheduler
 from .timefmt import iso_utc, utc_now
 from .winpath import HostFileSystem, join_windows_path
-from .xuservice import XuService
+from .xuservice import DependentService, XuService
 from .xusettings import CONFIG_DIR
 
 JOURNAL_DIR = "C:\\ProgramData\\xtractuniversal.tls"
+# Environment.OSVersion.Version of each Windows Server the lab can be (`up --windows-version`).
+OS_VERSIONS = {"2016": "10.0.14393", "2019": "10.0.17763", "2022": "10.0.20348"}
+DEFAULT_WINDOWS_VERSION = "2022"
 WINRM_PORT = 5985
 PORT_CHECK_TIMEOUT_S = 0.5
 
@@ -47,6 +52,12 @@ class HostIdentity:
         return f"{self.name}.{self.domain}"
 
 
+def _setting_count(key: str, value: str) -> int:
+    if not value.isdigit():
+        raise LabError(f"{key} takes a count >= 0, not {value!r}")
+    return int(value)
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -63,8 +74,14 @@ class Host:
         restart_delay: float,
         known_ops: list[str],
         lookup: HostLookup | None = None,
+        windows_version: str = DEFAULT_WINDOWS_VERSION,
     ) -> None:
+        if windows_version not in OS_VERSIONS:
+            raise LabError(f"windows_version must be one of {', '.join(OS_VERSIONS)}, not {windows_version!r}")
         self.identity = identity
+        self.windows_version = windows_version
+        # `fault --set strict_host_name=true`: XU's TLS listeners answer only to the host's DNS name (SNI, Host header).
+        self.strict_host_name = False
         self.directory = directory
         self.ca = ca
         self.fs = HostFileSystem(directory / "fs")
@@ -73,7 +90,7 @@ class Host:
         self.stores.open("Root").add(StoredCertificate(ca.certificate, None, "xulab Root CA"))
         self.service = XuService(self, restart_delay)
         self.firewall = Firewall(default_rules(self.service.settings.ports()))
-        self.faults = Faults(self.emit, known_ops, self._set_restart_delay)
+        self.faults = Faults(self.emit, known_ops, self._set_restart_delay, self._apply_setting)
         self.tasks = TaskScheduler(self)
         self.keys_handed_out: set[str] = set()
         self._lookup = lookup
@@ -125,6 +142,12 @@ class Host:
     def admits(self, peer: str, port: int) -> bool:
         return self.firewall.admits(peer, port, self.address)
 
+    def accepts_server_name(self, name: str | None) -> bool:
+        """Whether XU answers a request for `name` (SNI or Host header): any name, or with strict_host_name its FQDN only."""
+        if not self.strict_host_name:
+            return True
+        return name is not None and name.rstrip(".").casefold() == self.fqdn.casefold()
+
     def exposure(self) -> dict[str, str]:
         return {str(port): self.firewall.exposure(port, self.address) for port in self.service.settings.ports()}
 
@@ -145,6 +168,67 @@ class Host:
 
     def _set_restart_delay(self, delay: float) -> None:
         self.service.restart_delay = delay
+
+    @property
+    def os_version(self) -> str:
+        return OS_VERSIONS[self.windows_version]
+
+    @property
+    def reads_pbes2_pfx(self) -> bool:
+        """Server 2016 cannot open a PFX encrypted with PBES2 (AES); 2019 and later can."""
+        return self.windows_version != "2016"
+
+    def _apply_setting(self, key: str, value: str) -> None:
+        """A host setting from `fault --set` (tests/lab/README.md, Faults)."""
+        {
+            "service_account": self._set_service_account,
+            "dependent_service": self._add_dependent_service,
+            "stop_hangs": self._set_stop_hangs,
+            "firewall_profile_off": self._set_profile_off,
+            "firewall_local_rules": self._set_local_rules,
+            "firewall_service": self._set_firewall_service,
+            "strict_host_name": self._set_strict_host_name,
+        }[key](value)
+
+    def _set_service_account(self, value: str) -> None:
+        if value not in SERVICE_LOGONS:
+            raise LabError(f"service_account must be one of {', '.join(SERVICE_LOGONS)}, not {value!r}")
+        # As in services.msc: the new account is used from the next start on.
+        self.service.logon = SERVICE_LOGONS[value]
+
+    def _add_dependent_service(self, value: str) -> None:
+        if not value or any(d.name.casefold() == value.casefold() for d in self.service.dependents):
+            raise LabError(f"dependent_service needs a new service name, not {value!r}")
+        self.service.dependents.append(DependentService(value, "Running" if self.service.state == "Running" else "Stopped"))
+
+    def _set_stop_hangs(self, value: str) -> None:
+        self.service.stop_hangs = _setting_count("stop_hangs", value)
+        if self.service.stop_hangs == 0 and self.service.state == "StopPending":
+            self.service.state = "Stopped"
+            self.emit("service", state="Stopped", reason="the hanging stop ended", listeners=[])
+
+    def _set_profile_off(self, value: str) -> None:
+        names = [name for name in self.firewall.profiles if name.casefold() == value.casefold()]
+        if not names and value != "none":
+            raise LabError(f"firewall_profile_off takes Domain, Private, Public or none, not {value!r}")
+        for profile in self.firewall.profiles.values():
+            profile.enabled = profile.name not in names
+
+    def _set_local_rules(self, value: str) -> None:
+        if value not in ("applied", "ignored"):
+            raise LabError("firewall_local_rules takes applied or ignored")
+        for profile in self.firewall.profiles.values():
+            profile.local_rules_applied = value == "applied"
+
+    def _set_firewall_service(self, value: str) -> None:
+        if value not in ("running", "stopped"):
+            raise LabError("firewall_service takes running or stopped")
+        self.firewall.service_running = value == "running"
+
+    def _set_strict_host_name(self, value: str) -> None:
+        if value not in ("true", "false"):
+            raise LabError("strict_host_name takes true or false")
+        self.strict_host_name = value == "true"
 
     # -- certificates --------------------------------------------------------
 
@@ -227,11 +311,16 @@ class Host:
             "address": self.address,
             "fqdn": self.fqdn,
             "domain": self.identity.domain,
+            "windows_version": self.windows_version,
+            "os_version": self.os_version,
+            "strict_host_name": self.strict_host_name,
             "service": self.service.state_json(),
             "certificates": [entry.state() for entry in self.stores.my.all_entries()],
             "intermediate_certificates": [entry.state() for entry in self.stores.open("CA").all_entries()],
             "firewall": {
                 "rules": [rule.as_json(with_group=True) for rule in self.firewall.rules],
+                "profiles": self.firewall.profiles_json(),
+                "service_running": self.firewall.service_running,
                 "exposure": self.exposure(),
             },
             "tasks": self.tasks.state(),

@@ -45,6 +45,7 @@ def serve_command(options: FleetOptions) -> list[str]:
         "--expiring-in", str(options.expiring_in),
         "--scenario", options.scenario,
         "--call-overhead", str(options.call_overhead),
+        *(["--windows-version", options.windows_version] if options.windows_version else []),
     ]
     if options.base_address:
         command += ["--base-address", options.base_address]

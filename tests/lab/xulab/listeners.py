@@ -26,13 +26,26 @@ HANDSHAKE_TIMEOUT_S = 10.0
 MAX_HEADER_BYTES = 16 * 1024
 
 PeerFilter = Callable[[str], bool]
+# Whether a server name (SNI, or the Host header without its port; None when the client gave none) is answered.
+NameFilter = Callable[[str | None], bool]
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-def server_tls_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
-    """A server context for one certificate; OpenSSL loads keys only from files, so one lives briefly in a 0600 file."""
+def server_tls_context(cert_pem: bytes, key_pem: bytes, accepts_name: NameFilter | None = None) -> ssl.SSLContext:
+    """A server context for one certificate; OpenSSL loads keys only from files, so one lives briefly in a 0600 file.
+
+    With `accepts_name`, a handshake whose SNI is refused ends with an unrecognized_name alert,
+    as a server bound to its host name only (no default binding) does.
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if accepts_name is not None:
+        check = accepts_name
+
+        def on_server_name(_connection: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> int | None:
+            return None if check(name) else ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+
+        context.sni_callback = on_server_name
     descriptor, path = tempfile.mkstemp(prefix="xulab-", suffix=".pem")
     try:
         with os.fdopen(descriptor, "wb") as handle:
@@ -134,8 +147,11 @@ async def _read_request_head(reader: asyncio.StreamReader, buffer: bytearray) ->
     return head
 
 
-async def serve_web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """XU's web server as far as the lab needs it: `GET /version`, 404 for everything else."""
+async def serve_web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, accepts_name: NameFilter | None = None) -> None:
+    """XU's web server as far as the lab needs it: `GET /version`, 404 for everything else.
+
+    With `accepts_name`, a request for another host name gets HTTP.sys' 400 Invalid Hostname.
+    """
     buffer = bytearray()
     while (head := await _read_request_head(reader, buffer)) is not None:
         if head.startswith(b"\x16"):
@@ -158,6 +174,13 @@ async def serve_web(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
         del buffer[:length]
         keep_alive = headers.get("connection", "").casefold() != "close"
         path = target.split("?", 1)[0]
+        host_name = headers.get("host", "").rsplit(":", 1)[0] if "]" not in headers.get("host", "") else headers["host"]
+        if accepts_name is not None and not accepts_name(host_name or None):
+            body = b"<h2>Bad Request - Invalid Hostname</h2><hr><p>HTTP Error 400. The request hostname is invalid.</p>"
+            response = _http_response(400, "Bad Request", body, "text/html; charset=us-ascii", keep_alive=False)
+            writer.write(response)
+            await writer.drain()
+            return
         if path == "/version" and method in ("GET", "HEAD"):
             body = json.dumps({"version": XU_VERSION}, separators=(",", ":")).encode("utf-8")
             response = _http_response(200, "OK", body, "application/json; charset=utf-8", keep_alive)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,7 @@ from .psvalues import as_int, as_items, as_text
 from .renewals import certreq_renew
 from .timefmt import iso_utc, parse_iso_utc, utc_now
 from .winpath import is_path_rooted, join_windows_path, normalise_windows_path
-from .xuservice import ServiceStartError
+from .xuservice import ServiceStartError, ServiceStopError
 
 Args = dict[str, object]
 Result = dict[str, object]
@@ -65,9 +66,14 @@ def _rooted(value: object, what: str) -> str:
     return value
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+# The DER encoding of the PBES2 OID (1.2.840.113549.1.5.13): a PFX encrypted the way OpenSSL 3 does by default.
+_PBES2_OID = bytes.fromhex("06092a864886f70d01050d")
+
+
 def _utf8_text(data: bytes) -> str:
     """The agent's ConvertFrom-XuBytes: UTF-8, a BOM dropped, bad bytes replaced."""
-    if data.startswith(b"\xef\xbb\xbf"):
+    if data.startswith(UTF8_BOM):
         data = data[3:]
     return data.decode("utf-8", errors="replace")
 
@@ -161,10 +167,16 @@ async def discover(host: Host, a: Args) -> Result:
             entry["full_path"] = relative
         elif install_dir:
             entry["full_path"] = join_windows_path(install_dir, relative)
+        entry.update(bom=False, utf8_valid=False)
         path = _existing_file(host, str(entry["full_path"])) if entry["full_path"] else None
         if path is not None:
             data = path.read_bytes()
-            entry.update(exists=True, content=_utf8_text(data), sha256=_sha256(data))
+            bom = data.startswith(UTF8_BOM)
+            try:
+                content: str | None = data[3 if bom else 0 :].decode("utf-8")
+            except UnicodeDecodeError:
+                content = None
+            entry.update(exists=True, content=content, bom=bom, utf8_valid=content is not None, sha256=_sha256(data))
         files.append(entry)
     install_dir_exists = False
     if install_dir is not None:
@@ -173,7 +185,7 @@ async def discover(host: Host, a: Args) -> Result:
         except PrimitiveError:
             install_dir_exists = False
     return {
-        "computer": {"hostname": host.name, "domain": host.identity.domain},
+        "computer": {"hostname": host.name, "domain": host.identity.domain, "os_version": host.os_version},
         "service": service.describe() if found else None,
         "install_dir": install_dir,
         "install_dir_exists": install_dir_exists,
@@ -186,7 +198,8 @@ async def cert_list(host: Host, a: Args) -> Result:
     if a.get("thumbprints") is not None:
         wanted = {normalise_thumbprint(item) for item in as_items(a.get("thumbprints"))}
     store = host.stores.open(as_text(a.get("store")) or "My")
-    return {"certificates": [e.listing() for e in store.entries() if wanted is None or e.thumbprint in wanted]}
+    entries = store.all_entries() if a.get("include_archived") is True else store.entries()
+    return {"certificates": [e.listing() for e in entries if wanted is None or e.thumbprint in wanted]}
 
 
 async def pfx_import(host: Host, a: Args) -> Result:
@@ -197,6 +210,9 @@ async def pfx_import(host: Host, a: Args) -> Result:
     except (binascii.Error, ValueError) as exc:
         raise PrimitiveError("FormatException", BASE64_ERROR) from exc
     password = a.get("password")
+    if not host.reads_pbes2_pfx and _PBES2_OID in data:
+        # Windows Server 2016's PFXImportCertStore knows no PBES2 and takes the file for one with another password.
+        raise PrimitiveError("CryptographicException", "The specified network password is not correct.")
     try:
         contents = read_pfx(data, None if password is None else as_text(password))
     except PfxPasswordError as exc:
@@ -206,12 +222,19 @@ async def pfx_import(host: Host, a: Args) -> Result:
         raise PrimitiveError("InvalidArgument", "the PFX holds no certificate with a private key")
     certificate = contents.certificate
     thumbprint = der_thumbprint(certificate.public_bytes(serialization.Encoding.DER))
-    present = host.stores.my.get(thumbprint) is not None
+    # The store is opened with IncludeArchived: an archived copy, or one without its key, is repaired from the PFX.
+    old = host.stores.my.get(thumbprint, include_archived=True)
+    present = old is not None and old.key is not None and not old.archived
+    repaired = old is not None and not present
     if not present:
         # .NET Framework's Import (MachineKeySet, PersistKeySet) puts an RSA key in a legacy CSP unless the PFX names a KSP.
         provider = pfx_key_provider(data)
         container = KeyContainer(contents.key, provider, default_machine_key_acl(), exportable=bool(a.get("exportable")))
-        host.add_certificate(certificate, container, source="pfx_import", friendly_name=contents.friendly_name)
+        entry = host.add_certificate(certificate, container, source="pfx_import", friendly_name=contents.friendly_name)
+        if entry.archived:
+            # X509Store.Add kept the archived flag of the entry it replaced; the agent clears it.
+            entry.archived = False
+            host.emit("cert_unarchive", thumbprint=thumbprint)
     # The PFX's intermediates go to LocalMachine\CA (also when the leaf was there already); roots go nowhere.
     chain_added: list[str] = []
     intermediates = [other for other in contents.others if is_intermediate(other)]
@@ -222,7 +245,7 @@ async def pfx_import(host: Host, a: Args) -> Result:
             if other_thumbprint != thumbprint and store.get(other_thumbprint) is None:
                 host.add_certificate(other, None, source="pfx_import", store=store)
                 chain_added.append(other_thumbprint)
-    return {"thumbprint": thumbprint, "already_present": present, "chain_added": chain_added}
+    return {"thumbprint": thumbprint, "already_present": present, "repaired": repaired, "chain_added": chain_added}
 
 
 async def cert_remove(host: Host, a: Args) -> Result:
@@ -258,8 +281,8 @@ async def key_grant_read(host: Host, a: Args) -> Result:
     sid = account_sid(as_text(a.get("account")))
     changed = entry.key.grant_read(sid)
     if changed:
-        host.emit("key_acl", thumbprint=thumbprint, account=entry.key.acl[-1].identity)
-    return {"changed": changed}
+        host.emit("key_acl", thumbprint=thumbprint, account=entry.key.acl[-1].identity, sid=sid)
+    return {"changed": changed, "sid": sid}
 
 
 async def cert_renew_reuse_key(host: Host, a: Args) -> Result:
@@ -267,7 +290,10 @@ async def cert_renew_reuse_key(host: Host, a: Args) -> Result:
     old = host.stores.my.get(thumbprint)
     if old is None:
         raise PrimitiveError("NotFound", f"no certificate has thumbprint {thumbprint}")
-    code, output = certreq_renew(host, thumbprint)
+    run_as = "machine" if a.get("run_as") is None else as_text(a.get("run_as"))
+    if run_as not in ("machine", "caller"):
+        raise PrimitiveError("InvalidArgument", "run_as must be machine or caller")
+    code, output = certreq_renew(host, thumbprint, run_as)
     if code != 0:
         raise PrimitiveError("CertreqFailed", f"certreq exited with {code}: {output}")
     public_key = old.certificate.public_key()
@@ -277,7 +303,7 @@ async def cert_renew_reuse_key(host: Host, a: Args) -> Result:
     if not candidates:
         raise PrimitiveError("NotFound", f"certreq succeeded but no new certificate with the key of {thumbprint} is in the store")
     newest = max(candidates, key=lambda e: e.certificate.not_valid_before_utc)
-    return {"thumbprint": newest.thumbprint, "output": output}
+    return {"thumbprint": newest.thumbprint, "output": output, "exit_code": code, "enrolled_as": run_as}
 
 
 async def file_write(host: Host, a: Args) -> Result:
@@ -299,7 +325,7 @@ async def file_write(host: Host, a: Args) -> Result:
             raise PrimitiveError("HashMismatch", f"{path} has sha256 {previous}, not {expected}")
     if previous is None:
         backup = None
-    data = content.encode("utf-8")
+    data = (UTF8_BOM if a.get("bom") is True else b"") + content.encode("utf-8")
     _write_atomic(host, path, data, backup)
     digest = _sha256(data)
     _report_write(host, path, "settings_write", backup, digest)
@@ -339,7 +365,7 @@ async def file_remove(host: Host, a: Args) -> Result:
 
 
 async def service_restart(host: Host, a: Args) -> Result:
-    """Stop, start, wait while StartPending, then wait for the ports, all within timeout_s (the agent's loop)."""
+    """The agent's loop: wait out StartPending, stop, wait out StopPending, start, wait for the ports, restart dependents."""
     name = as_text(a.get("name"))
     if not name:
         raise PrimitiveError("InvalidArgument", "name is required")
@@ -354,16 +380,34 @@ async def service_restart(host: Host, a: Args) -> Result:
     def elapsed() -> float:
         return loop.time() - began
 
-    start_error = None
-    try:
-        await service.stop()
+    async def wait_leaves(states: tuple[str, ...]) -> None:
+        while service.state in states and elapsed() < limit:
+            await asyncio.sleep(SERVICE_POLL_S)
+
+    async def stop_and_start() -> str | None:
+        await wait_leaves(("StartPending",))
+        if service.state == "StartPending":
+            return f"the service did not finish starting within {limit:g} s (StartPending)"
+        if service.state not in ("Stopped", "StopPending"):
+            await service.stop()
+        await wait_leaves(("Running", "StopPending"))
+        if service.state != "Stopped":
+            return f"the service did not stop within {limit:g} s ({service.state})"
         await service.start()
         await asyncio.sleep(SERVICE_POLL_S)
-        while service.state == "StartPending" and elapsed() < limit:
-            await asyncio.sleep(SERVICE_POLL_S)
+        await wait_leaves(("StartPending",))
         if service.state == "Stopped":
-            start_error = "the service stopped while starting"
-    except ServiceStartError as exc:
+            return "the service stopped while starting"
+        for dependent in dependents:
+            with contextlib.suppress(ServiceStartError):
+                service.start_dependent(dependent)
+        return None
+
+    # Stopping XU stops the services that depend on it; the running ones are started again after it.
+    dependents = [dependent.name for dependent in service.dependents if dependent.state == "Running"]
+    try:
+        start_error = await stop_and_start()
+    except (ServiceStartError, ServiceStopError) as exc:
         start_error = str(exc)
     is_open = dict.fromkeys(ports, False)
     while True:
@@ -373,27 +417,36 @@ async def service_restart(host: Host, a: Args) -> Result:
         if service.state != "Running" or all(is_open.values()) or elapsed() >= limit:
             break
         await asyncio.sleep(PORT_POLL_S)
+    states = {dependent.name: dependent.state for dependent in service.dependents}
     return {
         "started": service.state == "Running" and all(is_open.values()),
         "state": service.state,
         "start_error": start_error,
         "ports": [{"port": port, "open": is_open[port]} for port in ports],
+        "dependents": [{"name": dependent, "state": states[dependent]} for dependent in dependents],
         "elapsed_s": round(elapsed(), 1),
     }
 
 
 async def fw_get(host: Host, a: Args) -> Result:
     group = _name(a.get("group"), TASK_NAME_PATTERN, "group")
-    return {"rules": [rule.as_json() for rule in host.firewall.group_rules(group)]}
+    host.firewall.require_service()
+    return {
+        "rules": [rule.as_json() for rule in host.firewall.group_rules(group)],
+        "active_rules": [rule.name for rule in host.firewall.active_group_rules(group)],
+        "profiles": host.firewall.profiles_json(),
+    }
 
 
 async def fw_set(host: Host, a: Args) -> Result:
-    """Remove the group's rules, then New-NetFirewallRule each: a rule Windows rejects stops the rest."""
+    """Remove the group's rules, then New-NetFirewallRule each; a rejected rule puts the previous rules back."""
     group = _name(a.get("group"), TASK_NAME_PATTERN, "group")
     wanted = as_items(a.get("rules"))
     for rule in wanted:
         if not isinstance(rule, dict) or not rule.get("name") or not rule.get("display_name"):
             raise PrimitiveError("InvalidArgument", "every rule needs name and display_name")
+    host.firewall.require_service()
+    previous = host.firewall.group_rules(group)
     removed = host.firewall.remove_group(group)
     added = 0
     try:
@@ -401,8 +454,13 @@ async def fw_set(host: Host, a: Args) -> Result:
             assert isinstance(rule, dict)
             host.firewall.add(FirewallRule.from_args(group, rule))
             added += 1
-    finally:
-        host.emit_firewall(group, removed=removed, added=added)
+    except PrimitiveError:
+        host.firewall.remove_group(group)
+        for rule in previous:
+            host.firewall.add(rule)
+        host.emit_firewall(group, removed=removed, added=added, restored=len(previous))
+        raise
+    host.emit_firewall(group, removed=removed, added=added)
     return {"removed": removed, "added": added}
 
 

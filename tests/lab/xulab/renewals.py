@@ -8,6 +8,7 @@ files minted by the lab CA for the collection to import.
 from __future__ import annotations
 
 import base64
+import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from .accounts import LAB_ADMIN, LAB_DOMAIN_NETBIOS
 from .ca import LeafRequest, make_pfx
 from .certstore import KeyContainer, StoredCertificate, default_machine_key_acl
 from .errors import LabError
@@ -30,15 +32,44 @@ CERTREQ_NOT_FOUND = -2146885628
 CERTREQ_RPC_UNAVAILABLE = -2147023174
 CERTREQ_BAD_KEYSET = -2146893802
 CERTREQ_EXPIRED = -2146762495
+CERTREQ_POLICY_SERVER_NOT_FOUND = -2146877419
+# certreq in a WinRM network logon: no credentials to pass on, so the enrolment policy (LDAP) and the CA (DCOM) are
+# out of reach. The exact text Windows prints here is unverified; that it fails is what the lab holds to.
+NETWORK_LOGON_FAILURE = (
+    "Certificate Request Processor: The enrollment policy server cannot be located. 0x80094015 (-2146877419 "
+    "CERTSRV_E_ENROLLMENT_POLICY_SERVER_NOT_FOUND) (a network logon without delegation has no credentials for the CA)"
+)
 WINACME_LIFETIME_DAYS = 90
 
 
-def certreq_renew(host: Host, thumbprint: str) -> tuple[int, str]:
+def certreq_renew(host: Host, thumbprint: str, run_as: str = "machine") -> tuple[int, str]:
     """`certreq -enroll -machine -q -cert <thumbprint> Renew ReuseKeys` against the lab's AD CS.
 
+    `run_as` machine: in a one-shot scheduled task as SYSTEM (the computer account reaches the
+    CA); caller: in the WinRM session itself, a network logon that cannot reach the CA.
     Returns certreq's exit code and output. On success the new certificate shares the old
     one's key container (so its ACL) and the old certificate is archived.
     """
+    code, output = _certreq(host, thumbprint, run_as)
+    # Who asked the CA: the computer account (SYSTEM's network identity) or the WinRM user.
+    account = f"{LAB_DOMAIN_NETBIOS}\\{host.name.upper()}$" if run_as == "machine" else LAB_ADMIN
+    host.emit("certreq", thumbprint=thumbprint, enrolled_as=run_as, account=account, exit_code=code)
+    return code, output
+
+
+def _certreq(host: Host, thumbprint: str, run_as: str) -> tuple[int, str]:
+    if run_as == "caller":
+        return CERTREQ_POLICY_SERVER_NOT_FOUND, NETWORK_LOGON_FAILURE
+    task_name = f"xtractuniversal.tls certreq {uuid.uuid4().hex}"
+    host.emit_task("registered", task_name, run_as="SYSTEM")
+    host.emit_task("ran", task_name)
+    try:
+        return _certreq_as_machine(host, thumbprint)
+    finally:
+        host.emit_task("removed", task_name)
+
+
+def _certreq_as_machine(host: Host, thumbprint: str) -> tuple[int, str]:
     old = host.stores.my.get(thumbprint)
     if old is None:
         return CERTREQ_NOT_FOUND, "Certificate Request Processor: Cannot find object or property. 0x80092004 (-2146885628 CRYPT_E_NOT_FOUND)"
@@ -96,10 +127,12 @@ def issue_pfx(
     server_auth: bool = True,
     same_key_as: str | None = None,
     intermediate: bool = False,
+    aes: bool = False,
 ) -> dict[str, object]:
     """A PFX signed by the lab CA for this host (or for other names), to hand to the collection.
 
     With `intermediate` the leaf is signed by the lab's issuing CA, and the PFX holds it and the root.
+    With `aes` it is encrypted as OpenSSL 3 does by default (PBES2, AES-256), which Server 2016 cannot read.
     """
     names = tuple(dns_names) if dns_names else (host.fqdn, host.name)
     now = utc_now()
@@ -115,7 +148,7 @@ def issue_pfx(
     chain = [host.ca.certificate]
     if intermediate:
         chain.insert(0, host.ca.issuing_ca()[0])
-    pfx = make_pfx(certificate, key, password, friendly_name=names[0], chain=chain)
+    pfx = make_pfx(certificate, key, password, friendly_name=names[0], chain=chain, aes=aes)
     entry = StoredCertificate(certificate, None)
     return {
         "pfx_b64": base64.b64encode(pfx).decode("ascii"),

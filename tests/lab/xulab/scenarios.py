@@ -23,6 +23,16 @@ EXPIRING_SOON_DAYS = 10
 EXPIRED_DAYS_AGO = 3
 
 
+MIXED_WINDOWS_VERSIONS = ("2022", "2019", "2016")
+
+
+def windows_version_for(scenario: str, index: int) -> str:
+    """healthy: Server 2022; mixed: 2022, 2019 and 2016 in turn, so every profile meets every version."""
+    if scenario == "healthy":
+        return "2022"
+    return MIXED_WINDOWS_VERSIONS[(index - 1) % len(MIXED_WINDOWS_VERSIONS)]
+
+
 def profile_for(scenario: str, index: int) -> str:
     if scenario == "healthy":
         return "healthy"

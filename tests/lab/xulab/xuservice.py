@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 
-from .accounts import XU_SERVICE_ACCOUNT, XU_SERVICE_LOGON
+from .accounts import DEFAULT_SERVICE_LOGON, SERVICE_LOGONS, ServiceLogon
 from .errors import PrimitiveError
 from .listeners import (
     Listener,
@@ -34,10 +35,23 @@ if TYPE_CHECKING:
     from .host import Host
 
 SCM_TIMEOUT_REASON = "The service did not respond to the start or control request in a timely fashion."
+CANNOT_ACCEPT_CONTROL = "The service cannot accept control messages at this time."
 
 
 class ServiceStartError(Exception):
     """What ServiceController.Start throws, inner messages joined as the agent reports them."""
+
+
+class ServiceStopError(Exception):
+    """What ServiceController.Stop throws, inner messages joined as the agent reports them."""
+
+
+@dataclass
+class DependentService:
+    """A service that depends on XU (`fault --set dependent_service=NAME`): stopping XU stops it, nothing starts it."""
+
+    name: str
+    state: str = "Running"
 
 
 class XuService:
@@ -50,7 +64,6 @@ class XuService:
 
     name = SERVICE_NAME
     display_name = DISPLAY_NAME
-    account = XU_SERVICE_LOGON
     image_path = IMAGE_PATH
     start_mode = "Auto"  # Win32_Service.StartMode's word for Automatic
 
@@ -61,22 +74,34 @@ class XuService:
         self.state = "Stopped"
         self.listeners: list[Listener] = []
         self.last_start_error: str | None = None
+        self.logon: ServiceLogon = SERVICE_LOGONS[DEFAULT_SERVICE_LOGON]
+        self.dependents: list[DependentService] = []
+        # `fault --set stop_hangs=N`: the next N stops leave the service in StopPending for good.
+        self.stop_hangs = 0
         self._starting: asyncio.Task[None] | None = None
 
+    @property
+    def account(self) -> str:
+        return self.logon.start_name
+
     def describe(self) -> dict[str, object]:
-        """The service as Win32_Service reports it."""
+        """The service as Win32_Service reports it, with what the agent adds (SIDs, dependents)."""
         return {
             "name": self.name,
             "display_name": self.display_name,
             "state": self.state,
             "start_mode": self.start_mode,
             "account": self.account,
+            "account_sid": self.logon.sid,
+            "account_groups": list(self.logon.groups),
             "image_path": self.image_path,
+            "dependents": [dependent.name for dependent in self.dependents],
         }
 
     def state_json(self) -> dict[str, object]:
         return {
             **self.describe(),
+            "dependent_states": {dependent.name: dependent.state for dependent in self.dependents},
             "listeners": [listener.describe() for listener in self.listeners],
             "last_start_error": self.last_start_error,
             "restart_delay": self.restart_delay,
@@ -108,17 +133,42 @@ class XuService:
             await asyncio.shield(self._starting)
 
     async def stop(self) -> None:
-        """ServiceController.Stop, complete: listeners and open connections are gone."""
-        if self.state == "StartPending":
-            await self.wait_started()
+        """ServiceController.Stop: its dependents first, then XU; listeners and open connections are gone.
+
+        A service in StartPending or StopPending does not accept the stop control, as on Windows.
+        """
+        if self.state in ("StartPending", "StopPending"):
+            raise ServiceStopError(f"Cannot stop {self.name} service on computer '.'. {CANNOT_ACCEPT_CONTROL}")
         if self.state == "Stopped":
             return
+        for dependent in self.dependents:
+            if dependent.state == "Running":
+                dependent.state = "Stopped"
+                self.host.emit("service", name=dependent.name, state="Stopped", reason=f"{self.name} is stopping", listeners=[])
         self.state = "StopPending"
         for listener in self.listeners:
             listener.close()
         self.listeners = []
+        if self.stop_hangs > 0:
+            self.stop_hangs -= 1
+            self.host.emit("service", state="StopPending", reason="the service does not finish stopping", listeners=[])
+            return
         self.state = "Stopped"
         self.host.emit("service", state="Stopped", reason=None, listeners=[])
+
+    def start_dependent(self, name: str) -> None:
+        """ServiceController.Start of a dependent service: it needs XU running."""
+        dependent = next(d for d in self.dependents if d.name.casefold() == name.casefold())
+        if dependent.state == "Running":
+            raise ServiceStartError(
+                f"Cannot start service {dependent.name} on computer '.'. An instance of the service is already running."
+            )
+        if self.state != "Running":
+            raise ServiceStartError(
+                f"Cannot start service {dependent.name} on computer '.'. The dependency service or group failed to start."
+            )
+        dependent.state = "Running"
+        self.host.emit("service", name=dependent.name, state="Running", reason=None, listeners=[])
 
     async def _run_start(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -153,9 +203,9 @@ class XuService:
             raise StartFailure(f"{role}: the certificate with thumbprint {reference.thumbprint} was not found in {where}.")
         if entry.key is None:
             raise StartFailure(f"{role}: the certificate {entry.thumbprint} has no private key.")
-        if not entry.key.readable_by_xu_service():
+        if not entry.key.readable_by(self.logon.identities):
             raise StartFailure(
-                f"{role}: Keyset does not exist. {XU_SERVICE_ACCOUNT} cannot read the private key of certificate "
+                f"{role}: Keyset does not exist. {self.account} cannot read the private key of certificate "
                 f"{entry.thumbprint}."
             )
         return entry
@@ -173,7 +223,7 @@ class XuService:
                 # The leaf, then the intermediates Windows finds in LocalMachine\CA (Schannel sends the chain, not the root).
                 chain = [entry.certificate, *self.host.stores.intermediates_for(entry.certificate)]
                 cert_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-                contexts[entry.thumbprint] = server_tls_context(cert_pem, entry.key.private_pem())
+                contexts[entry.thumbprint] = server_tls_context(cert_pem, entry.key.private_pem(), self.host.accepts_server_name)
             return contexts[entry.thumbprint], entry.thumbprint
 
         if settings.web_uses_tls:
@@ -191,7 +241,7 @@ class XuService:
         try:
             for listener, handler, tls in (
                 (config, serve_config_tls if config_tls else serve_config_tcp, config_tls),
-                (web, serve_web, web_tls),
+                (web, functools.partial(serve_web, accepts_name=self.host.accepts_server_name), web_tls),
             ):
                 admits = functools.partial(self.host.admits, port=listener.port)
                 opened.append(await open_listener(self.host.address, listener, admits, handler, tls))

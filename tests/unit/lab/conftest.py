@@ -49,11 +49,16 @@ def host_factory(tmp_path: pathlib.Path, lab_ca: CertificateAuthority, next_addr
 
     @contextlib.asynccontextmanager
     async def factory(
-        profile: str = "healthy", *, restart_delay: float = 0.05, expiring_in: float = 365, lookup: HostLookup | None = None
+        profile: str = "healthy",
+        *,
+        restart_delay: float = 0.05,
+        expiring_in: float = 365,
+        lookup: HostLookup | None = None,
+        windows_version: str = "2022",
     ) -> AsyncIterator[Host]:
         index = next(counter)
         identity = HostIdentity(index, f"xu{index:02d}", next_address(), "xulab.test")
-        host = build_host(identity, tmp_path / identity.name, lab_ca, restart_delay, lookup)
+        host = build_host(identity, tmp_path / identity.name, lab_ca, restart_delay, lookup, windows_version=windows_version)
         await provision(host, profile, expiring_in)
         try:
             yield host

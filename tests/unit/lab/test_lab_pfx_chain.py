@@ -62,7 +62,7 @@ def test_the_intermediates_of_a_pfx_go_to_the_ca_store_and_the_root_nowhere(host
             minted = issue_pfx(host, PASSWORD, intermediate=True)
             intermediate = str(minted["intermediate"])
             _result, answer = await agent_call(host, [pfx_import(minted)])
-            assert only_result(answer) == {"thumbprint": minted["thumbprint"], "already_present": False, "chain_added": [intermediate]}
+            assert only_result(answer) == {"thumbprint": minted["thumbprint"], "already_present": False, "repaired": False, "chain_added": [intermediate]}
             assert [e.thumbprint for e in host.stores.open("CA").entries()] == [intermediate]
             assert [e.thumbprint for e in host.stores.open("Root").entries()] == root_store
             stored = host.stores.open("CA").get(intermediate)
@@ -74,13 +74,13 @@ def test_the_intermediates_of_a_pfx_go_to_the_ca_store_and_the_root_nowhere(host
             # Again: the leaf is there and so is the intermediate; nothing changes.
             count = len(events(host, "cert_add"))
             _result, answer = await agent_call(host, [pfx_import(minted)])
-            assert only_result(answer) == {"thumbprint": minted["thumbprint"], "already_present": True, "chain_added": []}
+            assert only_result(answer) == {"thumbprint": minted["thumbprint"], "already_present": True, "repaired": False, "chain_added": []}
             assert len(events(host, "cert_add")) == count
             # An intermediate removed since is put back, also when the leaf is already present.
             host.remove_certificate(intermediate, host.stores.open("CA"))
             assert events(host, "cert_remove")[-1]["store"] == "CA"
             _result, answer = await agent_call(host, [pfx_import(minted)])
-            assert only_result(answer) == {"thumbprint": minted["thumbprint"], "already_present": True, "chain_added": [intermediate]}
+            assert only_result(answer) == {"thumbprint": minted["thumbprint"], "already_present": True, "repaired": False, "chain_added": [intermediate]}
             # Another leaf of the same issuing CA: the intermediate is already there.
             other = issue_pfx(host, PASSWORD, intermediate=True, dns_names=["other.xulab.test"])
             _result, answer = await agent_call(host, [pfx_import(other)])
@@ -121,6 +121,6 @@ def test_a_pfx_of_the_leaf_alone_adds_no_chain(host_factory: HostFactory, agent_
             minted = {"pfx_b64": base64.b64encode(pfx).decode("ascii")}
             _result, answer = await agent_call(host, [pfx_import(minted)])
             thumbprint = StoredCertificate(certificate, None).thumbprint
-            assert only_result(answer) == {"thumbprint": thumbprint, "already_present": False, "chain_added": []}
+            assert only_result(answer) == {"thumbprint": thumbprint, "already_present": False, "repaired": False, "chain_added": []}
 
     run(scenario())

@@ -64,8 +64,8 @@ def test_an_imported_pfx_needs_a_read_grant_before_xu_can_use_it(host_factory: H
             _result, answer = await agent_call(host, [("pfx_import", imported), ("pfx_import", imported)])
             first, again = (r["result"] for r in results(answer))
             # The PFX carries the lab's root as well: a root is never added to any store.
-            assert first == {"thumbprint": minted["thumbprint"], "already_present": False, "chain_added": []}
-            assert again == {"thumbprint": minted["thumbprint"], "already_present": True, "chain_added": []}
+            assert first == {"thumbprint": minted["thumbprint"], "already_present": False, "repaired": False, "chain_added": []}
+            assert again == {"thumbprint": minted["thumbprint"], "already_present": True, "repaired": False, "chain_added": []}
             assert host.state()["intermediate_certificates"] == []
             text = host.fs.resolve(TLS_SETTINGS).read_text().replace(bound(host), str(minted["thumbprint"]))
             _result, answer = await agent_call(host, [("file_write", {"path": TLS_JSON, "content": text}), RESTART])
@@ -140,7 +140,7 @@ def test_fw_set_replaces_only_its_group_and_a_task_reopens_it(host_factory: Host
                                                       ("task_get", {"name": "xu-tls-reopen"}), ("fw_get", {"group": "Windows Remote Management"})])
             assert [r["status"] for r in results(answer)] == ["ok"] * 4
             assert results(answer)[2]["result"]["task"]["description"] == "dead man"
-            assert results(answer)[3]["result"] == {"rules": []}  # the built-in group has an indirect name
+            assert results(answer)[3]["result"]["rules"] == []  # the built-in group has an indirect name
             assert host.exposure() == {"8064": "closed", "8065": "closed", "8165": "closed"}
             assert len(host.firewall.rules) == 3
             await asyncio.sleep(1.0)
@@ -148,10 +148,16 @@ def test_fw_set_replaces_only_its_group_and_a_task_reopens_it(host_factory: Host
             assert len(host.tasks) == 0
             assert events(host, "task")[-1] == events(host)[-1] | {"action": "ran", "name": "xu-tls-reopen", "removed_rules": 1}
             assert events(host, "firewall")[-1]["exposure"]["8165"] == "open"
-            bad = [{"name": "ok-rule", "display_name": "ok"}, {"name": "bad", "display_name": "bad", "remote_addresses": ["10.0.0.999"]}]
-            _result, answer = await agent_call(host, [("fw_set", {"group": "Partial", "rules": bad})])
-            assert results(answer)[0]["error"]["type"] == "CimException"
-            assert [r.name for r in host.firewall.group_rules("Partial")] == ["ok-rule"]  # New-NetFirewallRule stopped midway
+            previous = [{"name": "prev", "display_name": "prev", "action": "Block", "local_ports": ["8165"], "remote_addresses": ["10.9.9.9"]}]
+            _result, answer = await agent_call(host, [("fw_set", {"group": "Partial", "rules": previous})])
+            assert results(answer)[0]["status"] == "ok"
+            for address in ("10.0.0.999", "::/0"):
+                bad = [{"name": "ok-rule", "display_name": "ok"}, {"name": "bad", "display_name": "bad", "remote_addresses": [address]}]
+                _result, answer = await agent_call(host, [("fw_set", {"group": "Partial", "rules": bad})])
+                assert results(answer)[0]["error"]["type"] == "CimException"
+                # New-NetFirewallRule stopped midway: what was added goes, the previous rule is back.
+                restored = host.firewall.group_rules("Partial")
+                assert [(r.name, r.action, r.remote_addresses) for r in restored] == [("prev", "Block", ["10.9.9.9"])]
 
     run(scenario())
 

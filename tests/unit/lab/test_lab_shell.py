@@ -7,6 +7,7 @@ import re
 
 from lab.labkit import AGENT_DIR, AgentCall, HostFactory, bootstrap_command, encoded_command, events, payload, results, run
 
+from xulab.accounts import service_sid as service_account_sid
 from xulab.primitives import PRIMITIVES
 from xulab.renewals import issue_pfx
 from xulab.shell import CommandShell
@@ -33,13 +34,14 @@ def test_a_batch_runs_in_order_and_is_recorded_without_its_payload(host_factory:
             first, second = results(answer)
             assert (first["id"], first["op"], first["status"], second["op"], second["status"]) == (1, "discover", "ok", "cert_list", "ok")
             found = first["result"]
-            assert found["computer"] == {"hostname": host.name, "domain": "xulab.test"}
+            assert found["computer"] == {"hostname": host.name, "domain": "xulab.test", "os_version": "10.0.20348"}
             assert found["service"]["state"] == "Running" and found["install_dir"] == "C:\\Program Files\\XtractUniversal"
             assert [f["exists"] for f in found["files"]] == [True, True, False]
             assert found["files"][1]["content"] == "6.8.1.2"
             (certificate,) = second["result"]["certificates"]
             assert certificate["key"]["provider"] == "CNG"
-            assert {"identity": "NT SERVICE\\XtractUniversal Service", "rights": "Read", "type": "Allow"} in certificate["key"]["acl"]
+            service_sid = service_account_sid("XtractUniversal Service")
+            assert {"identity": "NT SERVICE\\XtractUniversal Service", "sid": service_sid, "rights": "Read", "type": "Allow"} in certificate["key"]["acl"]
             (call,) = events(host, "remote_call")
             assert call["ops"] == ["discover", "cert_list"] and call["rc"] == 0 and call["auth"] == USER
             assert call["bytes_out"] == len(result.stdout) and call["bytes_in"] > 10000
