@@ -73,7 +73,11 @@ options:
       - A relative path is looked up like the C(src) of M(ansible.builtin.copy) (in the role's or play's
         C(files) folder first). A vault-encrypted file is decrypted.
       - The certificate is imported into C(LocalMachine\My), its key into the machine key set, unless it is
-        there already.
+        there already. A copy in the store that is archived or has lost its key is repaired from the PFX.
+      - A PFX encrypted with AES (PBES2, the default of OpenSSL 3) is re-encoded on the controller with 3DES
+        and a SHA-1 MAC before it travels, because Windows Server 2016 cannot import AES-encrypted PFX files
+        (it reports a wrong password). Certificates, key and friendly names stay the same. Such a PFX needs a
+        password (O(pfx_password)).
     type: path
   pfx_content:
     description:
@@ -102,6 +106,8 @@ options:
       - Renew the old certificate with the same key through AD Certificate Services
         (C(certreq -enroll -machine -q -cert <old> Renew ReuseKeys)) and swap to the renewed certificate.
         Its thumbprint is returned in RV(new_thumbprint).
+      - C(certreq) runs as the machine (a one-shot scheduled task as SYSTEM, removed again), whose network
+        identity is the computer account; in a WinRM network logon it would have no credentials for the CA.
       - This costs one remote call more than the other sources, since the new thumbprint is only known once
         C(certreq) has run. C(certreq) archives the old certificate, so it no longer enumerates and
         O(remove_old) has nothing to remove.
@@ -128,6 +134,8 @@ options:
         (as after a PFX import, where only SYSTEM and Administrators can). Without that access the service
         cannot start with the certificate.
       - Without it, a key the service account cannot read is an error, found before anything is changed.
+      - Access is judged as Windows checks it, by SID (the service account's and its groups'), never by name;
+        Read is granted to the account's SID.
     type: bool
     default: false
   allow_no_reference:
@@ -260,7 +268,9 @@ backup_files:
   sample: {"C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json":
            "C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json.20261126T201157Z.bak"}
 imported:
-  description: Whether the PFX was imported (false when the certificate was in the store already).
+  description:
+    - Whether the PFX was imported (false when the certificate was in the store already, with its key).
+    - True also when the store held the certificate archived or without its private key and the import repaired it.
   returned: success
   type: bool
 key_access_granted:

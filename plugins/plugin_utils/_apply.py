@@ -49,6 +49,8 @@ class FileChange:
     before_sha256: str | None
     restore_from: str | None = None
     after_sha256: str | None = None
+    # The file starts with a UTF-8 BOM, which every write (and a rollback's write) keeps.
+    bom: bool = False
 
     def diff(self) -> dict[str, str]:
         return {"before_header": self.path, "after_header": self.path, "before": self.before or "", "after": self.after}
@@ -172,6 +174,8 @@ class RestartVerdict:
     restart: dict[str, Any] | None
     served: dict[str, Probe]
     problem: str | None  # None: the service came back and serves what it should
+    # What the restart left behind that is not the service's own: dependent services that did not start again.
+    warnings: list[str] = field(default_factory=list)
 
 
 def restart_verdict(plan: RestartPlan, results: Sequence[OperationResult]) -> RestartVerdict:
@@ -186,7 +190,17 @@ def restart_verdict(plan: RestartPlan, results: Sequence[OperationResult]) -> Re
         problem = f"the service did not come back ({answer.get('start_error') or answer.get('state')})"
     else:
         problem = "; ".join(p for e in plan.expectations if (p := e.judge(served[e.name]))) or None
-    return RestartVerdict(restart.result, served, problem)
+    return RestartVerdict(restart.result, served, problem, dependent_warnings(answer))
+
+
+def dependent_warnings(answer: dict[str, Any]) -> list[str]:
+    """Stopping the service stopped the services that depend on it; the host started them again. Any that is not running is named."""
+    return [
+        f"the dependent service {d.get('name')} was running before the restart and is {d.get('state') or 'in an unknown state'} now;"
+        f" start it (Start-Service '{d.get('name')}')"
+        for d in answer.get("dependents") or []
+        if d.get("state") != "Running"
+    ]
 
 
 @dataclass
@@ -201,6 +215,7 @@ class ApplyOutcome:
     post_results: list[OperationResult] = field(default_factory=list)
     # What was wrong after the restart, when the caller asked for no rollback (else ChangeFailed is raised).
     problem: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 class ChangeFailed(XuError):
@@ -213,6 +228,7 @@ def _change_operation(change: FileChange, backup_path: str | None) -> Operation:
     return Operation("file_write", {
         "path": change.path,
         "content": change.after,
+        "bom": change.bom,
         "backup_path": backup_path,
         "expected_sha256": change.before_sha256 if change.before is not None else "absent",
     })
@@ -274,6 +290,7 @@ def apply_changes(
         outcome.restarted = True
         outcome.restart = verdict.restart
         outcome.served = verdict.served
+        outcome.warnings = verdict.warnings
         if verdict.problem and roll_back_restart:
             _roll_back(agent, written=written, backups=backups, restart=restart, previous=previous, reason=verdict.problem)
         outcome.problem = verdict.problem
@@ -284,7 +301,7 @@ def apply_changes(
 def _as_written(change: FileChange, result: dict[str, Any]) -> FileChange:
     """The change as the host carried it out: without a previous file, a rollback removes the file."""
     if change.restore_from is None and result.get("previous_sha256") is None and change.before is not None:
-        return FileChange(change.path, None, change.after, None)
+        return FileChange(change.path, None, change.after, None, bom=change.bom)
     return change
 
 
@@ -308,7 +325,7 @@ def _roll_back(
         else:
             # No backup was kept: the content read before is written back.
             operations.append(Operation("file_write", {
-                "path": change.path, "content": change.before, "backup_path": None, "expected_sha256": change.after_sha256,
+                "path": change.path, "content": change.before, "bom": change.bom, "backup_path": None, "expected_sha256": change.after_sha256,
             }))
     checks = RestartPlan(restart.service_name, restart.timeout_s, previous or [], restart.server_name) if restart is not None else None
     if checks is not None:

@@ -38,7 +38,15 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     expectations_for,
     restart_wanted,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import CertificateFacts, iso, key_readable_by, utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import (
+    ADMINISTRATORS_SID,
+    LOCAL_SYSTEM_SID,
+    CertificateFacts,
+    ServiceIdentity,
+    iso,
+    key_readable_by,
+    utc_now,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import parse_journal
@@ -49,6 +57,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
     judge_pfx,
     load_ca_bundle,
     open_pfx,
+    pfx_for_windows,
     san_problem,
     validity_errors,
 )
@@ -77,9 +86,11 @@ SOURCE_PFX = "pfx"
 SOURCE_RENEWAL = "renew_reusing_key"
 # The ACL Windows gives a key imported into the machine key set: the XU service account is not on it.
 IMPORTED_KEY_ACL = [
-    {"identity": "NT AUTHORITY\\SYSTEM", "rights": "FullControl", "type": "Allow"},
-    {"identity": "BUILTIN\\Administrators", "rights": "FullControl", "type": "Allow"},
+    {"identity": "NT AUTHORITY\\SYSTEM", "sid": LOCAL_SYSTEM_SID, "rights": "FullControl", "type": "Allow"},
+    {"identity": "BUILTIN\\Administrators", "sid": ADMINISTRATORS_SID, "rights": "FullControl", "type": "Allow"},
 ]
+# How long certreq may take, CA round trips included, before the host gives up on it.
+CERTREQ_TIMEOUT_S = 300
 _ROOTED = re.compile(r"^([A-Za-z]:|[\\/])")
 
 
@@ -177,7 +188,11 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
         if judgement.errors:
             raise XuError(f"The PFX ({where}) cannot be used: {'; '.join(judgement.errors)}", new_certificate=judgement.to_result(now, fqdn))
         new = judgement.thumbprint
-        pfx_b64 = base64.b64encode(data).decode("ascii")
+        try:
+            # Re-encoded when needed, so that Server 2016 can read it as well as 2019 and later.
+            pfx_b64 = base64.b64encode(pfx_for_windows(data, params.get("pfx_password"))).decode("ascii")
+        except PfxError as e:
+            raise XuError(str(e)) from e
     if new == old:
         raise XuError(f"The new certificate is the old one ({old}); give the thumbprint or PFX of the certificate that replaces it")
     return SwapRequest(
@@ -314,7 +329,9 @@ class FileRewrite:
     references: tuple[Reference, ...]
 
     def change(self) -> FileChange:
-        return FileChange(path=self.source.full_path, before=self.source.content, after=self.after, before_sha256=self.source.sha256)
+        return FileChange(
+            path=self.source.full_path, before=self.source.content, after=self.after, before_sha256=self.source.sha256, bom=self.source.bom
+        )
 
 
 def _document(settings_file: SettingsFile) -> Any:
@@ -432,8 +449,11 @@ class SwapPlan:
         return bool(self.rewrites or self.pre_ops or self.remove_old or self.restart)
 
 
-def _key_access(run: ModuleRun, request: SwapRequest, *, readable: bool | None, thumbprint: str, account: str | None, other_work: bool) -> bool:
+def _key_access(
+    run: ModuleRun, request: SwapRequest, *, readable: bool | None, thumbprint: str, identity: ServiceIdentity, other_work: bool
+) -> bool:
     """Whether to grant the service account Read on the new key; XuError when it is needed but not allowed."""
+    account = identity.account
     if readable is True:
         return False
     if readable is False and not request.grant_key_access:
@@ -441,8 +461,9 @@ def _key_access(run: ModuleRun, request: SwapRequest, *, readable: bool | None, 
             f"The service account {account} cannot read the private key of {thumbprint}, so the service could not use it;"
             " set grant_key_access: true, or grant it Read on the key yourself (Manage Private Keys)"
         )
-    if not account:
-        run.warn(f"The service account is unknown; Read on the private key of {thumbprint} is not granted")
+    if not identity.sid:
+        # A grant is made to a SID: an account Windows cannot translate cannot be granted anything.
+        run.warn(f"The service account ({account or 'unknown'}) has no SID the host could tell; Read on the private key of {thumbprint} is not granted")
         return False
     if readable is None and not request.grant_key_access:
         run.warn(f"Whether {account} can read the private key of {thumbprint} cannot be told from the host's answer")
@@ -455,6 +476,9 @@ def plan_replacement(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, s
     """The plan for a new certificate that is in the store or comes in a PFX."""
     new = request.new or ""
     stored = snapshot.certificates.get(new)
+    if stored is not None and not stored.has_private_key and request.pfx is not None:
+        # The store holds the certificate without its key: importing the PFX repairs it (pfx_import reports repaired).
+        stored = None
     import_needed = stored is None
     if stored is not None:
         facts = stored.facts
@@ -466,7 +490,7 @@ def plan_replacement(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, s
         readable = snapshot.key_readable(stored)
     elif request.pfx is not None:
         facts = request.pfx.leaf
-        readable = key_readable_by(snapshot.service_account, {"acl": IMPORTED_KEY_ACL}, True)
+        readable = key_readable_by(snapshot.service_identity, {"acl": IMPORTED_KEY_ACL}, True)
     else:
         raise XuError(
             f"new_thumbprint {new} is not in LocalMachine\\My on the host; import the certificate first,"
@@ -480,12 +504,12 @@ def plan_replacement(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, s
         raise _no_reference_error(request.old, searched)
     remove = request.remove_old and request.old in snapshot.certificates
     other_work = bool(rewrites or import_needed or remove)
-    grant = _key_access(run, request, readable=readable, thumbprint=new, account=snapshot.service_account, other_work=other_work)
+    grant = _key_access(run, request, readable=readable, thumbprint=new, identity=snapshot.service_identity, other_work=other_work)
     pre_ops = []
     if import_needed:
         pre_ops.append(Operation("pfx_import", {"pfx_b64": request.pfx_b64, "password": request.pfx_password, "exportable": request.pfx_exportable}))
     if grant:
-        pre_ops.append(Operation("key_grant_read", {"thumbprint": new, "account": snapshot.service_account}))
+        pre_ops.append(Operation("key_grant_read", {"thumbprint": new, "account": snapshot.service_identity.sid}))
     new_certificate = request.pfx.to_result(snapshot.now, fqdn) if request.pfx is not None else facts.to_result(snapshot.now, fqdn)
     return SwapPlan(
         new=new, rewrites=rewrites, pre_ops=pre_ops, remove_old=remove, restart=restart_wanted(request.restart, bool(rewrites)),
@@ -654,6 +678,8 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
         backups={path: backup for path, backup in outcome.backups.items() if backup}, restarted=outcome.restarted, served=outcome.served,
     )
     _read_preparations(applied, plan, outcome.pre_results)
+    for warning in outcome.warnings:
+        run.warn(warning)
     if outcome.problem:
         raise XuError(
             f"{outcome.problem}. The settings were not rolled back: they would name {request.old}, which is no longer in"
@@ -744,7 +770,8 @@ def renew(run: ModuleRun, old: StoreCertificate) -> str:
         "renewed_at": iso(utc_now()),
     }
     results = run.agent.call([
-        Operation("cert_renew_reuse_key", {"thumbprint": old.thumbprint}),
+        # As the machine: certreq in the WinRM logon has no credentials to reach the CA, and a machine certificate is the computer's.
+        Operation("cert_renew_reuse_key", {"thumbprint": old.thumbprint, "run_as": "machine", "timeout_s": CERTREQ_TIMEOUT_S}),
         Operation("journal_write", {"name": journal_name(old.thumbprint), "content": json.dumps(record, indent=2)}),
     ])
     try:
@@ -764,14 +791,14 @@ def _renewal_plan(
     # certreq archives the old certificate: after a renewal in this run it no longer enumerates, and is not removed.
     remove = request.remove_old and request.old in snapshot.certificates and not decision.renew_now
     grant = _key_access(
-        run, request, readable=decision.readable, thumbprint=new or request.old, account=snapshot.service_account,
+        run, request, readable=decision.readable, thumbprint=new or request.old, identity=snapshot.service_identity,
         other_work=bool(rewrites or decision.renew_now or remove),
     )
     successor = decision.successor
     return SwapPlan(
         new=new,
         rewrites=rewrites,
-        pre_ops=[Operation("key_grant_read", {"thumbprint": new, "account": snapshot.service_account})] if grant and new else [],
+        pre_ops=[Operation("key_grant_read", {"thumbprint": new, "account": snapshot.service_identity.sid})] if grant and new else [],
         remove_old=remove,
         restart=restart_wanted(request.restart, bool(rewrites)),
         can_roll_back=request.old in snapshot.certificates and not decision.renew_now,

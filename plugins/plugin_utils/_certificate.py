@@ -19,11 +19,34 @@ except ImportError as e:  # reported by the action base, where it can become a c
 else:
     CRYPTOGRAPHY_IMPORT_ERROR = None
 
-# Principals every service account belongs to, as far as a key ACL is concerned.
-_EVERYONE_GROUPS = frozenset(
-    {"everyone", "builtin\\users", "nt authority\\authenticated users"}
-)
-_LOCAL_SYSTEM = frozenset({"localsystem", "nt authority\\system", ".\\localsystem", "system"})
+LOCAL_SYSTEM_SID = "S-1-5-18"
+ADMINISTRATORS_SID = "S-1-5-32-544"
+KEY_READ_RIGHTS = ("Read", "FullControl")
+
+
+@dataclass(frozen=True)
+class ServiceIdentity:
+    """Who the service runs as, the way Windows checks access: a SID and the SIDs of its groups.
+
+    ``account`` is only for messages: names differ between the service configuration and an
+    ACL (``NT AUTHORITY\\NetworkService`` and ``NETWORK SERVICE``), SIDs do not.
+    ``groups`` is None when the host could not tell them; then only the account's own SID counts.
+    """
+
+    account: str | None
+    sid: str | None
+    groups: tuple[str, ...] | None
+
+    @classmethod
+    def from_service(cls, service: dict[str, Any] | None) -> ServiceIdentity:
+        service = service or {}
+        groups = service.get("account_groups")
+        sid = service.get("account_sid")
+        return cls(
+            service.get("account"),
+            str(sid).upper() if sid else None,
+            tuple(str(group).upper() for group in groups) if isinstance(groups, list) else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -141,30 +164,24 @@ def dns_name_matches(pattern: str, fqdn: str) -> bool:
     return pattern == name
 
 
-def key_readable_by(account: str | None, key: dict[str, Any] | None, has_private_key: bool) -> bool | None:
-    """Whether ``account`` may read the private key, judged from the key file's ACL.
+def key_readable_by(identity: ServiceIdentity | None, key: dict[str, Any] | None, has_private_key: bool) -> bool | None:
+    """Whether the service may read the private key, judged from the key file's ACL as Windows does.
 
-    None when it cannot be told (no ACL reported, or the account is unknown).
+    An access is granted when an Allow entry for the account's SID or one of its groups' SIDs
+    gives Read or FullControl, and no Deny entry for one of them takes it away. None when it
+    cannot be told: the account's SID or the ACL is unknown, or an entry carries no SID.
     """
     if not has_private_key:
         return False
-    if not account:
-        return None
-    wanted = account.lower()
-    if wanted in _LOCAL_SYSTEM:
+    sid = identity.sid if identity is not None else None
+    if sid == LOCAL_SYSTEM_SID:
         # The machine key set always grants SYSTEM; the service runs as it.
         return True
     acl = (key or {}).get("acl")
-    if acl is None:
+    if identity is None or not sid or acl is None or any(not entry.get("sid") for entry in acl):
         return None
-    principals = {wanted} | _EVERYONE_GROUPS
-    granted = False
-    for entry in acl:
-        identity = str(entry.get("identity", "")).lower()
-        if identity not in principals:
-            continue
-        if entry.get("type") == "Deny":
-            return False
-        if entry.get("rights") in ("Read", "FullControl"):
-            granted = True
-    return granted
+    principals = {sid, *(identity.groups or ())}
+    relevant = [entry for entry in acl if str(entry["sid"]).upper() in principals]
+    if any(entry.get("type") == "Deny" for entry in relevant):
+        return False
+    return any(entry.get("type") == "Allow" and entry.get("rights") in KEY_READ_RIGHTS for entry in relevant)

@@ -18,7 +18,8 @@ from typing import Any
 try:
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.hazmat.primitives.serialization import pkcs12
 except ImportError as e:  # the action base reports the missing library before any of this runs
     PFX_IMPORT_ERROR: ImportError | None = e
@@ -29,6 +30,11 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate i
 
 # Deeper chains than this are not built by any public CA; the bound stops loops of cross-signed certificates.
 MAX_CHAIN_LENGTH = 8
+# The DER encoding of the PBES2 OID (1.2.840.113549.1.5.13). A PKCS#12 file names its encryption in the clear, so
+# its presence means AES (OpenSSL 3's default), which Windows Server 2016 cannot import: it says the password is wrong.
+PBES2_OID_DER = bytes.fromhex("06092a864886f70d01050d")
+# PBKDF iterations of the re-encoded file; Windows' own export uses 2000.
+WINDOWS_PFX_KDF_ROUNDS = 2048
 
 
 class PfxError(ValueError):
@@ -111,6 +117,37 @@ def open_pfx(data: bytes, password: str | None, source: str = "the PFX") -> Open
         raise PfxError(f"The private key in {source} does not match its certificate {certificate.subject.rfc4514_string()}")
     friendly_name = bundle.cert.friendly_name.decode("utf-8", errors="replace") if bundle.cert.friendly_name else None
     return OpenedPfx(certificate, others, friendly_name)
+
+
+def pfx_for_windows(data: bytes, password: str | None) -> bytes:
+    """The PFX as every supported Windows Server imports it: re-encoded with 3DES and a SHA-1 MAC when it uses PBES2.
+
+    The certificates, their order and friendly names and the key stay the same; whether the key
+    may be exported is decided at import (``pfx_exportable``), not here. A PFX already in the
+    legacy encryption travels as it is. PfxError when it uses PBES2 without a password: a file
+    without one cannot be re-encoded with the legacy algorithms here.
+    """
+    if PBES2_OID_DER not in data:
+        return data
+    if not password:
+        raise PfxError(
+            "The PFX is encrypted with AES (PBES2) and has no password, which Windows Server 2016 cannot import;"
+            " export it with a password (then it is re-encoded for the host) or with `openssl pkcs12 -export -legacy`"
+        )
+    bundle = pkcs12.load_pkcs12(data, password.encode("utf-8"))
+    key = bundle.key
+    if bundle.cert is None or not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise PfxError("The PFX holds no certificate with an RSA or EC private key, which is what Windows Server imports for TLS")
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(WINDOWS_PFX_KDF_ROUNDS)
+        .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+        .hmac_hash(hashes.SHA1())  # noqa: S303 - the MAC every Windows Server version verifies
+        .build(password.encode("utf-8"))
+    )
+    return pkcs12.serialize_key_and_certificates(
+        bundle.cert.friendly_name, key, bundle.cert.certificate, list(bundle.additional_certs) or None, encryption
+    )
 
 
 def load_ca_bundle(pem: bytes, source: str = "ca_path") -> tuple[x509.Certificate, ...]:

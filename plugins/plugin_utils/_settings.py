@@ -40,9 +40,17 @@ class SettingsFile:
     exists: bool
     content: str | None
     sha256: str | None
+    # The bytes start with a UTF-8 BOM: a rewrite keeps it.
+    bom: bool = False
+    # False: the bytes are not UTF-8 (content is None); such a file is never rewritten.
+    utf8_valid: bool = True
 
     def document(self) -> Any:
-        """The parsed JSON, None for a missing file; SettingsError when it is not JSON."""
+        """The parsed JSON, None for a missing file; SettingsError when it is not UTF-8 JSON."""
+        if self.exists and not self.utf8_valid:
+            raise SettingsError(
+                f"{self.full_path} is not valid UTF-8, so it cannot be read as JSON and is left as it is; save it as UTF-8"
+            )
         if not self.exists or self.content is None:
             return None
         try:

@@ -18,6 +18,7 @@ from typing import Any
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import (
     CertificateFacts,
+    ServiceIdentity,
     key_readable_by,
     parse_der,
     utc_now,
@@ -108,6 +109,10 @@ class Snapshot:
         return (self.service or {}).get("account")
 
     @property
+    def service_identity(self) -> ServiceIdentity:
+        return ServiceIdentity.from_service(self.service)
+
+    @property
     def version(self) -> str | None:
         version_file = self.files.get("config\\version.txt")
         if version_file and version_file.content:
@@ -115,7 +120,7 @@ class Snapshot:
         return None
 
     def key_readable(self, certificate: StoreCertificate) -> bool | None:
-        return key_readable_by(self.service_account, certificate.key, certificate.has_private_key)
+        return key_readable_by(self.service_identity, certificate.key, certificate.has_private_key)
 
     def gate_summary(self) -> dict[str, Any]:
         return gate_summary(self.gate_rules, self.gate_task)
@@ -217,6 +222,9 @@ def settings_files_of(discover: dict[str, Any]) -> dict[str, SettingsFile]:
             exists=bool(raw.get("exists")),
             content=raw.get("content"),
             sha256=raw.get("sha256"),
+            bom=raw.get("bom") is True,
+            # An answer without the field (an older agent) had decoded the bytes leniently.
+            utf8_valid=raw.get("utf8_valid") is not False,
         )
         for raw in discover.get("files") or []
     }

@@ -257,7 +257,7 @@ def judge_certificate(
         judgement.failures.append(f"{subject} expired on {iso(facts.not_after)}; set {options} to a valid certificate")
     elif facts.is_not_yet_valid(snapshot.now):
         judgement.failures.append(f"{subject} is not valid before {iso(facts.not_before)}; bind it from then on, or use another")
-    readable = key_readable_by(snapshot.service_account, stored.key, stored.has_private_key)
+    readable = key_readable_by(snapshot.service_identity, stored.key, stored.has_private_key)
     if readable is False:
         if grant_key_access:
             judgement.grant = True
@@ -341,7 +341,7 @@ def plan_binding(snapshot: Snapshot, request: BindingRequest) -> BindingPlan:
     new_files = dict(snapshot.files)
     if changed_settings:
         after = settings_text(document, tls_file.content if tls_file.exists else None)
-        change = FileChange(tls_file.full_path, tls_file.content if tls_file.exists else None, after, tls_file.sha256)
+        change = FileChange(tls_file.full_path, tls_file.content if tls_file.exists else None, after, tls_file.sha256, bom=tls_file.bom)
         new_files[TLS_SETTINGS_FILE] = replace(tls_file, exists=True, content=after)
     # Read back the way the current state was read, so the plan checks what XU will read.
     new = effective_state(read_tls_state(new_files, snapshot.profile))
@@ -447,7 +447,7 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
             stamp=stamp,
             backup=request.backup,
             restart=RestartPlan(service_name, request.wait_timeout, plan.expected, request.fqdn) if plan.restart else None,
-            pre_ops=[Operation("key_grant_read", {"thumbprint": t, "account": snapshot.service_account}) for t in plan.grants],
+            pre_ops=[Operation("key_grant_read", {"thumbprint": t, "account": snapshot.service_identity.sid}) for t in plan.grants],
             previous=plan.previous,
         )
     except ChangeFailed as e:
@@ -472,4 +472,6 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
         result["backup_file"] = outcome.backups.get(plan.change.path)
     if outcome.restarted:
         result["served"] = served_summary(outcome.served)
+    for warning in outcome.warnings:
+        run.warn(warning)
     return result

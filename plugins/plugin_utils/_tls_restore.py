@@ -81,7 +81,7 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
 
     change = FileChange(
         current.full_path, current.content if current.exists else None, backup_file.content or "", current.sha256,
-        restore_from=backup, after_sha256=backup_file.sha256,
+        restore_from=backup, after_sha256=backup_file.sha256, bom=current.bom,
     )
     try:
         outcome = apply_changes(
@@ -103,6 +103,8 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
         e.msg += "; whether the file was restored is not known: check the host with xtractuniversal.tls.xu_tls_info"
         e.fields.update(rolled_back=False)
         raise
+    for warning in outcome.warnings:
+        run.warn(warning)
     if outcome.restarted:
         result["restarted"] = True
         result["served"] = {name: (p.certificate.thumbprint if p.certificate else None) for name, p in outcome.served.items()}

@@ -17,6 +17,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     apply_changes,
     backup_path_for,
     backup_stamp,
+    dependent_warnings,
     expectations_for,
     expectations_if_known,
     restart_operations,
@@ -30,7 +31,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings impo
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Probe, settings_mismatches
 from support.certs import der, mint
 from support.fake_changes import SERVICE_NAME, ChangingFakeHost, sha256_text
-from support.fake_host import INSTALL_DIR, tls_json
+from support.fake_host import INSTALL_DIR, SERVICE_SID, tls_json
 
 TLS_PATH = f"{INSTALL_DIR}\\config\\servers\\tls.json"
 WEB_PATH = f"{INSTALL_DIR}\\config\\servers\\web\\general.json"
@@ -84,7 +85,9 @@ def test_apply_writes_restarts_and_verifies_in_one_call() -> None:
     assert len(host.calls) == 1
     assert ops(host.calls[0]) == ["file_write", "service_restart", "port_probe", "port_probe"]
     write = host.calls[0][0]["args"]
-    assert write == {"path": TLS_PATH, "content": tls_json(web=new, config=new), "backup_path": BACKUP, "expected_sha256": sha256_text(before or "")}
+    assert write == {
+        "path": TLS_PATH, "content": tls_json(web=new, config=new), "bom": False, "backup_path": BACKUP, "expected_sha256": sha256_text(before or ""),
+    }
     assert host.calls[0][1]["args"] == {"name": SERVICE_NAME, "wait_ports": [8165, 8064], "timeout_s": 30}
     assert outcome.backups == {TLS_PATH: BACKUP}
     assert host.file(BACKUP) == before
@@ -162,7 +165,8 @@ def test_without_backup_the_text_read_before_is_written_back() -> None:
         )
     assert caught.value.fields["rolled_back"] is True
     assert host.calls[0][0]["args"]["backup_path"] is None
-    assert host.calls[1][0] == {"id": 1, "op": "file_write", "args": {"path": TLS_PATH, "content": before, "backup_path": None, "expected_sha256": None}}
+    written_back = {"path": TLS_PATH, "content": before, "bom": False, "backup_path": None, "expected_sha256": None}
+    assert host.calls[1][0] == {"id": 1, "op": "file_write", "args": written_back}
     assert host.file(TLS_PATH) == before
     assert not any(key.endswith(".bak") for key in host.files)
 
@@ -301,7 +305,7 @@ def test_post_operations_run_after_the_checks() -> None:
         restart=restart_plan(state(web=new, config=new)), pre_ops=[grant], post_ops=[Operation("cert_list", {"store": "My", "thumbprints": [old]})],
     )
     assert ops(host.calls[0]) == ["key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "cert_list"]
-    assert [r.op for r in outcome.pre_results] == ["key_grant_read"] and outcome.pre_results[0].value() == {"changed": False}
+    assert [r.op for r in outcome.pre_results] == ["key_grant_read"] and outcome.pre_results[0].value() == {"changed": False, "sid": SERVICE_SID}
     assert [r.op for r in outcome.post_results] == ["cert_list"]
 
 
@@ -430,3 +434,27 @@ def test_restart_operations_and_verdict_go_together() -> None:
     host.http_status = 503
     verdict = restart_verdict(plan, AgentClient(host.transport).call(restart_operations(plan)))
     assert verdict.problem == "GET /version on port 8165 answered 503, expected 200"
+
+
+def test_a_file_with_a_bom_keeps_it_in_the_write_and_in_the_rollback() -> None:
+    host, old, new = bound_host()
+    before = host.file(TLS_PATH)
+    host.restart_failures = 1
+    change = dataclasses.replace(change_to(host, new), bom=True)
+    with pytest.raises(ChangeFailed):
+        apply_changes(
+            AgentClient(host.transport), changes=[change], stamp=STAMP, backup=False,
+            restart=restart_plan(state(web=new, config=new)), previous=expectations_for(state(web=old, config=old)),
+        )
+    assert host.calls[0][0]["args"]["bom"] is True
+    assert host.calls[1][0]["op"] == "file_write" and host.calls[1][0]["args"]["bom"] is True
+    assert host.calls[1][0]["args"]["content"] == before
+
+
+def test_a_dependent_left_stopped_is_a_warning_not_a_rollback() -> None:
+    answer = {"started": True, "state": "Running", "start_error": None, "ports": [], "elapsed_s": 1.0,
+              "dependents": [{"name": "XuScheduler", "state": "Stopped"}, {"name": "Other", "state": "Running"}]}
+    assert dependent_warnings(answer) == [
+        "the dependent service XuScheduler was running before the restart and is Stopped now; start it (Start-Service 'XuScheduler')"
+    ]
+    assert dependent_warnings({"started": True}) == []

@@ -17,6 +17,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._cert_swap imp
     styled_like,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import PBES2_OID_DER
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsFile
 from support.action import run_action
 from support.certs import mint
@@ -332,6 +333,9 @@ def test_pfx_import_grant_swap_and_remove_old() -> None:
         "pfx_import", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe",
     ]
     assert apply_ops[0]["args"]["password"] == PASSWORD and apply_ops[0]["args"]["exportable"] is False
+    # The AES-encrypted PFX travels re-encoded, so that Server 2016 can read it too.
+    assert PBES2_OID_DER in base64.b64decode(args["pfx_content"])
+    assert PBES2_OID_DER not in base64.b64decode(apply_ops[0]["args"]["pfx_b64"])
     assert [op["op"] for op in host.calls[3]] == ["cert_remove"]
     assert host.calls[3][-1]["args"]["require_served"] == [{"port": 8165, "thumbprint": new}, {"port": 8064, "thumbprint": new}]
     assert result["imported"] and result["key_access_granted"] and result["removed_old"]
@@ -573,3 +577,21 @@ def test_secrets_are_masked_in_every_result() -> None:
     result = run_action("xu_cert_swap", pfx_args(cert, key, password, old_thumbprint=old, grant_key_access=True), host, check_mode=True, diff=True)
     assert not result.get("failed"), result
     assert "ConfigServer" not in json.dumps(result) and '"********": {' in result["diff"][0]["after"]
+
+
+def test_a_copy_without_its_key_is_repaired_from_the_pfx() -> None:
+    host, old, _cert = swap_host()
+    cert, key = mint(FQDN, sans=(FQDN, "xu01"), days_left=365)
+    new = thumbprint_of(cert)
+    host.add_certificate(cert, has_private_key=False)
+    # Given by thumbprint alone it cannot be used: the store has no key for it.
+    result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new}, host)
+    assert result["failed"] and "has no private key" in result["msg"]
+    # With its PFX the key comes back: imported, not refused.
+    result = run_action("xu_cert_swap", pfx_args(cert, key, old_thumbprint=old, grant_key_access=True), host)
+    assert not result.get("failed"), result
+    assert result["imported"] is True and served_thumbprint(host, 8165) == new
+    apply_ops = [op["op"] for op in host.calls[-1]]
+    assert apply_ops[0] == "pfx_import"
+    entry = host.certificate_entry(new)
+    assert entry is not None and entry["has_private_key"]

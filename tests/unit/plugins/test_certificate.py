@@ -5,16 +5,19 @@ import hashlib
 import pytest
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import (
+    ServiceIdentity,
     dns_name_matches,
     key_readable_by,
     parse_der,
 )
 from support.certs import NOW, der, mint
 
-SERVICE = "NT Service\\XtractUniversal Service"
+SERVICE_SID = "S-1-5-80-2835434641-1716488285-1104975628-79970361-2622572616"
+SERVICE_GROUPS = ("S-1-1-0", "S-1-5-11", "S-1-5-32-545", "S-1-5-6")
+SERVICE = ServiceIdentity("NT Service\\XtractUniversal Service", SERVICE_SID, SERVICE_GROUPS)
 ADMIN_ACL = [
-    {"identity": "NT AUTHORITY\\SYSTEM", "rights": "FullControl", "type": "Allow"},
-    {"identity": "BUILTIN\\Administrators", "rights": "FullControl", "type": "Allow"},
+    {"identity": "NT AUTHORITY\\SYSTEM", "sid": "S-1-5-18", "rights": "FullControl", "type": "Allow"},
+    {"identity": "BUILTIN\\Administrators", "sid": "S-1-5-32-544", "rights": "FullControl", "type": "Allow"},
 ]
 
 
@@ -72,13 +75,49 @@ def test_dns_name_matching(pattern: str, name: str, expected: bool) -> None:
 
 
 def test_key_readable_by_service_account() -> None:
-    granted = {"acl": [*ADMIN_ACL, {"identity": SERVICE.upper(), "rights": "Read", "type": "Allow"}]}
+    granted = {"acl": [*ADMIN_ACL, {"identity": "NT SERVICE\\XtractUniversal Service", "sid": SERVICE_SID, "rights": "Read", "type": "Allow"}]}
     assert key_readable_by(SERVICE, granted, True) is True
     assert key_readable_by(SERVICE, {"acl": ADMIN_ACL}, True) is False
-    denied = {"acl": [*granted["acl"], {"identity": "Everyone", "rights": "Read", "type": "Deny"}]}
+    denied = {"acl": [*granted["acl"], {"identity": "Everyone", "sid": "S-1-1-0", "rights": "Read", "type": "Deny"}]}
     assert key_readable_by(SERVICE, denied, True) is False
-    assert key_readable_by(SERVICE, {"acl": [{"identity": "BUILTIN\\Users", "rights": "Read", "type": "Allow"}]}, True) is True
-    assert key_readable_by("LocalSystem", {"acl": []}, True) is True
+    assert key_readable_by(SERVICE, {"acl": [{"identity": "BUILTIN\\Users", "sid": "S-1-5-32-545", "rights": "Read", "type": "Allow"}]}, True) is True
+    assert key_readable_by(ServiceIdentity("LocalSystem", "S-1-5-18", None), {"acl": []}, True) is True
     assert key_readable_by(SERVICE, granted, False) is False
     assert key_readable_by(SERVICE, {"provider": "CNG", "acl": None}, True) is None
     assert key_readable_by(None, granted, True) is None
+    # An account the host could not translate cannot be judged; neither can an entry without its SID.
+    assert key_readable_by(ServiceIdentity("HOST\\gone", None, None), granted, True) is None
+    assert key_readable_by(SERVICE, {"acl": [{"identity": "NT SERVICE\\XtractUniversal Service", "rights": "Read", "type": "Allow"}]}, True) is None
+
+
+@pytest.mark.parametrize(
+    ("start_name", "acl_identity", "sid"),
+    [
+        # The same account, spelled by the service configuration and by an ACL: only the SID says so.
+        ("NT AUTHORITY\\NetworkService", "NT AUTHORITY\\NETWORK SERVICE", "S-1-5-20"),
+        (".\\svc", "XU01\\svc", "S-1-5-21-1-2-3-1001"),
+        ("svc@example.com", "EXAMPLE\\svc", "S-1-5-21-4-5-6-1105"),
+    ],
+)
+def test_accounts_are_compared_by_sid_never_by_name(start_name: str, acl_identity: str, sid: str) -> None:
+    identity = ServiceIdentity(start_name, sid, ())
+    acl = {"acl": [*ADMIN_ACL, {"identity": acl_identity, "sid": sid, "rights": "Read", "type": "Allow"}]}
+    assert key_readable_by(identity, acl, True) is True
+    # A name that merely looks alike is someone else.
+    other = {"acl": [*ADMIN_ACL, {"identity": start_name, "sid": "S-1-5-21-9-9-9-500", "rights": "Read", "type": "Allow"}]}
+    assert key_readable_by(identity, other, True) is False
+
+
+def test_a_right_through_a_group_counts_and_a_deny_through_a_group_wins() -> None:
+    group = "S-1-5-21-4-5-6-1109"
+    identity = ServiceIdentity("svc@example.com", "S-1-5-21-4-5-6-1105", ("S-1-1-0", group))
+    by_group = {"acl": [*ADMIN_ACL, {"identity": "EXAMPLE\\XU Key Readers", "sid": group, "rights": "Read", "type": "Allow"}]}
+    assert key_readable_by(identity, by_group, True) is True
+    # Groups unknown: only the account's own SID counts (a missing right may be reported that a group grants).
+    assert key_readable_by(ServiceIdentity("EXAMPLE\\svc", "S-1-5-21-4-5-6-1105", None), by_group, True) is False
+    deny = {"acl": [*by_group["acl"], {"identity": "Everyone", "sid": "S-1-1-0", "rights": "FullControl", "type": "Deny"}]}
+    assert key_readable_by(identity, deny, True) is False
+    # SIDs compare without regard to case, as Windows parses them.
+    lower = {"acl": [{"identity": "x", "sid": group.lower(), "rights": "FullControl", "type": "Allow"}]}
+    assert key_readable_by(identity, lower, True) is True
+    assert ServiceIdentity.from_service({"account": "a", "account_sid": "s-1-5-20", "account_groups": None}) == ServiceIdentity("a", "S-1-5-20", None)

@@ -8,14 +8,17 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
+    PBES2_OID_DER,
     PfxError,
     eku_problem,
     judge_pfx,
     load_ca_bundle,
     open_pfx,
+    pfx_for_windows,
     san_problem,
 )
 from support.certs import CA_KEY, CA_NAME, NOW, mint
@@ -182,3 +185,45 @@ def test_self_signed_certificate_is_noted() -> None:
 def test_ca_bundle_must_be_pem() -> None:
     with pytest.raises(PfxError, match="not a PEM bundle"):
         load_ca_bundle(b"not a certificate")
+
+
+# -- the PFX as it travels to the host ------------------------------------------------------
+
+
+def test_an_aes_pfx_is_re_encoded_with_3des_and_a_sha1_mac_keeping_everything_in_it() -> None:
+    cert, key = mint(FQDN, sans=(FQDN,))
+    original = make_pfx(cert, key, PASSWORD)
+    assert PBES2_OID_DER in original  # what OpenSSL 3 and `cryptography` write by default
+    travelling = pfx_for_windows(original, PASSWORD)
+    assert PBES2_OID_DER not in travelling
+    # pbeWithSHAAnd3-KeyTripleDES-CBC (1.2.840.113549.1.12.1.3) and a SHA-1 MAC (1.3.14.3.2.26).
+    assert bytes.fromhex("060a2a864886f70d010c0103") in travelling and bytes.fromhex("06052b0e03021a") in travelling
+    before, after = pkcs12.load_pkcs12(original, PASSWORD.encode()), pkcs12.load_pkcs12(travelling, PASSWORD.encode())
+    assert after.cert is not None and before.cert is not None
+    assert after.cert.certificate == before.cert.certificate and after.cert.friendly_name == before.cert.friendly_name == b"xu01"
+    assert [c.certificate for c in after.additional_certs] == [c.certificate for c in before.additional_certs] == [CA_CERTIFICATE]
+    assert after.key is not None and before.key is not None
+    raw = serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    assert after.key.private_bytes(*raw) == before.key.private_bytes(*raw)
+    # With the wrong password nothing opens it.
+    with pytest.raises(ValueError, match="Invalid password"):
+        pkcs12.load_pkcs12(travelling, b"wrong")
+
+
+def test_a_legacy_pfx_travels_byte_for_byte() -> None:
+    cert, key = mint(FQDN, sans=(FQDN,))
+    legacy_encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+        .hmac_hash(hashes.SHA1())  # noqa: S303 - Windows' own export
+        .build(PASSWORD.encode())
+    )
+    legacy = pkcs12.serialize_key_and_certificates(b"xu01", key, cert, None, legacy_encryption)
+    assert pfx_for_windows(legacy, PASSWORD) is legacy
+    unencrypted = make_pfx(cert, key, None)
+    assert pfx_for_windows(unencrypted, None) is unencrypted
+
+
+def test_an_aes_pfx_without_a_password_cannot_be_re_encoded_and_says_what_to_do() -> None:
+    with pytest.raises(PfxError, match="-legacy"):
+        pfx_for_windows(b"\x30\x82" + PBES2_OID_DER, None)

@@ -133,3 +133,11 @@ def test_settings_missing_from_an_existing_file_are_xu_defaults() -> None:
     state = read_tls_state(files(**{"config\\servers\\tls.json": json.dumps({"WebServer": {}})}), XU)
     assert state.tls_file_exists
     assert state.web_protocol == "http_unrestricted" and state.config_server_authentication == "windows_credentials"
+
+
+def test_a_file_that_is_not_utf8_is_never_read_as_json() -> None:
+    broken = SettingsFile("config\\servers\\tls.json", "C:\\x\\tls.json", True, None, "ab" * 32, bom=False, utf8_valid=False)
+    with pytest.raises(SettingsError, match="not valid UTF-8"):
+        broken.document()
+    # A missing file is not an encoding problem.
+    assert SettingsFile("a", "C:\\a", False, None, None, utf8_valid=False).document() is None

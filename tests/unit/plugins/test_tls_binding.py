@@ -22,7 +22,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_binding i
 from support.action import run_action
 from support.certs import mint
 from support.fake_changes import ChangingFakeHost
-from support.fake_host import INSTALL_DIR, SERVICE_ACCOUNT, FakeHost, intercept, tls_json
+from support.fake_host import INSTALL_DIR, SERVICE_ACCOUNT, SERVICE_SID, FakeHost, intercept, tls_json
 
 FQDN = "xu01.example.com"
 TLS = "config\\servers\\tls.json"
@@ -211,7 +211,7 @@ def test_name_and_purpose_doubts_warn_or_fail(strict_san: bool) -> None:
 
 def test_an_unreadable_key_is_granted_or_refused() -> None:
     host = FakeHost()
-    thumbprint = host.add_certificate(mint(FQDN)[0], acl=[{"identity": "NT AUTHORITY\\SYSTEM", "rights": "FullControl", "type": "Allow"}])
+    thumbprint = host.add_certificate(mint(FQDN)[0], acl=[{"identity": "NT AUTHORITY\\SYSTEM", "sid": "S-1-5-18", "rights": "FullControl", "type": "Allow"}])
     refused = judge(host, thumbprint)
     assert len(refused.failures) == 1
     assert f"the service account {SERVICE_ACCOUNT} cannot read the private key" in refused.failures[0]
@@ -236,7 +236,7 @@ def tls_off_host() -> tuple[ChangingFakeHost, str]:
     """XU on plain HTTP (no tls.json); a valid certificate in the store whose key the service cannot read."""
     host = ChangingFakeHost()
     host.files["config\\version.txt"] = "6.8.1.2"
-    thumbprint = host.add_certificate(mint(FQDN)[0], acl=[{"identity": "NT AUTHORITY\\SYSTEM", "rights": "FullControl", "type": "Allow"}])
+    thumbprint = host.add_certificate(mint(FQDN)[0], acl=[{"identity": "NT AUTHORITY\\SYSTEM", "sid": "S-1-5-18", "rights": "FullControl", "type": "Allow"}])
     assert host.start_service()
     return host, thumbprint
 
@@ -267,7 +267,7 @@ def test_turning_tls_on_grants_writes_restarts_and_verifies() -> None:
     assert [ops(call) for call in host.calls] == [
         READ_OPS, ["key_grant_read", "file_write", "service_restart", "port_probe", "port_probe"],
     ]
-    assert host.calls[1][0]["args"] == {"thumbprint": thumbprint, "account": SERVICE_ACCOUNT}
+    assert host.calls[1][0]["args"] == {"thumbprint": thumbprint, "account": SERVICE_SID}  # granted by SID, never by name
     assert host.calls[1][1]["args"]["expected_sha256"] == "absent"
     assert result["changed"] is True and result["rolled_back"] is False and result["restarted"] is True
     assert result["web_protocol"] == "https_unrestricted" and result["web_certificate"] == thumbprint

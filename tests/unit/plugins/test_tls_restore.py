@@ -85,7 +85,7 @@ def test_a_failed_restart_rolls_forward_to_the_content_before() -> None:
     assert len(host.calls) == 3
     assert ops(host.calls[2]) == ["file_write", "service_restart", "port_probe", "port_probe"]
     # The content read before is written back only over the restored backup (guarded by its hash).
-    assert host.calls[2][0]["args"] == {"path": TLS_PATH, "content": before, "backup_path": None,
+    assert host.calls[2][0]["args"] == {"path": TLS_PATH, "content": before, "bom": False, "backup_path": None,
                                         "expected_sha256": sha256_text(host.file(BACKUP_KEY) or "")}
     assert host.file(TLS) == before
     assert host.service_state == "Running" and host.restarts == 2

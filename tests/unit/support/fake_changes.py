@@ -36,7 +36,7 @@ from typing import Any
 from cryptography import x509
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import DEFAULT_SETTINGS_MAP
-from support.fake_host import INSTALL_DIR, SERVICE_ACCOUNT, FakeHost, HostError
+from support.fake_host import INSTALL_DIR, SERVICE_GROUPS, SERVICE_SID, FakeHost, HostError
 
 SERVICE_NAME = "XtractUniversal Service"
 TLS_FILE = "config\\servers\\tls.json"
@@ -46,7 +46,8 @@ SCM_TIMEOUT = (
     f"Cannot start service {SERVICE_NAME} on computer '.'. "
     "The service did not respond to the start or control request in a timely fashion."
 )
-_EVERYONE = {"everyone", "builtin\\users", "nt authority\\authenticated users"}
+# The names this fake host translates to SIDs (NTAccount.Translate); anything else is not mapped.
+_SIDS_BY_NAME = {"nt service\\xtractuniversal service": SERVICE_SID, "nt authority\\network service": "S-1-5-20"}
 
 
 def sha256_text(text: str) -> str:
@@ -140,11 +141,11 @@ class ChangingFakeHost(FakeHost):
         wanted = re.sub(r"[^0-9A-Fa-f]", "", thumbprint).upper()
         return next((c for c in self.certificates if c["thumbprint"] == wanted), None)
 
-    def key_readable(self, entry: dict[str, Any], account: str = SERVICE_ACCOUNT) -> bool:
+    def key_readable(self, entry: dict[str, Any], sid: str = SERVICE_SID) -> bool:
         if not entry["has_private_key"] or entry["key"] is None:
             return False
-        principals = {account.lower()} | _EVERYONE
-        rules = [rule for rule in entry["key"]["acl"] if str(rule["identity"]).lower() in principals]
+        principals = {sid, *(SERVICE_GROUPS if sid == SERVICE_SID else [])}
+        rules = [rule for rule in entry["key"]["acl"] if rule["sid"] in principals]
         if any(rule["type"] == "Deny" for rule in rules):
             return False
         return any(rule["type"] == "Allow" and rule["rights"] in ("Read", "FullControl") for rule in rules)
@@ -155,11 +156,16 @@ class ChangingFakeHost(FakeHost):
         entry = self.certificate_entry(args["thumbprint"])
         if entry is None or not entry["has_private_key"]:
             raise HostError("NotFound", f"no certificate with a private key has thumbprint {args['thumbprint']}")
-        if self.key_readable(entry, args["account"]):
-            return {"changed": False}
+        account = str(args["account"])
+        sid = account.upper() if account.upper().startswith("S-1-") else _SIDS_BY_NAME.get(account.lower())
+        if sid is None:
+            raise HostError("IdentityNotMappedException", "Some or all identity references could not be translated.")
+        if self.key_readable(entry, sid):
+            return {"changed": False, "sid": sid}
         # A new list: certificates may share FakeHost's default ACL list.
-        entry["key"] = dict(entry["key"], acl=[*entry["key"]["acl"], {"identity": args["account"], "rights": "Read", "type": "Allow"}])
-        return {"changed": True}
+        rule = {"identity": account, "sid": sid, "rights": "Read", "type": "Allow"}
+        entry["key"] = dict(entry["key"], acl=[*entry["key"]["acl"], rule])
+        return {"changed": True, "sid": sid}
 
     # -- the service -------------------------------------------------------------------------
 

@@ -15,9 +15,13 @@ from support.certs import der
 
 INSTALL_DIR = "C:\\Program Files\\XtractUniversal"
 SERVICE_ACCOUNT = "NT Service\\XtractUniversal Service"
+# The virtual account's SID (derived from the service name) and the groups of a service logon.
+SERVICE_SID = "S-1-5-80-2835434641-1716488285-1104975628-79970361-2622572616"
+SERVICE_GROUPS = ["S-1-1-0", "S-1-5-11", "S-1-5-32-545", "S-1-5-6"]
+SYSTEM_SID = "S-1-5-18"
 READABLE_ACL = [
-    {"identity": "NT AUTHORITY\\SYSTEM", "rights": "FullControl", "type": "Allow"},
-    {"identity": SERVICE_ACCOUNT, "rights": "Read", "type": "Allow"},
+    {"identity": "NT AUTHORITY\\SYSTEM", "sid": SYSTEM_SID, "rights": "FullControl", "type": "Allow"},
+    {"identity": "NT SERVICE\\XtractUniversal Service", "sid": SERVICE_SID, "rights": "Read", "type": "Allow"},
 ]
 
 
@@ -105,7 +109,8 @@ class FakeHost:
             "computer": {"hostname": "xu01", "domain": "example.com"},
             "service": {
                 "name": "XtractUniversal Service", "display_name": "Xtract Universal", "state": self.service_state,
-                "start_mode": "Auto", "account": SERVICE_ACCOUNT, "image_path": f'"{INSTALL_DIR}\\XtractService.exe"',
+                "start_mode": "Auto", "account": SERVICE_ACCOUNT, "account_sid": SERVICE_SID, "account_groups": list(SERVICE_GROUPS),
+                "image_path": f'"{INSTALL_DIR}\\XtractService.exe"', "dependents": [],
             } if self.service_found else None,
             "install_dir": INSTALL_DIR,
             "install_dir_exists": True,

@@ -30,8 +30,8 @@ from support.fake_host import HostError, tls_json
 
 FQDN = "xu01.example.com"
 ADMIN_ONLY_ACL = [
-    {"identity": "NT AUTHORITY\\SYSTEM", "rights": "FullControl", "type": "Allow"},
-    {"identity": "BUILTIN\\Administrators", "rights": "FullControl", "type": "Allow"},
+    {"identity": "NT AUTHORITY\\SYSTEM", "sid": "S-1-5-18", "rights": "FullControl", "type": "Allow"},
+    {"identity": "BUILTIN\\Administrators", "sid": "S-1-5-32-544", "rights": "FullControl", "type": "Allow"},
 ]
 CERTREQ_RPC_ERROR = "certreq exited with -2147023174: The RPC server is unavailable. 0x800706ba"
 
@@ -99,11 +99,15 @@ class SwapFakeHost(ChangingFakeHost):
         if bundle.cert is None or bundle.key is None:
             raise HostError("InvalidArgument", "the PFX holds no certificate with a private key")
         thumbprint = thumbprint_of(bundle.cert.certificate)
-        if self.certificate_entry(thumbprint) is not None:
-            return {"thumbprint": thumbprint, "already_present": True}
+        existing = self.certificate_entry(thumbprint)
+        if existing is not None and existing["has_private_key"]:
+            return {"thumbprint": thumbprint, "already_present": True, "repaired": False}
+        if existing is not None:
+            # A copy without its key is repaired from the PFX, as the agent does.
+            self.certificates.remove(existing)
         assert isinstance(bundle.key, ec.EllipticCurvePrivateKey)
         self.add_keyed(bundle.cert.certificate, bundle.key, acl=[dict(rule) for rule in ADMIN_ONLY_ACL])
-        return {"thumbprint": thumbprint, "already_present": False}
+        return {"thumbprint": thumbprint, "already_present": False, "repaired": existing is not None}
 
     def op_cert_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         wanted = args["thumbprint"]
@@ -123,6 +127,9 @@ class SwapFakeHost(ChangingFakeHost):
         entry = self.certificate_entry(args["thumbprint"])
         if entry is None:
             raise HostError("NotFound", f"no certificate has thumbprint {args['thumbprint']}")
+        if args.get("run_as", "machine") != "machine":
+            # In the WinRM network logon certreq has no credentials for the CA.
+            raise HostError("CertreqFailed", "certreq exited with -2146877419: The enrollment policy server cannot be located.")
         if self.certreq_failures > 0:
             self.certreq_failures -= 1
             raise HostError("CertreqFailed", CERTREQ_RPC_ERROR)
@@ -133,7 +140,8 @@ class SwapFakeHost(ChangingFakeHost):
         thumbprint = self.add_keyed(renewed, key, acl=entry["key"]["acl"])
         self.certificates.remove(entry)
         self.archived.append(entry["thumbprint"])
-        return {"thumbprint": thumbprint, "output": f"Installed Certificate:\r\n  Thumbprint: {thumbprint.lower()}"}
+        output = f"Installed Certificate:\r\n  Thumbprint: {thumbprint.lower()}"
+        return {"thumbprint": thumbprint, "output": output, "exit_code": 0, "enrolled_as": "machine"}
 
     def op_journal_read(self, args: dict[str, Any]) -> dict[str, Any]:
         content = self.journals.get(args["name"])
