@@ -156,7 +156,9 @@ options:
       - The host name clients use; the new certificate's SAN should cover it.
       - Defaults to the host's own DNS name as the host reports it. When given, a PFX is checked against it
         before the host is contacted.
-      - When given, the probes of the host's ports also use it as TLS server name and HTTP C(Host) header (otherwise C(localhost)).
+      - When given, the probes of the host's ports also use it as TLS server name and HTTP C(Host) header. Otherwise
+        the probes after a change use the DNS name the host reports (host name and domain), and the first read's
+        probes C(localhost). A server that answers only to its DNS name (strict host name binding) is so reached.
     type: str
   settings_files:
     description:

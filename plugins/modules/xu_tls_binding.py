@@ -109,7 +109,9 @@ options:
     description:
       - The host name clients use; the certificate's SAN must cover it.
       - Defaults to the host's own DNS name (host name and primary DNS suffix) as the host reports it.
-      - When given, the probes of the host's ports also use it as TLS server name and HTTP C(Host) header (otherwise C(localhost)).
+      - When given, the probes of the host's ports also use it as TLS server name and HTTP C(Host) header. Otherwise
+        the probes after a change use the DNS name the host reports (host name and domain), and the first read's
+        probes C(localhost). A server that answers only to its DNS name (strict host name binding) is so reached.
     type: str
 requirements:
   - cryptography on the controller

@@ -658,7 +658,8 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
     restart_plan = None
     if plan.restart:
         expected = expectations_for(tls_state_after(snapshot, plan.rewrites), settings_map)
-        restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected, request.fqdn)
+        # Probed by name (fqdn, else the name the host reported): a server bound to its DNS name answers nothing else.
+        restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected, request.fqdn or snapshot.fqdn)
     try:
         outcome = apply_changes(
             run.agent,

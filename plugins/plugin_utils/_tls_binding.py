@@ -446,7 +446,8 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
             changes=[plan.change] if plan.change is not None else [],
             stamp=stamp,
             backup=request.backup,
-            restart=RestartPlan(service_name, request.wait_timeout, plan.expected, request.fqdn) if plan.restart else None,
+            # Probed by name (fqdn, else the name the host reported): a server bound to its DNS name answers nothing else.
+            restart=RestartPlan(service_name, request.wait_timeout, plan.expected, request.fqdn or snapshot.fqdn) if plan.restart else None,
             pre_ops=[Operation("key_grant_read", {"thumbprint": t, "account": snapshot.service_identity.sid}) for t in plan.grants],
             previous=plan.previous,
         )

@@ -89,7 +89,8 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
             changes=[] if identical else [change],
             stamp=backup_stamp(),
             backup=False,
-            restart=RestartPlan(str(snapshot.service["name"]), params["wait_timeout"], expected) if restart else None,
+            # Probed by the name the host reported: a server bound to its DNS name answers nothing else.
+            restart=RestartPlan(str(snapshot.service["name"]), params["wait_timeout"], expected, snapshot.fqdn) if restart else None,
             # Undoing the restore puts back what was in force before: checked against the settings read.
             previous=expectations_if_known(snapshot.tls, profile.settings_map),
         )

@@ -12,6 +12,8 @@ from labtools import Lab
 
 TLS_JSON = pathlib.Path("C/Program Files/XtractUniversal/config/servers/tls.json")
 # Events that show the host changed.
+# NT SERVICE\XtractUniversal Service: the SID Windows derives from the service name.
+VIRTUAL_ACCOUNT_SID = "S-1-5-80-2835434641-1716488285-1104975628-79970361-2622572616"
 WRONG_PASSWORD = "not-the-password"  # noqa: S105 - a test value
 CHANGE_EVENTS = ("cert_add", "cert_remove", "cert_archive", "key_acl", "settings_write", "settings_restore", "service", "journal")
 
@@ -95,7 +97,7 @@ def test_pfx_swap_check_apply_idempotent(lab_factory: Any, tmp_path: pathlib.Pat
     assert tls_file.read_bytes() == original.replace(old.encode(), new.encode())
     certificates = store(lab)
     assert old not in certificates and new in certificates
-    assert {"identity": "NT SERVICE\\XtractUniversal Service", "rights": "Read", "type": "Allow"} in certificates[new]["key_acl"]
+    assert {"identity": "NT SERVICE\\XtractUniversal Service", "sid": VIRTUAL_ACCOUNT_SID, "rights": "Read", "type": "Allow"} in certificates[new]["key_acl"]
     assert certificates[new]["exportable"] is False
     (backup,) = result["backup_files"].values()
     backup_file = lab.dir / "hosts" / "xu01" / "fs" / backup.replace("C:\\", "C/").replace("\\", "/")

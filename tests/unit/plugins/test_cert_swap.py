@@ -337,7 +337,11 @@ def test_pfx_import_grant_swap_and_remove_old() -> None:
     assert PBES2_OID_DER in base64.b64decode(args["pfx_content"])
     assert PBES2_OID_DER not in base64.b64decode(apply_ops[0]["args"]["pfx_b64"])
     assert [op["op"] for op in host.calls[3]] == ["cert_remove"]
-    assert host.calls[3][-1]["args"]["require_served"] == [{"port": 8165, "thumbprint": new}, {"port": 8064, "thumbprint": new}]
+    # Probed by the name the host reported, as a server bound to its DNS name requires.
+    assert host.calls[3][-1]["args"]["require_served"] == [
+        {"port": 8165, "thumbprint": new, "server_name": FQDN}, {"port": 8064, "thumbprint": new, "server_name": FQDN},
+    ]
+    assert {op["args"].get("server_name") for op in apply_ops if op["op"] == "port_probe"} == {FQDN}
     assert result["imported"] and result["key_access_granted"] and result["removed_old"]
     assert result["new_thumbprint"] == new and result["new_certificate"]["chain_trusted_by"] == "pfx"
     assert old not in host.thumbprints() and served_thumbprint(host, 8064) == new
