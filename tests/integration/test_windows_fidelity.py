@@ -97,7 +97,7 @@ def test_a_host_that_answers_only_to_its_name_is_probed_by_its_name(lab_factory:
     first = issue(lab, tmp_path, "first.pfx", password)
     second = issue(lab, tmp_path, "second.pfx", password)
     lab.fault("xu01", strict_host_name="true")
-    pfx = {"pfx_password": password, "grant_key_access": True, "remove_old": True}
+    pfx: dict[str, Any] = {"pfx_password": password, "grant_key_access": True, "remove_old": True}
     # Without fqdn the probes after the change use the name the host reported (probed as localhost, the
     # handshake is refused and the swap would be rolled back), and so does the removal's check.
     run = lab.playbook([swap_task(old_thumbprint=bound(lab), pfx_path="first.pfx", **pfx)], tmp_path=tmp_path)
