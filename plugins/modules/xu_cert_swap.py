@@ -38,6 +38,7 @@ description:
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
+  - xtractuniversal.tls.run
 attributes:
   check_mode:
     support: full

@@ -27,6 +27,7 @@ description:
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
+  - xtractuniversal.tls.run
 options:
   backup_file:
     description:

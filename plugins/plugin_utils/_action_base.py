@@ -10,6 +10,7 @@ failed result.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from ansible.utils.plugin_docs import get_docstring
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import CRYPTOGRAPHY_IMPORT_ERROR
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import run_id_of
 
 display = Display()
 
@@ -75,6 +77,11 @@ class ModuleRun:
     def warn(self, message: str) -> None:
         if message not in self.warnings:
             self.warnings.append(message)
+
+    @functools.cached_property
+    def run_id(self) -> str:
+        """The run the task's changes belong to (the run_id option, else one new id for the whole task)."""
+        return run_id_of(self.params)
 
 
 def _masked(result: dict[str, Any], no_log_values: set[str]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     CONFIG_SERVER_AUTHENTICATIONS,
     DEFAULT_SETTINGS_MAP,
@@ -245,6 +246,7 @@ def apply_changes(
     post_ops: list[Operation] | None = None,
     previous: list[Expectation] | None = None,
     roll_back_restart: bool = True,
+    event: EventNote | None = None,
 ) -> ApplyOutcome:
     """Apply in one remote call; on failure roll back (one more call) and raise ChangeFailed.
 
@@ -253,6 +255,8 @@ def apply_changes(
     only operations that guard themselves and do nothing that cannot be undone.
     With ``roll_back_restart`` false a bad restart is not rolled back (the settings could not
     start either, e.g. their certificate is gone): the outcome's ``problem`` says what is wrong.
+    ``event`` is written to the host's event log last, in the same call (and a rollback's entry
+    in the rollback's call); an entry that cannot be written is a warning, never a failure.
     No operation at all makes no call.
     """
     pre_ops = pre_ops or []
@@ -268,6 +272,8 @@ def apply_changes(
     operations += post_ops
     if not operations:
         return ApplyOutcome()
+    if event is not None:
+        operations.append(event.operation())
 
     results = agent.call(operations, stop_on_error=True)
     outcome = ApplyOutcome(backups=backups, pre_results=results[:len(pre_ops)])
@@ -283,7 +289,7 @@ def apply_changes(
     failed_write = next((r for r in write_results if not r.ok), None)
     if failed_write is not None:
         reason = f"writing the settings failed: {error_text(failed_write)}"
-        _roll_back(agent, written=written, backups=backups, restart=None, previous=previous, reason=reason)
+        _roll_back(agent, written=written, backups=backups, restart=None, previous=previous, reason=reason, event=event)
 
     if restart is not None:
         verdict = restart_verdict(restart, results[len(pre_ops) + len(changes):])
@@ -292,10 +298,22 @@ def apply_changes(
         outcome.served = verdict.served
         outcome.warnings = verdict.warnings
         if verdict.problem and roll_back_restart:
-            _roll_back(agent, written=written, backups=backups, restart=restart, previous=previous, reason=verdict.problem)
+            _roll_back(agent, written=written, backups=backups, restart=restart, previous=previous, reason=verdict.problem, event=event)
         outcome.problem = verdict.problem
-    outcome.post_results = results[len(results) - len(post_ops):] if post_ops else []
+    first_post = len(operations) - len(post_ops) - (1 if event is not None else 0)
+    outcome.post_results = results[first_post:first_post + len(post_ops)]
+    if event is not None:
+        outcome.warnings += event_warnings(results[-1:])
     return outcome
+
+
+def event_warnings(results: Sequence[OperationResult]) -> list[str]:
+    """An event log entry that was not written (skipped after a failure, or refused) is worth a warning."""
+    return [
+        f"the host's event log entry was not written ({error_text(result)})"
+        for result in results
+        if result.op == "event_write" and result.status == "error"
+    ]
 
 
 def _as_written(change: FileChange, result: dict[str, Any]) -> FileChange:
@@ -305,16 +323,8 @@ def _as_written(change: FileChange, result: dict[str, Any]) -> FileChange:
     return change
 
 
-def _roll_back(
-    agent: AgentClient,
-    *,
-    written: list[FileChange],
-    backups: dict[str, str | None],
-    restart: RestartPlan | None,
-    previous: list[Expectation] | None,
-    reason: str,
-) -> None:
-    """Put every written file back, restart if the service was restarted, check, and raise."""
+def _restore_operations(written: list[FileChange], backups: dict[str, str | None]) -> list[Operation]:
+    """What puts each written file back: its backup, its removal (it did not exist), or the text read before."""
     operations = []
     for change in written:
         backup = backups.get(change.path)
@@ -327,13 +337,30 @@ def _roll_back(
             operations.append(Operation("file_write", {
                 "path": change.path, "content": change.before, "bom": change.bom, "backup_path": None, "expected_sha256": change.after_sha256,
             }))
+    return operations
+
+
+def _roll_back(
+    agent: AgentClient,
+    *,
+    written: list[FileChange],
+    backups: dict[str, str | None],
+    restart: RestartPlan | None,
+    previous: list[Expectation] | None,
+    reason: str,
+    event: EventNote | None = None,
+) -> None:
+    """Put every written file back, restart if the service was restarted, check, and raise."""
+    operations = _restore_operations(written, backups)
     checks = RestartPlan(restart.service_name, restart.timeout_s, previous or [], restart.server_name) if restart is not None else None
     if checks is not None:
         operations += restart_operations(checks)
     if not operations:
         raise ChangeFailed(f"{reason}; nothing had been changed", rolled_back=False)
+    entry = [event.rolled_back(reason)] if event is not None else []
     try:
-        results = agent.call(operations, stop_on_error=False)
+        # The entry goes last; whether it was written does not change what the rollback did.
+        results = agent.call(operations + entry, stop_on_error=False)[:len(operations)]
     except XuError as e:
         raise ChangeFailed(f"{reason}; the rollback failed too: {e.msg}", rolled_back=False, rollback_error=e.msg) from e
     failures = [f"{r.op}: {error_text(r)}" for r in results if not r.ok]

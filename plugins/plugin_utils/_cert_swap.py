@@ -35,6 +35,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     backup_stamp,
     check_known,
     error_text,
+    event_warnings,
     expectations_for,
     restart_wanted,
 )
@@ -48,6 +49,11 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate i
     utc_now,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import (
+    CERTIFICATE_SWAPPED,
+    OLD_CERTIFICATE_REMOVED,
+    EventNote,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import parse_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
@@ -670,6 +676,7 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
             pre_ops=plan.pre_ops,
             previous=expectations_for(tls, settings_map),
             roll_back_restart=plan.can_roll_back,
+            event=swap_event(run, request, plan),
         )
     except XuError as e:
         _describe_failure(e, request, plan)
@@ -695,6 +702,26 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
     return applied
 
 
+def swap_event(run: ModuleRun, request: SwapRequest, plan: SwapPlan) -> EventNote:
+    """The host's event log entry for the apply call: what it changed."""
+    done = [f"{len(plan.rewrites)} settings file(s) now name it"] if plan.rewrites else []
+    done += ["imported from a PFX"] if plan.import_needed else []
+    done += ["the service account was granted Read on its key"] if plan.grant_needed else []
+    done += ["the service was restarted"] if plan.restart else []
+    return EventNote(
+        module="xu_cert_swap",
+        run_id=run.run_id,
+        event_id=CERTIFICATE_SWAPPED,
+        summary=f"Certificate {request.old} replaced by {plan.new}: {'; '.join(done) or 'nothing to change'}",
+        details=(
+            ("old_thumbprint", request.old),
+            ("new_thumbprint", plan.new),
+            ("files", ", ".join(rewrite.source.full_path for rewrite in plan.rewrites) or None),
+            ("source", request.source),
+        ),
+    )
+
+
 def remove_old(run: ModuleRun, old: str, restart: RestartPlan | None) -> bool:
     """Remove the old certificate in its own call, once the swap is judged done; a failure is a warning.
 
@@ -702,14 +729,21 @@ def remove_old(run: ModuleRun, old: str, restart: RestartPlan | None) -> bool:
     the settings now name (``require_served``); without a restart nothing can be checked.
     """
     require = _served_requirement(restart.expectations, restart.server_name) if restart is not None else None
+    note = EventNote(
+        module="xu_cert_swap", run_id=run.run_id, event_id=OLD_CERTIFICATE_REMOVED,
+        summary=f"Old certificate {old} removed from LocalMachine\\My", details=(("old_thumbprint", old),),
+    )
     try:
-        (removal,) = run.agent.call([Operation("cert_remove", {"store": STORE, "thumbprint": old, "require_served": require})])
+        # The entry is skipped by the host when the removal fails (stop_on_error).
+        removal, entry = run.agent.call([Operation("cert_remove", {"store": STORE, "thumbprint": old, "require_served": require}), note.operation()])
     except XuError as e:
         run.warn(f"Whether the old certificate {old} was removed from the store is not known: {e.msg}")
         return False
     if not removal.ok:
         run.warn(f"The old certificate {old} was left in the store: {error_text(removal)}")
         return False
+    for warning in event_warnings([entry]):
+        run.warn(warning)
     return bool((removal.result or {}).get("removed"))
 
 
@@ -811,6 +845,7 @@ def _renewal_plan(
 
 def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
     request = parse_request(run.params, files, utc_now())
+    _ = run.run_id  # checked before the host is read
     if request.pfx is not None:
         for note in request.pfx.notes:
             run.warn(note)

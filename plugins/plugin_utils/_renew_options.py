@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import RUN_ID_PATTERN
+
 ROLE_SPECS = pathlib.Path(__file__).resolve().parents[2] / "roles" / "renew" / "meta" / "argument_specs.yml"
 PREFIX = "xu_renew_"
 _SPEC_KEYS = ("type", "required", "default", "choices", "elements")
@@ -68,6 +70,8 @@ def _check_ranges(options: Mapping[str, Any]) -> list[str]:
         problems.append(f"xu_renew_max_fail_percentage must be from 0 to 100, not {options['xu_renew_max_fail_percentage']}")
     if options["xu_renew_pfx_path"] and options["xu_renew_pfx_dir"]:
         problems.append("set xu_renew_pfx_path or xu_renew_pfx_dir, not both")
+    if options["xu_renew_run_id"] and not RUN_ID_PATTERN.match(options["xu_renew_run_id"]):
+        problems.append(f"xu_renew_run_id {options['xu_renew_run_id']!r} must be 1 to 64 letters, digits, '.', '_', '-' or ':'")
     return problems
 
 

@@ -31,6 +31,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, key_readable_by
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, RemoteError, XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import TLS_BINDING_CHANGED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     TLS_SETTINGS_FILE,
@@ -412,9 +413,29 @@ def served_summary(probes: dict[str, Probe]) -> dict[str, str | None]:
     return {name: probe.certificate.thumbprint if probe.certificate else None for name, probe in probes.items() if probe.connected}
 
 
+def binding_event(run_id: str, plan: BindingPlan) -> EventNote:
+    """The host's event log entry for the apply call: the TLS settings it wrote."""
+    done = [f"{plan.change.path} written"] if plan.change is not None else []
+    done += [f"Read granted on the key of {', '.join(plan.grants)}"] if plan.grants else []
+    done += ["the service was restarted"] if plan.restart else []
+    return EventNote(
+        module="xu_tls_binding",
+        run_id=run_id,
+        event_id=TLS_BINDING_CHANGED,
+        summary=f"TLS settings changed: {'; '.join(done) or 'nothing to change'}",
+        details=(
+            ("web_protocol", plan.new.web_protocol),
+            ("web_certificate", plan.new.web_certificate),
+            ("config_server_authentication", plan.new.config_server_authentication),
+            ("config_server_certificate", plan.new.config_server_certificate),
+        ),
+    )
+
+
 def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     profile = resolve_profile(run.params)
     request = parse_request(run.params, profile.settings_map)
+    run_id = run.run_id  # checked before the host is read
     snapshot = read_snapshot(run.agent, profile, DEFAULT_GATE_GROUP, server_name=request.fqdn)
     plan = plan_binding(snapshot, request)
     for warning in plan.warnings:
@@ -450,6 +471,7 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
             restart=RestartPlan(service_name, request.wait_timeout, plan.expected, request.fqdn or snapshot.fqdn) if plan.restart else None,
             pre_ops=[Operation("key_grant_read", {"thumbprint": t, "account": snapshot.service_identity.sid}) for t in plan.grants],
             previous=plan.previous,
+            event=binding_event(run_id, plan),
         )
     except ChangeFailed as e:
         # Files were written when a rollback restored them or could not run; granted key access stays either way.

@@ -26,6 +26,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     restart_wanted,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import RemoteError, XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import SETTINGS_RESTORED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import TLS_SETTINGS_FILE, resolve_profile
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsError, SettingsFile, read_tls_state
@@ -40,6 +41,7 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
     if not _ABSOLUTE.match(backup):
         raise XuError(f"backup_file {backup!r} must be an absolute Windows path, e.g. the backup_file another module returned")
     target = params["path"] or TLS_SETTINGS_FILE
+    run_id = run.run_id  # checked before the host is read
     profile = resolve_profile(params)
     snapshot = read_snapshot(run.agent, profile, DEFAULT_GATE_GROUP, extra_files=[backup, target])
     require_installed(snapshot)
@@ -93,6 +95,17 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
             restart=RestartPlan(str(snapshot.service["name"]), params["wait_timeout"], expected, snapshot.fqdn) if restart else None,
             # Undoing the restore puts back what was in force before: checked against the settings read.
             previous=expectations_if_known(snapshot.tls, profile.settings_map),
+            event=EventNote(
+                module="xu_tls_restore",
+                run_id=run_id,
+                event_id=SETTINGS_RESTORED,
+                summary=f"{current.full_path} restored from {backup}" + ("; the service was restarted" if restart else ""),
+                details=(
+                    ("web_certificate", restored_state.web_certificate),
+                    ("config_server_certificate", restored_state.config_server_certificate),
+                    ("previous_web_certificate", snapshot.tls.web_certificate),
+                ),
+            ),
         )
     except ChangeFailed as e:
         rolled_back = bool(e.fields.get("rolled_back"))

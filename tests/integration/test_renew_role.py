@@ -111,7 +111,8 @@ def restarts_answered(events: list[dict[str, Any]]) -> int:
 def test_mixed_fleet(mode: str, strategy: str, lab_factory: Any, tmp_path: pathlib.Path) -> None:
     lab: Lab = lab_factory("--hosts", "10", "--scenario", "mixed", "--restart-delay", RESTART_DELAY)
     bases = {host: baseline(lab, host) for host in lab.hosts}
-    extra: tuple[str, ...] = ("-e", f"xu_renew_mode={mode}", "-e", f"xu_renew_strategy={strategy}")
+    run_id = f"it-{mode}-{strategy}"
+    extra: tuple[str, ...] = ("-e", f"xu_renew_mode={mode}", "-e", f"xu_renew_strategy={strategy}", "-e", f"xu_renew_run_id={run_id}")
     if mode == "replace":
         # A PFX for every due host but xu10, which is then reported as blocked.
         extra += issue_pfx(lab, tmp_path, MIXED["expiring"] | MIXED["expired"] | {"xu05"})
@@ -142,6 +143,11 @@ def test_mixed_fleet(mode: str, strategy: str, lab_factory: Any, tmp_path: pathl
         stops = [e for e in events if e["type"] == "service" and e["state"] == "Stopped"]
         gated = [e for e in events if e["type"] == "firewall"]
         store = {c["thumbprint"]: c for c in lab.state(host)["certificates"]}
+        # The host's own Application log tells which run changed what.
+        entries = [e for e in events if e["type"] == "eventlog"]
+        assert entries and all(f"run_id: {run_id}" in e["message"].split("\r\n") for e in entries), entries
+        assert any(summary["old_thumbprint"] in e["message"] and summary["new_thumbprint"] in e["message"] for e in entries)
+        assert {e["entry_type"] for e in entries} == {"Information"}
         if mode == "reuse_key" and strategy == "documented":
             # TLS off and on again: two restarts, both behind the closed gate and the HTTP hold.
             assert len(stops) == 2 and {e["group"] for e in gated} == {GATE_GROUP, HOLD_GROUP}

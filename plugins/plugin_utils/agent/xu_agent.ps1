@@ -808,6 +808,22 @@ $primitives = @{
         $null = Unregister-ScheduledTask -TaskName $name -TaskPath '\' -Confirm:$false
         @{ removed = $true }
     }
+    'event_write' = {
+        param($a)
+        # The collection's own source in the Application log, registered on first use (the agent runs elevated).
+        $source = 'xtractuniversal.tls'
+        $id = 0
+        if ($null -ne $a.event_id) { $id = [int]$a.event_id }
+        if ($id -lt 1 -or $id -gt 65535) { Stop-Xu 'InvalidArgument' 'event_id must be 1 to 65535' }
+        $type = [string]$a.entry_type
+        if (@('Information', 'Warning', 'Error') -cnotcontains $type) { Stop-Xu 'InvalidArgument' 'entry_type must be Information, Warning or Error' }
+        $message = [string]$a.message
+        if ($message.Length -lt 1 -or $message.Length -gt 31000) { Stop-Xu 'InvalidArgument' 'message must be 1 to 31000 characters' }
+        $registered = $false
+        if (-not [Diagnostics.EventLog]::SourceExists($source)) { [Diagnostics.EventLog]::CreateEventSource($source, 'Application'); $registered = $true }
+        [Diagnostics.EventLog]::WriteEntry($source, $message, [Diagnostics.EventLogEntryType]$type, $id)
+        [ordered]@{ log = 'Application'; source = $source; registered = $registered }
+    }
     'journal_read' = {
         param($a)
         $path = Get-XuJournalPath $a.name

@@ -93,6 +93,8 @@ class Host:
         self.faults = Faults(self.emit, known_ops, self._set_restart_delay, self._apply_setting)
         self.tasks = TaskScheduler(self)
         self.keys_handed_out: set[str] = set()
+        # Event log sources registered on the host (the Application log's, by name).
+        self.event_sources: set[str] = set()
         self._lookup = lookup
         self._events_path = directory / "events.jsonl"
         self._transcript_path = directory / "transcript.log"

@@ -490,6 +490,29 @@ async def task_remove(host: Host, a: Args) -> Result:
     return {"removed": host.tasks.remove(name)}
 
 
+EVENT_SOURCE = "xtractuniversal.tls"
+EVENT_TYPES = ("Information", "Warning", "Error")
+MAX_EVENT_MESSAGE = 31000
+
+
+async def event_write(host: Host, a: Args) -> Result:
+    """EventLog.WriteEntry under the collection's source in the Application log, registered on first use."""
+    event_id = 0 if a.get("event_id") is None else as_int(a.get("event_id"))
+    if not 1 <= event_id <= 65535:
+        raise PrimitiveError("InvalidArgument", "event_id must be 1 to 65535")
+    entry_type = a.get("entry_type")
+    if entry_type not in EVENT_TYPES:
+        raise PrimitiveError("InvalidArgument", "entry_type must be Information, Warning or Error")
+    message = as_text(a.get("message"))
+    if not 1 <= len(message) <= MAX_EVENT_MESSAGE:
+        raise PrimitiveError("InvalidArgument", "message must be 1 to 31000 characters")
+    registered = EVENT_SOURCE not in host.event_sources
+    if registered:
+        host.event_sources.add(EVENT_SOURCE)
+    host.emit("eventlog", log="Application", source=EVENT_SOURCE, event_id=event_id, entry_type=entry_type, message=message)
+    return {"log": "Application", "source": EVENT_SOURCE, "registered": registered}
+
+
 async def journal_read(host: Host, a: Args) -> Result:
     path = host.journal_path(_name(a.get("name"), JOURNAL_NAME_PATTERN, "name"))
     existing = _existing_file(host, path)
@@ -530,6 +553,7 @@ PRIMITIVES: dict[str, Primitive] = {
     "task_get": task_get,
     "task_register": task_register,
     "task_remove": task_remove,
+    "event_write": event_write,
     "journal_read": journal_read,
     "journal_write": journal_write,
 }

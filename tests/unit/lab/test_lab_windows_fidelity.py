@@ -327,3 +327,21 @@ def test_every_host_setting_is_refused_with_a_clear_message_when_unknown(host_fa
             await asyncio.sleep(0)
 
     run(scenario())
+
+
+# -- the Application event log ---------------------------------------------------------------
+
+
+def test_event_entries_register_the_source_once_and_refuse_what_windows_refuses(host_factory: HostFactory, agent_call: AgentCall) -> None:
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            entry = {"event_id": 1001, "entry_type": "Information", "message": "Certificate A replaced by B\r\nrun_id: r1"}
+            _result, answer = await agent_call(host, [("event_write", entry), ("event_write", entry)])
+            assert [r["result"]["registered"] for r in results(answer)] == [True, False]
+            assert [e["message"] for e in events(host, "eventlog")] == [entry["message"]] * 2
+            for bad in ({"event_id": 0}, {"event_id": 70000}, {"entry_type": "information"}, {"message": ""}, {"message": "x" * 31001}):
+                _result, answer = await agent_call(host, [("event_write", {**entry, **bad})])
+                assert results(answer)[0]["error"]["type"] == "InvalidArgument", bad
+            assert len(events(host, "eventlog")) == 2
+
+    run(scenario())

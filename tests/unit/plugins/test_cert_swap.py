@@ -224,7 +224,7 @@ def test_new_thumbprint_check_mode_then_apply_then_idempotent() -> None:
     assert applied["changed"] is True and not applied.get("failed"), applied
     assert len(host.calls) == 3
     ops = [op["op"] for op in host.calls[2]]
-    assert ops == ["file_write", "service_restart", "port_probe", "port_probe"]
+    assert ops == ["file_write", "service_restart", "port_probe", "port_probe", "event_write"]
     assert host.files[TLS_FILE] == before[TLS_FILE].replace(old, new)
     (backup,) = applied["backup_files"].values()
     assert host.file(backup) == before[TLS_FILE]
@@ -276,7 +276,7 @@ def test_no_reference_is_an_error_unless_allowed() -> None:
     assert not result.get("failed"), result
     # Nothing to rewrite, no restart; the unbound old certificate is removed, unguarded since nothing restarts.
     assert result["changed"] is True and result["references"] == [] and result["restarted"] is False
-    assert [op["op"] for op in host.calls[-1]] == ["cert_remove"] and host.calls[-1][0]["args"]["require_served"] is None
+    assert [op["op"] for op in host.calls[-1]] == ["cert_remove", "event_write"] and host.calls[-1][0]["args"]["require_served"] is None
     assert unbound not in host.thumbprints() and host.files == before
 
 
@@ -303,7 +303,7 @@ def test_removal_check_names_the_host_when_fqdn_is_set() -> None:
     new = thumbprint_of(cert)
     result = run_action("xu_cert_swap", pfx_args(cert, key, old_thumbprint=old, remove_old=True, grant_key_access=True, fqdn=FQDN), host)
     assert not result.get("failed"), result
-    (removal,) = host.calls[-1]
+    removal, _entry = host.calls[-1]
     assert removal["op"] == "cert_remove"
     assert removal["args"]["require_served"] == [
         {"port": 8165, "thumbprint": new, "server_name": FQDN}, {"port": 8064, "thumbprint": new, "server_name": FQDN},
@@ -330,15 +330,15 @@ def test_pfx_import_grant_swap_and_remove_old() -> None:
     assert len(host.calls) == 4
     apply_ops = host.calls[2]
     assert [op["op"] for op in apply_ops] == [
-        "pfx_import", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe",
+        "pfx_import", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "event_write",
     ]
     assert apply_ops[0]["args"]["password"] == PASSWORD and apply_ops[0]["args"]["exportable"] is False
     # The AES-encrypted PFX travels re-encoded, so that Server 2016 can read it too.
     assert PBES2_OID_DER in base64.b64decode(args["pfx_content"])
     assert PBES2_OID_DER not in base64.b64decode(apply_ops[0]["args"]["pfx_b64"])
-    assert [op["op"] for op in host.calls[3]] == ["cert_remove"]
+    assert [op["op"] for op in host.calls[3]] == ["cert_remove", "event_write"]
     # Probed by the name the host reported, as a server bound to its DNS name requires.
-    assert host.calls[3][-1]["args"]["require_served"] == [
+    assert host.calls[3][0]["args"]["require_served"] == [
         {"port": 8165, "thumbprint": new, "server_name": FQDN}, {"port": 8064, "thumbprint": new, "server_name": FQDN},
     ]
     assert {op["args"].get("server_name") for op in apply_ops if op["op"] == "port_probe"} == {FQDN}
@@ -432,7 +432,7 @@ def test_remove_old_is_its_own_call_and_its_failure_only_warns() -> None:
     assert not result.get("failed"), result
     assert result["changed"] is True and result["removed_old"] is False and result["restarted"] is True
     assert [[op["op"] for op in call] for call in host.calls[1:]] == [
-        ["file_write", "service_restart", "port_probe", "port_probe"], ["cert_remove"],
+        ["file_write", "service_restart", "port_probe", "port_probe", "event_write"], ["cert_remove", "event_write"],
     ]
     assert any(f"The old certificate {old} was left in the store: UnauthorizedAccessException" in w for w in result["warnings"])
     assert old in host.thumbprints() and served_thumbprint(host, 8165) == new
@@ -451,7 +451,7 @@ def test_restart_never_removes_the_old_certificate_after_the_writes() -> None:
     result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True, "restart": "never"}, host)
     assert not result.get("failed"), result
     assert result["removed_old"] is True and result["restarted"] is False
-    assert [[op["op"] for op in call] for call in host.calls[1:]] == [["file_write"], ["cert_remove"]]
+    assert [[op["op"] for op in call] for call in host.calls[1:]] == [["file_write", "event_write"], ["cert_remove", "event_write"]]
     assert host.calls[2][0]["args"]["require_served"] is None
 
 
@@ -500,7 +500,7 @@ def test_without_the_old_certificate_a_failed_restart_is_not_rolled_back() -> No
     assert result["failed"] is True and result["rolled_back"] is False, result
     assert "were not rolled back" in result["msg"] and f"The settings name {new}" in result["msg"]
     assert len(host.calls) == 2 and new in host.files[TLS_FILE]
-    assert [op["op"] for op in host.calls[1]] == ["file_write", "service_restart", "port_probe", "port_probe"]
+    assert [op["op"] for op in host.calls[1]] == ["file_write", "service_restart", "port_probe", "port_probe", "event_write"]
 
     # The next run finds the swap done and the service can be started again.
     again = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "restart": "always"}, host)
@@ -527,7 +527,7 @@ def test_renewal_check_mode_apply_idempotent() -> None:
     assert len(host.calls) == 4  # read, renew, apply
     assert [op["op"] for op in host.calls[2]] == ["cert_renew_reuse_key", "journal_write"]
     # The old certificate is archived: no rollback to it is possible, so the restart runs without one.
-    assert [op["op"] for op in host.calls[3]] == ["file_write", "service_restart", "port_probe", "port_probe"]
+    assert [op["op"] for op in host.calls[3]] == ["file_write", "service_restart", "port_probe", "port_probe", "event_write"]
     assert served_thumbprint(host, 8165) == new and result["served"]["web_https"]["thumbprint"] == new
     record = json.loads(host.journals[JOURNAL_PREFIX + old])
     assert record["old_thumbprint"] == old

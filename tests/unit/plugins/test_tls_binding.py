@@ -265,7 +265,7 @@ def test_turning_tls_on_grants_writes_restarts_and_verifies() -> None:
     result = run_action("xu_tls_binding", args, host)
     assert not result.get("failed"), result
     assert [ops(call) for call in host.calls] == [
-        READ_OPS, ["key_grant_read", "file_write", "service_restart", "port_probe", "port_probe"],
+        READ_OPS, ["key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "event_write"],
     ]
     assert host.calls[1][0]["args"] == {"thumbprint": thumbprint, "account": SERVICE_SID}  # granted by SID, never by name
     assert host.calls[1][1]["args"]["expected_sha256"] == "absent"
@@ -308,7 +308,7 @@ def test_swapping_certificates_keeps_a_backup_and_shows_the_diff() -> None:
     before = host.file(TLS)
     result = run_action("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new}, host, diff=True)
     assert not result.get("failed"), result
-    assert ops(host.calls[1]) == ["file_write", "service_restart", "port_probe", "port_probe"]
+    assert ops(host.calls[1]) == ["file_write", "service_restart", "port_probe", "port_probe", "event_write"]
     backup = result["backup_file"]
     assert backup.startswith(TLS_PATH + ".") and backup.endswith("Z.bak")
     assert host.file(backup) == before
@@ -322,14 +322,14 @@ def test_restart_never_then_if_changed_restarts_the_pending_change() -> None:
     args: dict[str, Any] = {"web_certificate": new, "config_server_certificate": new, "restart": "never"}
     result = run_action("xu_tls_binding", args, host)
     assert result["changed"] is True and result["restarted"] is False and result["restart_required"] is True
-    assert ops(host.calls[1]) == ["file_write"] and host.restarts == 0
+    assert ops(host.calls[1]) == ["file_write", "event_write"] and host.restarts == 0
     assert result["served"] == {"web_https": old, "config_server": old}
 
     # Same options, default restart: the settings are already written, but the service still serves the old certificate.
     args["restart"] = "if_changed"
     result = run_action("xu_tls_binding", args, host)
     assert result["changed"] is True and result["restarted"] is True and result["restart_required"] is False
-    assert ops(host.calls[3]) == ["service_restart", "port_probe", "port_probe"]
+    assert ops(host.calls[3]) == ["service_restart", "port_probe", "port_probe", "event_write"]
     assert result["backup_file"] is None and result["served"] == {"web_https": new, "config_server": new}
 
     assert run_action("xu_tls_binding", args, host)["changed"] is False
@@ -373,7 +373,7 @@ def test_restart_always_restarts_without_a_change() -> None:
     host, old, _new = bound_host()
     result = run_action("xu_tls_binding", {"web_certificate": old, "restart": "always"}, host)
     assert result["changed"] is True and result["restarted"] is True and result["backup_file"] is None
-    assert ops(host.calls[1]) == ["service_restart", "port_probe", "port_probe"]
+    assert ops(host.calls[1]) == ["service_restart", "port_probe", "port_probe", "event_write"]
 
 
 def test_a_failed_restart_is_rolled_back() -> None:

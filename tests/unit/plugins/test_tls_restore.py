@@ -69,7 +69,7 @@ def test_restore_restarts_and_verifies_through_the_shared_machinery() -> None:
     result = run_action("xu_tls_restore", {"backup_file": BACKUP}, host)
     assert not result.get("failed"), result
     assert result["changed"] and result["restored"] and result["restarted"] and result["rolled_back"] is False
-    assert ops(host.calls[1]) == ["file_restore", "service_restart", "port_probe", "port_probe"]
+    assert ops(host.calls[1]) == ["file_restore", "service_restart", "port_probe", "port_probe", "event_write"]
     assert host.calls[1][0]["args"] == {"backup_path": BACKUP, "path": TLS_PATH}
     assert result["served"] == {"web_https": other, "config_server": other}
     assert host.file(TLS) == host.file(BACKUP_KEY)
@@ -83,7 +83,7 @@ def test_a_failed_restart_rolls_forward_to_the_content_before() -> None:
     assert f"Restoring {TLS_PATH} from {BACKUP} failed: the service did not come back" in result["msg"] and "rolled back" in result["msg"]
     assert result["changed"] is False and result["path"] == TLS_PATH and result["backup_file"] == BACKUP
     assert len(host.calls) == 3
-    assert ops(host.calls[2]) == ["file_write", "service_restart", "port_probe", "port_probe"]
+    assert ops(host.calls[2]) == ["file_write", "service_restart", "port_probe", "port_probe", "event_write"]
     # The content read before is written back only over the restored backup (guarded by its hash).
     assert host.calls[2][0]["args"] == {"path": TLS_PATH, "content": before, "bom": False, "backup_path": None,
                                         "expected_sha256": sha256_text(host.file(BACKUP_KEY) or "")}

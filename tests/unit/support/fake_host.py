@@ -59,6 +59,8 @@ class FakeHost:
     # op name -> error answered the next time that op runs, then forgotten.
     fail_once: dict[str, dict[str, str]] = field(default_factory=dict)
     journals: dict[str, str] = field(default_factory=dict)
+    # Entries written to the Application event log (event_write).
+    event_log: list[dict[str, Any]] = field(default_factory=list)
     # What the web server answers to GET (e.g. /version) on every port that serves HTTP.
     http_status: int = 200
     calls: list[list[dict[str, Any]]] = field(default_factory=list)
@@ -103,6 +105,16 @@ class FakeHost:
                 failed = True
             results.append(entry)
         return 0, json.dumps({"agent": "xtractuniversal.tls", "protocol": 1, "results": results}), ""
+
+    def op_event_write(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The host's Application log: entries are kept in ``event_log``."""
+        if args.get("entry_type") not in ("Information", "Warning", "Error") or not 1 <= int(args.get("event_id") or 0) <= 65535:
+            raise HostError("InvalidArgument", "event_id must be 1 to 65535")
+        if not args.get("message"):
+            raise HostError("InvalidArgument", "message must be 1 to 31000 characters")
+        registered = not self.event_log
+        self.event_log.append({"event_id": args["event_id"], "entry_type": args["entry_type"], "message": args["message"]})
+        return {"log": "Application", "source": "xtractuniversal.tls", "registered": registered}
 
     def op_discover(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
