@@ -51,6 +51,13 @@ options:
       - Seconds to wait for the service and its ports after the restart.
     type: int
     default: 120
+  backup:
+    description:
+      - Keep the file being replaced, byte for byte, beside it (C(<file>.<time>.bak)), so that an edit made after
+        O(backup_file) was taken is never lost. Returned in RV(current_backup_file).
+      - A failed restore is undone from that copy, byte for byte.
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -79,6 +86,11 @@ backup_file:
   description: The backup restored from.
   returned: always
   type: str
+current_backup_file:
+  description: Where the file that was replaced is kept (null when nothing was replaced, or with O(backup=false)).
+  returned: always
+  type: str
+  sample: C:\Program Files\XtractUniversal\config\servers\tls.json.20261128T120000Z.bak
 restored:
   description: Whether the file differed from the backup (and was, or in check mode would be, restored).
   returned: always

@@ -225,7 +225,7 @@ class ChangeFailed(XuError):
 
 def _change_operation(change: FileChange, backup_path: str | None) -> Operation:
     if change.restore_from is not None:
-        return Operation("file_restore", {"backup_path": change.restore_from, "path": change.path})
+        return Operation("file_restore", {"backup_path": change.restore_from, "path": change.path, "keep_current_path": backup_path})
     return Operation("file_write", {
         "path": change.path,
         "content": change.after,
@@ -264,7 +264,8 @@ def apply_changes(
     operations = list(pre_ops)
     backups: dict[str, str | None] = {}
     for change in changes:
-        keep = backup and change.before is not None and change.restore_from is None
+        # A restore keeps the file it replaces too: a hand edit made after the backup is never lost.
+        keep = backup and change.before is not None
         backups[change.path] = backup_path_for(change.path, stamp) if keep else None
         operations.append(_change_operation(change, backups[change.path]))
     if restart is not None:
@@ -285,7 +286,8 @@ def apply_changes(
         if result.ok:
             written.append(_as_written(change, result.result or {}))
             # The host says whether it kept a backup: a file missing at write time has none.
-            backups[change.path] = (result.result or {}).get("backup_path")
+            answer = result.result or {}
+            backups[change.path] = answer.get("kept_current_path") if change.restore_from is not None else answer.get("backup_path")
     failed_write = next((r for r in write_results if not r.ok), None)
     if failed_write is not None:
         reason = f"writing the settings failed: {error_text(failed_write)}"
@@ -328,7 +330,9 @@ def _restore_operations(written: list[FileChange], backups: dict[str, str | None
     operations = []
     for change in written:
         backup = backups.get(change.path)
-        if backup is not None:
+        # A restore is undone by writing the text read before, guarded by the restored file's hash (a file edited
+        # meanwhile is not overwritten); the text was strictly UTF-8 and its BOM is kept, so the bytes are the same.
+        if backup is not None and change.restore_from is None:
             operations.append(Operation("file_restore", {"backup_path": backup, "path": change.path}))
         elif change.before is None:
             operations.append(Operation("file_remove", {"path": change.path, "backup_path": None}))

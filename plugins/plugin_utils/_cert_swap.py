@@ -698,7 +698,13 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
             served={name: probe.to_result() for name, probe in applied.served.items()},
         )
     if plan.remove_old:
-        applied.removed_old = remove_old(run, request.old, restart_plan)
+        # Without a restart the ports must still present what the settings name: never remove a certificate while
+        # the service is down (another run's restart) or still serves the old one (its restart is pending).
+        checks = restart_plan or RestartPlan(
+            str(service["name"]), request.wait_timeout, expectations_for(tls_state_after(snapshot, plan.rewrites), settings_map),
+            request.fqdn or snapshot.fqdn,
+        )
+        applied.removed_old = remove_old(run, request.old, checks)
     return applied
 
 
@@ -722,13 +728,13 @@ def swap_event(run: ModuleRun, request: SwapRequest, plan: SwapPlan) -> EventNot
     )
 
 
-def remove_old(run: ModuleRun, old: str, restart: RestartPlan | None) -> bool:
+def remove_old(run: ModuleRun, old: str, checks: RestartPlan) -> bool:
     """Remove the old certificate in its own call, once the swap is judged done; a failure is a warning.
 
-    After a restart the host removes it only while each TLS port still presents the certificate
-    the settings now name (``require_served``); without a restart nothing can be checked.
+    The host removes it only while each TLS port presents the certificate the settings now
+    name (``require_served``), checked in the same call: with or without a restart of this run.
     """
-    require = _served_requirement(restart.expectations, restart.server_name) if restart is not None else None
+    require = _served_requirement(checks.expectations, checks.server_name)
     note = EventNote(
         module="xu_cert_swap", run_id=run.run_id, event_id=OLD_CERTIFICATE_REMOVED,
         summary=f"Old certificate {old} removed from LocalMachine\\My", details=(("old_thumbprint", old),),

@@ -70,6 +70,7 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
         "changed": not identical or restart,
         "path": current.full_path,
         "backup_file": backup,
+        "current_backup_file": None,
         "restored": not identical,
         "restarted": False,
         "restart_required": not identical and not restart,
@@ -90,7 +91,7 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
             run.agent,
             changes=[] if identical else [change],
             stamp=backup_stamp(),
-            backup=False,
+            backup=bool(params["backup"]),
             # Probed by the name the host reported: a server bound to its DNS name answers nothing else.
             restart=RestartPlan(str(snapshot.service["name"]), params["wait_timeout"], expected, snapshot.fqdn) if restart else None,
             # Undoing the restore puts back what was in force before: checked against the settings read.
@@ -119,6 +120,7 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
         raise
     for warning in outcome.warnings:
         run.warn(warning)
+    result["current_backup_file"] = outcome.backups.get(current.full_path)
     if outcome.restarted:
         result["restarted"] = True
         result["served"] = {name: (p.certificate.thumbprint if p.certificate else None) for name, p in outcome.served.items()}

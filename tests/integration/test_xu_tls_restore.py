@@ -45,6 +45,11 @@ def test_restore_lifecycle(lab_factory: Any, tmp_path: pathlib.Path) -> None:
     assert result["changed"] and result["restored"] and result["restarted"]
     assert (fs / TLS_JSON).read_bytes() == original
     assert len(lab.events("xu01", "settings_restore")) == 1
+    # The admin's edit that the restore replaced is kept, byte for byte, and the host's log says what happened.
+    kept = result["current_backup_file"]
+    assert kept.endswith(".bak") and (fs / kept.replace("C:\\", "C/").replace("\\", "/")).read_bytes() == modified
+    (entry,) = lab.events("xu01", "eventlog")
+    assert entry["event_id"] == 1003 and entry["message"].startswith(f"{result['path']} restored from {BACKUP_WINDOWS}")
     state = lab.state("xu01")
     assert state["service"]["state"] == "Running"
     served_after = {listener["port"]: listener["thumbprint"] for listener in state["service"]["listeners"]}
@@ -91,8 +96,8 @@ def test_a_failed_restart_rolls_forward(lab_factory: Any, tmp_path: pathlib.Path
     assert {listener["port"]: listener["thumbprint"] for listener in state["service"]["listeners"]} == served_before
     calls = lab.events("xu01", "remote_call")
     assert len(calls) == 3
-    assert calls[1]["ops"] == ["file_restore", "service_restart", "port_probe", "port_probe"]
-    assert calls[2]["ops"] == ["file_write", "service_restart", "port_probe", "port_probe"]
+    assert calls[1]["ops"] == ["file_restore", "service_restart", "port_probe", "port_probe", "event_write"]
+    assert calls[2]["ops"] == ["file_write", "service_restart", "port_probe", "port_probe", "event_write"]
 
 
 def test_unknown_settings_in_the_backup_are_refused(lab_factory: Any, tmp_path: pathlib.Path) -> None:

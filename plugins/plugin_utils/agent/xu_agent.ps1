@@ -607,9 +607,14 @@ $primitives = @{
         $backup = Assert-XuPath $a.backup_path 'backup_path'
         $path = Assert-XuPath $a.path 'path'
         if (-not [IO.File]::Exists($backup)) { Stop-Xu 'NotFound' ('backup {0} does not exist' -f $backup) }
+        $keep = ''
+        if ($null -ne $a.keep_current_path -and [IO.File]::Exists($path)) { $keep = Assert-XuPath $a.keep_current_path 'keep_current_path' }
         $bytes = Read-XuBytes $backup
-        Write-XuAtomic $path $bytes ''
-        @{ sha256 = (Get-XuSha256 $bytes) }
+        # With keep_current_path the file being replaced is kept there (File.Replace's backup), byte for byte.
+        Write-XuAtomic $path $bytes $keep
+        $kept = $null
+        if ($keep) { $kept = $keep }
+        [ordered]@{ sha256 = (Get-XuSha256 $bytes); kept_current_path = $kept }
     }
     'file_remove' = {
         param($a)

@@ -338,11 +338,14 @@ async def file_restore(host: Host, a: Args) -> Result:
     source = _existing_file(host, backup)
     if source is None:
         raise PrimitiveError("NotFound", f"backup {backup} does not exist")
+    keep = None
+    if a.get("keep_current_path") is not None and _existing_file(host, path) is not None:
+        keep = _rooted(a.get("keep_current_path"), "keep_current_path")
     data = source.read_bytes()
-    _write_atomic(host, path, data, None)
+    _write_atomic(host, path, data, keep)
     digest = _sha256(data)
     _report_write(host, path, "settings_restore", backup, digest)
-    return {"sha256": digest}
+    return {"sha256": digest, "kept_current_path": keep}
 
 
 async def file_remove(host: Host, a: Args) -> Result:

@@ -47,7 +47,7 @@ def test_file_write_checks_hashes_and_backs_up_only_what_existed(host_factory: H
             assert only_result(answer)["backup_path"] is None and only_result(answer)["previous_sha256"] is None
             assert host.fs.resolve(new_file).read_bytes() == "ü".encode()
             _result, answer = await agent_call(host, [("file_restore", {"backup_path": BACKUP, "path": TLS_JSON})])
-            assert only_result(answer) == {"sha256": sha256(original)}
+            assert only_result(answer) == {"sha256": sha256(original), "kept_current_path": None}
             assert events(host)[-2]["type"] == "settings_restore"
             _result, answer = await agent_call(host, [("file_write", {"path": "relative\\x", "content": ""})])
             assert results(answer)[0]["error"] == {"type": "InvalidArgument", "message": "path must be an absolute path"}

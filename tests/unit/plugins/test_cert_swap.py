@@ -274,9 +274,11 @@ def test_no_reference_is_an_error_unless_allowed() -> None:
 
     result = run_action("xu_cert_swap", {"old_thumbprint": unbound, "new_thumbprint": new, "allow_no_reference": True, "remove_old": True}, host)
     assert not result.get("failed"), result
-    # Nothing to rewrite, no restart; the unbound old certificate is removed, unguarded since nothing restarts.
+    # Nothing to rewrite, no restart; the unbound old certificate is removed while the ports present what the settings name.
     assert result["changed"] is True and result["references"] == [] and result["restarted"] is False
-    assert [op["op"] for op in host.calls[-1]] == ["cert_remove", "event_write"] and host.calls[-1][0]["args"]["require_served"] is None
+    assert [op["op"] for op in host.calls[-1]] == ["cert_remove", "event_write"]
+    bound_now = served_thumbprint(host, 8165)
+    assert {entry["thumbprint"] for entry in host.calls[-1][0]["args"]["require_served"]} == {bound_now} != {unbound}
     assert unbound not in host.thumbprints() and host.files == before
 
 
@@ -446,13 +448,20 @@ def test_remove_old_is_its_own_call_and_its_failure_only_warns() -> None:
     assert any("is not known" in w and "WinRM connection was reset" in w for w in result["warnings"])
 
 
-def test_restart_never_removes_the_old_certificate_after_the_writes() -> None:
+def test_restart_never_keeps_the_old_certificate_while_the_service_still_serves_it() -> None:
     host, old, new = host_with_new()
     result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True, "restart": "never"}, host)
     assert not result.get("failed"), result
-    assert result["removed_old"] is True and result["restarted"] is False
+    # The settings name the new certificate, the running service still presents the old one: removing it would
+    # leave a service that cannot start again (and a run that restarts it meanwhile would find it gone).
+    assert result["removed_old"] is False and result["restarted"] is False and old in host.thumbprints()
     assert [[op["op"] for op in call] for call in host.calls[1:]] == [["file_write", "event_write"], ["cert_remove", "event_write"]]
-    assert host.calls[2][0]["args"]["require_served"] is None
+    assert {entry["thumbprint"] for entry in host.calls[2][0]["args"]["require_served"]} == {new}
+    assert any(f"The old certificate {old} was left in the store" in w for w in result["warnings"])
+    # Once it has been restarted and serves the new one, the next run removes the old one.
+    assert host.start_service() and served_thumbprint(host, 8165) == new
+    again = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True, "restart": "never"}, host)
+    assert again["removed_old"] is True and old not in host.thumbprints()
 
 
 def test_an_unknown_protocol_is_refused_before_anything_changes() -> None:

@@ -70,9 +70,18 @@ def test_restore_restarts_and_verifies_through_the_shared_machinery() -> None:
     assert not result.get("failed"), result
     assert result["changed"] and result["restored"] and result["restarted"] and result["rolled_back"] is False
     assert ops(host.calls[1]) == ["file_restore", "service_restart", "port_probe", "port_probe", "event_write"]
-    assert host.calls[1][0]["args"] == {"backup_path": BACKUP, "path": TLS_PATH}
+    before = host.calls[0]  # the read
+    kept = host.calls[1][0]["args"]["keep_current_path"]
+    assert host.calls[1][0]["args"] == {"backup_path": BACKUP, "path": TLS_PATH, "keep_current_path": kept}
+    assert kept.startswith(TLS_PATH + ".") and kept.endswith(".bak") and result["current_backup_file"] == kept
     assert result["served"] == {"web_https": other, "config_server": other}
     assert host.file(TLS) == host.file(BACKUP_KEY)
+    # The file it replaced is kept, so an edit made after the backup is not lost.
+    assert host.file(kept) is not None and host.file(kept) != host.file(TLS) and before
+    # Without backup nothing is kept.
+    host2, _old2, _other2 = restore_host()
+    result = run_action("xu_tls_restore", {"backup_file": BACKUP, "backup": False}, host2)
+    assert result["current_backup_file"] is None and host2.calls[1][0]["args"]["keep_current_path"] is None
 
 
 def test_a_failed_restart_rolls_forward_to_the_content_before() -> None:

@@ -123,8 +123,12 @@ class ChangingFakeHost(FakeHost):
         saved = self.file(args["backup_path"])
         if saved is None:
             raise HostError("NotFound", f"backup {args['backup_path']} does not exist")
-        self.files[self._key(args["path"])] = saved
-        return {"sha256": sha256_text(saved)}
+        key = self._key(args["path"])
+        kept = args.get("keep_current_path") if key in self.files else None
+        if kept is not None:
+            self.files[self._key(kept)] = self.files[key]
+        self.files[key] = saved
+        return {"sha256": sha256_text(saved), "kept_current_path": kept}
 
     def op_file_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         key = self._key(args["path"])
