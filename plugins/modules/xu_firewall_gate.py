@@ -18,6 +18,10 @@ description:
     the complement of O(allow_from) (IPv4 and IPv6), computed on the controller.
   - The rule lives in its own rule group, O(rule_group). Every rule outside that group is left untouched;
     an open gate is a group without rules.
+  - A closed gate must be in effect, not just stored. Closing fails before anything changes (in check mode
+    too) while a Windows Firewall profile is off or group policy makes a profile ignore local rules
+    (AllowLocalFirewallRules False), and fails after applying when the host's active store does not list the
+    gate's rule. A host whose answer does not say whether the gate is in effect fails too.
   - Closing also registers a one-shot scheduled task on the host that removes the group's rules after
     O(auto_open_after) minutes, so a controller that crashes or a play that fails never leaves the server
     locked out. Opening removes the task.
@@ -27,6 +31,7 @@ description:
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
+  - xtractuniversal.tls.run
 attributes:
   check_mode:
     support: full
@@ -77,6 +82,7 @@ options:
         runs as SYSTEM and removes the rules of O(rule_group). Fractions of a minute are allowed.
       - The deadline is computed from the controller's clock; keep the hosts' clocks in sync.
       - V(0) registers no task (and removes an existing one), so the gate stays closed until it is opened.
+      - From V(0) to V(10080) (7 days).
       - Not used when O(state=open).
     type: float
     default: 30
@@ -92,6 +98,11 @@ notes:
     health checks keep working.
   - The auto-open task removes the group's rules and then deletes itself. A start missed while the host was
     down happens as soon as it is up again.
+  - The gate is judged on every Windows Firewall profile (Domain, Private, Public), since the host cannot tell which
+    profile a client's connection arrives on, so one profile that is off or ignores local rules fails
+    O(state=closed). Turn the profile on with C(Set-NetFirewallProfile -Profile Public -Enabled True); a group
+    policy that sets AllowLocalFirewallRules to False must be changed where it is defined.
+  - O(state=open) is not judged, since an open gate blocks nothing, in effect or not.
 seealso:
   - module: xtractuniversal.tls.xu_tls_info
     description: Reports the gate's state among the server's TLS state.
@@ -166,4 +177,15 @@ blocked_remote_addresses:
   type: list
   elements: str
   sample: ["0.0.0.0-10.19.255.255", "10.20.1.0-255.255.255.255", "::/0"]
+profiles:
+  description:
+    - The host's Windows Firewall profiles as its active store reports them, with C(enabled) and
+      C(local_rules_applied) (false while group policy sets AllowLocalFirewallRules to False).
+    - Null when the host's answer does not report them.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "Domain", "enabled": true, "local_rules_applied": true},
+           {"name": "Private", "enabled": true, "local_rules_applied": true},
+           {"name": "Public", "enabled": true, "local_rules_applied": true}]
 """

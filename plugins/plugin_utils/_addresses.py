@@ -95,16 +95,30 @@ def without_whole_family(interval: Interval, family: int) -> list[Interval]:
     return [(0, middle - 1), (middle, top)]
 
 
+def never_a_range_from_zero(interval: Interval, family: int) -> list[Interval]:
+    """The interval, its start split off as a network when it is a range from 0.0.0.0 or ::.
+
+    Whether Windows Firewall takes such a range is not known (docs/assumptions.md), so the
+    largest network starting there comes first and a range from the next address follows.
+    """
+    first, last = interval
+    size = 1 << ((last + 1).bit_length() - 1)  # the largest power of two not above the interval's size
+    if first != 0 or size == last + 1:
+        return [interval]
+    return [(0, size - 1), (size, last)]
+
+
 def block_all_except(allow_from: Iterable[str]) -> list[str]:
-    """Remote addresses for a block rule that spares exactly ``allow_from``; never a /0 network."""
+    """Remote addresses for a block rule that spares exactly ``allow_from``; never a /0 network, never a range from zero."""
     allowed = address_sets(allow_from)
     if not allowed[4] and not allowed[6]:
         return ["Any"]
     return [
-        format_interval(half, family)
+        format_interval(piece, family)
         for family in (4, 6)
         for interval in complement(allowed[family], family)
         for half in without_whole_family(interval, family)
+        for piece in never_a_range_from_zero(half, family)
     ]
 
 

@@ -9,10 +9,16 @@ computed here. Rules outside the group are never read or written.
 
 One remote call reads (the port settings when needed, the group's rules, the auto-open
 task); one more applies the plan and reads the result back.
+
+A stored rule is not necessarily in effect: a Windows Firewall profile that is off filters
+nothing, and group policy can make the firewall ignore locally created rules. A closed gate
+is therefore refused while the host's profiles say it would have no effect, and after
+applying, its rule must be listed among the group's rules in the active store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -23,8 +29,10 @@ from typing import Any
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import COLLECTION, ModuleRun
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._addresses import AddressError, block_all_except, same_addresses
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import event_warnings
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import GATE_CLOSED, GATE_OPENED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import (
     auto_open_task_name,
     block_rule_name,
@@ -44,6 +52,8 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot impo
 # it the way to open the gate again before the auto-open task does.
 MANAGEMENT_PORTS: dict[int, str] = {22: "SSH", 5985: "WinRM over HTTP", 5986: "WinRM over HTTPS"}
 MAX_PORT = 65535
+# The longest a gate may stay closed before the host reopens it by itself: 7 days.
+MAX_AUTO_OPEN_MINUTES = 10080
 
 
 @dataclass(frozen=True)
@@ -64,10 +74,16 @@ class GateRequest:
 
 @dataclass(frozen=True)
 class GateState:
-    """The group's rules and the auto-open task, as the host reports them."""
+    """The group's rules and the auto-open task, as the host reports them.
+
+    ``active_rules`` and ``profiles`` are None when the host's answer does not have them (an
+    older agent), which never counts as in effect.
+    """
 
     rules: list[dict[str, Any]]
     task: dict[str, Any] | None
+    active_rules: list[str] | None = None
+    profiles: list[dict[str, Any]] | None = None
 
     def summary(self) -> dict[str, Any]:
         summary = gate_summary(self.rules, self.task)
@@ -103,6 +119,8 @@ class GatePlan:
     def predicted(self, current: GateState, request: GateRequest) -> GateState:
         """The state the host will report after this plan (what check mode returns)."""
         rules = current.rules if self.rules is None else self.rules
+        # Which rules will be in effect is known only once they are written.
+        active_rules = current.active_rules if self.rules is None else None
         task = current.task
         if self.register_task is not None:
             task = {
@@ -113,7 +131,7 @@ class GatePlan:
             }
         elif self.remove_task:
             task = None
-        return GateState(rules, task)
+        return dataclasses.replace(current, rules=rules, task=task, active_rules=active_rules)
 
 
 # -- options --------------------------------------------------------------------------------
@@ -176,6 +194,11 @@ def gate_request(params: dict[str, Any], in_use: set[int]) -> GateRequest:
     auto_open_after = float(params["auto_open_after"])
     if not math.isfinite(auto_open_after) or auto_open_after < 0:
         raise XuError(f"auto_open_after is {params['auto_open_after']}; give 0 (no automatic reopening) or a positive number of minutes")
+    if auto_open_after > MAX_AUTO_OPEN_MINUTES:
+        raise XuError(
+            f"auto_open_after is {auto_open_after:.10g}, more than {MAX_AUTO_OPEN_MINUTES} minutes (7 days); give at most"
+            f" {MAX_AUTO_OPEN_MINUTES}, or 0 for a gate that stays closed until it is opened"
+        )
 
     return GateRequest(state, group, ports, allow_from, blocked, auto_open_after)
 
@@ -198,7 +221,15 @@ def read_operations(request: GateRequest, profile: ProductProfile) -> list[Opera
 def gate_state(results: Sequence[OperationResult]) -> GateState:
     """From a call ending in fw_get and task_get; OperationError for the first failed operation."""
     values = [result.value() for result in results]
-    return GateState(list(values[-2].get("rules") or []), values[-1].get("task"))
+    firewall = values[-2]
+    active = firewall.get("active_rules")
+    profiles = firewall.get("profiles")
+    return GateState(
+        list(firewall.get("rules") or []),
+        values[-1].get("task"),
+        [str(name) for name in active] if isinstance(active, list) else None,
+        [dict(profile) for profile in profiles] if isinstance(profiles, list) and all(isinstance(p, dict) for p in profiles) else None,
+    )
 
 
 def product_ports(discover: dict[str, Any], profile: ProductProfile, run: ModuleRun) -> list[int]:
@@ -253,6 +284,89 @@ def same_rule(current: dict[str, Any], desired: dict[str, Any]) -> bool:
 
 def same_rules(current: list[dict[str, Any]], desired: list[dict[str, Any]]) -> bool:
     return len(current) == len(desired) and all(same_rule(c, d) for c, d in zip(current, desired, strict=True))
+
+
+# -- in effect ----------------------------------------------------------------------------------
+
+PROFILE_KEYS = ("name", "enabled", "local_rules_applied")
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``Public``, ``Private and Public``, ``Domain, Private and Public``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def effect_unknown(state: GateState) -> str | None:
+    """Why the host's answer does not say whether the group's rules are in effect, or None when it does."""
+    missing = [key for key, value in (("profiles", state.profiles), ("active_rules", state.active_rules)) if value is None]
+    if missing:
+        return (
+            f"The host's answer does not say whether the gate is in effect: its fw_get result has no {' and no '.join(missing)}"
+            " (an older agent?)"
+        )
+    if not state.profiles or not all(all(key in profile for key in PROFILE_KEYS) for profile in state.profiles):
+        return (
+            "The host's answer does not say whether the gate is in effect: its fw_get result lists no Windows Firewall profiles"
+            f" with {', '.join(PROFILE_KEYS)}"
+        )
+    return None
+
+
+def profile_problems(profiles: Sequence[dict[str, Any]]) -> list[str]:
+    """Why a block rule of the group would have no effect, one sentence per cause; empty when every profile applies it.
+
+    The agent cannot tell which profile a connection arrives on (that depends on the network it
+    comes through), so one profile that filters nothing, or ignores local rules, may be the one
+    every client uses: any of them fails the gate.
+    """
+    off = [str(profile["name"]) for profile in profiles if not _enabled(profile["enabled"])]
+    ignored = [str(profile["name"]) for profile in profiles if not _enabled(profile["local_rules_applied"])]
+    problems = []
+    if off:
+        are, it = ("profiles are", "them") if len(off) > 1 else ("profile is", "it")
+        problems.append(
+            f"Windows Firewall's {_listed(off)} {are} off, so a block rule would have no effect on connections arriving on {it};"
+            f" turn {it} on (Set-NetFirewallProfile -Profile {','.join(off)} -Enabled True)"
+        )
+    if ignored:
+        plural = "s" if len(ignored) > 1 else ""
+        problems.append(
+            f"group policy ignores local firewall rules (AllowLocalFirewallRules False) on the {_listed(ignored)} profile{plural},"
+            " so the gate's block rule, a local rule, would have no effect there; have the policy allow local firewall rules"
+            " (AllowLocalFirewallRules True or not configured)"
+        )
+    return problems
+
+
+def effect_problem(state: GateState) -> str | None:
+    """Why a closed gate would not be in effect on the host, judged from its profiles; None when it would be."""
+    unknown = effect_unknown(state)
+    if unknown is not None:
+        return unknown
+    problems = profile_problems(state.profiles or [])
+    if problems:
+        return (
+            f"The gate cannot take effect: {'; and '.join(problems)}. A connection may arrive on any profile, so every profile"
+            " must be on and apply local rules"
+        )
+    return None
+
+
+def inactive_problem(request: GateRequest, state: GateState, desired: list[dict[str, Any]]) -> str | None:
+    """Why the closed gate the host reports is not in effect, or None when every rule of it is in the active store."""
+    problem = effect_problem(state)
+    if problem is not None:
+        return problem
+    active = {name.casefold() for name in state.active_rules or []}
+    missing = [repr(rule["name"]) for rule in desired if str(rule["name"]).casefold() not in active]
+    if missing:
+        rules, them = (f"rules {_listed(missing)} are", "them") if len(missing) > 1 else (f"rule {missing[0]} is", "it")
+        return (
+            f"The gate's {rules} stored in group {request.group!r} but not in effect: Windows Firewall's active store does not"
+            f" list {them}, so the ports are not blocked. Check for a group policy or another firewall product that overrides"
+            " the host's local rules"
+        )
+    return None
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -330,37 +444,72 @@ def apply_failure(results: Sequence[OperationResult]) -> XuError:
 # -- the module -----------------------------------------------------------------------------------
 
 
+def gate_event(run_id: str, request: GateRequest, plan: GatePlan, ports: tuple[int, ...]) -> EventNote:
+    """The host's event log entry for the apply call: the gate's rules and its auto-open task."""
+    closed = request.state == "closed"
+    if closed:
+        spared = ", ".join(request.allow_from) or "no one but the host itself"
+        summary = f"Maintenance gate '{request.group}' closed: ports {', '.join(map(str, ports))} admit {spared}"
+    else:
+        summary = f"Maintenance gate '{request.group}' opened"
+    deadline = plan.register_task["run_at_utc"] if plan.register_task is not None else None
+    return EventNote(
+        module="xu_firewall_gate",
+        run_id=run_id,
+        event_id=GATE_CLOSED if closed else GATE_OPENED,
+        summary=summary,
+        details=(("group", request.group), ("auto_open_at_utc", deadline), ("auto_open_task_removed", "yes" if plan.remove_task else None)),
+    )
+
+
 def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
     request = gate_request(run.params, in_use)
+    run_id = run.run_id  # checked before the host is read
     profile = resolve_profile(run.params)
 
     results = run.agent.call(read_operations(request, profile))
     current = gate_state(results)
+    closed = request.state == "closed"
+    # A gate that could not be in effect is refused before anything changes, in check mode too.
+    # An open gate needs no such judgement: it blocks nothing either way.
+    problem = effect_problem(current) if closed else None
+    if problem is not None:
+        raise XuError(f"{problem}. Nothing was changed on the host", profiles=current.profiles)
     ports: tuple[int, ...] = ()
-    if request.state == "closed":
+    if closed:
         ports = request.ports if request.ports is not None else check_ports(
             product_ports(results[0].value(), profile, run), in_use, "the product's ports (from its settings files)"
         )
-    desired = [block_rule(request, ports, profile.title)] if request.state == "closed" else []
+    desired = [block_rule(request, ports, profile.title)] if closed else []
     plan = plan_gate(request, current, desired, utc_now())
 
     final = plan.predicted(current, request)
+    # Whether ``final`` is what the host reported (not a prediction of rules still to be written).
+    reported = not plan.changed
     if plan.changed and not run.check_mode:
-        applied = run.agent.call(plan.operations(request))
+        # The event log entry goes last: it says what the call did, and its failure is only a warning.
+        *applied, entry = run.agent.call([*plan.operations(request), gate_event(run_id, request, plan, ports).operation()])
         if not all(result.ok for result in applied):
             raise apply_failure(applied)
+        for warning in event_warnings([entry]):
+            run.warn(warning)
         final = gate_state(applied)
         verify(request, plan, final, desired)
+        reported = True
 
     summary = final.summary()
-    closed = request.state == "closed"
     result: dict[str, Any] = {
         "changed": plan.changed,
         **summary,
         "ports": list(ports),
         "allow_from": list(request.allow_from) if closed else [],
         "blocked_remote_addresses": list(request.blocked_remote_addresses) if closed else [],
+        "profiles": final.profiles,
     }
     if run.diff:
         result["diff"] = {"before": current.summary(), "after": summary}
+    problem = inactive_problem(request, final, desired) if closed and reported else None
+    if problem is not None:
+        # The state is reported as usual, and what was written stays changed.
+        raise XuError(problem, **result)
     return result

@@ -223,8 +223,8 @@ def settings_files_of(discover: dict[str, Any]) -> dict[str, SettingsFile]:
             content=raw.get("content"),
             sha256=raw.get("sha256"),
             bom=raw.get("bom") is True,
-            # An answer without the field (an older agent) had decoded the bytes leniently.
-            utf8_valid=raw.get("utf8_valid") is not False,
+            # Only bytes that exist can be invalid; an answer without the field (an older agent) had decoded them leniently.
+            utf8_valid=not raw.get("exists") or raw.get("utf8_valid") is not False,
         )
         for raw in discover.get("files") or []
     }

@@ -109,3 +109,29 @@ def test_a_host_that_answers_only_to_its_name_is_probed_by_its_name(lab_factory:
     assert served(lab) == {8064: second["thumbprint"], 8165: second["thumbprint"]}
     assert json.loads(tls_file(lab).read_bytes())["WebServer"]["Certificate"]["Thumbprint"] == second["thumbprint"]
     assert first["thumbprint"] not in store(lab)
+
+
+def test_a_gate_that_would_have_no_effect_is_refused_before_anything_changes(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab = start(lab_factory)
+    close = {"name": "gate", "xtractuniversal.tls.xu_firewall_gate": {"state": "closed", "allow_from": ["10.9.8.7"], "run_id": "it-gate"}}
+    for setting, value, words in (
+        ("firewall_local_rules", "ignored", "AllowLocalFirewallRules"),
+        ("firewall_profile_off", "Public", "Public profile is off"),
+        ("firewall_service", "stopped", "The service has not been started"),
+    ):
+        lab.fault("xu01", **{setting: value})
+        before = lab.state("xu01")["firewall"]
+        for check in (True, False):
+            run = lab.playbook([close], tmp_path=tmp_path, check=check)
+            result = run.of("xu01", "gate")
+            assert result["_status"] == "failed" and words in result["msg"], (setting, result["msg"])
+            # Nothing was written: not a rule, not a task, not an entry in the host's log.
+            assert lab.state("xu01")["firewall"] == before and lab.state("xu01")["tasks"] == []
+            assert lab.events("xu01", "eventlog") == []
+        lab.fault("xu01", **{setting: {"firewall_local_rules": "applied", "firewall_profile_off": "none", "firewall_service": "running"}[setting]})
+    # With the firewall in effect the gate closes, the ports are restricted, and the host's log says so.
+    run = lab.playbook([close], tmp_path=tmp_path)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert set(lab.state("xu01")["firewall"]["exposure"].values()) == {"restricted"}
+    (entry,) = lab.events("xu01", "eventlog")
+    assert entry["event_id"] == 1004 and "run_id: it-gate" in entry["message"] and "10.9.8.7" in entry["message"]

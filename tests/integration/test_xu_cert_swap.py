@@ -112,7 +112,7 @@ def test_pfx_swap_check_apply_idempotent(lab_factory: Any, tmp_path: pathlib.Pat
     assert len(calls) == 4
     assert calls[1]["ops"] == ["discover", "cert_list", "fw_get", "task_get"]
     assert [call["ops"] for call in calls[2:]] == [
-        ["pfx_import", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe"], ["cert_remove"],
+        ["pfx_import", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "event_write"], ["cert_remove", "event_write"],
     ]
 
     after = lab.host_files("xu01")
@@ -145,7 +145,7 @@ def test_new_thumbprint_after_win_acme(lab_factory: Any, tmp_path: pathlib.Path)
         calls = lab.events(host, "remote_call")
         assert len(calls) == 2
         # The old certificate is gone, so the restart runs without a rollback to it.
-        assert calls[1]["ops"] == ["key_grant_read", "file_write", "service_restart", "port_probe", "port_probe"]
+        assert calls[1]["ops"] == ["key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "event_write"]
 
     again = lab.playbook([task], tmp_path=tmp_path)
     assert all(again.of(host, "swap")["changed"] is False for host in lab.hosts)
@@ -288,7 +288,7 @@ def test_the_old_certificate_stays_until_the_controller_has_judged(lab_factory: 
     result = again.of("xu01", "swap")
     assert result["changed"] is True and result["removed_old"] is True and result["references"] == []
     assert old not in store(lab) and served(lab) == {8064: minted["thumbprint"], 8165: minted["thumbprint"]}
-    assert lab.events("xu01", "remote_call")[-1]["ops"] == ["cert_remove"]
+    assert lab.events("xu01", "remote_call")[-1]["ops"] == ["cert_remove", "event_write"]
 
 
 def test_changes_are_refused_on_a_partial_read_or_unknown_settings(lab_factory: Any, tmp_path: pathlib.Path) -> None:

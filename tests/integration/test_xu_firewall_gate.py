@@ -75,11 +75,13 @@ def close_with_diff(lab: Lab, close: dict[str, Any], initial: dict[str, Any], tm
     result = run.of(HOST, "gate")
     state = lab.state(HOST)
     assert result["changed"] is True
-    assert calls_since(lab, 1) == [READ_OPS, ["task_register", "fw_set", "fw_get", "task_get"]]
+    assert calls_since(lab, 1) == [READ_OPS, ["task_register", "fw_set", "fw_get", "task_get", "event_write"]]
     [rule] = group_rules(state)
     assert (rule["name"], rule["action"], rule["direction"], rule["enabled"]) == (f"{GROUP} block", "Block", "Inbound", True)
     assert sorted(rule["local_ports"]) == XU_PORTS
-    assert rule["remote_addresses"] == ["0.0.0.0-127.1.0.7", "127.1.0.9-255.255.255.255", "::/1", "8000::/1"]  # never /0: Windows rejects it
+    # Never /0 (Windows rejects it) and never a range from 0.0.0.0 (not known to be accepted): a network instead,
+    # which Windows shows with its mask.
+    assert rule["remote_addresses"] == ["0.0.0.0/192.0.0.0", "64.0.0.0-127.1.0.7", "127.1.0.9-255.255.255.255", "::/1", "8000::/1"]
     assert other_rules(state) == other_rules(initial)
     assert exposure(state) == dict.fromkeys(XU_PORTS, "restricted")
     [firewall_event] = lab.events(HOST, "firewall")
@@ -89,7 +91,8 @@ def close_with_diff(lab: Lab, close: dict[str, Any], initial: dict[str, Any], tm
     assert result["auto_open"]["run_at"] == task["run_at_utc"]
     assert [e["action"] for e in lab.events(HOST, "task")] == ["registered"]
     assert result["ports"] == [8064, 8065, 8165]
-    assert result["blocked_remote_addresses"] == rule["remote_addresses"]
+    # What the module wrote, and what the host reads back in Windows' notation.
+    assert result["blocked_remote_addresses"] == ["0.0.0.0/2", *rule["remote_addresses"][1:]]
     # The diff shows the rule appearing and the task being registered.
     assert result["diff"]["before"] == {"state": "open", "rules": [], "auto_open": None}
     assert result["diff"]["after"]["rules"][0]["remote_addresses"] == rule["remote_addresses"]
@@ -118,7 +121,7 @@ def open_twice(lab: Lab, initial: dict[str, Any], tmp_path: pathlib.Path) -> Non
     opened = run.of(HOST, "gate")
     state = lab.state(HOST)
     assert opened["changed"] is True and opened["state"] == "open" and opened["auto_open"] is None
-    assert calls_since(lab, 4) == [["fw_get", "task_get"], ["fw_set", "task_remove", "fw_get", "task_get"]]
+    assert calls_since(lab, 4) == [["fw_get", "task_get"], ["fw_set", "task_remove", "fw_get", "task_get", "event_write"]]
     assert group_rules(state) == [] and state["tasks"] == []
     assert other_rules(state) == other_rules(initial)
     assert exposure(state) == dict.fromkeys(XU_PORTS, "open")
@@ -204,7 +207,7 @@ def test_host_error_fails_with_what_the_host_did(lab_factory: Any, tmp_path: pat
     assert result["_status"] == "failed"
     assert result["msg"].startswith("fw_set failed on the host: UnauthorizedAccessException: Access is denied.")
     assert "Already done on the host: task_register" in result["msg"]
-    assert calls_since(lab, 0) == [["fw_get", "task_get"], ["task_register", "fw_set", "fw_get", "task_get"]]
+    assert calls_since(lab, 0) == [["fw_get", "task_get"], ["task_register", "fw_set", "fw_get", "task_get", "event_write"]]
     state = lab.state(HOST)
     # The gate never closed; only the auto-open task the host registered before the failure is there.
     assert group_rules(state) == [] and exposure(state) == dict.fromkeys(XU_PORTS, "open")
@@ -215,4 +218,4 @@ def test_host_error_fails_with_what_the_host_did(lab_factory: Any, tmp_path: pat
     assert run.rc == 0, run.stdout + run.stderr
     state = lab.state(HOST)
     assert exposure(state)["8165"] == "closed" and exposure(state)["8065"] == "open"
-    assert calls_since(lab, 2)[-1] == ["task_register", "fw_set", "fw_get", "task_get"]
+    assert calls_since(lab, 2)[-1] == ["task_register", "fw_set", "fw_get", "task_get", "event_write"]

@@ -79,7 +79,7 @@ def test_check_mode_apply_and_rerun(lab_factory: Any, tmp_path: pathlib.Path) ->
         "Certificate": {"StoreLocation": "LocalMachine", "StoreName": "My", "Thumbprint": thumbprint},
     }
     events = events_since(lab, "xu04", mark)
-    assert remote_ops(events) == [READ_OPS, ["key_grant_read", "file_write", "service_restart", "port_probe", "port_probe"]]
+    assert remote_ops(events) == [READ_OPS, ["key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "event_write"]]
     assert [(e["thumbprint"], e["account"]) for e in events if e["type"] == "key_acl"] == [(thumbprint, SERVICE_ACCOUNT)]
     assert [(e["file"], e["backup"]) for e in events if e["type"] == "settings_write"] == [(TLS_PATH, None)]
     assert [e["state"] for e in events if e["type"] == "service"] == ["Stopped", "Running"]
@@ -163,7 +163,7 @@ def test_restart_never_then_the_pending_restart(lab_factory: Any, tmp_path: path
     assert backup.startswith(TLS_PATH + ".") and backup.endswith(".bak")
     assert files[backup.replace("C:\\", "C/").replace("\\", "/")] == old_bytes
     events = events_since(lab, "xu05", mark)
-    assert remote_ops(events) == [READ_OPS, ["key_grant_read", "file_write"]]
+    assert remote_ops(events) == [READ_OPS, ["key_grant_read", "file_write", "event_write"]]
     assert [(e["file"], e["backup"]) for e in events if e["type"] == "settings_write"] == [(TLS_PATH, backup)]
     assert not [e for e in events if e["type"] == "service"]
 
@@ -174,7 +174,7 @@ def test_restart_never_then_the_pending_restart(lab_factory: Any, tmp_path: path
     assert result["changed"] is True and result["restarted"] is True and result["restart_required"] is False
     assert result["served"] == {"web_https": new, "config_server": new}
     assert listeners(lab, "xu05") == {8064: ("tls", new), 8165: ("https", new)}
-    assert remote_ops(events_since(lab, "xu05", mark)) == [READ_OPS, ["service_restart", "port_probe", "port_probe"]]
+    assert remote_ops(events_since(lab, "xu05", mark)) == [READ_OPS, ["service_restart", "port_probe", "port_probe", "event_write"]]
 
     run = lab.playbook([binding("again", **options)], hosts="xu05", tmp_path=tmp_path)
     assert run.rc == 0 and run.of("xu05", "again")["changed"] is False
@@ -204,8 +204,8 @@ def test_a_failed_restart_is_rolled_back(lab_factory: Any, tmp_path: pathlib.Pat
     # Read, apply, roll back: three remote calls.
     assert remote_ops(events) == [
         READ_OPS,
-        ["file_write", "service_restart", "port_probe", "port_probe"],
-        ["file_restore", "service_restart", "port_probe", "port_probe"],
+        ["file_write", "service_restart", "port_probe", "port_probe", "event_write"],
+        ["file_restore", "service_restart", "port_probe", "port_probe", "event_write"],
     ]
     backup = result["backup_file"]
     assert [(e["type"], e["backup"]) for e in events if e["type"].startswith("settings_")] == [
@@ -233,8 +233,8 @@ def test_a_created_settings_file_is_removed_by_the_rollback(lab_factory: Any, tm
     events = events_since(lab, "xu04", mark)
     assert remote_ops(events) == [
         READ_OPS,
-        ["key_grant_read", "file_write", "service_restart", "port_probe", "port_probe"],
-        ["file_remove", "service_restart", "port_probe", "port_probe"],
+        ["key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "event_write"],
+        ["file_remove", "service_restart", "port_probe", "port_probe", "event_write"],
     ]
     assert [e["type"] for e in events if e["type"].startswith("settings_")] == ["settings_write", "settings_remove"]
 

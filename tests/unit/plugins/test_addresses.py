@@ -25,7 +25,8 @@ def test_nothing_allowed_blocks_any() -> None:
 
 def test_one_address_is_spared_exactly() -> None:
     blocked = block_all_except(["10.1.2.3"])
-    assert blocked == ["0.0.0.0-10.1.2.2", "10.1.2.4-255.255.255.255", "::/1", "8000::/1"]
+    # A range from 0.0.0.0 may not be accepted by Windows: its start is written as a network.
+    assert blocked == ["0.0.0.0/5", "8.0.0.0-10.1.2.2", "10.1.2.4-255.255.255.255", "::/1", "8000::/1"]
     assert not covered(blocked, "10.1.2.3")
     for outside in ("10.1.2.2", "10.1.2.4", "0.0.0.0", "255.255.255.255", "192.168.1.1", "::1", "2001:db8::1"):
         assert covered(blocked, outside), outside
@@ -77,3 +78,14 @@ def test_a_family_allow_from_leaves_out_is_blocked_in_two_halves_never_as_slash_
     assert not [a for a in blocked if a.endswith("/0")]
     assert all(half in blocked for half in halves)
     assert same_addresses(blocked, [*block_all_except(allow_from)])
+
+
+@pytest.mark.parametrize("allowed", ["10.1.2.3", "0.0.0.1", "0.0.0.0", "127.255.255.255", "fd00::1", "::1", "2001:db8::/32", "8.0.0.0/5"])
+def test_no_entry_is_a_range_from_zero_or_a_whole_family(allowed: str) -> None:
+    blocked = block_all_except([allowed])
+    assert not any(entry.split("-")[0] in ("0.0.0.0", "::") and "-" in entry for entry in blocked), blocked
+    assert not any(entry.endswith("/0") for entry in blocked), blocked
+    assert not covered(blocked, allowed.split("/", maxsplit=1)[0])
+    for outside in ("0.0.0.0", "0.0.0.2", "9.9.9.9", "255.255.255.255", "::", "::2", "ffff::1"):
+        if outside != allowed.split("/", maxsplit=1)[0] and not same_addresses([outside], [allowed]) and not covered([allowed], outside):
+            assert covered(blocked, outside), (allowed, outside, blocked)

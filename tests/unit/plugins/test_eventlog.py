@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import re
+from typing import Any
 
 import pytest
-from test_cert_swap import PASSWORD, pfx_args
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import (
@@ -18,7 +19,13 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog impo
 )
 from support.action import run_action
 from support.certs import mint
-from support.fake_swap import FQDN, swap_host, thumbprint_of
+from support.fake_swap import FQDN, make_pfx, swap_host, thumbprint_of
+
+PASSWORD = "event-log-test-password"  # noqa: S105 - a test value
+
+
+def pfx_args(cert: Any, key: Any, **extra: Any) -> dict[str, Any]:
+    return {"pfx_content": base64.b64encode(make_pfx(cert, key, PASSWORD)).decode(), "pfx_password": PASSWORD, **extra}
 
 
 def test_a_swap_and_the_removal_each_leave_an_entry_with_thumbprints_and_run_id() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import pathlib
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ PLUGIN_UTILS = "ansible_collections.xtractuniversal.tls.plugins.plugin_utils."
 # Arguments derived from the clock at the moment of the call (backup names, deadlines): the replay's
 # frozen clock reproduces them only to the second the recording started.
 CLOCK_ARGS = frozenset({"backup_path", "run_at_utc", "description"})
+# Text arguments that quote such a time (the deadline in an event log entry): compared with the times masked.
+CLOCK_TEXT_ARGS = frozenset({"message"})
+CLOCK_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 REMOVED = "<removed>"
 
 
@@ -44,7 +48,11 @@ def answer_text(answer: dict[str, Any]) -> tuple[int, str, str]:
 
 def comparable_args(args: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
     """The arguments the recording has a value for, secrets and clock-derived values left out on both sides."""
-    return {key: value for key, value in args.items() if key in recorded and key not in CLOCK_ARGS and recorded[key] != REMOVED}
+    return {
+        key: CLOCK_TIME.sub("<time>", value) if key in CLOCK_TEXT_ARGS and isinstance(value, str) else value
+        for key, value in args.items()
+        if key in recorded and key not in CLOCK_ARGS and recorded[key] != REMOVED
+    }
 
 
 @dataclass

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,6 +15,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings impo
     read_tls_state,
     split_path,
 )
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import settings_files_of
 from support.fake_host import tls_json
 
 TP1 = "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"
@@ -141,3 +143,15 @@ def test_a_file_that_is_not_utf8_is_never_read_as_json() -> None:
         broken.document()
     # A missing file is not an encoding problem.
     assert SettingsFile("a", "C:\\a", False, None, None, utf8_valid=False).document() is None
+
+
+def test_a_missing_file_read_from_the_host_is_not_an_encoding_problem() -> None:
+    files = settings_files_of({"files": [
+        {"path": "a.json", "full_path": "C:\\a.json", "exists": False, "content": None, "bom": False, "utf8_valid": False, "sha256": None},
+        {"path": "b.json", "full_path": "C:\\b.json", "exists": True, "content": None, "bom": False, "utf8_valid": False, "sha256": "00"},
+    ]})
+    assert files["a.json"].utf8_valid is True
+    # Written by a module later, it is read as the text the module wrote.
+    assert dataclasses.replace(files["a.json"], exists=True, content="{}").document() == {}
+    with pytest.raises(SettingsError, match="not valid UTF-8"):
+        files["b.json"].document()

@@ -136,7 +136,9 @@ def scenarios(ctx: Context) -> list[Scenario]:
     ]
     swap_checks = ["changed", "failed", "new_thumbprint", "old_thumbprint", "imported", "restarted", "rolled_back", "removed_old",
                    "key_access_granted", "served.web_https.thumbprint"]
-    gate = {"rule_group": GATE_GROUP, "ports": [48265], "allow_from": ["192.0.2.10", "2001:db8::10"], "auto_open_after": 2}
+    # A fixed run id: the event log entries the changes write are part of the recorded requests.
+    run = {"run_id": "recorded"}
+    gate = {"rule_group": GATE_GROUP, "ports": [48265], "allow_from": ["192.0.2.10", "2001:db8::10"], "auto_open_after": 2, **run}
 
     def fail_next_start(c: Context) -> None:
         assert c.lab is not None, "a lab-only scenario"
@@ -144,23 +146,23 @@ def scenarios(ctx: Context) -> list[Scenario]:
 
     return [
         Scenario("xu_tls_info", "xu_tls_info", {}, info_checks, read_only=True),
-        Scenario("xu_tls_binding_restart_check", "xu_tls_binding", {"restart": "always"}, ["changed", "restarted"],
+        Scenario("xu_tls_binding_restart_check", "xu_tls_binding", {"restart": "always", **run}, ["changed", "restarted"],
                  check_mode=True, read_only=True),
         Scenario("xu_firewall_gate_close_check", "xu_firewall_gate", {"state": "closed", **gate},
                  ["changed", "state", "ports", "blocked_remote_addresses"], check_mode=True, read_only=True),
-        Scenario("xu_cert_swap_check", "xu_cert_swap", {"old_thumbprint": ctx.original, "new_thumbprint": ctx.new, "grant_key_access": True},
+        Scenario("xu_cert_swap_check", "xu_cert_swap", {"old_thumbprint": ctx.original, "new_thumbprint": ctx.new, "grant_key_access": True, **run},
                  swap_checks, check_mode=True),
-        Scenario("xu_cert_swap", "xu_cert_swap", {"old_thumbprint": ctx.original, "new_thumbprint": ctx.new, "grant_key_access": True},
+        Scenario("xu_cert_swap", "xu_cert_swap", {"old_thumbprint": ctx.original, "new_thumbprint": ctx.new, "grant_key_access": True, **run},
                  swap_checks),
-        Scenario("xu_cert_swap_again", "xu_cert_swap", {"old_thumbprint": ctx.original, "new_thumbprint": ctx.new, "grant_key_access": True},
+        Scenario("xu_cert_swap_again", "xu_cert_swap", {"old_thumbprint": ctx.original, "new_thumbprint": ctx.new, "grant_key_access": True, **run},
                  swap_checks),
-        Scenario("xu_cert_swap_rollback", "xu_cert_swap", {"old_thumbprint": ctx.new, "new_thumbprint": ctx.original},
+        Scenario("xu_cert_swap_rollback", "xu_cert_swap", {"old_thumbprint": ctx.new, "new_thumbprint": ctx.original, **run},
                  [*swap_checks, "restored_files"], prepare=fail_next_start),
         Scenario("xu_cert_swap_back_remove_old", "xu_cert_swap",
-                 {"old_thumbprint": ctx.new, "new_thumbprint": ctx.original, "remove_old": True}, swap_checks),
+                 {"old_thumbprint": ctx.new, "new_thumbprint": ctx.original, "remove_old": True, **run}, swap_checks),
         Scenario("xu_firewall_gate_close", "xu_firewall_gate", {"state": "closed", **gate},
                  ["changed", "state", "ports", "allow_from", "blocked_remote_addresses", "auto_open.run_at"]),
-        Scenario("xu_firewall_gate_open", "xu_firewall_gate", {"state": "open", "rule_group": GATE_GROUP}, ["changed", "state", "rules"]),
+        Scenario("xu_firewall_gate_open", "xu_firewall_gate", {"state": "open", "rule_group": GATE_GROUP, **run}, ["changed", "state", "rules"]),
         Scenario("xu_journal_write", "xu_journal", {"name": JOURNAL, "content": {"step": "recorded"}}, ["changed", "previous", "content", "path"]),
         Scenario("xu_journal_remove", "xu_journal", {"name": JOURNAL, "state": "absent"}, ["changed", "previous", "content"]),
     ]
