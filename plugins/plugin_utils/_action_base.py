@@ -159,6 +159,9 @@ class XuActionBase(ActionBase):
             host=str((task_vars or {}).get("inventory_hostname", "")),
         )
         try:
+            if "run_id" in run.params:
+                # A bad run id fails the task before the host is contacted.
+                run_id_of(run.params)
             module_result = self.run_module(run)
         except XuError as e:
             module_result = e.to_result()

@@ -851,7 +851,6 @@ def _renewal_plan(
 
 def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
     request = parse_request(run.params, files, utc_now())
-    _ = run.run_id  # checked before the host is read
     if request.pfx is not None:
         for note in request.pfx.notes:
             run.warn(note)
