@@ -35,6 +35,7 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import lease_owner
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import batch_halt, fleet_report
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import RoleOptionsError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import renew_options as typed_renew_options
@@ -286,11 +287,13 @@ def renew_plan(
     pfx_content_given: bool = False,
     ca_path: Any = None,
     remove_old: bool = True,
+    run_id: Any = None,
 ) -> dict[str, Any]:
     """What the role does on one host, decided from xu_tls_info's report.
 
-    ``action``: ``resume`` (a journal of an interrupted run is on the host), ``renew``, ``none``
-    (not due, or nothing to renew), ``blocked`` (due, but this mode cannot renew it), or
+    ``action``: ``resume`` (a journal of an interrupted run is on the host, and its lease has
+    expired), ``busy`` (another run holds a live lease on the host: nothing is touched), ``renew``,
+    ``none`` (not due, or nothing to renew), ``blocked`` (due, but this mode cannot renew it), or
     ``unreachable`` / ``unreadable`` (the report is a failed task's result: nothing is done).
     The rest describes the renewal for the role's task files and for the journal.
     """
@@ -335,6 +338,15 @@ def renew_plan(
     }
     journal = info.get("journal")
     if journal is not None:
+        owner = lease_owner(_dict(journal), str(run_id or ""), utc_now())
+        if owner is not None:
+            # Another run is working on this host right now: not a single change, not even its gate.
+            plan.update(
+                action="busy", gate_closed=False, owner=owner,
+                reason=f"another run ({owner['run_id']}) is working on this host: step {owner['step'] or 'unknown'},"
+                f" its lease runs until {owner['lease_expires']}",
+            )
+            return plan
         plan.update(action="resume", reason=f"an interrupted run left its journal (step {_dict(journal).get('step', 'unknown')})")
         return plan
     if not due["due"]:
@@ -734,6 +746,7 @@ def summary_result(plan: Mapping[str, Any], new_thumbprint: Any, resumed: Any, f
         (_upper(new_thumbprint) is not None, "renewed"),
         (check_mode and action in ("renew", "resume"), f"would_{action}"),
         (action == "blocked", "blocked"),
+        (action == "busy", "busy"),
         (bool(resumed), "rolled_back" if resumed == "rolled_back" else "completed"),
         (_dict(plan).get("status") == "skip", "skipped"),
     )
@@ -755,7 +768,7 @@ def renew_summary(
     """The per-host summary: result, old -> new thumbprint, new expiry, outage seconds, and why.
 
     ``result`` is ``renewed``, ``not_due``, ``skipped`` (nothing to renew: TLS off, not installed),
-    ``blocked`` (due, but the mode cannot renew it), ``failed`` (rolled back), ``rolled_back`` or
+    ``blocked`` (due, but the mode cannot renew it), ``busy`` (another run holds the host), ``failed`` (rolled back), ``rolled_back`` or
     ``completed`` (an interrupted run was finished and nothing else was due), or ``would_renew`` /
     ``would_resume`` in check mode.
     """

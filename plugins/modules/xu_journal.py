@@ -16,8 +16,14 @@ description:
     a run interrupted by a lost controller can be completed or rolled back by the next one.
     M(xtractuniversal.tls.xu_tls_info) reports a journal it finds.
   - The journal folder is readable only by SYSTEM and Administrators. Never put secrets in a journal.
+  - With O(lease_minutes) the journal is also the run's lease on the host. The journal records the run
+    (O(run_id)) and until when it holds the host (C(lease_expires)); each write renews it. Another run finds
+    the lease live and leaves the host alone (the task fails with RV(busy)); only a lease that has expired
+    may be taken over. Every write is made only over the journal the task read (or over none), so two runs
+    that read at the same moment cannot both take the host.
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
+  - xtractuniversal.tls.run
 options:
   name:
     description:
@@ -34,6 +40,12 @@ options:
     description:
       - The journal's content. Required with O(state=present).
     type: dict
+  lease_minutes:
+    description:
+      - Hold the host for this many minutes from now (1 to 10080); the written journal gets C(run_id) (this
+        task's O(run_id)) and C(lease_expires). Without it the journal is written as given, but a live lease of
+        another run is still respected.
+    type: int
 attributes:
   check_mode:
     support: full
@@ -46,6 +58,13 @@ author:
 """
 
 EXAMPLES = r"""
+- name: Take the host for an hour, or fail as busy when another run holds it
+  xtractuniversal.tls.xu_journal:
+    run_id: "maintenance-{{ ansible_date_time.iso8601_basic_short }}"
+    lease_minutes: 60
+    content:
+      step: started
+
 - name: Record the step a maintenance run reached
   xtractuniversal.tls.xu_journal:
     content:
@@ -58,6 +77,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+busy:
+  description: Another run holds a live lease on the host (its journal); nothing was changed.
+  returned: failed
+  type: bool
+owner:
+  description: The run that holds the host, when RV(busy) (C(run_id), C(step), C(lease_expires)).
+  returned: failed
+  type: dict
+  sample: {"run_id": "awx-4711", "step": "tls_off", "lease_expires": "2026-11-28T12:30:00Z"}
+lease_expires:
+  description: Until when this run holds the host (with O(lease_minutes)), else null.
+  returned: always
+  type: str
 name:
   description: The journal's name.
   returned: always

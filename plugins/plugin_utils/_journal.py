@@ -4,13 +4,16 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import MAX_LEASE_MINUTES, lease_owner
 
 DEFAULT_JOURNAL = "renew"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
@@ -37,18 +40,39 @@ def journal_text(content: dict[str, Any]) -> str:
     return json.dumps(content, indent=2, sort_keys=True) + "\n"
 
 
+def busy_error(name: str, owner: dict[str, Any], why: str = "") -> XuError:
+    return XuError(
+        f"The host is busy: run {owner.get('run_id')} holds it (journal {name}, step {owner.get('step') or 'unknown'},"
+        f" lease until {owner.get('lease_expires')}){why}; nothing was changed. Run again once that run has finished,"
+        " or after its lease has expired",
+        busy=True, owner=owner,
+    )
+
+
 def run_journal(run: ModuleRun) -> dict[str, Any]:
     name = check_journal_name(run.params["name"])
+    lease = run.params.get("lease_minutes")
+    if lease is not None and not 1 <= lease <= MAX_LEASE_MINUTES:
+        raise XuError(f"lease_minutes must be from 1 to {MAX_LEASE_MINUTES}, not {lease}")
     wanted = run.params["content"] if run.params["state"] == "present" else None
     if wanted is not None:
         try:
             json.dumps(wanted)
         except (TypeError, ValueError) as e:
             raise XuError(f"content must be JSON-serialisable: {e}") from e
+    run_id = run.run_id
     current_raw = run.agent.call([Operation("journal_read", {"name": name})])[0].value()
     current = parse_journal(current_raw)
+    now = utc_now()
+    owner = lease_owner(current, run_id, now)
+    if owner is not None:
+        raise busy_error(name, owner)
+    lease_expires = None
+    if wanted is not None and lease is not None:
+        lease_expires = (now + datetime.timedelta(minutes=lease)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        wanted = {**wanted, "run_id": run_id, "lease_expires": lease_expires}
     changed = current != wanted
-    result: dict[str, Any] = {"changed": changed, "name": name, "previous": current, "content": wanted}
+    result: dict[str, Any] = {"changed": changed, "name": name, "previous": current, "content": wanted, "lease_expires": lease_expires}
     if run.diff:
         result["diff"] = {
             "before_header": name, "after_header": name,
@@ -56,8 +80,17 @@ def run_journal(run: ModuleRun) -> dict[str, Any]:
             "after": journal_text(wanted) if wanted is not None else "",
         }
     if changed and not run.check_mode:
-        written = run.agent.call([
-            Operation("journal_write", {"name": name, "content": journal_text(wanted) if wanted is not None else None})
-        ])[0].value()
-        result["path"] = written.get("path")
+        # Written only over what was read: a run that wrote meanwhile holds the host now.
+        expected = (current_raw or {}).get("sha256") or "absent"
+        (written,) = run.agent.call([
+            Operation("journal_write", {
+                "name": name, "content": journal_text(wanted) if wanted is not None else None, "expected_sha256": expected,
+            })
+        ])
+        if written.status == "error" and (written.error or {}).get("type") == "HashMismatch":
+            # Another run wrote between the read and this write: a conflict costs one more read, to name it.
+            found = parse_journal(run.agent.call([Operation("journal_read", {"name": name})])[0].value()) or {}
+            owner = {"run_id": found.get("run_id", "unknown"), "step": found.get("step"), "lease_expires": found.get("lease_expires")}
+            raise busy_error(name, owner, ", written since this run read it")
+        result["path"] = written.value().get("path")
     return result

@@ -365,6 +365,11 @@ def test_killed_controller_gate_auto_opens_and_the_next_run_resumes(lab_factory:
     assert any(x["scheme"] == "http" for x in state["service"]["listeners"])
     assert state["firewall"]["exposure"]["8065"] == "closed" and state["firewall"]["exposure"]["8165"] == "open"
 
+    # The journal is the dead run's lease, renewed with its last step: the host is taken over once it has expired.
+    lease = json.loads(lab.state("xu01")["journals"]["renew"])["lease_expires"]
+    expires = time.mktime(time.strptime(lease, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert expires <= deadline + 30, (lease, deadline)
+    time.sleep(max(0.0, expires - time.time() + 1))
     # The next run finds the journal, rolls the interrupted run back, and renews.
     again = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key")
     assert again.rc == 0, again.stdout[-5000:]

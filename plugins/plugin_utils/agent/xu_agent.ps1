@@ -832,12 +832,21 @@ $primitives = @{
     'journal_read' = {
         param($a)
         $path = Get-XuJournalPath $a.name
-        if (-not [IO.File]::Exists($path)) { return [ordered]@{ exists = $false; content = $null } }
-        [ordered]@{ exists = $true; content = (ConvertFrom-XuBytes (Read-XuBytes $path)) }
+        if (-not [IO.File]::Exists($path)) { return [ordered]@{ exists = $false; content = $null; sha256 = $null } }
+        $b = Read-XuBytes $path
+        [ordered]@{ exists = $true; content = (ConvertFrom-XuBytes $b); sha256 = (Get-XuSha256 $b) }
     }
     'journal_write' = {
         param($a)
         $path = Get-XuJournalPath $a.name
+        # A journal is also a run's lease on the host: written only over the journal its writer read (or none).
+        if ($null -ne $a.expected_sha256) {
+            $found = $null
+            if ([IO.File]::Exists($path)) { $found = Get-XuSha256 (Read-XuBytes $path) }
+            $expected = ([string]$a.expected_sha256).ToLowerInvariant()
+            if ($expected -eq 'absent') { if ($null -ne $found) { Stop-Xu 'HashMismatch' ('journal {0} exists' -f $a.name) } }
+            elseif ($expected -ne $found) { Stop-Xu 'HashMismatch' ('journal {0} has sha256 {1}, not {2}' -f $a.name, $found, $expected) }
+        }
         if ($null -eq $a.content) {
             if ([IO.File]::Exists($path)) { [IO.File]::Delete($path) }
             return @{ path = $path }

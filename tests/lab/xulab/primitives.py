@@ -520,14 +520,23 @@ async def journal_read(host: Host, a: Args) -> Result:
     path = host.journal_path(_name(a.get("name"), JOURNAL_NAME_PATTERN, "name"))
     existing = _existing_file(host, path)
     if existing is None:
-        return {"exists": False, "content": None}
-    return {"exists": True, "content": _utf8_text(existing.read_bytes())}
+        return {"exists": False, "content": None, "sha256": None}
+    data = existing.read_bytes()
+    return {"exists": True, "content": _utf8_text(data), "sha256": _sha256(data)}
 
 
 async def journal_write(host: Host, a: Args) -> Result:
     name = _name(a.get("name"), JOURNAL_NAME_PATTERN, "name")
     path = host.journal_path(name)
     content = a.get("content")
+    if a.get("expected_sha256") is not None:
+        current = _existing_file(host, path)
+        found = _sha256(current.read_bytes()) if current is not None else None
+        expected = as_text(a.get("expected_sha256")).lower()
+        if expected == "absent" and found is not None:
+            raise PrimitiveError("HashMismatch", f"journal {name} exists")
+        if expected not in ("absent", found):
+            raise PrimitiveError("HashMismatch", f"journal {name} has sha256 {found}, not {expected}")
     if content is None:
         existing = _existing_file(host, path)
         if existing is not None:

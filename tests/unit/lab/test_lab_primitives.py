@@ -172,9 +172,17 @@ def test_journals(host_factory: HostFactory, agent_call: AgentCall) -> None:
             statuses = [r["status"] for r in results(answer)]
             assert statuses == ["ok", "ok", "ok", "ok", "error"]
             assert results(answer)[0]["result"] == {"path": "C:\\ProgramData\\xtractuniversal.tls\\renew.xu01.json"}
-            assert results(answer)[1]["result"] == {"exists": True, "content": '{"step": 1}'}
-            assert results(answer)[3]["result"] == {"exists": False, "content": None}
+            assert results(answer)[1]["result"] == {"exists": True, "content": '{"step": 1}', "sha256": sha256('{"step": 1}')}
+            assert results(answer)[3]["result"] == {"exists": False, "content": None, "sha256": None}
             assert [e["action"] for e in events(host, "journal")] == ["write", "remove"]
+            # A guarded write goes only over the journal that was read: a run's lease cannot be taken by two runs.
+            guarded = ("journal_write", {"name": "renew.xu01", "content": '{"step": 2}', "expected_sha256": "absent"})
+            _result, answer = await agent_call(host, [guarded, guarded], stop_on_error=False)
+            assert results(answer)[0]["status"] == "ok" and results(answer)[1]["error"]["type"] == "HashMismatch"
+            stale = ("journal_write", {"name": "renew.xu01", "content": None, "expected_sha256": sha256('{"step": 1}')})
+            _result, answer = await agent_call(host, [stale])
+            assert results(answer)[0]["error"]["type"] == "HashMismatch"
+            assert host.journals() == {"renew.xu01": '{"step": 2}'}
 
     run(scenario())
 

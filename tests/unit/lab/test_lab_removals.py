@@ -87,7 +87,7 @@ def test_file_remove_of_a_journal_is_a_journal_event(host_factory: HostFactory, 
                                                     ("file_remove", {"path": JOURNAL, "backup_path": None}),
                                                     ("journal_read", {"name": "renew.xu01"})])
             assert results(answer)[1]["result"] == {"removed": True, "backup_path": None}
-            assert results(answer)[2]["result"] == {"exists": False, "content": None}
+            assert results(answer)[2]["result"] == {"exists": False, "content": None, "sha256": None}
             assert events(host, "journal")[-1] | {"ts": 0} == events(host)[-2] | {"ts": 0, "name": JOURNAL, "action": "remove"}
             assert events(host, "settings_remove") == []
 

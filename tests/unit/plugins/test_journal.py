@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 from support.action import run_action
-from support.fake_host import FakeHost
+from support.fake_host import FakeHost, intercept
 
 CONTENT = {"step": "gate_closed", "old_thumbprint": "AB" * 20}
 
@@ -48,3 +48,55 @@ def test_unreadable_journal_is_replaced() -> None:
     host = FakeHost(journals={"renew": "not json"})
     result = run_action("xu_journal", {"content": CONTENT}, host)
     assert result["changed"] and result["previous"] == {"unreadable": "not json"}
+
+
+# -- the journal as a run's lease on the host ---------------------------------------------------
+
+
+def test_a_live_lease_of_another_run_leaves_the_host_alone() -> None:
+    host = FakeHost()
+    taken = run_action("xu_journal", {"content": CONTENT, "run_id": "run-a", "lease_minutes": 30}, host)
+    assert not taken.get("failed"), taken
+    journal = json.loads(host.journals["renew"])
+    assert journal["run_id"] == "run-a" and journal["lease_expires"] == taken["lease_expires"]
+    before = dict(host.journals)
+    for args in ({"content": {"step": "other"}, "run_id": "run-b", "lease_minutes": 30}, {"state": "absent", "run_id": "run-b"},
+                 {"content": {"step": "other"}}):
+        busy = run_action("xu_journal", args, host)
+        assert busy["failed"] and busy["busy"] is True and busy["owner"]["run_id"] == "run-a", busy
+        assert "The host is busy: run run-a holds it" in busy["msg"] and host.journals == before
+    # The owner goes on: its lease is renewed with each write, and it may remove the journal.
+    renewed = run_action("xu_journal", {"content": {**CONTENT, "step": "tls_off"}, "run_id": "run-a", "lease_minutes": 30}, host)
+    assert renewed["changed"] and json.loads(host.journals["renew"])["step"] == "tls_off"
+    assert run_action("xu_journal", {"state": "absent", "run_id": "run-a"}, host)["changed"] is True
+
+
+def test_an_expired_lease_may_be_taken_over() -> None:
+    host = FakeHost()
+    host.journals["renew"] = json.dumps({"step": "tls_off", "run_id": "run-a", "lease_expires": "2020-01-01T00:00:00Z"})
+    taken = run_action("xu_journal", {"content": CONTENT, "run_id": "run-b", "lease_minutes": 30}, host)
+    assert not taken.get("failed") and json.loads(host.journals["renew"])["run_id"] == "run-b", taken
+
+
+def test_a_write_between_read_and_write_is_not_overwritten() -> None:
+    host = FakeHost()
+
+    def other_run_writes_first(stdin: bytes) -> None:
+        if b'"journal_write"' in stdin and "renew" not in host.journals:
+            host.journals["renew"] = json.dumps({"step": "started", "run_id": "run-a", "lease_expires": "2999-01-01T00:00:00Z"})
+
+    intercept(host, other_run_writes_first)
+    busy = run_action("xu_journal", {"content": CONTENT, "run_id": "run-b", "lease_minutes": 30}, host)
+    assert busy["failed"] and busy["busy"] and busy["owner"]["run_id"] == "run-a", busy
+    assert json.loads(host.journals["renew"])["run_id"] == "run-a"
+    # The write was guarded by what was read: nothing there.
+    writes = [op for call in host.calls for op in call if op["op"] == "journal_write"]
+    assert writes[0]["args"]["expected_sha256"] == "absent"
+
+
+def test_lease_minutes_out_of_range_fails_before_any_remote_call() -> None:
+    host = FakeHost()
+    for minutes in (0, 10081):
+        result = run_action("xu_journal", {"content": CONTENT, "lease_minutes": minutes}, host)
+        assert result["failed"] and "lease_minutes must be from 1 to 10080" in result["msg"]
+    assert host.calls == []

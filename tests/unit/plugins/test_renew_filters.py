@@ -193,6 +193,27 @@ def test_plan_resumes_a_journal_first_and_rejects_unknown_modes() -> None:
         f.renew_plan(info(), "replace", strategy="fast")
 
 
+def test_a_host_another_run_holds_is_busy_and_left_alone() -> None:
+    live = journal(step="tls_off", run_id="awx-1", lease_expires="2999-01-01T00:00:00Z")
+    report = info(journal=live, days_left=5)
+    report["gate"] = {"state": "closed"}
+    plan = f.renew_plan(report, "reuse_key", run_id="awx-2")
+    assert plan["action"] == "busy" and plan["gate_closed"] is False
+    assert plan["owner"] == {"run_id": "awx-1", "step": "tls_off", "lease_expires": "2999-01-01T00:00:00Z"}
+    assert plan["reason"] == "another run (awx-1) is working on this host: step tls_off, its lease runs until 2999-01-01T00:00:00Z"
+    # The same run, an expired lease, or a journal without a lease (an older run): resumed as before.
+    for held, run_id in ((live, "awx-1"), ({**live, "lease_expires": "2020-01-01T00:00:00Z"}, "awx-2"), (journal(step="tls_off"), "awx-2")):
+        assert f.renew_plan(info(journal=held), "reuse_key", run_id=run_id)["action"] == "resume"
+    summary = f.renew_summary(plan)
+    assert summary["result"] == "busy" and summary["reason"] == plan["reason"]
+
+
+def test_a_busy_host_is_counted_and_does_not_fail_the_run() -> None:
+    summaries = {"xu01": {"result": "busy", "reason": "another run (awx-1) is working on this host"}, "xu02": {"result": "renewed"}}
+    report = f.renew_fleet(summaries, ["xu01", "xu02"], ["xu01", "xu02"])
+    assert report["totals"] == {"busy": 1, "renewed": 1} and report["failures"] == {}
+
+
 # -- journal --------------------------------------------------------------------------------------
 
 

@@ -177,9 +177,15 @@ class FakeHost:
 
     def op_journal_read(self, args: dict[str, Any]) -> dict[str, Any]:
         content = self.journals.get(args["name"])
-        return {"exists": content is not None, "content": content}
+        digest = hashlib.sha256(content.encode()).hexdigest() if content is not None else None
+        return {"exists": content is not None, "content": content, "sha256": digest}
 
     def op_journal_write(self, args: dict[str, Any]) -> dict[str, Any]:
+        expected = args.get("expected_sha256")
+        if expected is not None:
+            found = self.op_journal_read(args)["sha256"]
+            if (expected == "absent" and found is not None) or expected not in ("absent", found):
+                raise HostError("HashMismatch", f"journal {args['name']} has sha256 {found}, not {expected}")
         if args["content"] is None:
             self.journals.pop(args["name"], None)
         else:
