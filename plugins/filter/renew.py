@@ -336,6 +336,10 @@ def renew_plan(
         # Left closed by an earlier run: the role opens it, whatever else it does.
         "gate_closed": _dict(info.get("gate")).get("state") == "closed",
     }
+    if info.get("journal_error"):
+        # Whether another run holds the host, or an interrupted one must be resumed first, is unknown.
+        plan.update(action="blocked", gate_closed=False, reason=f"its journal could not be read ({info['journal_error']}); nothing was done")
+        return plan
     journal = info.get("journal")
     if journal is not None:
         owner = lease_owner(_dict(journal), str(run_id or ""), utc_now())

@@ -210,6 +210,10 @@ journal:
   returned: always
   type: dict
   sample: {"step": "tls_off", "old_thumbprint": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"}
+journal_error:
+  description: Why the journal could not be read (then RV(journal) is null but unknown, not absent), else null.
+  returned: always
+  type: str
 problems:
   description:
     - Everything that needs attention, in words. Also returned as warnings.

@@ -156,6 +156,8 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
     if report["gate"]["state"] == "closed":
         problems.append("the maintenance gate is closed: the XU ports are blocked for outside clients")
     report["journal"] = parse_journal(snapshot.journal)
+    # Not knowing whether a journal is there is not "no journal": another run may be working on the host.
+    report["journal_error"] = next((error for error in snapshot.read_errors if error.startswith("journal_read:")), None)
     if report["journal"] is not None:
         step = report["journal"].get("step", "unknown")
         problems.append(

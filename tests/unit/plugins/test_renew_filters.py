@@ -439,3 +439,12 @@ def test_an_unknown_lifetime_is_judged_by_days_only() -> None:
     info, now = lifetime_info(100, 99)
     info["web_server"]["certificate"]["not_before"] = "garbage"
     assert f.renew_due(info, before_days=0, before_percent=50, now=now)["due"] is False
+
+
+def test_a_journal_that_could_not_be_read_blocks_the_host() -> None:
+    report = info(days_left=5)
+    report["journal_error"] = "journal_read: UnauthorizedAccessException: Access to the path is denied."
+    report["gate"] = {"state": "closed"}
+    plan = f.renew_plan(report, "reuse_key", run_id="r2")
+    assert plan["action"] == "blocked" and plan["gate_closed"] is False
+    assert "its journal could not be read (journal_read: UnauthorizedAccessException" in plan["reason"]
