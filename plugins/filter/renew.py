@@ -274,6 +274,25 @@ def _unread_plan(info: Mapping[str, Any], mode: str, strategy: str) -> dict[str,
     }
 
 
+def _journal_action(info: Mapping[str, Any], run_id: Any) -> dict[str, Any] | None:
+    """What a journal on the host decides: blocked (unreadable), busy (another run's live lease), resume; None without one."""
+    if info.get("journal_error"):
+        # Whether another run holds the host, or an interrupted one must be resumed first, is unknown.
+        return {"action": "blocked", "gate_closed": False, "reason": f"its journal could not be read ({info['journal_error']}); nothing was done"}
+    journal = info.get("journal")
+    if journal is None:
+        return None
+    owner = lease_owner(_dict(journal), str(run_id or ""), utc_now())
+    if owner is not None:
+        # Another run is working on this host right now: not a single change, not even its gate.
+        return {
+            "action": "busy", "gate_closed": False, "owner": owner,
+            "reason": f"another run ({owner['run_id']}) is working on this host: step {owner['step'] or 'unknown'},"
+            f" its lease runs until {owner['lease_expires']}",
+        }
+    return {"action": "resume", "reason": f"an interrupted run left its journal (step {_dict(journal).get('step', 'unknown')})"}
+
+
 def renew_plan(
     info: Mapping[str, Any],
     mode: str,
@@ -336,22 +355,9 @@ def renew_plan(
         # Left closed by an earlier run: the role opens it, whatever else it does.
         "gate_closed": _dict(info.get("gate")).get("state") == "closed",
     }
-    if info.get("journal_error"):
-        # Whether another run holds the host, or an interrupted one must be resumed first, is unknown.
-        plan.update(action="blocked", gate_closed=False, reason=f"its journal could not be read ({info['journal_error']}); nothing was done")
-        return plan
-    journal = info.get("journal")
-    if journal is not None:
-        owner = lease_owner(_dict(journal), str(run_id or ""), utc_now())
-        if owner is not None:
-            # Another run is working on this host right now: not a single change, not even its gate.
-            plan.update(
-                action="busy", gate_closed=False, owner=owner,
-                reason=f"another run ({owner['run_id']}) is working on this host: step {owner['step'] or 'unknown'},"
-                f" its lease runs until {owner['lease_expires']}",
-            )
-            return plan
-        plan.update(action="resume", reason=f"an interrupted run left its journal (step {_dict(journal).get('step', 'unknown')})")
+    held = _journal_action(info, run_id)
+    if held is not None:
+        plan.update(held)
         return plan
     if not due["due"]:
         return plan
