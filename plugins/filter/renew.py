@@ -774,8 +774,12 @@ def renew_summary(
     failure: Mapping[str, Any] | None = None,
     check_mode: bool = False,
     gate_reopened: bool = False,
+    resumed_thumbprints: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The per-host summary: result, old -> new thumbprint, new expiry, outage seconds, and why.
+
+    ``resumed_thumbprints`` (``old``, ``new``) are the interrupted run's certificates: for a host
+    whose resumed run was the only change, they are what the summary reports.
 
     ``result`` is ``renewed``, ``not_due``, ``skipped`` (nothing to renew: TLS off, not installed),
     ``blocked`` (due, but the mode cannot renew it), ``busy`` (another run holds the host), ``failed`` (rolled back), ``rolled_back`` or
@@ -804,13 +808,18 @@ def renew_summary(
         outage = round(float(outage_s), 1) if outage_s not in (None, "") else None
     except (TypeError, ValueError):
         outage = None
+    old = plan.get("old_thumbprint")
+    if result in ("completed", "rolled_back") and resumed_thumbprints:
+        # The plan was made after the resume, from a server that serves the resumed run's outcome.
+        old = _upper(_dict(resumed_thumbprints).get("old")) or old
+        new = _upper(_dict(resumed_thumbprints).get("new")) if result == "completed" else None
     served_new = new is not None and _upper(web.get("certificate_thumbprint")) == new
     return {
         "result": result,
         "reason": reason,
         "mode": plan.get("mode"),
         "strategy": plan.get("strategy"),
-        "old_thumbprint": plan.get("old_thumbprint"),
+        "old_thumbprint": old,
         "new_thumbprint": new,
         "new_expiry": certificate.get("not_after") if served_new else None,
         "days_left": certificate.get("days_left") if certificate else plan.get("days_left"),
