@@ -31,6 +31,7 @@ options:
       - The host name clients use; the certificate's SAN must cover it.
       - Defaults to the host's own DNS name (host name and primary DNS suffix) as the host reports it.
       - When given, the probes of the host's ports also use it as TLS server name and HTTP C(Host) header (otherwise C(localhost)).
+      - A DNS name or an IPv4 address, checked before the host is contacted.
     type: str
   gate_rule_group:
     description:
