@@ -274,6 +274,25 @@ def _unread_plan(info: Mapping[str, Any], mode: str, strategy: str) -> dict[str,
     }
 
 
+def _journal_action(info: Mapping[str, Any], run_id: Any) -> dict[str, Any] | None:
+    """What a journal on the host decides: blocked (unreadable), busy (another run's live lease), resume; None without one."""
+    if info.get("journal_error"):
+        # Whether another run holds the host, or an interrupted one must be resumed first, is unknown.
+        return {"action": "blocked", "gate_closed": False, "reason": f"its journal could not be read ({info['journal_error']}); nothing was done"}
+    journal = info.get("journal")
+    if journal is None:
+        return None
+    owner = lease_owner(_dict(journal), str(run_id or ""), utc_now())
+    if owner is not None:
+        # Another run is working on this host right now: not a single change, not even its gate.
+        return {
+            "action": "busy", "gate_closed": False, "owner": owner,
+            "reason": f"another run ({owner['run_id']}) is working on this host: step {owner['step'] or 'unknown'},"
+            f" its lease runs until {owner['lease_expires']}",
+        }
+    return {"action": "resume", "reason": f"an interrupted run left its journal (step {_dict(journal).get('step', 'unknown')})"}
+
+
 def renew_plan(
     info: Mapping[str, Any],
     mode: str,
@@ -336,18 +355,9 @@ def renew_plan(
         # Left closed by an earlier run: the role opens it, whatever else it does.
         "gate_closed": _dict(info.get("gate")).get("state") == "closed",
     }
-    journal = info.get("journal")
-    if journal is not None:
-        owner = lease_owner(_dict(journal), str(run_id or ""), utc_now())
-        if owner is not None:
-            # Another run is working on this host right now: not a single change, not even its gate.
-            plan.update(
-                action="busy", gate_closed=False, owner=owner,
-                reason=f"another run ({owner['run_id']}) is working on this host: step {owner['step'] or 'unknown'},"
-                f" its lease runs until {owner['lease_expires']}",
-            )
-            return plan
-        plan.update(action="resume", reason=f"an interrupted run left its journal (step {_dict(journal).get('step', 'unknown')})")
+    held = _journal_action(info, run_id)
+    if held is not None:
+        plan.update(held)
         return plan
     if not due["due"]:
         return plan
@@ -764,8 +774,12 @@ def renew_summary(
     failure: Mapping[str, Any] | None = None,
     check_mode: bool = False,
     gate_reopened: bool = False,
+    resumed_thumbprints: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The per-host summary: result, old -> new thumbprint, new expiry, outage seconds, and why.
+
+    ``resumed_thumbprints`` (``old``, ``new``) are the interrupted run's certificates: for a host
+    whose resumed run was the only change, they are what the summary reports.
 
     ``result`` is ``renewed``, ``not_due``, ``skipped`` (nothing to renew: TLS off, not installed),
     ``blocked`` (due, but the mode cannot renew it), ``busy`` (another run holds the host), ``failed`` (rolled back), ``rolled_back`` or
@@ -794,13 +808,18 @@ def renew_summary(
         outage = round(float(outage_s), 1) if outage_s not in (None, "") else None
     except (TypeError, ValueError):
         outage = None
+    old = plan.get("old_thumbprint")
+    if result in ("completed", "rolled_back") and resumed_thumbprints:
+        # The plan was made after the resume, from a server that serves the resumed run's outcome.
+        old = _upper(_dict(resumed_thumbprints).get("old")) or old
+        new = _upper(_dict(resumed_thumbprints).get("new")) if result == "completed" else None
     served_new = new is not None and _upper(web.get("certificate_thumbprint")) == new
     return {
         "result": result,
         "reason": reason,
         "mode": plan.get("mode"),
         "strategy": plan.get("strategy"),
-        "old_thumbprint": plan.get("old_thumbprint"),
+        "old_thumbprint": old,
         "new_thumbprint": new,
         "new_expiry": certificate.get("not_after") if served_new else None,
         "days_left": certificate.get("days_left") if certificate else plan.get("days_left"),

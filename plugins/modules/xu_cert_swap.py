@@ -160,6 +160,7 @@ options:
       - When given, the probes of the host's ports also use it as TLS server name and HTTP C(Host) header. Otherwise
         the probes after a change use the DNS name the host reports (host name and domain), and the first read's
         probes C(localhost). A server that answers only to its DNS name (strict host name binding) is so reached.
+      - A DNS name or an IPv4 address, checked before the host is contacted.
     type: str
   settings_files:
     description:

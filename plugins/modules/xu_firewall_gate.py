@@ -72,6 +72,8 @@ options:
         (V(10.0.0.5-10.0.0.9)).
       - They are only spared from the gate's block rule; they still need the allow rule that admits them
         normally (the one the product's installer creates).
+      - A list that admits every IPv4 or every IPv6 address (V(0.0.0.0/0), or the two halves of a family) is refused,
+        since the gate would be reported closed while that whole family still gets in.
       - Not used when O(state=open).
     type: list
     elements: str

@@ -31,6 +31,7 @@ options:
       - The host name clients use; the certificate's SAN must cover it.
       - Defaults to the host's own DNS name (host name and primary DNS suffix) as the host reports it.
       - When given, the probes of the host's ports also use it as TLS server name and HTTP C(Host) header (otherwise C(localhost)).
+      - A DNS name or an IPv4 address, checked before the host is contacted.
     type: str
   gate_rule_group:
     description:
@@ -210,6 +211,10 @@ journal:
   returned: always
   type: dict
   sample: {"step": "tls_off", "old_thumbprint": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"}
+journal_error:
+  description: Why the journal could not be read (then RV(journal) is null but unknown, not absent), else null.
+  returned: always
+  type: str
 problems:
   description:
     - Everything that needs attention, in words. Also returned as warnings.

@@ -122,6 +122,12 @@ def block_all_except(allow_from: Iterable[str]) -> list[str]:
     ]
 
 
+def whole_families(allow_from: Iterable[str]) -> list[str]:
+    """The families (``IPv4``, ``IPv6``) every address of which ``allow_from`` admits."""
+    allowed = address_sets(allow_from)
+    return [f"IPv{family}" for family in (4, 6) if allowed[family] == [(0, FAMILIES[family][1])]]
+
+
 def same_addresses(left: Iterable[str], right: Iterable[str]) -> bool:
     """Whether two remote-address lists cover the same addresses, however they are written."""
     try:

@@ -55,6 +55,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog impo
     EventNote,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import parse_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
     PfxError,
@@ -176,7 +177,7 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
     if params["wait_timeout"] <= 0:
         raise XuError(f"wait_timeout must be a positive number of seconds, not {params['wait_timeout']}")
     extra_files = tuple(dict.fromkeys(_extra_file(path) for path in params.get("settings_files") or []))
-    fqdn = (params.get("fqdn") or "").strip().lower() or None
+    fqdn = clean_fqdn(params.get("fqdn"))
 
     new: str | None = None
     judgement: PfxJudgement | None = None

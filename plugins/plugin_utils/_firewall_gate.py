@@ -27,7 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import COLLECTION, ModuleRun
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._addresses import AddressError, block_all_except, same_addresses
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._addresses import (
+    AddressError,
+    block_all_except,
+    same_addresses,
+    whole_families,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import event_warnings
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
@@ -190,6 +195,13 @@ def gate_request(params: dict[str, Any], in_use: set[int]) -> GateRequest:
         raise XuError(f"allow_from: {e}; give addresses, CIDR networks (10.0.0.0/8), address/netmask pairs or first-last ranges") from e
     if not blocked:
         raise XuError("allow_from covers every address, so a closed gate would block nobody; list only the hosts that keep access")
+    admitted = whole_families(allow_from)
+    if admitted and state == "closed":
+        # A gate reported closed must be closed to every client: one family left open is not a closed gate.
+        raise XuError(
+            f"allow_from admits every {' and every '.join(admitted)} address, so a closed gate would not close for"
+            f" {'those' if len(admitted) > 1 else admitted[0]} clients; list only the hosts that keep access"
+        )
 
     auto_open_after = float(params["auto_open_after"])
     if not math.isfinite(auto_open_after) or auto_open_after < 0:

@@ -36,5 +36,3 @@ def parse_utc(value: Any) -> datetime.datetime | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=datetime.timezone.utc)
-
-

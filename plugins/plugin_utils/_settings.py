@@ -57,6 +57,8 @@ class SettingsFile:
             return json.loads(self.content)
         except ValueError as e:
             raise SettingsError(f"Unable to parse {self.full_path} as JSON: {e}") from e
+        except RecursionError as e:
+            raise SettingsError(f"Unable to parse {self.full_path} as JSON: it is nested too deeply to be a settings file") from e
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,14 @@ def read_tls_state(files: dict[str, SettingsFile], profile: ProductProfile) -> T
     """
     tls_file = files.get(TLS_SETTINGS_FILE)
     document = tls_file.document() if tls_file is not None else None
-    exists = document is not None
+    exists = tls_file is not None and tls_file.exists
+    if exists and not isinstance(document, dict):
+        # null, [] or a bare value: not XU's defaults (those come with a missing file), a file XU cannot start with.
+        assert tls_file is not None
+        raise SettingsError(
+            f"{tls_file.full_path} holds {json.dumps(document)[:40]}, not a JSON object: the service cannot start with it;"
+            " restore it from a backup (xu_tls_restore) or delete it to fall back to plain HTTP"
+        )
     settings_map = profile.settings_map
     if exists:
         web_raw = get_path(document, settings_map["web_protocol"])

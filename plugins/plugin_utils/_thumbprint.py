@@ -28,9 +28,10 @@ def clean_thumbprint(value: object, option: str = "thumbprint") -> str:
         for ch in value
         if not ch.isspace() and ch not in ":-" and unicodedata.category(ch) != "Cf"
     ]
-    cleaned = "".join(kept).upper()
+    shown = "".join(kept)
+    # Checked before upper-casing: str.upper() turns some letters into hex digits (U+FB00 'ﬀ' becomes 'FF').
+    cleaned = shown.upper() if re.fullmatch(r"[0-9A-Fa-f]*", shown) else shown
     if not _HEX40.match(cleaned):
-        shown = "".join(kept)
         raise ThumbprintError(
             f"{option} {shown!r} is not a certificate thumbprint: expected 40 hexadecimal digits"
             f" (spaces, colons and invisible marks are ignored), got {len(cleaned)} characters"

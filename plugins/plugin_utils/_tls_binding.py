@@ -33,6 +33,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate i
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, RemoteError, XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import TLS_BINDING_CHANGED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     TLS_SETTINGS_FILE,
     WEB_PROTOCOLS,
@@ -105,7 +106,7 @@ def parse_request(params: dict[str, Any], settings_map: dict[str, str]) -> Bindi
         grant_key_access=bool(params["grant_key_access"]),
         backup=bool(params["backup"]),
         strict_san=bool(params["strict_san"]),
-        fqdn=params.get("fqdn") or None,
+        fqdn=clean_fqdn(params.get("fqdn")),
     )
 
 

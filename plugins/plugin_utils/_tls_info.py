@@ -9,6 +9,7 @@ from typing import Any
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import check_group_name
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import check_journal_name, parse_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import resolve_profile
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import find_thumbprint_references
@@ -23,8 +24,9 @@ def run_tls_info(run: ModuleRun) -> dict[str, Any]:
     except ValueError as e:
         raise XuError(str(e)) from e
     journal_name = check_journal_name(params["journal_name"])
-    snapshot = read_snapshot(run.agent, profile, gate_group, journal_name=journal_name, server_name=params.get("fqdn") or None)
-    report = build_report(snapshot, fqdn=params.get("fqdn") or snapshot.fqdn, expiry_warning_days=params["expiry_warning_days"])
+    fqdn = clean_fqdn(params.get("fqdn"))
+    snapshot = read_snapshot(run.agent, profile, gate_group, journal_name=journal_name, server_name=fqdn)
+    report = build_report(snapshot, fqdn=fqdn or snapshot.fqdn, expiry_warning_days=params["expiry_warning_days"])
     for problem in report["problems"]:
         run.warn(f"{run.host}: {problem}" if run.host else problem)
     return report
@@ -154,6 +156,8 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
     if report["gate"]["state"] == "closed":
         problems.append("the maintenance gate is closed: the XU ports are blocked for outside clients")
     report["journal"] = parse_journal(snapshot.journal)
+    # Not knowing whether a journal is there is not "no journal": another run may be working on the host.
+    report["journal_error"] = next((error for error in snapshot.read_errors if error.startswith("journal_read:")), None)
     if report["journal"] is not None:
         step = report["journal"].get("step", "unknown")
         problems.append(

@@ -283,6 +283,10 @@ BAD_INPUTS = [
     ({"allow_from": ["10.0.0.9-10.0.0.1"]}, "not a range from a lower to a higher address"),
     ({"allow_from": ["LocalSubnet"]}, "allow_from: 'LocalSubnet'"),
     ({"allow_from": ["0.0.0.0/0", "::/0"]}, "would block nobody"),
+    # One family admitted whole: the gate would be reported closed with every IPv4 (IPv6) client still let in.
+    ({"allow_from": ["0.0.0.0/0"]}, "allow_from admits every IPv4 address, so a closed gate would not close for IPv4 clients"),
+    ({"allow_from": ["0.0.0.0/1", "128.0.0.0/1", "10.0.0.1"]}, "admits every IPv4 address"),
+    ({"allow_from": ["::/1", "8000::/1"]}, "admits every IPv6 address"),
     ({"rule_group": "gate/1"}, "rule_group: gate rule group 'gate/1' must be 1 to 64 letters"),
     ({"rule_group": "x" * 65}, "must be 1 to 64"),
     ({"auto_open_after": -1}, "auto_open_after is -1"),

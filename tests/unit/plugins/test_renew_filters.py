@@ -439,3 +439,25 @@ def test_an_unknown_lifetime_is_judged_by_days_only() -> None:
     info, now = lifetime_info(100, 99)
     info["web_server"]["certificate"]["not_before"] = "garbage"
     assert f.renew_due(info, before_days=0, before_percent=50, now=now)["due"] is False
+
+
+def test_a_journal_that_could_not_be_read_blocks_the_host() -> None:
+    report = info(days_left=5)
+    report["journal_error"] = "journal_read: UnauthorizedAccessException: Access to the path is denied."
+    report["gate"] = {"state": "closed"}
+    plan = f.renew_plan(report, "reuse_key", run_id="r2")
+    assert plan["action"] == "blocked" and plan["gate_closed"] is False
+    assert "its journal could not be read (journal_read: UnauthorizedAccessException" in plan["reason"]
+
+
+def test_a_completed_resume_reports_the_interrupted_runs_certificates() -> None:
+    # The server is read again after the resume: it binds NEW now, and is not due.
+    after = f.renew_plan(info(NEW, days_left=365), "reuse_key", run_id="r2")
+    assert after["old_thumbprint"] == NEW
+    summary = f.renew_summary(after, info=info(NEW, days_left=365), resumed="completed", resume_reason="the new certificate is in force",
+                              resumed_thumbprints={"old": OLD, "new": NEW})
+    assert (summary["result"], summary["old_thumbprint"], summary["new_thumbprint"]) == ("completed", OLD, NEW)
+    assert summary["new_expiry"] is not None
+    rolled_back = f.renew_summary(f.renew_plan(info(OLD, days_left=200), "reuse_key"), info=info(OLD, days_left=200),
+                                  resumed="rolled_back", resume_reason="x", resumed_thumbprints={"old": OLD, "new": None})
+    assert (rolled_back["result"], rolled_back["old_thumbprint"], rolled_back["new_thumbprint"]) == ("rolled_back", OLD, None)

@@ -155,3 +155,16 @@ def test_a_missing_file_read_from_the_host_is_not_an_encoding_problem() -> None:
     assert dataclasses.replace(files["a.json"], exists=True, content="{}").document() == {}
     with pytest.raises(SettingsError, match="not valid UTF-8"):
         files["b.json"].document()
+
+
+@pytest.mark.parametrize("content", ["null", "[]", "42", '"text"'])
+def test_a_tls_json_that_is_not_an_object_is_not_taken_for_plain_http(content: str) -> None:
+    files = {"config\\servers\\tls.json": SettingsFile("config\\servers\\tls.json", "C:\\XU\\config\\servers\\tls.json", True, content, "ab")}
+    with pytest.raises(SettingsError, match="not a JSON object: the service cannot start with it"):
+        read_tls_state(files, resolve_profile({}))
+
+
+def test_a_tls_json_nested_too_deeply_is_a_clear_error() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(SettingsError, match="nested too deeply"):
+        SettingsFile("tls.json", "C:\\XU\\tls.json", True, deep, "ab").document()

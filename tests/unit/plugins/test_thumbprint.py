@@ -54,3 +54,9 @@ def test_looks_like_thumbprint() -> None:
     assert looks_like_thumbprint(TP.lower())
     assert not looks_like_thumbprint("HttpsUnrestricted")
     assert not looks_like_thumbprint(None)
+
+
+def test_a_letter_that_upper_cases_into_hex_digits_is_not_hex() -> None:
+    # U+FB00 (the "ff" ligature) becomes "FF" with str.upper(): 39 hex digits and one ligature are not a thumbprint.
+    with pytest.raises(ThumbprintError, match="including non-hexadecimal ones"):
+        clean_thumbprint("ad3b9b0c9f6e3f1a2b3c4d5e6f708192a3b4ec\ufb00")

@@ -200,3 +200,12 @@ def test_probes_name_the_host_when_fqdn_is_given() -> None:
     assert {op["args"]["server_name"] for op in host.calls[0] if op["op"] == "port_probe"} == {None}
     run_action("xu_tls_info", {"fqdn": FQDN}, host)
     assert {op["args"]["server_name"] for op in host.calls[1] if op["op"] == "port_probe"} == {FQDN}
+
+
+def test_a_journal_that_cannot_be_read_is_unknown_not_absent() -> None:
+    host, _thumbprint = healthy_host()
+    assert run_action("xu_tls_info", {}, host)["journal_error"] is None
+    host.errors["journal_read"] = {"type": "UnauthorizedAccessException", "message": "Access to the path is denied."}
+    result = run_action("xu_tls_info", {}, host)
+    assert result["journal"] is None
+    assert result["journal_error"] == "journal_read: UnauthorizedAccessException: Access to the path is denied."
