@@ -216,9 +216,8 @@ def read_tls_state(files: dict[str, SettingsFile], profile: ProductProfile) -> T
     tls_file = files.get(TLS_SETTINGS_FILE)
     document = tls_file.document() if tls_file is not None else None
     exists = tls_file is not None and tls_file.exists
-    if exists and not isinstance(document, dict):
+    if tls_file is not None and tls_file.exists and not isinstance(document, dict):
         # null, [] or a bare value: not XU's defaults (those come with a missing file), a file XU cannot start with.
-        assert tls_file is not None
         raise SettingsError(
             f"{tls_file.full_path} holds {json.dumps(document)[:40]}, not a JSON object: the service cannot start with it;"
             " restore it from a backup (xu_tls_restore) or delete it to fall back to plain HTTP"
