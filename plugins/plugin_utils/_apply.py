@@ -310,7 +310,7 @@ def apply_changes(
 
 
 def event_warnings(results: Sequence[OperationResult]) -> list[str]:
-    """An event log entry that was not written (skipped after a failure, or refused) is worth a warning."""
+    """An event log entry the host refused is worth a warning (one skipped after a failure has a rollback's entry instead)."""
     return [
         f"the host's event log entry was not written ({error_text(result)})"
         for result in results

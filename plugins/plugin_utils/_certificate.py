@@ -99,8 +99,21 @@ class CertificateFacts:
         }
 
 
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def iso(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(datetime.timezone.utc).strftime(ISO_FORMAT)
+
+
+def parse_iso(value: Any) -> datetime.datetime | None:
+    """A time as ``iso`` writes it (``2026-11-28T12:30:00Z``), in UTC; None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.strptime(value, ISO_FORMAT).replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
 
 
 def utc_now() -> datetime.datetime:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 
-EVENT_SOURCE = "xtractuniversal.tls"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 # The agent refuses longer messages; Windows' own limit is 31,839 characters.
 MAX_MESSAGE = 30000

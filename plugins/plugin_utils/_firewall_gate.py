@@ -39,6 +39,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate i
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import GATE_CLOSED, GATE_OPENED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import (
+    MAX_AUTO_OPEN_MINUTES,
     auto_open_task_name,
     block_rule_name,
     check_group_name,
@@ -57,8 +58,6 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot impo
 # it the way to open the gate again before the auto-open task does.
 MANAGEMENT_PORTS: dict[int, str] = {22: "SSH", 5985: "WinRM over HTTP", 5986: "WinRM over HTTPS"}
 MAX_PORT = 65535
-# The longest a gate may stay closed before the host reopens it by itself: 7 days.
-MAX_AUTO_OPEN_MINUTES = 10080
 
 
 @dataclass(frozen=True)

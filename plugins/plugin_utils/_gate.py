@@ -8,6 +8,8 @@ import re
 from typing import Any
 
 DEFAULT_GATE_GROUP = "xtractuniversal.tls gate"
+# The longest a gate may stay closed before the host reopens it by itself (7 days); a run's lease ends with it.
+MAX_AUTO_OPEN_MINUTES = 7 * 24 * 60
 _NAME = re.compile(r"^[A-Za-z0-9 ._-]{1,64}$")
 
 

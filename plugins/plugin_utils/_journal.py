@@ -11,7 +11,7 @@ from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import MAX_LEASE_MINUTES, lease_owner
 
@@ -69,7 +69,7 @@ def run_journal(run: ModuleRun) -> dict[str, Any]:
         raise busy_error(name, owner)
     lease_expires = None
     if wanted is not None and lease is not None:
-        lease_expires = (now + datetime.timedelta(minutes=lease)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        lease_expires = iso(now + datetime.timedelta(minutes=lease))
         wanted = {**wanted, "run_id": run_id, "lease_expires": lease_expires}
     changed = current != wanted
     result: dict[str, Any] = {"changed": changed, "name": name, "previous": current, "content": wanted, "lease_expires": lease_expires}

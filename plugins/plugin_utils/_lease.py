@@ -13,26 +13,18 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-# The longest a lease may run: the gate's longest auto-open delay (7 days).
-MAX_LEASE_MINUTES = 10080
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import parse_iso
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import MAX_AUTO_OPEN_MINUTES
+
+# The longest a lease may run: the gate's longest auto-open delay.
+MAX_LEASE_MINUTES = MAX_AUTO_OPEN_MINUTES
 
 
 def lease_owner(current: Mapping[str, Any] | None, run_id: str, now: datetime.datetime) -> dict[str, Any] | None:
     """The other run holding a live lease in ``current``; None when this run may write the journal."""
     if not current or current.get("run_id") in (None, run_id):
         return None
-    expires = parse_utc(current.get("lease_expires"))
+    expires = parse_iso(current.get("lease_expires"))
     if expires is None or expires <= now:
         return None
     return {"run_id": current.get("run_id"), "step": current.get("step"), "lease_expires": current.get("lease_expires")}
-
-
-def parse_utc(value: Any) -> datetime.datetime | None:
-    """An ISO 8601 UTC time as the journal writes it (``2026-11-28T12:30:00Z``); None when it is not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=datetime.timezone.utc)

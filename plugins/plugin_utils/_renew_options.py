@@ -23,12 +23,13 @@ import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import RUN_ID_PATTERN
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import MAX_AUTO_OPEN_MINUTES
 
 ROLE_SPECS = pathlib.Path(__file__).resolve().parents[2] / "roles" / "renew" / "meta" / "argument_specs.yml"
 PREFIX = "xu_renew_"
 _SPEC_KEYS = ("type", "required", "default", "choices", "elements")
 # The gate must reopen by itself if the controller dies: a deadline of at least a minute, at most a week.
-GATE_AUTO_OPEN_MINUTES = (1.0, 7 * 24 * 60.0)
+GATE_AUTO_OPEN_MINUTES = (1.0, float(MAX_AUTO_OPEN_MINUTES))
 
 
 class RoleOptionsError(ValueError):
