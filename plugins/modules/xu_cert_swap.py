@@ -39,6 +39,8 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
   - xtractuniversal.tls.run
+  - xtractuniversal.tls.host_state
+  - xtractuniversal.tls.host_state.journal
 attributes:
   check_mode:
     support: full
@@ -246,6 +248,20 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+host_state:
+  description:
+    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
+      on this host. Null when the last call did not complete.
+  returned: always
+  type: dict
+busy:
+  description: True when another run holds the host with a live lease in O(journal); nothing was changed.
+  returned: on failure, when another run holds the host
+  type: bool
+owner:
+  description: The run that holds the host, when RV(busy) (C(run_id), C(step), C(lease_expires)).
+  returned: on failure, when another run holds the host
+  type: dict
 old_thumbprint:
   description: The old certificate's thumbprint, cleaned (40 upper-case hex digits).
   returned: always

@@ -25,6 +25,7 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.attributes.info_module
   - xtractuniversal.tls.product
+  - xtractuniversal.tls.host_state
 options:
   fqdn:
     description:
@@ -82,6 +83,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+host_state:
+  description:
+    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
+      on this host. Null when the last call did not complete.
+  returned: always
+  type: dict
 installed:
   description: Whether the product's service and install dir were found.
   returned: always

@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
   - xtractuniversal.tls.run
+  - xtractuniversal.tls.host_state
 options:
   backup_file:
     description:
@@ -77,6 +78,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+host_state:
+  description:
+    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
+      on this host. Null when the last call did not complete.
+  returned: always
+  type: dict
 path:
   description: The settings file on the host.
   returned: always

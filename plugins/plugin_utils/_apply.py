@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Agent, Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import EventNote
@@ -236,7 +236,7 @@ def _change_operation(change: FileChange, backup_path: str | None) -> Operation:
 
 
 def apply_changes(
-    agent: AgentClient,
+    agent: Agent,
     *,
     changes: list[FileChange],
     stamp: str,
@@ -345,7 +345,7 @@ def _restore_operations(written: list[FileChange], backups: dict[str, str | None
 
 
 def _roll_back(
-    agent: AgentClient,
+    agent: Agent,
     *,
     written: list[FileChange],
     backups: dict[str, str | None],

@@ -7,10 +7,11 @@ from __future__ import annotations
 import datetime
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import MAX_LEASE_MINUTES, lease_owner
@@ -94,3 +95,64 @@ def run_journal(run: ModuleRun) -> dict[str, Any]:
             raise busy_error(name, owner, ", written since this run read it")
         result["path"] = written.value().get("path")
     return result
+
+
+@dataclass(frozen=True)
+class JournalRide:
+    """The run's journal, kept by a module in the calls it makes anyway (its ``journal`` option).
+
+    ``content`` is written before the module's change, as this run's lease on the host; with ``content``
+    None the journal is removed after the change succeeded. Both are guarded by the journal's hash as read,
+    so a run that wrote meanwhile is never overwritten.
+    """
+
+    name: str
+    content: dict[str, Any] | None
+    lease_minutes: int | None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> JournalRide | None:
+        option = params.get("journal")
+        if not option:
+            return None
+        name = check_journal_name(option.get("name") or DEFAULT_JOURNAL)
+        lease = option.get("lease_minutes")
+        if lease is not None and not 1 <= lease <= MAX_LEASE_MINUTES:
+            raise XuError(f"journal.lease_minutes must be from 1 to {MAX_LEASE_MINUTES}, not {lease}")
+        content = option.get("content") if option.get("state", "present") == "present" else None
+        if option.get("state", "present") == "present":
+            if not isinstance(content, dict):
+                raise XuError("journal.content is required with journal.state=present")
+            try:
+                json.dumps(content)
+            except (TypeError, ValueError) as e:
+                raise XuError(f"journal.content must be JSON-serialisable: {e}") from e
+        return cls(name, content, lease)
+
+    def read_operation(self) -> Operation:
+        return Operation("journal_read", {"name": self.name})
+
+    def check_owner(self, current_raw: dict[str, Any] | None, run_id: str) -> None:
+        """XuError (busy) when another run holds a live lease on the host."""
+        owner = lease_owner(parse_journal(current_raw), run_id, utc_now())
+        if owner is not None:
+            raise busy_error(self.name, owner)
+
+    def operations(self, current_raw: dict[str, Any] | None, run_id: str) -> list[Operation]:
+        """The write (or removal) over the journal as read; nothing when it is already so."""
+        current = parse_journal(current_raw)
+        wanted = self.content
+        if wanted is not None:
+            wanted = {**wanted, "run_id": run_id}
+            if self.lease_minutes is not None:
+                wanted["lease_expires"] = iso(utc_now() + datetime.timedelta(minutes=self.lease_minutes))
+        elif current is None:
+            return []
+        expected = (current_raw or {}).get("sha256") or "absent"
+        text = journal_text(wanted) if wanted is not None else None
+        return [Operation("journal_write", {"name": self.name, "content": text, "expected_sha256": expected})]
+
+
+def journal_guard_failed(results: list[OperationResult]) -> bool:
+    """Whether a journal write in ``results`` found the journal changed since it was read."""
+    return any(r.op == "journal_write" and r.status == "error" and (r.error or {}).get("type") == "HashMismatch" for r in results)

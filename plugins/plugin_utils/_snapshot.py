@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Agent, Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import (
     CertificateFacts,
     ServiceIdentity,
@@ -241,7 +241,7 @@ def read_operations(profile: ProductProfile, gate_group: str, extra_files: Seque
 
 
 def read_snapshot(
-    agent: AgentClient,
+    agent: Agent,
     profile: ProductProfile,
     gate_group: str,
     *,
