@@ -173,7 +173,7 @@ class XuActionBase(ActionBase):
             module_result = self._run_guarded(run, agent)
         except XuError as e:
             module_result = e.to_result()
-        except Exception as e:  # noqa: BLE001 - any failure becomes a failed result, with its secrets masked
+        except Exception as e:
             module_result = {
                 "failed": True,
                 "msg": f"Unexpected error in {COLLECTION}.{self.MODULE}: {type(e).__name__}: {e}",

@@ -37,8 +37,6 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import event_warnings
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, journal_guard_failed
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import GATE_CLOSED, GATE_OPENED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import (
     MAX_AUTO_OPEN_MINUTES,
@@ -48,6 +46,8 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import (
     gate_summary,
     hold_group_name,
 )
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, journal_guard_failed
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     ProductProfile,
     resolve_profile,
@@ -529,6 +529,37 @@ def _part_result(part: _Part, final: GateState) -> dict[str, Any]:
     }
 
 
+def _apply_parts(
+    run: ModuleRun, parts: list[_Part], journal: JournalRide | None, journal_ops: list[Operation], entry: EventNote | None,
+) -> dict[str, GateState]:
+    """One call: a journal written with the change goes first (the run's lease before it), a removal after it; the
+    hold closes before the gate and opens after it; the event log entry goes last. The state each group reports after it."""
+    journal_first = journal is not None and journal.content is not None
+    operations = list(journal_ops) if journal_first else []
+    closing = parts[-1].request.state == "closed"
+    spans = []
+    for part in parts if closing else list(reversed(parts)):
+        part_ops = part.plan.operations(part.request) if part.plan.changed else []
+        spans.append((part, len(operations), len(part_ops)))
+        operations += part_ops
+    journal_at = 0 if journal_first else len(operations)
+    if not journal_first:
+        operations += journal_ops
+    applied = run.agent.call([*operations, *([entry.operation()] if entry is not None else [])])
+    if journal_guard_failed(applied[journal_at:journal_at + len(journal_ops)]):
+        raise StaleState(f"The journal {journal.name if journal else ''} was written by another run since it was read")
+    if not all(result.ok for result in applied[:len(operations)]):
+        raise apply_failure(applied[:len(operations)])
+    for warning in event_warnings(applied[len(operations):]):
+        run.warn(warning)
+    finals = {}
+    for part, start, count in spans:
+        if count:
+            finals[part.request.group] = gate_state(applied[start:start + count])
+            verify(part.request, part.plan, finals[part.request.group], part.desired)
+    return finals
+
+
 def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
     request = gate_request(run.params, in_use)
     hold = hold_request(run.params, request, in_use)
@@ -565,35 +596,12 @@ def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
 
     changed = any(part.plan.changed for part in parts)
     finals = {part.request.group: part.plan.predicted(part.current, part.request) for part in parts}
+    journal_ops = journal.operations(journal_raw, run_id) if journal is not None else []
     # Whether the finals are what the host reported (not a prediction of rules still to be written).
     reported = not changed
-    journal_ops = journal.operations(journal_raw, run_id) if journal is not None else []
     if (changed or journal_ops) and not run.check_mode:
-        # A journal written with the change goes first (the run's lease before the change), a removal after it;
-        # the hold closes before the gate and opens after it; the event log entry goes last.
-        journal_first = journal is not None and journal.content is not None
-        operations = list(journal_ops) if journal_first else []
-        ordered = parts if closed or hold is None else list(reversed(parts))
-        spans = []
-        for part in ordered:
-            part_ops = part.plan.operations(part.request) if part.plan.changed else []
-            spans.append((part, len(operations), len(part_ops)))
-            operations += part_ops
-        journal_at = 0 if journal_first else len(operations)
-        if not journal_first:
-            operations += journal_ops
-        entry = [gate_event(run_id, request, parts[-1].plan, ports, hold).operation()] if changed else []
-        applied = run.agent.call([*operations, *entry])
-        if journal_guard_failed(applied[journal_at:journal_at + len(journal_ops)]):
-            raise StaleState(f"The journal {journal.name if journal else ''} was written by another run since it was read")
-        if not all(result.ok for result in applied[:len(operations)]):
-            raise apply_failure(applied[:len(operations)])
-        for warning in event_warnings(applied[len(operations):]):
-            run.warn(warning)
-        for part, start, count in spans:
-            if count:
-                finals[part.request.group] = gate_state(applied[start:start + count])
-                verify(part.request, part.plan, finals[part.request.group], part.desired)
+        entry = gate_event(run_id, request, parts[-1].plan, ports, hold) if changed else None
+        finals.update(_apply_parts(run, parts, journal, journal_ops, entry))
         reported = True
 
     gate_part = parts[-1]

@@ -24,9 +24,11 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     apply_changes,
     backup_path_for,
     backup_stamp,
+    error_text,
     expectations_for,
     expectations_if_known,
     restart_wanted,
+    served_check,
     settings_text,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, key_readable_by
@@ -34,6 +36,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import TLS_BINDING_CHANGED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     TLS_SETTINGS_FILE,
     WEB_PROTOCOLS,
@@ -437,7 +440,12 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     profile = resolve_profile(run.params)
     request = parse_request(run.params, profile.settings_map)
     run_id = run.run_id  # checked before the host is read
-    snapshot = read_snapshot(run.agent, profile, DEFAULT_GATE_GROUP, server_name=request.fqdn)
+    journal = JournalRide.from_params(run.params)
+    snapshot = read_snapshot(
+        run.agent, profile, DEFAULT_GATE_GROUP, server_name=request.fqdn, journal_name=journal.name if journal else None,
+    )
+    if journal is not None:
+        journal.check_owner(snapshot.journal, run_id)
     plan = plan_binding(snapshot, request)
     for warning in plan.warnings:
         run.warn(f"{run.host}: {warning}" if run.host else warning)
@@ -457,11 +465,14 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     }
     if run.diff and plan.change is not None:
         result["diff"] = plan.change.diff()
-    if run.check_mode or not plan.changed:
+    journal_ops = journal.operations(snapshot.journal, run_id) if journal is not None else []
+    if run.check_mode or not (plan.changed or journal_ops):
         return result
 
     service_name = str((snapshot.service or {}).get("name"))
+    server_name = request.fqdn or snapshot.fqdn
     stamp = backup_stamp()
+    removing = journal is not None and journal.content is None
     try:
         outcome = apply_changes(
             run.agent,
@@ -469,10 +480,15 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
             stamp=stamp,
             backup=request.backup,
             # Probed by name (fqdn, else the name the host reported): a server bound to its DNS name answers nothing else.
-            restart=RestartPlan(service_name, request.wait_timeout, plan.expected, request.fqdn or snapshot.fqdn) if plan.restart else None,
-            pre_ops=[Operation("key_grant_read", {"thumbprint": t, "account": snapshot.service_identity.sid}) for t in plan.grants],
+            restart=RestartPlan(service_name, request.wait_timeout, plan.expected, server_name) if plan.restart else None,
+            pre_ops=[
+                *([] if removing else journal_ops),
+                *(Operation("key_grant_read", {"thumbprint": t, "account": snapshot.service_identity.sid}) for t in plan.grants),
+            ],
+            # The journal goes only once the host itself sees the restarted service serve what it should.
+            post_ops=[*(served_check(plan.expected, server_name) if plan.restart else []), *journal_ops] if removing else [],
             previous=plan.previous,
-            event=binding_event(run_id, plan),
+            event=binding_event(run_id, plan) if plan.changed else None,
         )
     except ChangeFailed as e:
         # Files were written when a rollback restored them or could not run; granted key access stays either way.
@@ -494,8 +510,12 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
         raise
     if plan.change is not None:
         result["backup_file"] = outcome.backups.get(plan.change.path)
+    result["changed"] = True
     if outcome.restarted:
         result["served"] = served_summary(outcome.served)
+    if removing and journal_ops and not (outcome.post_results and outcome.post_results[-1].ok):
+        failed = next((r for r in outcome.post_results if not r.ok), None)
+        run.warn(f"The journal {journal.name if journal else ''} was kept: {error_text(failed) if failed else 'not removed'}")
     for warning in outcome.warnings:
         run.warn(warning)
     return result
