@@ -594,7 +594,6 @@ def _rollback(journal: Mapping[str, Any], info: Mapping[str, Any], old: str, old
         "web_certificate": old,
         "config_server_certificate": old if journal.get("config_tls") else None,
         "restart": "if_changed" if not file_original else "always",
-        "backup": False,  # see _forward
     }
     recovery["reason"] = f"no backup was recorded; the previous values are set back, serving {old}"
     return recovery
@@ -620,14 +619,11 @@ def _forward(journal: Mapping[str, Any], info: Mapping[str, Any], old: str, new:
         "new_thumbprint": None if renewal else new,
         "renew_reusing_key": True if renewal else None,
         "restart": "if_changed" if backups else "always",
-        # The run's first write kept the settings from before it (recorded or not); a backup made now could
-        # take that backup's name, since backups are named to the second.
-        "backup": False,
     }
     web = _dict(info.get("web_server"))
     if not backups and web.get("protocol") != journal.get("previous_web_protocol"):
         recovery["rebind"] = {"web_protocol": journal.get("previous_web_protocol"), "web_certificate": None,
-                              "config_server_certificate": None, "restart": "if_changed", "backup": False}
+                              "config_server_certificate": None, "restart": "if_changed"}
     what = f"the renewed certificate {new or '(found by its key)'}" if renewal else f"the new certificate {new}"
     recovery["reason"] = f"the previous certificate {old} {gone}, so the previous settings cannot start the service; they are bound to {what}"
     if renewal and new is None:

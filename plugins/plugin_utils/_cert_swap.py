@@ -20,7 +20,6 @@ import base64
 import binascii
 import copy
 import datetime
-import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
@@ -32,6 +31,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     FileChange,
     RestartPlan,
     apply_changes,
+    backup_path_for,
     backup_stamp,
     check_known,
     error_text,
@@ -59,7 +59,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog impo
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, journal_text, parse_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, journal_text, parse_journal, written_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
     PfxError,
     PfxJudgement,
@@ -638,27 +638,26 @@ class SwapJournal:
             "expected_sha256": (self.renewals_raw or {}).get("sha256") or "absent",
         })]
 
-    def before(self, record: dict[str, Any] | None = None) -> list[Operation]:
-        """The run journal's write before a change, with the renewal record (the one made now, or the one read)."""
+    def before(self, record: dict[str, Any] | None = None, backups: dict[str, str] | None = None) -> list[Operation]:
+        """The run journal's write before a change, with the renewal record (the one made now, or the one read) and
+        the backups the change is about to make."""
         ride = self.ride
-        if ride is None or ride.content is None:
+        if ride is None:
             return []
         record = record or self.record
         if record is not None:
-            ride = JournalRide(ride.name, {**ride.content, "renewal": record}, ride.lease_minutes)
-        return ride.operations(self.raw, self.run_id)
+            ride = ride.with_content({"renewal": record})
+        if backups:
+            ride = ride.with_backups(backups)
+        return ride.write_operations(self.raw, self.run_id)
 
     def wrote(self, operations: list[Operation]) -> None:
-        """The module's next call finds the run journal as ``operations`` (from ``before``) wrote it."""
-        for operation in operations:
-            text = operation.args["content"]
-            self.raw = {"exists": True, "content": text, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+        """The module's later operations find the run journal as ``operations`` (from ``before``) left it."""
+        self.raw = written_journal(operations, self.raw)
 
     def after(self) -> list[Operation]:
-        """The run journal's removal once the swap is done (with ``state=absent``)."""
-        if self.ride is not None and self.ride.content is None:
-            return self.ride.operations(self.raw, self.run_id)
-        return []
+        """The run journal's removal once the swap is done (``absent``, ``during``)."""
+        return self.ride.removal_operations(self.raw) if self.ride is not None else []
 
 
 @dataclass
@@ -725,7 +724,12 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
         # Probed by name (fqdn, else the name the host reported): a server bound to its DNS name answers nothing else.
         restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected, server_name)
     remove_in_call = plan.remove_old and restart_plan is not None and all(e.tls and e.thumbprint for e in restart_plan.expectations)
-    before, after = journals.before(), journals.after()
+    stamp = backup_stamp()
+    changes = [rewrite.change() for rewrite in plan.rewrites]
+    planned = {c.path: backup_path_for(c.path, stamp) for c in changes if request.backup and c.before is not None}
+    before = journals.before(backups=planned)
+    journals.wrote(before)
+    after = journals.after()
     post_ops: list[Operation] = []
     if remove_in_call and restart_plan is not None:
         require = served_requirement(restart_plan.expectations, server_name)
@@ -740,8 +744,8 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
     try:
         outcome = apply_changes(
             run.agent,
-            changes=[rewrite.change() for rewrite in plan.rewrites],
-            stamp=backup_stamp(),
+            changes=changes,
+            stamp=stamp,
             backup=request.backup,
             restart=restart_plan,
             pre_ops=[*before, *plan.pre_ops],
@@ -753,7 +757,6 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
     except XuError as e:
         _describe_failure(e, request, plan)
         raise
-    journals.wrote(before)
 
     applied = Applied(
         backups={path: backup for path, backup in outcome.backups.items() if backup}, restarted=outcome.restarted, served=outcome.served,

@@ -47,7 +47,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import (
     hold_group_name,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, journal_guard_failed
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, journal_guard_failed, written_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     ProductProfile,
     resolve_profile,
@@ -530,24 +530,22 @@ def _part_result(part: _Part, final: GateState) -> dict[str, Any]:
 
 
 def _apply_parts(
-    run: ModuleRun, parts: list[_Part], journal: JournalRide | None, journal_ops: list[Operation], entry: EventNote | None,
+    run: ModuleRun, parts: list[_Part], journal_writes: list[Operation], journal_removals: list[Operation], entry: EventNote | None,
 ) -> dict[str, GateState]:
-    """One call: a journal written with the change goes first (the run's lease before it), a removal after it; the
-    hold closes before the gate and opens after it; the event log entry goes last. The state each group reports after it."""
-    journal_first = journal is not None and journal.content is not None
-    operations = list(journal_ops) if journal_first else []
+    """One call: the run's journal first (its lease before the change), its removal after; the hold closes before the
+    gate and opens after it; the event log entry goes last. The state each group reports after it."""
+    operations = list(journal_writes)
     closing = parts[-1].request.state == "closed"
     spans = []
     for part in parts if closing else list(reversed(parts)):
         part_ops = part.plan.operations(part.request) if part.plan.changed else []
         spans.append((part, len(operations), len(part_ops)))
         operations += part_ops
-    journal_at = 0 if journal_first else len(operations)
-    if not journal_first:
-        operations += journal_ops
+    removals_at = len(operations)
+    operations += journal_removals
     applied = run.agent.call([*operations, *([entry.operation()] if entry is not None else [])])
-    if journal_guard_failed(applied[journal_at:journal_at + len(journal_ops)]):
-        raise StaleState(f"The journal {journal.name if journal else ''} was written by another run since it was read")
+    if journal_guard_failed(applied[:len(journal_writes)] + applied[removals_at:len(operations)]):
+        raise StaleState("The run's journal was written by another run since it was read; nothing more was changed")
     if not all(result.ok for result in applied[:len(operations)]):
         raise apply_failure(applied[:len(operations)])
     for warning in event_warnings(applied[len(operations):]):
@@ -596,12 +594,13 @@ def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
 
     changed = any(part.plan.changed for part in parts)
     finals = {part.request.group: part.plan.predicted(part.current, part.request) for part in parts}
-    journal_ops = journal.operations(journal_raw, run_id) if journal is not None else []
+    writes = journal.write_operations(journal_raw, run_id) if journal is not None else []
+    removals = journal.removal_operations(written_journal(writes, journal_raw)) if journal is not None else []
     # Whether the finals are what the host reported (not a prediction of rules still to be written).
     reported = not changed
-    if (changed or journal_ops) and not run.check_mode:
+    if (changed or writes or removals) and not run.check_mode:
         entry = gate_event(run_id, request, parts[-1].plan, ports, hold) if changed else None
-        finals.update(_apply_parts(run, parts, journal, journal_ops, entry))
+        finals.update(_apply_parts(run, parts, writes, removals, entry))
         reported = True
 
     gate_part = parts[-1]

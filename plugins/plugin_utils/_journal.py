@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -101,12 +102,14 @@ def run_journal(run: ModuleRun) -> dict[str, Any]:
 class JournalRide:
     """The run's journal, kept by a module in the calls it makes anyway (its ``journal`` option).
 
-    ``content`` is written before the module's change, as this run's lease on the host; with ``content``
-    None the journal is removed after the change succeeded. Both are guarded by the journal's hash as read,
-    so a run that wrote meanwhile is never overwritten.
+    ``state``: ``present`` writes ``content`` before the module's change, as this run's lease on the host;
+    ``absent`` removes the journal after the change succeeded; ``during`` does both, for a run whose only
+    change is this module's. Writes and removals are guarded by the journal's hash as read (or as written
+    in the same call), so a run that wrote meanwhile is never overwritten.
     """
 
     name: str
+    state: str
     content: dict[str, Any] | None
     lease_minutes: int | None
 
@@ -119,15 +122,28 @@ class JournalRide:
         lease = option.get("lease_minutes")
         if lease is not None and not 1 <= lease <= MAX_LEASE_MINUTES:
             raise XuError(f"journal.lease_minutes must be from 1 to {MAX_LEASE_MINUTES}, not {lease}")
-        content = option.get("content") if option.get("state", "present") == "present" else None
-        if option.get("state", "present") == "present":
+        state = option.get("state") or "present"
+        content = option.get("content")
+        if state != "absent":
             if not isinstance(content, dict):
-                raise XuError("journal.content is required with journal.state=present")
+                raise XuError(f"journal.content is required with journal.state={state}")
             try:
                 json.dumps(content)
             except (TypeError, ValueError) as e:
                 raise XuError(f"journal.content must be JSON-serialisable: {e}") from e
-        return cls(name, content, lease)
+        return cls(name, state, content if state != "absent" else None, lease)
+
+    def with_content(self, extra: dict[str, Any]) -> JournalRide:
+        return JournalRide(self.name, self.state, {**(self.content or {}), **extra}, self.lease_minutes) if self.content is not None else self
+
+    def with_backups(self, backups: dict[str, str]) -> JournalRide:
+        """The content with the backups the change is about to make; a file's first backup in the run (the bytes from
+        before it) is kept, as the role's own journal keeps it."""
+        recorded = dict((self.content or {}).get("backup_files") or {})
+        for path, backup in backups.items():
+            if not any(str(known).lower() == path.lower() for known in recorded):
+                recorded[path] = backup
+        return self.with_content({"backup_files": recorded})
 
     def read_operation(self) -> Operation:
         return Operation("journal_read", {"name": self.name})
@@ -138,19 +154,29 @@ class JournalRide:
         if owner is not None:
             raise busy_error(self.name, owner)
 
-    def operations(self, current_raw: dict[str, Any] | None, run_id: str) -> list[Operation]:
-        """The write (or removal) over the journal as read; nothing when it is already so."""
-        current = parse_journal(current_raw)
-        wanted = self.content
-        if wanted is not None:
-            wanted = {**wanted, "run_id": run_id}
-            if self.lease_minutes is not None:
-                wanted["lease_expires"] = iso(utc_now() + datetime.timedelta(minutes=self.lease_minutes))
-        elif current is None:
+    def write_operations(self, current_raw: dict[str, Any] | None, run_id: str) -> list[Operation]:
+        """The write before the change (``present``, ``during``), over the journal as read."""
+        if self.content is None:
             return []
+        wanted = {**self.content, "run_id": run_id}
+        if self.lease_minutes is not None:
+            wanted["lease_expires"] = iso(utc_now() + datetime.timedelta(minutes=self.lease_minutes))
         expected = (current_raw or {}).get("sha256") or "absent"
-        text = journal_text(wanted) if wanted is not None else None
-        return [Operation("journal_write", {"name": self.name, "content": text, "expected_sha256": expected})]
+        return [Operation("journal_write", {"name": self.name, "content": journal_text(wanted), "expected_sha256": expected})]
+
+    def removal_operations(self, current_raw: dict[str, Any] | None) -> list[Operation]:
+        """The removal after the change (``absent``, ``during``), over the journal as read or as just written."""
+        if self.state == "present" or not (current_raw or {}).get("exists"):
+            return []
+        return [Operation("journal_write", {"name": self.name, "content": None, "expected_sha256": (current_raw or {}).get("sha256")})]
+
+
+def written_journal(operations: list[Operation], current_raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The journal as ``operations`` (from ``write_operations``) leave it: what the module's later operations find."""
+    for operation in operations:
+        text = operation.args["content"]
+        current_raw = {"exists": True, "content": text, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    return current_raw
 
 
 def journal_guard_failed(results: list[OperationResult]) -> bool:

@@ -36,7 +36,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import TLS_BINDING_CHANGED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, written_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     TLS_SETTINGS_FILE,
     WEB_PROTOCOLS,
@@ -436,6 +436,20 @@ def binding_event(run_id: str, plan: BindingPlan) -> EventNote:
     )
 
 
+def journal_operations(
+    journal: JournalRide | None, current: dict[str, Any] | None, change: FileChange | None, stamp: str, run_id: str,
+) -> tuple[list[Operation], list[Operation]]:
+    """The run journal's write before the change and its removal after it. The write names the backup the change makes
+    (``change`` None: none is made), so a later run finds the bytes from before the run even when this one dies before
+    it learns the call's answer."""
+    if journal is None:
+        return [], []
+    if change is not None and change.before is not None:
+        journal = journal.with_backups({change.path: backup_path_for(change.path, stamp)})
+    writes = journal.write_operations(current, run_id)
+    return writes, journal.removal_operations(written_journal(writes, current))
+
+
 def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     profile = resolve_profile(run.params)
     request = parse_request(run.params, profile.settings_map)
@@ -465,14 +479,13 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     }
     if run.diff and plan.change is not None:
         result["diff"] = plan.change.diff()
-    journal_ops = journal.operations(snapshot.journal, run_id) if journal is not None else []
-    if run.check_mode or not (plan.changed or journal_ops):
+    stamp = backup_stamp()
+    writes, removals = journal_operations(journal, snapshot.journal, plan.change if request.backup else None, stamp, run_id)
+    if run.check_mode or not (plan.changed or writes or removals):
         return result
 
     service_name = str((snapshot.service or {}).get("name"))
     server_name = request.fqdn or snapshot.fqdn
-    stamp = backup_stamp()
-    removing = journal is not None and journal.content is None
     try:
         outcome = apply_changes(
             run.agent,
@@ -482,11 +495,11 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
             # Probed by name (fqdn, else the name the host reported): a server bound to its DNS name answers nothing else.
             restart=RestartPlan(service_name, request.wait_timeout, plan.expected, server_name) if plan.restart else None,
             pre_ops=[
-                *([] if removing else journal_ops),
+                *writes,
                 *(Operation("key_grant_read", {"thumbprint": t, "account": snapshot.service_identity.sid}) for t in plan.grants),
             ],
             # The journal goes only once the host itself sees the restarted service serve what it should.
-            post_ops=[*(served_check(plan.expected, server_name) if plan.restart else []), *journal_ops] if removing else [],
+            post_ops=[*(served_check(plan.expected, server_name) if plan.restart else []), *removals] if removals else [],
             previous=plan.previous,
             event=binding_event(run_id, plan) if plan.changed else None,
         )
@@ -513,7 +526,7 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     result["changed"] = True
     if outcome.restarted:
         result["served"] = served_summary(outcome.served)
-    if removing and journal_ops and not (outcome.post_results and outcome.post_results[-1].ok):
+    if removals and not (outcome.post_results and outcome.post_results[-1].ok):
         failed = next((r for r in outcome.post_results if not r.ok), None)
         run.warn(f"The journal {journal.name if journal else ''} was kept: {error_text(failed) if failed else 'not removed'}")
     for warning in outcome.warnings:

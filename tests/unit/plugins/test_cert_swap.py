@@ -533,7 +533,7 @@ def test_renewal_check_mode_apply_idempotent() -> None:
     assert checked["changed"] is True and checked["renewed"] is True and checked["new_thumbprint"] is None, checked
     assert [r["new_value"] for r in checked["references"]] == [None, None] and "diff" not in checked
     assert len(host.calls) == 1 and host.archived == []
-    assert host.calls[0][-1] == {"id": 5, "op": "journal_read", "args": {"name": RENEWALS_JOURNAL}}
+    assert host.calls[0][-1] == {"id": 7, "op": "journal_read", "args": {"name": RENEWALS_JOURNAL}}
 
     result = run_action("xu_cert_swap", args, host)
     assert not result.get("failed"), result

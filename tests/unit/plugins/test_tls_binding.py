@@ -255,7 +255,7 @@ def ops(call: list[dict[str, Any]]) -> list[str]:
     return [str(op["op"]) for op in call]
 
 
-READ_OPS = ["discover", "cert_list", "fw_get", "task_get", "port_probe", "port_probe", "port_probe"]
+READ_OPS = ["discover", "cert_list", "fw_get", "task_get", "fw_get", "task_get", "port_probe", "port_probe", "port_probe"]
 
 
 def test_turning_tls_on_grants_writes_restarts_and_verifies() -> None:
