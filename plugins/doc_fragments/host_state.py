@@ -28,7 +28,8 @@ options:
         so that it costs no call of its own.
       - With O(journal.state=present) the journal is written before the change, as this run's lease on the host.
         With O(journal.state=absent) it is removed after the change, in the same call, and only when the change
-        succeeded (after a restart, only when the ports serve what the settings name).
+        succeeded (after a restart, only when the host itself sees its ports serve what the settings name).
+        With O(journal.state=during) it is both written before and removed after, for a run whose only change is this one.
       - A journal that another run holds with a live lease makes the module fail with RV(busy) before any change.
     type: dict
     suboptions:
@@ -37,13 +38,13 @@ options:
         type: str
         default: renew
       state:
-        description: Whether the journal is written before the change or removed after it.
+        description: Whether the journal is written before the change, removed after it, or both.
         type: str
-        choices: [present, absent]
+        choices: [present, absent, during]
         default: present
       content:
         description:
-          - The journal's content; required with O(journal.state=present). C(run_id) (and C(lease_expires)) are added.
+          - The journal's content; required with O(journal.state=present) and O(journal.state=during). C(run_id) (and C(lease_expires)) are added.
         type: dict
       lease_minutes:
         description:

@@ -333,7 +333,8 @@ def renew_plan(
         "reason": due["reason"],
         "mode": mode,
         "strategy": strategy,
-        "tasks": f"{mode}_{strategy}.yml",
+        # replace's strategies differ only in where the old certificate goes: one sequence for both.
+        "tasks": "replace.yml" if mode == "replace" else f"{mode}_{strategy}.yml",
         "old_thumbprint": old,
         "days_left": due["days_left"],
         "not_after": due["not_after"],

@@ -141,6 +141,15 @@ options:
         Read is granted to the account's SID.
     type: bool
     default: false
+  update_references:
+    description:
+      - With V(false) the module only makes the new certificate available (imported from the PFX, or renewed with
+        O(renew_reusing_key)) and, with O(grant_key_access), readable by the service; it writes no settings, so nothing
+        is restarted and the old certificate stays. The caller then binds RV(new_thumbprint), for example with
+        M(xtractuniversal.tls.xu_tls_binding) (the renew role does so while TLS is off).
+      - V(false) cannot be combined with O(remove_old=true).
+    type: bool
+    default: true
   allow_no_reference:
     description:
       - Go on when no setting references the old certificate (or the new one). By default that is an error,

@@ -132,6 +132,7 @@ class SwapRequest:
     remove_old: bool
     grant_key_access: bool
     allow_no_reference: bool
+    update_references: bool
     strict_san: bool
     fqdn: str | None
     extra_files: tuple[str, ...]
@@ -205,6 +206,8 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
             pfx_b64 = base64.b64encode(pfx_for_windows(data, params.get("pfx_password"))).decode("ascii")
         except PfxError as e:
             raise XuError(str(e)) from e
+    if not params["update_references"] and params["remove_old"]:
+        raise XuError("remove_old: true needs update_references: true; the old certificate goes only once the settings name the new one")
     if new == old:
         raise XuError(f"The new certificate is the old one ({old}); give the thumbprint or PFX of the certificate that replaces it")
     return SwapRequest(
@@ -217,7 +220,9 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
         pfx=judgement,
         remove_old=bool(params["remove_old"]),
         grant_key_access=bool(params["grant_key_access"]),
-        allow_no_reference=bool(params["allow_no_reference"]),
+        # Without updating references the caller binds the certificate itself: where the old one is named does not matter.
+        allow_no_reference=bool(params["allow_no_reference"]) or not params["update_references"],
+        update_references=bool(params["update_references"]),
         strict_san=bool(params["strict_san"]),
         fqdn=fqdn,
         extra_files=extra_files,
@@ -616,6 +621,7 @@ class SwapJournal:
     raw: dict[str, Any] | None  # the run journal as read (or as this run wrote it)
     renewals_raw: dict[str, Any] | None  # the module's own record, when it has no run journal
     run_id: str
+    written: bool = False  # this module run wrote the run journal already
 
     def _own_records(self) -> list[dict[str, Any]]:
         records = (parse_journal(self.renewals_raw) or {}).get("renewals")
@@ -654,6 +660,7 @@ class SwapJournal:
     def wrote(self, operations: list[Operation]) -> None:
         """The module's later operations find the run journal as ``operations`` (from ``before``) left it."""
         self.raw = written_journal(operations, self.raw)
+        self.written = self.written or bool(operations)
 
     def after(self) -> list[Operation]:
         """The run journal's removal once the swap is done (``absent``, ``during``)."""
@@ -886,7 +893,8 @@ def _finish(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: Swap
                 changed=True, imported=plan.import_needed, key_access_granted=plan.grant_needed, removed_old=plan.remove_old, restarted=plan.restart,
             )
         return result
-    if not (plan.has_work or journals.before() or journals.after()):
+    # The run's journal alone is worth a call only when this module run has not written it yet (a renewal has).
+    if not (plan.has_work or journals.after() or (journals.before() and not journals.written)):
         return result
     applied = apply_plan(run, request, snapshot, plan, journals)
     result.update(
@@ -962,6 +970,12 @@ def _renewal_plan(
     )
 
 
+def as_requested(request: SwapRequest, plan: SwapPlan) -> SwapPlan:
+    """With ``update_references: false`` the module only makes the new certificate available (and readable): no settings
+    are written, so nothing restarts and the old certificate stays."""
+    return plan if request.update_references else replace(plan, rewrites=[], restart=False, remove_old=False)
+
+
 def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
     request = parse_request(run.params, files, utc_now())
     ride = JournalRide.from_params(run.params)
@@ -987,20 +1001,21 @@ def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
     fqdn = request.fqdn or snapshot.fqdn
     searched = searched_files(run, snapshot, request)
     if request.source != SOURCE_RENEWAL:
-        return _finish(run, request, snapshot, plan_replacement(run, request, snapshot, searched, fqdn), journals)
+        return _finish(run, request, snapshot, as_requested(request, plan_replacement(run, request, snapshot, searched, fqdn)), journals)
 
     decision = decide_renewal(request, snapshot, searched, journals.record)
     if decision.successor is not None:
-        plan = _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=decision.successor.thumbprint)
+        plan = as_requested(request, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=decision.successor.thumbprint))
         result = _finish(run, request, snapshot, plan, journals)
         result["renewed"] = False
         return result
-    located = _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=None)
+    located = as_requested(request, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=None))
     if run.check_mode:
         result = _result(run, request, located)
         result.update(changed=True, renewed=True, key_access_granted=located.grant_needed, restarted=located.restart)
         return result
     new = renew(run, snapshot.certificates[request.old], journals)
-    result = _finish(run, request, snapshot, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=new), journals)
+    plan = as_requested(request, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=new))
+    result = _finish(run, request, snapshot, plan, journals)
     result.update(changed=True, renewed=True)
     return result

@@ -110,8 +110,8 @@ class CarriedStateAgent:
         if read_only and operations and all(_key(o) in self.answers for o in operations):
             self.carried_hits += 1
             return [self.answers[_key(o)].result for o in operations]
-        # A change is followed, in the same call, by a read of everything known so far: the state after it.
-        rereads = [] if read_only or not self.chained else [a.operation for key, a in self.answers.items() if key not in {_key(o) for o in operations}]
+        # A change is followed, in the same call, by a read of everything known so far: the state after all of it.
+        rereads = [] if read_only or not self.chained else [a.operation for a in self.answers.values()]
         if not read_only:
             self.changing_calls += 1
         results = self.agent.call([*operations, *rereads], stop_on_error=stop_on_error)
