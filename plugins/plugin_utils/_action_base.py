@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ansible.errors import AnsibleConnectionFailure
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
@@ -173,6 +174,9 @@ class XuActionBase(ActionBase):
             module_result = self._run_guarded(run, agent)
         except XuError as e:
             module_result = e.to_result()
+        except AnsibleConnectionFailure:
+            # Ansible reports the host unreachable: the one failure that is not the module's to report.
+            raise
         except Exception as e:
             module_result = {
                 "failed": True,

@@ -30,7 +30,9 @@ def test_healthy_host_in_one_call() -> None:
     assert not result.get("failed"), result
     assert result["changed"] is False
     assert len(host.calls) == 1
-    assert [op["op"] for op in host.calls[0]] == ["discover", "cert_list", "fw_get", "task_get", "fw_get", "task_get", "port_probe", "port_probe", "port_probe", "journal_read"]
+    assert [op["op"] for op in host.calls[0]] == [
+        "discover", "cert_list", "fw_get", "task_get", "fw_get", "task_get", "port_probe", "port_probe", "port_probe", "journal_read",
+    ]
     assert result["installed"] is True
     assert result["product"] == {"name": "xtract_universal", "title": "Xtract Universal", "version": "6.8.1.2"}
     assert result["fqdn"] == FQDN
