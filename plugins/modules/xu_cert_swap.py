@@ -198,11 +198,6 @@ options:
       - Seconds to wait for the service to start and open its ports after a restart.
     type: int
     default: 120
-  backup:
-    description:
-      - Keep a copy of each changed settings file next to it, named C(<file>.<UTC timestamp>.bak).
-    type: bool
-    default: true
 requirements:
   - cryptography on the controller
   - pywinrm (and pyspnego for NTLM) on the controller for the C(winrm) connection

@@ -96,12 +96,6 @@ options:
       - Without it, such a certificate is refused, since the service would not start with it.
     type: bool
     default: false
-  backup:
-    description:
-      - Keep the previous C(tls.json) as C(tls.json.<UTC time>.bak) beside it (returned in RV(backup_file)).
-      - A rollback restores that file. Without a backup, a rollback writes back the text read before the change.
-    type: bool
-    default: true
   strict_san:
     description:
       - Refuse, instead of warning about, a certificate whose Subject Alternative Name does not cover O(fqdn) or that

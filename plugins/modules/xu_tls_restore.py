@@ -52,13 +52,6 @@ options:
       - Seconds to wait for the service and its ports after the restart.
     type: int
     default: 120
-  backup:
-    description:
-      - Keep the file being replaced, byte for byte, beside it (C(<file>.<time>.bak)), so that an edit made after
-        O(backup_file) was taken is never lost. Returned in RV(current_backup_file).
-      - A failed restore is undone from that copy, byte for byte.
-    type: bool
-    default: true
 attributes:
   check_mode:
     support: full
@@ -94,7 +87,7 @@ backup_file:
   returned: always
   type: str
 current_backup_file:
-  description: Where the file that was replaced is kept (null when nothing was replaced, or with O(backup=false)).
+  description: Where the file that was replaced is kept (null when there was no file to replace).
   returned: always
   type: str
   sample: C:\Program Files\XtractUniversal\config\servers\tls.json.20261128T120000Z.bak

@@ -228,7 +228,7 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
         extra_files=extra_files,
         restart=params["restart"],
         wait_timeout=params["wait_timeout"],
-        backup=bool(params["backup"]),
+        backup=True,  # every write keeps the bytes it replaces: the module decides, never the caller
     )
 
 

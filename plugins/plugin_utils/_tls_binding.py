@@ -107,7 +107,7 @@ def parse_request(params: dict[str, Any], settings_map: dict[str, str]) -> Bindi
         restart=params["restart"],
         wait_timeout=params["wait_timeout"],
         grant_key_access=bool(params["grant_key_access"]),
-        backup=bool(params["backup"]),
+        backup=True,  # every write keeps the bytes it replaces: the module decides, never the caller
         strict_san=bool(params["strict_san"]),
         fqdn=clean_fqdn(params.get("fqdn")),
     )

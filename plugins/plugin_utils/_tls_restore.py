@@ -91,7 +91,7 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
             run.agent,
             changes=[] if identical else [change],
             stamp=backup_stamp(),
-            backup=bool(params["backup"]),
+            backup=True,  # the file it replaces is kept: an edit made after the backup is never lost
             # Probed by the name the host reported: a server bound to its DNS name answers nothing else.
             restart=RestartPlan(str(snapshot.service["name"]), params["wait_timeout"], expected, snapshot.fqdn) if restart else None,
             # Undoing the restore puts back what was in force before: checked against the settings read.
