@@ -64,7 +64,7 @@ def ops(call: list[dict[str, Any]]) -> list[str]:
     return [str(op["op"]) for op in call]
 
 
-def carried(host: ChangingFakeHost) -> dict[str, Any]:
+def carried(host: FakeHost) -> dict[str, Any]:
     """What xu_tls_info hands to the next task."""
     info = run_action("xu_tls_info", {"host_state": {}}, host)
     assert not info.get("failed"), info
