@@ -728,7 +728,15 @@ def renew_outcome(
     action = recovery.get("action")
     parts = [f"step {step} failed: {cause}"]
     if action in ("rollback", "complete") and recovered:
-        what = f"restored {', '.join(restored)}" if restored else "nothing needed restoring"
+        if restored:
+            what = f"restored {', '.join(restored)}"
+        elif action == "complete":
+            what = "the failed step's change had taken effect on the host, and it is kept"
+        else:
+            what = "the previous settings were still in force, so nothing was written back"
+        imported = _upper(result.get("imported_thumbprint"))
+        if imported and action == "rollback":
+            what += f"; the imported certificate {imported} stays in LocalMachine\\My"
         parts.append(f"recovery: {recovery.get('reason')} ({what}); verified: the server serves {recovery.get('expect') or 'the renewed certificate'}")
     elif action in ("rollback", "complete"):
         problems = errors + list(_dict(verify).get("problems") or [])

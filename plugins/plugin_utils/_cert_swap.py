@@ -685,6 +685,10 @@ def _describe_failure(error: XuError, request: SwapRequest, plan: SwapPlan) -> N
     # A PFX imported before the failure stays in the store: harmless, and worth knowing.
     if plan.import_needed and not (isinstance(error, OperationError) and error.op == "pfx_import"):
         error.fields.update(imported_thumbprint=plan.new, changed=True)
+        # "Nothing had been changed" is about the settings: the import before them did happen.
+        error.msg = error.msg.replace(
+            "nothing had been changed", f"no setting had been changed, but {plan.new} had been imported from the PFX and stays in LocalMachine\\My",
+        )
     if plan.renewed_now:
         error.msg += (
             f". Note that certreq had already renewed {request.old} as {plan.new} (recorded in the host's journal):"

@@ -614,3 +614,21 @@ def test_a_copy_without_its_key_is_repaired_from_the_pfx() -> None:
     assert apply_ops[0] == "pfx_import"
     entry = host.certificate_entry(new)
     assert entry is not None and entry["has_private_key"]
+
+
+def test_the_loser_of_two_swaps_says_what_it_did_and_did_not() -> None:
+    """Another swap rewrote tls.json between this one's read and its write: the settings are not touched, and the
+    result says that the PFX's certificate was imported all the same."""
+    host, old, _cert = swap_host()
+    cert, key = mint(FQDN)
+
+    def other_swap_writes_first(stdin: bytes) -> None:
+        if b'"pfx_import"' in stdin:
+            host.files[TLS_FILE] = host.files[TLS_FILE] + " "
+
+    intercept(host, other_swap_writes_first)
+    result = run_action("xu_cert_swap", pfx_args(cert, key, old_thumbprint=old, grant_key_access=True), host)
+    assert result["failed"] is True and result["changed"] is True and result["rolled_back"] is False
+    assert "HashMismatch" in result["msg"] and "nothing had been changed" not in result["msg"]
+    assert f"no setting had been changed, but {thumbprint_of(cert)} had been imported from the PFX" in result["msg"]
+    assert result["imported_thumbprint"] == thumbprint_of(cert) and host.restarts == 0
