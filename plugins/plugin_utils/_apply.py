@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +146,22 @@ def backup_path_for(path: str, stamp: str) -> str:
     return f"{path}.{stamp}.bak"
 
 
+# Backups kept per settings file: the newest ones, and any a run's journal names.
+KEEP_BACKUPS = 10
+
+
+def prune_operations(backups: Sequence[str], keep: int = KEEP_BACKUPS, protected: Iterable[str] = ()) -> list[Operation]:
+    """Remove a file's oldest backups beyond ``keep`` (one more is about to be made); never one in ``protected``.
+
+    Backup names carry their UTC time in a fixed-width form, so their order is their age. Copies the agent
+    keeps during an atomic write (``*.xutls.bak``) are not backups of a run and are left alone.
+    """
+    kept = {b.lower() for b in protected}
+    candidates = sorted((b for b in backups if not b.lower().endswith(".xutls.bak")), key=str.lower)
+    surplus = candidates[:max(0, len(candidates) - (keep - 1))]
+    return [Operation("file_remove", {"path": b, "backup_path": None}) for b in surplus if b.lower() not in kept]
+
+
 @dataclass
 class RestartPlan:
     service_name: str
@@ -271,6 +287,7 @@ def apply_changes(
     previous: list[Expectation] | None = None,
     roll_back_restart: bool = True,
     event: EventNote | None = None,
+    prune: Sequence[Operation] = (),
 ) -> ApplyOutcome:
     """Apply in one remote call; on failure roll back (one more call) and raise ChangeFailed.
 
@@ -281,6 +298,7 @@ def apply_changes(
     start either, e.g. their certificate is gone): the outcome's ``problem`` says what is wrong.
     ``event`` is written to the host's event log last, in the same call (and a rollback's entry
     in the rollback's call); an entry that cannot be written is a warning, never a failure.
+    ``prune`` (``prune_operations``) goes last: the oldest backups, once everything else is done.
     No operation at all makes no call.
     """
     pre_ops = pre_ops or []
@@ -301,6 +319,7 @@ def apply_changes(
     if event is not None:
         operations.append(event.operation())
     operations += post_ops
+    operations += prune
 
     results = agent.call(operations, stop_on_error=True)
     outcome = ApplyOutcome(backups=backups, pre_results=results[:len(pre_ops)])
@@ -333,10 +352,11 @@ def apply_changes(
         if verdict.problem and roll_back_restart:
             _roll_back(agent, written=written, backups=backups, restart=restart, previous=previous, reason=verdict.problem, event=event)
         outcome.problem = verdict.problem
-    first_post = len(operations) - len(post_ops)
-    outcome.post_results = results[first_post:]
+    first_post = len(operations) - len(post_ops) - len(prune)
+    outcome.post_results = results[first_post:first_post + len(post_ops)]
     if event is not None:
         outcome.warnings += event_warnings(results[first_post - 1:first_post])
+    outcome.warnings += [f"an old backup was not removed: {error_text(r)}" for r in results[first_post + len(post_ops):] if r.status == "error"]
     return outcome
 
 

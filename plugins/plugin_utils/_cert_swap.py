@@ -37,6 +37,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     error_text,
     event_warnings,
     expectations_for,
+    prune_operations,
     restart_wanted,
     served_check,
     served_requirement,
@@ -764,6 +765,10 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
             previous=expectations_for(tls, settings_map),
             roll_back_restart=plan.can_roll_back,
             event=swap_event(run, request, plan, removed_in_call=remove_in_call),
+            prune=[
+                op for rewrite in plan.rewrites if rewrite.source.exists
+                for op in prune_operations(rewrite.source.backups, protected=journals.ride.backups() if journals.ride else ())
+            ],
         )
     except XuError as e:
         _describe_failure(e, request, plan)

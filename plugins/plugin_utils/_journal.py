@@ -145,6 +145,11 @@ class JournalRide:
                 recorded[path] = backup
         return self.with_content({"backup_files": recorded})
 
+    def backups(self) -> list[str]:
+        """The backups the run's journal names: the bytes from before the run, never pruned."""
+        recorded = (self.content or {}).get("backup_files")
+        return [str(b) for b in recorded.values() if isinstance(b, str)] if isinstance(recorded, dict) else []
+
     def read_operation(self) -> Operation:
         return Operation("journal_read", {"name": self.name})
 

@@ -227,6 +227,7 @@ def settings_files_of(discover: dict[str, Any]) -> dict[str, SettingsFile]:
             bom=raw.get("bom") is True,
             # Only bytes that exist can be invalid; an answer without the field (an older agent) had decoded them leniently.
             utf8_valid=not raw.get("exists") or raw.get("utf8_valid") is not False,
+            backups=tuple(str(b) for b in raw.get("backups") or [] if isinstance(b, str)),
         )
         for raw in discover.get("files") or []
     }

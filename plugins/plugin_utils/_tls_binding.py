@@ -27,6 +27,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     error_text,
     expectations_for,
     expectations_if_known,
+    prune_operations,
     restart_wanted,
     served_check,
     settings_text,
@@ -436,6 +437,14 @@ def binding_event(run_id: str, plan: BindingPlan) -> EventNote:
     )
 
 
+def _prune(snapshot: Snapshot, change: FileChange | None, journal: JournalRide | None) -> list[Operation]:
+    """The oldest backups of the file the change writes, beyond the number kept; never one the run's journal names."""
+    if change is None or change.before is None:
+        return []
+    source = next((f for f in snapshot.files.values() if f.full_path.lower() == change.path.lower()), None)
+    return prune_operations(source.backups if source else (), protected=journal.backups() if journal else ())
+
+
 def journal_operations(
     journal: JournalRide | None, current: dict[str, Any] | None, change: FileChange | None, stamp: str, run_id: str,
 ) -> tuple[list[Operation], list[Operation]]:
@@ -502,6 +511,7 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
             post_ops=[*(served_check(plan.expected, server_name) if plan.restart else []), *removals] if removals else [],
             previous=plan.previous,
             event=binding_event(run_id, plan) if plan.changed else None,
+            prune=_prune(snapshot, plan.change, journal),
         )
     except ChangeFailed as e:
         # Files were written when a rollback restored them or could not run; granted key access stays either way.

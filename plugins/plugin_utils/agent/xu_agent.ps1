@@ -210,9 +210,15 @@ function Get-XuKeyInfo($Cert) {
 
 function Read-XuFileEntry([string]$Path, [string]$Dir) {
     # content is the text without its BOM, or null when the bytes are not UTF-8 (the hash is reported all the same).
-    $f = [ordered]@{ path = $Path; full_path = $null; exists = $false; content = $null; bom = $false; utf8_valid = $false; sha256 = $null }
+    $f = [ordered]@{ path = $Path; full_path = $null; exists = $false; content = $null; bom = $false; utf8_valid = $false; sha256 = $null; backups = @() }
     if ([IO.Path]::IsPathRooted($Path)) { $f.full_path = $Path } elseif ($Dir) { $f.full_path = [IO.Path]::Combine($Dir, $Path) }
-    if (-not $f.full_path -or -not [IO.File]::Exists($f.full_path)) { return $f }
+    if (-not $f.full_path) { return $f }
+    # The backups beside the file (<name>.<anything>.bak), by full path: [IO.Directory] takes the pattern literally but for * and ?.
+    $parent = [IO.Path]::GetDirectoryName($f.full_path)
+    if ([IO.Directory]::Exists($parent)) {
+        $f.backups = @([IO.Directory]::GetFiles($parent, [IO.Path]::GetFileName($f.full_path) + '.*.bak') | Sort-Object)
+    }
+    if (-not [IO.File]::Exists($f.full_path)) { return $f }
     $b = Read-XuBytes $f.full_path
     $f.exists = $true; $f.sha256 = Get-XuSha256 $b; $f.bom = Test-XuBom $b
     $o = 0

@@ -167,7 +167,7 @@ async def discover(host: Host, a: Args) -> Result:
             entry["full_path"] = relative
         elif install_dir:
             entry["full_path"] = join_windows_path(install_dir, relative)
-        entry.update(bom=False, utf8_valid=False)
+        entry.update(bom=False, utf8_valid=False, backups=_backups_beside(host, str(entry["full_path"])) if entry["full_path"] else [])
         path = _existing_file(host, str(entry["full_path"])) if entry["full_path"] else None
         if path is not None:
             data = path.read_bytes()
@@ -246,6 +246,21 @@ async def pfx_import(host: Host, a: Args) -> Result:
                 host.add_certificate(other, None, source="pfx_import", store=store)
                 chain_added.append(other_thumbprint)
     return {"thumbprint": thumbprint, "already_present": present, "repaired": repaired, "chain_added": chain_added}
+
+
+def _backups_beside(host: Host, full_path: str) -> list[str]:
+    """[IO.Directory]::GetFiles(parent, '<name>.*.bak'), sorted as Sort-Object sorts strings (case-insensitively)."""
+    parent, _, name = full_path.rpartition("\\")
+    try:
+        folder = host.fs.resolve(parent)
+    except PrimitiveError:
+        return []
+    if not folder.is_dir():
+        return []
+    prefix = name.casefold() + "."
+    found = [f"{parent}\\{child.name}" for child in folder.iterdir()
+             if child.is_file() and child.name.casefold().startswith(prefix) and child.name.casefold().endswith(".bak")]
+    return sorted(found, key=str.casefold)
 
 
 async def require_served(host: Host, required: object) -> None:

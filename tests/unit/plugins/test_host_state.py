@@ -250,3 +250,20 @@ def test_an_unexpected_error_keeps_secrets_masked(monkeypatch: pytest.MonkeyPatc
     host, old, _new = bound_host()
     result = run_action("xu_cert_swap", {"old_thumbprint": old, "pfx_content": "AAAA", "pfx_password": secret}, host)
     assert result["failed"] is True and secret not in json.dumps(result)
+
+
+def test_backups_are_kept_to_the_newest_ten_per_file_and_never_the_runs_own() -> None:
+    host, _old, new = bound_host()
+    tls_path = "C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json"
+    old_backups = [f"{tls_path}.202601{day:02d}T000000000000Z.bak" for day in range(1, 13)]
+    for backup in old_backups:
+        host.files[backup.replace("C:\\Program Files\\XtractUniversal\\", "")] = "{}"
+    run_first = old_backups[0]  # the oldest, but the run's journal names it: the bytes from before the run
+    journal = {"name": "renew", "content": {"step": "tls_off", "backup_files": {tls_path: run_first}}, "lease_minutes": 30}
+    result = run_action("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new, "journal": journal, "run_id": "run-1"}, host)
+    assert not result.get("failed"), result
+    removed = [op["args"]["path"] for op in host.calls[1] if op["op"] == "file_remove"]
+    # 12 old + 1 new: the 9 newest old ones stay with the new one, the oldest 3 go, except the run's own.
+    assert removed == old_backups[1:3]
+    assert host.file(run_first) is not None and all(host.file(b) is None for b in removed) and host.file(result["backup_file"]) is not None
+    assert ops(host.calls[1])[-2:] == ["file_remove", "file_remove"]
