@@ -948,6 +948,9 @@ def renew(run: ModuleRun, old: StoreCertificate, journals: SwapJournal) -> str:
     try:
         renewed = results[len(before)].value()
     except OperationError as e:
+        if e.error_type == "NotFound":
+            # Gone since the host was read (another run renewed it): with a carried state, the module reads again.
+            raise StaleState(f"Renewing {old.thumbprint} with the same key failed; nothing was changed: {e.msg}") from e
         raise XuError(f"Renewing {old.thumbprint} with the same key failed; nothing was changed: {e.msg}") from e
     if own and not results[-1].ok:
         run.warn(f"The renewal was not recorded in the host's journal ({error_text(results[-1])}); a later run may not recognise it")

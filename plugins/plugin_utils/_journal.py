@@ -136,13 +136,17 @@ class JournalRide:
     def with_content(self, extra: dict[str, Any]) -> JournalRide:
         return JournalRide(self.name, self.state, {**(self.content or {}), **extra}, self.lease_minutes) if self.content is not None else self
 
-    def with_backups(self, backups: dict[str, str]) -> JournalRide:
+    def with_backups(self, backups: dict[str, str], *, first: bool = False) -> JournalRide:
         """The content with the backups the change is about to make; a file's first backup in the run (the bytes from
-        before it) is kept, as the role's own journal keeps it."""
+        before it) is kept, as the role's own journal keeps it. With ``first``, ``backups`` were made earlier than
+        those recorded, and take their place."""
         recorded = dict((self.content or {}).get("backup_files") or {})
         for path, backup in backups.items():
-            if not any(str(known).lower() == path.lower() for known in recorded):
+            known = next((k for k in recorded if str(k).lower() == path.lower()), None)
+            if known is None:
                 recorded[path] = backup
+            elif first:
+                recorded[known] = backup
         return self.with_content({"backup_files": recorded})
 
     def backups(self) -> list[str]:
@@ -164,6 +168,16 @@ class JournalRide:
         if self.content is None:
             return []
         wanted = {**self.content, "run_id": run_id}
+        current = parse_journal(current_raw) or {}
+        if current.get("run_id") == run_id:
+            # What this run's modules added in earlier calls survives the caller's next write: the record of a
+            # renewal, and the first backup of each file (the bytes from before the run).
+            if "renewal" in current and "renewal" not in wanted:
+                wanted["renewal"] = current["renewal"]
+            earlier = current.get("backup_files")
+            if isinstance(earlier, dict) and earlier:
+                wanted = {**wanted, **JournalRide(self.name, self.state, wanted, None).with_backups(
+                    {str(k): str(v) for k, v in earlier.items()}, first=True).content}
         if self.lease_minutes is not None:
             wanted["lease_expires"] = iso(utc_now() + datetime.timedelta(minutes=self.lease_minutes))
         expected = (current_raw or {}).get("sha256") or "absent"

@@ -421,6 +421,15 @@ def served_summary(probes: dict[str, Probe]) -> dict[str, str | None]:
 def binding_event(run_id: str, plan: BindingPlan) -> EventNote:
     """The host's event log entry for the apply call: the TLS settings it wrote."""
     done = [f"{plan.change.path} written"] if plan.change is not None else []
+    # A certificate that changes is named with the one it replaces: the host's log tells old and new apart.
+    done += [
+        f"the {role} certificate {before or 'none'} replaced by {after}"
+        for role, before, after in (
+            ("web server", plan.current.web_certificate, plan.new.web_certificate),
+            ("configuration server", plan.current.config_server_certificate, plan.new.config_server_certificate),
+        )
+        if after and before != after
+    ]
     done += [f"Read granted on the key of {', '.join(plan.grants)}"] if plan.grants else []
     done += ["the service was restarted"] if plan.restart else []
     return EventNote(
