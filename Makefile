@@ -12,7 +12,7 @@ JOBS ?= 2
 PYTHON ?= $(shell for p in python3.12 python3.13 $$HOME/.pyenv/versions/3.12*/bin/python3.12 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
 	  "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
-.PHONY: venv demo test lint unit integration targets sanity build matrix changelog clean
+.PHONY: venv demo test lint unit integration targets sanity build matrix chaos changelog clean
 
 venv: $(STAMP)
 
@@ -51,7 +51,7 @@ lint: venv
 	@# The collection is checked under its import name; the two conftest.py files need separate runs.
 	$(BIN)/mypy .collections/ansible_collections/xtractuniversal/tls/plugins tests/lab/xulab tests/unit
 	$(BIN)/mypy tests/integration
-	$(BIN)/mypy tests/build tests/matrix
+	$(BIN)/mypy tests/build tests/matrix tests/chaos
 	$(BIN)/ansible-lint --profile production --strict
 
 unit: venv
@@ -80,6 +80,11 @@ build: venv
 MATRIX_ONLY ?=
 matrix: venv
 	$(BIN)/python tests/matrix/run.py $(if $(MATRIX_ONLY),--only $(MATRIX_ONLY))
+
+# Two renew runs on one host, the second started 0 to 5 s after the first, for every mode and strategy, each pair on a
+# fresh one-host lab; the host's event log and end state must show that neither run hurt the other (tests/chaos/run.py).
+chaos: venv
+	$(BIN)/python tests/chaos/run.py
 
 # CHANGELOG.rst from changelogs/changelog.yaml and the fragments (antsibull-changelog; `release` adds a version).
 changelog: venv

@@ -333,7 +333,8 @@ def renew_plan(
         "reason": due["reason"],
         "mode": mode,
         "strategy": strategy,
-        "tasks": f"{mode}_{strategy}.yml",
+        # replace's strategies differ only in where the old certificate goes: one sequence for both.
+        "tasks": "replace.yml" if mode == "replace" else f"{mode}_{strategy}.yml",
         "old_thumbprint": old,
         "days_left": due["days_left"],
         "not_after": due["not_after"],
@@ -594,7 +595,6 @@ def _rollback(journal: Mapping[str, Any], info: Mapping[str, Any], old: str, old
         "web_certificate": old,
         "config_server_certificate": old if journal.get("config_tls") else None,
         "restart": "if_changed" if not file_original else "always",
-        "backup": False,  # see _forward
     }
     recovery["reason"] = f"no backup was recorded; the previous values are set back, serving {old}"
     return recovery
@@ -620,14 +620,11 @@ def _forward(journal: Mapping[str, Any], info: Mapping[str, Any], old: str, new:
         "new_thumbprint": None if renewal else new,
         "renew_reusing_key": True if renewal else None,
         "restart": "if_changed" if backups else "always",
-        # The run's first write kept the settings from before it (recorded or not); a backup made now could
-        # take that backup's name, since backups are named to the second.
-        "backup": False,
     }
     web = _dict(info.get("web_server"))
     if not backups and web.get("protocol") != journal.get("previous_web_protocol"):
         recovery["rebind"] = {"web_protocol": journal.get("previous_web_protocol"), "web_certificate": None,
-                              "config_server_certificate": None, "restart": "if_changed", "backup": False}
+                              "config_server_certificate": None, "restart": "if_changed"}
     what = f"the renewed certificate {new or '(found by its key)'}" if renewal else f"the new certificate {new}"
     recovery["reason"] = f"the previous certificate {old} {gone}, so the previous settings cannot start the service; they are bound to {what}"
     if renewal and new is None:
@@ -731,7 +728,15 @@ def renew_outcome(
     action = recovery.get("action")
     parts = [f"step {step} failed: {cause}"]
     if action in ("rollback", "complete") and recovered:
-        what = f"restored {', '.join(restored)}" if restored else "nothing needed restoring"
+        if restored:
+            what = f"restored {', '.join(restored)}"
+        elif action == "complete":
+            what = "the failed step's change had taken effect on the host, and it is kept"
+        else:
+            what = "the previous settings were still in force, so nothing was written back"
+        imported = _upper(result.get("imported_thumbprint"))
+        if imported and action == "rollback":
+            what += f"; the imported certificate {imported} stays in LocalMachine\\My"
         parts.append(f"recovery: {recovery.get('reason')} ({what}); verified: the server serves {recovery.get('expect') or 'the renewed certificate'}")
     elif action in ("rollback", "complete"):
         problems = errors + list(_dict(verify).get("problems") or [])

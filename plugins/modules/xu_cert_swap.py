@@ -39,6 +39,8 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
   - xtractuniversal.tls.run
+  - xtractuniversal.tls.host_state
+  - xtractuniversal.tls.host_state.journal
 attributes:
   check_mode:
     support: full
@@ -139,6 +141,15 @@ options:
         Read is granted to the account's SID.
     type: bool
     default: false
+  update_references:
+    description:
+      - With V(false) the module only makes the new certificate available (imported from the PFX, or renewed with
+        O(renew_reusing_key)) and, with O(grant_key_access), readable by the service; it writes no settings, so nothing
+        is restarted and the old certificate stays. The caller then binds RV(new_thumbprint), for example with
+        M(xtractuniversal.tls.xu_tls_binding) (the renew role does so while TLS is off).
+      - V(false) cannot be combined with O(remove_old=true).
+    type: bool
+    default: true
   allow_no_reference:
     description:
       - Go on when no setting references the old certificate (or the new one). By default that is an error,
@@ -187,11 +198,6 @@ options:
       - Seconds to wait for the service to start and open its ports after a restart.
     type: int
     default: 120
-  backup:
-    description:
-      - Keep a copy of each changed settings file next to it, named C(<file>.<UTC timestamp>.bak).
-    type: bool
-    default: true
 requirements:
   - cryptography on the controller
   - pywinrm (and pyspnego for NTLM) on the controller for the C(winrm) connection
@@ -246,6 +252,20 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+host_state:
+  description:
+    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
+      on this host. Null when the last call did not complete.
+  returned: always
+  type: dict
+busy:
+  description: True when another run holds the host with a live lease in O(journal); nothing was changed.
+  returned: on failure, when another run holds the host
+  type: bool
+owner:
+  description: The run that holds the host, when RV(busy) (C(run_id), C(step), C(lease_expires)).
+  returned: on failure, when another run holds the host
+  type: dict
 old_thumbprint:
   description: The old certificate's thumbprint, cleaned (40 upper-case hex digits).
   returned: always

@@ -32,6 +32,8 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
   - xtractuniversal.tls.run
+  - xtractuniversal.tls.host_state
+  - xtractuniversal.tls.host_state.journal
 attributes:
   check_mode:
     support: full
@@ -95,6 +97,26 @@ options:
       - 1 to 64 letters, digits, spaces, dots, underscores or hyphens.
     type: str
     default: xtractuniversal.tls gate
+  hold:
+    description:
+      - A second rule group managed in the same remote call; ports held closed for every remote address, without a deadline
+        and without exceptions. The gate's auto-open task leaves it alone, so a port held closed stays closed when the
+        gate reopens by itself (the renew role holds the plain HTTP port while TLS is off).
+      - The hold closes before the gate and opens after it.
+    type: dict
+    suboptions:
+      state:
+        description: Whether the hold's ports are closed or open after the task.
+        type: str
+        choices: [closed, open]
+        required: true
+      ports:
+        description: The ports to hold closed; required with O(hold.state=closed).
+        type: list
+        elements: int
+      rule_group:
+        description: The hold's rule group; defaults to O(rule_group) followed by C( http).
+        type: str
 notes:
   - The gate filters connections from other hosts only; the server's own address is never filtered, so local
     health checks keep working.
@@ -140,6 +162,27 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+host_state:
+  description:
+    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
+      on this host. Null when the last call did not complete.
+  returned: always
+  type: dict
+busy:
+  description: True when another run holds the host with a live lease in O(journal); nothing was changed.
+  returned: on failure, when another run holds the host
+  type: bool
+owner:
+  description: The run that holds the host, when RV(busy) (C(run_id), C(step), C(lease_expires)).
+  returned: on failure, when another run holds the host
+  type: dict
+hold:
+  description:
+    - The hold's state, with the same keys as the gate's own (RV(state), RV(rules), RV(auto_open), RV(ports), ...)
+      and C(rule_group).
+  returned: when O(hold) is given
+  type: dict
+  sample: {"rule_group": "xtractuniversal.tls gate http", "state": "closed", "ports": [8065]}
 state:
   description: The gate's state on the host, C(closed) while an enabled block rule of the group exists, else C(open).
   returned: always

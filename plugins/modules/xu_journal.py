@@ -24,6 +24,7 @@ description:
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.run
+  - xtractuniversal.tls.host_state
 options:
   name:
     description:
@@ -77,6 +78,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+host_state:
+  description:
+    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
+      on this host. Null when the last call did not complete.
+  returned: always
+  type: dict
 busy:
   description: Another run holds a live lease on the host (its journal); nothing was changed.
   returned: failed

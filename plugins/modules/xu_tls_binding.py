@@ -34,6 +34,8 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
   - xtractuniversal.tls.run
+  - xtractuniversal.tls.host_state
+  - xtractuniversal.tls.host_state.journal
 attributes:
   check_mode:
     support: full
@@ -94,12 +96,6 @@ options:
       - Without it, such a certificate is refused, since the service would not start with it.
     type: bool
     default: false
-  backup:
-    description:
-      - Keep the previous C(tls.json) as C(tls.json.<UTC time>.bak) beside it (returned in RV(backup_file)).
-      - A rollback restores that file. Without a backup, a rollback writes back the text read before the change.
-    type: bool
-    default: true
   strict_san:
     description:
       - Refuse, instead of warning about, a certificate whose Subject Alternative Name does not cover O(fqdn) or that
@@ -171,6 +167,20 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+host_state:
+  description:
+    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
+      on this host. Null when the last call did not complete.
+  returned: always
+  type: dict
+busy:
+  description: True when another run holds the host with a live lease in O(journal); nothing was changed.
+  returned: on failure, when another run holds the host
+  type: bool
+owner:
+  description: The run that holds the host, when RV(busy) (C(run_id), C(step), C(lease_expires)).
+  returned: on failure, when another run holds the host
+  type: dict
 web_protocol:
   description: The web server's protocol as now configured (in check mode, as it would be).
   returned: success

@@ -25,6 +25,7 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.attributes.info_module
   - xtractuniversal.tls.product
+  - xtractuniversal.tls.host_state
 options:
   fqdn:
     description:
@@ -45,6 +46,11 @@ options:
         left on the host means a renewal was interrupted; it is returned in RV(journal) and reported as a problem.
     type: str
     default: renew
+  run_id:
+    description:
+      - The run this read is a step of. Its own journal (the one whose C(run_id) is this) is returned in RV(journal) but
+        not reported as an interrupted run's.
+    type: str
   expiry_warning_days:
     description:
       - Report a problem when a bound certificate expires in fewer days than this.
@@ -82,6 +88,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+host_state:
+  description:
+    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
+      on this host. Null when the last call did not complete.
+  returned: always
+  type: dict
 installed:
   description: Whether the product's service and install dir were found.
   returned: always
@@ -202,10 +214,13 @@ store_certificates:
   type: list
   elements: dict
 gate:
-  description: The maintenance gate (firewall rule group) and its scheduled auto-open task.
+  description:
+    - The maintenance gate (firewall rule group) and its scheduled auto-open task.
+    - C(hold) is the state (C(open) or C(closed)) of the gate's hold, the group C(<gate_rule_group> http) that keeps
+      ports closed for everyone without a deadline (the renew role holds the plain HTTP port while TLS is off).
   returned: always
   type: dict
-  sample: {"state": "open", "rules": [], "auto_open": null}
+  sample: {"state": "open", "rules": [], "auto_open": null, "hold": "open"}
 journal:
   description: The content of the journal named by O(journal_name), or null when there is none.
   returned: always

@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
   - xtractuniversal.tls.run
+  - xtractuniversal.tls.host_state
 options:
   backup_file:
     description:
@@ -51,13 +52,6 @@ options:
       - Seconds to wait for the service and its ports after the restart.
     type: int
     default: 120
-  backup:
-    description:
-      - Keep the file being replaced, byte for byte, beside it (C(<file>.<time>.bak)), so that an edit made after
-        O(backup_file) was taken is never lost. Returned in RV(current_backup_file).
-      - A failed restore is undone from that copy, byte for byte.
-    type: bool
-    default: true
 attributes:
   check_mode:
     support: full
@@ -77,6 +71,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+host_state:
+  description:
+    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
+      on this host. Null when the last call did not complete.
+  returned: always
+  type: dict
 path:
   description: The settings file on the host.
   returned: always
@@ -87,7 +87,7 @@ backup_file:
   returned: always
   type: str
 current_backup_file:
-  description: Where the file that was replaced is kept (null when nothing was replaced, or with O(backup=false)).
+  description: Where the file that was replaced is kept (null when there was no file to replace).
   returned: always
   type: str
   sample: C:\Program Files\XtractUniversal\config\servers\tls.json.20261128T120000Z.bak

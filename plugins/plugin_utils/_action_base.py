@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 import pathlib
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ansible.errors import AnsibleConnectionFailure
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
@@ -22,10 +24,11 @@ from ansible.plugins.loader import fragment_loader
 from ansible.utils.display import Display
 from ansible.utils.plugin_docs import get_docstring
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Agent, AgentClient
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import CRYPTOGRAPHY_IMPORT_ERROR
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import run_id_of
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent, StaleState
 
 display = Display()
 
@@ -34,7 +37,8 @@ MODULES_DIR = pathlib.Path(__file__).resolve().parents[1] / "modules"
 
 # DOCUMENTATION option keys that carry into an argument spec, and the ones that are
 # documentation only. Anything else is a mistake in a stub and fails loudly.
-_SPEC_KEYS = ("type", "required", "default", "choices", "elements", "aliases")
+# No aliases: the validator would warn about them, and one name per option is clearer anyway.
+_SPEC_KEYS = ("type", "required", "default", "choices", "elements")
 _DOC_ONLY_KEYS = frozenset({"description", "version_added", "suboptions", "notes", "seealso"})
 
 
@@ -70,7 +74,7 @@ class ModuleRun:
     check_mode: bool
     diff: bool
     task_vars: dict[str, Any]
-    agent: AgentClient
+    agent: Agent
     host: str
     warnings: list[str] = field(default_factory=list)
 
@@ -136,11 +140,15 @@ class XuActionBase(ActionBase):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
         del tmp
-        validation = self.validator().validate(dict(self._task.args))
-        no_log_values = set(validation._no_log_values)
+        raw_args = dict(self._task.args)
+        # The secrets as given, whatever happens next: masked in every result, a failed validation's included.
+        no_log_values = {str(raw_args[name]) for name in self.NO_LOG_OPTIONS if raw_args.get(name) not in (None, "")}
+        validation = self.validator().validate(raw_args)
         if validation.error_messages:
             result.update(failed=True, msg="Invalid arguments: " + "; ".join(validation.error_messages), changed=False)
             return _masked(result, no_log_values)
+        params = validation.validated_parameters
+        no_log_values |= {str(params[name]) for name in self.NO_LOG_OPTIONS if params.get(name) not in (None, "")}
 
         if CRYPTOGRAPHY_IMPORT_ERROR is not None:
             result.update(
@@ -150,27 +158,53 @@ class XuActionBase(ActionBase):
                 " install the collection's requirements.txt into the Python that runs Ansible",
             )
             return result
+        host = str((task_vars or {}).get("inventory_hostname", ""))
+        agent, ignored = CarriedStateAgent.wrap(AgentClient(self._execute_remote), host, params.get("host_state"))
         run = ModuleRun(
-            params=validation.validated_parameters,
+            params=params,
             check_mode=bool(self._task.check_mode),
             diff=bool(self._task.diff),
             task_vars=task_vars or {},
-            agent=AgentClient(self._execute_remote),
-            host=str((task_vars or {}).get("inventory_hostname", "")),
+            agent=agent,
+            host=host,
         )
+        if ignored:
+            run.warn(f"host_state was not used, the host was read instead: {ignored}")
         try:
-            if "run_id" in run.params:
-                # A bad run id fails the task before the host is contacted.
-                run_id_of(run.params)
-            module_result = self.run_module(run)
+            module_result = self._run_guarded(run, agent)
         except XuError as e:
             module_result = e.to_result()
+        except AnsibleConnectionFailure:
+            # Ansible reports the host unreachable: the one failure that is not the module's to report.
+            raise
+        except Exception as e:
+            module_result = {
+                "failed": True,
+                "msg": f"Unexpected error in {COLLECTION}.{self.MODULE}: {type(e).__name__}: {e}",
+                "exception": traceback.format_exc(),
+                # The host was sent a change before the failure: what it did is not known, so it counts as changed.
+                "changed": agent.changing_calls > 0,
+            }
         module_result.setdefault("changed", False)
+        if "host_state" in params:
+            module_result["host_state"] = agent.state()
         result.update(module_result)
-        warnings = [*(w for w in validation._warnings if isinstance(w, str)), *run.warnings]
-        if warnings:
-            result["warnings"] = result.get("warnings", []) + warnings
+        if run.warnings:
+            result["warnings"] = result.get("warnings", []) + run.warnings
         return _masked(result, no_log_values)
+
+    def _run_guarded(self, run: ModuleRun, agent: CarriedStateAgent) -> dict[str, Any]:
+        """The module, run once more from a fresh read when a guard found the carried state out of date."""
+        if "run_id" in run.params:
+            # A bad run id fails the task before the host is contacted.
+            run_id_of(run.params)
+        try:
+            return self.run_module(run)
+        except StaleState:
+            if not agent.carried_hits:
+                raise
+            agent.drop_carried()
+            return self.run_module(run)
 
     def _execute_remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
         """One remote command through the host's connection, whatever plugin that is."""

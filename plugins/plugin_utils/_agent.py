@@ -16,7 +16,7 @@ import pathlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, RemoteError
 
@@ -67,6 +67,15 @@ class OperationResult:
             raise OperationError(self.op, "Skipped", "not run because an earlier operation failed")
         error = self.error or {}
         raise OperationError(self.op, str(error.get("type", "Error")), str(error.get("message", "")))
+
+
+class Agent(Protocol):
+    """What the modules' logic calls: ``AgentClient``, or a wrapper answering reads from a carried state."""
+
+    @property
+    def calls(self) -> int: ...
+
+    def call(self, operations: Sequence[Operation], *, stop_on_error: bool = True) -> list[OperationResult]: ...
 
 
 class AgentClient:

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Agent, Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import EventNote
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     CONFIG_SERVER_AUTHENTICATIONS,
     DEFAULT_SETTINGS_MAP,
@@ -145,6 +146,22 @@ def backup_path_for(path: str, stamp: str) -> str:
     return f"{path}.{stamp}.bak"
 
 
+# Backups kept per settings file: the newest ones, and any a run's journal names.
+KEEP_BACKUPS = 10
+
+
+def prune_operations(backups: Sequence[str], keep: int = KEEP_BACKUPS, protected: Iterable[str] = ()) -> list[Operation]:
+    """Remove a file's oldest backups beyond ``keep`` (one more is about to be made); never one in ``protected``.
+
+    Backup names carry their UTC time in a fixed-width form, so their order is their age. Copies the agent
+    keeps during an atomic write (``*.xutls.bak``) are not backups of a run and are left alone.
+    """
+    kept = {b.lower() for b in protected}
+    candidates = sorted((b for b in backups if not b.lower().endswith(".xutls.bak")), key=str.lower)
+    surplus = candidates[:max(0, len(candidates) - (keep - 1))]
+    return [Operation("file_remove", {"path": b, "backup_path": None}) for b in surplus if b.lower() not in kept]
+
+
 @dataclass
 class RestartPlan:
     service_name: str
@@ -223,6 +240,29 @@ class ChangeFailed(XuError):
     """The change did not take; the host was put back as it was (``rolled_back``)."""
 
 
+def served_requirement(expectations: Sequence[Expectation], server_name: str | None) -> list[dict[str, Any]]:
+    """What the host checks itself (``require_served``) before a removal: each TLS port presents its certificate and answers HTTP well."""
+    named = {"server_name": server_name} if server_name else {}
+    return [
+        {
+            "port": e.port, "thumbprint": e.thumbprint, **named,
+            **({"http_path": e.http_path, "http_statuses": list(e.http_statuses)} if e.http_path else {}),
+        }
+        for e in expectations
+        if e.tls and e.thumbprint
+    ]
+
+
+def served_check(expectations: Sequence[Expectation], server_name: str | None) -> list[Operation]:
+    """A guard for what follows in the same call: the host itself sees the ports serve as expected (nothing when no TLS port is)."""
+    required = served_requirement(expectations, server_name)
+    return [Operation("served_check", {"require_served": required})] if required else []
+
+
+def _guard_refusal(results: Sequence[OperationResult]) -> OperationResult | None:
+    return next((r for r in results if r.status == "error" and (r.error or {}).get("type") == "HashMismatch"), None)
+
+
 def _change_operation(change: FileChange, backup_path: str | None) -> Operation:
     if change.restore_from is not None:
         return Operation("file_restore", {"backup_path": change.restore_from, "path": change.path, "keep_current_path": backup_path})
@@ -236,7 +276,7 @@ def _change_operation(change: FileChange, backup_path: str | None) -> Operation:
 
 
 def apply_changes(
-    agent: AgentClient,
+    agent: Agent,
     *,
     changes: list[FileChange],
     stamp: str,
@@ -247,16 +287,18 @@ def apply_changes(
     previous: list[Expectation] | None = None,
     roll_back_restart: bool = True,
     event: EventNote | None = None,
+    prune: Sequence[Operation] = (),
 ) -> ApplyOutcome:
     """Apply in one remote call; on failure roll back (one more call) and raise ChangeFailed.
 
     ``previous`` is what the service served before, checked again after a rollback.
-    ``post_ops`` run in the same call, before the controller has judged the restart:
-    only operations that guard themselves and do nothing that cannot be undone.
+    ``post_ops`` run in the same call after the event log entry, before the controller has judged the restart:
+    only operations that guard themselves on the host (``served_check``, ``require_served``, a journal's hash).
     With ``roll_back_restart`` false a bad restart is not rolled back (the settings could not
     start either, e.g. their certificate is gone): the outcome's ``problem`` says what is wrong.
     ``event`` is written to the host's event log last, in the same call (and a rollback's entry
     in the rollback's call); an entry that cannot be written is a warning, never a failure.
+    ``prune`` (``prune_operations``) goes last: the oldest backups, once everything else is done.
     No operation at all makes no call.
     """
     pre_ops = pre_ops or []
@@ -270,17 +312,25 @@ def apply_changes(
         operations.append(_change_operation(change, backups[change.path]))
     if restart is not None:
         operations += restart_operations(restart)
-    operations += post_ops
-    if not operations:
+    if not operations and not post_ops:
         return ApplyOutcome()
+    # The entry says what the change did, before what only follows a good change (a guard and what it guards):
+    # a refused guard must not take the change's entry with it.
     if event is not None:
         operations.append(event.operation())
+    operations += post_ops
+    operations += prune
 
     results = agent.call(operations, stop_on_error=True)
     outcome = ApplyOutcome(backups=backups, pre_results=results[:len(pre_ops)])
+    write_results = results[len(pre_ops):len(pre_ops) + len(changes)]
+    refused = _guard_refusal(results[:len(pre_ops) + len(changes)])
+    if refused is not None and not any(r.ok for r in write_results):
+        # The host changed since it was read (a journal or a settings file): nothing of the change was written.
+        what = "writing the settings" if refused.op == "file_write" else "writing the run's journal"
+        raise StaleState(f"{what} failed: {error_text(refused)}; nothing had been changed", rolled_back=False)
     for result in outcome.pre_results:
         result.value()  # a failed preparation: nothing was written yet
-    write_results = results[len(pre_ops):len(pre_ops) + len(changes)]
     written = []
     for change, result in zip(changes, write_results, strict=True):
         if result.ok:
@@ -302,10 +352,11 @@ def apply_changes(
         if verdict.problem and roll_back_restart:
             _roll_back(agent, written=written, backups=backups, restart=restart, previous=previous, reason=verdict.problem, event=event)
         outcome.problem = verdict.problem
-    first_post = len(operations) - len(post_ops) - (1 if event is not None else 0)
+    first_post = len(operations) - len(post_ops) - len(prune)
     outcome.post_results = results[first_post:first_post + len(post_ops)]
     if event is not None:
-        outcome.warnings += event_warnings(results[-1:])
+        outcome.warnings += event_warnings(results[first_post - 1:first_post])
+    outcome.warnings += [f"an old backup was not removed: {error_text(r)}" for r in results[first_post + len(post_ops):] if r.status == "error"]
     return outcome
 
 
@@ -345,7 +396,7 @@ def _restore_operations(written: list[FileChange], backups: dict[str, str | None
 
 
 def _roll_back(
-    agent: AgentClient,
+    agent: Agent,
     *,
     written: list[FileChange],
     backups: dict[str, str | None],

@@ -28,16 +28,19 @@ from typing import Any
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import (
-    Expectation,
     FileChange,
     RestartPlan,
     apply_changes,
+    backup_path_for,
     backup_stamp,
     check_known,
     error_text,
     event_warnings,
     expectations_for,
+    prune_operations,
     restart_wanted,
+    served_check,
+    served_requirement,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import (
     ADMINISTRATORS_SID,
@@ -55,8 +58,9 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog impo
     EventNote,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import parse_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, journal_text, parse_journal, written_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
     PfxError,
     PfxJudgement,
@@ -86,7 +90,9 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot impo
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._thumbprint import ThumbprintError, clean_thumbprint
 
-JOURNAL_PREFIX = "xu_cert_swap.renewal."
+# The module's own record of its renewals (used alone, without a run journal): the newest few, in one journal.
+RENEWALS_JOURNAL = "xu_cert_swap.renewals"
+KEEP_RENEWALS = 10
 STORE = "My"
 SOURCE_THUMBPRINT = "new_thumbprint"
 SOURCE_PFX = "pfx"
@@ -127,6 +133,7 @@ class SwapRequest:
     remove_old: bool
     grant_key_access: bool
     allow_no_reference: bool
+    update_references: bool
     strict_san: bool
     fqdn: str | None
     extra_files: tuple[str, ...]
@@ -200,6 +207,8 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
             pfx_b64 = base64.b64encode(pfx_for_windows(data, params.get("pfx_password"))).decode("ascii")
         except PfxError as e:
             raise XuError(str(e)) from e
+    if not params["update_references"] and params["remove_old"]:
+        raise XuError("remove_old: true needs update_references: true; the old certificate goes only once the settings name the new one")
     if new == old:
         raise XuError(f"The new certificate is the old one ({old}); give the thumbprint or PFX of the certificate that replaces it")
     return SwapRequest(
@@ -212,13 +221,15 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
         pfx=judgement,
         remove_old=bool(params["remove_old"]),
         grant_key_access=bool(params["grant_key_access"]),
-        allow_no_reference=bool(params["allow_no_reference"]),
+        # Without updating references the caller binds the certificate itself: where the old one is named does not matter.
+        allow_no_reference=bool(params["allow_no_reference"]) or not params["update_references"],
+        update_references=bool(params["update_references"]),
         strict_san=bool(params["strict_san"]),
         fqdn=fqdn,
         extra_files=extra_files,
         restart=params["restart"],
         wait_timeout=params["wait_timeout"],
-        backup=bool(params["backup"]),
+        backup=True,  # every write keeps the bytes it replaces: the module decides, never the caller
     )
 
 
@@ -397,10 +408,6 @@ def rewrite_references(settings_file: SettingsFile, old: str, new: str | None) -
 
 
 # -- reading the host ----------------------------------------------------------------------------
-
-
-def journal_name(old: str) -> str:
-    return JOURNAL_PREFIX + old
 
 
 def searched_files(run: ModuleRun, snapshot: Snapshot, request: SwapRequest) -> list[SettingsFile]:
@@ -601,10 +608,64 @@ def tls_state_after(snapshot: Snapshot, rewrites: list[FileRewrite]) -> TlsState
     return read_tls_state(files, snapshot.profile)
 
 
-def _served_requirement(expectations: list[Expectation], server_name: str | None) -> list[dict[str, Any]]:
-    """What every TLS port must present for the host to remove the old certificate, probed with the name the verification used."""
-    named = {"server_name": server_name} if server_name else {}
-    return [{"port": e.port, "thumbprint": e.thumbprint, **named} for e in expectations if e.tls and e.thumbprint]
+@dataclass
+class SwapJournal:
+    """The journals the module keeps in its calls: the run's (its ``journal`` option) and its record of renewals.
+
+    A renewal is recorded so that a later run recognises the renewed certificate by its key once certreq has
+    archived the old one. With a run journal the record goes into it (``renewal``); used alone, the module
+    keeps the newest ``KEEP_RENEWALS`` records in one journal of its own, ``xu_cert_swap.renewals``.
+    """
+
+    old: str
+    ride: JournalRide | None
+    raw: dict[str, Any] | None  # the run journal as read (or as this run wrote it)
+    renewals_raw: dict[str, Any] | None  # the module's own record, when it has no run journal
+    run_id: str
+    written: bool = False  # this module run wrote the run journal already
+
+    def _own_records(self) -> list[dict[str, Any]]:
+        records = (parse_journal(self.renewals_raw) or {}).get("renewals")
+        return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        if self.ride is not None:
+            renewal = (parse_journal(self.raw) or {}).get("renewal")
+            return renewal if isinstance(renewal, dict) and renewal.get("old_thumbprint") == self.old else None
+        return next((r for r in self._own_records() if r.get("old_thumbprint") == self.old), None)
+
+    def record_operations(self, record: dict[str, Any]) -> list[Operation]:
+        """The module's own record of a renewal (used alone): the newest first, the oldest beyond the limit dropped."""
+        if self.ride is not None:
+            return []
+        records = [record, *(r for r in self._own_records() if r.get("old_thumbprint") != record["old_thumbprint"])][:KEEP_RENEWALS]
+        return [Operation("journal_write", {
+            "name": RENEWALS_JOURNAL, "content": journal_text({"renewals": records}),
+            "expected_sha256": (self.renewals_raw or {}).get("sha256") or "absent",
+        })]
+
+    def before(self, record: dict[str, Any] | None = None, backups: dict[str, str] | None = None) -> list[Operation]:
+        """The run journal's write before a change, with the renewal record (the one made now, or the one read) and
+        the backups the change is about to make."""
+        ride = self.ride
+        if ride is None:
+            return []
+        record = record or self.record
+        if record is not None:
+            ride = ride.with_content({"renewal": record})
+        if backups:
+            ride = ride.with_backups(backups)
+        return ride.write_operations(self.raw, self.run_id)
+
+    def wrote(self, operations: list[Operation]) -> None:
+        """The module's later operations find the run journal as ``operations`` (from ``before``) left it."""
+        self.raw = written_journal(operations, self.raw)
+        self.written = self.written or bool(operations)
+
+    def after(self) -> list[Operation]:
+        """The run journal's removal once the swap is done (``absent``, ``during``)."""
+        return self.ride.removal_operations(self.raw) if self.ride is not None else []
 
 
 @dataclass
@@ -617,6 +678,7 @@ class Applied:
     imported: bool = False
     granted: bool = False
     removed_old: bool = False
+    journaled: bool = False
 
 
 def _describe_failure(error: XuError, request: SwapRequest, plan: SwapPlan) -> None:
@@ -624,6 +686,10 @@ def _describe_failure(error: XuError, request: SwapRequest, plan: SwapPlan) -> N
     # A PFX imported before the failure stays in the store: harmless, and worth knowing.
     if plan.import_needed and not (isinstance(error, OperationError) and error.op == "pfx_import"):
         error.fields.update(imported_thumbprint=plan.new, changed=True)
+        # "Nothing had been changed" is about the settings: the import before them did happen.
+        error.msg = error.msg.replace(
+            "nothing had been changed", f"no setting had been changed, but {plan.new} had been imported from the PFX and stays in LocalMachine\\My",
+        )
     if plan.renewed_now:
         error.msg += (
             f". Note that certreq had already renewed {request.old} as {plan.new} (recorded in the host's journal):"
@@ -646,38 +712,63 @@ def _read_preparations(applied: Applied, plan: SwapPlan, results: list[Operation
             applied.granted = bool(value.get("changed"))
 
 
-def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: SwapPlan) -> Applied:
-    """One remote call for preparations, writes, restart with probes; one more for removing the old certificate.
+def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: SwapPlan, journals: SwapJournal) -> Applied:
+    """One remote call: the run's journal, preparations, writes, restart with probes, and the old certificate's removal.
 
     While the old certificate is in the store, a failed restart rolls the settings back
     (apply_changes). Once it is gone (win-acme deleted it, certreq archived it), going back
     would bind a certificate the service cannot load; then the restart runs without a
     rollback and a failure is reported with the settings left on the new certificate.
 
-    The old certificate is removed only after the controller judged the restart good: in a
-    call of its own, still guarded on the host by ``require_served``. Removed in the apply
-    call, it would be gone before a bad verdict rolls the settings back to it.
+    The old certificate goes in the same call only after a restart whose every expected port is a TLS
+    port: the host removes it only while each of them presents the new certificate and answers HTTP as
+    the controller's verdict requires (``require_served``), so a removal never precedes a bad verdict.
+    Otherwise (no restart, or a port the host cannot judge) it goes in a call of its own after the verdict.
     """
     new, tls, service = plan.new, snapshot.tls, snapshot.service
     if new is None or tls is None or service is None:
         raise XuError("Nothing to apply: the new certificate or the service's settings are unknown")
     settings_map = snapshot.profile.settings_map
+    server_name = request.fqdn or snapshot.fqdn
     restart_plan = None
     if plan.restart:
         expected = expectations_for(tls_state_after(snapshot, plan.rewrites), settings_map)
         # Probed by name (fqdn, else the name the host reported): a server bound to its DNS name answers nothing else.
-        restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected, request.fqdn or snapshot.fqdn)
+        restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected, server_name)
+    remove_in_call = plan.remove_old and restart_plan is not None and all(e.tls and e.thumbprint for e in restart_plan.expectations)
+    stamp = backup_stamp()
+    changes = [rewrite.change() for rewrite in plan.rewrites]
+    planned = {c.path: backup_path_for(c.path, stamp) for c in changes if request.backup and c.before is not None}
+    before = journals.before(backups=planned)
+    journals.wrote(before)
+    after = journals.after()
+    post_ops: list[Operation] = []
+    if remove_in_call and restart_plan is not None:
+        require = served_requirement(restart_plan.expectations, server_name)
+        post_ops += [
+            Operation("cert_remove", {"store": STORE, "thumbprint": request.old, "require_served": require}), removal_event(run, request.old).operation(),
+        ]
+    if after and not (plan.remove_old and not remove_in_call):
+        # The journals go once the host itself sees the new certificate served (after a restart), in the same call.
+        if restart_plan is not None and not remove_in_call:
+            post_ops += served_check(restart_plan.expectations, server_name)
+        post_ops += after
     try:
         outcome = apply_changes(
             run.agent,
-            changes=[rewrite.change() for rewrite in plan.rewrites],
-            stamp=backup_stamp(),
+            changes=changes,
+            stamp=stamp,
             backup=request.backup,
             restart=restart_plan,
-            pre_ops=plan.pre_ops,
+            pre_ops=[*before, *plan.pre_ops],
+            post_ops=post_ops,
             previous=expectations_for(tls, settings_map),
             roll_back_restart=plan.can_roll_back,
-            event=swap_event(run, request, plan),
+            event=swap_event(run, request, plan, removed_in_call=remove_in_call),
+            prune=[
+                op for rewrite in plan.rewrites if rewrite.source.exists
+                for op in prune_operations(rewrite.source.backups, protected=journals.ride.backups() if journals.ride else ())
+            ],
         )
     except XuError as e:
         _describe_failure(e, request, plan)
@@ -685,8 +776,9 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
 
     applied = Applied(
         backups={path: backup for path, backup in outcome.backups.items() if backup}, restarted=outcome.restarted, served=outcome.served,
+        journaled=bool(before),
     )
-    _read_preparations(applied, plan, outcome.pre_results)
+    _read_preparations(applied, plan, outcome.pre_results[len(before):])
     for warning in outcome.warnings:
         run.warn(warning)
     if outcome.problem:
@@ -698,23 +790,43 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
             imported_thumbprint=new if plan.import_needed else None,
             served={name: probe.to_result() for name, probe in applied.served.items()},
         )
-    if plan.remove_old:
+    _read_post_results(run, applied, request.old, post_ops, outcome.post_results)
+    if plan.remove_old and not remove_in_call:
         # Without a restart the ports must still present what the settings name: never remove a certificate while
         # the service is down (another run's restart) or still serves the old one (its restart is pending).
         checks = restart_plan or RestartPlan(
-            str(service["name"]), request.wait_timeout, expectations_for(tls_state_after(snapshot, plan.rewrites), settings_map),
-            request.fqdn or snapshot.fqdn,
+            str(service["name"]), request.wait_timeout, expectations_for(tls_state_after(snapshot, plan.rewrites), settings_map), server_name,
         )
-        applied.removed_old = remove_old(run, request.old, checks)
+        applied.removed_old = remove_old(run, request.old, checks, after)
     return applied
 
 
-def swap_event(run: ModuleRun, request: SwapRequest, plan: SwapPlan) -> EventNote:
-    """The host's event log entry for the apply call: what it changed."""
+def removal_event(run: ModuleRun, old: str) -> EventNote:
+    return EventNote(
+        module="xu_cert_swap", run_id=run.run_id, event_id=OLD_CERTIFICATE_REMOVED,
+        summary=f"Old certificate {old} removed from LocalMachine\\My", details=(("old_thumbprint", old),),
+    )
+
+
+def _read_post_results(run: ModuleRun, applied: Applied, old: str, operations: list[Operation], results: list[OperationResult]) -> None:
+    """What the operations after the change did: the old certificate's removal, the journal's; a failure is a warning."""
+    for operation, result in zip(operations, results, strict=True):
+        if operation.op == "cert_remove":
+            if result.ok:
+                applied.removed_old = bool((result.result or {}).get("removed"))
+            else:
+                run.warn(f"The old certificate {old} was left in the store: {error_text(result)}")
+        elif operation.op == "journal_write" and not result.ok:
+            run.warn(f"The journal {operation.args['name']} was kept: {error_text(result)}")
+
+
+def swap_event(run: ModuleRun, request: SwapRequest, plan: SwapPlan, *, removed_in_call: bool = False) -> EventNote:
+    """The host's event log entry for the apply call: what it changed (written last, so only when all of it was done)."""
     done = [f"{len(plan.rewrites)} settings file(s) now name it"] if plan.rewrites else []
     done += ["imported from a PFX"] if plan.import_needed else []
     done += ["the service account was granted Read on its key"] if plan.grant_needed else []
     done += ["the service was restarted"] if plan.restart else []
+    done += ["the old certificate was removed once the new one was served"] if removed_in_call else []
     return EventNote(
         module="xu_cert_swap",
         run_id=run.run_id,
@@ -729,23 +841,26 @@ def swap_event(run: ModuleRun, request: SwapRequest, plan: SwapPlan) -> EventNot
     )
 
 
-def remove_old(run: ModuleRun, old: str, checks: RestartPlan) -> bool:
+def remove_old(run: ModuleRun, old: str, checks: RestartPlan, journals_after: list[Operation]) -> bool:
     """Remove the old certificate in its own call, once the swap is judged done; a failure is a warning.
 
     The host removes it only while each TLS port presents the certificate the settings now
     name (``require_served``), checked in the same call: with or without a restart of this run.
+    The journals that end with the swap go first in that call: the swap itself is done.
     """
-    require = _served_requirement(checks.expectations, checks.server_name)
-    note = EventNote(
-        module="xu_cert_swap", run_id=run.run_id, event_id=OLD_CERTIFICATE_REMOVED,
-        summary=f"Old certificate {old} removed from LocalMachine\\My", details=(("old_thumbprint", old),),
-    )
+    require = served_requirement(checks.expectations, checks.server_name)
+    note = removal_event(run, old)
     try:
         # The entry is skipped by the host when the removal fails (stop_on_error).
-        removal, entry = run.agent.call([Operation("cert_remove", {"store": STORE, "thumbprint": old, "require_served": require}), note.operation()])
+        *journaled, removal, entry = run.agent.call([
+            *journals_after, Operation("cert_remove", {"store": STORE, "thumbprint": old, "require_served": require}), note.operation(),
+        ])
     except XuError as e:
         run.warn(f"Whether the old certificate {old} was removed from the store is not known: {e.msg}")
         return False
+    for operation, result in zip(journals_after, journaled, strict=True):
+        if not result.ok:
+            run.warn(f"The journal {operation.args['name']} was kept: {error_text(result)}")
     if not removal.ok:
         run.warn(f"The old certificate {old} was left in the store: {error_text(removal)}")
         return False
@@ -778,17 +893,21 @@ def _result(run: ModuleRun, request: SwapRequest, plan: SwapPlan) -> dict[str, A
     return result
 
 
-def _finish(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: SwapPlan) -> dict[str, Any]:
+def _finish(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: SwapPlan, journals: SwapJournal) -> dict[str, Any]:
     """Report, or change the host in one call and report."""
     result = _result(run, request, plan)
-    if not plan.has_work:
-        return result
     if run.check_mode:
-        result.update(changed=True, imported=plan.import_needed, key_access_granted=plan.grant_needed, removed_old=plan.remove_old, restarted=plan.restart)
+        if plan.has_work:
+            result.update(
+                changed=True, imported=plan.import_needed, key_access_granted=plan.grant_needed, removed_old=plan.remove_old, restarted=plan.restart,
+            )
         return result
-    applied = apply_plan(run, request, snapshot, plan)
+    # The run's journal alone is worth a call only when this module run has not written it yet (a renewal has).
+    if not (plan.has_work or journals.after() or (journals.before() and not journals.written)):
+        return result
+    applied = apply_plan(run, request, snapshot, plan, journals)
     result.update(
-        changed=bool(plan.rewrites or applied.imported or applied.granted or applied.removed_old or applied.restarted),
+        changed=bool(plan.rewrites or applied.imported or applied.granted or applied.removed_old or applied.restarted or applied.journaled),
         backup_files=applied.backups,
         imported=applied.imported,
         key_access_granted=applied.granted,
@@ -799,10 +918,12 @@ def _finish(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: Swap
     return result
 
 
-def renew(run: ModuleRun, old: StoreCertificate) -> str:
-    """certreq renewal with the same key, in its own remote call; a journal on the host records it for later runs.
+def renew(run: ModuleRun, old: StoreCertificate, journals: SwapJournal) -> str:
+    """certreq renewal with the same key, in its own remote call, recorded on the host for later runs.
 
-    The journal is written only when certreq succeeded (stop_on_error), so a failed renewal changes nothing.
+    With a run journal the record is written into it before certreq, in the same call (the run's lease too);
+    alone, the module's own record is written after certreq, only when it succeeded (stop_on_error), so a
+    failed renewal changes nothing.
     """
     record = {
         "module": "xtractuniversal.tls.xu_cert_swap",
@@ -811,17 +932,28 @@ def renew(run: ModuleRun, old: StoreCertificate) -> str:
         "old_not_after": iso(old.facts.not_after),
         "renewed_at": iso(utc_now()),
     }
+    before = journals.before(record)
+    journals.wrote(before)
+    own = journals.record_operations(record)
     results = run.agent.call([
+        *before,
         # As the machine: certreq in the WinRM logon has no credentials to reach the CA, and a machine certificate is the computer's.
         Operation("cert_renew_reuse_key", {"thumbprint": old.thumbprint, "run_as": "machine", "timeout_s": CERTREQ_TIMEOUT_S}),
-        Operation("journal_write", {"name": journal_name(old.thumbprint), "content": json.dumps(record, indent=2)}),
+        *own,
     ])
+    if any(r.op == "journal_write" and r.status == "error" and (r.error or {}).get("type") == "HashMismatch" for r in results[:len(before)]):
+        raise StaleState(f"The journal {journals.ride.name if journals.ride else ''} was written by another run since it was read; nothing was renewed")
+    for result in results[:len(before)]:
+        result.value()
     try:
-        renewed = results[0].value()
+        renewed = results[len(before)].value()
     except OperationError as e:
+        if e.error_type == "NotFound":
+            # Gone since the host was read (another run renewed it): with a carried state, the module reads again.
+            raise StaleState(f"Renewing {old.thumbprint} with the same key failed; nothing was changed: {e.msg}") from e
         raise XuError(f"Renewing {old.thumbprint} with the same key failed; nothing was changed: {e.msg}") from e
-    if not results[1].ok:
-        run.warn(f"The renewal was not recorded in the host's journal ({error_text(results[1])}); a later run may not recognise it")
+    if own and not results[-1].ok:
+        run.warn(f"The renewal was not recorded in the host's journal ({error_text(results[-1])}); a later run may not recognise it")
     return _thumbprint(renewed.get("thumbprint"), "the renewed certificate's thumbprint")
 
 
@@ -850,39 +982,52 @@ def _renewal_plan(
     )
 
 
+def as_requested(request: SwapRequest, plan: SwapPlan) -> SwapPlan:
+    """With ``update_references: false`` the module only makes the new certificate available (and readable): no settings
+    are written, so nothing restarts and the old certificate stays."""
+    return plan if request.update_references else replace(plan, rewrites=[], restart=False, remove_old=False)
+
+
 def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
     request = parse_request(run.params, files, utc_now())
+    ride = JournalRide.from_params(run.params)
     if request.pfx is not None:
         for note in request.pfx.notes:
             run.warn(note)
         # Without fqdn only the EKU can be judged before the host tells its name.
         judge_names(run, request.pfx.leaf, request.fqdn, request.strict_san)
     profile = resolve_profile(run.params)
-    journal = journal_name(request.old) if request.source == SOURCE_RENEWAL else None
+    renewals = RENEWALS_JOURNAL if request.source == SOURCE_RENEWAL and ride is None else None
     # Nothing here depends on what the ports serve before the change, so they are not probed.
-    snapshot = read_snapshot(run.agent, profile, DEFAULT_GATE_GROUP, probe=False, journal_name=journal, extra_files=request.extra_files)
-    record = parse_journal(snapshot.journal)
+    snapshot = read_snapshot(
+        run.agent, profile, DEFAULT_GATE_GROUP, probe=False, journal_name=ride.name if ride else renewals, extra_files=request.extra_files,
+    )
+    journals = SwapJournal(request.old, ride, snapshot.journal if ride else None, snapshot.journal if renewals else None, run.run_id)
     require_installed(snapshot)
     # Refused before any change (a renewal included): a partial read, or settings whose serving cannot be checked.
     require_complete(snapshot)
+    if ride is not None:
+        ride.check_owner(snapshot.journal, run.run_id)
     if snapshot.tls is not None:
         check_known(snapshot.tls, profile.settings_map)
     fqdn = request.fqdn or snapshot.fqdn
     searched = searched_files(run, snapshot, request)
     if request.source != SOURCE_RENEWAL:
-        return _finish(run, request, snapshot, plan_replacement(run, request, snapshot, searched, fqdn))
+        return _finish(run, request, snapshot, as_requested(request, plan_replacement(run, request, snapshot, searched, fqdn)), journals)
 
-    decision = decide_renewal(request, snapshot, searched, record)
+    decision = decide_renewal(request, snapshot, searched, journals.record)
     if decision.successor is not None:
-        result = _finish(run, request, snapshot, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=decision.successor.thumbprint))
+        plan = as_requested(request, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=decision.successor.thumbprint))
+        result = _finish(run, request, snapshot, plan, journals)
         result["renewed"] = False
         return result
-    located = _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=None)
+    located = as_requested(request, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=None))
     if run.check_mode:
         result = _result(run, request, located)
         result.update(changed=True, renewed=True, key_access_granted=located.grant_needed, restarted=located.restart)
         return result
-    new = renew(run, snapshot.certificates[request.old])
-    result = _finish(run, request, snapshot, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=new))
+    new = renew(run, snapshot.certificates[request.old], journals)
+    plan = as_requested(request, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=new))
+    result = _finish(run, request, snapshot, plan, journals)
     result.update(changed=True, renewed=True)
     return result

@@ -44,10 +44,11 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import (
     block_rule_name,
     check_group_name,
     gate_summary,
+    hold_group_name,
 )
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, journal_guard_failed, written_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
-    CONFIG_PORT_FILES,
-    WEB_PORT_FILES,
     ProductProfile,
     resolve_profile,
 )
@@ -214,6 +215,25 @@ def gate_request(params: dict[str, Any], in_use: set[int]) -> GateRequest:
     return GateRequest(state, group, ports, allow_from, blocked, auto_open_after)
 
 
+def hold_request(params: dict[str, Any], gate: GateRequest, in_use: set[int]) -> GateRequest | None:
+    """The hold: ports closed for everyone, without a deadline, in a group of their own that the gate's auto-open task leaves alone."""
+    hold = params.get("hold")
+    if not hold:
+        return None
+    try:
+        group = check_group_name(hold.get("rule_group") or hold_group_name(gate.group))
+    except ValueError as e:
+        raise XuError(f"hold.rule_group: {e}; choose a name of that form") from e
+    if group == gate.group:
+        raise XuError("hold.rule_group is the gate's own rule_group; the hold needs a group the gate's auto-open task does not remove")
+    ports = None
+    if hold["state"] == "closed":
+        ports = check_ports(hold.get("ports") or [], in_use, "hold.ports")
+        if not ports:
+            raise XuError("hold.ports is empty: a closed hold must block at least one port")
+    return GateRequest(hold["state"], group, ports, (), tuple(block_all_except(())), 0.0)
+
+
 # -- reading ----------------------------------------------------------------------------------
 
 
@@ -225,7 +245,8 @@ def read_operations(request: GateRequest, profile: ProductProfile) -> list[Opera
     """The read call: the port settings only when the gate closes the product's own ports."""
     operations = []
     if request.state == "closed" and request.ports is None:
-        operations.append(discover_operation(profile, [*WEB_PORT_FILES, *CONFIG_PORT_FILES]))
+        # The same read as every module's (the port files are among the settings files), so a carried state answers it.
+        operations.append(discover_operation(profile, profile.settings_files))
     return [*operations, *state_operations(request)]
 
 
@@ -455,72 +476,143 @@ def apply_failure(results: Sequence[OperationResult]) -> XuError:
 # -- the module -----------------------------------------------------------------------------------
 
 
-def gate_event(run_id: str, request: GateRequest, plan: GatePlan, ports: tuple[int, ...]) -> EventNote:
-    """The host's event log entry for the apply call: the gate's rules and its auto-open task."""
+def gate_event(run_id: str, request: GateRequest, plan: GatePlan, ports: tuple[int, ...], hold: GateRequest | None = None) -> EventNote:
+    """The host's event log entry for the apply call: the gate's rules, its auto-open task, and the hold."""
     closed = request.state == "closed"
     if closed:
         spared = ", ".join(request.allow_from) or "no one but the host itself"
         summary = f"Maintenance gate '{request.group}' closed: ports {', '.join(map(str, ports))} admit {spared}"
     else:
         summary = f"Maintenance gate '{request.group}' opened"
+    if hold is not None and hold.state == "closed":
+        summary += f"; ports {', '.join(map(str, hold.ports or ()))} held closed for everyone in '{hold.group}'"
+    elif hold is not None:
+        summary += f"; hold '{hold.group}' released"
     deadline = plan.register_task["run_at_utc"] if plan.register_task is not None else None
     return EventNote(
         module="xu_firewall_gate",
         run_id=run_id,
         event_id=GATE_CLOSED if closed else GATE_OPENED,
         summary=summary,
-        details=(("group", request.group), ("auto_open_at_utc", deadline), ("auto_open_task_removed", "yes" if plan.remove_task else None)),
+        details=(
+            ("group", request.group), ("auto_open_at_utc", deadline), ("auto_open_task_removed", "yes" if plan.remove_task else None),
+            ("hold_group", hold.group if hold is not None else None),
+        ),
     )
+
+
+@dataclass
+class _Part:
+    """One rule group of the call (the gate, or the hold), with what was read and what is planned."""
+
+    request: GateRequest
+    current: GateState
+    ports: tuple[int, ...]
+    desired: list[dict[str, Any]]
+    plan: GatePlan
+
+
+def _plan_part(request: GateRequest, current: GateState, ports: tuple[int, ...], title: str, now: datetime.datetime) -> _Part:
+    closed = request.state == "closed"
+    desired = [block_rule(request, ports, title)] if closed else []
+    return _Part(request, current, ports, desired, plan_gate(request, current, desired, now))
+
+
+def _part_result(part: _Part, final: GateState) -> dict[str, Any]:
+    closed = part.request.state == "closed"
+    return {
+        **final.summary(),
+        "ports": list(part.ports),
+        "allow_from": list(part.request.allow_from) if closed else [],
+        "blocked_remote_addresses": list(part.request.blocked_remote_addresses) if closed else [],
+        "profiles": final.profiles,
+    }
+
+
+def _apply_parts(
+    run: ModuleRun, parts: list[_Part], journal_writes: list[Operation], journal_removals: list[Operation], entry: EventNote | None,
+) -> dict[str, GateState]:
+    """One call: the run's journal first (its lease before the change), its removal after; the hold closes before the
+    gate and opens after it; the event log entry goes last. The state each group reports after it."""
+    operations = list(journal_writes)
+    closing = parts[-1].request.state == "closed"
+    spans = []
+    for part in parts if closing else list(reversed(parts)):
+        part_ops = part.plan.operations(part.request) if part.plan.changed else []
+        spans.append((part, len(operations), len(part_ops)))
+        operations += part_ops
+    removals_at = len(operations)
+    operations += journal_removals
+    applied = run.agent.call([*operations, *([entry.operation()] if entry is not None else [])])
+    if journal_guard_failed(applied[:len(journal_writes)] + applied[removals_at:len(operations)]):
+        raise StaleState("The run's journal was written by another run since it was read; nothing more was changed")
+    if not all(result.ok for result in applied[:len(operations)]):
+        raise apply_failure(applied[:len(operations)])
+    for warning in event_warnings(applied[len(operations):]):
+        run.warn(warning)
+    finals = {}
+    for part, start, count in spans:
+        if count:
+            finals[part.request.group] = gate_state(applied[start:start + count])
+            verify(part.request, part.plan, finals[part.request.group], part.desired)
+    return finals
 
 
 def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
     request = gate_request(run.params, in_use)
+    hold = hold_request(run.params, request, in_use)
+    journal = JournalRide.from_params(run.params)
     run_id = run.run_id  # checked before the host is read
     profile = resolve_profile(run.params)
 
-    results = run.agent.call(read_operations(request, profile))
-    current = gate_state(results)
+    requests = [request] if hold is None else [hold, request]
+    reads = read_operations(request, profile) + [op for r in requests[:-1] for op in state_operations(r)]
+    if journal is not None:
+        reads.append(journal.read_operation())
+    results = run.agent.call(reads)
+    journal_raw = results[-1].value() if journal is not None else None
+    gate_reads = results[:len(read_operations(request, profile))]
+    current = gate_state(gate_reads)
     closed = request.state == "closed"
     # A gate that could not be in effect is refused before anything changes, in check mode too.
     # An open gate needs no such judgement: it blocks nothing either way.
-    problem = effect_problem(current) if closed else None
+    problem = effect_problem(current) if closed or (hold is not None and hold.state == "closed") else None
     if problem is not None:
         raise XuError(f"{problem}. Nothing was changed on the host", profiles=current.profiles)
+    if journal is not None:
+        journal.check_owner(journal_raw, run_id)
     ports: tuple[int, ...] = ()
     if closed:
         ports = request.ports if request.ports is not None else check_ports(
-            product_ports(results[0].value(), profile, run), in_use, "the product's ports (from its settings files)"
+            product_ports(gate_reads[0].value(), profile, run), in_use, "the product's ports (from its settings files)"
         )
-    desired = [block_rule(request, ports, profile.title)] if closed else []
-    plan = plan_gate(request, current, desired, utc_now())
+    now = utc_now()
+    parts = [_plan_part(request, current, ports, profile.title, now)]
+    if hold is not None:
+        hold_reads = results[len(gate_reads):len(gate_reads) + 2]
+        parts.insert(0, _plan_part(hold, gate_state(hold_reads), hold.ports or (), profile.title, now))
 
-    final = plan.predicted(current, request)
-    # Whether ``final`` is what the host reported (not a prediction of rules still to be written).
-    reported = not plan.changed
-    if plan.changed and not run.check_mode:
-        # The event log entry goes last: it says what the call did, and its failure is only a warning.
-        *applied, entry = run.agent.call([*plan.operations(request), gate_event(run_id, request, plan, ports).operation()])
-        if not all(result.ok for result in applied):
-            raise apply_failure(applied)
-        for warning in event_warnings([entry]):
-            run.warn(warning)
-        final = gate_state(applied)
-        verify(request, plan, final, desired)
+    changed = any(part.plan.changed for part in parts)
+    finals = {part.request.group: part.plan.predicted(part.current, part.request) for part in parts}
+    writes = journal.write_operations(journal_raw, run_id) if journal is not None else []
+    removals = journal.removal_operations(written_journal(writes, journal_raw)) if journal is not None else []
+    # Whether the finals are what the host reported (not a prediction of rules still to be written).
+    reported = not changed
+    if (changed or writes or removals) and not run.check_mode:
+        entry = gate_event(run_id, request, parts[-1].plan, ports, hold) if changed else None
+        finals.update(_apply_parts(run, parts, writes, removals, entry))
         reported = True
 
-    summary = final.summary()
-    result: dict[str, Any] = {
-        "changed": plan.changed,
-        **summary,
-        "ports": list(ports),
-        "allow_from": list(request.allow_from) if closed else [],
-        "blocked_remote_addresses": list(request.blocked_remote_addresses) if closed else [],
-        "profiles": final.profiles,
-    }
+    gate_part = parts[-1]
+    final = finals[request.group]
+    result: dict[str, Any] = {"changed": changed, **_part_result(gate_part, final)}
+    if hold is not None:
+        result["hold"] = {"rule_group": hold.group, **_part_result(parts[0], finals[hold.group])}
     if run.diff:
-        result["diff"] = {"before": current.summary(), "after": summary}
-    problem = inactive_problem(request, final, desired) if closed and reported else None
-    if problem is not None:
-        # The state is reported as usual, and what was written stays changed.
-        raise XuError(problem, **result)
+        result["diff"] = {"before": current.summary(), "after": final.summary()}
+    for part in parts:
+        problem = inactive_problem(part.request, finals[part.request.group], part.desired) if part.request.state == "closed" and reported else None
+        if problem is not None:
+            # The state is reported as usual, and what was written stays changed.
+            raise XuError(problem, **result)
     return result

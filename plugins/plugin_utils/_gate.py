@@ -21,6 +21,11 @@ def check_group_name(group: str) -> str:
     return group
 
 
+def hold_group_name(group: str) -> str:
+    """The hold's rule group: ports closed for everyone, which the gate's auto-open task does not remove."""
+    return f"{group} http"[:64]
+
+
 def auto_open_task_name(group: str) -> str:
     """The scheduled task that reopens the gate; derived so every module finds it."""
     return f"{group} auto-open"[:64]

@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import MAX_LEASE_MINUTES, lease_owner
@@ -94,3 +96,108 @@ def run_journal(run: ModuleRun) -> dict[str, Any]:
             raise busy_error(name, owner, ", written since this run read it")
         result["path"] = written.value().get("path")
     return result
+
+
+@dataclass(frozen=True)
+class JournalRide:
+    """The run's journal, kept by a module in the calls it makes anyway (its ``journal`` option).
+
+    ``state``: ``present`` writes ``content`` before the module's change, as this run's lease on the host;
+    ``absent`` removes the journal after the change succeeded; ``during`` does both, for a run whose only
+    change is this module's. Writes and removals are guarded by the journal's hash as read (or as written
+    in the same call), so a run that wrote meanwhile is never overwritten.
+    """
+
+    name: str
+    state: str
+    content: dict[str, Any] | None
+    lease_minutes: int | None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> JournalRide | None:
+        option = params.get("journal")
+        if not option:
+            return None
+        name = check_journal_name(option.get("name") or DEFAULT_JOURNAL)
+        lease = option.get("lease_minutes")
+        if lease is not None and not 1 <= lease <= MAX_LEASE_MINUTES:
+            raise XuError(f"journal.lease_minutes must be from 1 to {MAX_LEASE_MINUTES}, not {lease}")
+        state = option.get("state") or "present"
+        content = option.get("content")
+        if state != "absent":
+            if not isinstance(content, dict):
+                raise XuError(f"journal.content is required with journal.state={state}")
+            try:
+                json.dumps(content)
+            except (TypeError, ValueError) as e:
+                raise XuError(f"journal.content must be JSON-serialisable: {e}") from e
+        return cls(name, state, content if state != "absent" else None, lease)
+
+    def with_content(self, extra: dict[str, Any]) -> JournalRide:
+        return JournalRide(self.name, self.state, {**(self.content or {}), **extra}, self.lease_minutes) if self.content is not None else self
+
+    def with_backups(self, backups: dict[str, str], *, first: bool = False) -> JournalRide:
+        """The content with the backups the change is about to make; a file's first backup in the run (the bytes from
+        before it) is kept, as the role's own journal keeps it. With ``first``, ``backups`` were made earlier than
+        those recorded, and take their place."""
+        recorded = dict((self.content or {}).get("backup_files") or {})
+        for path, backup in backups.items():
+            known = next((k for k in recorded if str(k).lower() == path.lower()), None)
+            if known is None:
+                recorded[path] = backup
+            elif first:
+                recorded[known] = backup
+        return self.with_content({"backup_files": recorded})
+
+    def backups(self) -> list[str]:
+        """The backups the run's journal names: the bytes from before the run, never pruned."""
+        recorded = (self.content or {}).get("backup_files")
+        return [str(b) for b in recorded.values() if isinstance(b, str)] if isinstance(recorded, dict) else []
+
+    def read_operation(self) -> Operation:
+        return Operation("journal_read", {"name": self.name})
+
+    def check_owner(self, current_raw: dict[str, Any] | None, run_id: str) -> None:
+        """XuError (busy) when another run holds a live lease on the host."""
+        owner = lease_owner(parse_journal(current_raw), run_id, utc_now())
+        if owner is not None:
+            raise busy_error(self.name, owner)
+
+    def write_operations(self, current_raw: dict[str, Any] | None, run_id: str) -> list[Operation]:
+        """The write before the change (``present``, ``during``), over the journal as read."""
+        if self.content is None:
+            return []
+        wanted = {**self.content, "run_id": run_id}
+        current = parse_journal(current_raw) or {}
+        if current.get("run_id") == run_id:
+            # What this run's modules added in earlier calls survives the caller's next write: the record of a
+            # renewal, and the first backup of each file (the bytes from before the run).
+            if "renewal" in current and "renewal" not in wanted:
+                wanted["renewal"] = current["renewal"]
+            earlier = current.get("backup_files")
+            if isinstance(earlier, dict) and earlier:
+                wanted = {**wanted, **JournalRide(self.name, self.state, wanted, None).with_backups(
+                    {str(k): str(v) for k, v in earlier.items()}, first=True).content}
+        if self.lease_minutes is not None:
+            wanted["lease_expires"] = iso(utc_now() + datetime.timedelta(minutes=self.lease_minutes))
+        expected = (current_raw or {}).get("sha256") or "absent"
+        return [Operation("journal_write", {"name": self.name, "content": journal_text(wanted), "expected_sha256": expected})]
+
+    def removal_operations(self, current_raw: dict[str, Any] | None) -> list[Operation]:
+        """The removal after the change (``absent``, ``during``), over the journal as read or as just written."""
+        if self.state == "present" or not (current_raw or {}).get("exists"):
+            return []
+        return [Operation("journal_write", {"name": self.name, "content": None, "expected_sha256": (current_raw or {}).get("sha256")})]
+
+
+def written_journal(operations: list[Operation], current_raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The journal as ``operations`` (from ``write_operations``) leave it: what the module's later operations find."""
+    for operation in operations:
+        text = operation.args["content"]
+        current_raw = {"exists": True, "content": text, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    return current_raw
+
+
+def journal_guard_failed(results: list[OperationResult]) -> bool:
+    """Whether a journal write in ``results`` found the journal changed since it was read."""
+    return any(r.op == "journal_write" and r.status == "error" and (r.error or {}).get("type") == "HashMismatch" for r in results)

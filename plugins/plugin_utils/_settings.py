@@ -44,6 +44,8 @@ class SettingsFile:
     bom: bool = False
     # False: the bytes are not UTF-8 (content is None); such a file is never rewritten.
     utf8_valid: bool = True
+    # The backups beside it (<name>.<time>.bak), full paths, oldest first.
+    backups: tuple[str, ...] = ()
 
     def document(self) -> Any:
         """The parsed JSON, None for a missing file; SettingsError when it is not UTF-8 JSON."""

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Agent, Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import (
     CertificateFacts,
     ServiceIdentity,
@@ -24,7 +24,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate i
     utc_now,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import auto_open_task_name, gate_summary
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import auto_open_task_name, gate_summary, hold_group_name
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import ProductProfile
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import (
     SettingsError,
@@ -87,6 +87,8 @@ class Snapshot:
     certificates: dict[str, StoreCertificate]
     gate_rules: list[dict[str, Any]]
     gate_task: dict[str, Any] | None
+    # The hold's rules (the gate's second group, which its auto-open task leaves alone).
+    hold_rules: list[dict[str, Any]] = field(default_factory=list)
     probes: dict[str, Probe] = field(default_factory=dict)
     read_errors: list[str] = field(default_factory=list)
     # The renewal journal ({exists, content}), when the caller asked for it.
@@ -225,6 +227,7 @@ def settings_files_of(discover: dict[str, Any]) -> dict[str, SettingsFile]:
             bom=raw.get("bom") is True,
             # Only bytes that exist can be invalid; an answer without the field (an older agent) had decoded them leniently.
             utf8_valid=not raw.get("exists") or raw.get("utf8_valid") is not False,
+            backups=tuple(str(b) for b in raw.get("backups") or [] if isinstance(b, str)),
         )
         for raw in discover.get("files") or []
     }
@@ -237,11 +240,14 @@ def read_operations(profile: ProductProfile, gate_group: str, extra_files: Seque
         Operation("cert_list", {"store": "My", "thumbprints": None}),
         Operation("fw_get", {"group": gate_group}),
         Operation("task_get", {"name": auto_open_task_name(gate_group)}),
+        # The hold is read with the gate, so that a carried state answers the gate's own read of both.
+        Operation("fw_get", {"group": hold_group_name(gate_group)}),
+        Operation("task_get", {"name": auto_open_task_name(hold_group_name(gate_group))}),
     ]
 
 
 def read_snapshot(
-    agent: AgentClient,
+    agent: Agent,
     profile: ProductProfile,
     gate_group: str,
     *,
@@ -286,7 +292,7 @@ def read_snapshot(
 def _build(profile: ProductProfile, discover: dict[str, Any], results: list[OperationResult]) -> Snapshot:
     files = settings_files_of(discover)
     read_errors = [
-        f"{r.op}: {(r.error or {}).get('type')}: {(r.error or {}).get('message')}" for r in results[1:4] if not r.ok
+        f"{r.op}: {(r.error or {}).get('type')}: {(r.error or {}).get('message')}" for r in results[1:6] if not r.ok
     ]
     tls: TlsState | None = None
     settings_error = None
@@ -313,6 +319,7 @@ def _build(profile: ProductProfile, discover: dict[str, Any], results: list[Oper
         certificates=certificates,
         gate_rules=list((results[2].result or {}).get("rules") or []) if results[2].ok else [],
         gate_task=(results[3].result or {}).get("task") if results[3].ok else None,
+        hold_rules=list((results[4].result or {}).get("rules") or []) if results[4].ok else [],
         read_errors=read_errors,
     )
 

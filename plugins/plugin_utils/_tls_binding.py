@@ -24,9 +24,12 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     apply_changes,
     backup_path_for,
     backup_stamp,
+    error_text,
     expectations_for,
     expectations_if_known,
+    prune_operations,
     restart_wanted,
+    served_check,
     settings_text,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, key_readable_by
@@ -34,6 +37,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import TLS_BINDING_CHANGED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, written_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     TLS_SETTINGS_FILE,
     WEB_PROTOCOLS,
@@ -104,7 +108,7 @@ def parse_request(params: dict[str, Any], settings_map: dict[str, str]) -> Bindi
         restart=params["restart"],
         wait_timeout=params["wait_timeout"],
         grant_key_access=bool(params["grant_key_access"]),
-        backup=bool(params["backup"]),
+        backup=True,  # every write keeps the bytes it replaces: the module decides, never the caller
         strict_san=bool(params["strict_san"]),
         fqdn=clean_fqdn(params.get("fqdn")),
     )
@@ -417,6 +421,15 @@ def served_summary(probes: dict[str, Probe]) -> dict[str, str | None]:
 def binding_event(run_id: str, plan: BindingPlan) -> EventNote:
     """The host's event log entry for the apply call: the TLS settings it wrote."""
     done = [f"{plan.change.path} written"] if plan.change is not None else []
+    # A certificate that changes is named with the one it replaces: the host's log tells old and new apart.
+    done += [
+        f"the {role} certificate {before or 'none'} replaced by {after}"
+        for role, before, after in (
+            ("web server", plan.current.web_certificate, plan.new.web_certificate),
+            ("configuration server", plan.current.config_server_certificate, plan.new.config_server_certificate),
+        )
+        if after and before != after
+    ]
     done += [f"Read granted on the key of {', '.join(plan.grants)}"] if plan.grants else []
     done += ["the service was restarted"] if plan.restart else []
     return EventNote(
@@ -433,11 +446,38 @@ def binding_event(run_id: str, plan: BindingPlan) -> EventNote:
     )
 
 
+def _prune(snapshot: Snapshot, change: FileChange | None, journal: JournalRide | None) -> list[Operation]:
+    """The oldest backups of the file the change writes, beyond the number kept; never one the run's journal names."""
+    if change is None or change.before is None:
+        return []
+    source = next((f for f in snapshot.files.values() if f.full_path.lower() == change.path.lower()), None)
+    return prune_operations(source.backups if source else (), protected=journal.backups() if journal else ())
+
+
+def journal_operations(
+    journal: JournalRide | None, current: dict[str, Any] | None, change: FileChange | None, stamp: str, run_id: str,
+) -> tuple[list[Operation], list[Operation]]:
+    """The run journal's write before the change and its removal after it. The write names the backup the change makes
+    (``change`` None: none is made), so a later run finds the bytes from before the run even when this one dies before
+    it learns the call's answer."""
+    if journal is None:
+        return [], []
+    if change is not None and change.before is not None:
+        journal = journal.with_backups({change.path: backup_path_for(change.path, stamp)})
+    writes = journal.write_operations(current, run_id)
+    return writes, journal.removal_operations(written_journal(writes, current))
+
+
 def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     profile = resolve_profile(run.params)
     request = parse_request(run.params, profile.settings_map)
     run_id = run.run_id  # checked before the host is read
-    snapshot = read_snapshot(run.agent, profile, DEFAULT_GATE_GROUP, server_name=request.fqdn)
+    journal = JournalRide.from_params(run.params)
+    snapshot = read_snapshot(
+        run.agent, profile, DEFAULT_GATE_GROUP, server_name=request.fqdn, journal_name=journal.name if journal else None,
+    )
+    if journal is not None:
+        journal.check_owner(snapshot.journal, run_id)
     plan = plan_binding(snapshot, request)
     for warning in plan.warnings:
         run.warn(f"{run.host}: {warning}" if run.host else warning)
@@ -457,11 +497,13 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     }
     if run.diff and plan.change is not None:
         result["diff"] = plan.change.diff()
-    if run.check_mode or not plan.changed:
+    stamp = backup_stamp()
+    writes, removals = journal_operations(journal, snapshot.journal, plan.change if request.backup else None, stamp, run_id)
+    if run.check_mode or not (plan.changed or writes or removals):
         return result
 
     service_name = str((snapshot.service or {}).get("name"))
-    stamp = backup_stamp()
+    server_name = request.fqdn or snapshot.fqdn
     try:
         outcome = apply_changes(
             run.agent,
@@ -469,10 +511,16 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
             stamp=stamp,
             backup=request.backup,
             # Probed by name (fqdn, else the name the host reported): a server bound to its DNS name answers nothing else.
-            restart=RestartPlan(service_name, request.wait_timeout, plan.expected, request.fqdn or snapshot.fqdn) if plan.restart else None,
-            pre_ops=[Operation("key_grant_read", {"thumbprint": t, "account": snapshot.service_identity.sid}) for t in plan.grants],
+            restart=RestartPlan(service_name, request.wait_timeout, plan.expected, server_name) if plan.restart else None,
+            pre_ops=[
+                *writes,
+                *(Operation("key_grant_read", {"thumbprint": t, "account": snapshot.service_identity.sid}) for t in plan.grants),
+            ],
+            # The journal goes only once the host itself sees the restarted service serve what it should.
+            post_ops=[*(served_check(plan.expected, server_name) if plan.restart else []), *removals] if removals else [],
             previous=plan.previous,
-            event=binding_event(run_id, plan),
+            event=binding_event(run_id, plan) if plan.changed else None,
+            prune=_prune(snapshot, plan.change, journal),
         )
     except ChangeFailed as e:
         # Files were written when a rollback restored them or could not run; granted key access stays either way.
@@ -494,8 +542,12 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
         raise
     if plan.change is not None:
         result["backup_file"] = outcome.backups.get(plan.change.path)
+    result["changed"] = True
     if outcome.restarted:
         result["served"] = served_summary(outcome.served)
+    if removals and not (outcome.post_results and outcome.post_results[-1].ok):
+        failed = next((r for r in outcome.post_results if not r.ok), None)
+        run.warn(f"The journal {journal.name if journal else ''} was kept: {error_text(failed) if failed else 'not removed'}")
     for warning in outcome.warnings:
         run.warn(warning)
     return result

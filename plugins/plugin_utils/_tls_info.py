@@ -8,7 +8,7 @@ from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import check_group_name
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import check_group_name, gate_summary
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import check_journal_name, parse_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import resolve_profile
@@ -26,7 +26,7 @@ def run_tls_info(run: ModuleRun) -> dict[str, Any]:
     journal_name = check_journal_name(params["journal_name"])
     fqdn = clean_fqdn(params.get("fqdn"))
     snapshot = read_snapshot(run.agent, profile, gate_group, journal_name=journal_name, server_name=fqdn)
-    report = build_report(snapshot, fqdn=fqdn or snapshot.fqdn, expiry_warning_days=params["expiry_warning_days"])
+    report = build_report(snapshot, fqdn=fqdn or snapshot.fqdn, expiry_warning_days=params["expiry_warning_days"], run_id=params.get("run_id"))
     for problem in report["problems"]:
         run.warn(f"{run.host}: {problem}" if run.host else problem)
     return report
@@ -77,7 +77,7 @@ def certificate_problems(role: str, details: dict[str, Any] | None, expiry_warni
     return problems
 
 
-def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: int) -> dict[str, Any]:
+def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: int, run_id: str | None = None) -> dict[str, Any]:
     profile = snapshot.profile
     problems: list[str] = list(snapshot.read_errors)
     report: dict[str, Any] = {
@@ -94,7 +94,7 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
             "service_lookup": {"name": profile.service_name} if profile.service_name else {"display_name": profile.service_display_name},
             "install_dir": "given" if profile.install_dir_explicit else "folder of the service executable",
         },
-        "gate": snapshot.gate_summary(),
+        "gate": {**snapshot.gate_summary(), "hold": gate_summary(snapshot.hold_rules, None)["state"]},
     }
     if not snapshot.installed:
         problems.append(f"{profile.title} is not installed (no service {profile.service_display_name!r} or no install dir)")
@@ -158,7 +158,7 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
     report["journal"] = parse_journal(snapshot.journal)
     # Not knowing whether a journal is there is not "no journal": another run may be working on the host.
     report["journal_error"] = next((error for error in snapshot.read_errors if error.startswith("journal_read:")), None)
-    if report["journal"] is not None:
+    if report["journal"] is not None and (run_id is None or report["journal"].get("run_id") != run_id):
         step = report["journal"].get("step", "unknown")
         problems.append(
             f"an interrupted run left its journal (step {step});"

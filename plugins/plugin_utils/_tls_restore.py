@@ -23,6 +23,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     backup_stamp,
     expectations_for,
     expectations_if_known,
+    prune_operations,
     restart_wanted,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import RemoteError, XuError
@@ -91,11 +92,13 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
             run.agent,
             changes=[] if identical else [change],
             stamp=backup_stamp(),
-            backup=bool(params["backup"]),
+            backup=True,  # the file it replaces is kept: an edit made after the backup is never lost
             # Probed by the name the host reported: a server bound to its DNS name answers nothing else.
             restart=RestartPlan(str(snapshot.service["name"]), params["wait_timeout"], expected, snapshot.fqdn) if restart else None,
             # Undoing the restore puts back what was in force before: checked against the settings read.
             previous=expectations_if_known(snapshot.tls, profile.settings_map),
+            # The backup restored from is never among the oldest removed.
+            prune=[] if identical else prune_operations(current.backups, protected=[backup]),
             event=EventNote(
                 module="xu_tls_restore",
                 run_id=run_id,

@@ -93,7 +93,8 @@ def debug_playbook(directory: pathlib.Path, tasks: int) -> pathlib.Path:
     per_play = max(1, tasks // 3)
     plays = [
         {"name": "assess", "hosts": "xu_servers", "gather_facts": False, "tasks": debug(per_play)},
-        {"name": "renew", "hosts": "xu_servers", "gather_facts": False, "serial": [1, "100%"], "tasks": debug(tasks - 2 * per_play)},
+        # The renew play's own batches and strategy.
+        {"name": "renew", "hosts": "xu_servers", "gather_facts": False, "serial": [1, "100%"], "strategy": "free", "tasks": debug(tasks - 2 * per_play)},
         {"name": "summary", "hosts": "xu_servers", "gather_facts": False, "tasks": debug(per_play)},
     ]
     path = directory / "debug.yml"

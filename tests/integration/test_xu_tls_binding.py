@@ -11,7 +11,7 @@ from labtools import Lab
 TLS_FILE = "C/Program Files/XtractUniversal/config/servers/tls.json"
 TLS_PATH = "C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json"
 SERVICE_ACCOUNT = "NT SERVICE\\XtractUniversal Service"
-READ_OPS = ["discover", "cert_list", "fw_get", "task_get", "port_probe", "port_probe", "port_probe"]
+READ_OPS = ["discover", "cert_list", "fw_get", "task_get", "fw_get", "task_get", "port_probe", "port_probe", "port_probe"]
 CHANGING_OPS = {"file_write", "file_restore", "file_remove", "service_restart", "key_grant_read"}
 HOST_CHANGES = {"settings_write", "settings_restore", "settings_remove", "service", "key_acl"}
 FAST = ("--restart-delay", "0.2")

@@ -80,7 +80,9 @@ def test_ntlm_with_message_encryption(lab_factory: Any, tmp_path: pathlib.Path) 
         assert result["web_server"]["certificate"]["key_readable_by_service"] is True
         calls = lab.events(host, "remote_call")
         assert len(calls) == 1
-        assert calls[0]["ops"] == ["discover", "cert_list", "fw_get", "task_get", "port_probe", "port_probe", "port_probe", "journal_read"]
+        assert calls[0]["ops"] == [
+            "discover", "cert_list", "fw_get", "task_get", "fw_get", "task_get", "port_probe", "port_probe", "port_probe", "journal_read",
+        ]
 
 
 def test_probes_with_the_host_name(lab_factory: Any, tmp_path: pathlib.Path) -> None:

@@ -210,9 +210,15 @@ function Get-XuKeyInfo($Cert) {
 
 function Read-XuFileEntry([string]$Path, [string]$Dir) {
     # content is the text without its BOM, or null when the bytes are not UTF-8 (the hash is reported all the same).
-    $f = [ordered]@{ path = $Path; full_path = $null; exists = $false; content = $null; bom = $false; utf8_valid = $false; sha256 = $null }
+    $f = [ordered]@{ path = $Path; full_path = $null; exists = $false; content = $null; bom = $false; utf8_valid = $false; sha256 = $null; backups = @() }
     if ([IO.Path]::IsPathRooted($Path)) { $f.full_path = $Path } elseif ($Dir) { $f.full_path = [IO.Path]::Combine($Dir, $Path) }
-    if (-not $f.full_path -or -not [IO.File]::Exists($f.full_path)) { return $f }
+    if (-not $f.full_path) { return $f }
+    # The backups beside the file (<name>.<anything>.bak), by full path: [IO.Directory] takes the pattern literally but for * and ?.
+    $parent = [IO.Path]::GetDirectoryName($f.full_path)
+    if ([IO.Directory]::Exists($parent)) {
+        $f.backups = @([IO.Directory]::GetFiles($parent, [IO.Path]::GetFileName($f.full_path) + '.*.bak') | Sort-Object)
+    }
+    if (-not [IO.File]::Exists($f.full_path)) { return $f }
     $b = Read-XuBytes $f.full_path
     $f.exists = $true; $f.sha256 = Get-XuSha256 $b; $f.bom = Test-XuBom $b
     $o = 0
@@ -389,6 +395,33 @@ function Get-XuJournalPath($Name) {
 
 function Format-XuQuoted([string]$Value) { "'" + ($Value -replace "'", "''") + "'" }
 
+# Each entry: a port that must present a certificate (with port_probe itself), and answer GET http_path with one of http_statuses.
+function Assert-XuServed($Required) {
+    foreach ($x in $Required) {
+        $port = [int]$x.port
+        $want = ConvertTo-XuThumbprint $x.thumbprint
+        $path = $null
+        if ($x.http_path) { $path = [string]$x.http_path }
+        $seen = & $primitives['port_probe'] (@{ host = 'localhost'; server_name = $x.server_name; port = $port; tls = $true; http_path = $path; timeout_ms = 5000 })
+        $served = $null
+        if ($seen.der_b64) { $served = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new([Convert]::FromBase64String($seen.der_b64)).Thumbprint.ToUpperInvariant() }
+        $problem = $seen.error
+        if (-not $problem) { $problem = $seen.tls_error }
+        if ($served -ne $want -or $problem) {
+            $what = 'no certificate'
+            if ($served) { $what = $served }
+            if ($problem) { $what += ' (' + $problem + ')' }
+            Stop-Xu 'PreconditionFailed' ('port {0} presents {1}, not {2}' -f $port, $what, $want)
+        }
+        if ($null -ne $path) {
+            $statuses = @($x.http_statuses | ForEach-Object { [int]$_ })
+            if ($statuses -notcontains [int]$seen.http_status) {
+                Stop-Xu 'PreconditionFailed' ('GET {0} on port {1} answered {2}, not {3}' -f $path, $port, $seen.http_status, ($statuses -join ' or '))
+            }
+        }
+    }
+}
+
 # One entry per operation of the protocol's primitives table: each takes the op's args and returns its result.
 $primitives = @{
     'discover' = {
@@ -504,25 +537,17 @@ $primitives = @{
     'cert_remove' = {
         param($a)
         $tp = ConvertTo-XuThumbprint $a.thumbprint
-        # Each listed port is probed first, with port_probe itself: one that does not present its certificate removes nothing.
-        foreach ($x in $a.require_served) {
-            $port = [int]$x.port
-            $want = ConvertTo-XuThumbprint $x.thumbprint
-            $seen = & $primitives['port_probe'] (@{ host = 'localhost'; server_name = $x.server_name; port = $port; tls = $true; http_path = $null; timeout_ms = 5000 })
-            $served = $null
-            if ($seen.der_b64) { $served = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new([Convert]::FromBase64String($seen.der_b64)).Thumbprint.ToUpperInvariant() }
-            $problem = $seen.error
-            if (-not $problem) { $problem = $seen.tls_error }
-            if ($served -ne $want -or $problem) {
-                $what = 'no certificate'
-                if ($served) { $what = $served }
-                if ($problem) { $what += ' (' + $problem + ')' }
-                Stop-Xu 'PreconditionFailed' ('port {0} presents {1}, not {2}' -f $port, $what, $want)
-            }
-        }
+        # Each listed port is probed first: one that does not present its certificate removes nothing.
+        Assert-XuServed $a.require_served
         $st = Open-XuStore $a.store 'ReadWrite, OpenExistingOnly'
         try { $c = Find-XuCert $st $tp; if ($null -ne $c) { $st.Remove($c) } } finally { $st.Close() }
         @{ removed = ($null -ne $c) }
+    }
+    'served_check' = {
+        param($a)
+        # A guard for the operations after it in the same call (stop_on_error): it fails unless every port serves as listed.
+        Assert-XuServed $a.require_served
+        @{ served = $true }
     }
     'key_grant_read' = {
         param($a)

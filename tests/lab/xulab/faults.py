@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from .errors import LabError
 
@@ -45,16 +46,21 @@ class Faults:
         self._known_ops = set(known_ops)
         self._set_restart_delay = set_restart_delay
         self._apply_setting = apply_setting
-        self.fail_primitive: list[str] = []
-        self.drop_connection: list[str] = []
+        # [op, occurrences to let pass first]
+        self.fail_primitive: list[list[Any]] = []
+        self.drop_connection: list[list[Any]] = []
         self.restart_fails = 0
         self.certreq_fails = 0
 
     def set(self, key: str, value: str) -> None:
         if key in ("fail_primitive", "drop_connection"):
-            if value not in self._known_ops:
-                raise LabError(f"{key}: unknown primitive {value!r}")
-            getattr(self, key).append(value)
+            # "op" is its next occurrence, "op@N" its Nth from now (a step's own operation among the same ones before it).
+            op, _, nth = value.partition("@")
+            if op not in self._known_ops:
+                raise LabError(f"{key}: unknown primitive {op!r}")
+            if nth and (not nth.isdigit() or int(nth) < 1):
+                raise LabError(f"{key}: {value!r}: the occurrence after @ is a number from 1")
+            getattr(self, key).append([op, int(nth or 1) - 1])
         elif key in ("restart_fails", "certreq_fails"):
             setattr(self, key, _count(key, value))
         elif key == "restart_delay":
@@ -79,10 +85,14 @@ class Faults:
         self._emit("fault", action="set", key=key, value=value)
 
     def _take_op(self, key: str, op: str) -> bool:
-        pending: list[str] = getattr(self, key)
-        if op not in pending:
+        pending: list[list[Any]] = getattr(self, key)
+        entry = next((e for e in pending if e[0] == op), None)
+        if entry is None:
             return False
-        pending.remove(op)
+        if entry[1] > 0:
+            entry[1] -= 1
+            return False
+        pending.remove(entry)
         self._emit("fault", action="consumed", key=key, value=op)
         return True
 
@@ -108,8 +118,8 @@ class Faults:
 
     def pending(self) -> dict[str, object]:
         return {
-            "fail_primitive": list(self.fail_primitive),
-            "drop_connection": list(self.drop_connection),
+            "fail_primitive": [op for op, _skip in self.fail_primitive],
+            "drop_connection": [op for op, _skip in self.drop_connection],
             "restart_fails": self.restart_fails,
             "certreq_fails": self.certreq_fails,
         }

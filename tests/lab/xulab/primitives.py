@@ -167,7 +167,7 @@ async def discover(host: Host, a: Args) -> Result:
             entry["full_path"] = relative
         elif install_dir:
             entry["full_path"] = join_windows_path(install_dir, relative)
-        entry.update(bom=False, utf8_valid=False)
+        entry.update(bom=False, utf8_valid=False, backups=_backups_beside(host, str(entry["full_path"])) if entry["full_path"] else [])
         path = _existing_file(host, str(entry["full_path"])) if entry["full_path"] else None
         if path is not None:
             data = path.read_bytes()
@@ -248,16 +248,31 @@ async def pfx_import(host: Host, a: Args) -> Result:
     return {"thumbprint": thumbprint, "already_present": present, "repaired": repaired, "chain_added": chain_added}
 
 
-async def cert_remove(host: Host, a: Args) -> Result:
-    thumbprint = normalise_thumbprint(a.get("thumbprint"))
-    # Each listed port is probed first, by port_probe itself: from the host to its own listener.
-    for item in as_items(a.get("require_served")):
+def _backups_beside(host: Host, full_path: str) -> list[str]:
+    """[IO.Directory]::GetFiles(parent, '<name>.*.bak'), sorted as Sort-Object sorts strings (case-insensitively)."""
+    parent, _, name = full_path.rpartition("\\")
+    try:
+        folder = host.fs.resolve(parent)
+    except PrimitiveError:
+        return []
+    if not folder.is_dir():
+        return []
+    prefix = name.casefold() + "."
+    found = [f"{parent}\\{child.name}" for child in folder.iterdir()
+             if child.is_file() and child.name.casefold().startswith(prefix) and child.name.casefold().endswith(".bak")]
+    return sorted(found, key=str.casefold)
+
+
+async def require_served(host: Host, required: object) -> None:
+    """Each listed port must present its certificate (and answer GET http_path with one of http_statuses), probed by port_probe itself."""
+    for item in as_items(required):
         fields = item if isinstance(item, dict) else {}
         port = as_int(fields.get("port"))
         wanted = normalise_thumbprint(fields.get("thumbprint"))
+        path = as_text(fields.get("http_path")) or None
         seen = await port_probe(
             host,
-            {"host": "localhost", "server_name": fields.get("server_name"), "port": port, "tls": True, "http_path": None, "timeout_ms": 5000},
+            {"host": "localhost", "server_name": fields.get("server_name"), "port": port, "tls": True, "http_path": path, "timeout_ms": 5000},
         )
         der_b64 = seen["der_b64"]
         served = der_thumbprint(base64.b64decode(der_b64)) if isinstance(der_b64, str) and der_b64 else None
@@ -267,8 +282,24 @@ async def cert_remove(host: Host, a: Args) -> Result:
             if problem:
                 what += f" ({problem})"
             raise PrimitiveError("PreconditionFailed", f"port {port} presents {what}, not {wanted}")
+        if path is not None:
+            statuses = [as_int(status) for status in as_items(fields.get("http_statuses"))]
+            if seen["http_status"] not in statuses:
+                wanted_statuses = " or ".join(str(status) for status in statuses)
+                raise PrimitiveError("PreconditionFailed", f"GET {path} on port {port} answered {seen['http_status']}, not {wanted_statuses}")
+
+
+async def cert_remove(host: Host, a: Args) -> Result:
+    thumbprint = normalise_thumbprint(a.get("thumbprint"))
+    await require_served(host, a.get("require_served"))
     store = host.stores.open(as_text(a.get("store")) or "My")
     return {"removed": host.remove_certificate(thumbprint, store)}
+
+
+async def served_check(host: Host, a: Args) -> Result:
+    # A guard for what follows it in the same call.
+    await require_served(host, a.get("require_served"))
+    return {"served": True}
 
 
 async def key_grant_read(host: Host, a: Args) -> Result:
@@ -553,6 +584,7 @@ PRIMITIVES: dict[str, Primitive] = {
     "cert_list": cert_list,
     "pfx_import": pfx_import,
     "cert_remove": cert_remove,
+    "served_check": served_check,
     "key_grant_read": key_grant_read,
     "cert_renew_reuse_key": cert_renew_reuse_key,
     "file_write": file_write,

@@ -26,6 +26,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import parse_der, thumbprint_of
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import DEFAULT_SETTINGS_MAP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import TlsState
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Probe, settings_mismatches
@@ -176,7 +177,8 @@ def test_a_file_changed_since_it_was_read_is_not_overwritten() -> None:
     change = change_to(host, new)
     host.files["config\\servers\\tls.json"] = tls_json(web=old, config=old, protocol="HttpsRestrictedAdUsers")
     edited = host.file(TLS_PATH)
-    with pytest.raises(ChangeFailed) as caught:
+    # A guard that refused: with a carried host_state the module runs again from a fresh read (StaleState).
+    with pytest.raises(StaleState) as caught:
         apply_changes(
             AgentClient(host.transport), changes=[change], stamp=STAMP, backup=True,
             restart=restart_plan(state(web=new, config=new)), previous=expectations_for(state(web=old, config=old)),

@@ -11,12 +11,13 @@ import pytest
 
 from ansible_collections.xtractuniversal.tls.plugins.action.xu_cert_swap import ActionModule
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._cert_swap import (
-    JOURNAL_PREFIX,
+    RENEWALS_JOURNAL,
     rewrite_references,
     string_values,
     styled_like,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import CERTIFICATE_SWAPPED
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import PBES2_OID_DER
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsFile
 from support.action import run_action
@@ -305,12 +306,13 @@ def test_removal_check_names_the_host_when_fqdn_is_set() -> None:
     new = thumbprint_of(cert)
     result = run_action("xu_cert_swap", pfx_args(cert, key, old_thumbprint=old, remove_old=True, grant_key_access=True, fqdn=FQDN), host)
     assert not result.get("failed"), result
-    removal, _entry = host.calls[-1]
-    assert removal["op"] == "cert_remove"
+    # Removed in the apply call, once the host itself sees what the controller's verdict requires (certificate and HTTP).
+    (removal,) = [op for op in host.calls[-1] if op["op"] == "cert_remove"]
     assert removal["args"]["require_served"] == [
-        {"port": 8165, "thumbprint": new, "server_name": FQDN}, {"port": 8064, "thumbprint": new, "server_name": FQDN},
+        {"port": 8165, "thumbprint": new, "server_name": FQDN, "http_path": "/version", "http_statuses": [200]},
+        {"port": 8064, "thumbprint": new, "server_name": FQDN},
     ]
-    assert all(op["args"]["server_name"] == FQDN for op in host.calls[-2] if op["op"] == "port_probe")
+    assert all(op["args"]["server_name"] == FQDN for op in host.calls[-1] if op["op"] == "port_probe")
 
 
 # -- PFX ----------------------------------------------------------------------------------------
@@ -328,20 +330,20 @@ def test_pfx_import_grant_swap_and_remove_old() -> None:
 
     result = run_action("xu_cert_swap", args, host)
     assert not result.get("failed"), result
-    # read, apply, and the removal in a call of its own once the controller judged the restart good
-    assert len(host.calls) == 4
+    # read, then one apply call that removes the old certificate once the host sees the new one served as the verdict requires
+    assert len(host.calls) == 3
     apply_ops = host.calls[2]
     assert [op["op"] for op in apply_ops] == [
-        "pfx_import", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "event_write",
+        "pfx_import", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "event_write", "cert_remove", "event_write",
     ]
     assert apply_ops[0]["args"]["password"] == PASSWORD and apply_ops[0]["args"]["exportable"] is False
     # The AES-encrypted PFX travels re-encoded, so that Server 2016 can read it too.
     assert PBES2_OID_DER in base64.b64decode(args["pfx_content"])
     assert PBES2_OID_DER not in base64.b64decode(apply_ops[0]["args"]["pfx_b64"])
-    assert [op["op"] for op in host.calls[3]] == ["cert_remove", "event_write"]
     # Probed by the name the host reported, as a server bound to its DNS name requires.
-    assert host.calls[3][0]["args"]["require_served"] == [
-        {"port": 8165, "thumbprint": new, "server_name": FQDN}, {"port": 8064, "thumbprint": new, "server_name": FQDN},
+    assert apply_ops[7]["args"]["require_served"] == [
+        {"port": 8165, "thumbprint": new, "server_name": FQDN, "http_path": "/version", "http_statuses": [200]},
+        {"port": 8064, "thumbprint": new, "server_name": FQDN},
     ]
     assert {op["args"].get("server_name") for op in apply_ops if op["op"] == "port_probe"} == {FQDN}
     assert result["imported"] and result["key_access_granted"] and result["removed_old"]
@@ -352,7 +354,7 @@ def test_pfx_import_grant_swap_and_remove_old() -> None:
 
     again = run_action("xu_cert_swap", args, host)
     assert again["changed"] is False and not again.get("failed"), again
-    assert len(host.calls) == 5
+    assert len(host.calls) == 4
 
 
 def test_pfx_key_needs_grant_key_access() -> None:
@@ -397,10 +399,9 @@ def test_restart_failure_rolls_back_and_reports_the_imported_certificate() -> No
     assert result["imported_thumbprint"] == thumbprint_of(new_cert) and result["changed"] is True
     assert len(host.calls) == 3  # read, apply, rollback
     assert host.files[TLS_FILE] == before[TLS_FILE]
-    # The old certificate stayed (the removal was skipped) and is served again.
-    assert old in host.thumbprints() and host.served[8165] == cert
-    # The removal is never even sent: it would come only after a good verdict.
-    assert all(op["op"] != "cert_remove" for call in host.calls for op in call)
+    # The old certificate stayed (the host refused or skipped its removal: nothing served the new one) and is served again.
+    assert old in host.thumbprints() and host.served[8165] == cert and host.removed == []
+    assert all(op["args"]["require_served"] for call in host.calls for op in call if op["op"] == "cert_remove")
     assert PASSWORD not in json.dumps(result)
 
 
@@ -419,32 +420,37 @@ def test_a_bad_verdict_with_remove_old_keeps_the_old_certificate_for_the_rollbac
     result = run_action("xu_cert_swap", pfx_args(new_cert, new_key, old_thumbprint=old, remove_old=True, grant_key_access=True), host)
     assert result["failed"] is True and result["rolled_back"] is True, result
     assert "GET /version on port 8165 answered 500, expected 200" in result["msg"]
-    assert len(host.calls) == 3  # read, apply, rollback: no removal after a bad verdict
-    assert all(op["op"] != "cert_remove" for call in host.calls for op in call)
+    assert len(host.calls) == 3  # read, apply, rollback
+    # The removal rode in the apply call, and the host refused it: /version did not answer 200, as the verdict requires.
+    (removal,) = [op for call in host.calls for op in call if op["op"] == "cert_remove"]
+    assert {"port": 8165, "thumbprint": new, "server_name": FQDN, "http_path": "/version", "http_statuses": [200]} in removal["args"]["require_served"]
     assert old in host.thumbprints() and host.removed == []
     assert host.files[TLS_FILE] == before[TLS_FILE]
     assert host.service_state == "Running" and host.served[8165] == cert and host.served[8064] == cert
     assert new in host.thumbprints() and result["imported_thumbprint"] == new
 
 
-def test_remove_old_is_its_own_call_and_its_failure_only_warns() -> None:
+def test_a_failed_removal_only_warns_and_keeps_the_swaps_entry() -> None:
     host, old, new = host_with_new()
     host.errors["cert_remove"] = {"type": "UnauthorizedAccessException", "message": "Access is denied."}
     result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True}, host)
     assert not result.get("failed"), result
     assert result["changed"] is True and result["removed_old"] is False and result["restarted"] is True
     assert [[op["op"] for op in call] for call in host.calls[1:]] == [
-        ["file_write", "service_restart", "port_probe", "port_probe", "event_write"], ["cert_remove", "event_write"],
+        ["file_write", "service_restart", "port_probe", "port_probe", "event_write", "cert_remove", "event_write"],
     ]
+    # The swap's own entry is written before the removal, so a refused removal does not take it along.
+    assert [entry["event_id"] for entry in host.event_log] == [CERTIFICATE_SWAPPED]
     assert any(f"The old certificate {old} was left in the store: UnauthorizedAccessException" in w for w in result["warnings"])
     assert old in host.thumbprints() and served_thumbprint(host, 8165) == new
 
-    # An unanswered removal call: the swap is done, whether the old certificate went is not known.
+    # An unanswered removal call of its own (without a restart it follows the swap): the swap is done, whether the
+    # old certificate went is not known.
     host, old, new = host_with_new()
     intercept(host, lambda stdin: (1, "", "The WinRM connection was reset") if b'"cert_remove"' in stdin else None)
-    result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True}, host)
+    result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True, "restart": "never"}, host)
     assert not result.get("failed"), result
-    assert result["removed_old"] is False and served_thumbprint(host, 8165) == new
+    assert result["removed_old"] is False and old in host.thumbprints()
     assert any("is not known" in w and "WinRM connection was reset" in w for w in result["warnings"])
 
 
@@ -527,7 +533,7 @@ def test_renewal_check_mode_apply_idempotent() -> None:
     assert checked["changed"] is True and checked["renewed"] is True and checked["new_thumbprint"] is None, checked
     assert [r["new_value"] for r in checked["references"]] == [None, None] and "diff" not in checked
     assert len(host.calls) == 1 and host.archived == []
-    assert host.calls[0][-1] == {"id": 5, "op": "journal_read", "args": {"name": JOURNAL_PREFIX + old}}
+    assert host.calls[0][-1] == {"id": 7, "op": "journal_read", "args": {"name": RENEWALS_JOURNAL}}
 
     result = run_action("xu_cert_swap", args, host)
     assert not result.get("failed"), result
@@ -538,7 +544,7 @@ def test_renewal_check_mode_apply_idempotent() -> None:
     # The old certificate is archived: no rollback to it is possible, so the restart runs without one.
     assert [op["op"] for op in host.calls[3]] == ["file_write", "service_restart", "port_probe", "port_probe", "event_write"]
     assert served_thumbprint(host, 8165) == new and result["served"]["web_https"]["thumbprint"] == new
-    record = json.loads(host.journals[JOURNAL_PREFIX + old])
+    (record,) = json.loads(host.journals[RENEWALS_JOURNAL])["renewals"]
     assert record["old_thumbprint"] == old
 
     again = run_action("xu_cert_swap", args, host)
@@ -608,3 +614,21 @@ def test_a_copy_without_its_key_is_repaired_from_the_pfx() -> None:
     assert apply_ops[0] == "pfx_import"
     entry = host.certificate_entry(new)
     assert entry is not None and entry["has_private_key"]
+
+
+def test_the_loser_of_two_swaps_says_what_it_did_and_did_not() -> None:
+    """Another swap rewrote tls.json between this one's read and its write: the settings are not touched, and the
+    result says that the PFX's certificate was imported all the same."""
+    host, old, _cert = swap_host()
+    cert, key = mint(FQDN)
+
+    def other_swap_writes_first(stdin: bytes) -> None:
+        if b'"pfx_import"' in stdin:
+            host.files[TLS_FILE] = host.files[TLS_FILE] + " "
+
+    intercept(host, other_swap_writes_first)
+    result = run_action("xu_cert_swap", pfx_args(cert, key, old_thumbprint=old, grant_key_access=True), host)
+    assert result["failed"] is True and result["changed"] is True and result["rolled_back"] is False
+    assert "HashMismatch" in result["msg"] and "nothing had been changed" not in result["msg"]
+    assert f"no setting had been changed, but {thumbprint_of(cert)} had been imported from the PFX" in result["msg"]
+    assert result["imported_thumbprint"] == thumbprint_of(cert) and host.restarts == 0

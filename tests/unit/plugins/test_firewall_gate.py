@@ -23,11 +23,14 @@ from support.fake_host import FakeHost
 
 GROUP = "xtractuniversal.tls gate"
 TASK = "xtractuniversal.tls gate auto-open"
+# The same read as every module's, so that a carried host_state answers it: the port files are among them.
 PORT_FILES = [
+    "config\\servers\\tls.json",
     "config\\servers\\web\\general.json",
     "config\\server\\web\\general.json",
     "config\\servers\\config\\general.json",
     "config\\server\\config\\general.json",
+    "config\\version.txt",
 ]
 STATE_OPS = ["fw_get", "task_get"]
 # An apply call reads the state back, then writes its entry in the host's event log.

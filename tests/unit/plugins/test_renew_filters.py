@@ -295,7 +295,7 @@ def test_rollback_without_a_recorded_backup_sets_the_values_back() -> None:
     recovery = f.renew_resume(journal(step="started"), report)
     assert recovery["action"] == "rollback" and recovery["restores"] == []
     assert recovery["rebind"] == {"web_protocol": "https_unrestricted", "web_certificate": OLD, "config_server_certificate": OLD,
-                                  "restart": "if_changed", "backup": False}
+                                  "restart": "if_changed"}
 
 
 def test_after_an_ad_cs_renewal_the_run_is_completed_with_the_renewed_certificate() -> None:
@@ -306,7 +306,7 @@ def test_after_an_ad_cs_renewal_the_run_is_completed_with_the_renewed_certificat
         recovery = decide(entry, report)
         assert recovery["action"] == "complete" and "was archived by the AD CS renewal" in recovery["reason"]
         assert recovery["restores"] == [{"path": TLS_PATH, "backup_file": BACKUP, "restart": "never"}]
-        assert recovery["swap"] == {"old_thumbprint": OLD, "new_thumbprint": None, "renew_reusing_key": True, "restart": "if_changed", "backup": False}
+        assert recovery["swap"] == {"old_thumbprint": OLD, "new_thumbprint": None, "renew_reusing_key": True, "restart": "if_changed"}
         assert recovery["expect"] == NEW  # found in the settings, since the journal did not record it yet
     # Died right after certreq, before anything named the renewed certificate: the swap finds it by its key.
     unknown = f.renew_resume(entry, info(OLD, protocol="http_unrestricted", sha="4" * 64, certificates=store(OTHER)))

@@ -30,7 +30,7 @@ TLS_PATH = f"{INSTALL_DIR}\\{TLS}"
 TP = "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"
 DEFAULTS: dict[str, Any] = {
     "web_protocol": None, "web_certificate": None, "config_server_certificate": None, "restart": "if_changed",
-    "wait_timeout": 120, "grant_key_access": False, "backup": True, "strict_san": False, "fqdn": None,
+    "wait_timeout": 120, "grant_key_access": False, "strict_san": False, "fqdn": None,
 }
 
 
@@ -255,7 +255,7 @@ def ops(call: list[dict[str, Any]]) -> list[str]:
     return [str(op["op"]) for op in call]
 
 
-READ_OPS = ["discover", "cert_list", "fw_get", "task_get", "port_probe", "port_probe", "port_probe"]
+READ_OPS = ["discover", "cert_list", "fw_get", "task_get", "fw_get", "task_get", "port_probe", "port_probe", "port_probe"]
 
 
 def test_turning_tls_on_grants_writes_restarts_and_verifies() -> None:

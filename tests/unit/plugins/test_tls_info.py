@@ -30,7 +30,9 @@ def test_healthy_host_in_one_call() -> None:
     assert not result.get("failed"), result
     assert result["changed"] is False
     assert len(host.calls) == 1
-    assert [op["op"] for op in host.calls[0]] == ["discover", "cert_list", "fw_get", "task_get", "port_probe", "port_probe", "port_probe", "journal_read"]
+    assert [op["op"] for op in host.calls[0]] == [
+        "discover", "cert_list", "fw_get", "task_get", "fw_get", "task_get", "port_probe", "port_probe", "port_probe", "journal_read",
+    ]
     assert result["installed"] is True
     assert result["product"] == {"name": "xtract_universal", "title": "Xtract Universal", "version": "6.8.1.2"}
     assert result["fqdn"] == FQDN
@@ -44,7 +46,7 @@ def test_healthy_host_in_one_call() -> None:
     assert result["served"]["config_server"]["thumbprint"] == thumbprint
     assert result["served"]["web_http"]["answering"] is False
     assert [r["path"] for r in result["thumbprint_references"]] == ["WebServer.Certificate.Thumbprint", "ConfigServer.Certificate.Thumbprint"]
-    assert result["gate"] == {"state": "open", "rules": [], "auto_open": None}
+    assert result["gate"] == {"state": "open", "rules": [], "auto_open": None, "hold": "open"}
     assert result["journal"] is None
     assert result["problems"] == []
     assert "warnings" not in result
@@ -169,7 +171,7 @@ def test_an_interrupted_run_is_reported() -> None:
     result = run_action("xu_tls_info", {}, host)
     assert result["journal"] == {"step": "tls_off", "old_thumbprint": "AB" * 20}
     assert any("interrupted run left its journal (step tls_off)" in p for p in result["problems"])
-    assert host.calls[0][-1] == {"id": 8, "op": "journal_read", "args": {"name": "renew"}}
+    assert host.calls[0][-1] == {"id": 10, "op": "journal_read", "args": {"name": "renew"}}
 
 
 def test_a_pending_switch_to_plain_http_is_reported() -> None:

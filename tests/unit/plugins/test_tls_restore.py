@@ -78,10 +78,9 @@ def test_restore_restarts_and_verifies_through_the_shared_machinery() -> None:
     assert host.file(TLS) == host.file(BACKUP_KEY)
     # The file it replaced is kept, so an edit made after the backup is not lost.
     assert host.file(kept) is not None and host.file(kept) != host.file(TLS) and before
-    # Without backup nothing is kept.
-    host2, _old2, _other2 = restore_host()
-    result = run_action("xu_tls_restore", {"backup_file": BACKUP, "backup": False}, host2)
-    assert result["current_backup_file"] is None and host2.calls[1][0]["args"]["keep_current_path"] is None
+    # No option turns that copy off: the module decides.
+    refused = run_action("xu_tls_restore", {"backup_file": BACKUP, "backup": False}, restore_host()[0])
+    assert refused["failed"] is True and "backup" in refused["msg"]
 
 
 def test_a_failed_restart_rolls_forward_to_the_content_before() -> None:

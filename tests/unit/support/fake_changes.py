@@ -100,6 +100,14 @@ class ChangingFakeHost(FakeHost):
         for entry in result["files"]:
             content = self.file(entry["path"])
             entry.update(exists=content is not None, content=content, sha256=None if content is None else sha256_text(content))
+            # As the agent lists them: <name>.*.bak beside the file, full paths, sorted.
+            full = entry["full_path"].lower()
+            entry["backups"] = sorted(
+                f"{INSTALL_DIR}\\{key}" if not key.lower().startswith("c:\\") else key
+                for key in self.files
+                if (f"{INSTALL_DIR}\\{key}" if not key.lower().startswith("c:\\") else key).lower().startswith(full + ".")
+                and key.lower().endswith(".bak")
+            )
         return result
 
     def op_file_write(self, args: dict[str, Any]) -> dict[str, Any]:

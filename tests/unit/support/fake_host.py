@@ -160,6 +160,21 @@ class FakeHost:
             return {"connected": True, "tls_error": None, "der_b64": None, "http_status": self.http_status, "http_body": "{}", "error": None}
         return {"connected": False, "tls_error": None, "der_b64": None, "http_status": None, "http_body": None, "error": "refused"}
 
+    def check_served(self, required: list[dict[str, Any]] | None) -> None:
+        """As the agent's Assert-XuServed: each port presents its certificate, and answers GET http_path as listed."""
+        for requirement in required or []:
+            probe = self.op_port_probe({"port": requirement["port"], "tls": True, "http_path": requirement.get("http_path")})
+            der_b64 = probe["der_b64"]
+            seen = hashlib.sha1(base64.b64decode(der_b64)).hexdigest().upper() if der_b64 else "no certificate"  # noqa: S324 - a thumbprint
+            if seen != requirement["thumbprint"]:
+                raise HostError("PreconditionFailed", f"port {requirement['port']} presents {seen}, not {requirement['thumbprint']}")
+            if requirement.get("http_path") and probe["http_status"] not in requirement.get("http_statuses", []):
+                raise HostError("PreconditionFailed", f"GET {requirement['http_path']} on port {requirement['port']} answered {probe['http_status']}")
+
+    def op_served_check(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.check_served(args.get("require_served"))
+        return {"served": True}
+
     def op_fw_set(self, args: dict[str, Any]) -> dict[str, Any]:
         removed = len(self.rules)
         self.rules = [dict(rule) for rule in args["rules"]]

@@ -111,11 +111,7 @@ class SwapFakeHost(ChangingFakeHost):
 
     def op_cert_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         wanted = args["thumbprint"]
-        for requirement in args.get("require_served") or []:
-            served = self.served.get(requirement["port"])
-            seen = thumbprint_of(served) if served is not None else "no certificate"
-            if seen != requirement["thumbprint"]:
-                raise HostError("PreconditionFailed", f"port {requirement['port']} presents {seen}, not {requirement['thumbprint']}")
+        self.check_served(args.get("require_served"))
         entry = self.certificate_entry(wanted)
         if entry is None:
             return {"removed": False}

@@ -1,0 +1,144 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A host's state carried from one task to the next, so that a step of a run costs one remote call. Private to this collection.
+
+Every module returns ``host_state``: the answers of the read-only primitives it saw last. A module given
+``host_state`` (from a task of the same run on the same host, read at most ``MAX_AGE`` ago) answers its
+reads from it instead of calling the host. Every call that changes the host reads again at its end, in
+the same call, whatever the given state held (and what this module read), so the state it returns is
+the host's after the change. A module used alone (no ``host_state`` given) reads nothing more: it returns
+only what it read after its last change, if anything. A write is always guarded on the host (the settings file's hash, the
+journal's hash, the served certificate before a removal): when a guard refuses because the carried state
+was out of date, the module is run once more from a fresh read (``StaleState``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, parse_iso, utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+
+# Primitives that change nothing on the host: their answers may be carried and repeated.
+READ_ONLY_OPS = frozenset({"discover", "cert_list", "fw_get", "task_get", "port_probe", "journal_read"})
+# A carried state older than this is read again: guards keep writes safe, but an old picture makes poor plans.
+MAX_AGE = datetime.timedelta(minutes=15)
+FORMAT = 1
+
+
+class StaleState(XuError):
+    """A guarded write found the host changed since the carried state was read; nothing of the change was written."""
+
+
+def _key(operation: Operation) -> str:
+    return json.dumps([operation.op, operation.args], sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class _Answer:
+    operation: Operation
+    result: OperationResult
+
+
+def _answers_of(raw: Any) -> list[_Answer]:
+    answers = []
+    for entry in raw if isinstance(raw, list) else []:
+        if not isinstance(entry, dict) or entry.get("op") not in READ_ONLY_OPS or entry.get("status") not in ("ok", "error"):
+            continue
+        args = entry.get("args")
+        operation = Operation(str(entry["op"]), dict(args) if isinstance(args, dict) else {})
+        result = entry.get("result") if isinstance(entry.get("result"), dict) else None
+        error = entry.get("error") if isinstance(entry.get("error"), dict) else None
+        answers.append(_Answer(operation, OperationResult(operation.op, str(entry["status"]), result, error)))
+    return answers
+
+
+def usable_state(raw: Any, host: str, now: datetime.datetime | None = None) -> tuple[list[_Answer], str | None]:
+    """The answers of a carried state, and why it is not used (None: it is used)."""
+    if not raw:
+        return [], None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        return [], "it is not a host_state this collection returned"
+    if raw.get("host") != host:
+        return [], f"it was read from {raw.get('host')!r}, not from {host!r}"
+    read_at = parse_iso(raw.get("read_at"))
+    now = now or utc_now()
+    if read_at is None or not now - MAX_AGE <= read_at <= now + datetime.timedelta(minutes=1):
+        return [], f"it was read at {raw.get('read_at')}, more than {int(MAX_AGE.total_seconds() // 60)} minutes ago"
+    return _answers_of(raw.get("answers")), None
+
+
+@dataclass
+class CarriedStateAgent:
+    """An ``AgentClient`` that answers reads from a carried state and keeps it fresh across the calls that change the host."""
+
+    agent: AgentClient
+    host: str
+    answers: dict[str, _Answer] = field(default_factory=dict)
+    read_at: datetime.datetime | None = None
+    carried_hits: int = 0
+    # Calls that sent the host something else than reads.
+    changing_calls: int = 0
+    # Given a state, the task is a step of a chain: each change is followed by a read for the next step.
+    chained: bool = False
+
+    @classmethod
+    def wrap(cls, agent: AgentClient, host: str, carried: Any) -> tuple[CarriedStateAgent, str | None]:
+        answers, ignored = usable_state(carried, host)
+        wrapper = cls(agent, host, {_key(a.operation): a for a in answers}, chained=bool(carried))
+        if answers:
+            wrapper.read_at = parse_iso(carried.get("read_at"))
+        return wrapper, ignored
+
+    @property
+    def calls(self) -> int:
+        return self.agent.calls
+
+    def drop_carried(self) -> None:
+        """Forget every answer: the next read goes to the host."""
+        self.answers.clear()
+        self.carried_hits = 0
+
+    def call(self, operations: Sequence[Operation], *, stop_on_error: bool = True) -> list[OperationResult]:
+        operations = list(operations)
+        read_only = all(o.op in READ_ONLY_OPS for o in operations)
+        if read_only and operations and all(_key(o) in self.answers for o in operations):
+            self.carried_hits += 1
+            return [self.answers[_key(o)].result for o in operations]
+        # A change is followed, in the same call, by a read of everything known so far: the state after all of it.
+        rereads = [] if read_only or not self.chained else [a.operation for a in self.answers.values()]
+        if not read_only:
+            self.changing_calls += 1
+        results = self.agent.call([*operations, *rereads], stop_on_error=stop_on_error)
+        now = utc_now()
+        if not read_only:
+            # What the change may have altered is known again only from what ran after it.
+            self.answers.clear()
+            fresh = list(zip(rereads, results[len(operations):], strict=True))
+        else:
+            fresh = list(zip(operations, results, strict=True))
+        for operation, result in fresh:
+            if result.status in ("ok", "error"):
+                self.answers[_key(operation)] = _Answer(operation, result)
+        # Merged reads keep the age of the oldest answer; a change leaves only answers read after it.
+        self.read_at = now if not read_only or self.read_at is None else self.read_at
+        return results[:len(operations)]
+
+    def state(self) -> dict[str, Any] | None:
+        """The state to hand to the next task (None when nothing is known)."""
+        if not self.answers or self.read_at is None:
+            return None
+        return {
+            "format": FORMAT,
+            "host": self.host,
+            "read_at": iso(self.read_at),
+            "answers": [
+                {"op": a.operation.op, "args": a.operation.args, "status": a.result.status, "result": a.result.result, "error": a.result.error}
+                for a in self.answers.values()
+            ],
+        }
