@@ -176,8 +176,8 @@ class JournalRide:
                 wanted["renewal"] = current["renewal"]
             earlier = current.get("backup_files")
             if isinstance(earlier, dict) and earlier:
-                wanted = {**wanted, **JournalRide(self.name, self.state, wanted, None).with_backups(
-                    {str(k): str(v) for k, v in earlier.items()}, first=True).content}
+                merged = JournalRide(self.name, self.state, wanted, None).with_backups({str(k): str(v) for k, v in earlier.items()}, first=True)
+                wanted = {**wanted, **(merged.content or {})}
         if self.lease_minutes is not None:
             wanted["lease_expires"] = iso(utc_now() + datetime.timedelta(minutes=self.lease_minutes))
         expected = (current_raw or {}).get("sha256") or "absent"

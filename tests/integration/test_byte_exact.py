@@ -90,7 +90,7 @@ def test_a_resume_restores_the_backup_a_dead_run_made_before_it_learned_of_it(la
     the backup. The next run rolls A back from it, byte for byte (never re-serialising the settings)."""
     lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy", "--restart-delay", RESTART_DELAY)
     original = odd_settings(lab)
-    content = {
+    content: dict[str, Any] = {
         "mode": "reuse_key", "strategy": "documented", "step": "started", "old_thumbprint": served(lab), "new_thumbprint": None,
         "backup_files": {}, "previous_web_protocol": "https_unrestricted", "config_tls": True, "remove_old": False, "gate": False,
         "original_sha256": hashlib.sha256(original).hexdigest(), "tls_path": TLS_WINDOWS, "started": "2026-11-28T00:00:00Z",
