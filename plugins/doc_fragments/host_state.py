@@ -51,4 +51,3 @@ options:
           - How long the journal holds the host for this run, from the write on (1 to 10080).
         type: int
 """
-

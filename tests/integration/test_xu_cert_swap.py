@@ -286,7 +286,6 @@ def test_a_lost_answer_leaves_only_what_the_host_itself_confirmed(lab_factory: A
     assert minted["thumbprint"] in store(lab) and old not in store(lab)
 
 
-
 def test_changes_are_refused_on_a_partial_read_or_unknown_settings(lab_factory: Any, tmp_path: pathlib.Path) -> None:
     lab = start(lab_factory)
     old = bound(lab)

@@ -55,7 +55,7 @@ class Faults:
     def set(self, key: str, value: str) -> None:
         if key in ("fail_primitive", "drop_connection"):
             # "op" is its next occurrence, "op@N" its Nth from now (a step's own operation among the same ones before it).
-            op, _, nth = value.partition("@")
+            op, _at, nth = value.partition("@")
             if op not in self._known_ops:
                 raise LabError(f"{key}: unknown primitive {op!r}")
             if nth and (not nth.isdigit() or int(nth) < 1):

@@ -250,7 +250,7 @@ async def pfx_import(host: Host, a: Args) -> Result:
 
 def _backups_beside(host: Host, full_path: str) -> list[str]:
     """[IO.Directory]::GetFiles(parent, '<name>.*.bak'), sorted as Sort-Object sorts strings (case-insensitively)."""
-    parent, _, name = full_path.rpartition("\\")
+    parent, _sep, name = full_path.rpartition("\\")
     try:
         folder = host.fs.resolve(parent)
     except PrimitiveError:
