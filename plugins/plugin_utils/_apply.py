@@ -154,10 +154,11 @@ def prune_operations(backups: Sequence[str], keep: int = KEEP_BACKUPS, protected
     """Remove a file's oldest backups beyond ``keep`` (one more is about to be made); never one in ``protected``.
 
     Backup names carry their UTC time in a fixed-width form, so their order is their age. Copies the agent
-    keeps during an atomic write (``*.xutls.bak``) are not backups of a run and are left alone.
+    keeps during an atomic write (``*.xutls.bak``) are not backups of a run and are left alone, and so is any
+    file whose name only starts its extension with ``bak``: Windows matches ``*.bak`` to ``x.bakup`` too.
     """
     kept = {b.lower() for b in protected}
-    candidates = sorted((b for b in backups if not b.lower().endswith(".xutls.bak")), key=str.lower)
+    candidates = sorted((b for b in backups if b.lower().endswith(".bak") and not b.lower().endswith(".xutls.bak")), key=str.lower)
     surplus = candidates[:max(0, len(candidates) - (keep - 1))]
     return [Operation("file_remove", {"path": b, "backup_path": None}) for b in surplus if b.lower() not in kept]
 

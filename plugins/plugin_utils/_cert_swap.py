@@ -60,7 +60,13 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog impo
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, journal_text, parse_journal, written_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import (
+    JournalRide,
+    journal_guard_failed,
+    journal_text,
+    parse_journal,
+    written_journal,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
     PfxError,
     PfxJudgement,
@@ -941,7 +947,7 @@ def renew(run: ModuleRun, old: StoreCertificate, journals: SwapJournal) -> str:
         Operation("cert_renew_reuse_key", {"thumbprint": old.thumbprint, "run_as": "machine", "timeout_s": CERTREQ_TIMEOUT_S}),
         *own,
     ])
-    if any(r.op == "journal_write" and r.status == "error" and (r.error or {}).get("type") == "HashMismatch" for r in results[:len(before)]):
+    if journal_guard_failed(results[:len(before)]):
         raise StaleState(f"The journal {journals.ride.name if journals.ride else ''} was written by another run since it was read; nothing was renewed")
     for result in results[:len(before)]:
         result.value()

@@ -249,7 +249,10 @@ async def pfx_import(host: Host, a: Args) -> Result:
 
 
 def _backups_beside(host: Host, full_path: str) -> list[str]:
-    """[IO.Directory]::GetFiles(parent, '<name>.*.bak'), sorted as Sort-Object sorts strings (case-insensitively)."""
+    """[IO.Directory]::GetFiles(parent, '<name>.*.bak'), sorted as Sort-Object sorts strings (case-insensitively).
+
+    As on Windows, a three-letter extension in the pattern matches every extension that starts with it
+    (``*.bak`` finds ``x.bakup`` too): the caller must filter, and the lab makes it."""
     parent, _sep, name = full_path.rpartition("\\")
     try:
         folder = host.fs.resolve(parent)
@@ -259,7 +262,7 @@ def _backups_beside(host: Host, full_path: str) -> list[str]:
         return []
     prefix = name.casefold() + "."
     found = [f"{parent}\\{child.name}" for child in folder.iterdir()
-             if child.is_file() and child.name.casefold().startswith(prefix) and child.name.casefold().endswith(".bak")]
+             if child.is_file() and child.name.casefold().startswith(prefix) and child.suffix.casefold().startswith(".bak")]
     return sorted(found, key=str.casefold)
 
 

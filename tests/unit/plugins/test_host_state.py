@@ -258,6 +258,8 @@ def test_backups_are_kept_to_the_newest_ten_per_file_and_never_the_runs_own() ->
     old_backups = [f"{tls_path}.202601{day:02d}T000000000000Z.bak" for day in range(1, 13)]
     for backup in old_backups:
         host.files[backup.replace("C:\\Program Files\\XtractUniversal\\", "")] = "{}"
+    # Windows lists this one for *.bak too; it is not a backup and is never removed.
+    host.files["config\\servers\\tls.json.20250101T000000000000Z.bakup"] = "{}"
     run_first = old_backups[0]  # the oldest, but the run's journal names it: the bytes from before the run
     journal = {"name": "renew", "content": {"step": "tls_off", "backup_files": {tls_path: run_first}}, "lease_minutes": 30}
     result = run_action("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new, "journal": journal, "run_id": "run-1"}, host)
@@ -267,3 +269,4 @@ def test_backups_are_kept_to_the_newest_ten_per_file_and_never_the_runs_own() ->
     assert removed == old_backups[1:3]
     assert host.file(run_first) is not None and all(host.file(b) is None for b in removed) and host.file(result["backup_file"]) is not None
     assert ops(host.calls[1])[-2:] == ["file_remove", "file_remove"]
+    assert host.file("config\\servers\\tls.json.20250101T000000000000Z.bakup") is not None

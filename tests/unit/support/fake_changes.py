@@ -106,7 +106,7 @@ class ChangingFakeHost(FakeHost):
                 f"{INSTALL_DIR}\\{key}" if not key.lower().startswith("c:\\") else key
                 for key in self.files
                 if (f"{INSTALL_DIR}\\{key}" if not key.lower().startswith("c:\\") else key).lower().startswith(full + ".")
-                and key.lower().endswith(".bak")
+                and key.lower().rsplit(".", 1)[-1].startswith("bak")  # as Windows matches *.bak
             )
         return result
 
