@@ -1,10 +1,12 @@
-"""Chaos suite: two renew runs on one host, the second started at an offset after the first. No run may hurt another.
+"""Chaos suite: overlapping renew runs, and a fault at every primitive a renewal sends. No run may hurt a host.
 
-For every combination of xu_renew_mode (replace, reuse_key) and xu_renew_strategy (documented, minimal_outage) and
-every offset, a fresh one-host lab whose certificate expires in 10 days, then two `ansible-playbook
-playbooks/renew.yml` runs against it (run ids chaos-a and chaos-b), the second started `offset` seconds after the
-first. Once both have ended, the host is checked from outside, through the lab's event log and state only
-(tests/integration/invariants.py), and through what each run reported in its summary:
+Two sweeps, each scenario on a fresh one-host lab whose certificate expires in 10 days, checked from outside through
+the lab's event log and state only (tests/integration/invariants.py) and through what each run reported in its
+summary. Both sweeps run for every combination of xu_renew_mode (replace, reuse_key) and xu_renew_strategy
+(documented, minimal_outage).
+
+overlap: two `ansible-playbook playbooks/renew.yml` runs (run ids chaos-a and chaos-b), the second started `offset`
+seconds after the first. Once both have ended:
 
 * the safety invariants of invariants.check_host: no plain HTTP exposed, backups kept, no certificate removed while
   not served, the gate's rules gone, a valid certificate served;
@@ -15,12 +17,30 @@ first. Once both have ended, the host is checked from outside, through the lab's
 * the host's exposure is as before the runs (gate open) and no journal is left
   (C:\\ProgramData\\xtractuniversal.tls\\renew.json).
 
-Prints every failure (mode/strategy/offset, the problem, and the host's change events) and the counts; exit code 1
-when any check failed.
+faults: a clean reference run per combination lists the primitives the renewal sends (the ``ops`` of the host's
+``remote_call`` events); then, for each of them, one run with ``fail_primitive=<op>`` (the primitive's first
+occurrence answers "Access is denied.") and one with ``drop_connection=<op>`` (the call that carries it runs, and its
+connection drops before the answer). Before every run of this sweep (the reference run too) the host's tls.json is
+rewritten with a UTF-8 BOM, CRLF line ends and an unknown object with number forms and escapes a JSON library would
+rewrite (``"Extra": {"Ratio": 2.50, "Limit": 1e3, "Name": "\\u00e9\\/x"}``). After each run:
 
-    .venv/bin/python tests/chaos/run.py                  # the full sweep: 4 combinations x 6 offsets
-    .venv/bin/python tests/chaos/run.py --quick          # one offset (0.5 s) per combination
-    .venv/bin/python tests/chaos/run.py --modes replace --strategies documented --offsets 0 1 --keep
+* the invariants of invariants.check_host, as above;
+* the run's summary reports ``renewed`` or ``failed``, nothing else (the reference run: ``renewed``);
+* a renewed host serves the new certificate it reported; a failed one the old certificate or a valid new one (for
+  replace mode: the PFX's);
+* the gate is open (exposure as before the run);
+* a host left on its old certificate has tls.json byte for byte as before the run (a rollback never re-serialises);
+  a host on a new one keeps the unknown object's values.
+
+Prints a line per scenario, every failure (scenario, the problem, the host's change events and the failed tasks),
+per-sweep counts and the totals; exit code 1 when any check failed.
+
+    .venv/bin/python tests/chaos/run.py                  # the full sweep: 4 combinations x 6 offsets; every primitive x 2 faults
+    .venv/bin/python tests/chaos/run.py --jobs 2         # the same, two scenarios at a time
+    .venv/bin/python tests/chaos/run.py --quick          # overlap at one offset (0.5 s); fail_primitive at each primitive
+                                                         # that changes something, once: at reuse_key/documented, or else
+                                                         # replace/minimal_outage; two scenarios at a time
+    .venv/bin/python tests/chaos/run.py --sweeps faults --modes replace --ops pfx_import --kinds drop_connection --keep
 """
 
 from __future__ import annotations
@@ -28,6 +48,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import datetime
 import hashlib
 import json
 import os
@@ -45,8 +66,10 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs12  # noqa: E402
-from invariants import Baseline, baseline, check_host  # noqa: E402
+from invariants import XU_ACCOUNT, Baseline, baseline, check_host  # noqa: E402
 from labtools import Lab, PlaybookRun, start_lab, stop_lab  # noqa: E402
+
+from xulab import control  # noqa: E402
 
 PLAYBOOK = str(REPO / "playbooks" / "renew.yml")
 MODES = ("replace", "reuse_key")
@@ -61,6 +84,36 @@ SUMMARY_TASKS = ("Finish | Summarise the run on this host", "Assess | Summarise 
 NOT_RENEWED_OK = ("busy", "not_due")
 # Events worth showing when a scenario fails: everything but the remote calls themselves.
 QUIET_EVENTS = {"remote_call"}
+SWEEPS = ("overlap", "faults")
+# The faults sweep: which faults, at which primitives. --quick: each primitive that changes something, once, at the first
+# of two combinations (one per mode, one per strategy) that sends it; failed only.
+FAULT_KINDS = ("fail_primitive", "drop_connection")
+READ_ONLY_OPS = frozenset({"discover", "cert_list", "fw_get", "task_get", "port_probe", "journal_read"})
+QUICK_FAULT_COMBINATIONS = (("reuse_key", "documented"), ("replace", "minimal_outage"))
+QUICK_FAULT_KINDS = ("fail_primitive",)
+FAULT_RUN_ID = "chaos-fault"
+REFERENCE_RUN_ID = "chaos-reference"
+FAULT_RESULTS = ("renewed", "failed")
+TLS_JSON = pathlib.Path("C/Program Files/XtractUniversal/config/servers/tls.json")
+# The unknown object the odd settings file carries: literal text a JSON library would rewrite (2.50, 1e3, the escapes).
+EXTRA_TEXT = '"Extra": {"Ratio": 2.50, "Limit": 1e3, "Name": "\\u00e9\\/x"}'
+
+
+class FastLab(Lab):
+    """A Lab whose state reads and faults go to the lab's control socket in this process: no `xulab` process each time."""
+
+    def state(self, host: str) -> dict[str, Any]:
+        state: dict[str, Any] = control.request(self.dir, "state", host=host)
+        return state
+
+    def fault(self, host: str, **settings: object) -> None:
+        control.request(self.dir, "fault", host=host, set={key: str(value) for key, value in settings.items()})
+
+
+def fresh_lab(directory: pathlib.Path, restart_delay: float) -> FastLab:
+    """A one-host lab whose certificate expires in 10 days."""
+    start_lab(directory, "--hosts", "1", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", str(restart_delay))
+    return FastLab(directory)
 
 
 @dataclasses.dataclass
@@ -74,13 +127,26 @@ class Scenario:
 
 
 @dataclasses.dataclass
+class FaultScenario:
+    mode: str
+    strategy: str
+    kind: str | None = None  # None: the clean reference run
+    op: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.mode}/{self.strategy} " + (f"{self.kind}={self.op}" if self.kind else "reference")
+
+
+@dataclasses.dataclass
 class Outcome:
-    scenario: Scenario
+    scenario: Scenario | FaultScenario
+    sweep: str = "overlap"
     runs: int = 0
     checks: int = 0
     failures: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     directory: pathlib.Path | None = None
+    seconds: float = 0.0
 
     def check(self, name: str, problems: list[str]) -> None:
         """One invariant check: its problems, none when it held."""
@@ -208,11 +274,12 @@ def check_winner(outcome: Outcome, reported: list[dict[str, Any] | None], base: 
 
 def scenario_run(scenario: Scenario, args: argparse.Namespace) -> Outcome:
     outcome = Outcome(scenario)
+    began = time.monotonic()
     directory = pathlib.Path(tempfile.mkdtemp(prefix=f"xu-chaos-{scenario.mode}-{scenario.strategy}-{scenario.offset:g}-"))
     outcome.directory = directory
     lab_dir = directory / "lab"
     try:
-        lab = start_lab(lab_dir, "--hosts", "1", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", str(args.restart_delay))
+        lab = fresh_lab(lab_dir, args.restart_delay)
         extra: tuple[str, ...] = ("-e", f"xu_renew_mode={scenario.mode}", "-e", f"xu_renew_strategy={scenario.strategy}")
         pfx = None
         if scenario.mode == "replace":
@@ -270,53 +337,319 @@ def scenario_run(scenario: Scenario, args: argparse.Namespace) -> Outcome:
         stop_lab(lab_dir)
         if not args.keep:
             shutil.rmtree(directory, ignore_errors=True)
+    outcome.seconds = time.monotonic() - began
     return outcome
 
+# -- the faults sweep ------------------------------------------------------------------------------
 
-def main() -> int:
+
+def odd_settings(lab: Lab) -> bytes:
+    """The host's tls.json rewritten from its current JSON with a BOM, CRLF and the unknown object EXTRA_TEXT; its bytes.
+
+    The approach of tests/integration/test_byte_exact.odd_settings: the document as json.dumps writes it, the literal
+    object spliced in before the closing brace.
+    """
+    path = lab.dir / "hosts" / HOST / "fs" / TLS_JSON
+    document = json.loads(path.read_bytes().decode("utf-8-sig"))
+    body = json.dumps(document, indent=2)[:-2]
+    text = body + ",\n  " + EXTRA_TEXT + "\n}\n"
+    data = b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8")
+    path.write_bytes(data)
+    return data
+
+
+def extra_of(data: bytes) -> object:
+    """The unknown object's values in a tls.json, or why there are none."""
+    try:
+        document = json.loads(data.decode("utf-8-sig"))
+    except ValueError as error:
+        return f"unparsable: {error}"
+    return document.get("Extra", "missing") if isinstance(document, dict) else "not an object"
+
+
+def key_readable(certificate: dict[str, Any]) -> bool:
+    return any(
+        entry["identity"].lower() == XU_ACCOUNT.lower() and entry["type"] == "Allow" and entry["rights"] in ("Read", "FullControl")
+        for entry in certificate.get("key_acl") or []
+    )
+
+
+def check_certificate(state: dict[str, Any], base: Baseline, summary: dict[str, Any] | None, served: str | None, pfx: str | None) -> list[str]:
+    """A renewed host serves the new certificate it reported; a failed one its old certificate or a valid new one."""
+    result = (summary or {}).get("result")
+    reported = str((summary or {}).get("new_thumbprint") or "").upper() or None
+    if served is None:
+        return ["the host serves no certificate over https"]
+    if result == "renewed":
+        if served == base.thumbprint:
+            return [f"reports renewed ({reported}), the host still serves the old certificate {served}"]
+        if served != reported:
+            return [f"reports renewed with {reported}, the host serves {served}"]
+    if served == base.thumbprint:
+        return []
+    problems = []
+    certificate = next((c for c in state["certificates"] if c["thumbprint"] == served), None)
+    if certificate is None:
+        return [f"the host serves {served}, a certificate not in the store"]
+    if certificate.get("archived"):
+        problems.append(f"the new certificate {served} is archived")
+    if not certificate.get("has_private_key") or not key_readable(certificate):
+        problems.append(f"the new certificate {served} has no private key the service can read")
+    not_after = datetime.datetime.fromisoformat(str(certificate["not_after"]).replace("Z", "+00:00"))
+    if not_after <= datetime.datetime.now(datetime.UTC):
+        problems.append(f"the new certificate {served} is not valid: it expired {certificate['not_after']}")
+    if pfx is not None and served != pfx:
+        problems.append(f"the host serves {served}, neither the old {base.thumbprint} nor the PFX's {pfx}")
+    return problems
+
+
+def remote_ops(lab: Lab, base: Baseline) -> list[str]:
+    """The distinct primitives the host was sent since the baseline, in the order first sent."""
+    ops: list[str] = []
+    for event in lab.events(HOST)[base.events:]:
+        for op in event.get("ops") or [] if event["type"] == "remote_call" else []:
+            if op not in ops:
+                ops.append(op)
+    return ops
+
+
+def fault_run(scenario: FaultScenario, args: argparse.Namespace) -> tuple[Outcome, list[str]]:
+    """One renew run on a fresh lab, with the odd settings file and the scenario's fault; its checks, and the primitives sent."""
+    outcome = Outcome(scenario, sweep="faults")
+    began = time.monotonic()
+    name = f"{scenario.kind}-{scenario.op}" if scenario.kind else "reference"
+    directory = pathlib.Path(tempfile.mkdtemp(prefix=f"xu-chaos-{scenario.mode}-{scenario.strategy}-{name}-"))
+    outcome.directory = directory
+    lab_dir = directory / "lab"
+    ops: list[str] = []
+    run_id = FAULT_RUN_ID if scenario.kind else REFERENCE_RUN_ID
+    try:
+        lab = fresh_lab(lab_dir, args.restart_delay)
+        extra: tuple[str, ...] = ("-e", f"xu_renew_mode={scenario.mode}", "-e", f"xu_renew_strategy={scenario.strategy}")
+        pfx = None
+        if scenario.mode == "replace":
+            pfx_args, pfx = prepare_pfx(lab, directory)
+            extra += pfx_args
+        odd_settings(lab)
+        base = baseline(lab, HOST)
+        if scenario.kind:
+            lab.fault(HOST, **{scenario.kind: scenario.op})
+
+        tmp = directory / run_id
+        tmp.mkdir()
+        run = lab.playbook(PLAYBOOK, tmp_path=tmp, extra_args=(*extra, "-e", f"xu_renew_run_id={run_id}"))
+        outcome.runs += 1
+        (tmp / "stdout.log").write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
+        ops = remote_ops(lab, base)
+        check_fault_run(outcome, lab, base, run, pfx)
+    except Exception as error:  # a scenario that could not run is a failure, the others go on
+        outcome.check("scenario ran", [f"{type(error).__name__}: {error}", traceback.format_exc(limit=3)])
+    finally:
+        stop_lab(lab_dir)
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+    outcome.seconds = time.monotonic() - began
+    return outcome, ops
+
+
+def check_fault_run(outcome: Outcome, lab: Lab, base: Baseline, run: PlaybookRun, pfx: str | None) -> None:
+    """The checks of one run of the faults sweep, from its summary and the host's events and state."""
+    scenario = outcome.scenario
+    assert isinstance(scenario, FaultScenario)
+    summary = summaries(run).get(HOST)
+    fired = [e for e in lab.events(HOST)[base.events:] if e["type"] == "fault" and e.get("action") == "consumed"]
+
+    # What the run reported.
+    if summary is None:
+        tail = run.stdout.strip().splitlines()[-3:]
+        outcome.check("summary", [f"no summary for the host (rc {run.rc}; last lines: {' | '.join(tail)})"])
+    else:
+        outcome.check("summary", [])
+    result = (summary or {}).get("result")
+    allowed = FAULT_RESULTS if scenario.kind else ("renewed",)
+    if summary is not None:
+        outcome.check("result", [] if result in allowed else [f"reports {result!r} (step {summary.get('failed_step')}): {summary.get('reason')}"])
+
+    # What the host shows.
+    state = lab.state(HOST)
+    served = next((e["thumbprint"] for e in state["service"]["listeners"] if e["scheme"] == "https"), None)
+    on_old = served is not None and served == base.thumbprint
+    outcome.check("served certificate", check_certificate(state, base, summary, served, pfx))
+
+    problems = check_host(lab, HOST, base, new=None if on_old else served)
+    for number in range(1, 6):
+        outcome.check(f"invariant {number}", [p for p in problems if p.startswith(f"invariant {number}:")])
+    outcome.check("no other invariant problem", [p for p in problems if not p.startswith(tuple(f"invariant {n}:" for n in range(1, 6)))])
+
+    exposure = dict(state["firewall"]["exposure"])
+    outcome.check("gate open", [] if exposure == base.exposure else [f"exposure {exposure}, before the run {base.exposure}"])
+
+    settings = (lab.dir / "hosts" / HOST / "fs" / TLS_JSON).read_bytes()
+    if on_old:
+        outcome.check(
+            "old certificate: tls.json byte for byte as before",
+            [] if settings == base.tls_json else [
+                f"tls.json differs ({len(base.tls_json)} bytes before, {len(settings)} now; "
+                f"sha256 {hashlib.sha256(base.tls_json).hexdigest()[:12]} -> {hashlib.sha256(settings).hexdigest()[:12]}); "
+                f"now begins {settings[:160]!r}"
+            ],
+        )
+    else:
+        before, after = extra_of(base.tls_json), extra_of(settings)
+        outcome.check("new certificate: the unknown settings kept", [] if after == before else [f"Extra was {before}, is {after}"])
+
+    journal = lab.dir / "hosts" / HOST / "fs" / JOURNAL
+    outcome.notes.append(
+        f"{result} (step {(summary or {}).get('failed_step')}), rc {run.rc}, serves the "
+        + ("old certificate" if on_old else f"new {served}")
+        + ("" if not scenario.kind else ", fault fired" if fired else ", fault never fired")
+        + (", journal left" if journal.exists() else "")
+    )
+    if summary is not None and result != "renewed":
+        outcome.notes.append(f"  reason: {str(summary.get('reason'))[:400]}")
+    if outcome.failures:
+        outcome.notes += [f"  {HOST} events (lab {lab.dir}):", *timeline(lab, base)]
+        outcome.notes += [f"    failed task {e['task']!r}: {str(e['result'].get('msg'))[:300]}" for e in run.results if e["status"] == "failed"]
+
+
+def fault_scenarios(reference: FaultScenario, ops: list[str], args: argparse.Namespace, taken: set[str] | None = None) -> list[FaultScenario]:
+    """The faults to inject after a reference run that sent ``ops``; none at the primitives in ``taken``."""
+    chosen = [op for op in ops if (not args.quick or op not in READ_ONLY_OPS) and (not args.ops or op in args.ops) and op not in (taken or set())]
+    return [FaultScenario(reference.mode, reference.strategy, kind, op) for op in chosen for kind in args.kinds]
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help=f"one offset per combination (the first of --offsets, default {QUICK_OFFSET:g} s)")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help=f"overlap: one offset per combination (the first of --offsets, default {QUICK_OFFSET:g} s); faults: fail_primitive at each "
+        f"primitive that changes something, once, at the first of {' and '.join('/'.join(c) for c in QUICK_FAULT_COMBINATIONS)} that sends it",
+    )
+    parser.add_argument("--sweeps", nargs="+", choices=SWEEPS, default=list(SWEEPS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--offsets", nargs="+", type=float, help=f"seconds between the two runs' starts (default {' '.join(f'{o:g}' for o in OFFSETS)})")
-    parser.add_argument("--jobs", type=int, choices=(1, 2), default=1, help="scenarios at a time (default 1: the offsets stay as given)")
+    parser.add_argument("--kinds", nargs="+", choices=FAULT_KINDS, help="faults to inject (default: both; --quick: fail_primitive)")
+    parser.add_argument("--ops", nargs="+", help="inject faults only at these primitives (default: every one the reference run sent)")
+    parser.add_argument(
+        "--jobs", type=int, choices=(1, 2),
+        help="scenarios at a time (default 1, the offsets stay as given; --quick: 2, the offsets are then only roughly kept)",
+    )
     parser.add_argument("--restart-delay", type=float, default=0.3, help="seconds the lab's XU needs to start (default 0.3)")
-    parser.add_argument("--keep", action="store_true", help="keep each scenario's directory (lab, PFX, both runs' output)")
+    parser.add_argument("--keep", action="store_true", help="keep each scenario's directory (lab, PFX, the runs' output)")
     args = parser.parse_args()
-
-    offsets = args.offsets or ([QUICK_OFFSET] if args.quick else list(OFFSETS))
+    args.offsets = args.offsets or ([QUICK_OFFSET] if args.quick else list(OFFSETS))
     if args.quick:
-        offsets = offsets[:1]
-    if any(o < 0 for o in offsets):
+        args.offsets = args.offsets[:1]
+    if any(o < 0 for o in args.offsets):
         parser.error("offsets must not be negative")
-    scenarios = [Scenario(m, s, o) for m in args.modes for s in args.strategies for o in offsets]
-    print(f"chaos: {len(scenarios)} scenarios ({', '.join(args.modes)} x {', '.join(args.strategies)} x offsets {offsets}), {args.jobs} at a time", flush=True)
+    args.kinds = args.kinds or list(QUICK_FAULT_KINDS if args.quick else FAULT_KINDS)
+    args.jobs = args.jobs or (2 if args.quick else 1)
+    return args
 
-    began = time.monotonic()
+
+def run_sweeps(args: argparse.Namespace, scenarios: list[Scenario], references: list[FaultScenario]) -> list[Outcome]:
+    """Every scenario, ``args.jobs`` at a time; each reference run's faults as soon as it has listed its primitives.
+
+    --quick: once every reference run has, and each primitive at the first combination (in QUICK_FAULT_COMBINATIONS'
+    order) that sends it.
+    """
     outcomes: list[Outcome] = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(scenario_run, scenario, args) for scenario in scenarios]
-        for future in concurrent.futures.as_completed(futures):
-            outcome = future.result()
-            outcomes.append(outcome)
-            verdict = "ok" if not outcome.failures else f"FAILED ({len(outcome.failures)})"
-            print(f"{outcome.scenario!s:<40} {verdict:<12} {outcome.checks:3d} checks  {outcome.notes[0] if outcome.notes else ''}", flush=True)
-            if args.keep and outcome.directory:
-                print(f"  kept {outcome.directory}", flush=True)
+    listed: dict[int, tuple[FaultScenario, Outcome, list[str]]] = {}
 
+    def report(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        verdict = "ok" if not outcome.failures else f"FAILED ({len(outcome.failures)})"
+        note = outcome.notes[0] if outcome.notes else ""
+        print(f"{outcome.sweep:<8} {outcome.scenario!s:<52} {verdict:<12} {outcome.checks:3d} checks {outcome.seconds:4.0f}s  {note}", flush=True)
+        if args.keep and outcome.directory:
+            print(f"  kept {outcome.directory}", flush=True)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        pending: dict[concurrent.futures.Future[Any], Scenario | FaultScenario] = {}
+        for reference in references:
+            pending[pool.submit(fault_run, reference, args)] = reference
+        for scenario in scenarios:
+            pending[pool.submit(scenario_run, scenario, args)] = scenario
+        while pending:
+            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                submitted = pending.pop(future)
+                if isinstance(submitted, Scenario):
+                    report(future.result())
+                    continue
+                outcome, ops = future.result()
+                if submitted.kind is not None:
+                    report(outcome)
+                    continue
+                listed[references.index(submitted)] = (submitted, outcome, ops)
+                if args.quick and len(listed) < len(references):
+                    continue
+                taken: set[str] = set()
+                for index in sorted(listed):
+                    reference, reference_outcome, reference_ops = listed.pop(index)
+                    faults = fault_scenarios(reference, reference_ops, args, taken if args.quick else None)
+                    if not faults and not taken:
+                        reference_outcome.check("primitives to fault", [f"the reference run sent {reference_ops}, none to inject a fault at"])
+                    report(reference_outcome)
+                    print(f"  {reference}: {len(reference_ops)} primitives sent ({', '.join(reference_ops)}); {len(faults)} fault runs follow", flush=True)
+                    taken |= {fault.op for fault in faults if fault.op}
+                    for fault in faults:
+                        pending[pool.submit(fault_run, fault, args)] = fault
+    return outcomes
+
+
+def print_totals(outcomes: list[Outcome], began: float) -> int:
+    """Every failure with its notes, the counts per sweep and in all; the exit code."""
     failures = [f for o in outcomes for f in o.failures]
     if failures:
         print("\nFAILURES")
-        for outcome in sorted(outcomes, key=lambda o: (o.scenario.mode, o.scenario.strategy, o.scenario.offset)):
+        for outcome in sorted(outcomes, key=lambda o: (o.sweep, str(o.scenario))):
             if outcome.failures:
                 print("\n".join(outcome.failures))
                 print("\n".join(outcome.notes))
+    print()
+    for sweep in SWEEPS:
+        done = [o for o in outcomes if o.sweep == sweep]
+        if not done:
+            continue
+        fired = ""
+        if sweep == "faults":
+            injected = [o for o in done if isinstance(o.scenario, FaultScenario) and o.scenario.kind]
+            never = [str(o.scenario) for o in injected if not o.notes or "fault never fired" in o.notes[0]]
+            fired = f", faults fired: {len(injected) - len(never)}/{len(injected)}" + (f" (not: {', '.join(never)})" if never else "")
+            kept = [str(o.scenario) for o in done if o.notes and "journal left" in o.notes[0]]
+            fired += f", journal left by {len(kept)} run(s)" + (f" ({', '.join(kept)})" if kept else "")
+        print(
+            f"{sweep}: scenarios: {len(done)}, runs: {sum(o.runs for o in done)}, checks: {sum(o.checks for o in done)}, "
+            f"failures: {sum(len(o.failures) for o in done)}{fired}"
+        )
     print(f"\nscenarios: {len(outcomes)}")
     print(f"runs: {sum(o.runs for o in outcomes)}")
     print(f"checks: {sum(o.checks for o in outcomes)}")
     print(f"failures: {len(failures)}")
     print(f"seconds: {time.monotonic() - began:.0f}")
     return 1 if failures else 0
+
+
+def main() -> int:
+    args = parse_args()
+    scenarios = [Scenario(m, s, o) for m in args.modes for s in args.strategies for o in args.offsets] if "overlap" in args.sweeps else []
+    combinations = [(m, s) for m in args.modes for s in args.strategies]
+    if args.quick:
+        combinations = [c for c in QUICK_FAULT_COMBINATIONS if c in combinations]
+    references = [FaultScenario(m, s) for m, s in combinations] if "faults" in args.sweeps else []
+    if scenarios:
+        print(f"overlap: {len(scenarios)} scenarios ({', '.join(args.modes)} x {', '.join(args.strategies)} x offsets {args.offsets})", flush=True)
+    if references:
+        print(
+            f"faults: {', '.join(args.kinds)} at {'the primitives that change something' if args.quick else 'every primitive'}"
+            f" of {', '.join('/'.join(c) for c in combinations)}, after a reference run each; tls.json with a BOM, CRLF and {EXTRA_TEXT}",
+            flush=True,
+        )
+    print(f"{args.jobs} scenario(s) at a time", flush=True)
+    began = time.monotonic()
+    return print_totals(run_sweeps(args, scenarios, references), began)
 
 
 if __name__ == "__main__":
