@@ -14,10 +14,26 @@ options:
         instead of reading the host, and a step that changes the host costs one remote call.
       - Used only when it was read from this host less than 15 minutes ago; otherwise the host is read, with a warning.
       - Every write stays guarded on the host by what was read (the settings file's hash, the journal's hash, the
-        certificate each port serves before one is removed). When a guard finds the host changed since, nothing of
-        the change is written and the module runs once more from a fresh read.
+        certificate each port serves before one is removed), and the first change planned from O(host_state) first
+        checks, in the same call, that every settings file is as O(host_state) read it. When a guard finds the host
+        changed since, nothing of the change is made; then O(host_state_changed) decides.
       - Omitted, the module reads the host first, as usual.
     type: dict
+"""
+
+    CHANGING = r"""
+options:
+  host_state_changed:
+    description:
+      - What the module does when a guard finds that the host changed since O(host_state) was read (nothing of the
+        change has been made then).
+      - V(replan) reads the host again and runs the module once more from that read, which suits a task whose options
+        say all it wants.
+      - V(fail) fails the task with RV(stale) set, for a caller whose own decisions rest on O(host_state) (the renew
+        role), which reads the host again and decides again.
+    type: str
+    choices: [replan, fail]
+    default: replan
 """
 
     JOURNAL = r"""

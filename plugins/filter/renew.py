@@ -360,6 +360,11 @@ def renew_plan(
     if held is not None:
         plan.update(held)
         return plan
+    if info.get("read_errors"):
+        # An unread store is not an empty one: whether the host is due, and how, is unknown.
+        unread = "; ".join(str(error) for error in info["read_errors"])
+        plan.update(action="blocked", reason=f"part of its state could not be read ({unread}); nothing was done")
+        return plan
     if not due["due"]:
         return plan
     if mode == "replace":
@@ -584,18 +589,24 @@ def _rollback(journal: Mapping[str, Any], info: Mapping[str, Any], old: str, old
         recovery["reason"] = f"the previous settings are in force and the server serves {old}"
         return recovery
     backups = _dict(journal.get("backup_files"))
-    restart = "if_changed" if not file_original else _restart_mode(info, False)
-    if backups and (not file_original or restart == "always"):
-        recovery["restores"] = _restores(journal, restart)
-        recovery["reason"] = f"the previous settings are restored from {', '.join(backups.values())}, serving {old}"
-        return recovery
-    # No backup was recorded (the run died between a change and its journal entry): set the values back.
-    recovery["rebind"] = {
+    rebind = {
         "web_protocol": journal.get("previous_web_protocol"),
         "web_certificate": old,
         "config_server_certificate": old if journal.get("config_tls") else None,
-        "restart": "if_changed" if not file_original else "always",
+        "restart": "always",
     }
+    if file_original:
+        # The settings file holds the bytes from before the run (a write planned with its backup never
+        # happened, so that backup may not exist): only a restart is missing; the values match, nothing is written.
+        recovery["rebind"] = rebind
+        recovery["reason"] = f"the previous settings are unchanged; the service is restarted to serve {old}"
+        return recovery
+    if backups:
+        recovery["restores"] = _restores(journal, "if_changed")
+        recovery["reason"] = f"the previous settings are restored from {', '.join(backups.values())}, serving {old}"
+        return recovery
+    # The last resort: neither this run nor the host recorded a copy of the previous bytes; set the values back.
+    recovery["rebind"] = {**rebind, "restart": "if_changed"}
     recovery["reason"] = f"no backup was recorded; the previous values are set back, serving {old}"
     return recovery
 
@@ -641,9 +652,21 @@ def _unusable_journal(journal: Mapping[str, Any], info: Mapping[str, Any]) -> st
     return None
 
 
+def _with_hosts_record(journal: dict[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's journal completed from the copy on the host, when that copy is this run's.
+
+    A step whose answer was lost (a dropped connection) wrote its journal entry, naming the backup
+    it made and the new certificate, in the same call: the host knows what the controller missed.
+    """
+    on_host = _dict(info.get("journal"))
+    if not on_host or not journal.get("run_id") or on_host.get("run_id") != journal.get("run_id"):
+        return journal
+    return renew_journal(journal, None, new_thumbprint=on_host.get("new_thumbprint"), backup_files=on_host.get("backup_files"))
+
+
 def _recover(journal: Mapping[str, Any], info: Mapping[str, Any], prefer: str) -> dict[str, Any]:
-    journal = _dict(journal)
     info = _dict(info)
+    journal = _with_hosts_record(_dict(journal), info)
     if not journal:
         return _empty_recovery("none", "nothing had been changed", journal, None)
     unusable = _unusable_journal(journal, info)

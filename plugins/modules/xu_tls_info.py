@@ -230,6 +230,15 @@ journal_error:
   description: Why the journal could not be read (then RV(journal) is null but unknown, not absent), else null.
   returned: always
   type: str
+read_errors:
+  description:
+    - Each other read of the host that failed (the certificate store, the gate's rules or task, the hold), naming
+      the operation, the error's type and its message. What it should have told is unknown, not empty; the renew
+      role changes nothing on such a host.
+  returned: always
+  type: list
+  elements: str
+  sample: []
 problems:
   description:
     - Everything that needs attention, in words. Also returned as warnings.

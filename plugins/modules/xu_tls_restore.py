@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - xtractuniversal.tls.product
   - xtractuniversal.tls.run
   - xtractuniversal.tls.host_state
+  - xtractuniversal.tls.host_state.changing
 options:
   backup_file:
     description:
@@ -71,6 +72,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+stale:
+  description:
+    - True when a guard found the host changed since O(host_state) was read and O(host_state_changed=fail);
+      nothing was changed.
+  returned: on failure, with O(host_state_changed=fail)
+  type: bool
 host_state:
   description:
     - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task

@@ -29,6 +29,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate i
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import run_id_of
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent, StaleState
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import DEFAULT_JOURNAL
 
 display = Display()
 
@@ -186,6 +187,9 @@ class XuActionBase(ActionBase):
                 "changed": agent.changing_calls > 0,
             }
         module_result.setdefault("changed", False)
+        if params.get("journal"):
+            # What the caller's next step needs to know, whatever the module did or failed to do with it.
+            module_result["journal_present"] = agent.journal_present.get(str(params["journal"].get("name") or DEFAULT_JOURNAL))
         if "host_state" in params:
             module_result["host_state"] = agent.state()
         result.update(module_result)
@@ -200,9 +204,17 @@ class XuActionBase(ActionBase):
             run_id_of(run.params)
         try:
             return self.run_module(run)
-        except StaleState:
+        except StaleState as e:
             if not agent.carried_hits:
                 raise
+            if run.params.get("host_state_changed") == "fail":
+                # The caller decided from host_state: it reads and decides again, not the module on its own.
+                return {
+                    "failed": True,
+                    "changed": False,
+                    "stale": True,
+                    "msg": f"{e.msg}. host_state_changed is fail: read the host again and decide again",
+                }
             agent.drop_carried()
             return self.run_module(run)
 

@@ -46,6 +46,8 @@ def encoded_command(script: str) -> str:
 class Operation:
     op: str
     args: dict[str, Any] = field(default_factory=dict)
+    # An optional operation's error does not stop the call (an event log entry that cannot be written).
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class AgentClient:
         request = {
             "protocol": PROTOCOL,
             "stop_on_error": stop_on_error,
-            "ops": [{"id": i, "op": o.op, "args": o.args} for i, o in enumerate(operations, start=1)],
+            "ops": [{"id": i, "op": o.op, "args": o.args, **({"optional": True} if o.optional else {})} for i, o in enumerate(operations, start=1)],
         }
         payload = json.dumps({"agent": self._agent, "request": request}, ensure_ascii=True, separators=(",", ":"))
         self.calls += 1

@@ -749,16 +749,17 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
     journals.wrote(before)
     after = journals.after()
     post_ops: list[Operation] = []
+    if after and not (plan.remove_old and not remove_in_call):
+        # The journals go once the host itself sees the new certificate served (after a restart), in the same call,
+        # and before the old certificate: the renewal is done then, and a removal that fails must not keep them.
+        if restart_plan is not None:
+            post_ops += served_check(restart_plan.expectations, server_name)
+        post_ops += after
     if remove_in_call and restart_plan is not None:
         require = served_requirement(restart_plan.expectations, server_name)
         post_ops += [
             Operation("cert_remove", {"store": STORE, "thumbprint": request.old, "require_served": require}), removal_event(run, request.old).operation(),
         ]
-    if after and not (plan.remove_old and not remove_in_call):
-        # The journals go once the host itself sees the new certificate served (after a restart), in the same call.
-        if restart_plan is not None and not remove_in_call:
-            post_ops += served_check(restart_plan.expectations, server_name)
-        post_ops += after
     try:
         outcome = apply_changes(
             run.agent,

@@ -69,4 +69,5 @@ class EventNote:
 
 
 def event_operation(event_id: int, entry_type: str, message: str) -> Operation:
-    return Operation("event_write", {"event_id": event_id, "entry_type": entry_type, "message": message})
+    # An entry that cannot be written is a warning: it never stops what follows it in the call.
+    return Operation("event_write", {"event_id": event_id, "entry_type": entry_type, "message": message}, optional=True)

@@ -8,8 +8,11 @@ reads from it instead of calling the host. Every call that changes the host read
 the same call, whatever the given state held (and what this module read), so the state it returns is
 the host's after the change. A module used alone (no ``host_state`` given) reads nothing more: it returns
 only what it read after its last change, if anything. A write is always guarded on the host (the settings file's hash, the
-journal's hash, the served certificate before a removal): when a guard refuses because the carried state
-was out of date, the module is run once more from a fresh read (``StaleState``).
+journal's hash, the served certificate before a removal), and the first change planned from a carried state
+is preceded, in its call, by a ``file_check`` of every settings file that state read: the caller's own
+decisions (the renew role's) rest on those files too. When a guard refuses because the carried state was out
+of date, nothing of the change is made (``StaleState``): the module runs once more from a fresh read, or,
+with ``host_state_changed: fail``, fails and leaves the decision to its caller.
 """
 
 from __future__ import annotations
@@ -86,11 +89,15 @@ class CarriedStateAgent:
     changing_calls: int = 0
     # Given a state, the task is a step of a chain: each change is followed by a read for the next step.
     chained: bool = False
+    # The first change planned from a carried state first checks that the settings files are as it read them.
+    guard_pending: bool = False
+    # Whether each journal (by name) is on the host, as last read or written through this agent.
+    journal_present: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
     def wrap(cls, agent: AgentClient, host: str, carried: Any) -> tuple[CarriedStateAgent, str | None]:
         answers, ignored = usable_state(carried, host)
-        wrapper = cls(agent, host, {_key(a.operation): a for a in answers}, chained=bool(carried))
+        wrapper = cls(agent, host, {_key(a.operation): a for a in answers}, chained=bool(carried), guard_pending=bool(answers))
         if answers:
             wrapper.read_at = parse_iso(carried.get("read_at"))
         return wrapper, ignored
@@ -103,18 +110,56 @@ class CarriedStateAgent:
         """Forget every answer: the next read goes to the host."""
         self.answers.clear()
         self.carried_hits = 0
+        self.guard_pending = False
+
+    def _note_journals(self, operations: Sequence[Operation], results: Sequence[OperationResult]) -> None:
+        for operation, result in zip(operations, results, strict=False):
+            name = str(operation.args.get("name"))
+            if operation.op == "journal_read" and result.ok:
+                self.journal_present[name] = bool((result.result or {}).get("exists"))
+            elif operation.op == "journal_write" and result.ok:
+                self.journal_present[name] = operation.args.get("content") is not None
+
+    def settings_guards(self) -> list[Operation]:
+        """A ``file_check`` of each settings file as the carried ``discover`` read it (sha256, or absent)."""
+        expected: dict[str, tuple[str, str]] = {}
+        for answer in self.answers.values():
+            if answer.operation.op != "discover" or not answer.result.ok:
+                continue
+            for entry in (answer.result.result or {}).get("files") or []:
+                if isinstance(entry, dict) and entry.get("full_path"):
+                    digest = entry.get("sha256") if entry.get("exists") else "absent"
+                    if digest:
+                        # Paths are case-insensitive on Windows; two discovers of one state read the same file.
+                        expected.setdefault(str(entry["full_path"]).lower(), (str(entry["full_path"]), str(digest)))
+        return [Operation("file_check", {"path": path, "sha256": digest}) for path, digest in expected.values()]
 
     def call(self, operations: Sequence[Operation], *, stop_on_error: bool = True) -> list[OperationResult]:
         operations = list(operations)
         read_only = all(o.op in READ_ONLY_OPS for o in operations)
         if read_only and operations and all(_key(o) in self.answers for o in operations):
             self.carried_hits += 1
-            return [self.answers[_key(o)].result for o in operations]
+            answered = [self.answers[_key(o)].result for o in operations]
+            self._note_journals(operations, answered)
+            return answered
         # A change is followed, in the same call, by a read of everything known so far: the state after all of it.
         rereads = [] if read_only or not self.chained else [a.operation for a in self.answers.values()]
+        guards = self.settings_guards() if not read_only and stop_on_error and self.guard_pending and self.carried_hits else []
+        if not read_only:
+            self.guard_pending = False
+        results = self.agent.call([*guards, *operations, *rereads], stop_on_error=stop_on_error)
+        refused = next((r for r in results[:len(guards)] if not r.ok), None)
+        if refused is not None:
+            # stop_on_error: nothing after the refused guard ran.
+            error = refused.error or {}
+            if error.get("type") != "HashMismatch":
+                # Not a change found, a check that could not be made: a failure, not a reason to decide again.
+                raise XuError(f"Checking the settings files before the change failed ({error.get('type')}: {error.get('message')}); nothing was changed")
+            raise StaleState(f"the host changed since host_state was read ({error.get('type')}: {error.get('message')}); nothing was changed")
+        results = results[len(guards):]
+        self._note_journals([*operations, *rereads], results)
         if not read_only:
             self.changing_calls += 1
-        results = self.agent.call([*operations, *rereads], stop_on_error=stop_on_error)
         now = utc_now()
         if not read_only:
             # What the change may have altered is known again only from what ran after it.

@@ -15,9 +15,8 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base i
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import MAX_LEASE_MINUTES, lease_owner
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import DEFAULT_JOURNAL, MAX_LEASE_MINUTES, lease_owner
 
-DEFAULT_JOURNAL = "renew"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 

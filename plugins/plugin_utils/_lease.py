@@ -16,6 +16,9 @@ from typing import Any
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import parse_iso
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import MAX_AUTO_OPEN_MINUTES
 
+# The journal the renew role and the modules keep, unless told another name.
+DEFAULT_JOURNAL = "renew"
+
 # The longest a lease may run: the gate's longest auto-open delay.
 MAX_LEASE_MINUTES = MAX_AUTO_OPEN_MINUTES
 

@@ -158,6 +158,7 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
     report["journal"] = parse_journal(snapshot.journal)
     # Not knowing whether a journal is there is not "no journal": another run may be working on the host.
     report["journal_error"] = next((error for error in snapshot.read_errors if error.startswith("journal_read:")), None)
+    report["read_errors"] = [error for error in snapshot.read_errors if not error.startswith("journal_read:")]
     if report["journal"] is not None and (run_id is None or report["journal"].get("run_id") != run_id):
         step = report["journal"].get("step", "unknown")
         problems.append(

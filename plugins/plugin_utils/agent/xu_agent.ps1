@@ -549,6 +549,19 @@ $primitives = @{
         Assert-XuServed $a.require_served
         @{ served = $true }
     }
+    'file_check' = {
+        param($a)
+        # A guard for the operations after it in the same call (stop_on_error): it fails unless the file is as it was read.
+        $path = Assert-XuPath $a.path 'path'
+        if ($a.sha256 -isnot [string] -or -not $a.sha256) { Stop-Xu 'InvalidArgument' 'sha256 must be a hex digest or absent' }
+        $expected = $a.sha256.ToLowerInvariant()
+        $found = $null
+        if ([IO.File]::Exists($path)) { $found = Get-XuSha256 (Read-XuBytes $path) }
+        if ($expected -eq 'absent') { if ($null -ne $found) { Stop-Xu 'HashMismatch' ('{0} exists' -f $path) } }
+        elseif ($null -eq $found) { Stop-Xu 'HashMismatch' ('{0} does not exist' -f $path) }
+        elseif ($expected -ne $found) { Stop-Xu 'HashMismatch' ('{0} has sha256 {1}, not {2}' -f $path, $found, $expected) }
+        @{ sha256 = $found }
+    }
     'key_grant_read' = {
         param($a)
         $tp = ConvertTo-XuThumbprint $a.thumbprint
@@ -902,7 +915,9 @@ foreach ($op in $Request.ops) {
         $entry.status = 'ok'
         $entry.result = $result
     } catch {
-        $failed = $true
+        # An optional operation's error is reported, but does not stop the operations after it.
+        # Only a JSON true (-ne would take the string 'true' for it too).
+        if (-not ($op.optional -is [bool] -and $op.optional)) { $failed = $true }
         $ex = Get-XuInner $_.Exception
         $type = $ex.GetType().Name
         if ($ex.Data.Contains('xu_type')) { $type = $ex.Data['xu_type'] }

@@ -305,6 +305,25 @@ async def served_check(host: Host, a: Args) -> Result:
     return {"served": True}
 
 
+async def file_check(host: Host, a: Args) -> Result:
+    # A guard for what follows it in the same call.
+    path = _rooted(a.get("path"), "path")
+    expected = a.get("sha256")
+    if not isinstance(expected, str) or not expected:
+        raise PrimitiveError("InvalidArgument", "sha256 must be a hex digest or absent")
+    expected = expected.lower()
+    existing = _existing_file(host, path)
+    found = _sha256(existing.read_bytes()) if existing is not None else None
+    if expected == "absent":
+        if found is not None:
+            raise PrimitiveError("HashMismatch", f"{path} exists")
+    elif found is None:
+        raise PrimitiveError("HashMismatch", f"{path} does not exist")
+    elif expected != found:
+        raise PrimitiveError("HashMismatch", f"{path} has sha256 {found}, not {expected}")
+    return {"sha256": found}
+
+
 async def key_grant_read(host: Host, a: Args) -> Result:
     thumbprint = normalise_thumbprint(a.get("thumbprint"))
     if not a.get("account"):
@@ -588,6 +607,7 @@ PRIMITIVES: dict[str, Primitive] = {
     "pfx_import": pfx_import,
     "cert_remove": cert_remove,
     "served_check": served_check,
+    "file_check": file_check,
     "key_grant_read": key_grant_read,
     "cert_renew_reuse_key": cert_renew_reuse_key,
     "file_write": file_write,

@@ -304,7 +304,8 @@ class CommandShell:
                 entry["status"] = "ok"
                 entry["result"] = outcome
             except PrimitiveError as error:
-                failed = True
+                # As the agent does: only `"optional": true` itself (not 1, not "true") spares the operations after it.
+                failed = failed or spec.get("optional") is not True
                 entry["status"] = "error"
                 entry["error"] = _redacted(error, args)
             if name in PRIMITIVES and self.host.faults.take_drop(name):

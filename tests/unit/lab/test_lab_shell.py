@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
-from lab.labkit import AGENT_DIR, AgentCall, HostFactory, bootstrap_command, encoded_command, events, payload, results, run
+from lab.labkit import AGENT_DIR, AgentCall, HostFactory, agent_text, bootstrap_command, encoded_command, events, payload, results, run
 
 from xulab.accounts import service_sid as service_account_sid
 from xulab.primitives import PRIMITIVES
@@ -142,5 +143,40 @@ def test_a_pfx_password_never_reaches_a_log(host_factory: HostFactory, agent_cal
             for path in host.directory.rglob("*"):
                 if path.is_file():
                     assert secret.encode() not in path.read_bytes(), path
+
+    run(scenario())
+
+
+def test_only_an_optional_operations_error_spares_the_rest(host_factory: HostFactory) -> None:
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            bad = {"store": "My", "thumbprint": "nope"}
+            for optional, statuses in ((True, ["error", "ok"]), ("true", ["error", "skipped"]), (1, ["error", "skipped"]), (None, ["error", "skipped"])):
+                first: dict[str, object] = {"id": 1, "op": "cert_remove", "args": bad}
+                if optional is not None:
+                    first["optional"] = optional
+                request = {"protocol": 1, "stop_on_error": True, "ops": [first, {"id": 2, "op": "fw_get", "args": {"group": "x"}}]}
+                stdin = json.dumps({"agent": agent_text(), "request": request}).encode("ascii")
+                result = await CommandShell(host).run_command(bootstrap_command(), [], stdin, CLIENT, USER)
+                assert [r["status"] for r in json.loads(result.stdout)["results"]] == statuses, optional
+
+    run(scenario())
+
+
+def test_file_check_guards_what_follows(host_factory: HostFactory, agent_call: AgentCall) -> None:
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            path = "C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json"
+            digest = hashlib.sha256(host.fs.resolve(path).read_bytes()).hexdigest()
+            follow = ("fw_get", {"group": "x"})
+            for expected, statuses in ((digest.upper(), ["ok", "ok"]), ("0" * 64, ["error", "skipped"]), ("absent", ["error", "skipped"])):
+                _result, answer = await agent_call(host, [("file_check", {"path": path, "sha256": expected}), follow])
+                assert [r["status"] for r in results(answer)] == statuses, expected
+                assert statuses[0] == "ok" or results(answer)[0]["error"]["type"] == "HashMismatch"
+            missing = "C:\\Program Files\\XtractUniversal\\config\\servers\\nothing.json"
+            _result, answer = await agent_call(host, [("file_check", {"path": missing, "sha256": "absent"})])
+            assert results(answer)[0] == {**results(answer)[0], "status": "ok", "result": {"sha256": None}}
+            _result, answer = await agent_call(host, [("file_check", {"path": path, "sha256": None})])
+            assert results(answer)[0]["error"]["type"] == "InvalidArgument"
 
     run(scenario())

@@ -632,3 +632,32 @@ def test_the_loser_of_two_swaps_says_what_it_did_and_did_not() -> None:
     assert "HashMismatch" in result["msg"] and "nothing had been changed" not in result["msg"]
     assert f"no setting had been changed, but {thumbprint_of(cert)} had been imported from the PFX" in result["msg"]
     assert result["imported_thumbprint"] == thumbprint_of(cert) and host.restarts == 0
+
+
+RUN_JOURNAL = {"name": "renew", "state": "during", "content": {"step": "started", "mode": "replace"}, "lease_minutes": 30}
+
+
+@pytest.mark.parametrize("failing", ["event_write", "cert_remove"])
+def test_the_journal_goes_once_the_new_certificate_is_served_whatever_fails_after(failing: str) -> None:
+    # An event log entry that cannot be written, or an old certificate that cannot be removed, leaves a complete
+    # renewal: the run's journal (its lease) must not outlive it.
+    host, old, new = host_with_new()
+    host.errors[failing] = {"type": "UnauthorizedAccessException", "message": "Access is denied."}
+    args = {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True, "run_id": "run-1", "journal": RUN_JOURNAL}
+    result = run_action("xu_cert_swap", args, host)
+    assert not result.get("failed"), result
+    assert "renew" not in host.journals and result["journal_present"] is False
+    names = [op["op"] for op in host.calls[1]]
+    assert names.index("served_check") < names.index("journal_write", 1) < names.index("cert_remove")
+    assert served_thumbprint(host, 8165) == new
+    assert (old in host.thumbprints()) is (failing == "cert_remove")
+
+
+def test_a_journal_left_by_a_failed_guard_is_reported_present() -> None:
+    # The served check before the journal's removal fails: the renewal stands, the caller removes the journal.
+    host, old, new = host_with_new()
+    host.errors["served_check"] = {"type": "PreconditionFailed", "message": "port 8165 presents no certificate"}
+    args = {"old_thumbprint": old, "new_thumbprint": new, "run_id": "run-1", "journal": RUN_JOURNAL}
+    result = run_action("xu_cert_swap", args, host)
+    assert "renew" in host.journals and result["journal_present"] is True
+    assert any("The journal renew was kept" in w for w in result.get("warnings", [])), result

@@ -64,6 +64,15 @@ def ops(call: list[dict[str, Any]]) -> list[str]:
     return [str(op["op"]) for op in call]
 
 
+def guarded(call: list[dict[str, Any]]) -> list[str]:
+    """The operations of a call planned from a carried state, after the settings files' guards it starts with."""
+    names = ops(call)
+    guards = len(names) - len(names[next(i for i, n in enumerate(names) if n != "file_check"):])
+    # Every file the carried discover read: tls.json, both general.json in both layouts, version.txt.
+    assert guards == 6, names
+    return names[guards:]
+
+
 def carried(host: FakeHost) -> dict[str, Any]:
     """What xu_tls_info hands to the next task."""
     info = run_action("xu_tls_info", {"host_state": {}}, host)
@@ -81,7 +90,10 @@ def test_a_step_given_the_previous_state_makes_one_call_and_hands_on_the_state_a
     assert not result.get("failed"), result
     # No read of its own: the apply call, which reads everything known again after the change.
     assert len(host.calls) == 2
-    assert ops(host.calls[1])[:6] == ["file_write", "service_restart", "port_probe", "port_probe", "event_write", "discover"]
+    assert guarded(host.calls[1])[:6] == ["file_write", "service_restart", "port_probe", "port_probe", "event_write", "discover"]
+    tls_guard = next(op["args"] for op in host.calls[1] if op["op"] == "file_check" and op["args"]["path"].endswith("tls.json"))
+    assert tls_guard["sha256"] == next(f for f in next(a for a in state["answers"] if a["op"] == "discover")["result"]["files"]
+                                       if f["path"].endswith("tls.json"))["sha256"]
     after = result["host_state"]
     discover = next(a for a in after["answers"] if a["op"] == "discover")
     tls = next(f for f in discover["result"]["files"] if f["path"].endswith("tls.json"))
@@ -121,15 +133,41 @@ def test_a_foreign_or_old_state_is_not_used(change: Any, reason: str) -> None:
 def test_a_guard_that_finds_the_host_changed_makes_the_module_read_again_and_go_on() -> None:
     host, old, new = bound_host()
     state = carried(host)
-    # Someone edits tls.json after the state was read: the write guarded by the old hash is refused on the host.
+    # Someone edits tls.json after the state was read: the guard before the change is refused on the host.
     host.files[TLS] = tls_json(web=old, config=old, protocol="HttpsRestrictedAdUsers")
     result = run_action("xu_tls_binding", {"web_certificate": new, "host_state": state}, host)
     assert not result.get("failed"), result
-    assert [c[0]["op"] for c in host.calls[1:]] == ["file_write", "discover", "file_write"]
-    assert host.calls[1][0]["args"]["expected_sha256"] != host.calls[3][0]["args"]["expected_sha256"]
+    assert [c[0]["op"] for c in host.calls[1:]] == ["file_check", "discover", "file_write"]
+    refused_write = next(op["args"] for op in host.calls[1] if op["op"] == "file_write")
+    assert host.file(refused_write["backup_path"]) is None  # sent after the guard, never run
     document = json.loads(host.file(TLS) or "")
     # The edit made meanwhile is kept: the plan was made again from what the host holds now.
     assert document["WebServer"]["Protocol"] == "HttpsRestrictedAdUsers" and document["WebServer"]["Certificate"]["Thumbprint"] == new
+
+
+@pytest.mark.parametrize("module", ["xu_tls_binding", "xu_firewall_gate"])
+def test_a_caller_that_decided_from_the_state_is_told_and_nothing_is_changed(module: str) -> None:
+    # Another run renewed the host between this run's read and its first change: the decision itself is stale.
+    bound, old, new = bound_host()
+    host: FakeHost = GateHost(files=dict(bound.files)) if module == "xu_firewall_gate" else bound
+    state = carried(host)
+    host.files[TLS] = tls_json(web=new, config=new)
+    before = dict(host.files)
+    args = {"web_certificate": old} if module == "xu_tls_binding" else {"state": "closed"}
+    result = run_action(module, {**args, "host_state": state, "host_state_changed": "fail", "run_id": "run-b", "journal": JOURNAL}, host)
+    assert result.get("stale") is True, result
+    assert result["failed"] is True and result["changed"] is False
+    assert "the host changed since host_state was read (HashMismatch" in result["msg"] and "decide again" in result["msg"]
+    # One call, refused at its first guard: no journal, no rule, no write.
+    assert len(host.calls) == 2 and ops(host.calls[1])[0] == "file_check"
+    assert host.files == before and "renew" not in host.journals and not host.rules
+    assert not isinstance(host, GateHost) or not any(host.groups.values())
+
+
+def test_a_module_used_alone_sends_no_guard_of_its_own_read() -> None:
+    host, _old, new = bound_host()
+    run_action("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new}, host)
+    assert "file_check" not in ops(host.calls[1])
 
 
 def test_the_journal_rides_in_the_apply_call_and_names_the_backup_it_makes() -> None:
@@ -186,7 +224,7 @@ def test_the_gate_and_the_hold_close_and_open_in_one_call_each() -> None:
         host,
     )
     assert not closed.get("failed"), closed
-    assert len(host.calls) == 2 and ops(host.calls[1])[:2] == ["journal_write", "fw_set"]
+    assert len(host.calls) == 2 and guarded(host.calls[1])[:2] == ["journal_write", "fw_set"]
     assert closed["state"] == "closed" and closed["hold"]["state"] == "closed" and closed["hold"]["ports"] == [8065]
     assert closed["hold"]["rule_group"] == "xtractuniversal.tls gate http" and closed["hold"]["auto_open"] is None
     assert closed["auto_open"] is not None
@@ -270,3 +308,14 @@ def test_backups_are_kept_to_the_newest_ten_per_file_and_never_the_runs_own() ->
     assert host.file(run_first) is not None and all(host.file(b) is None for b in removed) and host.file(result["backup_file"]) is not None
     assert ops(host.calls[1])[-2:] == ["file_remove", "file_remove"]
     assert host.file("config\\servers\\tls.json.20250101T000000000000Z.bakup") is not None
+
+
+def test_a_guard_that_cannot_check_fails_the_step_without_deciding_again() -> None:
+    host, old, new = bound_host()
+    state = carried(host)
+    host.errors["file_check"] = {"type": "UnauthorizedAccessException", "message": "Access is denied."}
+    before = dict(host.files)
+    result = run_action("xu_tls_binding", {"web_certificate": new, "host_state": state, "run_id": "run-b", "journal": JOURNAL}, host)
+    assert result["failed"] is True and "stale" not in result and result["changed"] is False
+    assert result["msg"] == "Checking the settings files before the change failed (UnauthorizedAccessException: Access is denied.); nothing was changed"
+    assert len(host.calls) == 2 and host.files == before and "renew" not in host.journals and old in (host.file(TLS) or "")

@@ -283,10 +283,25 @@ def test_rollback_when_nothing_changed_or_when_only_a_restart_is_missing() -> No
     nothing = f.renew_resume(journal(), info())
     assert nothing["action"] == "rollback" and nothing["restores"] == [] and nothing["rebind"] is None
     assert "are in force" in nothing["reason"]
+    # The file holds its original bytes: the backup named beside them may never have been made (the write
+    # was planned in the same call), so nothing is restored from it; only the missing restart is made.
     stopped = f.renew_recovery(journal(backup_files={TLS_PATH: BACKUP}), info(running=False))
-    assert stopped["restores"] == [{"path": TLS_PATH, "backup_file": BACKUP, "restart": "always"}]
+    assert stopped["restores"] == [] and stopped["rebind"]["restart"] == "always" and stopped["rebind"]["web_certificate"] == OLD
+    assert stopped["reason"] == f"the previous settings are unchanged; the service is restarted to serve {OLD}"
     unrecorded = f.renew_recovery(journal(), info(running=False))
     assert unrecorded["rebind"]["restart"] == "always" and unrecorded["rebind"]["web_certificate"] == OLD
+
+
+def test_a_backup_only_the_hosts_journal_names_is_restored_byte_for_byte() -> None:
+    # The step's answer was lost: the controller never learnt the backup its call made, the host's journal names it.
+    report = info(protocol="http_unrestricted", sha="3" * 64)
+    report["journal"] = journal(step="tls_off", backup_files={TLS_PATH: BACKUP}, new_thumbprint=None)
+    recovery = f.renew_recovery(journal(step="started"), report)
+    assert recovery["action"] == "rollback" and recovery["rebind"] is None
+    assert recovery["restores"] == [{"path": TLS_PATH, "backup_file": BACKUP, "restart": "if_changed"}]
+    # Another run's journal is not this run's record.
+    report["journal"] = {**report["journal"], "run_id": "someone-else"}
+    assert f.renew_recovery(journal(step="started"), report)["restores"] == []
 
 
 def test_rollback_without_a_recorded_backup_sets_the_values_back() -> None:
@@ -448,6 +463,18 @@ def test_a_journal_that_could_not_be_read_blocks_the_host() -> None:
     plan = f.renew_plan(report, "reuse_key", run_id="r2")
     assert plan["action"] == "blocked" and plan["gate_closed"] is False
     assert "its journal could not be read (journal_read: UnauthorizedAccessException" in plan["reason"]
+
+
+@pytest.mark.parametrize("mode", ["reuse_key", "replace"])
+def test_an_unread_store_blocks_the_host_without_claiming_the_certificate_is_missing(mode: str) -> None:
+    # cert_list failed: the bound certificate looks absent, and a missing certificate would be due.
+    report = info(days_left=5)
+    report["web_server"]["certificate"]["in_store"] = False
+    report["read_errors"] = ["cert_list: UnauthorizedAccessException: Access is denied."]
+    plan = f.renew_plan(report, mode, run_id="r2", new_thumbprint=NEW)
+    assert plan["action"] == "blocked" and plan["gate_closed"] is False
+    assert plan["reason"] == "part of its state could not be read (cert_list: UnauthorizedAccessException: Access is denied.); nothing was done"
+    assert "not in LocalMachine" not in plan["reason"]
 
 
 def test_a_completed_resume_reports_the_interrupted_runs_certificates() -> None:

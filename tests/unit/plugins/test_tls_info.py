@@ -211,3 +211,12 @@ def test_a_journal_that_cannot_be_read_is_unknown_not_absent() -> None:
     result = run_action("xu_tls_info", {}, host)
     assert result["journal"] is None
     assert result["journal_error"] == "journal_read: UnauthorizedAccessException: Access to the path is denied."
+    assert result["read_errors"] == []
+
+
+def test_an_unread_store_is_reported_as_a_read_error() -> None:
+    host, _thumbprint = healthy_host()
+    host.errors["cert_list"] = {"type": "UnauthorizedAccessException", "message": "Access is denied."}
+    result = run_action("xu_tls_info", {}, host)
+    assert result["read_errors"] == ["cert_list: UnauthorizedAccessException: Access is denied."]
+    assert result["journal_error"] is None

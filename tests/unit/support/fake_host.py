@@ -102,7 +102,7 @@ class FakeHost:
                     error = {"type": e.error_type, "message": e.message}
             if error is not None:
                 entry.update(status="error", error=error)
-                failed = True
+                failed = failed or op.get("optional") is not True
             results.append(entry)
         return 0, json.dumps({"agent": "xtractuniversal.tls", "protocol": 1, "results": results}), ""
 
@@ -174,6 +174,19 @@ class FakeHost:
     def op_served_check(self, args: dict[str, Any]) -> dict[str, Any]:
         self.check_served(args.get("require_served"))
         return {"served": True}
+
+    def op_file_check(self, args: dict[str, Any]) -> dict[str, Any]:
+        prefix = INSTALL_DIR.lower() + "\\"
+        path = str(args["path"])
+        relative = path[len(prefix):] if path.lower().startswith(prefix) else path
+        content = next((text for key, text in self.files.items() if key.lower() in (relative.lower(), path.lower())), None)
+        found = None if content is None else hashlib.sha256(content.encode()).hexdigest()
+        expected = str(args["sha256"]).lower()
+        if expected == "absent" and found is not None:
+            raise HostError("HashMismatch", f"{path} exists")
+        if expected not in ("absent", found):
+            raise HostError("HashMismatch", f"{path} does not exist" if found is None else f"{path} has sha256 {found}, not {expected}")
+        return {"sha256": found}
 
     def op_fw_set(self, args: dict[str, Any]) -> dict[str, Any]:
         removed = len(self.rules)
