@@ -14,6 +14,9 @@ $GroupTaskPattern = '^[A-Za-z0-9 ._-]{1,64}\z'
 $JournalNamePattern = '^[A-Za-z0-9_.-]{1,64}\z'
 # A DNS name (it goes into SNI and the Host header): labels of 1 to 63 letters, digits, - and _, at most 253 characters.
 $ServerNamePattern = '^(?=.{1,253}\z)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\z'
+# A template's name goes into an INF file; host\CA name onto a task's command line (Task Scheduler expands %: none, no ").
+$TemplateNamePattern = '^[A-Za-z0-9 ._-]{1,64}\z'
+$CaConfigPattern = '^[A-Za-z0-9_.-]{1,253}\\[A-Za-z0-9 _.()-]{1,64}\z'
 $ProgramData = [Environment]::GetFolderPath('CommonApplicationData')
 $JournalDir = [IO.Path]::Combine($ProgramData, 'xtractuniversal.tls')
 $Utf8NoBom = [Text.UTF8Encoding]::new($false)
@@ -359,14 +362,24 @@ function ConvertTo-XuExitCode($Value) {
     [BitConverter]::ToInt32([BitConverter]::GetBytes([uint32]$Value), 0)
 }
 
-function Invoke-XuAsSystem([string]$CertreqArguments, [int]$TimeoutS) {
+function Invoke-XuAsSystem([object[]]$Steps, [int]$TimeoutS) {
     # certreq in a one-shot task as SYSTEM, its output in a file of the journal folder (SYSTEM and Administrators only).
     # The task's name and the file's name are fixed but for a new GUID; the task and the file are always removed again.
+    # Steps: certreq's arguments (validated values) and a file it needs; one script ends at the first non-zero exit code,
+    # or with 0 before a step whose file is missing.
     Initialize-XuJournalDir
     $id = [Guid]::NewGuid().ToString('N')
     $name = 'xtractuniversal.tls certreq ' + $id
     $out = [IO.Path]::Combine($JournalDir, 'certreq-' + $id + '.txt')
-    $command = "& certreq.exe {0} *> {1}; exit `$LASTEXITCODE" -f $CertreqArguments, (Format-XuQuoted $out)
+    $parts = [Collections.ArrayList]::new()
+    $redirect = '*>'
+    foreach ($step in $Steps) {
+        $quoted = @(foreach ($value in $step.arguments) { Format-XuQuoted ([string]$value) }) -join ' '
+        if ($step.needs) { [void]$parts.Add(("if (-not (Test-Path -LiteralPath {0})) {{ exit 0 }}" -f (Format-XuQuoted $step.needs))) }
+        [void]$parts.Add(("& certreq.exe {0} {1} {2}; if (`$LASTEXITCODE -ne 0) {{ exit `$LASTEXITCODE }}" -f $quoted, $redirect, (Format-XuQuoted $out)))
+        $redirect = '*>>'
+    }
+    $command = ($parts.ToArray() -join '; ') + '; exit 0'
     $r = @{ exit_code = $null; output = ''; timed_out = $false }
     $task = New-XuSystemTask $command ([TimeSpan]::FromSeconds($TimeoutS + 60))
     $null = Register-ScheduledTask -TaskName $name -TaskPath '\' @task
@@ -380,13 +393,42 @@ function Invoke-XuAsSystem([string]$CertreqArguments, [int]$TimeoutS) {
             $running = $state -in 'Running', 'Queued' -or $TaskStillRunning -contains $last
         } while ($running -and $sw.Elapsed.TotalSeconds -lt $TimeoutS)
         if ($running) { $r.timed_out = $true; $null = Stop-ScheduledTask -TaskName $name -TaskPath '\' } else { $r.exit_code = ConvertTo-XuExitCode $last }
-        # *> wrote it as Windows PowerShell's Out-File does (UTF-16 with a BOM), which ReadAllText recognises.
+        # *> wrote it as Windows PowerShell's Out-File does (UTF-16 with a BOM), *>> appended; ReadAllText recognises it.
         if ([IO.File]::Exists($out)) { $r.output = [IO.File]::ReadAllText($out).Trim() }
     } finally {
         $null = Unregister-ScheduledTask -TaskName $name -TaskPath '\' -Confirm:$false
         if ([IO.File]::Exists($out)) { [IO.File]::Delete($out) }
     }
     $r
+}
+
+function Invoke-XuCertreqHere([object[]]$Steps) {
+    # The same steps in this (WinRM: network) logon. Under 'Stop', Windows PowerShell turns a native command's first stderr
+    # line into a terminating error: 'Continue' in this function's own scope.
+    $ErrorActionPreference = 'Continue'
+    $r = @{ exit_code = 0; output = '' }
+    $lines = [Collections.ArrayList]::new()
+    foreach ($step in $Steps) {
+        if ($step.needs -and -not (Test-Path -LiteralPath $step.needs)) { break }
+        $certreqArgs = [string[]]@($step.arguments)
+        $stepLines = & certreq.exe $certreqArgs 2>&1 | ForEach-Object { [string]$_ }
+        foreach ($line in @($stepLines)) { [void]$lines.Add($line) }
+        $r.exit_code = $LASTEXITCODE
+        if ($r.exit_code -ne 0) { break }
+    }
+    $r.output = ($lines.ToArray() -join "`r`n").Trim()
+    $r
+}
+
+function Format-XuRequestInf([string]$Template, [string[]]$Names, [int]$KeyLength) {
+    # A new machine key in the Software KSP, not exportable; KeySpec 1 (AT_KEYEXCHANGE): RSA key exchange needs it.
+    # The values matched patterns (ASCII, no quotes). Single quotes keep $Windows NT$ from being expanded.
+    $lines = @('[Version]', 'Signature="$Windows NT$"', '[NewRequest]', ('Subject = "CN={0}"' -f $Names[0]), ('KeyLength = {0}' -f $KeyLength),
+        'KeySpec = 1', 'Exportable = FALSE', 'MachineKeySet = TRUE', 'ProviderName = "Microsoft Software Key Storage Provider"',
+        'RequestType = PKCS10', '[Extensions]', '2.5.29.17 = "{text}"')
+    $lines += @(foreach ($n in $Names) { '_continue_ = "dns={0}&"' -f $n })
+    $lines += '[RequestAttributes]', ('CertificateTemplate = "{0}"' -f $Template)
+    ($lines -join "`r`n") + "`r`n"
 }
 
 function Get-XuJournalPath($Name) {
@@ -599,16 +641,12 @@ $primitives = @{
         if ($null -ne $a.timeout_s) { $limit = [int]$a.timeout_s }
         if ($runAs -eq 'machine') {
             # A WinRM logon has no credentials to pass on to the CA: the enrolment runs as SYSTEM, i.e. the computer account.
-            $run = Invoke-XuAsSystem ($certreqArgs -join ' ') $limit
+            $run = Invoke-XuAsSystem @(@{ arguments = $certreqArgs }) $limit
             $code = $run.exit_code; $output = $run.output
             if ($run.timed_out) { Stop-Xu 'CertreqFailed' ('certreq did not finish within {0} s: {1}' -f $limit, $output) }
         } elseif ($runAs -eq 'caller') {
-            # Under 'Stop', Windows PowerShell turns a native command's first stderr line into a terminating error.
-            $ErrorActionPreference = 'Continue'
-            $lines = & certreq.exe $certreqArgs 2>&1 | ForEach-Object { [string]$_ }
-            $code = $LASTEXITCODE
-            $ErrorActionPreference = 'Stop'
-            $output = (@($lines) -join "`r`n").Trim()
+            $run = Invoke-XuCertreqHere @(@{ arguments = $certreqArgs })
+            $code = $run.exit_code; $output = $run.output
         } else { Stop-Xu 'InvalidArgument' 'run_as must be machine or caller' }
         if ($code -ne 0) { Stop-Xu 'CertreqFailed' ('certreq exited with {0}: {1}' -f $code, $output) }
         $st = Open-XuStore 'My' 'ReadOnly'
@@ -618,6 +656,52 @@ $primitives = @{
         } finally { $st.Close() }
         if ($null -eq $new) { Stop-Xu 'NotFound' ('certreq succeeded but no new certificate with the key of {0} is in the store' -f $tp) }
         [ordered]@{ thumbprint = $new.Thumbprint.ToUpperInvariant(); output = $output; exit_code = $code; enrolled_as = $runAs }
+    }
+    'cert_enroll' = {
+        param($a)
+        $template = Assert-XuName $a.template $TemplateNamePattern 'template'
+        $badNames = 'dns_names must be a non-empty list of DNS names'
+        $names = @(foreach ($n in $a.dns_names) { if ($n -isnot [string] -or $n -cnotmatch $ServerNamePattern) { Stop-Xu 'InvalidArgument' $badNames }; $n })
+        if ($names.Count -eq 0) { Stop-Xu 'InvalidArgument' $badNames }
+        $submit = @('-submit', '-q')
+        if ($null -ne $a.ca_config) { $submit += '-config', (Assert-XuName $a.ca_config $CaConfigPattern 'ca_config') }
+        $keyLength = 2048
+        if ($null -ne $a.key_length) { $keyLength = [int]$a.key_length }
+        if (@(2048, 3072, 4096) -notcontains $keyLength) { Stop-Xu 'InvalidArgument' 'key_length must be 2048, 3072 or 4096' }
+        $runAs = 'machine'
+        if ($null -ne $a.run_as) { $runAs = [string]$a.run_as }
+        if (@('machine', 'caller') -cnotcontains $runAs) { Stop-Xu 'InvalidArgument' 'run_as must be machine or caller' }
+        $limit = 300
+        if ($null -ne $a.timeout_s) { $limit = [int]$a.timeout_s }
+        # Request, certificate and the CA's answers are files of the journal folder, each named (else certreq names them).
+        Initialize-XuJournalDir
+        $base = [IO.Path]::Combine($JournalDir, 'enrol-' + [Guid]::NewGuid().ToString('N'))
+        $files = [ordered]@{ inf = $base + '.inf'; req = $base + '.req'; cer = $base + '.cer'; chain = $base + '.p7b'; response = $base + '.rsp' }
+        # -new makes the key and a request in LocalMachine\REQUEST; -accept (only when -submit wrote a certificate, which a
+        # pending request does not) puts it in My with that key. As cert_renew_reuse_key: as the machine, or in this logon.
+        $steps = @(
+            @{ arguments = @('-new', '-machine', '-q', $files.inf, $files.req) },
+            @{ arguments = $submit + @($files.req, $files.cer, $files.chain, $files.response) },
+            @{ arguments = @('-accept', '-machine', '-q', $files.cer); needs = $files.cer }
+        )
+        try {
+            # certreq reads an INF as ANSI, or as UTF-16 after a BOM: UTF-16 with its BOM, never UTF-8.
+            [IO.File]::WriteAllText($files.inf, (Format-XuRequestInf $template $names $keyLength), [Text.Encoding]::Unicode)
+            if ($runAs -eq 'machine') { $run = Invoke-XuAsSystem $steps $limit } else { $run = Invoke-XuCertreqHere $steps }
+            $code = $run.exit_code; $output = $run.output
+            if ($run.timed_out) { Stop-Xu 'CertreqFailed' ('certreq did not finish within {0} s: {1}' -f $limit, $output) }
+            if ($code -ne 0) { Stop-Xu 'CertreqFailed' ('certreq exited with {0}: {1}' -f $code, $output) }
+            if (-not [IO.File]::Exists($files.cer)) {
+                # A template needing a CA manager's approval: -submit exits 0 with a request id and no certificate.
+                if ($output -match 'RequestId:\s*"?(\d+)') { Stop-Xu 'EnrollPending' ('request {0} is pending at the CA: {1}' -f $Matches[1], $output) }
+                Stop-Xu 'CertreqFailed' ('certreq wrote no certificate: {0}' -f $output)
+            }
+            $tp = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new([IO.File]::ReadAllBytes($files.cer)).Thumbprint.ToUpperInvariant()
+        } finally { foreach ($f in $files.Values) { if ([IO.File]::Exists($f)) { [IO.File]::Delete($f) } } }
+        $st = Open-XuStore 'My' 'ReadOnly'
+        try { $new = Find-XuCert $st $tp } finally { $st.Close() }
+        if ($null -eq $new -or -not $new.HasPrivateKey) { Stop-Xu 'NotFound' ('certreq accepted {0} but My lacks it or its private key' -f $tp) }
+        [ordered]@{ thumbprint = $tp; output = $output; exit_code = $code; enrolled_as = $runAs }
     }
     'file_write' = {
         param($a)

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from . import control, launcher, layout
+from .enterprise_ca import DEFAULT_TEMPLATES, EnterpriseCa, split_specs
 from .errors import LabError
 from .faults import FAULT_KEYS
 from .fleet import FleetOptions, serve
 from .host import OS_VERSIONS
+from .nearmiss import PLANT_KINDS
 from .scenarios import SCENARIOS
 
 
@@ -26,6 +28,9 @@ def _options(args: argparse.Namespace) -> FleetOptions:
         raise LabError("--hosts must be at least 1")
     if args.call_overhead < 0:
         raise LabError("--call-overhead must be at least 0")
+    templates, pending_templates = split_specs(args.templates), split_specs(args.pending_templates)
+    # Checked here, so that `up` says what is wrong instead of a lab that failed to start.
+    EnterpriseCa.from_specs(templates, pending_templates)
     return FleetOptions(
         directory=args.dir,
         hosts=args.hosts,
@@ -36,6 +41,8 @@ def _options(args: argparse.Namespace) -> FleetOptions:
         base_address=args.base_address,
         call_overhead=args.call_overhead,
         windows_version=args.windows_version,
+        templates=templates,
+        pending_templates=pending_templates,
     )
 
 
@@ -101,6 +108,16 @@ def cmd_winacme(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_autoenroll(args: argparse.Namespace) -> int:
+    _print_json(control.request(args.dir, "autoenroll", host=args.host))
+    return 0
+
+
+def cmd_plant(args: argparse.Namespace) -> int:
+    _print_json(control.request(args.dir, "plant", host=args.host, kind=args.kind))
+    return 0
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     path = layout.events_file(args.dir, args.host)
     if not path.exists():
@@ -138,6 +155,14 @@ def _add_fleet_options(parser: argparse.ArgumentParser) -> None:
         help="the Windows Server every host runs (default 2022; the mixed scenario cycles 2022, 2019, 2016)",
     )
     parser.add_argument("--base-address", help="address of xu01 (default: the first free 127.0.B.1 from 127.0.1.1)")
+    parser.add_argument(
+        "--templates", default=",".join(DEFAULT_TEMPLATES), metavar="NAME[:DAYS],...",
+        help="AD CS templates every host may enrol, with their validity in days (default WebServer; Windows' own keep theirs)",
+    )
+    parser.add_argument(
+        "--pending-templates", default="", metavar="NAME[:DAYS],...",
+        help="templates the hosts may enrol that need a CA manager's approval: certreq leaves the request pending",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--intermediate", action="store_true", help="signed by the lab's issuing CA, which the PFX carries")
     issue.add_argument("--aes", action="store_true", help="encrypted as OpenSSL 3 does by default (PBES2, AES-256), not as Windows exports")
     command("winacme", cmd_winacme, "a win-acme style renewal on the host")
+    command("autoenroll", cmd_autoenroll, "certificate auto-enrolment renews the host's bound certificate")
+    command("plant", cmd_plant, "put a near miss (or a better certificate) beside the bound one").add_argument(
+        "--kind", required=True, choices=PLANT_KINDS
+    )
     command("events", cmd_events, "print a host's events").add_argument("--type")
     _add_fleet_options(command("serve", cmd_serve, "run the fleet in the foreground (what `up` starts)", host=False))
     return parser

@@ -26,10 +26,14 @@ KEY_SIZE = 2048
 DEFAULT_POOL_SIZE = 16
 CA_COMMON_NAME = "xulab Root CA"
 ISSUING_CA_COMMON_NAME = "xulab Issuing CA"
+# A second root the hosts trust too (another company's CA, a test CA a policy spread): issues the `other_issuer` near miss.
+OTHER_ROOT_COMMON_NAME = "xulab Partner Root CA"
+
+Signer = tuple[x509.Certificate, rsa.RSAPrivateKey]
 
 
-def generate_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
+def generate_key(size: int = KEY_SIZE) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=size)
 
 
 def thumbprint(der: bytes) -> str:
@@ -52,6 +56,8 @@ class LeafRequest:
     not_before: datetime
     not_after: datetime
     server_auth: bool = True
+    # Further non-critical extensions, such as the certificate template AD CS names in what it issues.
+    extensions: tuple[x509.ExtensionType, ...] = ()
 
 
 class KeyPool:
@@ -91,7 +97,8 @@ class CertificateAuthority:
     key: rsa.RSAPrivateKey
     certificate: x509.Certificate
     key_pool: KeyPool = field(repr=False)
-    _issuing: tuple[x509.Certificate, rsa.RSAPrivateKey] | None = field(default=None, repr=False)
+    _issuing: Signer | None = field(default=None, repr=False)
+    _other_root: Signer | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, pool_size: int = DEFAULT_POOL_SIZE) -> CertificateAuthority:
@@ -121,7 +128,7 @@ class CertificateAuthority:
         )
         return cls(key=ca_key, certificate=certificate, key_pool=pool)
 
-    def issuing_ca(self) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    def issuing_ca(self) -> Signer:
         """The intermediate CA under the root (certificate and key), made on first use."""
         if self._issuing is None:
             key = generate_key()
@@ -149,12 +156,38 @@ class CertificateAuthority:
             self._issuing = (certificate, key)
         return self._issuing
 
+    def other_root(self) -> Signer:
+        """A second self-signed root (certificate and key), unrelated to this one, made on first use."""
+        if self._other_root is None:
+            key = generate_key()
+            name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "xulab partner"), x509.NameAttribute(NameOID.COMMON_NAME, OTHER_ROOT_COMMON_NAME)])
+            now = utc_now()
+            certificate = (
+                x509.CertificateBuilder()
+                .subject_name(name)
+                .issuer_name(name)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(days=3650))
+                .not_valid_after(now + timedelta(days=3650))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(_ca_key_usage(), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .sign(key, hashes.SHA256())
+            )
+            self._other_root = (certificate, key)
+        return self._other_root
+
     def pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, request: LeafRequest, public_key: rsa.RSAPublicKey, *, via_issuing_ca: bool = False) -> x509.Certificate:
-        """A leaf signed by the root, or by the issuing CA."""
-        signer_certificate, signer_key = self.issuing_ca() if via_issuing_ca else (self.certificate, self.key)
+    def issue(
+        self, request: LeafRequest, public_key: rsa.RSAPublicKey, *, via_issuing_ca: bool = False, signer: Signer | None = None
+    ) -> x509.Certificate:
+        """A leaf signed by the root, by the issuing CA, or by `signer` (such as `other_root()`)."""
+        if signer is None:
+            signer = self.issuing_ca() if via_issuing_ca else (self.certificate, self.key)
+        signer_certificate, signer_key = signer
         usages = [ExtendedKeyUsageOID.SERVER_AUTH] if request.server_auth else [ExtendedKeyUsageOID.CLIENT_AUTH]
         builder = (
             x509.CertificateBuilder()
@@ -189,6 +222,8 @@ class CertificateAuthority:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName([x509.DNSName(name) for name in request.dns_names]), critical=False
             )
+        for extension in request.extensions:
+            builder = builder.add_extension(extension, critical=False)
         return builder.sign(signer_key, hashes.SHA256())
 
 

@@ -208,14 +208,22 @@ class CertificateStore:
 
 
 class MachineStores:
-    """Cert:\\LocalMachine: the stores a fresh Windows Server has that matter here."""
+    """Cert:\\LocalMachine: the stores a fresh Windows Server has that matter here.
+
+    REQUEST holds certificate requests made with `certreq -new` (a self-signed placeholder
+    carrying the request's key) until `certreq -accept` installs the issued certificate.
+    """
 
     def __init__(self) -> None:
-        self._stores = {name.casefold(): CertificateStore(name) for name in ("My", "Root", "CA")}
+        self._stores = {name.casefold(): CertificateStore(name) for name in ("My", "Root", "CA", "REQUEST")}
 
     @property
     def my(self) -> CertificateStore:
         return self._stores["my"]
+
+    @property
+    def requests(self) -> CertificateStore:
+        return self._stores["request"]
 
     def intermediates_for(self, certificate: x509.Certificate) -> list[x509.Certificate]:
         """What Schannel sends after the leaf: its issuers found in CA, up to (without) the self-signed root."""

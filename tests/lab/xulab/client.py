@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import control, launcher, layout
+from .enterprise_ca import DEFAULT_TEMPLATES, EnterpriseCa
 from .fleet import FleetOptions
 
 
@@ -28,9 +29,18 @@ class Lab:
         expiring_in: float = 365.0,
         scenario: str = "healthy",
         base_address: str | None = None,
+        templates: tuple[str, ...] = DEFAULT_TEMPLATES,
+        pending_templates: tuple[str, ...] = (),
     ) -> Lab:
+        """`templates` and `pending_templates` as `up --templates` takes them, one `NAME` or `NAME:DAYS` each."""
         lab = cls(directory)
-        launcher.up(FleetOptions(lab.dir, hosts, auth, restart_delay, expiring_in, scenario, base_address))
+        EnterpriseCa.from_specs(templates, pending_templates)
+        launcher.up(
+            FleetOptions(
+                lab.dir, hosts, auth, restart_delay, expiring_in, scenario, base_address,
+                templates=tuple(templates), pending_templates=tuple(pending_templates),
+            )
+        )
         return lab
 
     def down(self) -> bool:
@@ -75,6 +85,16 @@ class Lab:
 
     def winacme(self, host: str) -> dict[str, Any]:
         result: dict[str, Any] = control.request(self.dir, "winacme", host=host)
+        return result
+
+    def autoenroll(self, host: str) -> dict[str, Any]:
+        """Auto-enrolment renews the bound certificate: `old_thumbprint` (archived), `new_thumbprint`, `template`."""
+        result: dict[str, Any] = control.request(self.dir, "autoenroll", host=host)
+        return result
+
+    def plant(self, host: str, kind: str) -> dict[str, Any]:
+        """A near miss (or `better`) beside the bound certificate (xulab.nearmiss): `thumbprint`, `kind`, `not_after`, ..."""
+        result: dict[str, Any] = control.request(self.dir, "plant", host=host, kind=kind)
         return result
 
     def issue(

@@ -26,8 +26,11 @@ from . import layout
 from .accounts import LAB_ADMIN_USER, LAB_DOMAIN_NETBIOS
 from .addresses import claim_addresses, host_name, release_addresses
 from .ca import CertificateAuthority
+from .enrolment import autoenrol_renew
+from .enterprise_ca import DEFAULT_TEMPLATES, EnterpriseCa
 from .errors import LabError
 from .host import DEFAULT_WINDOWS_VERSION, WINRM_PORT, Host, HostIdentity, HostLookup
+from .nearmiss import plant
 from .primitives import PRIMITIVES
 from .renewals import issue_pfx, winacme_renew
 from .scenarios import profile_for, provision, windows_version_for
@@ -52,6 +55,9 @@ class FleetOptions:
     call_overhead: float = 0.0
     # None: 2022, or in the mixed scenario 2022, 2019 and 2016 in turn (`up --windows-version`).
     windows_version: str | None = None
+    # The AD CS templates every host may enrol, and those needing a CA manager's approval: `NAME` or `NAME:DAYS`.
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    pending_templates: tuple[str, ...] = ()
 
 
 class Fleet:
@@ -68,6 +74,7 @@ class Fleet:
         self._by_name: dict[str, Host] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._ca: CertificateAuthority | None = None
+        self.enterprise_ca = EnterpriseCa.from_specs(options.templates, options.pending_templates)
 
     # -- building ------------------------------------------------------------------
 
@@ -104,7 +111,10 @@ class Fleet:
         for index, address in enumerate(addresses, start=1):
             identity = HostIdentity(index, host_name(index), address, LAB_DOMAIN)
             version = self.options.windows_version or windows_version_for(self.options.scenario, index)
-            host = build_host(identity, hosts_dir / identity.name, self._ca, self.options.restart_delay, self.lookup, windows_version=version)
+            host = build_host(
+                identity, hosts_dir / identity.name, self._ca, self.options.restart_delay, self.lookup,
+                windows_version=version, enterprise_ca=self.enterprise_ca,
+            )
             self.hosts[host.name] = host
             for key in (host.name, host.fqdn, host.address):
                 self._by_name[key.casefold()] = host
@@ -176,6 +186,7 @@ class Fleet:
             "expiring_in": self.options.expiring_in,
             "call_overhead": self.options.call_overhead,
             "domain": LAB_DOMAIN,
+            "ca": self.enterprise_ca.describe(),
             "winrm_port": WINRM_PORT,
             "user": self.account_for_inventory(),
             "password": self.password,
@@ -221,8 +232,8 @@ class Fleet:
             for key, value in settings.items():
                 host.faults.set(str(key), str(value))
             return {"faults": host.faults.pending(), "restart_delay": host.service.restart_delay}
-        if op == "winacme":
-            return winacme_renew(self.host(request.get("host")))
+        if op in ("winacme", "autoenroll", "plant"):
+            return self._certificates_arrive(op, request)
         if op == "issue":
             host = self.host(request.get("host"))
             san = request.get("san")
@@ -238,6 +249,15 @@ class Fleet:
                 aes=bool(request.get("aes")),
             )
         raise LabError(f"unknown control request {op!r}")
+
+    def _certificates_arrive(self, op: str, request: dict[str, Any]) -> dict[str, object]:
+        """Certificates that come into a host's store without the collection: win-acme, auto-enrolment, an administrator."""
+        host = self.host(request.get("host"))
+        if op == "winacme":
+            return winacme_renew(host)
+        if op == "autoenroll":
+            return autoenrol_renew(host)
+        return plant(host, str(request.get("kind")))
 
     async def serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One JSON request a line, one JSON answer a line. Requests are never logged (they may hold a password)."""
@@ -269,11 +289,13 @@ def build_host(
     lookup: HostLookup | None = None,
     *,
     windows_version: str = DEFAULT_WINDOWS_VERSION,
+    enterprise_ca: EnterpriseCa | None = None,
 ) -> Host:
     """A host with an empty C: drive in `directory`; `scenarios.provision` installs XU on it."""
     (directory / "fs" / "C").mkdir(parents=True, exist_ok=True)
     return Host(
-        identity, directory, ca, restart_delay=restart_delay, known_ops=list(PRIMITIVES), lookup=lookup, windows_version=windows_version
+        identity, directory, ca, restart_delay=restart_delay, known_ops=list(PRIMITIVES), lookup=lookup,
+        windows_version=windows_version, enterprise_ca=enterprise_ca,
     )
 
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .accounts import SERVICE_LOGONS
 from .ca import CertificateAuthority, LeafRequest, key_id, leaf_request
 from .certstore import CertificateStore, KeyContainer, MachineStores, StoredCertificate
+from .enterprise_ca import EnterpriseCa
 from .errors import LabError
 from .faults import Faults
 from .firewall import Firewall, default_rules
@@ -75,6 +76,7 @@ class Host:
         known_ops: list[str],
         lookup: HostLookup | None = None,
         windows_version: str = DEFAULT_WINDOWS_VERSION,
+        enterprise_ca: EnterpriseCa | None = None,
     ) -> None:
         if windows_version not in OS_VERSIONS:
             raise LabError(f"windows_version must be one of {', '.join(OS_VERSIONS)}, not {windows_version!r}")
@@ -88,6 +90,10 @@ class Host:
         self.stores = MachineStores()
         # A domain member trusts its enterprise CA.
         self.stores.open("Root").add(StoredCertificate(ca.certificate, None, "xulab Root CA"))
+        # The domain's AD CS: its templates, and which of them this host may enrol (the fleet shares one).
+        self.enterprise_ca = enterprise_ca or EnterpriseCa.from_specs()
+        # Certificates `plant` put into My: [{"kind", "thumbprint"}].
+        self.planted: list[dict[str, str]] = []
         self.service = XuService(self, restart_delay)
         self.firewall = Firewall(default_rules(self.service.settings.ports()))
         self.faults = Faults(self.emit, known_ops, self._set_restart_delay, self._apply_setting)
@@ -319,6 +325,8 @@ class Host:
             "service": self.service.state_json(),
             "certificates": [entry.state() for entry in self.stores.my.all_entries()],
             "intermediate_certificates": [entry.state() for entry in self.stores.open("CA").all_entries()],
+            "request_certificates": [entry.state() for entry in self.stores.requests.all_entries()],
+            "planted": list(self.planted),
             "firewall": {
                 "rules": [rule.as_json(with_group=True) for rule in self.firewall.rules],
                 "profiles": self.firewall.profiles_json(),

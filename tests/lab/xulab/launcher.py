@@ -46,6 +46,9 @@ def serve_command(options: FleetOptions) -> list[str]:
         "--scenario", options.scenario,
         "--call-overhead", str(options.call_overhead),
         *(["--windows-version", options.windows_version] if options.windows_version else []),
+        # "--templates=" keeps an empty list one argument.
+        f"--templates={','.join(options.templates)}",
+        f"--pending-templates={','.join(options.pending_templates)}",
     ]
     if options.base_address:
         command += ["--base-address", options.base_address]

@@ -19,13 +19,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from .accounts import account_sid
-from .ca import PfxPasswordError, is_intermediate, pfx_key_provider, read_pfx
+from .ca import PfxPasswordError, generate_key, is_intermediate, pfx_key_provider, read_pfx
 from .ca import thumbprint as der_thumbprint
 from .certstore import KeyContainer, default_machine_key_acl, normalise_thumbprint
+from .enrolment import EnrolmentRequest, certreq_enrol
 from .errors import PrimitiveError
 from .firewall import FirewallRule
 from .host import Host, sha256_hex
-from .probe import port_probe
+from .probe import SERVER_NAME, port_probe
 from .psvalues import as_int, as_items, as_text
 from .renewals import certreq_renew
 from .timefmt import iso_utc, parse_iso_utc, utc_now
@@ -38,8 +39,16 @@ Primitive = Callable[[Host, Args], Awaitable[Result]]
 
 TASK_NAME_PATTERN = r"^[A-Za-z0-9 ._-]{1,64}\Z"
 JOURNAL_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}\Z"
+TEMPLATE_NAME_PATTERN = r"^[A-Za-z0-9 ._-]{1,64}\Z"
+CA_CONFIG_PATTERN = r"^[A-Za-z0-9_.-]{1,253}\\[A-Za-z0-9 _.()-]{1,64}\Z"
 # The agent's spelling of the patterns in its messages (PowerShell regex, \z).
-_PATTERN_TEXT = {TASK_NAME_PATTERN: "^[A-Za-z0-9 ._-]{1,64}\\z", JOURNAL_NAME_PATTERN: "^[A-Za-z0-9_.-]{1,64}\\z"}
+_PATTERN_TEXT = {
+    TASK_NAME_PATTERN: "^[A-Za-z0-9 ._-]{1,64}\\z",
+    JOURNAL_NAME_PATTERN: "^[A-Za-z0-9_.-]{1,64}\\z",
+    TEMPLATE_NAME_PATTERN: "^[A-Za-z0-9 ._-]{1,64}\\z",
+    CA_CONFIG_PATTERN: "^[A-Za-z0-9_.-]{1,253}\\\\[A-Za-z0-9 _.()-]{1,64}\\z",
+}
+ENROL_KEY_LENGTHS = (2048, 3072, 4096)
 SERVICE_POLL_S = 0.05
 PORT_POLL_S = 0.1
 PORT_TEST_TIMEOUT_S = 0.5
@@ -359,6 +368,42 @@ async def cert_renew_reuse_key(host: Host, a: Args) -> Result:
     return {"thumbprint": newest.thumbprint, "output": output, "exit_code": code, "enrolled_as": run_as}
 
 
+async def cert_enroll(host: Host, a: Args) -> Result:
+    """certreq -new, -submit and -accept with a template, as the machine or in the session (enrolment.certreq_enrol)."""
+    template = _name(a.get("template"), TEMPLATE_NAME_PATTERN, "template")
+    bad_names = "dns_names must be a non-empty list of DNS names"
+    names = []
+    for item in as_items(a.get("dns_names")):
+        if not isinstance(item, str) or SERVER_NAME.match(item) is None:
+            raise PrimitiveError("InvalidArgument", bad_names)
+        names.append(item)
+    if not names:
+        raise PrimitiveError("InvalidArgument", bad_names)
+    config = None if a.get("ca_config") is None else _name(a.get("ca_config"), CA_CONFIG_PATTERN, "ca_config")
+    key_length = 2048 if a.get("key_length") is None else as_int(a.get("key_length"))
+    if key_length not in ENROL_KEY_LENGTHS:
+        raise PrimitiveError("InvalidArgument", "key_length must be 2048, 3072 or 4096")
+    run_as = "machine" if a.get("run_as") is None else as_text(a.get("run_as"))
+    if run_as not in ("machine", "caller"):
+        raise PrimitiveError("InvalidArgument", "run_as must be machine or caller")
+    # certreq -new makes the key, in the session too; a pool key stands in for a 2048-bit one (generating is slow).
+    if key_length == 2048:
+        key = host.pick_key()
+    else:
+        key = await asyncio.get_running_loop().run_in_executor(None, generate_key, key_length)
+    outcome = certreq_enrol(host, EnrolmentRequest(template, tuple(names), config, key), run_as)
+    if outcome.exit_code != 0:
+        raise PrimitiveError("CertreqFailed", f"certreq exited with {outcome.exit_code}: {outcome.output}")
+    if outcome.thumbprint is None:
+        if outcome.request_id is not None:
+            raise PrimitiveError("EnrollPending", f"request {outcome.request_id} is pending at the CA: {outcome.output}")
+        raise PrimitiveError("CertreqFailed", f"certreq wrote no certificate: {outcome.output}")
+    entry = host.stores.my.get(outcome.thumbprint)
+    if entry is None or entry.key is None:
+        raise PrimitiveError("NotFound", f"certreq accepted {outcome.thumbprint} but My lacks it or its private key")
+    return {"thumbprint": outcome.thumbprint, "output": outcome.output, "exit_code": outcome.exit_code, "enrolled_as": run_as}
+
+
 async def file_write(host: Host, a: Args) -> Result:
     path = _rooted(a.get("path"), "path")
     content = a.get("content")
@@ -610,6 +655,7 @@ PRIMITIVES: dict[str, Primitive] = {
     "file_check": file_check,
     "key_grant_read": key_grant_read,
     "cert_renew_reuse_key": cert_renew_reuse_key,
+    "cert_enroll": cert_enroll,
     "file_write": file_write,
     "file_restore": file_restore,
     "file_remove": file_remove,

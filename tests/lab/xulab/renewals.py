@@ -106,15 +106,23 @@ def _certreq_as_machine(host: Host, thumbprint: str) -> tuple[int, str]:
             f"Request ID: {certificate.serial_number % 100000}",
             "Certificate retrieved(Issued) Issued",
             "",
-            "Installed Certificate:",
-            f"  Serial Number: {format(certificate.serial_number, 'x')}",
-            f"  Subject: {renewed.subject}",
-            f"  NotBefore: {request.not_before.strftime('%m/%d/%Y %I:%M %p')}",
-            f"  NotAfter: {request.not_after.strftime('%m/%d/%Y %I:%M %p')}",
-            f"  Thumbprint: {renewed.thumbprint.lower()}",
+            *installed_certificate_lines(renewed),
         ]
     )
     return 0, output
+
+
+def installed_certificate_lines(entry: StoredCertificate) -> list[str]:
+    """What certreq prints once it has put a certificate into the store."""
+    certificate = entry.certificate
+    return [
+        "Installed Certificate:",
+        f"  Serial Number: {format(certificate.serial_number, 'x')}",
+        f"  Subject: {entry.subject}",
+        f"  NotBefore: {certificate.not_valid_before_utc.strftime('%m/%d/%Y %I:%M %p')}",
+        f"  NotAfter: {certificate.not_valid_after_utc.strftime('%m/%d/%Y %I:%M %p')}",
+        f"  Thumbprint: {entry.thumbprint.lower()}",
+    ]
 
 
 def issue_pfx(
@@ -172,7 +180,7 @@ def _key_of(host: Host, thumbprint: str) -> rsa.RSAPrivateKey:
 
 def winacme_renew(host: Host) -> dict[str, object]:
     """A win-acme renewal: a new key and certificate in My, the previous one deleted; XU untouched."""
-    old = _winacme_predecessor(host)
+    old = bound_certificate(host)
     certificate, key = host.mint(host.default_request(days_left=90, lifetime_days=90))
     container = KeyContainer(key, "CNG", default_machine_key_acl())
     new = host.add_certificate(certificate, container, source="winacme", friendly_name=f"{host.fqdn} @ win-acme")
@@ -181,7 +189,8 @@ def winacme_renew(host: Host) -> dict[str, object]:
     return {"old_thumbprint": old.thumbprint if old else None, "new_thumbprint": new.thumbprint}
 
 
-def _winacme_predecessor(host: Host) -> StoredCertificate | None:
+def bound_certificate(host: Host) -> StoredCertificate | None:
+    """The certificate XU's web server is bound to, if My lists it; else the host's newest one for its DNS name."""
     try:
         settings = host.service.settings.read()
     except StartFailure:

@@ -4,6 +4,9 @@
 `--expiring-in` days, its key readable by the service. `mixed` cycles through healthy,
 expiring soon, expired (still served), TLS off (a valid certificate in the store, unbound)
 and missing certificate (win-acme replaced the bound certificate while XU kept serving it).
+`adopt`: healthy hosts with certificates beside the bound one (xulab.nearmiss): each of the
+first seven carries one near miss (`adopt_wrong_san` ... `adopt_shorter`), the eighth
+(`adopt_better`) all seven near misses and one better certificate; then again from the first.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from .accounts import XU_SERVICE_ACCOUNT, sid_of
 from .certstore import KeyContainer, StoredCertificate, default_machine_key_acl
 from .host import Host
 from .listeners import XU_VERSION
+from .nearmiss import NEAR_MISS_KINDS, plant
 from .renewals import WINACME_LIFETIME_DAYS, winacme_renew
 from .xusettings import CONFIG_DIR, CONFIG_SERVER_SETTINGS, IMAGE_PATH, TLS_SETTINGS, VERSION_FILE, WEB_SETTINGS
 
-SCENARIOS = ("healthy", "mixed")
+SCENARIOS = ("healthy", "mixed", "adopt")
 MIXED_PROFILES = ("healthy", "expiring_soon", "expired", "tls_off", "missing_cert")
+ADOPT_PROFILES = (*(f"adopt_{kind}" for kind in NEAR_MISS_KINDS), "adopt_better")
 EXPIRING_SOON_DAYS = 10
 EXPIRED_DAYS_AGO = 3
 
@@ -27,8 +32,8 @@ MIXED_WINDOWS_VERSIONS = ("2022", "2019", "2016")
 
 
 def windows_version_for(scenario: str, index: int) -> str:
-    """healthy: Server 2022; mixed: 2022, 2019 and 2016 in turn, so every profile meets every version."""
-    if scenario == "healthy":
+    """healthy and adopt: Server 2022; mixed: 2022, 2019 and 2016 in turn, so every profile meets every version."""
+    if scenario in ("healthy", "adopt"):
         return "2022"
     return MIXED_WINDOWS_VERSIONS[(index - 1) % len(MIXED_WINDOWS_VERSIONS)]
 
@@ -36,6 +41,8 @@ def windows_version_for(scenario: str, index: int) -> str:
 def profile_for(scenario: str, index: int) -> str:
     if scenario == "healthy":
         return "healthy"
+    if scenario == "adopt":
+        return ADOPT_PROFILES[(index - 1) % len(ADOPT_PROFILES)]
     return MIXED_PROFILES[(index - 1) % len(MIXED_PROFILES)]
 
 
@@ -94,10 +101,16 @@ async def provision(host: Host, profile: str, expiring_in: float) -> None:
         )
         bind(host, entry)
     else:
-        days_left = {"healthy": expiring_in, "expiring_soon": EXPIRING_SOON_DAYS, "expired": -EXPIRED_DAYS_AGO}[profile]
+        base = "healthy" if profile in ADOPT_PROFILES else profile
+        days_left = {"healthy": expiring_in, "expiring_soon": EXPIRING_SOON_DAYS, "expired": -EXPIRED_DAYS_AGO}[base]
         # Certificates that have been around a while often still sit in a legacy CSP.
-        provider = "CNG" if profile == "healthy" else "CSP"
+        provider = "CNG" if base == "healthy" else "CSP"
         bind(host, provision_certificate(host, days_left=days_left, lifetime_days=365, provider=provider, service_can_read=True))
     await host.service.start_now()
     if profile == "missing_cert":
         winacme_renew(host)
+    elif profile == "adopt_better":
+        for kind in (*NEAR_MISS_KINDS, "better"):
+            plant(host, kind)
+    elif profile in ADOPT_PROFILES:
+        plant(host, profile.removeprefix("adopt_"))

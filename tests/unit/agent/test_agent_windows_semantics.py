@@ -155,14 +155,22 @@ def check_key_grant_reports_the_sid(text: str) -> None:
 def check_certreq_runs_as_system(text: str) -> None:
     block = squeeze(op_source(text, "cert_renew_reuse_key"))
     assert "$runAs = 'machine'" in block and "if ($runAs -eq 'machine') {" in block
-    assert "$run = Invoke-XuAsSystem ($certreqArgs -join ' ') $limit" in block
+    assert "$run = Invoke-XuAsSystem @(@{ arguments = $certreqArgs }) $limit" in block
+    assert "$run = Invoke-XuCertreqHere @(@{ arguments = $certreqArgs })" in block
     assert "exit_code = $code; enrolled_as = $runAs" in block
     run = squeeze(function_source(text, "Invoke-XuAsSystem"))
     # A fixed-pattern name, output in the SYSTEM/Administrators-only folder, the command from validated values only.
     assert "Initialize-XuJournalDir" in run
     assert "$name = 'xtractuniversal.tls certreq ' + $id" in run and "$id = [Guid]::NewGuid().ToString('N')" in run
     assert "$out = [IO.Path]::Combine($JournalDir, 'certreq-' + $id + '.txt')" in run
-    assert '$command = "& certreq.exe {0} *> {1}; exit `$LASTEXITCODE" -f $CertreqArguments, (Format-XuQuoted $out)' in run
+    # Every value is quoted; each step ends the task's one script with its exit code when it fails.
+    assert "$quoted = @(foreach ($value in $step.arguments) { Format-XuQuoted ([string]$value) }) -join ' '" in run
+    step = '"& certreq.exe {0} {1} {2}; if (`$LASTEXITCODE -ne 0) {{ exit `$LASTEXITCODE }}" -f $quoted, $redirect, (Format-XuQuoted $out)'
+    assert step in run
+    assert "if ($step.needs) { [void]$parts.Add((\"if (-not (Test-Path -LiteralPath {0})) {{ exit 0 }}\" -f (Format-XuQuoted $step.needs))) }" in run
+    # The first step's output replaces, the others append to it.
+    assert run.index("$redirect = '*>'") < run.index("foreach ($step in $Steps)") < run.index("$redirect = '*>>'")
+    assert "$command = ($parts.ToArray() -join '; ') + '; exit 0'" in run
     # Registered as SYSTEM (New-XuSystemTask), then always unregistered and its output deleted.
     assert "$task = New-XuSystemTask $command" in run
     tail = run[run.index("Register-ScheduledTask") :]
@@ -173,10 +181,70 @@ def check_certreq_runs_as_system(text: str) -> None:
     # A task that is still running at the time limit is stopped, and reported as such.
     assert "if ($running) { $r.timed_out = $true; $null = Stop-ScheduledTask -TaskName $name -TaskPath '\\' }" in run
     assert "Stop-Xu 'CertreqFailed' ('certreq did not finish within {0} s: {1}' -f $limit, $output)" in block
+    # In the session, native stderr must not stop the agent: 'Continue' (the function's own scope) before certreq, 2>&1.
+    here = squeeze(function_source(text, "Invoke-XuCertreqHere"))
+    assert here.index("$ErrorActionPreference = 'Continue'") < here.index("& certreq.exe $certreqArgs 2>&1")
+    assert "if ($step.needs -and -not (Test-Path -LiteralPath $step.needs)) { break }" in here
+    assert "if ($r.exit_code -ne 0) { break }" in here
+
+
+def check_enrolment_request_and_steps(text: str) -> None:
+    block = squeeze(op_source(text, "cert_enroll"))
+    # Every request value is validated before it reaches the INF file or a command line.
+    assert "$template = Assert-XuName $a.template $TemplateNamePattern 'template'" in block
+    assert "if ($n -isnot [string] -or $n -cnotmatch $ServerNamePattern) { Stop-Xu 'InvalidArgument' $badNames }" in block
+    assert "if ($names.Count -eq 0) { Stop-Xu 'InvalidArgument' $badNames }" in block
+    assert "$submit += '-config', (Assert-XuName $a.ca_config $CaConfigPattern 'ca_config')" in block
+    assert "if (@(2048, 3072, 4096) -notcontains $keyLength)" in block
+    assert "if (@('machine', 'caller') -cnotcontains $runAs)" in block
+    # The INF is written with an explicit encoding certreq reads (UTF-16 with a BOM), never PowerShell's or .NET's default.
+    assert "[IO.File]::WriteAllText($files.inf, (Format-XuRequestInf $template $names $keyLength), [Text.Encoding]::Unicode)" in block
+    # -new, -submit, -accept in that order, in one SYSTEM task or in the session; -accept only when -submit wrote a certificate.
+    new, submit, accept = (block.index(step) for step in ("@('-new', '-machine', '-q', $files.inf, $files.req)",
+                                                          "$submit + @($files.req, $files.cer, $files.chain, $files.response)",
+                                                          "@('-accept', '-machine', '-q', $files.cer); needs = $files.cer"))
+    assert new < submit < accept
+    assert "$submit = @('-submit', '-q')" in block
+    assert "if ($runAs -eq 'machine') { $run = Invoke-XuAsSystem $steps $limit } else { $run = Invoke-XuCertreqHere $steps }" in block
+    # Non-zero: CertreqFailed; exit 0 without a certificate but with a request id: pending at the CA.
+    assert block.index("if ($code -ne 0) { Stop-Xu 'CertreqFailed'") < block.index("if (-not [IO.File]::Exists($files.cer)) {")
+    pending = "Stop-Xu 'EnrollPending' ('request {0} is pending at the CA: {1}' -f $Matches[1], $output)"
+    assert f"if ($output -match 'RequestId:\\s*\"?(\\d+)') {{ {pending} }}" in block
+    # Every temporary file goes, however the enrolment ended.
+    assert "} finally { foreach ($f in $files.Values) { if ([IO.File]::Exists($f)) { [IO.File]::Delete($f) } } }" in block
+    assert block.index("[IO.File]::WriteAllText($files.inf") > block.index("try {")
+    assert "if ($null -eq $new -or -not $new.HasPrivateKey) { Stop-Xu 'NotFound'" in block
+    inf = function_source(text, "Format-XuRequestInf")
+    # In double quotes PowerShell would expand $Windows: the signature line is a verbatim string.
+    assert "'Signature=\"$Windows NT$\"'" in inf and '"Signature' not in inf
+    for line in ("'Exportable = FALSE'", "'MachineKeySet = TRUE'", "'ProviderName = \"Microsoft Software Key Storage Provider\"'",
+                 "'RequestType = PKCS10'", "'KeySpec = 1'", "'2.5.29.17 = \"{text}\"'", "'_continue_ = \"dns={0}&\"' -f $n",
+                 "'[RequestAttributes]', ('CertificateTemplate = \"{0}\"' -f $Template)", "('Subject = \"CN={0}\"' -f $Names[0])"):
+        assert line in inf, line
+
+
+def check_enrolment_values_cannot_break_a_task_command_line(text: str) -> None:
+    # The config string goes onto a task's command line inside "...": no double quote, no % (Task Scheduler expands it),
+    # no backslash before the closing quote. Names and templates never go there (only into the INF file).
+    (config,) = re.findall(r"\$CaConfigPattern = '([^']+)'", text)
+    (template,) = re.findall(r"\$TemplateNamePattern = '([^']+)'", text)
+    for pattern in (config, template):
+        assert '"' not in pattern and "%" not in pattern and "'" not in pattern
+    assert config.endswith(r"[A-Za-z0-9 _.()-]{1,64}\z")
+    documented = read(PROTOCOL_DOC)
+    assert f"`{config.replace(chr(92) + 'z', '$')}`" in documented and f"`{template.replace(chr(92) + 'z', '$')}`" in documented
 
 
 @pytest.mark.parametrize(
-    "check", [check_cert_list_reports_sids_and_archived, check_pfx_import_repairs, check_key_grant_reports_the_sid, check_certreq_runs_as_system]
+    "check",
+    [
+        check_cert_list_reports_sids_and_archived,
+        check_pfx_import_repairs,
+        check_key_grant_reports_the_sid,
+        check_certreq_runs_as_system,
+        check_enrolment_request_and_steps,
+        check_enrolment_values_cannot_break_a_task_command_line,
+    ],
 )
 def test_certificates(agent: str, check: Callable[[str], None]) -> None:
     check(agent)

@@ -14,6 +14,7 @@ import pytest
 from lab.labkit import AgentCall, HostFactory, Ops, bootstrap_command, payload
 
 from xulab.ca import CertificateAuthority
+from xulab.enterprise_ca import DEFAULT_TEMPLATES, EnterpriseCa
 from xulab.fleet import build_host
 from xulab.host import Host, HostIdentity, HostLookup
 from xulab.scenarios import provision
@@ -55,10 +56,15 @@ def host_factory(tmp_path: pathlib.Path, lab_ca: CertificateAuthority, next_addr
         expiring_in: float = 365,
         lookup: HostLookup | None = None,
         windows_version: str = "2022",
+        templates: tuple[str, ...] = DEFAULT_TEMPLATES,
+        pending_templates: tuple[str, ...] = (),
     ) -> AsyncIterator[Host]:
         index = next(counter)
         identity = HostIdentity(index, f"xu{index:02d}", next_address(), "xulab.test")
-        host = build_host(identity, tmp_path / identity.name, lab_ca, restart_delay, lookup, windows_version=windows_version)
+        enterprise_ca = EnterpriseCa.from_specs(templates, pending_templates)
+        host = build_host(
+            identity, tmp_path / identity.name, lab_ca, restart_delay, lookup, windows_version=windows_version, enterprise_ca=enterprise_ca
+        )
         await provision(host, profile, expiring_in)
         try:
             yield host

@@ -11,7 +11,7 @@ from typing import Any
 
 from cryptography import x509
 
-from support.certs import der
+from support.certs import der, mint
 
 INSTALL_DIR = "C:\\Program Files\\XtractUniversal"
 SERVICE_ACCOUNT = "NT Service\\XtractUniversal Service"
@@ -22,6 +22,11 @@ SYSTEM_SID = "S-1-5-18"
 READABLE_ACL = [
     {"identity": "NT AUTHORITY\\SYSTEM", "sid": SYSTEM_SID, "rights": "FullControl", "type": "Allow"},
     {"identity": "NT SERVICE\\XtractUniversal Service", "sid": SERVICE_SID, "rights": "Read", "type": "Allow"},
+]
+# A new machine key's ACL: the service account is not on it until granted.
+MACHINE_KEY_ACL = [
+    {"identity": "NT AUTHORITY\\SYSTEM", "sid": SYSTEM_SID, "rights": "FullControl", "type": "Allow"},
+    {"identity": "BUILTIN\\Administrators", "sid": "S-1-5-32-544", "rights": "FullControl", "type": "Allow"},
 ]
 
 
@@ -64,6 +69,10 @@ class FakeHost:
     # What the web server answers to GET (e.g. /version) on every port that serves HTTP.
     http_status: int = 200
     calls: list[list[dict[str, Any]]] = field(default_factory=list)
+    # cert_enroll: the templates the host may enrol, and those the CA holds for approval (answered EnrollPending).
+    enrol_templates: set[str] = field(default_factory=lambda: {"WebServer"})
+    pending_templates: set[str] = field(default_factory=set)
+    enrol_requests: int = 0
     answer_override: Callable[[str, bytes], tuple[int, str, str]] | None = None
 
     def add_certificate(self, cert: x509.Certificate, *, has_private_key: bool = True, acl: list[dict[str, Any]] | None = None) -> str:
@@ -115,6 +124,26 @@ class FakeHost:
         registered = not self.event_log
         self.event_log.append({"event_id": args["event_id"], "entry_type": args["entry_type"], "message": args["message"]})
         return {"log": "Application", "source": "xtractuniversal.tls", "registered": registered}
+
+    def op_cert_enroll(self, args: dict[str, Any]) -> dict[str, Any]:
+        """As the lab's AD CS, simply: only the machine reaches the CA; a new key that only SYSTEM and Administrators read."""
+        names = args.get("dns_names") or []
+        if not args.get("template") or not names:
+            raise HostError("InvalidArgument", "template and dns_names are required")
+        run_as = args.get("run_as") or "machine"
+        if run_as == "caller":
+            raise HostError("CertreqFailed", "certreq exited with -2146877419: The enrollment policy server cannot be located. 0x80094015")
+        self.enrol_requests += 1
+        request_id = 1000 + self.enrol_requests
+        template = str(args["template"]).casefold()
+        if template in {t.casefold() for t in self.pending_templates}:
+            raise HostError("EnrollPending", f"request {request_id} is pending at the CA: Certificate request is pending: Taken Under Submission (0)")
+        if template not in {t.casefold() for t in self.enrol_templates}:
+            raise HostError("CertreqFailed", f"certreq exited with -2146877422: RequestId: {request_id} Certificate request is denied")
+        cert, _key = mint(names[0], sans=tuple(names), days_left=730, valid_from_days_ago=0.007)
+        thumbprint = self.add_certificate(cert, acl=[dict(rule) for rule in MACHINE_KEY_ACL])
+        output = f"RequestId: {request_id}\r\nCertificate retrieved(Issued) Issued\r\nInstalled Certificate:\r\n  Thumbprint: {thumbprint.lower()}"
+        return {"thumbprint": thumbprint, "output": output, "exit_code": 0, "enrolled_as": run_as}
 
     def op_discover(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
