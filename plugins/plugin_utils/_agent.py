@@ -36,6 +36,16 @@ def _read_script(name: str, marker: str) -> str:
     return text
 
 
+def without_comment_lines(script: str) -> str:
+    """The script without its comment-only lines (but the marker line): they are for its readers, not for each call's payload.
+
+    Safe because no string in the agent spans lines (tests/unit/agent keeps it so), so no line that starts with ``#``
+    is inside one.
+    """
+    first, _sep, rest = script.partition("\n")
+    return "\n".join([first, *(line for line in rest.split("\n") if not line.lstrip().startswith("#"))])
+
+
 def encoded_command(script: str) -> str:
     """The PowerShell command line running ``script``; winrm and psrp recognise the form."""
     encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
@@ -86,7 +96,7 @@ class AgentClient:
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
         self._bootstrap_command = encoded_command(_read_script("bootstrap.ps1", BOOTSTRAP_MARKER))
-        self._agent = _read_script("xu_agent.ps1", AGENT_MARKER)
+        self._agent = without_comment_lines(_read_script("xu_agent.ps1", AGENT_MARKER))
         self.calls = 0
 
     def call(self, operations: Sequence[Operation], *, stop_on_error: bool = True) -> list[OperationResult]:

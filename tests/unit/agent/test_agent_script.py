@@ -38,6 +38,8 @@ import pytest
 import tree_sitter
 import tree_sitter_powershell
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, without_comment_lines
+
 ROOT = Path(__file__).resolve().parents[3]
 AGENT_DIR = ROOT / "plugins" / "plugin_utils" / "agent"
 AGENT = AGENT_DIR / "xu_agent.ps1"
@@ -306,9 +308,39 @@ def test_script_is_ascii(path: Path) -> None:
 
 
 def test_agent_stays_small(agent: str) -> None:
-    # It travels on stdin with every call: with a PFX beside it, the payload still fits in one WS-Man Send
-    # (200,000-byte chunks, ../shared/docs/winrm-lab-notes.md), with room to spare.
-    assert len(agent.encode("utf-8")) < 60_000
+    # It travels on stdin with every call, without its comment-only lines: with a PFX beside it, the payload still fits
+    # in one WS-Man Send (200,000-byte chunks, ../shared/docs/winrm-lab-notes.md), with room to spare.
+    assert len(without_comment_lines(agent).encode("utf-8")) < 60_000
+
+
+def test_the_agent_sent_is_the_agent_without_its_comment_lines(agent: str) -> None:
+    sent = without_comment_lines(agent)
+    assert sent.startswith(AGENT_MARKER + "\n") and sent == AgentClient(lambda _c, _s: (0, "", ""))._agent
+    assert [line for line in sent.split("\n")[1:]] == [line for line in agent.split("\n")[1:] if not line.lstrip().startswith("#")]
+    # The same program: what is left parses as it did, and no code was lost with the comments.
+    assert parse_problems(sent) == []
+    assert " ".join(without_comments(sent).split()) == " ".join(without_comments(agent).split())
+
+
+def test_no_line_of_the_agent_that_starts_with_a_hash_is_inside_a_string(agent: str) -> None:
+    # What makes dropping comment-only lines safe: every such line is a comment (no string, here-string or block
+    # comment spans lines, so none holds a line that only looks like one).
+    spanning = [
+        f"line {node.start_point[0] + 1}: {node.type}"
+        for node in walk(parse(agent).root_node)
+        if node.type in ("string_literal", "expandable_string_literal", "verbatim_string_characters", "expandable_here_string_literal",
+                         "verbatim_here_string_characters", "comment")
+        and node.start_point[0] != node.end_point[0]
+    ]
+    assert spanning == []
+    comments = {node.start_point[0] for node in walk(parse(agent).root_node) if node.type == "comment"}
+    hash_lines = {number for number, line in enumerate(agent.split("\n")) if line.lstrip().startswith("#")}
+    assert hash_lines <= comments
+
+
+def test_the_spanning_check_sees_a_string_across_lines() -> None:
+    assert any(node.start_point[0] != node.end_point[0] for node in walk(parse("$a = 'x\n# y'\n").root_node) if node.type == "string_literal")
+    assert any(node.start_point[0] != node.end_point[0] for node in walk(parse("<# a\n# b #>\n").root_node) if node.type == "comment")
 
 
 # --------------------------------------------------------------------------- the contract
