@@ -69,8 +69,25 @@ options:
   new_thumbprint:
     description:
       - The thumbprint of the new certificate, which must already be in C(LocalMachine\My) with its private key.
+      - V(auto) adopts the best certificate already in C(LocalMachine\My), as win-acme or certificate
+        auto-enrolment leave a renewed one there, bound to nothing. It must have its private key, be valid now, carry
+        the Server Authentication EKU, name the host (O(fqdn), else the host's DNS name) in its SAN, expire later than
+        the old certificate (when that is still in the store), and meet O(adopt_issuer) and O(adopt_min_days). Of
+        those, the one that expires last is chosen. RV(adoption) says which, and why each other one was passed over.
+        When none qualifies, nothing is changed; that is an error only when the old certificate is missing from the
+        store or expired, since then the next restart fails.
       - Exactly one of O(new_thumbprint), O(pfx_path), O(pfx_content) and O(renew_reusing_key=true) is required.
     type: str
+  adopt_issuer:
+    description:
+      - With O(new_thumbprint=auto), a regular expression the chosen certificate's issuer (as C(issuer) of RV(new_certificate) shows it,
+        for example C(CN=R11, O=Let's Encrypt, C=US)) must match, searched case-insensitively.
+    type: str
+  adopt_min_days:
+    description:
+      - With O(new_thumbprint=auto), the fewest days the chosen certificate must still be valid (0 to 3650).
+    type: int
+    default: 0
   pfx_path:
     description:
       - A PFX (PKCS#12) file on the controller holding the new certificate and its private key.
@@ -233,6 +250,16 @@ EXAMPLES = r"""
     remove_old: true
   register: swap
 
+- name: Bind the certificate win-acme renewed (it is in the store, bound to nothing) and remove the old one
+  xtractuniversal.tls.xu_cert_swap:
+    old_thumbprint: "{{ xu.web_server.certificate_thumbprint }}"
+    new_thumbprint: auto
+    adopt_issuer: "O=Let's Encrypt"
+    adopt_min_days: 30
+    grant_key_access: true
+    remove_old: true
+  register: adopted
+
 - name: Renew the bound certificate with the same key through AD CS
   xtractuniversal.tls.xu_cert_swap:
     old_thumbprint: "{{ xu.web_server.certificate_thumbprint }}"
@@ -253,6 +280,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+adoption:
+  description:
+    - With O(new_thumbprint=auto), the certificate chosen (C(chosen), null when none qualifies) and every other
+      certificate of C(LocalMachine\My) passed over, with the reason (C(passed_over), each with C(thumbprint),
+      C(subject) and C(reason)).
+  returned: with O(new_thumbprint=auto)
+  type: dict
+  sample:
+    chosen: 5D0C4E1F2A3B4C5D6E7F8091A2B3C4D5E6F70819
+    passed_over:
+      - thumbprint: 0A1B2C3D4E5F60718293A4B5C6D7E8F901234567
+        subject: CN=other.example.com
+        reason: its SAN does not name xu01.example.com
 journal_present:
   description:
     - Whether the run's journal (O(journal.name)) is on the host after the task, as the host answered its last

@@ -209,7 +209,12 @@ thumbprint_references:
   sample: [{"file": "C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json", "path": "WebServer.Certificate.Thumbprint",
             "value": "ad3b9b0c9f6e3f1a2b3c4d5e6f708192a3b4ece6", "thumbprint": "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"}]
 store_certificates:
-  description: Every certificate in C(LocalMachine\My), newest expiry first, in brief.
+  description:
+    - Every certificate in C(LocalMachine\My), newest expiry first, in brief. C(thumbprint), C(subject), C(issuer),
+      C(dns_names) (the SAN's DNS names), C(not_before), C(not_after), C(days_left), C(san_covers_fqdn), C(server_auth),
+      C(has_private_key), C(key_readable_by_service).
+    - What M(xtractuniversal.tls.xu_cert_swap) with O(xtractuniversal.tls.xu_cert_swap#module:new_thumbprint=auto) judges
+      a certificate by is all here, so a plan made from this report picks the certificate the module would.
   returned: always
   type: list
   elements: dict

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import AUTO, AdoptionRules, Candidate, choose
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import (
     FileChange,
@@ -103,6 +104,7 @@ STORE = "My"
 SOURCE_THUMBPRINT = "new_thumbprint"
 SOURCE_PFX = "pfx"
 SOURCE_RENEWAL = "renew_reusing_key"
+SOURCE_ADOPTION = "adopt"
 # The ACL Windows gives a key imported into the machine key set: the XU service account is not on it.
 IMPORTED_KEY_ACL = [
     {"identity": "NT AUTHORITY\\SYSTEM", "sid": LOCAL_SYSTEM_SID, "rights": "FullControl", "type": "Allow"},
@@ -146,6 +148,7 @@ class SwapRequest:
     restart: str
     wait_timeout: int
     backup: bool
+    adoption: AdoptionRules | None = None  # new_thumbprint: auto; ``new`` is chosen once the store is read
 
 
 def _thumbprint(value: Any, option: str) -> str:
@@ -171,6 +174,18 @@ def _pfx_bytes(params: dict[str, Any], files: ControllerFiles) -> tuple[bytes, s
         raise XuError("pfx_content must be the PFX file encoded as base64 (for example `base64 -w0 site.pfx`, kept in a vaulted variable)") from e
 
 
+def _source(params: dict[str, Any], renew: bool, given: list[str]) -> str:
+    """Which option names the new certificate (exactly one does, checked before)."""
+    if renew:
+        return SOURCE_RENEWAL
+    source = SOURCE_PFX if given[0] in ("pfx_path", "pfx_content") else SOURCE_THUMBPRINT
+    if source == SOURCE_THUMBPRINT and str(params["new_thumbprint"]).strip().lower() == AUTO:
+        source = SOURCE_ADOPTION
+    if source != SOURCE_ADOPTION and (params.get("adopt_issuer") is not None or params.get("adopt_min_days")):
+        raise XuError("adopt_issuer and adopt_min_days only apply with new_thumbprint: auto")
+    return source
+
+
 def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.datetime) -> SwapRequest:
     """Check and clean the input; XuError names the problem and the fix. Runs before any remote call."""
     old = _thumbprint(params["old_thumbprint"], "old_thumbprint")
@@ -181,7 +196,7 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
     if not renew and not given:
         what = "renew_reusing_key: false names no new certificate" if renew is False else "No new certificate is given (the options are null)"
         raise XuError(f"{what}; set one of new_thumbprint, pfx_path or pfx_content, or renew_reusing_key: true")
-    source = SOURCE_RENEWAL if renew else SOURCE_PFX if given[0] in ("pfx_path", "pfx_content") else SOURCE_THUMBPRINT
+    source = _source(params, bool(renew), given)
     if source != SOURCE_PFX:
         stray = [name for name in ("pfx_password", "ca_path") if params.get(name) is not None]
         stray += ["pfx_exportable"] if params.get("pfx_exportable") else []
@@ -191,6 +206,7 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
         raise XuError(f"wait_timeout must be a positive number of seconds, not {params['wait_timeout']}")
     extra_files = tuple(dict.fromkeys(_extra_file(path) for path in params.get("settings_files") or []))
     fqdn = clean_fqdn(params.get("fqdn"))
+    adoption = AdoptionRules.from_options(fqdn, params.get("adopt_issuer"), params.get("adopt_min_days")) if source == SOURCE_ADOPTION else None
 
     new: str | None = None
     judgement: PfxJudgement | None = None
@@ -236,6 +252,7 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
         restart=params["restart"],
         wait_timeout=params["wait_timeout"],
         backup=True,  # every write keeps the bytes it replaces: the module decides, never the caller
+        adoption=adoption,
     )
 
 
@@ -989,6 +1006,32 @@ def _renewal_plan(
     )
 
 
+def _adopt(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, searched: list[SettingsFile], journals: SwapJournal) -> dict[str, Any]:
+    """new_thumbprint: auto. The swap to the best certificate in the store, or nothing when none qualifies."""
+    fqdn = request.fqdn or snapshot.fqdn
+    rules = replace(request.adoption or AdoptionRules(fqdn), fqdn=fqdn)
+    old = snapshot.certificates.get(request.old)
+    candidates = [Candidate.of(c.facts, c.has_private_key, fqdn) for c in snapshot.certificates.values()]
+    adoption = choose(candidates, request.old, old.facts.not_after if old else None, rules, snapshot.now)
+    if adoption.chosen is None:
+        if old is None or old.facts.is_expired(snapshot.now):
+            state = "is not in LocalMachine\\My" if old is None else f"expired {iso(old.facts.not_after)}"
+            raise XuError(
+                f"The old certificate {request.old} {state}, so the next restart fails, and no certificate in LocalMachine\\My can"
+                f" replace it ({adoption.summary()}); give the new certificate with new_thumbprint, pfx_path or pfx_content",
+                adoption=adoption.to_result(),
+            )
+        result = _result(run, request, as_requested(request, SwapPlan(
+            new=None, rewrites=[], pre_ops=[], remove_old=False, restart=False, can_roll_back=True, new_certificate=None,
+        )))
+        result["adoption"] = adoption.to_result()
+        return result
+    chosen = replace(request, new=adoption.chosen.thumbprint)
+    result = _finish(run, chosen, snapshot, as_requested(chosen, plan_replacement(run, chosen, snapshot, searched, fqdn)), journals)
+    result["adoption"] = adoption.to_result()
+    return result
+
+
 def as_requested(request: SwapRequest, plan: SwapPlan) -> SwapPlan:
     """With ``update_references: false`` the module only makes the new certificate available (and readable): no settings
     are written, so nothing restarts and the old certificate stays."""
@@ -1019,6 +1062,8 @@ def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
         check_known(snapshot.tls, profile.settings_map)
     fqdn = request.fqdn or snapshot.fqdn
     searched = searched_files(run, snapshot, request)
+    if request.source == SOURCE_ADOPTION:
+        return _adopt(run, request, snapshot, searched, journals)
     if request.source != SOURCE_RENEWAL:
         return _finish(run, request, snapshot, as_requested(request, plan_replacement(run, request, snapshot, searched, fqdn)), journals)
 

@@ -144,6 +144,9 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
         {
             "thumbprint": c.thumbprint,
             "subject": c.facts.subject,
+            "issuer": c.facts.issuer,
+            "dns_names": list(c.facts.dns_names),
+            "not_before": c.facts.to_result(snapshot.now, fqdn)["not_before"],
             "not_after": c.facts.to_result(snapshot.now, fqdn)["not_after"],
             "days_left": c.facts.to_result(snapshot.now, fqdn)["days_left"],
             "san_covers_fqdn": c.facts.covers(fqdn),
