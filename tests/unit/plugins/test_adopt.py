@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import AdoptionRules, Candidate, choose, why_not
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import AdoptionRules, Candidate, adoption_in_report, choose, why_not
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from support.action import run_action
 from support.certs import mint
@@ -165,3 +165,14 @@ def test_adopt_options_need_auto() -> None:
     result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": "A" * 40, "adopt_min_days": 30}, host)
     assert result["failed"] is True and result["msg"] == "adopt_issuer and adopt_min_days only apply with new_thumbprint: auto"
     assert host.calls == []
+
+
+def test_the_role_chooses_from_the_report_what_the_module_chooses_on_the_host() -> None:
+    host, old, planted = adopt_host()
+    report = run_action("xu_tls_info", {"fqdn": FQDN}, host)
+    from_report = adoption_in_report(report, None, None, datetime.datetime.now(datetime.timezone.utc))
+    on_host = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": "auto", "fqdn": FQDN}, host, check_mode=True)
+    assert from_report.chosen is not None and from_report.chosen.thumbprint == planted["better"] == on_host["adoption"]["chosen"]
+    assert from_report.to_result()["passed_over"] == on_host["adoption"]["passed_over"]
+    with pytest.raises(XuError, match="xu_renew_adopt_min_days must be from 0 to 3650 days"):
+        adoption_in_report(report, None, 4000, NOW)
