@@ -15,8 +15,8 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import
 class ActionModule(XuActionBase):
     MODULE = "xu_cert_swap"
     # renew_reusing_key joins the exclusion in code: renew_reusing_key: false must count as absent.
-    MUTUALLY_EXCLUSIVE: ClassVar[list[list[str]]] = [["new_thumbprint", "pfx_path", "pfx_content"]]
-    REQUIRED_ONE_OF: ClassVar[list[list[str]]] = [["new_thumbprint", "pfx_path", "pfx_content", "renew_reusing_key"]]
+    MUTUALLY_EXCLUSIVE: ClassVar[list[list[str]]] = [["new_thumbprint", "pfx_path", "pfx_content", "enroll"]]
+    REQUIRED_ONE_OF: ClassVar[list[list[str]]] = [["new_thumbprint", "pfx_path", "pfx_content", "renew_reusing_key", "enroll"]]
     NO_LOG_OPTIONS: ClassVar[tuple[str, ...]] = ("pfx_password", "pfx_content")
 
     def run_module(self, run: ModuleRun) -> dict[str, Any]:

@@ -76,8 +76,39 @@ options:
         those, the one that expires last is chosen. RV(adoption) says which, and why each other one was passed over.
         When none qualifies, nothing is changed; that is an error only when the old certificate is missing from the
         store or expired, since then the next restart fails.
-      - Exactly one of O(new_thumbprint), O(pfx_path), O(pfx_content) and O(renew_reusing_key=true) is required.
+      - Exactly one of O(new_thumbprint), O(pfx_path), O(pfx_content), O(renew_reusing_key=true) and O(enroll) is required.
     type: str
+  enroll:
+    description:
+      - Enrol a new certificate with a new key from an AD Certificate Services template and swap to it. Unlike
+        O(renew_reusing_key), this works for an expired certificate and for one that is missing from the store.
+      - C(certreq) runs as the machine (a one-shot scheduled task as SYSTEM, removed again), whose network identity
+        is the computer account, which the template must let enrol; in a WinRM network logon it would have no
+        credentials for the CA. The new key is a Software KSP machine key, not exportable; with
+        O(grant_key_access) the service account is granted Read on it.
+      - Costs one remote call more than a certificate already in the store, since the new thumbprint is only known once
+        C(certreq) has run. The old certificate stays in the store (so a failed swap is rolled back to it) unless
+        O(remove_old). A run whose swap did not finish leaves the enrolled certificate in the store, unbound; the next
+        run enrols again, or adopts it with O(new_thumbprint=auto).
+      - A request the CA holds for a manager's approval fails the task (nothing else is changed) with the request id.
+    type: dict
+    suboptions:
+      template:
+        description: The template's name (its common name, for example C(WebServer)).
+        type: str
+        required: true
+      ca_config:
+        description: The CA as C(host\CA name); by default C(certreq) chooses it.
+        type: str
+      dns_names:
+        description: The DNS names of the SAN; the first is also the subject's CN. By default O(fqdn), else the host's DNS name.
+        type: list
+        elements: str
+      key_length:
+        description: The RSA key's length.
+        type: int
+        choices: [2048, 3072, 4096]
+        default: 2048
   adopt_issuer:
     description:
       - With O(new_thumbprint=auto), a regular expression the chosen certificate's issuer (as C(issuer) of RV(new_certificate) shows it,
@@ -260,6 +291,15 @@ EXAMPLES = r"""
     remove_old: true
   register: adopted
 
+- name: Enrol a new certificate (new key) from the WebServer template and swap to it, for example after it expired
+  xtractuniversal.tls.xu_cert_swap:
+    old_thumbprint: "{{ xu.web_server.certificate_thumbprint }}"
+    enroll:
+      template: WebServer
+      dns_names: ["{{ inventory_hostname }}", "xu.example.com"]
+    grant_key_access: true
+    remove_old: true
+
 - name: Renew the bound certificate with the same key through AD CS
   xtractuniversal.tls.xu_cert_swap:
     old_thumbprint: "{{ xu.web_server.certificate_thumbprint }}"
@@ -361,6 +401,10 @@ removed_old:
     - Whether the old certificate was removed from C(LocalMachine\My).
     - False, with a warning, when the removal (a remote call after the swap was judged good) failed or was not answered.
   returned: success
+  type: bool
+enrolled:
+  description: Whether C(certreq) enrolled a new certificate in this run (in check mode, whether it would).
+  returned: with O(enroll)
   type: bool
 renewed:
   description: Whether C(certreq) renewed the old certificate in this run (false when an earlier run had renewed it).

@@ -146,16 +146,20 @@ def choose(candidates: Iterable[Candidate], bound: str, bound_not_after: datetim
     return Adoption(chosen, tuple(sorted(passed, key=lambda item: item[0].thumbprint)))
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def adoption_in_report(report: Mapping[str, Any], issuer: Any, min_days: Any, now: datetime.datetime,
                        names: tuple[str, str] = ("xu_renew_adopt_issuer", "xu_renew_adopt_min_days")) -> Adoption:
     """The choice for the web server's bound certificate, made from xu_tls_info's report as xu_cert_swap makes it on the host."""
-    web = report.get("web_server") if isinstance(report.get("web_server"), Mapping) else {}
+    web = _mapping(report.get("web_server"))
     bound = str(web.get("certificate_thumbprint") or "").upper()
-    certificate = web.get("certificate") if isinstance(web.get("certificate"), Mapping) else {}
+    certificate = _mapping(web.get("certificate"))
     # A bound certificate that left the store sets no bar: whatever qualifies beats it.
     bound_not_after = parse_iso(certificate.get("not_after")) if certificate.get("in_store") else None
     fqdn = report.get("fqdn") if isinstance(report.get("fqdn"), str) else None
     rules = AdoptionRules.from_options(fqdn, issuer, min_days, names)
-    entries = report.get("store_certificates") if isinstance(report.get("store_certificates"), list) else []
-    candidates = [c for entry in entries if isinstance(entry, Mapping) and (c := Candidate.from_report(entry)) is not None]
+    entries = report.get("store_certificates")
+    candidates = [c for entry in entries if isinstance(entry, Mapping) and (c := Candidate.from_report(entry)) is not None] if isinstance(entries, list) else []
     return choose(candidates, bound, bound_not_after, rules, now)

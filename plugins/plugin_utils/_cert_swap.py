@@ -94,6 +94,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot impo
     read_snapshot,
     require_complete,
     require_installed,
+    store_certificate,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._thumbprint import ThumbprintError, clean_thumbprint
 
@@ -105,6 +106,10 @@ SOURCE_THUMBPRINT = "new_thumbprint"
 SOURCE_PFX = "pfx"
 SOURCE_RENEWAL = "renew_reusing_key"
 SOURCE_ADOPTION = "adopt"
+SOURCE_ENROLMENT = "enroll"
+# As the agent checks them; checked here first, so a bad value fails before the host is contacted.
+TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9 ._-]{1,64}\Z")
+CA_CONFIG = re.compile(r"^[A-Za-z0-9_.-]{1,253}\\[A-Za-z0-9 _.()-]{1,64}\Z")
 # The ACL Windows gives a key imported into the machine key set: the XU service account is not on it.
 IMPORTED_KEY_ACL = [
     {"identity": "NT AUTHORITY\\SYSTEM", "sid": LOCAL_SYSTEM_SID, "rights": "FullControl", "type": "Allow"},
@@ -149,6 +154,7 @@ class SwapRequest:
     wait_timeout: int
     backup: bool
     adoption: AdoptionRules | None = None  # new_thumbprint: auto; ``new`` is chosen once the store is read
+    enrolment: dict[str, Any] | None = None  # enroll: cert_enroll's arguments but dns_names, when not given
 
 
 def _thumbprint(value: Any, option: str) -> str:
@@ -178,6 +184,8 @@ def _source(params: dict[str, Any], renew: bool, given: list[str]) -> str:
     """Which option names the new certificate (exactly one does, checked before)."""
     if renew:
         return SOURCE_RENEWAL
+    if given[0] == "enroll":
+        return SOURCE_ENROLMENT
     source = SOURCE_PFX if given[0] in ("pfx_path", "pfx_content") else SOURCE_THUMBPRINT
     if source == SOURCE_THUMBPRINT and str(params["new_thumbprint"]).strip().lower() == AUTO:
         source = SOURCE_ADOPTION
@@ -190,12 +198,12 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
     """Check and clean the input; XuError names the problem and the fix. Runs before any remote call."""
     old = _thumbprint(params["old_thumbprint"], "old_thumbprint")
     renew = params.get("renew_reusing_key")
-    given = [name for name in ("new_thumbprint", "pfx_path", "pfx_content") if params.get(name) is not None]
+    given = [name for name in ("new_thumbprint", "pfx_path", "pfx_content", "enroll") if params.get(name) is not None]
     if renew and given:
         raise XuError(f"renew_reusing_key: true and {given[0]} both name the new certificate; keep exactly one of them")
     if not renew and not given:
         what = "renew_reusing_key: false names no new certificate" if renew is False else "No new certificate is given (the options are null)"
-        raise XuError(f"{what}; set one of new_thumbprint, pfx_path or pfx_content, or renew_reusing_key: true")
+        raise XuError(f"{what}; set one of new_thumbprint, pfx_path, pfx_content or enroll, or renew_reusing_key: true")
     source = _source(params, bool(renew), given)
     if source != SOURCE_PFX:
         stray = [name for name in ("pfx_password", "ca_path") if params.get(name) is not None]
@@ -253,7 +261,28 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
         wait_timeout=params["wait_timeout"],
         backup=True,  # every write keeps the bytes it replaces: the module decides, never the caller
         adoption=adoption,
+        enrolment=_enrolment(params["enroll"]) if source == SOURCE_ENROLMENT else None,
     )
+
+
+def _enrolment(option: dict[str, Any]) -> dict[str, Any]:
+    """cert_enroll's arguments from the enroll option, checked as the agent checks them."""
+    template = str(option.get("template") or "")
+    if not TEMPLATE_NAME.match(template):
+        raise XuError(f"enroll.template {template!r} must be a template's name: 1 to 64 letters, digits, spaces, '.', '_' or '-'")
+    ca_config = option.get("ca_config")
+    if ca_config is not None and not CA_CONFIG.match(str(ca_config)):
+        raise XuError(f"enroll.ca_config {ca_config!r} must be the CA as host\\CA name (for example ca01.example.com\\Example Issuing CA)")
+    names = []
+    for name in option.get("dns_names") or []:
+        cleaned = clean_fqdn(name, "enroll.dns_names entry")
+        if cleaned is None:
+            raise XuError(f"enroll.dns_names entry {name!r} is empty")
+        names.append(cleaned)
+    return {
+        "template": template, "ca_config": ca_config, "dns_names": names, "key_length": option.get("key_length") or 2048,
+        "run_as": "machine", "timeout_s": CERTREQ_TIMEOUT_S,
+    }
 
 
 def judge_names(run: ModuleRun, facts: CertificateFacts, fqdn: str | None, strict: bool) -> None:
@@ -1032,6 +1061,58 @@ def _adopt(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, searched: l
     return result
 
 
+def enrol(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, journals: SwapJournal) -> tuple[str, Snapshot]:
+    """certreq enrolment of a new certificate, in its own remote call; the new thumbprint and the store as it is after it.
+
+    The store is listed again in the same call: the swap judges the new certificate (validity, names, key access)
+    as it judges one that was there before.
+    """
+    arguments = dict(request.enrolment or {})
+    if not arguments.get("dns_names"):
+        fqdn = request.fqdn or snapshot.fqdn
+        if not fqdn:
+            raise XuError("The host's DNS name is not known, so the certificate would name nothing; give enroll.dns_names or fqdn")
+        arguments["dns_names"] = [fqdn]
+    before = journals.before()
+    journals.wrote(before)
+    results = run.agent.call([*before, Operation("cert_enroll", arguments), Operation("cert_list", {"store": STORE, "thumbprints": None})])
+    if journal_guard_failed(results[:len(before)]):
+        raise StaleState(f"The journal {journals.ride.name if journals.ride else ''} was written by another run since it was read; nothing was enrolled")
+    for result in results[:len(before)]:
+        result.value()
+    try:
+        enrolled = results[len(before)].value()
+    except OperationError as e:
+        raise XuError(f"Enrolling a new certificate from the template {arguments['template']} failed; nothing was changed: {e.error_message}",
+                      pending=e.error_type == "EnrollPending") from e
+    new = _thumbprint(enrolled.get("thumbprint"), "the enrolled certificate's thumbprint")
+    listing = results[len(before) + 1]
+    if not listing.ok:
+        raise XuError(f"The certificate {new} was enrolled, but the store could not be listed after it ({error_text(listing)});"
+                      " nothing else was changed. Swap to it with new_thumbprint, or adopt it with new_thumbprint: auto", changed=True,
+                      new_thumbprint=new)
+    certificates = {c.thumbprint: c for raw in (listing.result or {}).get("certificates") or [] if (c := store_certificate(raw)) is not None}
+    return new, replace(snapshot, certificates=certificates)
+
+
+def _enrol(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, searched: list[SettingsFile], journals: SwapJournal) -> dict[str, Any]:
+    """enroll: a new certificate from the template, then the swap to it as to any certificate in the store."""
+    fqdn = request.fqdn or snapshot.fqdn
+    if not any(references_to(f, request.old) for f in searched) and not request.allow_no_reference:
+        raise _no_reference_error(request.old, searched)
+    if run.check_mode:
+        result = _result(run, request, SwapPlan(new=None, rewrites=[], pre_ops=[], remove_old=False, restart=False, can_roll_back=True,
+                                                new_certificate=None))
+        result.update(changed=True, enrolled=True, restarted=request.update_references and request.restart != "never",
+                      removed_old=request.remove_old and request.old in snapshot.certificates)
+        return result
+    new, after = enrol(run, request, snapshot, journals)
+    chosen = replace(request, new=new)
+    result = _finish(run, chosen, after, as_requested(chosen, plan_replacement(run, chosen, after, searched, fqdn)), journals)
+    result.update(changed=True, enrolled=True)
+    return result
+
+
 def as_requested(request: SwapRequest, plan: SwapPlan) -> SwapPlan:
     """With ``update_references: false`` the module only makes the new certificate available (and readable): no settings
     are written, so nothing restarts and the old certificate stays."""
@@ -1064,6 +1145,8 @@ def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
     searched = searched_files(run, snapshot, request)
     if request.source == SOURCE_ADOPTION:
         return _adopt(run, request, snapshot, searched, journals)
+    if request.source == SOURCE_ENROLMENT:
+        return _enrol(run, request, snapshot, searched, journals)
     if request.source != SOURCE_RENEWAL:
         return _finish(run, request, snapshot, as_requested(request, plan_replacement(run, request, snapshot, searched, fqdn)), journals)
 

@@ -143,7 +143,7 @@ def _decode_der(der_b64: Any) -> bytes | None:
         return None
 
 
-def _store_certificate(raw: dict[str, Any]) -> StoreCertificate | None:
+def store_certificate(raw: dict[str, Any]) -> StoreCertificate | None:
     der = _decode_der(raw.get("der_b64"))
     if der is None:
         return None
@@ -303,7 +303,7 @@ def _build(profile: ProductProfile, discover: dict[str, Any], results: list[Oper
     certificates: dict[str, StoreCertificate] = {}
     if results[1].ok:
         for raw in (results[1].result or {}).get("certificates") or []:
-            certificate = _store_certificate(raw)
+            certificate = store_certificate(raw)
             if certificate is not None:
                 certificates[certificate.thumbprint] = certificate
     return Snapshot(

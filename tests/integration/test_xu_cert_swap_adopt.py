@@ -59,3 +59,30 @@ def test_auto_adopts_the_better_certificate_and_passes_over_every_near_miss(lab_
     # The next scheduled run finds nothing better than what is bound now.
     again = lab.playbook([swap_task(**{**task["xtractuniversal.tls.xu_cert_swap"], "old_thumbprint": better})], tmp_path=tmp_path)
     assert again.rc == 0 and again.of("xu01", "swap")["changed"] is False and again.of("xu01", "swap")["adoption"]["chosen"] is None
+
+
+def test_enroll_swaps_to_a_new_key_enrolled_as_the_machine(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab = start(lab_factory)
+    old = bound(lab)
+    old_key = store(lab)[old]["key_id"]
+    task = swap_task(old_thumbprint=old, enroll={"template": "WebServer"}, fqdn="xu01.xulab.test", grant_key_access=True, remove_old=True)
+    before = lab.host_files("xu01")
+    checked = lab.playbook([task], tmp_path=tmp_path, check=True)
+    assert checked.of("xu01", "swap")["enrolled"] is True and lab.host_files("xu01") == before and not lab.events("xu01", "enrol")
+
+    done = lab.playbook([task], tmp_path=tmp_path)
+    assert done.rc == 0, done.stdout + done.stderr
+    new = done.of("xu01", "swap")["new_thumbprint"]
+    (enrolment,) = lab.events("xu01", "enrol")
+    assert enrolment.get("thumbprint", new) == new
+    assert bound(lab) == new and set(served(lab).values()) == {new} and old not in store(lab)
+    # A new key, not exportable, readable by the service because it was granted, in a certificate issued as the machine.
+    entry = store(lab)[new]
+    assert entry["has_private_key"] is True and entry["exportable"] is False and entry["key_id"] != old_key
+    assert any(rule["identity"] == "NT SERVICE\\XtractUniversal Service" and rule["rights"] == "Read" for rule in entry["key_acl"])
+    assert entry["san"] == ["xu01.xulab.test"] and done.of("xu01", "swap")["key_access_granted"] is True
+
+    # A template the host may not enrol: certreq's refusal, nothing changed.
+    refused = lab.playbook([swap_task(old_thumbprint=new, enroll={"template": "NoSuchTemplate"}, fqdn="xu01.xulab.test")], tmp_path=tmp_path)
+    result = refused.of("xu01", "swap")
+    assert refused.rc != 0 and result["_status"] == "failed" and "certreq exited with" in result["msg"] and bound(lab) == new

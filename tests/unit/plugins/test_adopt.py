@@ -176,3 +176,57 @@ def test_the_role_chooses_from_the_report_what_the_module_chooses_on_the_host() 
     assert from_report.to_result()["passed_over"] == on_host["adoption"]["passed_over"]
     with pytest.raises(XuError, match="xu_renew_adopt_min_days must be from 0 to 3650 days"):
         adoption_in_report(report, None, 4000, NOW)
+
+
+# -- xu_cert_swap, enroll ---------------------------------------------------------------------------
+
+
+def test_enroll_recovers_an_expired_certificate_with_a_new_key_check_mode_first() -> None:
+    host, old, _cert = swap_host(old_days_left=-3)  # expired: AD CS would refuse to renew it with its key
+    before = dict(host.files)
+    args = {"old_thumbprint": old, "enroll": {"template": "WebServer"}, "fqdn": FQDN, "grant_key_access": True}
+    checked = run_action("xu_cert_swap", args, host, check_mode=True)
+    assert checked["changed"] is True and checked["enrolled"] is True and host.files == before and host.enrol_requests == 0
+
+    calls = len(host.calls)
+    done = run_action("xu_cert_swap", args, host)
+    assert not done.get("failed"), done
+    new = done["new_thumbprint"]
+    assert done["enrolled"] is True and done["key_access_granted"] is True and new != old and host.enrol_requests == 1
+    # Two calls after the read: the enrolment (with the store listed again), then the swap, which grants the key first.
+    assert [[op["op"] for op in call][:2] for call in host.calls[calls + 1:]] == [["cert_enroll", "cert_list"], ["key_grant_read", "file_write"]]
+    assert host.calls[calls + 1][0]["args"] == {"template": "WebServer", "ca_config": None, "dns_names": [FQDN], "key_length": 2048,
+                                        "run_as": "machine", "timeout_s": 300}
+    assert new in (host.file("config\\servers\\tls.json") or "") and old in host.thumbprints()  # kept: remove_old is false
+
+
+@pytest.mark.parametrize(
+    ("template", "message", "pending"),
+    [
+        ("Approval", "Enrolling a new certificate from the template Approval failed; nothing was changed: request 1001 is pending", True),
+        ("Unknown", "Enrolling a new certificate from the template Unknown failed; nothing was changed: certreq exited with", False),
+    ],
+)
+def test_an_enrolment_the_ca_does_not_answer_changes_nothing(template: str, message: str, pending: bool) -> None:
+    host, old, _cert = swap_host()
+    host.pending_templates = {"Approval"}
+    before = dict(host.files)
+    result = run_action("xu_cert_swap", {"old_thumbprint": old, "enroll": {"template": template}, "fqdn": FQDN}, host)
+    assert result["failed"] is True and result["msg"].startswith(message) and result["pending"] is pending
+    assert host.files == before and len(host.calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("enroll", "message"),
+    [
+        ({"template": "Web;Server"}, "enroll.template 'Web;Server' must be a template's name"),
+        ({"template": "WebServer", "ca_config": "ca01"}, "enroll.ca_config 'ca01' must be the CA as host\\CA name"),
+        ({"template": "WebServer", "dns_names": ["bad host!"]}, "enroll.dns_names entry 'bad host!' is not a DNS name"),
+    ],
+)
+def test_bad_enrolment_options_fail_before_any_remote_call(enroll: dict[str, Any], message: str) -> None:
+    host, old, _cert = swap_host()
+    result = run_action("xu_cert_swap", {"old_thumbprint": old, "enroll": enroll}, host)
+    assert result["failed"] is True and message in result["msg"] and host.calls == []
+    both = run_action("xu_cert_swap", {"old_thumbprint": old, "enroll": {"template": "WebServer"}, "new_thumbprint": "auto"}, host)
+    assert both["msg"] == "Invalid arguments: parameters are mutually exclusive: new_thumbprint|pfx_path|pfx_content|enroll"
