@@ -1,0 +1,426 @@
+# Copyright: xtractuniversal.tls contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the renew role does on a host, decided from xu_tls_info's report. Private to this collection.
+
+``due`` says whether the bound certificate needs renewing, ``plan`` what the role does about it:
+renew (and how), resume an interrupted run's journal, nothing, or why it cannot. ``precheck``
+blocks a plan whose new PFX the swap would refuse. The plan is a frozen ``Plan``; ``as_fact``
+gives the dict the role's YAML reads (see plugins/filter/renew_plan.yml).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import lease_owner
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import ISO_FORMAT, as_dict, store_entry, tls_settings_file, upper
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_precheck import pfx_blocker
+
+# The role's xu_renew_mode and xu_renew_strategy (meta/argument_specs.yml lists the same; a unit test holds them together).
+MODES = ("replace", "reuse_key")
+STRATEGIES = ("documented", "minimal_outage")
+# Where replace mode takes the new certificate from; reuse_key's comes from AD CS.
+PFX_SOURCES = ("pfx", "pfx_content")
+# Plans of a host whose report is a failed task's result: nothing else is known about it.
+UNREAD_ACTIONS = ("unreachable", "unreadable")
+
+
+class PlanError(ValueError):
+    """The planner was called with arguments it cannot work with (a bug in the caller, not a host state)."""
+
+
+@dataclass(frozen=True)
+class Due:
+    """Whether the bound certificate needs renewing; ``status`` is ``due``, ``not_due`` or ``skip``."""
+
+    status: str
+    reason: str
+    old_thumbprint: str | None = None
+    days_left: Any = None
+    not_after: Any = None
+
+    @property
+    def due(self) -> bool:
+        return self.status == "due"
+
+    def as_fact(self) -> dict[str, Any]:
+        return {
+            "status": self.status, "due": self.due, "reason": self.reason,
+            "old_thumbprint": self.old_thumbprint, "days_left": self.days_left, "not_after": self.not_after,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the role does on one host, and what its task files and journal need to know for it."""
+
+    action: str
+    status: str | None
+    reason: str
+    mode: str | None
+    strategy: str | None
+    tasks: str | None = None
+    old_thumbprint: str | None = None
+    days_left: Any = None
+    not_after: Any = None
+    previous_web_protocol: str | None = None
+    config_tls: bool = False
+    config_separate: bool = False
+    http_port: Any = None
+    original_sha256: str | None = None
+    tls_path: str | None = None
+    fqdn: str | None = None
+    source: str | None = None
+    new_thumbprint: str | None = None
+    pfx_path: str | None = None
+    close_gate: bool = False
+    remove_old: bool = False
+    remove_old_in_swap: bool = False
+    controller_check: bool = False
+    gate_closed: bool = False
+    # The run holding the host's lease, for a busy host.
+    owner: Mapping[str, Any] | None = None
+
+    def as_fact(self) -> dict[str, Any]:
+        head = {"action": self.action, "status": self.status, "reason": self.reason, "mode": self.mode, "strategy": self.strategy}
+        if self.action in UNREAD_ACTIONS:
+            return {**head, "old_thumbprint": self.old_thumbprint, "days_left": self.days_left, "not_after": self.not_after,
+                    "gate_closed": self.gate_closed}
+        fact = {
+            **head,
+            "tasks": self.tasks,
+            "old_thumbprint": self.old_thumbprint,
+            "days_left": self.days_left,
+            "not_after": self.not_after,
+            "previous_web_protocol": self.previous_web_protocol,
+            "config_tls": self.config_tls,
+            "config_separate": self.config_separate,
+            "http_port": self.http_port,
+            "original_sha256": self.original_sha256,
+            "tls_path": self.tls_path,
+            "fqdn": self.fqdn,
+            "source": self.source,
+            "new_thumbprint": self.new_thumbprint,
+            "pfx_path": self.pfx_path,
+            "close_gate": self.close_gate,
+            "remove_old": self.remove_old,
+            "remove_old_in_swap": self.remove_old_in_swap,
+            "controller_check": self.controller_check,
+            "gate_closed": self.gate_closed,
+        }
+        if self.owner is not None:
+            fact["owner"] = dict(self.owner)
+        return fact
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def parse_plan(value: Any) -> Plan:
+    """A plan from the dict the role holds (renew_plan's, perhaps combined with changes in rescue.yml)."""
+    fact = as_dict(value)
+    owner = fact.get("owner")
+    return Plan(
+        action=str(fact.get("action") or "none"),
+        status=_text(fact.get("status")),
+        reason=str(fact.get("reason") or ""),
+        mode=_text(fact.get("mode")),
+        strategy=_text(fact.get("strategy")),
+        tasks=_text(fact.get("tasks")),
+        old_thumbprint=_text(fact.get("old_thumbprint")),
+        days_left=fact.get("days_left"),
+        not_after=fact.get("not_after"),
+        previous_web_protocol=_text(fact.get("previous_web_protocol")),
+        config_tls=bool(fact.get("config_tls")),
+        config_separate=bool(fact.get("config_separate")),
+        http_port=fact.get("http_port"),
+        original_sha256=_text(fact.get("original_sha256")),
+        tls_path=_text(fact.get("tls_path")),
+        fqdn=_text(fact.get("fqdn")),
+        source=_text(fact.get("source")),
+        new_thumbprint=_text(fact.get("new_thumbprint")),
+        pfx_path=_text(fact.get("pfx_path")),
+        close_gate=bool(fact.get("close_gate")),
+        remove_old=bool(fact.get("remove_old")),
+        remove_old_in_swap=bool(fact.get("remove_old_in_swap")),
+        controller_check=bool(fact.get("controller_check")),
+        gate_closed=bool(fact.get("gate_closed")),
+        owner=dict(owner) if isinstance(owner, Mapping) else None,
+    )
+
+
+# -- due ----------------------------------------------------------------------------------------
+
+
+def _not_applicable(info: Mapping[str, Any]) -> str | None:
+    """Why the role has nothing to renew on this host, or None."""
+    if not info or info.get("failed"):
+        return f"the server's TLS state could not be read: {info.get('msg') if info else 'no report'}"
+    web = as_dict(info.get("web_server"))
+    problems = "; ".join(str(p) for p in info.get("problems") or []) or "unknown reason"
+    checks = (
+        (not info.get("installed"), "Xtract Universal is not installed (no service or install dir found)"),
+        (not web, f"the TLS settings could not be read ({problems})"),
+        (web and web.get("protocol") is None,
+         f"the web server protocol {web.get('protocol_setting')!r} is not one this collection knows; check settings_map"),
+        (web and not web.get("tls"), "TLS is off (the web server serves plain HTTP); the role renews certificates, it does not turn TLS on"),
+        (web and not upper(web.get("certificate_thumbprint")), "the web server uses HTTPS without a certificate; bind one with xu_tls_binding first"),
+    )
+    return next((message for failed, message in checks if failed), None)
+
+
+def lifetime_left_percent(certificate: Mapping[str, Any], now: datetime.datetime) -> float | None:
+    """The share of the certificate's lifetime (not_before to not_after) still ahead, in percent; None when unknown."""
+    try:
+        not_before = datetime.datetime.strptime(str(certificate["not_before"]), ISO_FORMAT).replace(tzinfo=datetime.timezone.utc)
+        not_after = datetime.datetime.strptime(str(certificate["not_after"]), ISO_FORMAT).replace(tzinfo=datetime.timezone.utc)
+    except (KeyError, ValueError):
+        return None
+    lifetime = (not_after - not_before).total_seconds()
+    if lifetime <= 0:
+        return None
+    return max(0.0, (not_after - now).total_seconds()) * 100 / lifetime
+
+
+def _certificate_due(
+    role: str, certificate: Mapping[str, Any], thumbprint: str, window: tuple[float, float], now: datetime.datetime
+) -> str | None:
+    """Why one bound certificate needs renewing, or None. ``window``: (before_days, before_percent)."""
+    before_days, before_percent = window
+    if not certificate.get("in_store"):
+        return f"the {role} certificate {thumbprint} is not in LocalMachine\\My: the next restart would fail"
+    if certificate.get("expired"):
+        return f"the {role} certificate {thumbprint} expired on {certificate.get('not_after')}"
+    days_left = certificate.get("days_left")
+    if isinstance(days_left, (int, float)) and days_left < before_days:
+        return f"the {role} certificate {thumbprint} expires in {days_left} days ({certificate.get('not_after')}), fewer than {before_days:g}"
+    left = lifetime_left_percent(certificate, now)
+    if before_percent > 0 and left is not None and left < before_percent:
+        return (
+            f"the {role} certificate {thumbprint} has {left:.1f}% of its lifetime left (expires {certificate.get('not_after')}),"
+            f" less than {before_percent:g}%"
+        )
+    return None
+
+
+def due(info: Mapping[str, Any], before_days: float, force: bool, before_percent: float, now: datetime.datetime) -> Due:
+    """Whether the host's bound certificate needs renewing (see plugins/filter/renew_due.yml)."""
+    window = (before_days, before_percent)
+    reason = _not_applicable(info)
+    if reason is not None:
+        return Due("skip", reason)
+    web = as_dict(info.get("web_server"))
+    old = str(upper(web.get("certificate_thumbprint")))  # present: checked by _not_applicable
+    certificate = as_dict(web.get("certificate"))
+    config = as_dict(info.get("config_server"))
+    checks = [("web server", certificate, old)]
+    config_thumbprint = upper(config.get("certificate_thumbprint"))
+    if config.get("tls") and config_thumbprint and config_thumbprint != old:
+        checks.append(("configuration server", as_dict(config.get("certificate")), config_thumbprint))
+    reasons = [r for role, cert, thumbprint in checks if (r := _certificate_due(role, cert, thumbprint, window, now))]
+    known = {"old_thumbprint": old, "days_left": certificate.get("days_left"), "not_after": certificate.get("not_after")}
+    if reasons:
+        return Due("due", "; ".join(reasons), **known)
+    if force:
+        return Due("due", "renewal forced (xu_renew_force)", **known)
+    share = f", with {lifetime_left_percent(certificate, now) or 0:.1f}% of its lifetime left" if before_percent else ""
+    return Due("not_due", f"the certificate {old} expires in {certificate.get('days_left')} days, not fewer than {before_days:g}{share}", **known)
+
+
+# -- the plan -----------------------------------------------------------------------------------
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise PlanError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return str(value)
+
+
+def _thumbprint_problem(info: Mapping[str, Any], old: str | None, thumbprint: str) -> str | None:
+    """Why a certificate of the host's store cannot replace the bound one, or None."""
+    entry = store_entry(info, thumbprint) or {}
+    days_left = entry.get("days_left")
+    checks = (
+        (thumbprint == old, f"xu_renew_new_thumbprint {thumbprint} is the certificate already bound"),
+        (not entry, f"xu_renew_new_thumbprint {thumbprint} is not in LocalMachine\\My on the host; import it first or give a PFX"),
+        (not entry.get("has_private_key"), f"the new certificate {thumbprint} has no private key in LocalMachine\\My"),
+        (not isinstance(days_left, (int, float)) or days_left < 0, f"the new certificate {thumbprint} has expired ({entry.get('not_after')})"),
+        (entry.get("san_covers_fqdn") is False, f"the new certificate {thumbprint} does not name {info.get('fqdn')} in its Subject Alternative Name"),
+    )
+    return next((message for failed, message in checks if failed), None)
+
+
+@dataclass(frozen=True)
+class RenewalRequest:
+    """What the role's variables say about this host's renewal, beyond the mode and strategy."""
+
+    before_days: float = 30
+    before_percent: float = 0
+    force: bool = False
+    new_thumbprint: Any = None
+    pfx_path: Any = None
+    pfx_content_given: bool = False
+    ca_path: Any = None
+    remove_old: bool = True
+    run_id: Any = None
+
+
+def _new_source(info: Mapping[str, Any], old: str | None, request: RenewalRequest) -> tuple[dict[str, Any], str | None]:
+    """Where replace mode takes the new certificate from (source, new_thumbprint, pfx_path), or why it cannot (the second value)."""
+    thumbprint = upper(request.new_thumbprint)
+    if thumbprint is not None:
+        thumbprint = "".join(ch for ch in thumbprint if ch.isalnum())
+        return {"source": "thumbprint", "new_thumbprint": thumbprint, "pfx_path": None}, _thumbprint_problem(info, old, thumbprint)
+    if request.pfx_content_given:
+        return {"source": "pfx_content", "new_thumbprint": None, "pfx_path": None}, None
+    pfx_path = request.pfx_path
+    if isinstance(pfx_path, str) and pfx_path:
+        # A relative path is found by xu_cert_swap like copy's src (the role's or play's files/); only an absolute one is checked here.
+        missing = None
+        if os.path.isabs(pfx_path) and not os.path.isfile(pfx_path):
+            missing = f"no new certificate for this host: the PFX {pfx_path} does not exist on the controller"
+        return {"source": "pfx", "new_thumbprint": None, "pfx_path": pfx_path}, missing
+    return {}, "no new certificate for this host: set xu_renew_pfx_path (a PFX per host) or xu_renew_new_thumbprint"
+
+
+def _renewal_blocker(info: Mapping[str, Any]) -> str | None:
+    """Why AD CS cannot renew the bound certificate with its key, or None."""
+    certificate = as_dict(as_dict(info.get("web_server")).get("certificate"))
+    checks = (
+        (not certificate.get("in_store"), "AD CS renews only a certificate that is in LocalMachine\\My"),
+        (not certificate.get("has_private_key"), "it has no private key in the store"),
+        (certificate.get("expired"), "a CA refuses to renew an expired certificate"),
+        (certificate.get("san_covers_fqdn") is False, f"it does not name {info.get('fqdn')} in its SAN, and a renewal keeps its names"),
+    )
+    blocker = next((message for failed, message in checks if failed), None)
+    if blocker is None:
+        return None
+    return f"it cannot be renewed with the same key: {blocker}; use xu_renew_mode: replace with a new certificate"
+
+
+def _unread_plan(info: Mapping[str, Any], mode: str, strategy: str) -> Plan:
+    """The plan of a host xu_tls_info could not read: nothing is done, and the summary says why."""
+    message = " ".join(str(info.get("msg") or "no answer").split())
+    action = "unreachable" if info.get("unreachable") else "unreadable"
+    reason = f"could not be reached: {message}" if action == "unreachable" else f"could not be read: {message}"
+    return Plan(action=action, status="error", reason=reason, mode=mode, strategy=strategy)
+
+
+def _journal_action(info: Mapping[str, Any], run_id: Any, now: datetime.datetime) -> dict[str, Any] | None:
+    """What a journal on the host decides: blocked (unreadable), busy (another run's live lease), resume; None without one."""
+    if info.get("journal_error"):
+        # Whether another run holds the host, or an interrupted one must be resumed first, is unknown.
+        return {"action": "blocked", "gate_closed": False, "reason": f"its journal could not be read ({info['journal_error']}); nothing was done"}
+    journal = info.get("journal")
+    if journal is None:
+        return None
+    owner = lease_owner(as_dict(journal), str(run_id or ""), now)
+    if owner is not None:
+        # Another run is working on this host right now: not a single change, not even its gate.
+        return {
+            "action": "busy", "gate_closed": False, "owner": owner,
+            "reason": f"another run ({owner['run_id']}) is working on this host: step {owner['step'] or 'unknown'},"
+            f" its lease runs until {owner['lease_expires']}",
+        }
+    return {"action": "resume", "reason": f"an interrupted run left its journal (step {as_dict(journal).get('step', 'unknown')})"}
+
+
+def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequest, now: datetime.datetime | None = None) -> Plan:
+    """What the role does on one host (see plugins/filter/renew_plan.yml for the actions)."""
+    mode = check_choice("xu_renew_mode", mode, MODES)
+    strategy = check_choice("xu_renew_strategy", strategy, STRATEGIES)
+    now = now or utc_now()
+    if info.get("unreachable") or info.get("failed"):
+        return _unread_plan(info, mode, strategy)
+    assessed = due(info, float(request.before_days), bool(request.force), float(request.before_percent), now)
+    web = as_dict(info.get("web_server"))
+    config = as_dict(info.get("config_server"))
+    old = assessed.old_thumbprint
+    config_tls = bool(config.get("tls"))
+    config_thumbprint = upper(config.get("certificate_thumbprint"))
+    settings = tls_settings_file(info)
+    decided = Plan(
+        action="none",
+        status=assessed.status,
+        reason=assessed.reason,
+        mode=mode,
+        strategy=strategy,
+        # replace's strategies differ only in where the old certificate goes: one sequence for both.
+        tasks="replace.yml" if mode == "replace" else f"{mode}_{strategy}.yml",
+        old_thumbprint=old,
+        days_left=assessed.days_left,
+        not_after=assessed.not_after,
+        previous_web_protocol=web.get("protocol"),
+        config_tls=config_tls,
+        config_separate=bool(config_tls and config_thumbprint and config_thumbprint != old),
+        http_port=web.get("http_port"),
+        original_sha256=settings.get("sha256"),
+        tls_path=settings.get("path"),
+        fqdn=info.get("fqdn"),
+        source="adcs" if mode == "reuse_key" else None,
+        # reuse_key as documented turns TLS off: only behind the closed gate.
+        close_gate=mode == "reuse_key" and strategy == "documented",
+        remove_old=bool(request.remove_old) and mode == "replace",
+        controller_check=bool(request.ca_path),
+        # Left closed by an earlier run: the role opens it, whatever else it does.
+        gate_closed=as_dict(info.get("gate")).get("state") == "closed",
+    )
+    held = _journal_action(info, request.run_id, now)
+    if held is not None:
+        return replace(decided, **held)
+    if info.get("read_errors"):
+        # An unread store is not an empty one: whether the host is due, and how, is unknown.
+        unread = "; ".join(str(error) for error in info["read_errors"])
+        return replace(decided, action="blocked", reason=f"part of its state could not be read ({unread}); nothing was done")
+    if not assessed.due:
+        return decided
+    if mode == "replace":
+        source, blocker = _new_source(info, old, request)
+        decided = replace(decided, **source)
+    else:
+        blocker = _renewal_blocker(info)
+    if blocker is not None:
+        return replace(decided, action="blocked", reason=f"{assessed.reason}; {blocker}")
+    # minimal_outage removes the old certificate in the swap's own remote call, right after the
+    # host has seen the new one served; with a controller check or a separate configuration server
+    # certificate to bind, the removal waits until everything is verified.
+    in_swap = decided.remove_old and strategy == "minimal_outage" and not decided.controller_check and not decided.config_separate
+    return replace(decided, action="renew", remove_old_in_swap=in_swap)
+
+
+@dataclass(frozen=True)
+class PfxInputs:
+    """The new PFX as found on the controller (an empty path: not found), and what judging it needs."""
+
+    pfx_path: str | None = None
+    pfx_content: str | None = None
+    password: str | None = None
+    ca_path: str | None = None
+    strict_san: bool = True
+
+
+def precheck(planned: Plan, given: PfxInputs, now: datetime.datetime | None = None) -> Plan:
+    """The plan, ``blocked`` with the reason when the swap would refuse the host's new PFX; unchanged otherwise."""
+    if planned.action != "renew" or planned.source not in PFX_SOURCES:
+        return planned
+    if planned.source == "pfx" and not given.pfx_path:
+        blocker: str | None = f"the PFX {planned.pfx_path} (xu_renew_pfx_path) was not found on the controller"
+    else:
+        blocker = pfx_blocker(
+            planned.as_fact(),
+            pfx_path=given.pfx_path if planned.source == "pfx" else None,
+            pfx_content=given.pfx_content if planned.source == "pfx_content" else None,
+            password=given.password or None,
+            ca_path=given.ca_path or None,
+            strict_san=given.strict_san,
+            now=now or utc_now(),
+        )
+    if blocker is None:
+        return planned
+    return replace(planned, action="blocked", reason=f"{planned.reason}; the new certificate cannot be used: {blocker}")
