@@ -108,6 +108,11 @@ def renew_plan(
     ca_path: Any = None,
     remove_old: bool = True,
     run_id: Any = None,
+    adopt_issuer: Any = None,
+    adopt_min_days: Any = 0,
+    template: Any = None,
+    ca_config: Any = None,
+    extra_dns_names: Any = (),
 ) -> dict[str, Any]:
     """What the role does on one host, decided from xu_tls_info's report (see _renew_plan.plan)."""
     request = RenewalRequest(
@@ -120,6 +125,11 @@ def renew_plan(
         ca_path=ca_path,
         remove_old=bool(remove_old),
         run_id=run_id,
+        adopt_issuer=adopt_issuer,
+        adopt_min_days=adopt_min_days,
+        template=template,
+        ca_config=ca_config,
+        extra_dns_names=tuple(str(name) for name in extra_dns_names or ()),
     )
     try:
         return plan(as_dict(info), mode, strategy, request).as_fact()

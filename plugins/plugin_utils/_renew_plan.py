@@ -16,13 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import adoption_in_report
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import lease_owner
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import ISO_FORMAT, as_dict, store_entry, tls_settings_file, upper
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_precheck import pfx_blocker
 
 # The role's xu_renew_mode and xu_renew_strategy (meta/argument_specs.yml lists the same; a unit test holds them together).
-MODES = ("replace", "reuse_key")
+MODES = ("replace", "reuse_key", "adopt", "enroll")
+# Modes that swap to a new certificate with its own key, in replace's sequence (reuse_key keeps the key, in its own).
+NEW_KEY_MODES = ("replace", "adopt", "enroll")
 STRATEGIES = ("documented", "minimal_outage")
 # Where replace mode takes the new certificate from; reuse_key's comes from AD CS.
 PFX_SOURCES = ("pfx", "pfx_content")
@@ -85,6 +89,8 @@ class Plan:
     gate_closed: bool = False
     # The run holding the host's lease, for a busy host.
     owner: Mapping[str, Any] | None = None
+    # enroll mode: xu_cert_swap's enroll option (template, ca_config, dns_names).
+    enroll: Mapping[str, Any] | None = None
 
     def as_fact(self) -> dict[str, Any]:
         head = {"action": self.action, "status": self.status, "reason": self.reason, "mode": self.mode, "strategy": self.strategy}
@@ -115,6 +121,8 @@ class Plan:
         }
         if self.owner is not None:
             fact["owner"] = dict(self.owner)
+        if self.enroll is not None:
+            fact["enroll"] = dict(self.enroll)
         return fact
 
 
@@ -152,6 +160,7 @@ def parse_plan(value: Any) -> Plan:
         controller_check=bool(fact.get("controller_check")),
         gate_closed=bool(fact.get("gate_closed")),
         owner=dict(owner) if isinstance(owner, Mapping) else None,
+        enroll=dict(fact["enroll"]) if isinstance(fact.get("enroll"), Mapping) else None,
     )
 
 
@@ -269,6 +278,50 @@ class RenewalRequest:
     ca_path: Any = None
     remove_old: bool = True
     run_id: Any = None
+    adopt_issuer: Any = None
+    adopt_min_days: Any = 0
+    template: Any = None
+    ca_config: Any = None
+    extra_dns_names: tuple[str, ...] = ()
+
+
+def _adopted(info: Mapping[str, Any], assessed: Due, request: RenewalRequest, now: datetime.datetime) -> dict[str, Any]:
+    """adopt mode: the swap to the best certificate in the store, or why there is none (as the plan's changes)."""
+    try:
+        adoption = adoption_in_report(info, request.adopt_issuer or None, request.adopt_min_days, now)
+    except XuError as e:
+        raise PlanError(str(e)) from None
+    if adoption.chosen is not None:
+        chosen = adoption.chosen
+        reason = f"{chosen.thumbprint} in LocalMachine\\My can replace it (expires {iso(chosen.not_after)})"
+        return {"action": "renew", "status": "due", "reason": f"{assessed.reason}; {reason}" if assessed.due else reason,
+                "source": "thumbprint", "new_thumbprint": chosen.thumbprint}
+    if assessed.due:
+        return {"action": "blocked", "reason": f"{assessed.reason}; no certificate in LocalMachine\\My can replace it ({adoption.summary()})"}
+    return {"action": "none", "status": "not_due", "reason": f"no certificate in LocalMachine\\My is better than the bound {assessed.old_thumbprint}"}
+
+
+def _enrolment(info: Mapping[str, Any], request: RenewalRequest) -> tuple[dict[str, Any], str | None]:
+    """enroll mode: xu_cert_swap's enroll option, or why it cannot be made (the second value)."""
+    if not request.template:
+        return {}, "enroll mode needs the AD CS template to enrol from: set xu_renew_template"
+    fqdn = _text(info.get("fqdn"))
+    if not fqdn:
+        return {}, "the host's DNS name is not known, so the new certificate would name nothing: set xu_renew_fqdn"
+    names = list(dict.fromkeys([fqdn, *(str(n).strip().lower() for n in request.extra_dns_names if str(n).strip())]))
+    option = {"template": str(request.template), "ca_config": request.ca_config or None, "dns_names": names}
+    return {"source": "enroll", "enroll": option}, None
+
+
+def _source(info: Mapping[str, Any], old: str | None, mode: str, request: RenewalRequest) -> tuple[dict[str, Any], str | None]:
+    """Where the new certificate comes from in ``mode`` (the plan's changes), or why it cannot (the second value)."""
+    if mode == "adopt":
+        return {}, None  # chosen already
+    if mode == "enroll":
+        return _enrolment(info, request)
+    if mode == "replace":
+        return _new_source(info, old, request)
+    return {}, _renewal_blocker(info)
 
 
 def _new_source(info: Mapping[str, Any], old: str | None, request: RenewalRequest) -> tuple[dict[str, Any], str | None]:
@@ -351,8 +404,9 @@ def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequ
         reason=assessed.reason,
         mode=mode,
         strategy=strategy,
-        # replace's strategies differ only in where the old certificate goes: one sequence for both.
-        tasks="replace.yml" if mode == "replace" else f"{mode}_{strategy}.yml",
+        # replace's strategies differ only in where the old certificate goes: one sequence for both, and for every
+        # mode that brings a certificate with a key of its own.
+        tasks="replace.yml" if mode in NEW_KEY_MODES else f"{mode}_{strategy}.yml",
         old_thumbprint=old,
         days_left=assessed.days_left,
         not_after=assessed.not_after,
@@ -366,7 +420,7 @@ def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequ
         source="adcs" if mode == "reuse_key" else None,
         # reuse_key as documented turns TLS off: only behind the closed gate.
         close_gate=mode == "reuse_key" and strategy == "documented",
-        remove_old=bool(request.remove_old) and mode == "replace",
+        remove_old=bool(request.remove_old) and mode in NEW_KEY_MODES,
         controller_check=bool(request.ca_path),
         # Left closed by an earlier run: the role opens it, whatever else it does.
         gate_closed=as_dict(info.get("gate")).get("state") == "closed",
@@ -378,13 +432,13 @@ def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequ
         # An unread store is not an empty one: whether the host is due, and how, is unknown.
         unread = "; ".join(str(error) for error in info["read_errors"])
         return replace(decided, action="blocked", reason=f"part of its state could not be read ({unread}); nothing was done")
-    if not assessed.due:
+    if mode == "adopt" and assessed.status != "skip":
+        # Due in adopt mode means a better certificate is there, whatever the bound one's expiry.
+        decided = replace(decided, **_adopted(info, assessed, request, now))
+    if decided.action != "renew" and (mode == "adopt" or not assessed.due):
         return decided
-    if mode == "replace":
-        source, blocker = _new_source(info, old, request)
-        decided = replace(decided, **source)
-    else:
-        blocker = _renewal_blocker(info)
+    source, blocker = _source(info, old, mode, request)
+    decided = replace(decided, **source)
     if blocker is not None:
         return replace(decided, action="blocked", reason=f"{assessed.reason}; {blocker}")
     # minimal_outage removes the old certificate in the swap's own remote call, right after the

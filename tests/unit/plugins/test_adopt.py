@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.xtractuniversal.tls.plugins.filter import renew
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import AdoptionRules, Candidate, adoption_in_report, choose, why_not
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from support.action import run_action
@@ -230,3 +231,39 @@ def test_bad_enrolment_options_fail_before_any_remote_call(enroll: dict[str, Any
     assert result["failed"] is True and message in result["msg"] and host.calls == []
     both = run_action("xu_cert_swap", {"old_thumbprint": old, "enroll": {"template": "WebServer"}, "new_thumbprint": "auto"}, host)
     assert both["msg"] == "Invalid arguments: parameters are mutually exclusive: new_thumbprint|pfx_path|pfx_content|enroll"
+
+
+# -- the renew role's plan in adopt and enroll modes ------------------------------------------------
+
+
+def test_adopt_mode_renews_a_host_with_a_better_certificate_whatever_its_expiry() -> None:
+    host, _old, planted = adopt_host()
+    report = run_action("xu_tls_info", {"fqdn": FQDN}, host)
+    planned = renew.renew_plan(report, "adopt", strategy="minimal_outage", before_days=5, run_id="r1")
+    assert planned["action"] == "renew" and planned["status"] == "due" and planned["tasks"] == "replace.yml"
+    assert (planned["source"], planned["new_thumbprint"], planned["remove_old"]) == ("thumbprint", planted["better"], True)
+    assert planned["reason"].startswith(f"{planted['better']} in LocalMachine\\My can replace it (expires ")
+
+
+def test_adopt_mode_without_a_better_certificate_is_not_due_or_blocked_when_the_bound_one_is() -> None:
+    host, old, planted = adopt_host()
+    host.certificates = [c for c in host.certificates if c["thumbprint"] != planted["better"]]
+    report = run_action("xu_tls_info", {"fqdn": FQDN}, host)
+    quiet = renew.renew_plan(report, "adopt", before_days=5, run_id="r1")
+    assert (quiet["action"], quiet["status"]) == ("none", "not_due")
+    assert quiet["reason"] == f"no certificate in LocalMachine\\My is better than the bound {old}"
+    due = renew.renew_plan(report, "adopt", before_days=30, run_id="r1")  # 20 days left: due, nothing to adopt
+    assert due["action"] == "blocked" and "no certificate in LocalMachine\\My can replace it (" in due["reason"]
+    assert "its SAN does not name xu01.example.com" in due["reason"] and "it has no private key in the store" in due["reason"]
+
+
+def test_enroll_mode_plans_the_swap_options_and_needs_a_template() -> None:
+    host, _old, _cert = swap_host(old_days_left=-3)
+    report = run_action("xu_tls_info", {"fqdn": FQDN}, host)
+    planned = renew.renew_plan(report, "enroll", template="WebServer", extra_dns_names=["XU.example.com", FQDN], run_id="r1")
+    assert planned["action"] == "renew" and planned["source"] == "enroll" and planned["tasks"] == "replace.yml"
+    assert planned["enroll"] == {"template": "WebServer", "ca_config": None, "dns_names": [FQDN, "xu.example.com"]}
+    blocked = renew.renew_plan(report, "enroll", run_id="r1")
+    assert blocked["action"] == "blocked" and blocked["reason"].endswith("enroll mode needs the AD CS template to enrol from: set xu_renew_template")
+    # reuse_key cannot renew this expired certificate; enroll can.
+    assert "a CA refuses to renew an expired certificate" in renew.renew_plan(report, "reuse_key", run_id="r1")["reason"]
