@@ -16,7 +16,8 @@ options:
       - Every write stays guarded on the host by what was read (the settings file's hash, the journal's hash, the
         certificate each port serves before one is removed), and the first change planned from O(host_state) first
         checks, in the same call, that every settings file is as O(host_state) read it. When a guard finds the host
-        changed since, nothing of the change is made; then O(host_state_changed) decides.
+        changed since, nothing of the change is made; in a module that changes the host, its C(host_state_changed)
+        option says what follows.
       - Omitted, the module reads the host first, as usual.
     type: dict
 """

@@ -578,7 +578,7 @@ def run_sweeps(args: argparse.Namespace, scenarios: list[Scenario], references: 
         for scenario in scenarios:
             pending[pool.submit(scenario_run, scenario, args)] = scenario
         while pending:
-            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            done, _pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
                 submitted = pending.pop(future)
                 if isinstance(submitted, Scenario):

@@ -197,4 +197,3 @@ def autoenrol_renew(host: Host) -> dict[str, object]:
         account=f"{LAB_DOMAIN_NETBIOS}\\{host.name.upper()}$",
     )
     return {"old_thumbprint": old.thumbprint, "new_thumbprint": new.thumbprint, "template": template.name}
-

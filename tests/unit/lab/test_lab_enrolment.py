@@ -311,8 +311,8 @@ def test_the_fake_enrols_as_the_lab_does(host_factory: HostFactory, agent_call: 
 
     fake = FakeHost(pending_templates={"XUApproved"})
     fake.add_certificate(mint("xu01.xulab.test")[0])
-    request = {"agent": "# xtractuniversal.tls agent 1\n", "request": {"protocol": 1, "stop_on_error": False,
-                                                                     "ops": [{"id": i, "op": op, "args": a} for i, (op, a) in enumerate(cases, 1)]}}
+    ops = [{"id": i, "op": op, "args": a} for i, (op, a) in enumerate(cases, 1)]
+    request = {"agent": "# xtractuniversal.tls agent 1\n", "request": {"protocol": 1, "stop_on_error": False, "ops": ops}}
     _rc, stdout, _stderr = fake.transport("PowerShell -NoProfile -NonInteractive -ExecutionPolicy Unrestricted -EncodedCommand x",
                                           json.dumps(request).encode())
     faked = json.loads(stdout)["results"]

@@ -196,8 +196,8 @@ def test_enroll_recovers_an_expired_certificate_with_a_new_key_check_mode_first(
     assert done["enrolled"] is True and done["key_access_granted"] is True and new != old and host.enrol_requests == 1
     # Two calls after the read: the enrolment (with the store listed again), then the swap, which grants the key first.
     assert [[op["op"] for op in call][:2] for call in host.calls[calls + 1:]] == [["cert_enroll", "cert_list"], ["key_grant_read", "file_write"]]
-    assert host.calls[calls + 1][0]["args"] == {"template": "WebServer", "ca_config": None, "dns_names": [FQDN], "key_length": 2048,
-                                        "run_as": "machine", "timeout_s": 300}
+    expected = {"template": "WebServer", "ca_config": None, "dns_names": [FQDN], "key_length": 2048, "run_as": "machine", "timeout_s": 300}
+    assert host.calls[calls + 1][0]["args"] == expected
     assert new in (host.file("config\\servers\\tls.json") or "") and old in host.thumbprints()  # kept: remove_old is false
 
 
