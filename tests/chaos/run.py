@@ -574,7 +574,8 @@ def kill_run(scenario: KillScenario, args: argparse.Namespace) -> Outcome:
         outcome.runs += 1
         outcome.check("kill point reached", [] if reached >= scenario.after_call else [f"the run ended after {reached} call(s)"])
         # Right after the kill: nothing exposed; the gate (if closed) reopens at its deadline.
-        registered = [e for e in lab.events(HOST)[base.events:] if e["type"] == "task" and e["action"] == "registered"]
+        # The gate's auto-open task (certreq's one-shot tasks are registered too, without a run time).
+        registered = [e for e in lab.events(HOST)[base.events:] if e["type"] == "task" and e["action"] == "registered" and e.get("run_at_utc")]
         gate_deadline = None
         if registered:
             gate_deadline = time.mktime(time.strptime(registered[-1]["run_at_utc"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
