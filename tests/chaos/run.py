@@ -32,6 +32,16 @@ rewrite (``"Extra": {"Ratio": 2.50, "Limit": 1e3, "Name": "\\u00e9\\/x"}``). Aft
 * a host left on its old certificate has tls.json byte for byte as before the run (a rollback never re-serialises);
   a host on a new one keeps the unknown object's values.
 
+kills: for each combination, the controller is killed (SIGKILL to ansible-playbook and every fork) right after the
+host answered its k-th remote call of the run, for every k from 1 to one before the run's last call (the calls per
+host of docs/renew.md: 2, 3, 3 and 6), with the role's shortest gate deadline (1 minute) and the odd tls.json. Then:
+
+* at once, the invariants of invariants.check_host for a killed run (the gate reopens at its deadline; plain HTTP is
+  never open to outside clients);
+* once the dead run's lease has expired, the next run (`chaos-next`) resumes and renews: rc 0, ``renewed``, the host
+  serves the new certificate, the invariants hold, the gate is open, no journal is left, and tls.json keeps the unknown
+  object's values.
+
 Prints a line per scenario, every failure (scenario, the problem, the host's change events and the failed tasks),
 per-sweep counts and the totals; exit code 1 when any check failed.
 
@@ -41,6 +51,7 @@ per-sweep counts and the totals; exit code 1 when any check failed.
                                                          # that changes something, once: at reuse_key/documented, or else
                                                          # replace/minimal_outage; two scenarios at a time
     .venv/bin/python tests/chaos/run.py --sweeps faults --modes replace --ops pfx_import --kinds drop_connection --keep
+    .venv/bin/python tests/chaos/run.py --sweeps kills --jobs 2      # the kill points alone (each waits out a 1-minute lease)
 """
 
 from __future__ import annotations
@@ -55,6 +66,8 @@ import os
 import pathlib
 import secrets
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -67,7 +80,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs12  # noqa: E402
 from invariants import XU_ACCOUNT, Baseline, baseline, check_host  # noqa: E402
-from labtools import Lab, PlaybookRun, start_lab, stop_lab  # noqa: E402
+from labtools import BIN, CALLBACKS, Lab, PlaybookRun, start_lab, stop_lab  # noqa: E402
 
 from xulab import control  # noqa: E402
 
@@ -84,7 +97,9 @@ SUMMARY_TASKS = ("Finish | Summarise the run on this host", "Assess | Summarise 
 NOT_RENEWED_OK = ("busy", "not_due")
 # Events worth showing when a scenario fails: everything but the remote calls themselves.
 QUIET_EVENTS = {"remote_call"}
-SWEEPS = ("overlap", "faults")
+SWEEPS = ("overlap", "faults", "kills")
+# Remote calls per host of a renewal (docs/renew.md): the controller is killed after each but the last.
+CALLS_PER_HOST = {("replace", "documented"): 3, ("replace", "minimal_outage"): 2, ("reuse_key", "documented"): 6, ("reuse_key", "minimal_outage"): 3}
 # The faults sweep: which faults, at which primitives. --quick: each primitive that changes something, once, at the first
 # of two combinations (one per mode, one per strategy) that sends it; failed only.
 FAULT_KINDS = ("fail_primitive", "drop_connection")
@@ -138,8 +153,18 @@ class FaultScenario:
 
 
 @dataclasses.dataclass
+class KillScenario:
+    mode: str
+    strategy: str
+    after_call: int
+
+    def __str__(self) -> str:
+        return f"{self.mode}/{self.strategy} kill after call {self.after_call}"
+
+
+@dataclasses.dataclass
 class Outcome:
-    scenario: Scenario | FaultScenario
+    scenario: Scenario | FaultScenario | KillScenario
     sweep: str = "overlap"
     runs: int = 0
     checks: int = 0
@@ -524,6 +549,104 @@ def fault_scenarios(reference: FaultScenario, ops: list[str], args: argparse.Nam
     return [FaultScenario(reference.mode, reference.strategy, kind, op) for op in chosen for kind in args.kinds]
 
 
+def remote_calls(lab: Lab, base: Baseline) -> int:
+    return sum(1 for e in lab.events(HOST)[base.events:] if e["type"] == "remote_call")
+
+
+def kill_run(scenario: KillScenario, args: argparse.Namespace) -> Outcome:
+    """Kill the controller after the host answered its k-th call; the next run, once the lease has expired, must renew."""
+    outcome = Outcome(scenario, sweep="kills")
+    began = time.monotonic()
+    directory = pathlib.Path(tempfile.mkdtemp(prefix=f"xu-chaos-kill-{scenario.mode}-{scenario.strategy}-{scenario.after_call}-"))
+    outcome.directory = directory
+    lab_dir = directory / "lab"
+    try:
+        lab = fresh_lab(lab_dir, args.restart_delay)
+        extra: tuple[str, ...] = ("-e", f"xu_renew_mode={scenario.mode}", "-e", f"xu_renew_strategy={scenario.strategy}",
+                                  "-e", "xu_renew_gate_auto_open_after=1")
+        pfx = None
+        if scenario.mode == "replace":
+            pfx_args, pfx = prepare_pfx(lab, directory)
+            extra += pfx_args
+        odd_settings(lab)
+        base = baseline(lab, HOST)
+        reached = killed_run(lab, base, extra, scenario.after_call, directory / "killed.log")
+        outcome.runs += 1
+        outcome.check("kill point reached", [] if reached >= scenario.after_call else [f"the run ended after {reached} call(s)"])
+        # Right after the kill: nothing exposed; the gate (if closed) reopens at its deadline.
+        # The gate's auto-open task (certreq's one-shot tasks are registered too, without a run time).
+        registered = [e for e in lab.events(HOST)[base.events:] if e["type"] == "task" and e["action"] == "registered" and e.get("run_at_utc")]
+        gate_deadline = None
+        if registered:
+            gate_deadline = time.mktime(time.strptime(registered[-1]["run_at_utc"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+        killed_problems = check_host(lab, HOST, base, killed_deadline=gate_deadline, end=False)
+        outcome.check("invariants after the kill", killed_problems)
+
+        wait_out_the_lease(lab)
+        tmp = directory / "next"
+        tmp.mkdir()
+        run = lab.playbook(PLAYBOOK, tmp_path=tmp, extra_args=(*extra, "-e", "xu_renew_run_id=chaos-next"))
+        outcome.runs += 1
+        (tmp / "stdout.log").write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
+        check_next_run(outcome, lab, base, run, pfx)
+        outcome.notes.insert(0, f"killed after call {reached}; " + outcome.notes.pop(0))
+        if outcome.failures:
+            outcome.notes += [f"  {HOST} events (lab {lab.dir}):", *timeline(lab, base)]
+    except Exception as error:  # a scenario that could not run is a failure, the others go on
+        outcome.check("scenario ran", [f"{type(error).__name__}: {error}", traceback.format_exc(limit=3)])
+    finally:
+        stop_lab(lab_dir)
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+    outcome.seconds = time.monotonic() - began
+    return outcome
+
+
+def killed_run(lab: Lab, base: Baseline, extra: tuple[str, ...], after_call: int, log_path: pathlib.Path) -> int:
+    """Start a run and SIGKILL its controller (every fork too) once the host answered ``after_call`` calls; the calls reached."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_CALLBACK_PLUGINS=str(CALLBACKS), ANSIBLE_NOCOLOR="1")
+    command = [str(BIN / "ansible-playbook"), "-i", str(lab.inventory), PLAYBOOK, *extra, "-e", "xu_renew_run_id=chaos-killed"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while remote_calls(lab, base) < after_call and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reached = remote_calls(lab, base)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return reached
+
+
+def wait_out_the_lease(lab: Lab) -> None:
+    """The dead run's lease must expire before another run may take the host over."""
+    journal = lab.state(HOST)["journals"].get("renew")
+    if journal:
+        lease = json.loads(journal).get("lease_expires")
+        expires = time.mktime(time.strptime(lease, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone if lease else time.time()
+        time.sleep(max(0.0, expires - time.time() + 1))
+
+
+def check_next_run(outcome: Outcome, lab: Lab, base: Baseline, run: PlaybookRun, pfx: str | None) -> None:
+    """The run after the kill renews, and leaves the host as every renewal must."""
+    summary = summaries(run).get(HOST)
+    result = (summary or {}).get("result")
+    outcome.check("next run renews", [] if run.rc == 0 and result == "renewed" else [
+        f"rc {run.rc}, reports {result!r}: {str((summary or {}).get('reason'))[:300]}"])
+    state = lab.state(HOST)
+    served = next((e["thumbprint"] for e in state["service"]["listeners"] if e["scheme"] == "https"), None)
+    outcome.check("served certificate", check_certificate(state, base, summary, served, pfx))
+    problems = check_host(lab, HOST, base, new=served if served != base.thumbprint else None)
+    for number in range(1, 6):
+        outcome.check(f"invariant {number}", [p for p in problems if p.startswith(f"invariant {number}:")])
+    outcome.check("no other invariant problem", [p for p in problems if not p.startswith(tuple(f"invariant {n}:" for n in range(1, 6)))])
+    outcome.check("gate open", [] if dict(state["firewall"]["exposure"]) == base.exposure else [f"exposure {state['firewall']['exposure']}"])
+    outcome.check("no journal left", [] if not state["journals"].get("renew") else ["the journal is left"])
+    settings = (lab.dir / "hosts" / HOST / "fs" / TLS_JSON).read_bytes()
+    outcome.check("the unknown settings kept", [] if extra_of(settings) == extra_of(base.tls_json) else [f"Extra is {extra_of(settings)}"])
+    outcome.notes.append(f"next run: {result} (resumed {(summary or {}).get('resumed')}), rc {run.rc}")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0] if __doc__ else None)
     parser.add_argument(
@@ -554,7 +677,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def run_sweeps(args: argparse.Namespace, scenarios: list[Scenario], references: list[FaultScenario]) -> list[Outcome]:
+def run_sweeps(args: argparse.Namespace, scenarios: list[Scenario], references: list[FaultScenario], kills: list[KillScenario]) -> list[Outcome]:
     """Every scenario, ``args.jobs`` at a time; each reference run's faults as soon as it has listed its primitives.
 
     --quick: once every reference run has, and each primitive at the first combination (in QUICK_FAULT_COMBINATIONS'
@@ -572,16 +695,18 @@ def run_sweeps(args: argparse.Namespace, scenarios: list[Scenario], references: 
             print(f"  kept {outcome.directory}", flush=True)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        pending: dict[concurrent.futures.Future[Any], Scenario | FaultScenario] = {}
+        pending: dict[concurrent.futures.Future[Any], Scenario | FaultScenario | KillScenario] = {}
         for reference in references:
             pending[pool.submit(fault_run, reference, args)] = reference
         for scenario in scenarios:
             pending[pool.submit(scenario_run, scenario, args)] = scenario
+        for kill in kills:
+            pending[pool.submit(kill_run, kill, args)] = kill
         while pending:
             done, _pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
                 submitted = pending.pop(future)
-                if isinstance(submitted, Scenario):
+                if isinstance(submitted, (Scenario, KillScenario)):
                     report(future.result())
                     continue
                 outcome, ops = future.result()
@@ -653,9 +778,14 @@ def main() -> int:
             f" of {', '.join('/'.join(c) for c in combinations)}, after a reference run each; tls.json with a BOM, CRLF and {EXTRA_TEXT}",
             flush=True,
         )
+    kills = [
+        KillScenario(m, s, k) for m, s in [(m, s) for m in args.modes for s in args.strategies] for k in range(1, CALLS_PER_HOST[(m, s)])
+    ] if "kills" in args.sweeps and not args.quick else []
+    if kills:
+        print(f"kills: {len(kills)} kill points (after each remote call but the last of {', '.join(args.modes)} x {', '.join(args.strategies)})", flush=True)
     print(f"{args.jobs} scenario(s) at a time", flush=True)
     began = time.monotonic()
-    return print_totals(run_sweeps(args, scenarios, references), began)
+    return print_totals(run_sweeps(args, scenarios, references, kills), began)
 
 
 if __name__ == "__main__":
