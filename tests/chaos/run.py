@@ -39,8 +39,9 @@ host of docs/renew.md: 2, 3, 3 and 6), with the role's shortest gate deadline (1
 * at once, the invariants of invariants.check_host for a killed run (the gate reopens at its deadline; plain HTTP is
   never open to outside clients);
 * once the dead run's lease has expired, the next run (`chaos-next`) resumes and renews: rc 0, ``renewed`` (or
-  ``not_due`` when the call the run was killed after had already finished the renewal), the host serves a new certificate, the invariants hold, the gate is open, no journal is left, and tls.json keeps the unknown
-  object's values.
+  ``not_due`` when the call the run was killed after had already finished the renewal), the host serves a new
+  certificate, the invariants hold, the gate is open, no journal is left, and tls.json keeps the unknown object's
+  values.
 
 Prints a line per scenario, every failure (scenario, the problem, the host's change events and the failed tasks),
 per-sweep counts and the totals; exit code 1 when any check failed.
