@@ -17,6 +17,8 @@ class ActionModule(XuActionBase):
     # renew_reusing_key joins the exclusion in code: renew_reusing_key: false must count as absent.
     MUTUALLY_EXCLUSIVE: ClassVar[list[list[str]]] = [["new_thumbprint", "pfx_path", "pfx_content", "enroll"]]
     REQUIRED_ONE_OF: ClassVar[list[list[str]]] = [["new_thumbprint", "pfx_path", "pfx_content", "renew_reusing_key", "enroll"]]
+    # Without old_thumbprint there is nothing to replace: the module only installs the new certificate.
+    REQUIRED_IF: ClassVar[list[Any]] = [["update_references", True, ["old_thumbprint"]]]
     NO_LOG_OPTIONS: ClassVar[tuple[str, ...]] = ("pfx_password", "pfx_content")
 
     def run_module(self, run: ModuleRun) -> dict[str, Any]:

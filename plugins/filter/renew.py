@@ -113,6 +113,10 @@ def renew_plan(
     template: Any = None,
     ca_config: Any = None,
     extra_dns_names: Any = (),
+    enable_tls: bool = False,
+    tls_off_only: bool = False,
+    web_protocol: str = "https_unrestricted",
+    bind_config_server: bool = False,
 ) -> dict[str, Any]:
     """What the role does on one host, decided from xu_tls_info's report (see _renew_plan.plan)."""
     request = RenewalRequest(
@@ -130,6 +134,10 @@ def renew_plan(
         template=template,
         ca_config=ca_config,
         extra_dns_names=tuple(str(name) for name in extra_dns_names or ()),
+        enable_tls=bool(enable_tls),
+        tls_off_only=bool(tls_off_only),
+        web_protocol=str(web_protocol),
+        bind_config_server=bool(bind_config_server),
     )
     try:
         return plan(as_dict(info), mode, strategy, request).as_fact()

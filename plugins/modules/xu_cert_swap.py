@@ -64,8 +64,10 @@ options:
     description:
       - The thumbprint of the certificate to replace, in any form it is usually pasted in (lower case,
         spaces, colons, the invisible U+200E mark of the Windows certificate dialog).
+      - Required unless O(update_references=false). Without it the module only installs the new certificate (a PFX
+        or an AD CS enrolment) for a server that has none bound yet, for example before
+        M(xtractuniversal.tls.xu_tls_binding) turns TLS on.
     type: str
-    required: true
   new_thumbprint:
     description:
       - The thumbprint of the new certificate, which must already be in C(LocalMachine\My) with its private key.

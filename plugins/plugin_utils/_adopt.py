@@ -123,7 +123,7 @@ class Adoption:
         return "; ".join(f"{c.thumbprint}: {reason}" for c, reason in self.passed_over)
 
 
-def choose(candidates: Iterable[Candidate], bound: str, bound_not_after: datetime.datetime | None, rules: AdoptionRules,
+def choose(candidates: Iterable[Candidate], bound: str | None, bound_not_after: datetime.datetime | None, rules: AdoptionRules,
            now: datetime.datetime) -> Adoption:
     """The best certificate to replace ``bound``: the one that expires last among those that qualify.
 

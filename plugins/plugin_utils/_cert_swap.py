@@ -136,7 +136,7 @@ class ControllerFiles:
 class SwapRequest:
     """The validated input of one run."""
 
-    old: str
+    old: str | None  # None: nothing to replace (update_references: false)
     source: str
     new: str | None  # known up front for new_thumbprint and a PFX; a renewal learns it from certreq
     pfx_b64: str | None
@@ -155,6 +155,13 @@ class SwapRequest:
     backup: bool
     adoption: AdoptionRules | None = None  # new_thumbprint: auto; ``new`` is chosen once the store is read
     enrolment: dict[str, Any] | None = None  # enroll: cert_enroll's arguments but dns_names, when not given
+
+    @property
+    def replaced(self) -> str:
+        """The certificate replaced, where one must be (a renewal, a removal, a reference search)."""
+        if self.old is None:
+            raise XuError("old_thumbprint is required unless update_references is false")
+        return self.old
 
 
 def _thumbprint(value: Any, option: str) -> str:
@@ -183,6 +190,8 @@ def _pfx_bytes(params: dict[str, Any], files: ControllerFiles) -> tuple[bytes, s
 def _source(params: dict[str, Any], renew: bool, given: list[str]) -> str:
     """Which option names the new certificate (exactly one does, checked before)."""
     if renew:
+        if params.get("old_thumbprint") is None:
+            raise XuError("renew_reusing_key: true renews the certificate named by old_thumbprint; give old_thumbprint")
         return SOURCE_RENEWAL
     if given[0] == "enroll":
         return SOURCE_ENROLMENT
@@ -196,7 +205,8 @@ def _source(params: dict[str, Any], renew: bool, given: list[str]) -> str:
 
 def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.datetime) -> SwapRequest:
     """Check and clean the input; XuError names the problem and the fix. Runs before any remote call."""
-    old = _thumbprint(params["old_thumbprint"], "old_thumbprint")
+    # None only with update_references: false (the action's required_if): a certificate installed for a server that has none bound.
+    old = _thumbprint(params["old_thumbprint"], "old_thumbprint") if params.get("old_thumbprint") is not None else None
     renew = params.get("renew_reusing_key")
     given = [name for name in ("new_thumbprint", "pfx_path", "pfx_content", "enroll") if params.get(name) is not None]
     if renew and given:
@@ -239,7 +249,7 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
             raise XuError(str(e)) from e
     if not params["update_references"] and params["remove_old"]:
         raise XuError("remove_old: true needs update_references: true; the old certificate goes only once the settings name the new one")
-    if new == old:
+    if new is not None and new == old:
         raise XuError(f"The new certificate is the old one ({old}); give the thumbprint or PFX of the certificate that replaces it")
     return SwapRequest(
         old=old,
@@ -564,10 +574,10 @@ def plan_replacement(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, s
         )
     judge_names(run, facts, fqdn, request.strict_san)
 
-    rewrites = [rewrite for f in searched if (rewrite := rewrite_references(f, request.old, new))]
+    rewrites = [rewrite for f in searched if (rewrite := rewrite_references(f, request.old, new))] if request.old else []
     new_referenced = any(references_to(f, new) for f in searched)
     if not rewrites and not new_referenced and not request.allow_no_reference:
-        raise _no_reference_error(request.old, searched)
+        raise _no_reference_error(request.replaced, searched)
     remove = request.remove_old and request.old in snapshot.certificates
     other_work = bool(rewrites or import_needed or remove)
     grant = _key_access(run, request, readable=readable, thumbprint=new, identity=snapshot.service_identity, other_work=other_work)
@@ -624,7 +634,7 @@ class RenewalDecision:
 
 
 def decide_renewal(request: SwapRequest, snapshot: Snapshot, searched: list[SettingsFile], journal: dict[str, Any] | None) -> RenewalDecision:
-    old = request.old
+    old = request.replaced
     stored = snapshot.certificates.get(old)
     successor = successor_of(snapshot, old, _old_key(stored, journal))
     old_referenced = any(references_to(f, old) for f in searched)
@@ -669,7 +679,7 @@ class SwapJournal:
     keeps the newest ``KEEP_RENEWALS`` records in one journal of its own, ``xu_cert_swap.renewals``.
     """
 
-    old: str
+    old: str | None
     ride: JournalRide | None
     raw: dict[str, Any] | None  # the run journal as read (or as this run wrote it)
     renewals_raw: dict[str, Any] | None  # the module's own record, when it has no run journal
@@ -804,7 +814,8 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
     if remove_in_call and restart_plan is not None:
         require = served_requirement(restart_plan.expectations, server_name)
         post_ops += [
-            Operation("cert_remove", {"store": STORE, "thumbprint": request.old, "require_served": require}), removal_event(run, request.old).operation(),
+            Operation("cert_remove", {"store": STORE, "thumbprint": request.replaced, "require_served": require}),
+            removal_event(run, request.replaced).operation(),
         ]
     try:
         outcome = apply_changes(
@@ -850,7 +861,7 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
         checks = restart_plan or RestartPlan(
             str(service["name"]), request.wait_timeout, expectations_for(tls_state_after(snapshot, plan.rewrites), settings_map), server_name,
         )
-        applied.removed_old = remove_old(run, request.old, checks, after)
+        applied.removed_old = remove_old(run, request.replaced, checks, after)
     return applied
 
 
@@ -861,7 +872,7 @@ def removal_event(run: ModuleRun, old: str) -> EventNote:
     )
 
 
-def _read_post_results(run: ModuleRun, applied: Applied, old: str, operations: list[Operation], results: list[OperationResult]) -> None:
+def _read_post_results(run: ModuleRun, applied: Applied, old: str | None, operations: list[Operation], results: list[OperationResult]) -> None:
     """What the operations after the change did: the old certificate's removal, the journal's; a failure is a warning."""
     for operation, result in zip(operations, results, strict=True):
         if operation.op == "cert_remove":
@@ -884,7 +895,8 @@ def swap_event(run: ModuleRun, request: SwapRequest, plan: SwapPlan, *, removed_
         module="xu_cert_swap",
         run_id=run.run_id,
         event_id=CERTIFICATE_SWAPPED,
-        summary=f"Certificate {request.old} replaced by {plan.new}: {'; '.join(done) or 'nothing to change'}",
+        summary=(f"Certificate {request.old} replaced by {plan.new}" if request.old else f"Certificate {plan.new} installed")
+        + f": {'; '.join(done) or 'nothing to change'}",
         details=(
             ("old_thumbprint", request.old),
             ("new_thumbprint", plan.new),
@@ -1014,11 +1026,11 @@ def _renewal_plan(
     run: ModuleRun, request: SwapRequest, snapshot: Snapshot, *, searched: list[SettingsFile], decision: RenewalDecision, new: str | None,
 ) -> SwapPlan:
     """The swap to the renewed certificate (``new`` None: not renewed yet, the references are only located)."""
-    rewrites = [rewrite for f in searched if (rewrite := rewrite_references(f, request.old, new))]
+    rewrites = [rewrite for f in searched if (rewrite := rewrite_references(f, request.replaced, new))]
     # certreq archives the old certificate: after a renewal in this run it no longer enumerates, and is not removed.
     remove = request.remove_old and request.old in snapshot.certificates and not decision.renew_now
     grant = _key_access(
-        run, request, readable=decision.readable, thumbprint=new or request.old, identity=snapshot.service_identity,
+        run, request, readable=decision.readable, thumbprint=new or request.replaced, identity=snapshot.service_identity,
         other_work=bool(rewrites or decision.renew_now or remove),
     )
     successor = decision.successor
@@ -1039,9 +1051,11 @@ def _adopt(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, searched: l
     """new_thumbprint: auto. The swap to the best certificate in the store, or nothing when none qualifies."""
     fqdn = request.fqdn or snapshot.fqdn
     rules = replace(request.adoption or AdoptionRules(fqdn), fqdn=fqdn)
-    old = snapshot.certificates.get(request.old)
+    old = snapshot.certificates.get(request.old) if request.old else None
     candidates = [Candidate.of(c.facts, c.has_private_key, fqdn) for c in snapshot.certificates.values()]
     adoption = choose(candidates, request.old, old.facts.not_after if old else None, rules, snapshot.now)
+    if adoption.chosen is None and request.old is None:
+        raise XuError(f"No certificate in LocalMachine\\My qualifies ({adoption.summary()})", adoption=adoption.to_result())
     if adoption.chosen is None:
         if old is None or old.facts.is_expired(snapshot.now):
             state = "is not in LocalMachine\\My" if old is None else f"expired {iso(old.facts.not_after)}"
@@ -1098,8 +1112,8 @@ def enrol(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, journals: Sw
 def _enrol(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, searched: list[SettingsFile], journals: SwapJournal) -> dict[str, Any]:
     """enroll: a new certificate from the template, then the swap to it as to any certificate in the store."""
     fqdn = request.fqdn or snapshot.fqdn
-    if not any(references_to(f, request.old) for f in searched) and not request.allow_no_reference:
-        raise _no_reference_error(request.old, searched)
+    if not request.allow_no_reference and not any(references_to(f, request.replaced) for f in searched):
+        raise _no_reference_error(request.replaced, searched)
     if run.check_mode:
         result = _result(run, request, SwapPlan(new=None, rewrites=[], pre_ops=[], remove_old=False, restart=False, can_roll_back=True,
                                                 new_certificate=None))
@@ -1161,7 +1175,7 @@ def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
         result = _result(run, request, located)
         result.update(changed=True, renewed=True, key_access_granted=located.grant_needed, restarted=located.restart)
         return result
-    new = renew(run, snapshot.certificates[request.old], journals)
+    new = renew(run, snapshot.certificates[request.replaced], journals)
     plan = as_requested(request, _renewal_plan(run, request, snapshot, searched=searched, decision=decision, new=new))
     result = _finish(run, request, snapshot, plan, journals)
     result.update(changed=True, renewed=True)

@@ -20,7 +20,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table im
 # Results of a host that count against its batch: it was attempted and did not end well.
 BATCH_FAILURES = frozenset({"failed", "unreachable"})
 # Results whose mode and strategy say how the host was changed.
-ACTED = frozenset({"renewed", "failed", "completed", "rolled_back"})
+ACTED = frozenset({"renewed", "tls_enabled", "failed", "completed", "rolled_back"})
 REASON_INDENT = "  "
 
 

@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import as_dict, upper
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import HTTPS_PROTOCOLS, PLAIN_HTTP_PROTOCOL, as_dict, upper
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import Plan
 
 # The journal's own keys; a journal read from the host carries more (its lease), which are kept as they are.
 JOURNAL_KEYS = (
     "run_id", "mode", "strategy", "step", "old_thumbprint", "new_thumbprint", "backup_files", "previous_web_protocol",
-    "config_tls", "original_sha256", "tls_path", "remove_old", "gate", "started",
+    "config_tls", "original_sha256", "tls_path", "remove_old", "gate", "started", "web_protocol",
 )
 STARTED = "started"
 
@@ -44,6 +44,8 @@ class RunJournal:
     remove_old: Any = None
     gate: Any = None
     started: Any = None
+    # The protocol the run leaves; absent (a journal of an earlier version): previous_web_protocol.
+    web_protocol: Any = None
     # What else the dict held (the host's copy carries its lease), handed back unchanged.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -57,6 +59,16 @@ class RunJournal:
         return upper(self.new_thumbprint)
 
     @property
+    def target_protocol(self) -> Any:
+        """The web server protocol the run meant to leave."""
+        return self.web_protocol or self.previous_web_protocol
+
+    @property
+    def enables_tls(self) -> bool:
+        """Whether the run turned TLS on for a host that served plain HTTP (no certificate was replaced)."""
+        return self.old is None and self.previous_web_protocol == PLAIN_HTTP_PROTOCOL and self.target_protocol in HTTPS_PROTOCOLS
+
+    @property
     def readable(self) -> bool:
         """False for the marker xu_tls_info leaves for a journal whose content it could not parse."""
         return "unreadable" not in self.extra
@@ -65,6 +77,9 @@ class RunJournal:
         fact = dict(self.extra)
         fact.update({key: getattr(self, key) for key in JOURNAL_KEYS})
         fact["backup_files"] = dict(self.backup_files)
+        if self.web_protocol is None:
+            # A journal of an earlier version, or one that never named it: kept as it was.
+            del fact["web_protocol"]
         return fact
 
 
@@ -96,6 +111,7 @@ def start_journal(planned: Plan, run_id: str, started: str) -> RunJournal:
         remove_old=planned.remove_old,
         gate=planned.close_gate,
         started=started,
+        web_protocol=planned.web_protocol,
     )
 
 

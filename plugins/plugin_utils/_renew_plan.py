@@ -20,7 +20,15 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import lease_owner
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import ISO_FORMAT, as_dict, store_entry, tls_settings_file, upper
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import (
+    HTTPS_PROTOCOLS,
+    ISO_FORMAT,
+    PLAIN_HTTP_PROTOCOL,
+    as_dict,
+    store_entry,
+    tls_settings_file,
+    upper,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_precheck import pfx_blocker
 
 # The role's xu_renew_mode and xu_renew_strategy (meta/argument_specs.yml lists the same; a unit test holds them together).
@@ -30,6 +38,7 @@ NEW_KEY_MODES = ("replace", "adopt", "enroll")
 STRATEGIES = ("documented", "minimal_outage")
 # Where replace mode takes the new certificate from; reuse_key's comes from AD CS.
 PFX_SOURCES = ("pfx", "pfx_content")
+TLS_OFF_REASON = "TLS is off (the web server serves plain HTTP); xu_renew_enable_tls (playbook enable_tls.yml) turns it on"
 # Plans of a host whose report is a failed task's result: nothing else is known about it.
 UNREAD_ACTIONS = ("unreachable", "unreadable")
 
@@ -91,6 +100,12 @@ class Plan:
     owner: Mapping[str, Any] | None = None
     # enroll mode: xu_cert_swap's enroll option (template, ca_config, dns_names).
     enroll: Mapping[str, Any] | None = None
+    # The web server protocol the run leaves: previous_web_protocol for a renewal, the HTTPS one chosen for enable_tls.
+    web_protocol: str | None = None
+    # Turning TLS on for a host that serves plain HTTP (xu_renew_enable_tls): no certificate is replaced.
+    enable_tls: bool = False
+    # enable_tls: bind the new certificate to the configuration server too.
+    bind_config: bool = False
 
     def as_fact(self) -> dict[str, Any]:
         head = {"action": self.action, "status": self.status, "reason": self.reason, "mode": self.mode, "strategy": self.strategy}
@@ -118,6 +133,9 @@ class Plan:
             "remove_old_in_swap": self.remove_old_in_swap,
             "controller_check": self.controller_check,
             "gate_closed": self.gate_closed,
+            "web_protocol": self.web_protocol,
+            "enable_tls": self.enable_tls,
+            "bind_config": self.bind_config,
         }
         if self.owner is not None:
             fact["owner"] = dict(self.owner)
@@ -161,6 +179,9 @@ def parse_plan(value: Any) -> Plan:
         gate_closed=bool(fact.get("gate_closed")),
         owner=dict(owner) if isinstance(owner, Mapping) else None,
         enroll=dict(fact["enroll"]) if isinstance(fact.get("enroll"), Mapping) else None,
+        web_protocol=_text(fact.get("web_protocol")) or _text(fact.get("previous_web_protocol")),
+        enable_tls=bool(fact.get("enable_tls")),
+        bind_config=bool(fact.get("bind_config")),
     )
 
 
@@ -178,7 +199,7 @@ def _not_applicable(info: Mapping[str, Any]) -> str | None:
         (not web, f"the TLS settings could not be read ({problems})"),
         (web and web.get("protocol") is None,
          f"the web server protocol {web.get('protocol_setting')!r} is not one this collection knows; check settings_map"),
-        (web and not web.get("tls"), "TLS is off (the web server serves plain HTTP); the role renews certificates, it does not turn TLS on"),
+        (web and not web.get("tls"), TLS_OFF_REASON),
         (web and not upper(web.get("certificate_thumbprint")), "the web server uses HTTPS without a certificate; bind one with xu_tls_binding first"),
     )
     return next((message for failed, message in checks if failed), None)
@@ -283,6 +304,11 @@ class RenewalRequest:
     template: Any = None
     ca_config: Any = None
     extra_dns_names: tuple[str, ...] = ()
+    enable_tls: bool = False
+    # With enable_tls: leave hosts that serve TLS already alone (the playbook enable_tls.yml).
+    tls_off_only: bool = False
+    web_protocol: str = "https_unrestricted"
+    bind_config_server: bool = False
 
 
 def _adopted(info: Mapping[str, Any], assessed: Due, request: RenewalRequest, now: datetime.datetime) -> dict[str, Any]:
@@ -384,6 +410,14 @@ def _journal_action(info: Mapping[str, Any], run_id: Any, now: datetime.datetime
     return {"action": "resume", "reason": f"an interrupted run left its journal (step {as_dict(journal).get('step', 'unknown')})"}
 
 
+def _unread_state(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A host part of whose state could not be read is blocked: an unread store is not an empty one."""
+    if not info.get("read_errors"):
+        return None
+    unread = "; ".join(str(error) for error in info["read_errors"])
+    return {"action": "blocked", "reason": f"part of its state could not be read ({unread}); nothing was done"}
+
+
 def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequest, now: datetime.datetime | None = None) -> Plan:
     """What the role does on one host (see plugins/filter/renew_plan.yml for the actions)."""
     mode = check_choice("xu_renew_mode", mode, MODES)
@@ -411,6 +445,7 @@ def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequ
         days_left=assessed.days_left,
         not_after=assessed.not_after,
         previous_web_protocol=web.get("protocol"),
+        web_protocol=web.get("protocol"),
         config_tls=config_tls,
         config_separate=bool(config_tls and config_thumbprint and config_thumbprint != old),
         http_port=web.get("http_port"),
@@ -425,13 +460,12 @@ def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequ
         # Left closed by an earlier run: the role opens it, whatever else it does.
         gate_closed=as_dict(info.get("gate")).get("state") == "closed",
     )
-    held = _journal_action(info, request.run_id, now)
+    held = _journal_action(info, request.run_id, now) or _unread_state(info)
     if held is not None:
         return replace(decided, **held)
-    if info.get("read_errors"):
-        # An unread store is not an empty one: whether the host is due, and how, is unknown.
-        unread = "; ".join(str(error) for error in info["read_errors"])
-        return replace(decided, action="blocked", reason=f"part of its state could not be read ({unread}); nothing was done")
+    scoped = _enable_tls_scope(info, decided, assessed, request, now)
+    if scoped is not None:
+        return scoped
     if mode == "adopt" and assessed.status != "skip":
         # Due in adopt mode means a better certificate is there, whatever the bound one's expiry.
         decided = replace(decided, **_adopted(info, assessed, request, now))
@@ -446,6 +480,48 @@ def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequ
     # certificate to bind, the removal waits until everything is verified.
     in_swap = decided.remove_old and strategy == "minimal_outage" and not decided.controller_check and not decided.config_separate
     return replace(decided, action="renew", remove_old_in_swap=in_swap)
+
+
+def _enable_tls_scope(info: Mapping[str, Any], decided: Plan, assessed: Due, request: RenewalRequest, now: datetime.datetime) -> Plan | None:
+    """The plan when xu_renew_enable_tls decides it (a host serving plain HTTP; with tls_off_only, every host), else None."""
+    if request.enable_tls and assessed.reason == TLS_OFF_REASON:
+        return _enable_tls_plan(info, decided, request, now)
+    if not request.tls_off_only or assessed.status == "skip":
+        return None if not request.tls_off_only else decided
+    protocol = as_dict(info.get("web_server")).get("protocol")
+    return replace(decided, status="not_due", reason=f"TLS is on already ({protocol}, {assessed.old_thumbprint}); enable_tls.yml leaves it alone")
+
+
+def _enable_tls_plan(info: Mapping[str, Any], decided: Plan, request: RenewalRequest, now: datetime.datetime) -> Plan:
+    """A host that serves plain HTTP, with xu_renew_enable_tls: TLS on with a certificate of the mode's source, or why not."""
+    protocol = check_choice("xu_renew_web_protocol", request.web_protocol, HTTPS_PROTOCOLS)
+    port = as_dict(info.get("web_server")).get("http_port")
+    decided = replace(
+        decided, status="due", reason=f"TLS is off (plain HTTP on port {port})", tasks="enable_tls.yml", old_thumbprint=None,
+        days_left=None, not_after=None, previous_web_protocol=PLAIN_HTTP_PROTOCOL, web_protocol=protocol, enable_tls=True,
+        bind_config=bool(request.bind_config_server), config_separate=False, source=None, close_gate=False, remove_old=False,
+    )
+    mode = str(decided.mode)
+    if mode == "reuse_key":
+        return replace(decided, action="blocked", reason=f"{decided.reason}; reuse_key renews a bound certificate and none is bound:"
+                       " use xu_renew_mode adopt, enroll or replace")
+    if mode == "adopt":
+        try:
+            adoption = adoption_in_report(info, request.adopt_issuer or None, request.adopt_min_days, now)
+        except XuError as e:
+            raise PlanError(str(e)) from None
+        if adoption.chosen is None:
+            return replace(decided, action="blocked", reason=f"{decided.reason}; no certificate in LocalMachine\\My can serve it ({adoption.summary()})")
+        source: dict[str, Any] = {"source": "thumbprint", "new_thumbprint": adoption.chosen.thumbprint}
+        blocker = None
+    else:
+        source, blocker = _source(info, None, mode, request)
+    decided = replace(decided, **source)
+    if blocker is not None:
+        return replace(decided, action="blocked", reason=f"{decided.reason}; {blocker}")
+    with_what = {"thumbprint": decided.new_thumbprint, "enroll": "a certificate enrolled from the template " + str(request.template)}
+    what = with_what.get(str(decided.source), "the new PFX")
+    return replace(decided, action="renew", reason=f"{decided.reason}; TLS is turned on ({protocol}) with {what}")
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,9 @@ def pfx_blocker(
             ca_bundle=_read(ca_path, "xu_renew_ca_path") if ca_path else None,
         )
         params = _swap_params({
-            "old_thumbprint": str(plan.get("old_thumbprint") or ""),
+            "old_thumbprint": plan.get("old_thumbprint") or None,
+            # Turning TLS on replaces nothing: the swap only installs the PFX.
+            "update_references": not plan.get("enable_tls"),
             "pfx_path": pfx_path,
             "pfx_content": None if pfx_path else pfx_content,
             "pfx_password": password or None,

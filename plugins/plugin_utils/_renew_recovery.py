@@ -17,6 +17,7 @@ from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import (
     HTTPS_PROTOCOLS,
+    PLAIN_HTTP_PROTOCOL,
     as_dict,
     is_tls_file,
     store_entry,
@@ -227,11 +228,39 @@ def _forward(journal: RunJournal, info: Mapping[str, Any], old: str, new: str | 
     )
 
 
+def _enable_tls_recovery(journal: RunJournal, info: Mapping[str, Any], prefer: str) -> Recovery:
+    """A run that turned TLS on: keep TLS on when resuming finds the new certificate served, else back to plain HTTP."""
+    new = _journal_new(journal, info, None)
+    config_tls = bool(as_dict(info.get("config_server")).get("tls"))
+    if prefer == COMPLETE and new is not None and verify(info, new, journal.target_protocol, config_tls).ok:
+        return Recovery(action=COMPLETE, reason=f"TLS is on ({journal.target_protocol}) and the server serves the new certificate {new}",
+                        expect=new, web_protocol=journal.target_protocol, config_tls=config_tls, require_valid=True, new_thumbprint=new)
+    recovery = Recovery(action=ROLLBACK, reason="", expect=None, web_protocol=PLAIN_HTTP_PROTOCOL, config_tls=False, require_valid=False,
+                        new_thumbprint=new)
+    settings = tls_settings_file(info)
+    # original_sha256 is null when tls.json did not exist (XU's defaults: plain HTTP); the binding creates it.
+    file_original = (
+        settings.get("sha256") == journal.original_sha256 if journal.original_sha256 else bool(settings) and not settings.get("exists")
+    )
+    if file_original and verify(info, None, PLAIN_HTTP_PROTOCOL).ok:
+        # The failed step put its change back itself (a module rolls back a restart that fails).
+        return replace(recovery, reason="the previous settings are in force and the server serves plain HTTP as before")
+    if file_original:
+        # Nothing of the run was written (or it was put back): a restart makes the service serve the settings again.
+        return replace(recovery, rebind=Rebind(None, None, None, ALWAYS),
+                       reason="the previous settings are unchanged; the service is restarted to serve plain HTTP as before")
+    if journal.backup_files:
+        return replace(recovery, restores=_restores(journal, IF_CHANGED),
+                       reason=f"the previous settings are restored from {', '.join(journal.backup_files.values())}: plain HTTP as before")
+    return replace(recovery, rebind=Rebind(PLAIN_HTTP_PROTOCOL, None, None, IF_CHANGED),
+                   reason="no backup was recorded; the web server is set back to plain HTTP")
+
+
 def _unusable(journal: RunJournal, info: Mapping[str, Any]) -> str | None:
     """Why the journal cannot be acted on, or None."""
     if not info or info.get("failed") or not info.get("installed"):
         return f"the server could not be read ({info.get('msg') or 'no answer'}), so nothing was put back; the journal stays for the next run"
-    if not journal.readable or not journal.old or journal.previous_web_protocol not in HTTPS_PROTOCOLS:
+    if not journal.readable or not (journal.enables_tls or (journal.old and journal.previous_web_protocol in HTTPS_PROTOCOLS)):
         return "the journal cannot be read as this role's journal; check the host and remove it by hand"
     return None
 
@@ -249,6 +278,11 @@ def recover(journal: RunJournal | None, info: Mapping[str, Any], prefer: str) ->
     unusable = _unusable(journal, info)
     if unusable is not None:
         return _empty("manual", unusable, journal, None)
+    return _enable_tls_recovery(journal, info, prefer) if journal.enables_tls else _replacement_recovery(journal, info, prefer)
+
+
+def _replacement_recovery(journal: RunJournal, info: Mapping[str, Any], prefer: str) -> Recovery:
+    """A run that replaced a bound certificate: roll back while the previous one is usable, else complete."""
     old = str(journal.old)
     protocol = journal.previous_web_protocol
     config_tls = bool(journal.config_tls)

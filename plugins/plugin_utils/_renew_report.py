@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import as_dict, upper
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import PLAIN_HTTP_PROTOCOL, as_dict, upper
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import Plan
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_precheck import role_wording
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_recovery import COMPLETE, ROLLBACK, Recovery
@@ -90,7 +90,8 @@ def outcome(
         imported = upper(failed_result.get("imported_thumbprint"))
         if imported and recovery.action == ROLLBACK:
             what += f"; the imported certificate {imported} stays in LocalMachine\\My"
-        parts.append(f"recovery: {recovery.reason} ({what}); verified: the server serves {recovery.expect or 'the renewed certificate'}")
+        served = recovery.expect or ("plain HTTP" if recovery.web_protocol == PLAIN_HTTP_PROTOCOL else "the renewed certificate")
+        parts.append(f"recovery: {recovery.reason} ({what}); verified: the server serves {served}")
     elif recovery.acts:
         problems = recovery_errors + [str(p) for p in as_dict(verified).get("problems") or []]
         parts.append(f"recovery did not complete ({recovery.reason}): {'; '.join(problems) or 'not verified'}; the journal is kept for the next run")
@@ -154,7 +155,8 @@ def summary_result(planned: Plan, new_thumbprint: str | None, resumed: str | Non
     outcomes = (
         (action == "unreachable", "unreachable"),
         (failed or action == "unreadable", "failed"),
-        (upper(new_thumbprint) is not None, "renewed"),
+        (upper(new_thumbprint) is not None, "tls_enabled" if planned.enable_tls else "renewed"),
+        (check_mode and action == "renew" and planned.enable_tls, "would_enable_tls"),
         (check_mode and action in ("renew", "resume"), f"would_{action}"),
         (action == "blocked", "blocked"),
         (action == "busy", "busy"),
@@ -183,6 +185,8 @@ def summary(planned: Plan, info: Mapping[str, Any], record: RunRecord) -> HostSu
     reason = planned.reason
     if result == "failed":
         reason = (failure.message if failure else "") or reason or "failed"
+    elif result == "tls_enabled":
+        reason = f"TLS turned on: {reason}"
     elif result == "renewed":
         reason = f"renewed: {reason}" if planned.status == "due" else "renewed"
     elif result in ("rolled_back", "completed"):

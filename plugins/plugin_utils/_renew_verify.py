@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import as_dict, served, service_running, upper
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import PLAIN_HTTP_PROTOCOL, as_dict, served, service_running, upper
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ def verify(
 ) -> Verification:
     """Whether the host serves ``expected`` as a renewal (or a rollback) should leave it (see plugins/filter/renew_verify.yml)."""
     wanted = upper(expected)
+    if wanted is None and web_protocol == PLAIN_HTTP_PROTOCOL:
+        return _verify_plain_http(info)
     if wanted is None:
         return Verification(False, ("no certificate to verify",), None, serving_tls(info))
     problems: list[str] = []
@@ -79,3 +81,19 @@ def verify(
             )
     problems += _certificate_problems(as_dict(web.get("certificate")), wanted, require_valid)
     return Verification(not problems, tuple(problems), wanted, serving_tls(info))
+
+
+def _verify_plain_http(info: Mapping[str, Any]) -> Verification:
+    """Whether the host serves plain HTTP as it did before a run that turned TLS on was rolled back."""
+    problems: list[str] = []
+    if not service_running(info):
+        problems.append(f"the service is {as_dict(info.get('service')).get('state', 'missing')}")
+    protocol = as_dict(info.get("web_server")).get("protocol")
+    if protocol != PLAIN_HTTP_PROTOCOL:
+        problems.append(f"the web server protocol is {protocol}, not {PLAIN_HTTP_PROTOCOL}")
+    http = served(info, "web_http")
+    if not http.get("answering"):
+        problems.append(f"the web server does not answer plain HTTP on port {http.get('port')}")
+    elif http.get("http_status") != 200:
+        problems.append(f"GET /version over HTTP answered {http.get('http_status')}, not 200")
+    return Verification(not problems, tuple(problems), None, serving_tls(info))

@@ -140,6 +140,8 @@ def pfx_args(cert: Any, key: Any, password: str | None = PASSWORD, **extra: Any)
         ({"old_thumbprint": OLD, "new_thumbprint": NEW, "settings_files": ["..\\x.json"]}, "without '..'"),
         ({"old_thumbprint": OLD, "pfx_content": "not base64!"}, "pfx_content must be the PFX file encoded as base64"),
         ({"old_thumbprint": OLD, "new_thumbprint": NEW, "restart": "sometimes"}, "restart"),
+        ({"new_thumbprint": NEW}, "update_references is True but all of the following are missing: old_thumbprint"),
+        ({"renew_reusing_key": True, "update_references": False}, "renew_reusing_key: true renews the certificate named by old_thumbprint"),
     ],
 )
 def test_bad_input_fails_before_any_remote_call(args: dict[str, Any], message: str) -> None:
@@ -355,6 +357,27 @@ def test_pfx_import_grant_swap_and_remove_old() -> None:
     again = run_action("xu_cert_swap", args, host)
     assert again["changed"] is False and not again.get("failed"), again
     assert len(host.calls) == 4
+
+
+def test_without_an_old_certificate_a_pfx_is_only_installed_and_made_readable() -> None:
+    # A server that serves plain HTTP has no certificate to replace: the PFX is installed for xu_tls_binding to bind.
+    host, _old, _cert = swap_host()
+    settings_before = dict(host.files)
+    cert, key = mint(FQDN, sans=(FQDN,), days_left=365)
+    new = thumbprint_of(cert)
+    args = pfx_args(cert, key, update_references=False, grant_key_access=True)
+
+    checked = run_action("xu_cert_swap", args, host, check_mode=True)
+    assert checked["changed"] and checked["imported"] and checked["old_thumbprint"] is None and new not in host.thumbprints()
+
+    result = run_action("xu_cert_swap", args, host)
+    assert not result.get("failed") and result["changed"] and result["new_thumbprint"] == new, result
+    assert [op["op"] for op in host.calls[-1]] == ["pfx_import", "key_grant_read", "event_write"]
+    assert new in host.thumbprints() and host.files == settings_before and not result["restarted"]
+    assert f"Certificate {new} installed: imported from a PFX" in host.calls[-1][-1]["args"]["message"]
+
+    again = run_action("xu_cert_swap", args, host)
+    assert again["changed"] is False and not again.get("failed"), again
 
 
 def test_pfx_key_needs_grant_key_access() -> None:

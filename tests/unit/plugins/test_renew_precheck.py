@@ -97,3 +97,10 @@ def test_module_options_are_named_as_the_role_s_variables() -> None:
     )
     # Already a role variable, or part of a longer word: left as it is.
     assert role_wording("xu_renew_pfx_password and my_ca_path") == "xu_renew_pfx_password and my_ca_path"
+
+
+def test_a_pfx_that_turns_tls_on_is_judged_without_a_certificate_to_replace(tmp_path: pathlib.Path) -> None:
+    enabling = plan(old_thumbprint=None, enable_tls=True)
+    assert renew_precheck(enabling, pfx_path=write(tmp_path, good_pfx()), pfx_password=PASSWORD) == enabling
+    refused = renew_precheck(enabling, pfx_path=write(tmp_path, good_pfx()), pfx_password="wrong")  # noqa: S106 - a test value
+    assert refused["action"] == "blocked" and "password (xu_renew_pfx_password) is wrong" in refused["reason"]
