@@ -524,6 +524,11 @@ class SwapPlan:
     def has_work(self) -> bool:
         return bool(self.rewrites or self.pre_ops or self.remove_old or self.restart)
 
+    @classmethod
+    def nothing(cls) -> SwapPlan:
+        """A plan that changes nothing (no certificate chosen yet, or none to choose)."""
+        return cls(new=None, rewrites=[], pre_ops=[], remove_old=False, restart=False, can_roll_back=True, new_certificate=None)
+
 
 def _key_access(
     run: ModuleRun, request: SwapRequest, *, readable: bool | None, thumbprint: str, identity: ServiceIdentity, other_work: bool
@@ -1064,9 +1069,7 @@ def _adopt(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, searched: l
                 f" replace it ({adoption.summary()}); give the new certificate with new_thumbprint, pfx_path or pfx_content",
                 adoption=adoption.to_result(),
             )
-        result = _result(run, request, as_requested(request, SwapPlan(
-            new=None, rewrites=[], pre_ops=[], remove_old=False, restart=False, can_roll_back=True, new_certificate=None,
-        )))
+        result = _result(run, request, as_requested(request, SwapPlan.nothing()))
         result["adoption"] = adoption.to_result()
         return result
     chosen = replace(request, new=adoption.chosen.thumbprint)
@@ -1112,11 +1115,11 @@ def enrol(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, journals: Sw
 def _enrol(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, searched: list[SettingsFile], journals: SwapJournal) -> dict[str, Any]:
     """enroll: a new certificate from the template, then the swap to it as to any certificate in the store."""
     fqdn = request.fqdn or snapshot.fqdn
+    # The swap checks this too, but only after certreq ran: a mistyped old_thumbprint must not cost a certificate.
     if not request.allow_no_reference and not any(references_to(f, request.replaced) for f in searched):
         raise _no_reference_error(request.replaced, searched)
     if run.check_mode:
-        result = _result(run, request, SwapPlan(new=None, rewrites=[], pre_ops=[], remove_old=False, restart=False, can_roll_back=True,
-                                                new_certificate=None))
+        result = _result(run, request, SwapPlan.nothing())
         result.update(changed=True, enrolled=True, restarted=request.update_references and request.restart != "never",
                       removed_old=request.remove_old and request.old in snapshot.certificates)
         return result
