@@ -256,6 +256,35 @@ def timeline(lab: Lab, base: Baseline) -> list[str]:
     return lines
 
 
+def check_host_after_runs(
+    outcome: Outcome, lab: Lab, base: Baseline, state: dict[str, Any], new: str | None, *, no_journal: bool, unknown_settings_kept: bool,
+) -> None:
+    """The checks of the host once a sweep's runs ended, from its ``state`` read then.
+
+    Invariants 1-5 of invariants.check_host (``new``: the certificate the host should now serve, None for the old one),
+    one check each so that a failure names its invariant, and the gate open (exposure as at the baseline). With
+    ``no_journal`` no renew journal is left; with ``unknown_settings_kept`` tls.json keeps the odd settings' unknown object.
+    """
+    problems = check_host(lab, HOST, base, new=new)
+    numbered = tuple(f"invariant {number}:" for number in range(1, 6))
+    for number, prefix in enumerate(numbered, start=1):
+        outcome.check(f"invariant {number}", [p for p in problems if p.startswith(prefix)])
+    outcome.check("no other invariant problem", [p for p in problems if not p.startswith(numbered)])
+
+    exposure = dict(state["firewall"]["exposure"])
+    outcome.check("gate open", [] if exposure == base.exposure else [f"exposure {exposure}, at the baseline {base.exposure}"])
+
+    if no_journal:
+        # Both views of the journal: its file (left even when empty) and what the lab's state lists under renew.
+        journal = lab.dir / "hosts" / HOST / "fs" / JOURNAL
+        left = journal.read_text()[:400] if journal.exists() else state["journals"].get("renew")
+        outcome.check("no journal left", [] if left is None else [f"{JOURNAL} is left: {left}"])
+
+    if unknown_settings_kept:
+        before, after = extra_of(base.tls_json), extra_of((lab.dir / "hosts" / HOST / "fs" / TLS_JSON).read_bytes())
+        outcome.check("the unknown settings kept", [] if after == before else [f"Extra was {before}, is {after}"])
+
+
 def check_runs(outcome: Outcome, runs: list[PlaybookRun | Exception], reported: list[dict[str, Any] | None]) -> None:
     for run_id, run, summary in zip(RUN_IDS, runs, reported, strict=True):
         if isinstance(run, BaseException):
@@ -341,15 +370,7 @@ def scenario_run(scenario: Scenario, args: argparse.Namespace) -> Outcome:
             )
 
         # Invariants 1-5 (exposure, backups, removals; the gate's rules and what is served at the end).
-        problems = check_host(lab, HOST, base, new=new)
-        for number in range(1, 6):
-            outcome.check(f"invariant {number}", [p for p in problems if p.startswith(f"invariant {number}:")])
-        outcome.check("no other invariant problem", [p for p in problems if not p.startswith(tuple(f"invariant {n}:" for n in range(1, 6)))])
-
-        exposure = dict(state["firewall"]["exposure"])
-        outcome.check("gate open", [] if exposure == base.exposure else [f"exposure {exposure}, before the runs {base.exposure}"])
-        journal = lab.dir / "hosts" / HOST / "fs" / JOURNAL
-        outcome.check("no journal left", [f"{JOURNAL} is left: {journal.read_text()[:400]}"] if journal.exists() else [])
+        check_host_after_runs(outcome, lab, base, state, new, no_journal=True, unknown_settings_kept=False)
 
         if outcome.failures:
             outcome.notes += [f"  {HOST} events (lab {lab_dir}):", *timeline(lab, base)]
@@ -508,16 +529,10 @@ def check_fault_run(outcome: Outcome, lab: Lab, base: Baseline, run: PlaybookRun
     on_old = served is not None and served == base.thumbprint
     outcome.check("served certificate", check_certificate(state, base, summary, served, pfx))
 
-    problems = check_host(lab, HOST, base, new=None if on_old else served)
-    for number in range(1, 6):
-        outcome.check(f"invariant {number}", [p for p in problems if p.startswith(f"invariant {number}:")])
-    outcome.check("no other invariant problem", [p for p in problems if not p.startswith(tuple(f"invariant {n}:" for n in range(1, 6)))])
-
-    exposure = dict(state["firewall"]["exposure"])
-    outcome.check("gate open", [] if exposure == base.exposure else [f"exposure {exposure}, before the run {base.exposure}"])
-
-    settings = (lab.dir / "hosts" / HOST / "fs" / TLS_JSON).read_bytes()
+    # A failed run may leave its journal (noted below); a host on a new certificate keeps the unknown settings.
+    check_host_after_runs(outcome, lab, base, state, None if on_old else served, no_journal=False, unknown_settings_kept=not on_old)
     if on_old:
+        settings = (lab.dir / "hosts" / HOST / "fs" / TLS_JSON).read_bytes()
         outcome.check(
             "old certificate: tls.json byte for byte as before",
             [] if settings == base.tls_json else [
@@ -526,9 +541,6 @@ def check_fault_run(outcome: Outcome, lab: Lab, base: Baseline, run: PlaybookRun
                 f"now begins {settings[:160]!r}"
             ],
         )
-    else:
-        before, after = extra_of(base.tls_json), extra_of(settings)
-        outcome.check("new certificate: the unknown settings kept", [] if after == before else [f"Extra was {before}, is {after}"])
 
     journal = lab.dir / "hosts" / HOST / "fs" / JOURNAL
     outcome.notes.append(
@@ -640,14 +652,7 @@ def check_next_run(outcome: Outcome, lab: Lab, base: Baseline, run: PlaybookRun,
     outcome.check("next run renews", [] if run.rc == 0 and (result == "renewed" or finished_before) else [
         f"rc {run.rc}, reports {result!r}: {str((summary or {}).get('reason'))[:300]}"])
     outcome.check("served certificate", check_certificate(state, base, summary, served, pfx))
-    problems = check_host(lab, HOST, base, new=served if served != base.thumbprint else None)
-    for number in range(1, 6):
-        outcome.check(f"invariant {number}", [p for p in problems if p.startswith(f"invariant {number}:")])
-    outcome.check("no other invariant problem", [p for p in problems if not p.startswith(tuple(f"invariant {n}:" for n in range(1, 6)))])
-    outcome.check("gate open", [] if dict(state["firewall"]["exposure"]) == base.exposure else [f"exposure {state['firewall']['exposure']}"])
-    outcome.check("no journal left", [] if not state["journals"].get("renew") else ["the journal is left"])
-    settings = (lab.dir / "hosts" / HOST / "fs" / TLS_JSON).read_bytes()
-    outcome.check("the unknown settings kept", [] if extra_of(settings) == extra_of(base.tls_json) else [f"Extra is {extra_of(settings)}"])
+    check_host_after_runs(outcome, lab, base, state, served if served != base.thumbprint else None, no_journal=True, unknown_settings_kept=True)
     outcome.notes.append(f"next run: {result} (resumed {(summary or {}).get('resumed')}), rc {run.rc}")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -13,41 +12,12 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate i
 from support.action import run_action
 from support.certs import mint
 from support.fake_changes import ChangingFakeHost
+from support.fake_firewall import FirewallFakeHost
 from support.fake_host import FakeHost, tls_json
 
 FQDN = "xu01.example.com"
 TLS = "config\\servers\\tls.json"
 JOURNAL = {"name": "renew", "content": {"step": "started", "mode": "replace"}, "lease_minutes": 30}
-
-
-PROFILES = [{"name": name, "enabled": True, "local_rules_applied": True} for name in ("Domain", "Private", "Public")]
-
-
-@dataclass
-class GateHost(FakeHost):
-    """A host with a rule group per name and a task per name, as Windows keeps them."""
-
-    groups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def op_fw_get(self, args: dict[str, Any]) -> dict[str, Any]:
-        rules = self.groups.get(args["group"], [])
-        return {"rules": rules, "active_rules": [rule["name"] for rule in rules], "profiles": PROFILES}
-
-    def op_fw_set(self, args: dict[str, Any]) -> dict[str, Any]:
-        removed = len(self.groups.get(args["group"], []))
-        self.groups[args["group"]] = [dict(rule) for rule in args["rules"]]
-        return {"removed": removed, "added": len(args["rules"])}
-
-    def op_task_get(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"task": self.tasks.get(args["name"])}
-
-    def op_task_register(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.tasks[args["name"]] = {"name": args["name"], "state": "Ready", "next_run_utc": args["run_at_utc"], "description": args["description"]}
-        return {"registered": True}
-
-    def op_task_remove(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"removed": self.tasks.pop(args["name"], None) is not None}
 
 
 def bound_host() -> tuple[ChangingFakeHost, str, str]:
@@ -149,7 +119,7 @@ def test_a_guard_that_finds_the_host_changed_makes_the_module_read_again_and_go_
 def test_a_caller_that_decided_from_the_state_is_told_and_nothing_is_changed(module: str) -> None:
     # Another run renewed the host between this run's read and its first change: the decision itself is stale.
     bound, old, new = bound_host()
-    host: FakeHost = GateHost(files=dict(bound.files)) if module == "xu_firewall_gate" else bound
+    host: FakeHost = FirewallFakeHost(files=dict(bound.files)) if module == "xu_firewall_gate" else bound
     state = carried(host)
     host.files[TLS] = tls_json(web=new, config=new)
     before = dict(host.files)
@@ -161,7 +131,7 @@ def test_a_caller_that_decided_from_the_state_is_told_and_nothing_is_changed(mod
     # One call, refused at its first guard: no journal, no rule, no write.
     assert len(host.calls) == 2 and ops(host.calls[1])[0] == "file_check"
     assert host.files == before and "renew" not in host.journals and not host.rules
-    assert not isinstance(host, GateHost) or not any(host.groups.values())
+    assert not isinstance(host, FirewallFakeHost) or not any(host.groups.values())
 
 
 def test_a_module_used_alone_sends_no_guard_of_its_own_read() -> None:
@@ -216,7 +186,7 @@ def test_a_host_another_run_holds_is_left_alone() -> None:
 
 
 def test_the_gate_and_the_hold_close_and_open_in_one_call_each() -> None:
-    host = GateHost()
+    host = FirewallFakeHost()
     state = carried(host)
     closed = run_action(
         "xu_firewall_gate",

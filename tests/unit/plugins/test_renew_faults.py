@@ -26,6 +26,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_verify 
 from support.action import run_action
 from support.certs import mint
 from support.fake_changes import TLS_FILE
+from support.fake_firewall import FirewallFakeHost
 from support.fake_swap import FQDN, SwapFakeHost, swap_host
 
 RUN_ID = "run-1"
@@ -37,11 +38,8 @@ FAULT = {"type": "IOException", "message": "injected fault"}
 
 
 @dataclass
-class GatedSwapHost(SwapFakeHost):
-    """SwapFakeHost with a rule group per name (the gate and the HTTP hold are two), as Windows keeps them."""
-
-    groups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+class GatedSwapHost(FirewallFakeHost, SwapFakeHost):
+    """SwapFakeHost with the firewall and tasks of FirewallFakeHost, and absolute paths discovered as the agent does."""
 
     def op_discover(self, args: dict[str, Any]) -> dict[str, Any]:
         result = super().op_discover(args)
@@ -50,26 +48,6 @@ class GatedSwapHost(SwapFakeHost):
             if ABSOLUTE.match(entry["path"]):
                 entry["full_path"] = entry["path"]
         return result
-
-    def op_fw_get(self, args: dict[str, Any]) -> dict[str, Any]:
-        rules = self.groups.get(args["group"], [])
-        profiles = [{"name": name, "enabled": True, "local_rules_applied": True} for name in ("Domain", "Private", "Public")]
-        return {"rules": rules, "active_rules": [rule["name"] for rule in rules], "profiles": profiles}
-
-    def op_fw_set(self, args: dict[str, Any]) -> dict[str, Any]:
-        removed = len(self.groups.get(args["group"], []))
-        self.groups[args["group"]] = [dict(rule) for rule in args["rules"]]
-        return {"removed": removed, "added": len(args["rules"])}
-
-    def op_task_get(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"task": self.tasks.get(args["name"])}
-
-    def op_task_register(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.tasks[args["name"]] = {"name": args["name"], "state": "Ready", "next_run_utc": args["run_at_utc"], "description": args["description"]}
-        return {"registered": True}
-
-    def op_task_remove(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"removed": self.tasks.pop(args["name"], None) is not None}
 
 
 class StepFailed(Exception):
