@@ -12,6 +12,7 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -289,6 +290,39 @@ class PfxPasswordError(Exception):
     def __init__(self, not_a_pfx: bool) -> None:
         super().__init__("not a PFX" if not_a_pfx else "wrong password")
         self.not_a_pfx = not_a_pfx
+
+
+# read_pfx's answer as it crosses a process boundary: ("ok", leaf DER, key PKCS#8 DER or None, friendly name, other DERs)
+# or ("error", not_a_pfx).
+PortablePfx = tuple[Any, ...]
+
+
+def read_pfx_portable(data: bytes, password: str | None) -> PortablePfx:
+    """read_pfx in a form that pickles (offload.run): DER certificates, the key unencrypted."""
+    try:
+        contents = read_pfx(data, password)
+    except PfxPasswordError as exc:
+        return ("error", exc.not_a_pfx)
+    der = serialization.Encoding.DER
+    key = None
+    if contents.key is not None:
+        key = contents.key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return ("ok", contents.certificate.public_bytes(der), key, contents.friendly_name, tuple(o.public_bytes(der) for o in contents.others))
+
+
+def pfx_from_portable(value: PortablePfx) -> PfxContents:
+    """The PfxContents read_pfx_portable describes; PfxPasswordError as read_pfx raises it."""
+    if value[0] == "error":
+        raise PfxPasswordError(not_a_pfx=bool(value[1]))
+    _, leaf, key_der, name, others = value
+    # read_pfx validated the key already (as Windows does on import): loading it again need not.
+    key = serialization.load_der_private_key(key_der, None, unsafe_skip_rsa_key_validation=True) if key_der else None
+    return PfxContents(
+        x509.load_der_x509_certificate(leaf),
+        key if isinstance(key, rsa.RSAPrivateKey) else None,
+        name,
+        tuple(x509.load_der_x509_certificate(other) for other in others),
+    )
 
 
 # The bag attribute "Microsoft CSP Name" (1.3.6.1.4.1.311.17.1), DER-encoded, as Windows' PFX export writes it.

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from . import layout
+from . import layout, offload
 from .accounts import LAB_ADMIN_USER, LAB_DOMAIN_NETBIOS
 from .addresses import claim_addresses, host_name, release_addresses
 from .ca import CertificateAuthority
@@ -329,6 +329,7 @@ async def serve(options: FleetOptions) -> None:
         loop.add_signal_handler(signum, stopping.set)
     control = await asyncio.start_unix_server(fleet.serve_control, str(socket_path))
     os.chmod(socket_path, 0o600)
+    offload.start()
     try:
         await fleet.start()
         await stopping.wait()
@@ -336,6 +337,7 @@ async def serve(options: FleetOptions) -> None:
     finally:
         control.close()
         await fleet.stop()
+        offload.stop()
         release_addresses(directory)
         socket_path.unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError):

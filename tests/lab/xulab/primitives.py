@@ -18,8 +18,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from . import offload
 from .accounts import account_sid
-from .ca import PfxPasswordError, generate_key, is_intermediate, pfx_key_provider, read_pfx
+from .ca import PfxPasswordError, generate_key, is_intermediate, pfx_from_portable, pfx_key_provider, read_pfx_portable
 from .ca import thumbprint as der_thumbprint
 from .certstore import KeyContainer, default_machine_key_acl, normalise_thumbprint
 from .enrolment import EnrolmentRequest, certreq_enrol
@@ -223,7 +224,7 @@ async def pfx_import(host: Host, a: Args) -> Result:
         # Windows Server 2016's PFXImportCertStore knows no PBES2 and takes the file for one with another password.
         raise PrimitiveError("CryptographicException", "The specified network password is not correct.")
     try:
-        contents = read_pfx(data, None if password is None else as_text(password))
+        contents = pfx_from_portable(await offload.run(read_pfx_portable, data, None if password is None else as_text(password)))
     except PfxPasswordError as exc:
         message = "Cannot find the requested object." if exc.not_a_pfx else "The specified network password is not correct."
         raise PrimitiveError("CryptographicException", message) from exc

@@ -9,10 +9,12 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from lab.labkit import AgentCall, HostFactory, events, only_result, results, run
 
-from xulab.ca import is_intermediate, read_pfx
+from xulab import offload
+from xulab.ca import PfxPasswordError, is_intermediate, pfx_from_portable, read_pfx, read_pfx_portable
 from xulab.certstore import StoredCertificate
 from xulab.host import Host
 from xulab.renewals import issue_pfx
@@ -122,5 +124,31 @@ def test_a_pfx_of_the_leaf_alone_adds_no_chain(host_factory: HostFactory, agent_
             _result, answer = await agent_call(host, [pfx_import(minted)])
             thumbprint = StoredCertificate(certificate, None).thumbprint
             assert only_result(answer) == {"thumbprint": thumbprint, "already_present": False, "repaired": False, "chain_added": []}
+
+    run(scenario())
+
+
+def test_a_pfx_opened_in_a_worker_process_is_the_pfx_opened_in_place(host_factory: HostFactory) -> None:
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            data = base64.b64decode(str(issue_pfx(host, PASSWORD, intermediate=True)["pfx_b64"]))
+            in_place = read_pfx(data, PASSWORD)
+            offload.start()
+            try:
+                portable = await offload.run(read_pfx_portable, data, PASSWORD)
+                wrong = await offload.run(read_pfx_portable, data, "not it")
+                garbage = await offload.run(read_pfx_portable, b"not a pfx", None)
+            finally:
+                offload.stop()
+            crossed = pfx_from_portable(portable)
+            assert crossed.certificate == in_place.certificate and crossed.others == in_place.others
+            assert crossed.friendly_name == in_place.friendly_name
+            assert crossed.key is not None and in_place.key is not None
+            assert crossed.key.private_numbers() == in_place.key.private_numbers()
+            # The password and format errors come back as read_pfx raises them.
+            for answer, not_a_pfx in ((wrong, False), (garbage, True)):
+                with pytest.raises(PfxPasswordError) as raised:
+                    pfx_from_portable(answer)
+                assert raised.value.not_a_pfx is not_a_pfx
 
     run(scenario())
