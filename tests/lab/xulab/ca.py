@@ -314,7 +314,7 @@ def pfx_from_portable(value: PortablePfx) -> PfxContents:
     """The PfxContents read_pfx_portable describes; PfxPasswordError as read_pfx raises it."""
     if value[0] == "error":
         raise PfxPasswordError(not_a_pfx=bool(value[1]))
-    _, leaf, key_der, name, others = value
+    leaf, key_der, name, others = value[1:]
     # read_pfx validated the key already (as Windows does on import): loading it again need not.
     key = serialization.load_der_private_key(key_der, None, unsafe_skip_rsa_key_validation=True) if key_der else None
     return PfxContents(
