@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import adoption_in_report
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import Adoption, adoption_in_report
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import lease_owner
@@ -311,12 +311,17 @@ class RenewalRequest:
     bind_config_server: bool = False
 
 
-def _adopted(info: Mapping[str, Any], assessed: Due, request: RenewalRequest, now: datetime.datetime) -> dict[str, Any]:
-    """adopt mode: the swap to the best certificate in the store, or why there is none (as the plan's changes)."""
+def _adoption(info: Mapping[str, Any], request: RenewalRequest, now: datetime.datetime) -> Adoption:
+    """adopt mode's choice among the certificates in the host's report; a report it cannot judge is a PlanError."""
     try:
-        adoption = adoption_in_report(info, request.adopt_issuer or None, request.adopt_min_days, now)
+        return adoption_in_report(info, request.adopt_issuer or None, request.adopt_min_days, now)
     except XuError as e:
         raise PlanError(str(e)) from None
+
+
+def _adopted(info: Mapping[str, Any], assessed: Due, request: RenewalRequest, now: datetime.datetime) -> dict[str, Any]:
+    """adopt mode: the swap to the best certificate in the store, or why there is none (as the plan's changes)."""
+    adoption = _adoption(info, request, now)
     if adoption.chosen is not None:
         chosen = adoption.chosen
         reason = f"{chosen.thumbprint} in LocalMachine\\My can replace it (expires {iso(chosen.not_after)})"
@@ -486,8 +491,11 @@ def _enable_tls_scope(info: Mapping[str, Any], decided: Plan, assessed: Due, req
     """The plan when xu_renew_enable_tls decides it (a host serving plain HTTP; with tls_off_only, every host), else None."""
     if request.enable_tls and assessed.reason == TLS_OFF_REASON:
         return _enable_tls_plan(info, decided, request, now)
-    if not request.tls_off_only or assessed.status == "skip":
-        return None if not request.tls_off_only else decided
+    if not request.tls_off_only:
+        return None
+    if assessed.status == "skip":
+        # Skipped for a reason of its own (unread, not found): enable_tls.yml reports it as is.
+        return decided
     protocol = as_dict(info.get("web_server")).get("protocol")
     return replace(decided, status="not_due", reason=f"TLS is on already ({protocol}, {assessed.old_thumbprint}); enable_tls.yml leaves it alone")
 
@@ -506,10 +514,7 @@ def _enable_tls_plan(info: Mapping[str, Any], decided: Plan, request: RenewalReq
         return replace(decided, action="blocked", reason=f"{decided.reason}; reuse_key renews a bound certificate and none is bound:"
                        " use xu_renew_mode adopt, enroll or replace")
     if mode == "adopt":
-        try:
-            adoption = adoption_in_report(info, request.adopt_issuer or None, request.adopt_min_days, now)
-        except XuError as e:
-            raise PlanError(str(e)) from None
+        adoption = _adoption(info, request, now)
         if adoption.chosen is None:
             return replace(decided, action="blocked", reason=f"{decided.reason}; no certificate in LocalMachine\\My can serve it ({adoption.summary()})")
         source: dict[str, Any] = {"source": "thumbprint", "new_thumbprint": adoption.chosen.thumbprint}
