@@ -28,7 +28,8 @@ rewrite (``"Extra": {"Ratio": 2.50, "Limit": 1e3, "Name": "\\u00e9\\/x"}``). Aft
 * the run's summary reports ``renewed`` or ``failed``, nothing else (the reference run: ``renewed``);
 * a renewed host serves the new certificate it reported; a failed one the old certificate or a valid new one (for
   replace mode: the PFX's);
-* the gate is open (exposure as before the run);
+* the gate is open (exposure as before the run), and no journal is left: the fault fires once, so the run's own
+  recovery gets past it and completes;
 * a host left on its old certificate has tls.json byte for byte as before the run (a rollback never re-serialises);
   a host on a new one keeps the unknown object's values.
 
@@ -59,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -74,6 +76,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -219,6 +222,37 @@ def prepare_pfx(lab: Lab, directory: pathlib.Path) -> tuple[tuple[str, ...], str
     return extra, pfx_thumbprint(pfx, password)
 
 
+
+@contextlib.contextmanager
+def scenario_directory(outcome: Outcome, name: str, args: argparse.Namespace) -> Iterator[pathlib.Path]:
+    """A directory for one scenario (its lab in ``lab``); the lab is stopped and the directory removed (unless --keep) at the end.
+
+    An exception in the scenario is recorded as a failed check: a scenario that could not run is a failure, the others go on.
+    """
+    began = time.monotonic()
+    directory = pathlib.Path(tempfile.mkdtemp(prefix=f"xu-chaos-{name}-"))
+    outcome.directory = directory
+    try:
+        yield directory
+    except Exception as error:
+        outcome.check("scenario ran", [f"{type(error).__name__}: {error}", traceback.format_exc(limit=3)])
+    finally:
+        stop_lab(directory / "lab")
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+        outcome.seconds = time.monotonic() - began
+
+
+def renew_lab(directory: pathlib.Path, mode: str, strategy: str, args: argparse.Namespace, *extra: str) -> tuple[FastLab, tuple[str, ...], str | None]:
+    """A fresh one-host lab in ``directory``/lab, the renew playbook's extra vars for the mode and strategy, and the PFX (replace)."""
+    lab = fresh_lab(directory / "lab", args.restart_delay)
+    renew_vars: tuple[str, ...] = ("-e", f"xu_renew_mode={mode}", "-e", f"xu_renew_strategy={strategy}", *extra)
+    pfx = None
+    if mode == "replace":
+        pfx_args, pfx = prepare_pfx(lab, directory)
+        renew_vars += pfx_args
+    return lab, renew_vars, pfx
+
 def run_pair(lab: Lab, directory: pathlib.Path, extra: tuple[str, ...], offset: float) -> tuple[list[PlaybookRun | Exception], list[float]]:
     """Run A now and run B ``offset`` seconds later, each in its own thread; both results once both ended."""
     results: list[PlaybookRun | Exception] = [RuntimeError("not run"), RuntimeError("not run")]
@@ -329,17 +363,8 @@ def check_winner(outcome: Outcome, reported: list[dict[str, Any] | None], base: 
 
 def scenario_run(scenario: Scenario, args: argparse.Namespace) -> Outcome:
     outcome = Outcome(scenario)
-    began = time.monotonic()
-    directory = pathlib.Path(tempfile.mkdtemp(prefix=f"xu-chaos-{scenario.mode}-{scenario.strategy}-{scenario.offset:g}-"))
-    outcome.directory = directory
-    lab_dir = directory / "lab"
-    try:
-        lab = fresh_lab(lab_dir, args.restart_delay)
-        extra: tuple[str, ...] = ("-e", f"xu_renew_mode={scenario.mode}", "-e", f"xu_renew_strategy={scenario.strategy}")
-        pfx = None
-        if scenario.mode == "replace":
-            pfx_args, pfx = prepare_pfx(lab, directory)
-            extra += pfx_args
+    with scenario_directory(outcome, f"{scenario.mode}-{scenario.strategy}-{scenario.offset:g}", args) as directory:
+        lab, extra, pfx = renew_lab(directory, scenario.mode, scenario.strategy, args)
         base = baseline(lab, HOST)
 
         runs, started = run_pair(lab, directory, extra, scenario.offset)
@@ -373,18 +398,11 @@ def scenario_run(scenario: Scenario, args: argparse.Namespace) -> Outcome:
         check_host_after_runs(outcome, lab, base, state, new, no_journal=True, unknown_settings_kept=False)
 
         if outcome.failures:
-            outcome.notes += [f"  {HOST} events (lab {lab_dir}):", *timeline(lab, base)]
+            outcome.notes += [f"  {HOST} events (lab {lab.dir}):", *timeline(lab, base)]
             for run_id, run in zip(RUN_IDS, runs, strict=True):
                 if isinstance(run, PlaybookRun):
                     failed = [f"    {run_id} failed task {e['task']!r}: {str(e['result'].get('msg'))[:300]}" for e in run.results if e["status"] == "failed"]
                     outcome.notes += failed
-    except Exception as error:  # a scenario that could not run is a failure, the others go on
-        outcome.check("scenario ran", [f"{type(error).__name__}: {error}", traceback.format_exc(limit=3)])
-    finally:
-        stop_lab(lab_dir)
-        if not args.keep:
-            shutil.rmtree(directory, ignore_errors=True)
-    outcome.seconds = time.monotonic() - began
     return outcome
 
 # -- the faults sweep ------------------------------------------------------------------------------
@@ -463,20 +481,11 @@ def remote_ops(lab: Lab, base: Baseline) -> list[str]:
 def fault_run(scenario: FaultScenario, args: argparse.Namespace) -> tuple[Outcome, list[str]]:
     """One renew run on a fresh lab, with the odd settings file and the scenario's fault; its checks, and the primitives sent."""
     outcome = Outcome(scenario, sweep="faults")
-    began = time.monotonic()
     name = f"{scenario.kind}-{scenario.op}" if scenario.kind else "reference"
-    directory = pathlib.Path(tempfile.mkdtemp(prefix=f"xu-chaos-{scenario.mode}-{scenario.strategy}-{name}-"))
-    outcome.directory = directory
-    lab_dir = directory / "lab"
     ops: list[str] = []
     run_id = FAULT_RUN_ID if scenario.kind else REFERENCE_RUN_ID
-    try:
-        lab = fresh_lab(lab_dir, args.restart_delay)
-        extra: tuple[str, ...] = ("-e", f"xu_renew_mode={scenario.mode}", "-e", f"xu_renew_strategy={scenario.strategy}")
-        pfx = None
-        if scenario.mode == "replace":
-            pfx_args, pfx = prepare_pfx(lab, directory)
-            extra += pfx_args
+    with scenario_directory(outcome, f"{scenario.mode}-{scenario.strategy}-{name}", args) as directory:
+        lab, extra, pfx = renew_lab(directory, scenario.mode, scenario.strategy, args)
         odd_settings(lab)
         base = baseline(lab, HOST)
         if scenario.kind:
@@ -489,13 +498,6 @@ def fault_run(scenario: FaultScenario, args: argparse.Namespace) -> tuple[Outcom
         (tmp / "stdout.log").write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
         ops = remote_ops(lab, base)
         check_fault_run(outcome, lab, base, run, pfx)
-    except Exception as error:  # a scenario that could not run is a failure, the others go on
-        outcome.check("scenario ran", [f"{type(error).__name__}: {error}", traceback.format_exc(limit=3)])
-    finally:
-        stop_lab(lab_dir)
-        if not args.keep:
-            shutil.rmtree(directory, ignore_errors=True)
-    outcome.seconds = time.monotonic() - began
     return outcome, ops
 
 
@@ -529,8 +531,9 @@ def check_fault_run(outcome: Outcome, lab: Lab, base: Baseline, run: PlaybookRun
     on_old = served is not None and served == base.thumbprint
     outcome.check("served certificate", check_certificate(state, base, summary, served, pfx))
 
-    # A failed run may leave its journal (noted below); a host on a new certificate keeps the unknown settings.
-    check_host_after_runs(outcome, lab, base, state, None if on_old else served, no_journal=False, unknown_settings_kept=not on_old)
+    # One fault fires once: the run's own recovery gets past it, so it completes and removes its journal. A host on a
+    # new certificate keeps the unknown settings.
+    check_host_after_runs(outcome, lab, base, state, None if on_old else served, no_journal=True, unknown_settings_kept=not on_old)
     if on_old:
         settings = (lab.dir / "hosts" / HOST / "fs" / TLS_JSON).read_bytes()
         outcome.check(
@@ -542,12 +545,10 @@ def check_fault_run(outcome: Outcome, lab: Lab, base: Baseline, run: PlaybookRun
             ],
         )
 
-    journal = lab.dir / "hosts" / HOST / "fs" / JOURNAL
     outcome.notes.append(
         f"{result} (step {(summary or {}).get('failed_step')}), rc {run.rc}, serves the "
         + ("old certificate" if on_old else f"new {served}")
         + ("" if not scenario.kind else ", fault fired" if fired else ", fault never fired")
-        + (", journal left" if journal.exists() else "")
     )
     if summary is not None and result != "renewed":
         outcome.notes.append(f"  reason: {str(summary.get('reason'))[:400]}")
@@ -569,18 +570,8 @@ def remote_calls(lab: Lab, base: Baseline) -> int:
 def kill_run(scenario: KillScenario, args: argparse.Namespace) -> Outcome:
     """Kill the controller after the host answered its k-th call; the next run, once the lease has expired, must renew."""
     outcome = Outcome(scenario, sweep="kills")
-    began = time.monotonic()
-    directory = pathlib.Path(tempfile.mkdtemp(prefix=f"xu-chaos-kill-{scenario.mode}-{scenario.strategy}-{scenario.after_call}-"))
-    outcome.directory = directory
-    lab_dir = directory / "lab"
-    try:
-        lab = fresh_lab(lab_dir, args.restart_delay)
-        extra: tuple[str, ...] = ("-e", f"xu_renew_mode={scenario.mode}", "-e", f"xu_renew_strategy={scenario.strategy}",
-                                  "-e", "xu_renew_gate_auto_open_after=1")
-        pfx = None
-        if scenario.mode == "replace":
-            pfx_args, pfx = prepare_pfx(lab, directory)
-            extra += pfx_args
+    with scenario_directory(outcome, f"kill-{scenario.mode}-{scenario.strategy}-{scenario.after_call}", args) as directory:
+        lab, extra, pfx = renew_lab(directory, scenario.mode, scenario.strategy, args, "-e", "xu_renew_gate_auto_open_after=1")
         odd_settings(lab)
         base = baseline(lab, HOST)
         reached = killed_run(lab, base, extra, scenario.after_call, directory / "killed.log")
@@ -605,13 +596,6 @@ def kill_run(scenario: KillScenario, args: argparse.Namespace) -> Outcome:
         outcome.notes.insert(0, f"killed after call {reached}; " + outcome.notes.pop(0))
         if outcome.failures:
             outcome.notes += [f"  {HOST} events (lab {lab.dir}):", *timeline(lab, base)]
-    except Exception as error:  # a scenario that could not run is a failure, the others go on
-        outcome.check("scenario ran", [f"{type(error).__name__}: {error}", traceback.format_exc(limit=3)])
-    finally:
-        stop_lab(lab_dir)
-        if not args.keep:
-            shutil.rmtree(directory, ignore_errors=True)
-    outcome.seconds = time.monotonic() - began
     return outcome
 
 
@@ -758,8 +742,6 @@ def print_totals(outcomes: list[Outcome], began: float) -> int:
             injected = [o for o in done if isinstance(o.scenario, FaultScenario) and o.scenario.kind]
             never = [str(o.scenario) for o in injected if not o.notes or "fault never fired" in o.notes[0]]
             fired = f", faults fired: {len(injected) - len(never)}/{len(injected)}" + (f" (not: {', '.join(never)})" if never else "")
-            kept = [str(o.scenario) for o in done if o.notes and "journal left" in o.notes[0]]
-            fired += f", journal left by {len(kept)} run(s)" + (f" ({', '.join(kept)})" if kept else "")
         print(
             f"{sweep}: scenarios: {len(done)}, runs: {sum(o.runs for o in done)}, checks: {sum(o.checks for o in done)}, "
             f"failures: {sum(len(o.failures) for o in done)}{fired}"

@@ -337,3 +337,28 @@ def test_a_fault_at_each_step_leaves_the_host_serving_as_before(mode: str, strat
     assert verify(after, served, decided.previous_web_protocol, decided.config_tls, require_valid=not old_usable).ok
     assert host.journals == {}, reported["message"]
     assert after["gate"]["state"] == "open" and not any(host.groups.values()), after["gate"]
+
+
+def test_a_settings_write_that_fails_after_the_renewal_is_completed_without_the_backup_it_never_made() -> None:
+    """reuse_key/minimal_outage: certreq renewed (the old certificate is archived), then writing tls.json failed.
+
+    The journal written in that call names the backup the write would have made; it was never made. The
+    settings are as before the run, so the recovery binds the renewed certificate without restoring anything.
+    """
+    host, old, _new = host_for("reuse_key")
+    tls_before = host.files[TLS_FILE]
+    info = read(host)
+    decided = plan(info, "reuse_key", "minimal_outage", RenewalRequest(run_id=RUN_ID))
+    run = Run(host, decided, start_journal(decided, RUN_ID, "2026-11-26T20:00:00Z"), info["host_state"])
+    host.fail_once["file_write"] = dict(FAULT)
+    with pytest.raises(StepFailed) as failed:
+        step_renew(run, last=True)
+    host.fail_once.clear()
+    assert host.files[TLS_FILE] == tls_before
+    reported = rescue(run, failed.value)
+    after = read(host)
+    served = after["served"]["web_https"]["thumbprint"]
+    assert served not in (None, old), reported["message"]
+    assert reported["recovered"] is True, reported["message"]
+    assert "does not exist" not in reported["message"], reported["message"]
+    assert host.journals == {}, reported["message"]
