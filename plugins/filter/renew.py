@@ -84,12 +84,27 @@ def renew_due(
     return due(as_dict(info), window[0], bool(force), window[1], now or utc_now()).as_fact()
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with Ansible's lazy containers turned into plain dicts, lists and tuples.
+
+    A lazy container carries the templating machinery with it: the argument validator's deep copy of one
+    copies that too, at a cost of up to a second of CPU.
+    """
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
 def renew_options(values: Any, host: str, entry_point: str = "main") -> dict[str, Any]:
     """The role's variables with their documented types (see _renew_options); AnsibleFilterError names a wrong one."""
     if not isinstance(values, Mapping):
         raise AnsibleFilterError(f"renew_options takes a dict of the role's variables, not {type(values).__name__}")
     try:
-        return typed_renew_options(values, str(host), entry_point)
+        return typed_renew_options(_plain(values), str(host), entry_point)
     except RoleOptionsError as e:
         raise AnsibleFilterError(f"The renew role's variables: {e}") from None
 

@@ -199,7 +199,7 @@ def _rollback(journal: RunJournal, old: str, old_in_force: bool, file_original: 
     return replace(recovery, rebind=replace(rebind, restart=IF_CHANGED), reason=f"no backup was recorded; the previous values are set back, serving {old}")
 
 
-def _forward(journal: RunJournal, info: Mapping[str, Any], old: str, new: str | None, new_in_force: bool, file_original: bool) -> Recovery:
+def _forward(journal: RunJournal, info: Mapping[str, Any], old: str, new: str | None, *, new_in_force: bool, file_original: bool) -> Recovery:
     recovery = replace(
         _empty(COMPLETE, "", journal, new),
         new_thumbprint=new,
@@ -293,11 +293,11 @@ def _replacement_recovery(journal: RunJournal, info: Mapping[str, Any], prefer: 
     new_in_force = new is not None and verify(info, new, protocol, config_tls).ok
     old_in_force = file_original and verify(info, old, protocol, config_tls, require_valid=False).ok
     if prefer == COMPLETE and new_in_force:
-        return _forward(journal, info, old, new, True, file_original)
+        return _forward(journal, info, old, new, new_in_force=True, file_original=file_original)
     if usable(info, old):
         return _rollback(journal, old, old_in_force, file_original)
     if usable(info, new) or (new is None and journal.mode == "reuse_key"):
-        return _forward(journal, info, old, new, new_in_force, file_original)
+        return _forward(journal, info, old, new, new_in_force=new_in_force, file_original=file_original)
     return _empty(
         "manual",
         f"neither the previous certificate {old} nor a new one is usable in LocalMachine\\My; the settings are left as they are",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pathlib
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -142,3 +144,36 @@ def test_after_the_entry_the_role_reads_only_typed_variables() -> None:
 def test_a_list_from_a_textarea_answer_splits_at_line_breaks() -> None:
     assert typed(mode="reuse_key", gate_allow_from="10.0.0.5\n2001:db8::/64\n\n")["gate_allow_from"] == ["10.0.0.5", "2001:db8::/64"]
     assert typed(mode="reuse_key", gate_allow_from="")["gate_allow_from"] == []
+
+
+class CopyCounting(list):  # type: ignore[type-arg]
+    """A list that counts its deep copies, as Ansible's lazy containers would be copied with their templating machinery."""
+
+    copies = 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        CopyCounting.copies += 1
+        return list(self)
+
+
+def test_the_variables_are_checked_as_plain_data_never_by_copying_the_containers_ansible_hands_in() -> None:
+    CopyCounting.copies = 0
+    options = typed(mode="replace", gate_allow_from=CopyCounting(["10.0.0.5", "192.0.2.0/24"]), extra_dns_names=CopyCounting(["xu"]))
+    assert options["gate_allow_from"] == ["10.0.0.5", "192.0.2.0/24"] and options["extra_dns_names"] == ["xu"]
+    assert type(options["gate_allow_from"]) is list
+    assert CopyCounting.copies == 0
+
+
+def test_the_action_plugins_bring_the_role_filters_into_the_process_that_forks_the_workers() -> None:
+    """Ansible loads action plugins in its main process and forks a worker per task: a filter module imported there
+    is not compiled again in every worker."""
+    script = (
+        "import sys\n"
+        "from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder\n"
+        f"_AnsibleCollectionFinder(paths=[{str(REPO / '.collections')!r}])._install()\n"
+        "import ansible_collections.xtractuniversal.tls.plugins.action.xu_tls_info\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ansible_collections.xtractuniversal.tls.plugins.filter.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    loaded = done.stdout.strip()
+    assert "plugins.filter.renew'" in loaded and "plugins.filter.report'" in loaded, done.stdout + done.stderr
