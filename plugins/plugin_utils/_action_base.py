@@ -105,12 +105,6 @@ class XuActionBase(ActionBase):
     REQUIRED_ONE_OF: ClassVar[list[list[str]]] = []
     REQUIRED_TOGETHER: ClassVar[list[list[str]]] = []
     REQUIRED_IF: ClassVar[list[Any]] = []
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # An action plugin's module is loaded in the controller's main process, once its own imports are
-        # complete (so the filters' imports cannot come back to a module half loaded).
-        _load_filters_before_forks()
     REQUIRED_BY: ClassVar[dict[str, Any]] = {}
     # Secrets, masked wherever they appear in a result. DOCUMENTATION has no key for this
     # (validate-modules rejects one), so the action names them.
@@ -118,6 +112,12 @@ class XuActionBase(ActionBase):
 
     TRANSFERS_FILES = False
     _requires_connection = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # An action plugin's module is loaded in the controller's main process, once its own imports are
+        # complete (so the filters' imports cannot come back to a module half loaded).
+        _load_filters_before_forks()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -244,4 +244,3 @@ def _load_filters_before_forks() -> None:
     """
     for name in ("renew", "report"):
         importlib.import_module(f"ansible_collections.{COLLECTION}.plugins.filter.{name}")
-
