@@ -222,7 +222,6 @@ def prepare_pfx(lab: Lab, directory: pathlib.Path) -> tuple[tuple[str, ...], str
     return extra, pfx_thumbprint(pfx, password)
 
 
-
 @contextlib.contextmanager
 def scenario_directory(outcome: Outcome, name: str, args: argparse.Namespace) -> Iterator[pathlib.Path]:
     """A directory for one scenario (its lab in ``lab``); the lab is stopped and the directory removed (unless --keep) at the end.
@@ -252,6 +251,7 @@ def renew_lab(directory: pathlib.Path, mode: str, strategy: str, args: argparse.
         pfx_args, pfx = prepare_pfx(lab, directory)
         renew_vars += pfx_args
     return lab, renew_vars, pfx
+
 
 def run_pair(lab: Lab, directory: pathlib.Path, extra: tuple[str, ...], offset: float) -> tuple[list[PlaybookRun | Exception], list[float]]:
     """Run A now and run B ``offset`` seconds later, each in its own thread; both results once both ended."""
