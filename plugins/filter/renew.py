@@ -19,7 +19,8 @@ the dict the role reads:
 ``renew_summary``   the per-host summary the role returns as facts and through set_stats (_renew_report)
 ``renew_totals``    how many hosts ended with each result, for the fleet summary (_renew_report)
 ``renew_errors``    the messages of the registered results that failed (_renew_report)
-``renew_halt``      whether an earlier batch failed more than allowed, so this one must not start (_renew_fleet)
+``renew_batches``   the renew play's batch sizes, from xu_renew_serial or the default for the mode (_renew_fleet)
+``renew_halt``      whether the earlier batches failed more than allowed, so this one must not start (_renew_fleet)
 ``renew_fleet``     the fleet summary's lines, totals and the hosts that fail the run (_renew_fleet)
 
 Each filter has its documentation in ``plugins/filter/<name>.yml``.
@@ -35,7 +36,7 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import batch_halt, fleet_report
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import BatchesError, batch_halt, batch_sizes, fleet_report
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import as_dict
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_journal import RunJournal, after_step, parse_journal, start_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import RoleOptionsError
@@ -292,8 +293,16 @@ def _summaries(value: Any) -> dict[str, Mapping[str, Any]]:
     return {str(host): summary for host, summary in value.items() if isinstance(summary, Mapping)}
 
 
+def renew_batches(serial: Any, mode: Any = None, strategy: Any = None) -> list[int | str]:
+    """The renew play's ``serial``: xu_renew_serial as batch sizes, or the default for the mode and strategy."""
+    try:
+        return batch_sizes(serial, None if mode is None else str(mode), None if strategy is None else str(strategy))
+    except BatchesError as error:
+        raise AnsibleFilterError(str(error)) from None
+
+
 def renew_halt(summaries: Any, batches: Any, current: Any, max_fail_percentage: Any) -> dict[str, Any]:
-    """{halt, reason}: whether this batch must not start, because an earlier one failed more than allowed."""
+    """{halt, reason}: whether this batch must not start, because the earlier ones failed more than allowed."""
     try:
         percentage = int(max_fail_percentage)
     except (TypeError, ValueError):
@@ -333,6 +342,7 @@ class FilterModule:
             "renew_summary": renew_summary,
             "renew_errors": renew_errors,
             "renew_totals": renew_totals,
+            "renew_batches": renew_batches,
             "renew_halt": renew_halt,
             "renew_fleet": renew_fleet,
         }

@@ -5,23 +5,99 @@
 Ansible's own ``max_fail_percentage`` (and a batch that fails whole) ends the playbook, so the
 fleet summary, the AWX totals and the hosts never attempted would vanish with it. The renew
 playbook therefore keeps every host in the play: a host's failure is recorded in its summary,
-each batch checks the batches before it (``batch_halt``), and a last play reports on every
+each batch checks the batches before it, together (``batch_halt``), and a last play reports on every
 host targeted and fails the ones that were due but not renewed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import yaml
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines
 
 # Results of a host that count against its batch: it was attempted and did not end well.
 BATCH_FAILURES = frozenset({"failed", "unreachable"})
+# The result of a host that a halted run left alone.
+NOT_ATTEMPTED = "not_attempted"
 # Results whose mode and strategy say how the host was changed.
 ACTED = frozenset({"renewed", "tls_enabled", "failed", "completed", "rolled_back"})
 REASON_INDENT = "  "
+# reuse_key/documented locks each server's clients out from before its first restart to after its second; the
+# controller hands out every host's tasks from one process, so in a big batch each task in that span waits for the
+# others'. Three at a time keep each lockout that of the canary (docs/renew.md, Benchmark).
+LOCKOUT_BATCH_SIZE = 3
+CANARY_THEN_THE_REST: tuple[int | str, ...] = (1, "100%")
+CANARY_THEN_SMALL_BATCHES: tuple[int | str, ...] = (1, LOCKOUT_BATCH_SIZE)
+_PERCENT = re.compile(r"([0-9]+)%")
+_SIZE_SEPARATORS = re.compile(r"[,\s]+")
+
+
+class BatchesError(ValueError):
+    """xu_renew_serial cannot be read as Ansible's batch sizes; the message names the variable."""
+
+
+def default_batches(mode: str | None, strategy: str | None) -> list[int | str]:
+    """The renew play's batches when ``xu_renew_serial`` is not set.
+
+    The play sees the mode and strategy only as extra vars: one it cannot see is taken as the
+    one that locks clients out (``reuse_key``, the role's default ``documented``), so an unseen
+    setting costs time, never a longer lockout.
+    """
+    locks_out = (mode or "reuse_key").strip() == "reuse_key" and (strategy or "documented").strip() == "documented"
+    return list(CANARY_THEN_SMALL_BATCHES if locks_out else CANARY_THEN_THE_REST)
+
+
+def _batch_size(value: Any, given: Any) -> int | str:
+    problem = BatchesError(
+        f"xu_renew_serial must be a batch size or a list of them, each a number of hosts from 1 or a percentage from"
+        f" 1% to 100% (for example 3, or 1,10%,100%), not {given!r}"
+    )
+    if isinstance(value, bool):
+        raise problem
+    if isinstance(value, int):
+        if value < 1:
+            raise problem
+        return value
+    if not isinstance(value, str):
+        raise problem
+    text = value.strip()
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    percent = _PERCENT.fullmatch(text)
+    if percent and 1 <= int(percent.group(1)) <= 100:
+        return f"{int(percent.group(1))}%"
+    raise problem
+
+
+def batch_sizes(serial: Any, mode: str | None = None, strategy: str | None = None) -> list[int | str]:
+    """The renew play's ``serial``: ``xu_renew_serial`` as Ansible's batch sizes, or the default for the mode.
+
+    Extra vars and AWX survey answers are strings, and ansible-core fails on a string that is not
+    one whole number with an unexpected exception: ``3``, ``1,3``, ``1 10% 100%`` and the YAML
+    list ``[1, "100%"]`` all become the list Ansible takes.
+    """
+    if serial is None or (isinstance(serial, str) and not serial.strip()):
+        return default_batches(mode, strategy)
+    values: Any = serial
+    if isinstance(serial, str):
+        text = serial.strip()
+        if text.startswith("["):
+            try:
+                values = yaml.safe_load(text)
+            except yaml.YAMLError:
+                values = None
+        else:
+            values = [part for part in _SIZE_SEPARATORS.split(text) if part]
+    if not isinstance(values, (list, tuple)):
+        values = [values]
+    if not values:
+        raise BatchesError(f"xu_renew_serial must name at least one batch size, not {serial!r}")
+    return [_batch_size(value, serial) for value in values]
 
 
 def _text(value: Any) -> str:
@@ -34,28 +110,34 @@ def batch_halt(
     current: Sequence[str],
     max_fail_percentage: int,
 ) -> str | None:
-    """Why this batch must not start (an earlier batch failed more than allowed), or None.
+    """Why this batch must not start (the earlier batches failed more than allowed), or None.
 
     ``batches`` maps each host that started in the play to the hosts of its batch, ``summaries``
     the hosts that finished to their summaries. A host of an earlier batch without a summary
     was lost on the way (unreachable) and counts as failed. The first batch is the canary.
+
+    The failed hosts are counted over all the earlier batches together, against all their hosts:
+    a rate judged on every host attempted so far, whatever the batches' sizes. With small batches
+    a per-batch check would stop the run at the first failure (one host of three is 33 %).
     """
-    earlier: list[tuple[str, ...]] = []
-    for batch in batches.values():
-        members = tuple(batch)
-        if members and set(members) != set(current) and members not in earlier:
-            earlier.append(members)
-    for members in earlier:
-        failed = [host for host in members if _text(summaries.get(host, {}).get("result") or "unreachable") in BATCH_FAILURES]
-        if failed and len(failed) * 100 > max_fail_percentage * len(members):
-            who = ", ".join(sorted(failed))
-            if len(members) == 1:
-                return f"not attempted: the batch before this one ({who}) failed; the run stops after a failed canary or batch"
-            return (
-                f"not attempted: {len(failed)} of {len(members)} hosts of an earlier batch failed ({who}), more than"
-                f" xu_renew_max_fail_percentage ({max_fail_percentage}%) allows"
-            )
-    return None
+    this_batch = set(current)
+    # Every host of a batch maps to that batch: keep each host once, in order. A host this check left alone
+    # was not attempted: counting it would dilute the rate until a halted run started again.
+    attempted = [
+        host
+        for host in dict.fromkeys(host for batch in batches.values() if set(batch) != this_batch for host in batch)
+        if summaries.get(host, {}).get("result") != NOT_ATTEMPTED
+    ]
+    failed = [host for host in attempted if _text(summaries.get(host, {}).get("result") or "unreachable") in BATCH_FAILURES]
+    if not failed or len(failed) * 100 <= max_fail_percentage * len(attempted):
+        return None
+    who = ", ".join(sorted(failed))
+    if len(attempted) == 1:
+        return f"not attempted: the canary ({who}) failed; the run stops after a failed canary"
+    return (
+        f"not attempted: {len(failed)} of the {len(attempted)} hosts of the earlier batches failed ({who}), more than"
+        f" xu_renew_max_fail_percentage ({max_fail_percentage}%) allows"
+    )
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ import tempfile
 import time
 from typing import Any
 
+import yaml
+
 from xulab import control
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -86,7 +88,13 @@ def recap_tasks(stdout: str) -> int:
 
 
 def debug_playbook(directory: pathlib.Path, tasks: int) -> pathlib.Path:
-    """Three plays as the renew playbook has (assess, renew in batches, summary), with ``tasks`` debug tasks in all."""
+    """Three plays as the renew playbook has (assess, renew in batches, summary), with ``tasks`` debug tasks in all.
+
+    The renew play's ``serial`` is the renew playbook's own expression, run with the same extra vars, so both
+    playbooks cut the fleet into the same batches.
+    """
+    serial = yaml.safe_load(PLAYBOOK.read_text())[1]["serial"]
+
     def debug(count: int) -> list[dict[str, Any]]:
         return [{"name": f"debug {n}", "ansible.builtin.debug": {"msg": "{{ inventory_hostname }}"}} for n in range(count)]
 
@@ -94,7 +102,7 @@ def debug_playbook(directory: pathlib.Path, tasks: int) -> pathlib.Path:
     plays = [
         {"name": "assess", "hosts": "xu_servers", "gather_facts": False, "tasks": debug(per_play)},
         # The renew play's own batches and strategy.
-        {"name": "renew", "hosts": "xu_servers", "gather_facts": False, "serial": [1, "100%"], "strategy": "free", "tasks": debug(tasks - 2 * per_play)},
+        {"name": "renew", "hosts": "xu_servers", "gather_facts": False, "serial": serial, "strategy": "free", "tasks": debug(tasks - 2 * per_play)},
         {"name": "summary", "hosts": "xu_servers", "gather_facts": False, "tasks": debug(per_play)},
     ]
     path = directory / "debug.yml"
@@ -127,7 +135,10 @@ def run(mode: str, strategy: str, args: argparse.Namespace) -> dict[str, Any]:
         lab_up(directory, args)
         try:
             hosts = [h["name"] for h in json.loads((directory / "lab.json").read_text())["hosts"]]
-            extra = ["-e", f"xu_renew_mode={mode}", "-e", f"xu_renew_strategy={strategy}"]
+            batches = ["-e", f"xu_renew_mode={mode}", "-e", f"xu_renew_strategy={strategy}"]
+            if args.serial:
+                batches += ["-e", f"xu_renew_serial={args.serial}"]
+            extra = list(batches)
             if mode == "replace":
                 certs = directory / "certs"
                 certs.mkdir()
@@ -147,7 +158,7 @@ def run(mode: str, strategy: str, args: argparse.Namespace) -> dict[str, Any]:
                 outages.append(outage(events(directory, host), start, end))
                 lockouts.append(outage(events(directory, host), start, end, lockout_only=True))
             tasks = recap_tasks(done.stdout)
-            debug_done, debug_start, debug_end = playbook(directory, debug_playbook(directory, tasks), args.forks, [], args.controller_nice)
+            debug_done, debug_start, debug_end = playbook(directory, debug_playbook(directory, tasks), args.forks, batches, args.controller_nice)
             if debug_done.returncode != 0:
                 sys.exit(f"the debug-only play failed:\n{debug_done.stdout[-3000:]}")
         finally:
@@ -169,10 +180,12 @@ def main() -> None:
     parser.add_argument("--controller-nice", type=int, default=0, help="run ansible-playbook at this niceness (nice -n)")
     parser.add_argument("--modes", default="reuse_key,replace")
     parser.add_argument("--strategies", default="documented,minimal_outage")
+    parser.add_argument("--serial", default="", help="xu_renew_serial for every row (default: the playbook's own batches)")
     args = parser.parse_args()
 
     rows = [run(mode, strategy, args) for mode in args.modes.split(",") for strategy in args.strategies.split(",")]
-    print(f"hosts {args.hosts}  forks {args.forks}  batches: canary of 1, then the rest  restart delay {args.restart_delay:.1f} s"
+    batches = args.serial or "the playbook's default ([1, 3] for reuse_key/documented, else [1, 100%])"
+    print(f"hosts {args.hosts}  forks {args.forks}  batches: {batches}  restart delay {args.restart_delay:.1f} s"
           f"  call overhead {args.call_overhead:.1f} s  controller niceness {args.controller_nice}")
     print(f"{'mode':10} {'strategy':15} {'calls/host':>10} {'restarts':>8} {'outage canary':>13} {'p50':>7} {'p95':>7} {'max':>7}"
           f" {'lockout p50':>11} {'p95':>7} {'wall':>7} {'debug-only':>10} {'ratio':>6}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import pathlib
 from typing import Any
@@ -25,12 +26,17 @@ def test_force_false_as_a_string_renews_only_what_is_due(lab_factory: Any, tmp_p
     lab: Lab = lab_factory("--hosts", "5", "--scenario", "mixed", "--restart-delay", RESTART_DELAY)
     bases = {host: baseline(lab, host) for host in lab.hosts}
     due = {"xu02", "xu03", "xu05"}
+    # The batches as a survey answer: one string, which ansible-core alone would fail on with an unexpected exception.
     run = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", "-e", "xu_renew_force=false", "-e", "xu_renew_before_days=30",
-                *STRING_TYPED, *issue_pfx(lab, tmp_path, set(lab.hosts)))
+                "-e", "xu_renew_serial=1, 1", *STRING_TYPED, *issue_pfx(lab, tmp_path, set(lab.hosts)))
     assert run.rc == 0, run.stdout[-5000:] + run.stderr[-3000:]
     # "false" would be a true string in a condition: the healthy host stays untouched.
     assert by_result(summaries(run)) == {"renewed": due, "not_due": {"xu01"}, "skipped": {"xu04"}}
     assert untouched(lab, "xu01", bases["xu01"]) == []
+    # One host at a time: each restart is over before the next host's begins.
+    restarts = [[e["ts"] for e in lab.events(host)[bases[host].events:] if e["type"] == "service"] for host in sorted(due)]
+    assert all(restarts) and all(max(a) < min(b) for a, b in itertools.pairwise(restarts)), restarts
+    assert run.stdout.count("PLAY [Renew the servers that are due") == len(due)
 
 
 @pytest.mark.lab
@@ -46,7 +52,7 @@ def test_before_days_as_a_string_is_a_number(lab_factory: Any, tmp_path: pathlib
 @pytest.mark.lab
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("xu_renew_gate_auto_open_after", "0"), ("xu_renew_before_days", "soon"), ("xu_renew_force", "maybe")],
+    [("xu_renew_gate_auto_open_after", "0"), ("xu_renew_before_days", "soon"), ("xu_renew_force", "maybe"), ("xu_renew_serial", "1,none")],
 )
 def test_a_wrong_variable_is_named_and_nothing_changes(variable: str, value: str, lab_factory: Any, tmp_path: pathlib.Path) -> None:
     lab: Lab = lab_factory("--hosts", "1", "--scenario", "mixed", "--restart-delay", RESTART_DELAY)
@@ -100,7 +106,7 @@ def test_a_failed_canary_still_reports_every_host(lab_factory: Any, tmp_path: pa
         assert any(line.strip(' ",-').startswith(host) and result in line for line in table.splitlines()), table[:3000]
     assert "TOTAL  1 failed, 2 not_attempted" in table
     assert set(failed_messages(run)) == {"xu01", "xu02", "xu03"}
-    assert "the batch before this one (xu01) failed" in failed_messages(run)["xu02"]
+    assert "the canary (xu01) failed" in failed_messages(run)["xu02"]
     for host in ("xu02", "xu03"):
         assert untouched(lab, host, bases[host]) == []
 

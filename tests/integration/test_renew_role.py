@@ -7,6 +7,7 @@ except where the role's own report is what is tested (the summary, the failed st
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import pathlib
@@ -96,6 +97,16 @@ def inject_after(lab: Lab, host: str, seen: Callable[[list[dict[str, Any]]], boo
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
+
+
+def gate_spans(lab: Lab, bases: dict[str, Baseline]) -> dict[str, tuple[float, float]]:
+    """Each host's span from its gate's first firewall change to its last (closed, then open again), if it had any."""
+    spans = {}
+    for host in lab.hosts:
+        moments = [e["ts"] for e in lab.events(host)[bases[host].events:] if e["type"] == "firewall" and e.get("group") == GATE_GROUP]
+        if moments:
+            spans[host] = (min(moments), max(moments))
+    return spans
 
 
 def restarts_answered(events: list[dict[str, Any]]) -> int:
@@ -206,6 +217,12 @@ def test_faults_at_each_step_of_the_documented_renewal_with_the_same_key(lab_fac
     for watcher in watchers:
         watcher.join(timeout=1)
     assert run.rc == 2, run.stdout[-5000:]
+    # By default reuse_key/documented runs a canary, then three hosts at a time: no gate closes before every gate
+    # of the batch before it has opened again, so at most three hosts are locked out at once.
+    spans = gate_spans(lab, bases)
+    batches = [["xu01"], ["xu02", "xu03", "xu04"], ["xu05", "xu06", "xu07"], ["xu08", "xu09", "xu10"]]
+    for earlier, later in itertools.pairwise(batches):
+        assert max(spans[h][1] for h in earlier if h in spans) < min(spans[h][0] for h in later if h in spans), spans
     found = summaries(run)
     steps = {host: summary["failed_step"] for host, summary in found.items() if summary["result"] == "failed"}
     # The journal rides in the steps' own calls: the gate's call writes it first (xu02).

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_fleet, renew_halt, renew_plan, renew_summary
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import batch_halt, fleet_report
+from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_batches, renew_fleet, renew_halt, renew_plan, renew_summary
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import BatchesError, batch_halt, batch_sizes, fleet_report
 
 
 def summary(result: str, reason: str = "", **extra: Any) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def test_the_first_batch_never_halts() -> None:
 def test_a_failed_canary_stops_the_next_batch() -> None:
     batches = {**CANARY, "xu02": ["xu02", "xu03"], "xu03": ["xu02", "xu03"]}
     reason = batch_halt(batches, {"xu01": summary("failed")}, ["xu02", "xu03"], 20)
-    assert reason is not None and "xu01" in reason
+    assert reason == "not attempted: the canary (xu01) failed; the run stops after a failed canary"
 
 
 def test_a_good_canary_lets_the_next_batch_start() -> None:
@@ -46,12 +46,96 @@ def test_max_fail_percentage_is_exceeded_only_above_it(failed: int, percentage: 
     reason = batch_halt(dict.fromkeys(batch, batch), summaries, ["xu11"], percentage)
     assert (reason is not None) is halts
     if halts:
-        assert f"{failed} of 10" in str(reason) and "xu_renew_max_fail_percentage" in str(reason)
+        assert f"{failed} of the 10 hosts of the earlier batches failed" in str(reason) and "xu_renew_max_fail_percentage" in str(reason)
+
+
+def batches_of(*sizes: int) -> tuple[dict[str, list[str]], list[list[str]]]:
+    """The batches map of a run cut into batches of ``sizes`` (xu01, xu02, ... in order), and the batches."""
+    cut: list[list[str]] = []
+    number = 1
+    for size in sizes:
+        cut.append([f"xu{n:02}" for n in range(number, number + size)])
+        number += size
+    return {host: batch for batch in cut for host in batch}, cut
+
+
+def test_the_failures_of_all_earlier_batches_count_together() -> None:
+    # A canary, then batches of three with one failure each: each batch alone is 33 % failed, but the run has
+    # failed 2 of 7 hosts (28.6 %), then 3 of 10 (30 %): within 30 %, so the run goes on.
+    batches, cut = batches_of(1, 3, 3, 3)
+    summaries = {host: summary("renewed") for host in batches}
+    for failed in ("xu02", "xu05", "xu08"):
+        summaries[failed] = summary("failed")
+    assert batch_halt({h: b for h, b in batches.items() if h < "xu08"}, summaries, cut[2], 30) is None
+    assert batch_halt(batches, summaries, ["xu11"], 30) is None
+    # One more failure makes it 4 of 10: more than 30 %.
+    summaries["xu09"] = summary("unreachable")
+    reason = batch_halt(batches, summaries, ["xu11"], 30)
+    assert reason == ("not attempted: 4 of the 10 hosts of the earlier batches failed (xu02, xu05, xu08, xu09),"
+                      " more than xu_renew_max_fail_percentage (30%) allows")
+
+
+def test_an_early_failure_weighs_more_than_a_late_one() -> None:
+    # The rate is judged on the hosts attempted so far: one failure in the first batch after the canary is 1 of 4.
+    batches, _cut = batches_of(1, 3)
+    summaries = {host: summary("failed" if host == "xu03" else "renewed") for host in batches}
+    assert batch_halt(batches, summaries, ["xu05"], 20) is not None
+    # The same failure after 12 good hosts is 1 of 13.
+    batches, _cut = batches_of(1, 9, 3)
+    summaries = {host: summary("failed" if host == "xu12" else "renewed") for host in batches}
+    assert batch_halt(batches, summaries, ["xu14"], 20) is None
+
+
+def test_a_halted_run_stays_halted() -> None:
+    # 2 of 4 failed, so the third batch was left alone; its hosts were not attempted and do not dilute the rate.
+    batches, _cut = batches_of(1, 3, 3, 3)
+    summaries = {host: summary("renewed") for host in batches}
+    summaries.update({"xu02": summary("failed"), "xu03": summary("failed")})
+    summaries.update({host: summary("not_attempted", "not attempted: ...") for host in ("xu05", "xu06", "xu07", "xu08", "xu09", "xu10")})
+    reason = batch_halt(batches, summaries, ["xu11"], 20)
+    assert reason is not None and "2 of the 4 hosts" in reason
+
+
+def test_the_current_batch_does_not_count() -> None:
+    # Hosts of this batch that already finished (a free strategy lets them) are not an earlier batch's.
+    batches, cut = batches_of(1, 3)
+    summaries = {"xu01": summary("renewed"), "xu02": summary("failed"), "xu03": summary("failed")}
+    assert batch_halt(batches, summaries, cut[1], 0) is None
 
 
 def test_a_host_lost_on_the_way_counts_as_failed() -> None:
     # It started (it noted its batch) but never wrote a summary: the connection dropped for good.
     assert batch_halt(CANARY, {}, ["xu02"], 20) is not None
+
+
+@pytest.mark.parametrize(
+    ("mode", "strategy", "batches"),
+    [("reuse_key", "documented", [1, 3]), ("reuse_key", "minimal_outage", [1, "100%"]), ("replace", "documented", [1, "100%"]),
+     ("adopt", "documented", [1, "100%"]), ("enroll", "documented", [1, "100%"]), ("reuse_key", None, [1, 3]),
+     # A mode or strategy the play cannot see (set in the inventory) is taken as the one that locks clients out.
+     (None, None, [1, 3]), (None, "documented", [1, 3]), (None, "minimal_outage", [1, "100%"]), ("replace", None, [1, "100%"])],
+)
+def test_the_default_batches_keep_lockouts_short(mode: str | None, strategy: str | None, batches: list[int | str]) -> None:
+    assert batch_sizes(None, mode, strategy) == batches
+    assert batch_sizes("  ", mode, strategy) == batches
+
+
+@pytest.mark.parametrize(
+    ("serial", "batches"),
+    [(3, [3]), ("3", [3]), ("1,3", [1, 3]), ("1, 10%, 100%", [1, "10%", "100%"]), ("1 5\n20%", [1, 5, "20%"]),
+     ('[1, "100%"]', [1, "100%"]), ("[1, 10%]", [1, "10%"]), ([1, "3", " 50% "], [1, 3, "50%"]), (["1", 2], [1, 2]), ("007%", ["7%"])],
+)
+def test_batches_given_as_strings_become_ansible_s_list(serial: Any, batches: list[int | str]) -> None:
+    # A given xu_renew_serial wins over the default, for any mode.
+    assert batch_sizes(serial, "reuse_key", "documented") == batches
+
+
+@pytest.mark.parametrize("serial", [0, "0", -1, "-1", "1,0", "0%", "101%", "1.5", "10.5%", "many", True, [], "[]", "[1, [2]]", "[1,", {"a": 1}, 2.0])
+def test_a_wrong_batch_size_names_the_variable(serial: Any) -> None:
+    with pytest.raises(BatchesError, match="xu_renew_serial"):
+        batch_sizes(serial)
+    with pytest.raises(AnsibleFilterError, match="xu_renew_serial"):
+        renew_batches(serial)
 
 
 def test_outcomes_cover_the_group_and_the_limit() -> None:
