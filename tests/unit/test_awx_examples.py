@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_batches
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import ROLE_SPECS, renew_options, role_options_spec
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import report_options
 
@@ -21,13 +22,17 @@ AWX_TYPES = {"integer": int, "float": float, "text": str, "textarea": str, "pass
 FITTING = {"str": {"text", "textarea", "password", "multiplechoice"}, "int": {"integer", "multiplechoice"},
            "float": {"float", "integer"}, "bool": {"multiplechoice"}, "list": {"textarea", "multiselect", "text"}}
 ALL_OPTIONS = yaml.safe_load(ROLE_SPECS.read_text(encoding="utf-8"))["argument_specs"]["main"]["options"]
+# Variables of the renew playbook itself (play keywords), each read by the filter the playbook passes it through.
+PLAYBOOK_VARIABLES = {"xu_renew_serial": renew_batches}
+ROLE_QUESTIONS = [question for question in SURVEY["spec"] if question["variable"] not in PLAYBOOK_VARIABLES]
+PLAYBOOK_QUESTIONS = [question for question in SURVEY["spec"] if question["variable"] in PLAYBOOK_VARIABLES]
 
 
 def answer(question: dict[str, Any], value: Any) -> Any:
     return AWX_TYPES[question["type"]](value)
 
 
-@pytest.mark.parametrize("question", SURVEY["spec"], ids=lambda q: q["variable"])
+@pytest.mark.parametrize("question", ROLE_QUESTIONS, ids=lambda q: q["variable"])
 def test_each_question_sets_a_role_variable_of_a_fitting_type(question: dict[str, Any]) -> None:
     option = role_options_spec()[question["variable"]]
     assert question["type"] in FITTING[option.get("type", "str")]
@@ -35,7 +40,7 @@ def test_each_question_sets_a_role_variable_of_a_fitting_type(question: dict[str
         assert set(question["choices"]) <= set(option["choices"])
 
 
-@pytest.mark.parametrize("question", SURVEY["spec"], ids=lambda q: q["variable"])
+@pytest.mark.parametrize("question", ROLE_QUESTIONS, ids=lambda q: q["variable"])
 def test_every_answer_the_survey_allows_is_accepted_by_the_role(question: dict[str, Any]) -> None:
     values = question.get("choices") or [question["default"]]
     if question["type"] in ("integer", "float"):
@@ -44,6 +49,21 @@ def test_every_answer_the_survey_allows_is_accepted_by_the_role(question: dict[s
         extra_vars = {"xu_renew_mode": "replace", question["variable"]: answer(question, value)}
         typed = renew_options(extra_vars, "xu01")
         assert question["variable"].removeprefix("xu_renew_") in typed
+
+
+def test_the_playbook_s_own_questions_are_read_by_its_filter() -> None:
+    playbook = (REPO / "playbooks" / "renew.yml").read_text(encoding="utf-8")
+    assert {question["variable"] for question in PLAYBOOK_QUESTIONS} == set(PLAYBOOK_VARIABLES)
+    for question in PLAYBOOK_QUESTIONS:
+        assert f"{question['variable']} | default(none)" in playbook
+        assert f"xtractuniversal.tls.{PLAYBOOK_VARIABLES[question['variable']].__name__}" in playbook
+        read = PLAYBOOK_VARIABLES[question["variable"]]
+        assert question["type"] == "text" and not question["required"]
+        # A blank answer is the playbook's default; the description's examples are read as it says.
+        assert read(question["default"]) == read(None)
+        examples = {"1,3": [1, 3], "1,10%,100%": [1, "10%", "100%"]}
+        for example, batches in examples.items():
+            assert example in question["question_description"] and read(example) == batches
 
 
 def test_a_textarea_of_addresses_becomes_a_list() -> None:
