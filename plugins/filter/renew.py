@@ -19,7 +19,7 @@ the dict the role reads:
 ``renew_summary``   the per-host summary the role returns as facts and through set_stats (_renew_report)
 ``renew_totals``    how many hosts ended with each result, for the fleet summary (_renew_report)
 ``renew_errors``    the messages of the registered results that failed (_renew_report)
-``renew_batches``   the renew play's batch sizes, from xu_renew_serial or the default for the mode (_renew_fleet)
+``renew_batches``   the renew play's batch sizes, from xu_renew_serial or the default for its hosts' modes (_renew_fleet)
 ``renew_halt``      whether the earlier batches failed more than allowed, so this one must not start (_renew_fleet)
 ``renew_fleet``     the fleet summary's lines, totals and the hosts that fail the run (_renew_fleet)
 
@@ -293,10 +293,13 @@ def _summaries(value: Any) -> dict[str, Mapping[str, Any]]:
     return {str(host): summary for host, summary in value.items() if isinstance(summary, Mapping)}
 
 
-def renew_batches(serial: Any, mode: Any = None, strategy: Any = None) -> list[int | str]:
-    """The renew play's ``serial``: xu_renew_serial as batch sizes, or the default for the mode and strategy."""
+def renew_batches(serial: Any, hosts_options: Any = None) -> list[int | str]:
+    """The renew play's ``serial``: xu_renew_serial as batch sizes, or the default for the typed options of its hosts."""
+    options = [] if hosts_options is None else hosts_options
+    if not isinstance(options, list) or not all(isinstance(entry, Mapping) for entry in options):
+        raise AnsibleFilterError("hosts_options must be the list of the hosts' xu_renew_options")
     try:
-        return batch_sizes(serial, None if mode is None else str(mode), None if strategy is None else str(strategy))
+        return batch_sizes(serial, options)
     except BatchesError as error:
         raise AnsibleFilterError(str(error)) from None
 

@@ -5,7 +5,7 @@
 Ansible's own ``max_fail_percentage`` (and a batch that fails whole) ends the playbook, so the
 fleet summary, the AWX totals and the hosts never attempted would vanish with it. The renew
 playbook therefore keeps every host in the play: a host's failure is recorded in its summary,
-each batch checks the batches before it, together (``batch_halt``), and a last play reports on every
+each batch checks the batches before it (``batch_halt``), and a last play reports on every
 host targeted and fails the ones that were due but not renewed.
 """
 
@@ -16,11 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines
 
-# Results of a host that count against its batch: it was attempted and did not end well.
+# Results of a host that count against the run's later batches: it was attempted and did not end well.
 BATCH_FAILURES = frozenset({"failed", "unreachable"})
 # The result of a host that a halted run left alone.
 NOT_ATTEMPTED = "not_attempted"
@@ -33,23 +31,28 @@ REASON_INDENT = "  "
 LOCKOUT_BATCH_SIZE = 3
 CANARY_THEN_THE_REST: tuple[int | str, ...] = (1, "100%")
 CANARY_THEN_SMALL_BATCHES: tuple[int | str, ...] = (1, LOCKOUT_BATCH_SIZE)
+_WHOLE_NUMBER = re.compile(r"[0-9]+")
 _PERCENT = re.compile(r"([0-9]+)%")
-_SIZE_SEPARATORS = re.compile(r"[,\s]+")
+# Commas, white space, and the quotes of a list written out in one string.
+_SIZE_SEPARATORS = re.compile(r"""[\s,'"]+""")
 
 
 class BatchesError(ValueError):
     """xu_renew_serial cannot be read as Ansible's batch sizes; the message names the variable."""
 
 
-def default_batches(mode: str | None, strategy: str | None) -> list[int | str]:
-    """The renew play's batches when ``xu_renew_serial`` is not set.
+def locks_clients_out(options: Mapping[str, Any]) -> bool:
+    """Whether a host's run closes its gate from before its first restart to after its second."""
+    return options.get("mode") == "reuse_key" and options.get("strategy") == "documented"
 
-    The play sees the mode and strategy only as extra vars: one it cannot see is taken as the
-    one that locks clients out (``reuse_key``, the role's default ``documented``), so an unseen
-    setting costs time, never a longer lockout.
+
+def default_batches(hosts_options: Sequence[Mapping[str, Any]]) -> list[int | str]:
+    """The renew play's batches when ``xu_renew_serial`` is not set, from the typed options of its hosts.
+
+    A canary, then three at a time when any host's run locks its clients out, else the rest at once.
     """
-    locks_out = (mode or "reuse_key").strip() == "reuse_key" and (strategy or "documented").strip() == "documented"
-    return list(CANARY_THEN_SMALL_BATCHES if locks_out else CANARY_THEN_THE_REST)
+    small = any(locks_clients_out(options) for options in hosts_options)
+    return list(CANARY_THEN_SMALL_BATCHES if small else CANARY_THEN_THE_REST)
 
 
 def _batch_size(value: Any, given: Any) -> int | str:
@@ -66,7 +69,7 @@ def _batch_size(value: Any, given: Any) -> int | str:
     if not isinstance(value, str):
         raise problem
     text = value.strip()
-    if text.isdigit() and int(text) >= 1:
+    if _WHOLE_NUMBER.fullmatch(text) and int(text) >= 1:
         return int(text)
     percent = _PERCENT.fullmatch(text)
     if percent and 1 <= int(percent.group(1)) <= 100:
@@ -74,27 +77,23 @@ def _batch_size(value: Any, given: Any) -> int | str:
     raise problem
 
 
-def batch_sizes(serial: Any, mode: str | None = None, strategy: str | None = None) -> list[int | str]:
-    """The renew play's ``serial``: ``xu_renew_serial`` as Ansible's batch sizes, or the default for the mode.
+def batch_sizes(serial: Any, hosts_options: Sequence[Mapping[str, Any]] = ()) -> list[int | str]:
+    """The renew play's ``serial``: ``xu_renew_serial`` as Ansible's batch sizes, or the default for its hosts.
 
     Extra vars and AWX survey answers are strings, and ansible-core fails on a string that is not
-    one whole number with an unexpected exception: ``3``, ``1,3``, ``1 10% 100%`` and the YAML
-    list ``[1, "100%"]`` all become the list Ansible takes.
+    one whole number with an unexpected exception: ``3``, ``1,3``, ``1 10% 100%`` and a list
+    written out in one string, ``[1, "100%"]``, all become the list Ansible takes.
     """
     if serial is None or (isinstance(serial, str) and not serial.strip()):
-        return default_batches(mode, strategy)
+        return default_batches(hosts_options)
     values: Any = serial
     if isinstance(serial, str):
         text = serial.strip()
-        if text.startswith("["):
-            try:
-                values = yaml.safe_load(text)
-            except yaml.YAMLError:
-                values = None
-        else:
-            values = [part for part in _SIZE_SEPARATORS.split(text) if part]
-    if not isinstance(values, (list, tuple)):
-        values = [values]
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        values = [part for part in _SIZE_SEPARATORS.split(text) if part]
+    elif not isinstance(serial, (list, tuple)):
+        values = [serial]
     if not values:
         raise BatchesError(f"xu_renew_serial must name at least one batch size, not {serial!r}")
     return [_batch_size(value, serial) for value in values]
@@ -102,6 +101,11 @@ def batch_sizes(serial: Any, mode: str | None = None, strategy: str | None = Non
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def _result(summaries: Mapping[str, Mapping[str, Any]], host: str) -> str:
+    """A host's result; a host of an earlier batch without a summary was lost on the way."""
+    return _text(summaries.get(host, {}).get("result") or "unreachable")
 
 
 def batch_halt(
@@ -116,24 +120,37 @@ def batch_halt(
     the hosts that finished to their summaries. A host of an earlier batch without a summary
     was lost on the way (unreachable) and counts as failed. The first batch is the canary.
 
-    The failed hosts are counted over all the earlier batches together, against all their hosts:
-    a rate judged on every host attempted so far, whatever the batches' sizes. With small batches
-    a per-batch check would stop the run at the first failure (one host of three is 33 %).
+    The failed hosts are counted over all the earlier batches together, against all the hosts they
+    attempted, not over the last batch alone: with small batches a per-batch check would stop the
+    run at the first failure (one host of three is 33 %). A batch whose hosts all failed stops the
+    run too, however many hosts did well before it, as Ansible's own check would. Only 100 percent
+    lets every batch start.
     """
     this_batch = set(current)
-    # Every host of a batch maps to that batch: keep each host once, in order. A host this check left alone
-    # was not attempted: counting it would dilute the rate until a halted run started again.
-    attempted = [
-        host
-        for host in dict.fromkeys(host for batch in batches.values() if set(batch) != this_batch for host in batch)
-        if summaries.get(host, {}).get("result") != NOT_ATTEMPTED
-    ]
-    failed = [host for host in attempted if _text(summaries.get(host, {}).get("result") or "unreachable") in BATCH_FAILURES]
-    if not failed or len(failed) * 100 <= max_fail_percentage * len(attempted):
+    # The batch a host noted (ansible_play_batch) shrinks once a host of it ended, so batch-mates may have noted
+    # different lists: lists that share a host are one batch, and one sharing a host with this batch is this one.
+    # A host this check left alone was not attempted: counting it would dilute the rate until a halted run started
+    # again.
+    earlier: list[list[str]] = []
+    for batch in batches.values():
+        if not batch or this_batch.intersection(batch):
+            continue
+        touching = [members for members in earlier if not set(members).isdisjoint(batch)]
+        merged = list(dict.fromkeys([*(host for members in touching for host in members), *batch]))
+        earlier = [members for members in earlier if members not in touching] + [merged]
+    if max_fail_percentage >= 100:
+        return None
+    attempted_batches = [[host for host in members if _result(summaries, host) != NOT_ATTEMPTED] for members in earlier]
+    attempted = [host for members in attempted_batches for host in members]
+    failed = [host for host in attempted if _result(summaries, host) in BATCH_FAILURES]
+    whole = next((members for members in attempted_batches if members and all(host in failed for host in members)), None)
+    if not failed or (whole is None and len(failed) * 100 <= max_fail_percentage * len(attempted)):
         return None
     who = ", ".join(sorted(failed))
     if len(attempted) == 1:
         return f"not attempted: the canary ({who}) failed; the run stops after a failed canary"
+    if whole is not None and len(failed) * 100 <= max_fail_percentage * len(attempted):
+        return f"not attempted: every host of an earlier batch failed ({', '.join(sorted(whole))}); the run stops after a batch that failed whole"
     return (
         f"not attempted: {len(failed)} of the {len(attempted)} hosts of the earlier batches failed ({who}), more than"
         f" xu_renew_max_fail_percentage ({max_fail_percentage}%) allows"

@@ -28,7 +28,7 @@ def test_force_false_as_a_string_renews_only_what_is_due(lab_factory: Any, tmp_p
     due = {"xu02", "xu03", "xu05"}
     # The batches as a survey answer: one string, which ansible-core alone would fail on with an unexpected exception.
     run = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", "-e", "xu_renew_force=false", "-e", "xu_renew_before_days=30",
-                "-e", "xu_renew_serial=1, 1", *STRING_TYPED, *issue_pfx(lab, tmp_path, set(lab.hosts)))
+                "-e", json.dumps({"xu_renew_serial": "1, 1"}), *STRING_TYPED, *issue_pfx(lab, tmp_path, set(lab.hosts)))
     assert run.rc == 0, run.stdout[-5000:] + run.stderr[-3000:]
     # "false" would be a true string in a condition: the healthy host stays untouched.
     assert by_result(summaries(run)) == {"renewed": due, "not_due": {"xu01"}, "skipped": {"xu04"}}
@@ -37,6 +37,25 @@ def test_force_false_as_a_string_renews_only_what_is_due(lab_factory: Any, tmp_p
     restarts = [[e["ts"] for e in lab.events(host)[bases[host].events:] if e["type"] == "service"] for host in sorted(due)]
     assert all(restarts) and all(max(a) < min(b) for a, b in itertools.pairwise(restarts)), restarts
     assert run.stdout.count("PLAY [Renew the servers that are due") == len(due)
+
+
+@pytest.mark.lab
+def test_the_default_batches_follow_the_mode_set_in_the_inventory(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    """The batches are a play keyword, which sees no inventory variables; the assessment's typed variables it does see."""
+    lab: Lab = lab_factory("--hosts", "5", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
+    bases = {host: baseline(lab, host) for host in lab.hosts}
+    group_vars = lab.dir / "group_vars"
+    group_vars.mkdir(exist_ok=True)
+    batches = {}
+    for strategy in ("documented", "minimal_outage"):
+        (group_vars / "xu_servers.yml").write_text(yaml.safe_dump({"xu_renew_mode": "reuse_key", "xu_renew_strategy": strategy}))
+        run = renew(lab, tmp_path, "--check")
+        assert run.rc == 0, run.stdout[-5000:] + run.stderr[-3000:]
+        assert by_result(summaries(run)) == {"would_renew": set(lab.hosts)}
+        batches[strategy] = run.stdout.count("PLAY [Renew the servers that are due")
+    # reuse_key/documented locks clients out: a canary, then three at a time (1, 3, 1); else a canary, then the rest.
+    assert batches == {"documented": 3, "minimal_outage": 2}
+    assert all(untouched(lab, host, bases[host]) == [] for host in lab.hosts)
 
 
 @pytest.mark.lab

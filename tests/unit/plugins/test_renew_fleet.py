@@ -96,6 +96,36 @@ def test_a_halted_run_stays_halted() -> None:
     assert reason is not None and "2 of the 4 hosts" in reason
 
 
+def test_a_batch_that_failed_whole_stops_the_run() -> None:
+    # 3 of 13 is within 30 %, but every host of the last batch failed: something changed, the run stops.
+    batches, _cut = batches_of(1, 9, 3)
+    summaries = {host: summary("failed" if host in ("xu11", "xu12", "xu13") else "renewed") for host in batches}
+    reason = batch_halt(batches, summaries, ["xu14"], 30)
+    assert reason == "not attempted: every host of an earlier batch failed (xu11, xu12, xu13); the run stops after a batch that failed whole"
+    # A batch with a host left alone by an earlier halt judges the hosts it attempted.
+    summaries["xu13"] = summary("not_attempted")
+    assert batch_halt(batches, summaries, ["xu14"], 30) is not None
+    # Only 100 percent lets every batch start.
+    assert batch_halt(batches, summaries, ["xu14"], 100) is None
+
+
+def test_only_100_percent_goes_on_after_a_failed_canary() -> None:
+    assert batch_halt(CANARY, {"xu01": summary("failed")}, ["xu02"], 99) is not None
+    assert batch_halt(CANARY, {"xu01": summary("failed")}, ["xu02"], 100) is None
+
+
+def test_batch_mates_that_noted_a_smaller_batch_are_one_batch() -> None:
+    # xu02 ended (or was lost) before xu03 and xu04 noted their batch: ansible_play_batch had shrunk.
+    batches = {"xu01": ["xu01"], "xu03": ["xu03", "xu04"], "xu04": ["xu03", "xu04"], "xu02": ["xu02", "xu03", "xu04"]}
+    summaries = {"xu01": summary("renewed"), "xu02": summary("failed"), "xu03": summary("renewed"), "xu04": summary("renewed")}
+    # One batch of three with one failure, not a batch of one that failed whole: 1 of 4, within 30 %.
+    assert batch_halt(batches, summaries, ["xu05"], 30) is None
+    # Seen from inside that batch, while its hosts are still running, nothing of it counts.
+    running = {"xu01": summary("renewed")}
+    assert batch_halt(batches, running, ["xu03", "xu04"], 0) is None
+    assert batch_halt(batches, running, ["xu02", "xu03", "xu04"], 0) is None
+
+
 def test_the_current_batch_does_not_count() -> None:
     # Hosts of this batch that already finished (a free strategy lets them) are not an earlier batch's.
     batches, cut = batches_of(1, 3)
@@ -108,34 +138,51 @@ def test_a_host_lost_on_the_way_counts_as_failed() -> None:
     assert batch_halt(CANARY, {}, ["xu02"], 20) is not None
 
 
+def options(mode: str, strategy: str = "documented") -> dict[str, Any]:
+    return {"mode": mode, "strategy": strategy, "force": False}
+
+
 @pytest.mark.parametrize(
-    ("mode", "strategy", "batches"),
-    [("reuse_key", "documented", [1, 3]), ("reuse_key", "minimal_outage", [1, "100%"]), ("replace", "documented", [1, "100%"]),
-     ("adopt", "documented", [1, "100%"]), ("enroll", "documented", [1, "100%"]), ("reuse_key", None, [1, 3]),
-     # A mode or strategy the play cannot see (set in the inventory) is taken as the one that locks clients out.
-     (None, None, [1, 3]), (None, "documented", [1, 3]), (None, "minimal_outage", [1, "100%"]), ("replace", None, [1, "100%"])],
+    ("hosts_options", "batches"),
+    [([options("reuse_key")], [1, 3]), ([options("reuse_key", "minimal_outage")], [1, "100%"]),
+     ([options("replace")], [1, "100%"]), ([options("adopt")], [1, "100%"]), ([options("enroll")], [1, "100%"]),
+     # One host that locks its clients out is enough: host variables may set the mode per host.
+     ([options("replace"), options("reuse_key"), options("replace")], [1, 3]),
+     # A play without hosts to renew.
+     ([], [1, "100%"])],
 )
-def test_the_default_batches_keep_lockouts_short(mode: str | None, strategy: str | None, batches: list[int | str]) -> None:
-    assert batch_sizes(None, mode, strategy) == batches
-    assert batch_sizes("  ", mode, strategy) == batches
+def test_the_default_batches_keep_lockouts_short(hosts_options: list[dict[str, Any]], batches: list[int | str]) -> None:
+    assert batch_sizes(None, hosts_options) == batches
+    assert batch_sizes("  ", hosts_options) == batches
+    assert renew_batches(None, hosts_options) == batches
 
 
 @pytest.mark.parametrize(
     ("serial", "batches"),
     [(3, [3]), ("3", [3]), ("1,3", [1, 3]), ("1, 10%, 100%", [1, "10%", "100%"]), ("1 5\n20%", [1, 5, "20%"]),
-     ('[1, "100%"]', [1, "100%"]), ("[1, 10%]", [1, "10%"]), ([1, "3", " 50% "], [1, 3, "50%"]), (["1", 2], [1, 2]), ("007%", ["7%"])],
+     ('[1, "100%"]', [1, "100%"]), ("[1, '10%']", [1, "10%"]), ("[1, 010]", [1, 10]), ([1, "3", " 50% "], [1, 3, "50%"]),
+     (["1", 2], [1, 2]), ("007%", ["7%"])],
 )
 def test_batches_given_as_strings_become_ansible_s_list(serial: Any, batches: list[int | str]) -> None:
-    # A given xu_renew_serial wins over the default, for any mode.
-    assert batch_sizes(serial, "reuse_key", "documented") == batches
+    # A given xu_renew_serial wins over the default, whatever the hosts' modes.
+    assert batch_sizes(serial, [options("reuse_key")]) == batches
+    assert batch_sizes(serial, [options("replace")]) == batches
 
 
-@pytest.mark.parametrize("serial", [0, "0", -1, "-1", "1,0", "0%", "101%", "1.5", "10.5%", "many", True, [], "[]", "[1, [2]]", "[1,", {"a": 1}, 2.0])
+@pytest.mark.parametrize(
+    "serial", [0, "0", -1, "-1", "1,0", "0%", "101%", "1.5", "10.5%", "many", "\u00b2", "1,\u00b2", True, [], "[]", "[1, [2]]", {"a": 1}, 2.0])
 def test_a_wrong_batch_size_names_the_variable(serial: Any) -> None:
     with pytest.raises(BatchesError, match="xu_renew_serial"):
         batch_sizes(serial)
     with pytest.raises(AnsibleFilterError, match="xu_renew_serial"):
         renew_batches(serial)
+
+
+def test_the_batches_filter_takes_only_the_hosts_options() -> None:
+    with pytest.raises(AnsibleFilterError, match="hosts_options"):
+        renew_batches(None, "reuse_key")
+    with pytest.raises(AnsibleFilterError, match="hosts_options"):
+        renew_batches(None, ["reuse_key"])
 
 
 def test_outcomes_cover_the_group_and_the_limit() -> None:
