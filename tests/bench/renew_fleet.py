@@ -88,21 +88,28 @@ def recap_tasks(stdout: str) -> int:
 
 
 def debug_playbook(directory: pathlib.Path, tasks: int) -> pathlib.Path:
-    """Three plays as the renew playbook has (assess, renew in batches, summary), with ``tasks`` debug tasks in all.
+    """Three plays as the renew playbook has (assess, renew in batches, summary), with ``tasks`` tasks in all.
 
-    The renew play's ``serial`` is the renew playbook's own expression, run with the same extra vars, so both
-    playbooks cut the fleet into the same batches.
+    The renew play's hosts and ``serial`` are the renew playbook's own expressions, run with the same extra vars
+    after an assessment that, like the role's, types each host's mode and strategy and groups the hosts to act on,
+    so both playbooks cut the fleet into the same batches. The other tasks are debug tasks.
     """
-    serial = yaml.safe_load(PLAYBOOK.read_text())[1]["serial"]
+    renew_play = yaml.safe_load(PLAYBOOK.read_text())[1]
 
     def debug(count: int) -> list[dict[str, Any]]:
         return [{"name": f"debug {n}", "ansible.builtin.debug": {"msg": "{{ inventory_hostname }}"}} for n in range(count)]
 
-    per_play = max(1, tasks // 3)
+    typed = {"mode": "{{ xu_renew_mode }}", "strategy": "{{ xu_renew_strategy }}"}
+    assess = [
+        {"name": "type the variables", "ansible.builtin.set_fact": {"xu_renew_options": typed}},
+        {"name": "group the hosts to act on", "ansible.builtin.group_by": {"key": "xu_renew_act"}},
+    ]
+    per_play = max(len(assess), tasks // 3)
     plays = [
-        {"name": "assess", "hosts": "xu_servers", "gather_facts": False, "tasks": debug(per_play)},
-        # The renew play's own batches and strategy.
-        {"name": "renew", "hosts": "xu_servers", "gather_facts": False, "serial": serial, "strategy": "free", "tasks": debug(tasks - 2 * per_play)},
+        {"name": "assess", "hosts": "xu_servers", "gather_facts": False, "tasks": assess + debug(per_play - len(assess))},
+        # The renew play's own hosts, batches and strategy.
+        {"name": "renew", "hosts": renew_play["hosts"], "gather_facts": False, "serial": renew_play["serial"], "strategy": renew_play["strategy"],
+         "tasks": debug(tasks - 2 * per_play)},
         {"name": "summary", "hosts": "xu_servers", "gather_facts": False, "tasks": debug(per_play)},
     ]
     path = directory / "debug.yml"
@@ -184,7 +191,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = [run(mode, strategy, args) for mode in args.modes.split(",") for strategy in args.strategies.split(",")]
-    batches = args.serial or "the playbook's default ([1, 3] for reuse_key/documented, else [1, 100%])"
+    batches = args.serial or "the playbook's default ([1, 3] when hosts renew with reuse_key/documented, else [1, 100%])"
     print(f"hosts {args.hosts}  forks {args.forks}  batches: {batches}  restart delay {args.restart_delay:.1f} s"
           f"  call overhead {args.call_overhead:.1f} s  controller niceness {args.controller_nice}")
     print(f"{'mode':10} {'strategy':15} {'calls/host':>10} {'restarts':>8} {'outage canary':>13} {'p50':>7} {'p95':>7} {'max':>7}"
