@@ -126,24 +126,27 @@ def batch_halt(
     run too, however many hosts did well before it, as Ansible's own check would. Only 100 percent
     lets every batch start.
     """
+    if max_fail_percentage >= 100:
+        return None
     this_batch = set(current)
     # The batch a host noted (ansible_play_batch) shrinks once a host of it ended, so batch-mates may have noted
     # different lists: lists that share a host are one batch, and one sharing a host with this batch is this one.
-    # A host this check left alone was not attempted: counting it would dilute the rate until a halted run started
-    # again.
+    # Every host of a batch maps to its list: each distinct list is merged once.
     earlier: list[list[str]] = []
+    lists_seen: set[tuple[str, ...]] = set()
     for batch in batches.values():
-        if not batch or this_batch.intersection(batch):
+        if not batch or tuple(batch) in lists_seen or this_batch.intersection(batch):
             continue
+        lists_seen.add(tuple(batch))
         touching = [members for members in earlier if not set(members).isdisjoint(batch)]
         merged = list(dict.fromkeys([*(host for members in touching for host in members), *batch]))
         earlier = [members for members in earlier if members not in touching] + [merged]
-    if max_fail_percentage >= 100:
-        return None
+    # A host this check left alone was not attempted: counting it would dilute the rate until a halted run started again.
     attempted_batches = [[host for host in members if _result(summaries, host) != NOT_ATTEMPTED] for members in earlier]
     attempted = [host for members in attempted_batches for host in members]
     failed = [host for host in attempted if _result(summaries, host) in BATCH_FAILURES]
-    whole = next((members for members in attempted_batches if members and all(host in failed for host in members)), None)
+    failed_set = set(failed)
+    whole = next((members for members in attempted_batches if members and failed_set.issuperset(members)), None)
     if not failed or (whole is None and len(failed) * 100 <= max_fail_percentage * len(attempted)):
         return None
     who = ", ".join(sorted(failed))
