@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import closes_gate
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines
 
 # Results of a host that count against the run's later batches: it was attempted and did not end well.
@@ -41,17 +42,12 @@ class BatchesError(ValueError):
     """xu_renew_serial cannot be read as Ansible's batch sizes; the message names the variable."""
 
 
-def locks_clients_out(options: Mapping[str, Any]) -> bool:
-    """Whether a host's run closes its gate from before its first restart to after its second."""
-    return options.get("mode") == "reuse_key" and options.get("strategy") == "documented"
-
-
 def default_batches(hosts_options: Sequence[Mapping[str, Any]]) -> list[int | str]:
     """The renew play's batches when ``xu_renew_serial`` is not set, from the typed options of its hosts.
 
     A canary, then three at a time when any host's run locks its clients out, else the rest at once.
     """
-    small = any(locks_clients_out(options) for options in hosts_options)
+    small = any(closes_gate(str(options.get("mode")), str(options.get("strategy"))) for options in hosts_options)
     return list(CANARY_THEN_SMALL_BATCHES if small else CANARY_THEN_THE_REST)
 
 
@@ -145,14 +141,15 @@ def batch_halt(
     attempted_batches = [[host for host in members if _result(summaries, host) != NOT_ATTEMPTED] for members in earlier]
     attempted = [host for members in attempted_batches for host in members]
     failed = [host for host in attempted if _result(summaries, host) in BATCH_FAILURES]
-    failed_set = set(failed)
-    whole = next((members for members in attempted_batches if members and failed_set.issuperset(members)), None)
-    if not failed or (whole is None and len(failed) * 100 <= max_fail_percentage * len(attempted)):
+    failed_hosts = set(failed)
+    whole = next((members for members in attempted_batches if members and failed_hosts.issuperset(members)), None)
+    exceeded = len(failed) * 100 > max_fail_percentage * len(attempted)
+    if not failed or not (exceeded or whole):
         return None
     who = ", ".join(sorted(failed))
     if len(attempted) == 1:
         return f"not attempted: the canary ({who}) failed; the run stops after a failed canary"
-    if whole is not None and len(failed) * 100 <= max_fail_percentage * len(attempted):
+    if whole and not exceeded:
         return f"not attempted: every host of an earlier batch failed ({', '.join(sorted(whole))}); the run stops after a batch that failed whole"
     return (
         f"not attempted: {len(failed)} of the {len(attempted)} hosts of the earlier batches failed ({who}), more than"

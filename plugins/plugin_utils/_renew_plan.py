@@ -43,6 +43,11 @@ TLS_OFF_REASON = "TLS is off (the web server serves plain HTTP); xu_renew_enable
 UNREAD_ACTIONS = ("unreachable", "unreadable")
 
 
+def closes_gate(mode: str | None, strategy: str | None) -> bool:
+    """Whether a run turns TLS off, and so locks outside clients out behind the gate: reuse_key as documented."""
+    return mode == "reuse_key" and strategy == "documented"
+
+
 class PlanError(ValueError):
     """The planner was called with arguments it cannot work with (a bug in the caller, not a host state)."""
 
@@ -459,7 +464,7 @@ def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequ
         fqdn=info.get("fqdn"),
         source="adcs" if mode == "reuse_key" else None,
         # reuse_key as documented turns TLS off: only behind the closed gate.
-        close_gate=mode == "reuse_key" and strategy == "documented",
+        close_gate=closes_gate(mode, strategy),
         remove_old=bool(request.remove_old) and mode in NEW_KEY_MODES,
         controller_check=bool(request.ca_path),
         # Left closed by an earlier run: the role opens it, whatever else it does.
