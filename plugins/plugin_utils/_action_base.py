@@ -15,9 +15,9 @@ import importlib
 import pathlib
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ansible.errors import AnsibleConnectionFailure
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
@@ -29,8 +29,10 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import CRYPTOGRAPHY_IMPORT_ERROR
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import run_id_of
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent, StaleState
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import DEFAULT_JOURNAL
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent
+
+if TYPE_CHECKING:
+    from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide
 
 display = Display()
 
@@ -44,8 +46,9 @@ _SPEC_KEYS = ("type", "required", "default", "choices", "elements")
 _DOC_ONLY_KEYS = frozenset({"description", "version_added", "suboptions", "notes", "seealso"})
 
 
+@functools.cache
 def module_documentation(module: str) -> dict[str, Any]:
-    """The stub's DOCUMENTATION with its doc fragments merged in."""
+    """The stub's DOCUMENTATION with its doc fragments merged in (parsed once per process)."""
     path = MODULES_DIR / f"{module}.py"
     doc: dict[str, Any] = get_docstring(str(path), fragment_loader, collection_name=COLLECTION, is_module=True)[0]
     if not doc:
@@ -68,6 +71,21 @@ def argument_spec_from_options(options: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+@functools.cache
+def module_validator(module: str) -> ArgumentSpecValidator:
+    """A validator of the module's options that fills in their defaults, for a caller that composes modules in-process
+    (the renewal engine): what it passes is built in code, so the constraints between options need no second check."""
+    return ArgumentSpecValidator(argument_spec_from_options(module_documentation(module).get("options") or {}))
+
+
+def module_params(module: str, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` (None meaning not given) with the module's documented types and defaults; XuError names a wrong option."""
+    result = module_validator(module).validate({key: value for key, value in given.items() if value is not None})
+    if result.error_messages:
+        raise XuError(f"{module}: " + "; ".join(result.error_messages))
+    return dict(result.validated_parameters)
+
+
 @dataclass
 class ModuleRun:
     """What a module's logic receives, and collects its warnings."""
@@ -79,6 +97,8 @@ class ModuleRun:
     agent: Agent
     host: str
     warnings: list[str] = field(default_factory=list)
+    # The run journal the module keeps in the calls it makes anyway; only the renewal engine hands one in.
+    journal: JournalRide | None = None
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -145,6 +165,28 @@ class XuActionBase(ActionBase):
     def run_module(self, run: ModuleRun) -> dict[str, Any]:
         raise NotImplementedError
 
+    def make_agent(self, params: dict[str, Any], host: str) -> CarriedStateAgent:
+        """The agent the module's logic calls; the renewal engine's answers its reads from the assessment's snapshot."""
+        del params
+        return CarriedStateAgent(AgentClient(self._execute_remote), host)
+
+    def read_controller_file(self, path: str, variable: str) -> bytes:
+        """A file on the controller, found like the copy module finds its src (a role's or play's files/), vault decrypted."""
+        real = self._loader.get_real_file(self.find_controller_file(path, variable), decrypt=True)
+        try:
+            with open(real, "rb") as handle:
+                return handle.read()
+        except OSError as e:
+            raise XuError(f"{variable} {path} cannot be read on the controller: {e.strerror}") from e
+        finally:
+            self._loader.cleanup_tmp_file(real)
+
+    def find_controller_file(self, path: str, variable: str) -> str:
+        try:
+            return str(self._find_needle("files", path))
+        except AnsibleError as e:
+            raise XuError(f"{variable} {path} cannot be found on the controller: {e.message}") from e
+
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
         del tmp
@@ -167,7 +209,7 @@ class XuActionBase(ActionBase):
             )
             return result
         host = str((task_vars or {}).get("inventory_hostname", ""))
-        agent, ignored = CarriedStateAgent.wrap(AgentClient(self._execute_remote), host, params.get("host_state"))
+        agent = self.make_agent(params, host)
         run = ModuleRun(
             params=params,
             check_mode=bool(self._task.check_mode),
@@ -176,10 +218,11 @@ class XuActionBase(ActionBase):
             agent=agent,
             host=host,
         )
-        if ignored:
-            run.warn(f"host_state was not used, the host was read instead: {ignored}")
         try:
-            module_result = self._run_guarded(run, agent)
+            if "run_id" in run.params:
+                # A bad run id fails the task before the host is contacted.
+                run_id_of(run.params)
+            module_result = self.run_module(run)
         except XuError as e:
             module_result = e.to_result()
         except AnsibleConnectionFailure:
@@ -194,36 +237,10 @@ class XuActionBase(ActionBase):
                 "changed": agent.changing_calls > 0,
             }
         module_result.setdefault("changed", False)
-        if params.get("journal"):
-            # What the caller's next step needs to know, whatever the module did or failed to do with it.
-            module_result["journal_present"] = agent.journal_present.get(str(params["journal"].get("name") or DEFAULT_JOURNAL))
-        if "host_state" in params:
-            module_result["host_state"] = agent.state()
         result.update(module_result)
         if run.warnings:
             result["warnings"] = result.get("warnings", []) + run.warnings
         return _masked(result, no_log_values)
-
-    def _run_guarded(self, run: ModuleRun, agent: CarriedStateAgent) -> dict[str, Any]:
-        """The module, run once more from a fresh read when a guard found the carried state out of date."""
-        if "run_id" in run.params:
-            # A bad run id fails the task before the host is contacted.
-            run_id_of(run.params)
-        try:
-            return self.run_module(run)
-        except StaleState as e:
-            if not agent.carried_hits:
-                raise
-            if run.params.get("host_state_changed") == "fail":
-                # The caller decided from host_state: it reads and decides again, not the module on its own.
-                return {
-                    "failed": True,
-                    "changed": False,
-                    "stale": True,
-                    "msg": f"{e.msg}. host_state_changed is fail: read the host again and decide again",
-                }
-            agent.drop_carried()
-            return self.run_module(run)
 
     def _execute_remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
         """One remote command through the host's connection, whatever plugin that is."""

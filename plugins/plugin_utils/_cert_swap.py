@@ -1138,7 +1138,7 @@ def as_requested(request: SwapRequest, plan: SwapPlan) -> SwapPlan:
 
 def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
     request = parse_request(run.params, files, utc_now())
-    ride = JournalRide.from_params(run.params)
+    ride = run.journal
     if request.pfx is not None:
         for note in request.pfx.notes:
             run.warn(note)

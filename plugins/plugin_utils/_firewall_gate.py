@@ -561,7 +561,7 @@ def _apply_parts(
 def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
     request = gate_request(run.params, in_use)
     hold = hold_request(run.params, request, in_use)
-    journal = JournalRide.from_params(run.params)
+    journal = run.journal
     run_id = run.run_id  # checked before the host is read
     profile = resolve_profile(run.params)
 

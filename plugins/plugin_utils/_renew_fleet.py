@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import closes_gate
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines
 
 # Results of a host that count against the run's later batches: it was attempted and did not end well.
@@ -26,12 +25,9 @@ NOT_ATTEMPTED = "not_attempted"
 # Results whose mode and strategy say how the host was changed.
 ACTED = frozenset({"renewed", "tls_enabled", "failed", "completed", "rolled_back"})
 REASON_INDENT = "  "
-# reuse_key/documented locks each server's clients out from before its first restart to after its second; the
-# controller hands out every host's tasks from one process, so in a big batch each task in that span waits for the
-# others'. Three at a time keep each lockout that of the canary (docs/renew.md, Benchmark).
-LOCKOUT_BATCH_SIZE = 3
+# A canary, then the rest at once: each host's steps are remote calls of one task, so a lockout does not grow with
+# the batch (docs/renew.md, Benchmark).
 CANARY_THEN_THE_REST: tuple[int | str, ...] = (1, "100%")
-CANARY_THEN_SMALL_BATCHES: tuple[int | str, ...] = (1, LOCKOUT_BATCH_SIZE)
 _WHOLE_NUMBER = re.compile(r"[0-9]+")
 _PERCENT = re.compile(r"([0-9]+)%")
 # Commas, white space, and the quotes of a list written out in one string.
@@ -42,13 +38,6 @@ class BatchesError(ValueError):
     """xu_renew_serial cannot be read as Ansible's batch sizes; the message names the variable."""
 
 
-def default_batches(hosts_options: Sequence[Mapping[str, Any]]) -> list[int | str]:
-    """The renew play's batches when ``xu_renew_serial`` is not set, from the typed options of its hosts.
-
-    A canary, then three at a time when any host's run locks its clients out, else the rest at once.
-    """
-    small = any(closes_gate(str(options.get("mode")), str(options.get("strategy"))) for options in hosts_options)
-    return list(CANARY_THEN_SMALL_BATCHES if small else CANARY_THEN_THE_REST)
 
 
 def _batch_size(value: Any, given: Any) -> int | str:
@@ -73,15 +62,15 @@ def _batch_size(value: Any, given: Any) -> int | str:
     raise problem
 
 
-def batch_sizes(serial: Any, hosts_options: Sequence[Mapping[str, Any]] = ()) -> list[int | str]:
-    """The renew play's ``serial``: ``xu_renew_serial`` as Ansible's batch sizes, or the default for its hosts.
+def batch_sizes(serial: Any) -> list[int | str]:
+    """The renew play's ``serial``: ``xu_renew_serial`` as Ansible's batch sizes, or the default (a canary, then the rest).
 
     Extra vars and AWX survey answers are strings, and ansible-core fails on a string that is not
     one whole number with an unexpected exception: ``3``, ``1,3``, ``1 10% 100%`` and a list
     written out in one string, ``[1, "100%"]``, all become the list Ansible takes.
     """
     if serial is None or (isinstance(serial, str) and not serial.strip()):
-        return default_batches(hosts_options)
+        return list(CANARY_THEN_THE_REST)
     values: Any = serial
     if isinstance(serial, str):
         text = serial.strip()
@@ -186,15 +175,23 @@ def short_thumbprint(thumbprint: Any) -> str:
     return f"{text[:4]}..{text[-4:]}" if text else "-"
 
 
+def summary_of(result: Mapping[str, Any], assessment: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A host's summary: its act phase's, else its assessment's (a host with nothing to do); None when it has neither."""
+    for source in (result, assessment):
+        summary = source.get("summary") if isinstance(source, Mapping) else None
+        if isinstance(summary, Mapping) and summary.get("result"):
+            return summary
+    return None
+
+
 def fleet_outcomes(group_hosts: Sequence[str], targeted: Sequence[str], summaries: Mapping[str, Any]) -> list[HostOutcome]:
-    """Every host of the group, in name order: its summary's result, or why there is none."""
+    """Every host targeted, in name order: its summary's result, or why there is none. Hosts of the group that --limit
+    left out are counted, not listed."""
     outcomes = []
-    for host in sorted(set(group_hosts) | set(targeted)):
+    for host in sorted(set(targeted)):
         summary = summaries.get(host)
         if isinstance(summary, Mapping) and summary.get("result"):
             outcomes.append(HostOutcome(host, str(summary["result"]), _text(summary.get("reason")), summary))
-        elif host not in targeted:
-            outcomes.append(HostOutcome(host, "not_targeted", "", {}))
         else:
             outcomes.append(HostOutcome(host, "unreachable", "the run lost this host before it could report (unreachable or stopped)", {}))
     return outcomes
@@ -202,18 +199,35 @@ def fleet_outcomes(group_hosts: Sequence[str], targeted: Sequence[str], summarie
 
 HEADINGS = ("HOST", "RESULT", "OLD", "NEW", "NEW EXPIRY", "OUTAGE S", "MODE")
 RIGHT_ALIGNED = frozenset({"OUTAGE S"})
+# The summary's order: what needs a person first, then what changed, then what was left alone. Each host's reason is
+# printed only where it explains a problem; a fleet of 1000 stays one line a host.
+RESULT_ORDER = (
+    "failed", "unreachable", "not_attempted", "blocked", "busy", "rolled_back", "completed", "renewed", "tls_enabled",
+    "would_renew", "would_enable_tls", "would_resume", "skipped", "not_due",
+)
+EXPLAINED = frozenset({"failed", "unreachable", "not_attempted", "blocked", "busy", "rolled_back", "completed", "skipped"})
 
 
-def fleet_lines(outcomes: Sequence[HostOutcome]) -> list[str]:
-    """The fleet summary as lines (one list item a line reads well under every callback): columns sized to their content."""
-    header, *rows = column_lines(HEADINGS, [outcome.cells() for outcome in outcomes], RIGHT_ALIGNED)
-    lines = [header]
-    for outcome, row in zip(outcomes, rows, strict=True):
+def _order(outcome: HostOutcome) -> tuple[int, str]:
+    rank = RESULT_ORDER.index(outcome.result) if outcome.result in RESULT_ORDER else len(RESULT_ORDER)
+    return rank, outcome.host
+
+
+def fleet_lines(outcomes: Sequence[HostOutcome], not_targeted: int = 0) -> list[str]:
+    """The fleet summary as lines (one list item a line reads well under every callback): the counts first, then one
+    line a host, grouped by result with the failures on top; columns sized to their content."""
+    ordered = sorted(outcomes, key=_order)
+    totals = fleet_totals(ordered)
+    counts = ", ".join(f"{count} {result}" for result, count in sorted(totals.items(), key=lambda item: _order(HostOutcome("", item[0], "", {}))))
+    lines = [f"TOTAL  {len(ordered)} hosts: {counts}" + (f"; {not_targeted} more of the group not targeted (--limit)" if not_targeted else "")]
+    if not ordered:
+        return lines
+    header, *rows = column_lines(HEADINGS, [outcome.cells() for outcome in ordered], RIGHT_ALIGNED)
+    lines.append(header)
+    for outcome, row in zip(ordered, rows, strict=True):
         lines.append(row)
-        if outcome.reason and outcome.result != "not_due":
+        if outcome.reason and outcome.result in EXPLAINED:
             lines += note_lines(outcome.reason, REASON_INDENT, REASON_INDENT * 2)
-    totals = fleet_totals(outcomes)
-    lines.append("TOTAL  " + ", ".join(f"{count} {result}" for result, count in totals.items()))
     return lines
 
 
@@ -231,7 +245,7 @@ def run_failure(outcome: HostOutcome, fail_on_blocked: bool) -> str | None:
     if outcome.result in ("blocked", "not_attempted") and (fail_on_blocked or outcome.result == "not_attempted"):
         return f"Due but not renewed (see the summary above): {outcome.reason}"
     if outcome.result == "unreachable":
-        return f"Unreachable, so neither assessed nor renewed: {outcome.reason}"
+        return f"Unreachable, so not renewed: {outcome.reason}"
     return None
 
 
@@ -241,9 +255,9 @@ def fleet_report(
     """What the renew playbook's last play prints, hands to AWX and fails on."""
     outcomes = fleet_outcomes(group_hosts, targeted, summaries)
     failures = {o.host: message for o in outcomes if (message := run_failure(o, fail_on_blocked)) is not None}
-    lines = fleet_lines(outcomes)
+    lines = fleet_lines(outcomes, not_targeted=len(set(group_hosts) - set(targeted)))
     if failures:
-        lines.append(f"NOT RENEWED  {', '.join(failures)}")
+        lines.append(f"NOT RENEWED  {', '.join(sorted(failures))}")
     return {
         "lines": lines,
         "totals": fleet_totals(outcomes),

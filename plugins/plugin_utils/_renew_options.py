@@ -100,6 +100,8 @@ def renew_options(values: Mapping[str, Any], host: str, entry_point: str = "main
     every variable that is wrong.
     """
     spec = role_options_spec(entry_point)
+    # An empty value (an AWX survey's empty answer, which ansible-core 2.19+ reads as None) means the default.
+    values = {name: value for name, value in values.items() if value is not None and value != ""}
     unknown = sorted(set(values) - set(spec))
     if unknown:
         raise RoleOptionsError(f"not variables of the renew role: {', '.join(unknown)}")

@@ -536,12 +536,12 @@ def _enable_tls_plan(info: Mapping[str, Any], decided: Plan, request: RenewalReq
 
 @dataclass(frozen=True)
 class PfxInputs:
-    """The new PFX as found on the controller (an empty path: not found), and what judging it needs."""
+    """The new PFX as read on the controller (``pfx`` None for a path that was not found), and what judging it needs."""
 
-    pfx_path: str | None = None
+    pfx: bytes | None = None
     pfx_content: str | None = None
     password: str | None = None
-    ca_path: str | None = None
+    ca_bundle: bytes | None = None
     strict_san: bool = True
 
 
@@ -549,15 +549,16 @@ def precheck(planned: Plan, given: PfxInputs, now: datetime.datetime | None = No
     """The plan, ``blocked`` with the reason when the swap would refuse the host's new PFX; unchanged otherwise."""
     if planned.action != "renew" or planned.source not in PFX_SOURCES:
         return planned
-    if planned.source == "pfx" and not given.pfx_path:
+    if planned.source == "pfx" and given.pfx is None:
         blocker: str | None = f"the PFX {planned.pfx_path} (xu_renew_pfx_path) was not found on the controller"
     else:
         blocker = pfx_blocker(
             planned.as_fact(),
-            pfx_path=given.pfx_path if planned.source == "pfx" else None,
+            pfx=given.pfx if planned.source == "pfx" else None,
+            pfx_source=f"the PFX {planned.pfx_path}" if planned.source == "pfx" else "xu_renew_pfx_content",
             pfx_content=given.pfx_content if planned.source == "pfx_content" else None,
             password=given.password or None,
-            ca_path=given.ca_path or None,
+            ca_bundle=given.ca_bundle,
             strict_san=given.strict_san,
             now=now or utc_now(),
         )

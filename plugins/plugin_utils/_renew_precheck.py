@@ -52,39 +52,30 @@ def _swap_params(given: Mapping[str, Any]) -> dict[str, Any]:
     return dict(result.validated_parameters)
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        return pathlib.Path(path).read_bytes()
-    except OSError as e:
-        raise XuError(f"{what} {path} cannot be read on the controller: {e.strerror or e}") from e
-
-
 def pfx_blocker(
     plan: Mapping[str, Any],
     *,
-    pfx_path: str | None,
+    pfx: bytes | None,
+    pfx_source: str,
     pfx_content: str | None,
     password: str | None,
-    ca_path: str | None,
+    ca_bundle: bytes | None,
     strict_san: bool,
     now: datetime.datetime,
 ) -> str | None:
     """Why the real run would refuse this host's new PFX, in the role's words; None when it would take it."""
     fqdn = str(plan.get("fqdn") or "").strip().lower() or None
     try:
-        files = ControllerFiles(
-            pfx=_read(pfx_path, "xu_renew_pfx_path") if pfx_path else None,
-            pfx_source=f"the PFX {pfx_path}" if pfx_path else "xu_renew_pfx_content",
-            ca_bundle=_read(ca_path, "xu_renew_ca_path") if ca_path else None,
-        )
+        files = ControllerFiles(pfx=pfx, pfx_source=pfx_source, ca_bundle=ca_bundle)
         params = _swap_params({
             "old_thumbprint": plan.get("old_thumbprint") or None,
             # Turning TLS on replaces nothing: the swap only installs the PFX.
             "update_references": not plan.get("enable_tls"),
-            "pfx_path": pfx_path,
-            "pfx_content": None if pfx_path else pfx_content,
+            # The swap reads the file; its name only has to be there.
+            "pfx_path": "given" if pfx is not None else None,
+            "pfx_content": None if pfx is not None else pfx_content,
             "pfx_password": password or None,
-            "ca_path": ca_path or None,
+            "ca_path": "given" if ca_bundle is not None else None,
             "strict_san": strict_san,
         })
         request = parse_request(params, files, now)

@@ -472,7 +472,7 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     profile = resolve_profile(run.params)
     request = parse_request(run.params, profile.settings_map)
     run_id = run.run_id  # checked before the host is read
-    journal = JournalRide.from_params(run.params)
+    journal = run.journal
     snapshot = read_snapshot(
         run.agent, profile, DEFAULT_GATE_GROUP, server_name=request.fqdn, journal_name=journal.name if journal else None,
     )

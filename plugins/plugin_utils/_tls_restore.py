@@ -26,6 +26,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     prune_operations,
     restart_wanted,
 )
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import RemoteError, XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import SETTINGS_RESTORED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
@@ -44,7 +45,10 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
     target = params["path"] or TLS_SETTINGS_FILE
     run_id = run.run_id  # checked before the host is read
     profile = resolve_profile(params)
-    snapshot = read_snapshot(run.agent, profile, DEFAULT_GATE_GROUP, extra_files=[backup, target])
+    journal = run.journal
+    snapshot = read_snapshot(
+        run.agent, profile, DEFAULT_GATE_GROUP, extra_files=[backup, target], journal_name=journal.name if journal else None,
+    )
     require_installed(snapshot)
     require_complete(snapshot)
     backup_file = snapshot.files[backup]
@@ -80,6 +84,11 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
     if run.diff:
         result["diff"] = {"before_header": current.full_path, "after_header": current.full_path,
                           "before": current.content or "", "after": backup_file.content or ""}
+    # A run's journal rides in the call: written (its lease) before the restore, and refused when another run holds it.
+    writes: list[Operation] = []
+    if journal is not None:
+        journal.check_owner(snapshot.journal, run_id)
+        writes = journal.write_operations(snapshot.journal, run_id)
     if run.check_mode or not result["changed"]:
         return result
 
@@ -91,6 +100,7 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
         outcome = apply_changes(
             run.agent,
             changes=[] if identical else [change],
+            pre_ops=writes,
             stamp=backup_stamp(),
             backup=True,  # the file it replaces is kept: an edit made after the backup is never lost
             # Probed by the name the host reported: a server bound to its DNS name answers nothing else.
