@@ -168,7 +168,8 @@ class CarriedStateAgent:
         else:
             fresh = list(zip(operations, results, strict=True))
         for operation, result in fresh:
-            if result.status in ("ok", "error"):
+            # Only what was read: a read that failed is made again by the next step that needs it.
+            if result.status == "ok":
                 self.answers[_key(operation)] = _Answer(operation, result)
         # Merged reads keep the age of the oldest answer; a change leaves only answers read after it.
         self.read_at = now if not read_only or self.read_at is None else self.read_at

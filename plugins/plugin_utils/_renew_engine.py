@@ -294,7 +294,9 @@ class Renewal:
     def module(self, name: str, params: dict[str, Any], journal: JournalRide | None = None) -> dict[str, Any]:
         """Run a public module's logic in-process on this host's shared snapshot, with the run's journal riding along."""
         documented = module_documentation(name).get("options") or {}
-        common = {key: value for key, value in (("product", self.options["product"]), ("run_id", self.ctx.run_id)) if key in documented}
+        # Every read names the server as the assessment did: the probes then match, and the carried snapshot answers them.
+        given = (("product", self.options["product"]), ("run_id", self.ctx.run_id), ("fqdn", self._fqdn()))
+        common = {key: value for key, value in given if key in documented}
         run = ModuleRun(
             params=module_params(name, {**common, **params}),
             check_mode=False, diff=False, task_vars=self.ctx.task_vars, agent=self.ctx.agent, host=self.ctx.host, journal=journal,

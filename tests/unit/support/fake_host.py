@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from cryptography import x509
 from support.certs import der, mint
 
 INSTALL_DIR = "C:\\Program Files\\XtractUniversal"
+ROOTED = re.compile(r"^([A-Za-z]:|[\\/])")
 SERVICE_ACCOUNT = "NT Service\\XtractUniversal Service"
 # The virtual account's SID (derived from the service name) and the groups of a service logon.
 SERVICE_SID = "S-1-5-80-2835434641-1716488285-1104975628-79970361-2622572616"
@@ -74,6 +76,8 @@ class FakeHost:
     pending_templates: set[str] = field(default_factory=set)
     enrol_requests: int = 0
     answer_override: Callable[[str, bytes], tuple[int, str, str]] | None = None
+    # The index of the operation that fails in the next call (IOException), then forgotten.
+    fail_at: int | None = None
 
     def add_certificate(self, cert: x509.Certificate, *, has_private_key: bool = True, acl: list[dict[str, Any]] | None = None) -> str:
         raw = der(cert)
@@ -97,13 +101,15 @@ class FakeHost:
         self.calls.append(request["ops"])
         results = []
         failed = False
-        for op in request["ops"]:
+        fail_at, self.fail_at = self.fail_at, None
+        for index, op in enumerate(request["ops"]):
             entry: dict[str, Any] = {"id": op["id"], "op": op["op"]}
             if failed and request["stop_on_error"]:
                 entry["status"] = "skipped"
                 results.append(entry)
                 continue
-            error = self.fail_once.pop(op["op"], None) or self.errors.get(op["op"])
+            injected = {"type": "IOException", "message": "injected fault"} if index == fail_at else None
+            error = injected or self.fail_once.pop(op["op"], None) or self.errors.get(op["op"])
             if error is None:
                 try:
                     entry.update(status="ok", result=getattr(self, "op_" + op["op"])(op["args"]))
@@ -158,7 +164,8 @@ class FakeHost:
             "files": [
                 {
                     "path": path,
-                    "full_path": f"{INSTALL_DIR}\\{path}",
+                    # As the agent combines them: a rooted path is its own full path.
+                    "full_path": path if ROOTED.match(path) else f"{INSTALL_DIR}\\{path}",
                     "exists": path in self.files,
                     "content": self.files.get(path),
                     "sha256": hashlib.sha256(self.files[path].encode()).hexdigest() if path in self.files else None,

@@ -139,17 +139,6 @@ class SwapFakeHost(ChangingFakeHost):
         output = f"Installed Certificate:\r\n  Thumbprint: {thumbprint.lower()}"
         return {"thumbprint": thumbprint, "output": output, "exit_code": 0, "enrolled_as": "machine"}
 
-    def op_journal_read(self, args: dict[str, Any]) -> dict[str, Any]:
-        content = self.journals.get(args["name"])
-        return {"exists": content is not None, "content": content}
-
-    def op_journal_write(self, args: dict[str, Any]) -> dict[str, Any]:
-        if args.get("content") is None:
-            self.journals.pop(args["name"], None)
-        else:
-            self.journals[args["name"]] = args["content"]
-        return {"path": f"C:\\ProgramData\\xtractuniversal.tls\\{args['name']}.json"}
-
 
 def swap_host(*, old_days_left: float = 20, crlf: bool = True) -> tuple[SwapFakeHost, str, x509.Certificate]:
     """A running XU bound to one certificate for web server and configuration server, as the lab's healthy hosts are."""
