@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import secrets
 from typing import Any, ClassVar
 
@@ -27,6 +28,8 @@ class ActionModule(XuActionBase):
         # The act phase decides from the snapshot the assessment read (no call of its own, unless it is too old).
         carried = (params.get("assessment") or {}).get("state")
         agent, _ignored = CarriedStateAgent.wrap(AgentClient(self._execute_remote), host, carried)
+        # Each step is a link of one chain: a call that changes the host reads back, in the same call, what the next step needs.
+        agent.chained = True
         return agent
 
     def run_module(self, run: ModuleRun) -> dict[str, Any]:
@@ -47,11 +50,9 @@ class ActionModule(XuActionBase):
             connection_ports=connection_ports([run.task_vars.get("ansible_port"), self._play_context.port]),
             address=str(run.task_vars.get("ansible_host") or run.host),
         )
+        phase = assess if run.params["phase"] == "assess" else functools.partial(act, halt=run.params.get("halt"))
         try:
-            if run.params["phase"] == "assess":
-                result = assess(context, run.check_mode)
-            else:
-                result = act(context, run.check_mode, run.params.get("halt"))
+            result = phase(context, run.check_mode)
         except AnsibleConnectionFailure as e:
             # The host could not be read at all: reported unreachable, with a summary that says so.
             result = {"unreachable": True, "msg": str(e), "changed": False, "summary": unreachable_summary(context, str(e))}

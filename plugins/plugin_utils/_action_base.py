@@ -185,7 +185,7 @@ class XuActionBase(ActionBase):
         try:
             return str(self._find_needle("files", path))
         except AnsibleError as e:
-            raise XuError(f"{variable} {path} cannot be found on the controller: {e.message}") from e
+            raise XuError(f"{variable} {path} cannot be read on the controller: {e.message}") from e
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)

@@ -47,7 +47,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import (
     hold_group_name,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, journal_guard_failed, written_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import journal_guard_failed, written_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     ProductProfile,
     resolve_profile,

@@ -92,6 +92,19 @@ def _split_list_strings(values: Mapping[str, Any], spec: Mapping[str, Mapping[st
     return split
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with Ansible's lazy containers turned into plain dicts and lists.
+
+    A lazy container carries the templating machinery with it: the argument validator's deep copy of one copies
+    that too, at a cost of up to a second of CPU.
+    """
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
 def renew_options(values: Mapping[str, Any], host: str, entry_point: str = "main") -> dict[str, Any]:
     """The role's variables, but the secrets, with their documented types, keyed without the ``xu_renew_`` prefix.
 
@@ -100,6 +113,7 @@ def renew_options(values: Mapping[str, Any], host: str, entry_point: str = "main
     every variable that is wrong.
     """
     spec = role_options_spec(entry_point)
+    values = _plain(values)
     # An empty value (an AWX survey's empty answer, which ansible-core 2.19+ reads as None) means the default.
     values = {name: value for name, value in values.items() if value is not None and value != ""}
     unknown = sorted(set(values) - set(spec))

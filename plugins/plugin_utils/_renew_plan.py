@@ -82,7 +82,6 @@ class Plan:
     reason: str
     mode: str | None
     strategy: str | None
-    tasks: str | None = None
     old_thumbprint: str | None = None
     days_left: Any = None
     not_after: Any = None
@@ -119,7 +118,6 @@ class Plan:
                     "gate_closed": self.gate_closed}
         fact = {
             **head,
-            "tasks": self.tasks,
             "old_thumbprint": self.old_thumbprint,
             "days_left": self.days_left,
             "not_after": self.not_after,
@@ -163,7 +161,6 @@ def parse_plan(value: Any) -> Plan:
         reason=str(fact.get("reason") or ""),
         mode=_text(fact.get("mode")),
         strategy=_text(fact.get("strategy")),
-        tasks=_text(fact.get("tasks")),
         old_thumbprint=_text(fact.get("old_thumbprint")),
         days_left=fact.get("days_left"),
         not_after=fact.get("not_after"),
@@ -448,9 +445,6 @@ def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequ
         reason=assessed.reason,
         mode=mode,
         strategy=strategy,
-        # replace's strategies differ only in where the old certificate goes: one sequence for both, and for every
-        # mode that brings a certificate with a key of its own.
-        tasks="replace.yml" if mode in NEW_KEY_MODES else f"{mode}_{strategy}.yml",
         old_thumbprint=old,
         days_left=assessed.days_left,
         not_after=assessed.not_after,
@@ -510,7 +504,7 @@ def _enable_tls_plan(info: Mapping[str, Any], decided: Plan, request: RenewalReq
     protocol = check_choice("xu_renew_web_protocol", request.web_protocol, HTTPS_PROTOCOLS)
     port = as_dict(info.get("web_server")).get("http_port")
     decided = replace(
-        decided, status="due", reason=f"TLS is off (plain HTTP on port {port})", tasks="enable_tls.yml", old_thumbprint=None,
+        decided, status="due", reason=f"TLS is off (plain HTTP on port {port})", old_thumbprint=None,
         days_left=None, not_after=None, previous_web_protocol=PLAIN_HTTP_PROTOCOL, web_protocol=protocol, enable_tls=True,
         bind_config=bool(request.bind_config_server), config_separate=False, source=None, close_gate=False, remove_old=False,
     )

@@ -13,7 +13,6 @@ variables, not the module's options.
 from __future__ import annotations
 
 import datetime
-import pathlib
 import re
 from collections.abc import Mapping
 from functools import cache

@@ -216,29 +216,3 @@ def summary(planned: Plan, info: Mapping[str, Any], record: RunRecord) -> HostSu
         failed_step=failure.step if failure else None,
         restored=failure.restored if failure else (),
     )
-
-
-def failed_messages(results: Any) -> list[str]:
-    """The messages of the registered results (or loop results) that failed; skipped and missing ones count as fine.
-
-    Only the keys needed are read, so a skipped result's deprecated keys are never touched.
-    """
-    errors: list[str] = []
-    for result in results if isinstance(results, list) else [results]:
-        if not isinstance(result, Mapping) or result.get("skipped"):
-            continue
-        if isinstance(result.get("results"), list):
-            errors += failed_messages(result["results"])
-        elif result.get("failed") or result.get("unreachable"):
-            errors.append(str(result.get("msg") or "failed"))
-    return errors
-
-
-def result_totals(summaries: Any) -> dict[str, int]:
-    """How many hosts ended with each result; a host without a summary counts as ``unreachable``."""
-    totals: dict[str, int] = {}
-    values = summaries.values() if isinstance(summaries, Mapping) else summaries if isinstance(summaries, list) else []
-    for host_summary in values:
-        result = str(as_dict(host_summary).get("result") or "unreachable")
-        totals[result] = totals.get(result, 0) + 1
-    return dict(sorted(totals.items()))

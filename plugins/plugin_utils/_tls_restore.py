@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import (
     ChangeFailed,
     FileChange,
@@ -26,7 +27,6 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     prune_operations,
     restart_wanted,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import RemoteError, XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import SETTINGS_RESTORED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.filter import renew
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import AdoptionRules, Candidate, adoption_in_report, choose, why_not
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import sequence_of
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import parse_plan
+from support import renew_decisions as renew
 from support.action import run_action
 from support.certs import mint
 from support.fake_swap import FQDN, swap_host
@@ -240,7 +242,7 @@ def test_adopt_mode_renews_a_host_with_a_better_certificate_whatever_its_expiry(
     host, _old, planted = adopt_host()
     report = run_action("xu_tls_info", {"fqdn": FQDN}, host)
     planned = renew.renew_plan(report, "adopt", strategy="minimal_outage", before_days=5, run_id="r1")
-    assert planned["action"] == "renew" and planned["status"] == "due" and planned["tasks"] == "replace.yml"
+    assert planned["action"] == "renew" and planned["status"] == "due" and sequence_of(parse_plan(planned)) == "new_certificate"
     assert (planned["source"], planned["new_thumbprint"], planned["remove_old"]) == ("thumbprint", planted["better"], True)
     assert planned["reason"].startswith(f"{planted['better']} in LocalMachine\\My can replace it (expires ")
 
@@ -261,7 +263,7 @@ def test_enroll_mode_plans_the_swap_options_and_needs_a_template() -> None:
     host, _old, _cert = swap_host(old_days_left=-3)
     report = run_action("xu_tls_info", {"fqdn": FQDN}, host)
     planned = renew.renew_plan(report, "enroll", template="WebServer", extra_dns_names=["XU.example.com", FQDN], run_id="r1")
-    assert planned["action"] == "renew" and planned["source"] == "enroll" and planned["tasks"] == "replace.yml"
+    assert planned["action"] == "renew" and planned["source"] == "enroll" and sequence_of(parse_plan(planned)) == "new_certificate"
     assert planned["enroll"] == {"template": "WebServer", "ca_config": None, "dns_names": [FQDN, "xu.example.com"]}
     blocked = renew.renew_plan(report, "enroll", run_id="r1")
     assert blocked["action"] == "blocked" and blocked["reason"].endswith("enroll mode needs the AD CS template to enrol from: set xu_renew_template")

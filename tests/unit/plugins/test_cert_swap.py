@@ -18,6 +18,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._cert_swap imp
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import CERTIFICATE_SWAPPED
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import PBES2_OID_DER
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsFile
 from support.action import run_action
@@ -25,6 +26,7 @@ from support.certs import mint
 from support.fake_changes import TLS_FILE
 from support.fake_host import intercept
 from support.fake_swap import FQDN, SwapFakeHost, make_pfx, swap_host, thumbprint_of
+from support.inprocess import Steps
 
 OLD = "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"
 NEW = "5D0C4E1F2A3B4C5D6E7F8091A2B3C4D5E6F70819"
@@ -657,7 +659,7 @@ def test_the_loser_of_two_swaps_says_what_it_did_and_did_not() -> None:
     assert result["imported_thumbprint"] == thumbprint_of(cert) and host.restarts == 0
 
 
-RUN_JOURNAL = {"name": "renew", "state": "during", "content": {"step": "started", "mode": "replace"}, "lease_minutes": 30}
+RUN_JOURNAL = JournalRide("renew", "during", {"step": "started", "mode": "replace"}, 30)
 
 
 @pytest.mark.parametrize("failing", ["event_write", "cert_remove"])
@@ -666,10 +668,11 @@ def test_the_journal_goes_once_the_new_certificate_is_served_whatever_fails_afte
     # renewal: the run's journal (its lease) must not outlive it.
     host, old, new = host_with_new()
     host.errors[failing] = {"type": "UnauthorizedAccessException", "message": "Access is denied."}
-    args = {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True, "run_id": "run-1", "journal": RUN_JOURNAL}
-    result = run_action("xu_cert_swap", args, host)
+    args = {"old_thumbprint": old, "new_thumbprint": new, "remove_old": True, "run_id": "run-1"}
+    steps = Steps(host)
+    result = steps.run("xu_cert_swap", args, RUN_JOURNAL)
     assert not result.get("failed"), result
-    assert "renew" not in host.journals and result["journal_present"] is False
+    assert "renew" not in host.journals and steps.agent.journal_present["renew"] is False
     names = [op["op"] for op in host.calls[1]]
     assert names.index("served_check") < names.index("journal_write", 1) < names.index("cert_remove")
     assert served_thumbprint(host, 8165) == new
@@ -680,7 +683,8 @@ def test_a_journal_left_by_a_failed_guard_is_reported_present() -> None:
     # The served check before the journal's removal fails: the renewal stands, the caller removes the journal.
     host, old, new = host_with_new()
     host.errors["served_check"] = {"type": "PreconditionFailed", "message": "port 8165 presents no certificate"}
-    args = {"old_thumbprint": old, "new_thumbprint": new, "run_id": "run-1", "journal": RUN_JOURNAL}
-    result = run_action("xu_cert_swap", args, host)
-    assert "renew" in host.journals and result["journal_present"] is True
-    assert any("The journal renew was kept" in w for w in result.get("warnings", [])), result
+    args = {"old_thumbprint": old, "new_thumbprint": new, "run_id": "run-1"}
+    steps = Steps(host)
+    steps.run("xu_cert_swap", args, RUN_JOURNAL)
+    assert "renew" in host.journals and steps.agent.journal_present["renew"] is True
+    assert any("The journal renew was kept" in w for w in steps.warnings), steps.warnings

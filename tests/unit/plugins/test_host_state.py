@@ -1,4 +1,5 @@
-"""A step of a run in one remote call: the host's state carried from task to task, and the run's journal in the modules' own calls."""
+"""A step of a run in one remote call: the modules' logic sharing one snapshot of the host, as the renewal engine runs
+them, and the run's journal in the modules' own calls."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent, StaleState, usable_state
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide
 from support.action import run_action
 from support.certs import mint
-from support.fake_changes import ChangingFakeHost
+from support.fake_changes import ChangingFakeHost, sha256_text
 from support.fake_firewall import FirewallFakeHost
 from support.fake_host import FakeHost, tls_json
+from support.inprocess import Steps
 
 FQDN = "xu01.example.com"
 TLS = "config\\servers\\tls.json"
-JOURNAL = {"name": "renew", "content": {"step": "started", "mode": "replace"}, "lease_minutes": 30}
+JOURNAL = JournalRide("renew", "present", {"step": "started", "mode": "replace"}, 30)
 
 
 def bound_host() -> tuple[ChangingFakeHost, str, str]:
@@ -43,45 +48,39 @@ def guarded(call: list[dict[str, Any]]) -> list[str]:
     return names[guards:]
 
 
-def carried(host: FakeHost) -> dict[str, Any]:
-    """What xu_tls_info hands to the next task."""
-    info = run_action("xu_tls_info", {"host_state": {}}, host)
+def read(steps: Steps) -> dict[str, Any]:
+    info = steps.run("xu_tls_info", {})
     assert not info.get("failed"), info
-    state: dict[str, Any] = info["host_state"]
-    return state
+    return info
 
 
-def test_a_step_given_the_previous_state_makes_one_call_and_hands_on_the_state_after_it() -> None:
+def test_a_step_after_a_read_makes_one_call_and_reads_back_in_it_what_the_next_step_needs() -> None:
     host, old, new = bound_host()
-    state = carried(host)
-    assert len(host.calls) == 1 and state["host"] == "xu01" and state["format"] == 1
+    steps = Steps(host)
+    read(steps)
+    assert len(host.calls) == 1
 
-    result = run_action("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new, "host_state": state}, host)
+    result = steps.run("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new})
     assert not result.get("failed"), result
     # No read of its own: the apply call, which reads everything known again after the change.
     assert len(host.calls) == 2
     assert guarded(host.calls[1])[:6] == ["file_write", "service_restart", "port_probe", "port_probe", "event_write", "discover"]
+    # The change is guarded by tls.json's hash as the read saw it.
     tls_guard = next(op["args"] for op in host.calls[1] if op["op"] == "file_check" and op["args"]["path"].endswith("tls.json"))
-    assert tls_guard["sha256"] == next(f for f in next(a for a in state["answers"] if a["op"] == "discover")["result"]["files"]
-                                       if f["path"].endswith("tls.json"))["sha256"]
-    after = result["host_state"]
-    discover = next(a for a in after["answers"] if a["op"] == "discover")
-    tls = next(f for f in discover["result"]["files"] if f["path"].endswith("tls.json"))
-    assert new in tls["content"] and old not in tls["content"]
+    assert tls_guard["sha256"] == sha256_text(tls_json(web=old, config=old))
 
-    # The verification reads nothing from the host: the state after the restart answers it.
-    info = run_action("xu_tls_info", {"host_state": after}, host)
+    # The verification reads nothing from the host: what the apply call read back answers it.
+    info = read(steps)
     assert len(host.calls) == 2
     assert info["web_server"]["certificate_thumbprint"] == new and info["served"]["web_https"]["thumbprint"] == new
+    assert old not in (host.file(TLS) or "")
 
 
 def test_a_module_used_alone_reads_first_and_reads_nothing_more() -> None:
     host, _old, new = bound_host()
-    result = run_action("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new, "host_state": None}, host)
+    result = run_action("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new}, host)
     assert not result.get("failed"), result
-    assert len(host.calls) == 2 and "discover" not in ops(host.calls[1])
-    # Nothing was read after the change: no state to hand on.
-    assert result["host_state"] is None
+    assert len(host.calls) == 2 and "discover" not in ops(host.calls[1]) and "file_check" not in ops(host.calls[1])
 
 
 @pytest.mark.parametrize(
@@ -92,57 +91,40 @@ def test_a_module_used_alone_reads_first_and_reads_nothing_more() -> None:
         (lambda s: s | {"format": 99}, "it is not a host_state this collection returned"),
     ],
 )
-def test_a_foreign_or_old_state_is_not_used(change: Any, reason: str) -> None:
+def test_a_foreign_or_old_snapshot_is_not_used(change: Any, reason: str) -> None:
     host, _old, _new = bound_host()
-    state = change(carried(host))
-    result = run_action("xu_tls_info", {"host_state": state}, host)
-    assert len(host.calls) == 2  # read again
-    assert any(reason in w and "host_state was not used" in w for w in result["warnings"]), result
-
-
-def test_a_guard_that_finds_the_host_changed_makes_the_module_read_again_and_go_on() -> None:
-    host, old, new = bound_host()
-    state = carried(host)
-    # Someone edits tls.json after the state was read: the guard before the change is refused on the host.
-    host.files[TLS] = tls_json(web=old, config=old, protocol="HttpsRestrictedAdUsers")
-    result = run_action("xu_tls_binding", {"web_certificate": new, "host_state": state}, host)
-    assert not result.get("failed"), result
-    assert [c[0]["op"] for c in host.calls[1:]] == ["file_check", "discover", "file_write"]
-    refused_write = next(op["args"] for op in host.calls[1] if op["op"] == "file_write")
-    assert host.file(refused_write["backup_path"]) is None  # sent after the guard, never run
-    document = json.loads(host.file(TLS) or "")
-    # The edit made meanwhile is kept: the plan was made again from what the host holds now.
-    assert document["WebServer"]["Protocol"] == "HttpsRestrictedAdUsers" and document["WebServer"]["Certificate"]["Thumbprint"] == new
+    steps = Steps(host)
+    read(steps)
+    state = steps.agent.state()
+    answers, why = usable_state(change(state), "xu01")
+    assert answers == [] and why is not None and reason in why
+    agent, ignored = CarriedStateAgent.wrap(AgentClient(host.transport), "xu01", change(state))
+    assert ignored is not None and reason in ignored and not agent.answers
+    assert usable_state(state, "xu01") == (usable_state(state, "xu01")[0], None)
 
 
 @pytest.mark.parametrize("module", ["xu_tls_binding", "xu_firewall_gate"])
-def test_a_caller_that_decided_from_the_state_is_told_and_nothing_is_changed(module: str) -> None:
+def test_a_step_whose_snapshot_is_out_of_date_changes_nothing_and_says_so(module: str) -> None:
     # Another run renewed the host between this run's read and its first change: the decision itself is stale.
     bound, old, new = bound_host()
     host: FakeHost = FirewallFakeHost(files=dict(bound.files)) if module == "xu_firewall_gate" else bound
-    state = carried(host)
+    steps = Steps(host)
+    read(steps)
     host.files[TLS] = tls_json(web=new, config=new)
     before = dict(host.files)
     args = {"web_certificate": old} if module == "xu_tls_binding" else {"state": "closed"}
-    result = run_action(module, {**args, "host_state": state, "host_state_changed": "fail", "run_id": "run-b", "journal": JOURNAL}, host)
-    assert result.get("stale") is True, result
-    assert result["failed"] is True and result["changed"] is False
-    assert "the host changed since host_state was read (HashMismatch" in result["msg"] and "decide again" in result["msg"]
+    result = steps.run(module, {**args, "run_id": "run-b"}, JOURNAL)
+    assert isinstance(result["error"], StaleState), result
+    assert "the host changed since host_state was read (HashMismatch" in result["msg"]
     # One call, refused at its first guard: no journal, no rule, no write.
     assert len(host.calls) == 2 and ops(host.calls[1])[0] == "file_check"
     assert host.files == before and "renew" not in host.journals and not host.rules
     assert not isinstance(host, FirewallFakeHost) or not any(host.groups.values())
 
 
-def test_a_module_used_alone_sends_no_guard_of_its_own_read() -> None:
-    host, _old, new = bound_host()
-    run_action("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new}, host)
-    assert "file_check" not in ops(host.calls[1])
-
-
 def test_the_journal_rides_in_the_apply_call_and_names_the_backup_it_makes() -> None:
     host, _old, new = bound_host()
-    result = run_action("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new, "run_id": "run-1", "journal": JOURNAL}, host)
+    result = Steps(host).run("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new, "run_id": "run-1"}, JOURNAL)
     assert not result.get("failed"), result
     assert len(host.calls) == 2 and host.calls[0][-1]["op"] == "journal_read"
     write = host.calls[1][0]
@@ -157,10 +139,14 @@ def test_the_journal_rides_in_the_apply_call_and_names_the_backup_it_makes() -> 
 def test_the_journal_goes_after_the_change_only_once_the_host_sees_it_served() -> None:
     host, _old, new = bound_host()
     host.journals["renew"] = json.dumps({"run_id": "run-1", "step": "renewed"})
-    args = {"web_certificate": new, "config_server_certificate": new, "run_id": "run-1", "journal": {"name": "renew", "state": "absent"}}
-    result = run_action("xu_tls_binding", args, host)
+    args = {"web_certificate": new, "config_server_certificate": new, "run_id": "run-1"}
+    removal = JournalRide("renew", "absent", None, None)
+    result = Steps(host).run("xu_tls_binding", args, removal)
     assert not result.get("failed"), result
-    assert ops(host.calls[1])[-2:] == ["served_check", "journal_write"] and "renew" not in host.journals
+    names = ops(host.calls[1])
+    # The journal goes last of the change, right after the host saw its ports serve it (what follows reads back).
+    assert names[names.index("served_check") + 1] == "journal_write" and names.index("served_check") > names.index("service_restart")
+    assert names[names.index("journal_write") + 1:names.index("journal_write") + 2] == ["discover"] and "renew" not in host.journals
 
     # The restarted service does not serve what it should: the journal stays for the next run, the change is rolled back.
     host, _old, new = bound_host()
@@ -170,7 +156,7 @@ def test_the_journal_goes_after_the_change_only_once_the_host_sees_it_served() -
         h.http_status = 500 if h.restarts == 1 else 200
 
     host.after_start.append(broken_web_server_once)
-    result = run_action("xu_tls_binding", args | {"web_certificate": new, "config_server_certificate": new}, host)
+    result = Steps(host).run("xu_tls_binding", args | {"web_certificate": new, "config_server_certificate": new}, removal)
     assert result["failed"] is True and result["rolled_back"] is True, result["msg"]
     assert "renew" in host.journals
 
@@ -180,30 +166,23 @@ def test_a_host_another_run_holds_is_left_alone() -> None:
     lease = iso(utc_now() + datetime.timedelta(minutes=20))
     held = json.dumps({"run_id": "run-a", "step": "tls_off", "lease_expires": lease})
     host.journals["renew"] = held
-    result = run_action("xu_tls_binding", {"web_certificate": new, "run_id": "run-b", "journal": JOURNAL}, host)
+    result = Steps(host).run("xu_tls_binding", {"web_certificate": new, "run_id": "run-b"}, JOURNAL)
     assert result["failed"] is True and result["busy"] is True and result["owner"]["run_id"] == "run-a"
     assert len(host.calls) == 1 and host.journals["renew"] == held and old in (host.file(TLS) or "")
 
 
 def test_the_gate_and_the_hold_close_and_open_in_one_call_each() -> None:
     host = FirewallFakeHost()
-    state = carried(host)
-    closed = run_action(
-        "xu_firewall_gate",
-        {"state": "closed", "hold": {"state": "closed", "ports": [8065]}, "host_state": state, "run_id": "run-1", "journal": JOURNAL},
-        host,
-    )
+    steps = Steps(host)
+    read(steps)
+    closed = steps.run("xu_firewall_gate", {"state": "closed", "hold": {"state": "closed", "ports": [8065]}, "run_id": "run-1"}, JOURNAL)
     assert not closed.get("failed"), closed
     assert len(host.calls) == 2 and guarded(host.calls[1])[:2] == ["journal_write", "fw_set"]
     assert closed["state"] == "closed" and closed["hold"]["state"] == "closed" and closed["hold"]["ports"] == [8065]
     assert closed["hold"]["rule_group"] == "xtractuniversal.tls gate http" and closed["hold"]["auto_open"] is None
     assert closed["auto_open"] is not None
 
-    opened = run_action(
-        "xu_firewall_gate",
-        {"state": "open", "hold": {"state": "open"}, "host_state": closed["host_state"], "run_id": "run-1", "journal": {"state": "absent"}},
-        host,
-    )
+    opened = steps.run("xu_firewall_gate", {"state": "open", "hold": {"state": "open"}, "run_id": "run-1"}, JournalRide("renew", "absent", None, None))
     assert not opened.get("failed"), opened
     assert len(host.calls) == 3 and opened["state"] == "open" and opened["hold"]["state"] == "open"
     # The gate opens before the hold, and the journal goes once both are open.
@@ -269,23 +248,26 @@ def test_backups_are_kept_to_the_newest_ten_per_file_and_never_the_runs_own() ->
     # Windows lists this one for *.bak too; it is not a backup and is never removed.
     host.files["config\\servers\\tls.json.20250101T000000000000Z.bakup"] = "{}"
     run_first = old_backups[0]  # the oldest, but the run's journal names it: the bytes from before the run
-    journal = {"name": "renew", "content": {"step": "tls_off", "backup_files": {tls_path: run_first}}, "lease_minutes": 30}
-    result = run_action("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new, "journal": journal, "run_id": "run-1"}, host)
+    journal = JournalRide("renew", "present", {"step": "tls_off", "backup_files": {tls_path: run_first}}, 30)
+    result = Steps(host).run("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new, "run_id": "run-1"}, journal)
     assert not result.get("failed"), result
     removed = [op["args"]["path"] for op in host.calls[1] if op["op"] == "file_remove"]
     # 12 old + 1 new: the 9 newest old ones stay with the new one, the oldest 3 go, except the run's own.
     assert removed == old_backups[1:3]
     assert host.file(run_first) is not None and all(host.file(b) is None for b in removed) and host.file(result["backup_file"]) is not None
-    assert ops(host.calls[1])[-2:] == ["file_remove", "file_remove"]
+    names = ops(host.calls[1])
+    # The oldest backups go last of the change, once everything else is done (what follows reads back).
+    assert names[names.index("event_write") + 1:names.index("event_write") + 4] == ["file_remove", "file_remove", "discover"]
     assert host.file("config\\servers\\tls.json.20250101T000000000000Z.bakup") is not None
 
 
-def test_a_guard_that_cannot_check_fails_the_step_without_deciding_again() -> None:
+def test_a_guard_that_cannot_check_fails_the_step_as_a_failure_not_a_stale_decision() -> None:
     host, old, new = bound_host()
-    state = carried(host)
+    steps = Steps(host)
+    read(steps)
     host.errors["file_check"] = {"type": "UnauthorizedAccessException", "message": "Access is denied."}
     before = dict(host.files)
-    result = run_action("xu_tls_binding", {"web_certificate": new, "host_state": state, "run_id": "run-b", "journal": JOURNAL}, host)
-    assert result["failed"] is True and "stale" not in result and result["changed"] is False
+    result = steps.run("xu_tls_binding", {"web_certificate": new, "run_id": "run-b"}, JOURNAL)
+    assert result["failed"] is True and not isinstance(result["error"], StaleState)
     assert result["msg"] == "Checking the settings files before the change failed (UnauthorizedAccessException: Access is denied.); nothing was changed"
     assert len(host.calls) == 2 and host.files == before and "renew" not in host.journals and old in (host.file(TLS) or "")

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.xtractuniversal.tls.plugins.filter import renew as f
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import sequence_of
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_journal import parse_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import parse_plan
+from support import renew_decisions as f
 from support.renew_reports import BACKUP, NEW, OLD, ORIGINAL_SHA, TLS_PATH, info, journal
 
 NOW = datetime.datetime(2026, 11, 29, tzinfo=datetime.timezone.utc)
@@ -46,7 +48,7 @@ def test_without_enable_tls_a_plain_http_host_is_skipped_with_the_way_to_turn_it
 
 def test_adopt_binds_the_certificate_in_the_store_with_one_restart_and_no_gate() -> None:
     decided = plan(plain(candidate()), "adopt")
-    assert decided["action"] == "renew" and decided["status"] == "due" and decided["tasks"] == "enable_tls.yml"
+    assert decided["action"] == "renew" and decided["status"] == "due" and sequence_of(parse_plan(decided)) == "enable_tls"
     assert decided["source"] == "thumbprint" and decided["new_thumbprint"] == NEW and decided["old_thumbprint"] is None
     assert decided["previous_web_protocol"] == "http_unrestricted" and decided["web_protocol"] == "https_unrestricted"
     assert decided["enable_tls"] is True and decided["close_gate"] is False and decided["remove_old"] is False
@@ -90,7 +92,7 @@ def test_the_protocol_and_the_configuration_server_are_the_callers_choice() -> N
 def test_a_host_that_serves_tls_is_renewed_as_ever_or_left_alone_with_tls_off_only() -> None:
     expiring = info(days_left=3, certificates=[candidate(OLD), candidate()])
     renewal = plan(expiring, "adopt")
-    assert renewal["action"] == "renew" and renewal["enable_tls"] is False and renewal["tasks"] == "replace.yml"
+    assert renewal["action"] == "renew" and renewal["enable_tls"] is False and sequence_of(parse_plan(renewal)) == "new_certificate"
     assert renewal["web_protocol"] == renewal["previous_web_protocol"] == "https_unrestricted"
     left = plan(expiring, "adopt", tls_off_only=True)
     assert left["action"] == "none" and left["status"] == "not_due"

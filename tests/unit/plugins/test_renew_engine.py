@@ -10,12 +10,14 @@ once the lost run's lease has expired the next run finishes or rolls back what i
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from support.action import run_action
 from support.certs import mint
@@ -101,10 +103,6 @@ def served(host: EngineHost) -> str | None:
 
 
 def _der_b64(certificate: Any) -> str:
-    import base64
-
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     return base64.b64encode(certificate.public_bytes(Encoding.DER)).decode()
 
 
@@ -161,7 +159,7 @@ READS = {"discover", "cert_list", "fw_get", "task_get", "port_probe", "journal_r
 @pytest.mark.parametrize("name", BY_NAME)
 def test_check_mode_lists_the_steps_and_changes_nothing(name: str) -> None:
     sequence = BY_NAME[name]
-    host, old = renewal(sequence)
+    host, _old = renewal(sequence)
     before = (dict(host.files), list(host.certificates))
     dry = run(sequence, host, "dry", check_mode=True)
     assert dry["summary"]["result"] in ("would_renew", "would_enable_tls"), dry["summary"]

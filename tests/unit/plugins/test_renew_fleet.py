@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_batches, renew_fleet, renew_halt, renew_plan, renew_summary
+from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_batches, renew_fleet, renew_halt
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import BatchesError, batch_halt, batch_sizes, fleet_report
+from support.renew_decisions import renew_plan, renew_summary
 
 
 def summary(result: str, reason: str = "", **extra: Any) -> dict[str, Any]:
@@ -138,23 +139,9 @@ def test_a_host_lost_on_the_way_counts_as_failed() -> None:
     assert batch_halt(CANARY, {}, ["xu02"], 20) is not None
 
 
-def options(mode: str, strategy: str = "documented") -> dict[str, Any]:
-    return {"mode": mode, "strategy": strategy, "force": False}
-
-
-@pytest.mark.parametrize(
-    ("hosts_options", "batches"),
-    [([options("reuse_key")], [1, 3]), ([options("reuse_key", "minimal_outage")], [1, "100%"]),
-     ([options("replace")], [1, "100%"]), ([options("adopt")], [1, "100%"]), ([options("enroll")], [1, "100%"]),
-     # One host that locks its clients out is enough: host variables may set the mode per host.
-     ([options("replace"), options("reuse_key"), options("replace")], [1, 3]),
-     # A play without hosts to renew.
-     ([], [1, "100%"])],
-)
-def test_the_default_batches_keep_lockouts_short(hosts_options: list[dict[str, Any]], batches: list[int | str]) -> None:
-    assert batch_sizes(None, hosts_options) == batches
-    assert batch_sizes("  ", hosts_options) == batches
-    assert renew_batches(None, hosts_options) == batches
+def test_the_default_batches_are_a_canary_then_the_rest() -> None:
+    # Each host's steps are remote calls of one task: a lockout does not grow with the batch, whatever the mode.
+    assert batch_sizes(None) == batch_sizes("  ") == renew_batches(None) == renew_batches("") == [1, "100%"]
 
 
 @pytest.mark.parametrize(
@@ -164,9 +151,7 @@ def test_the_default_batches_keep_lockouts_short(hosts_options: list[dict[str, A
      (["1", 2], [1, 2]), ("007%", ["7%"])],
 )
 def test_batches_given_as_strings_become_ansible_s_list(serial: Any, batches: list[int | str]) -> None:
-    # A given xu_renew_serial wins over the default, whatever the hosts' modes.
-    assert batch_sizes(serial, [options("reuse_key")]) == batches
-    assert batch_sizes(serial, [options("replace")]) == batches
+    assert batch_sizes(serial) == batches
 
 
 @pytest.mark.parametrize(
@@ -178,31 +163,40 @@ def test_a_wrong_batch_size_names_the_variable(serial: Any) -> None:
         renew_batches(serial)
 
 
-def test_the_batches_filter_takes_only_the_hosts_options() -> None:
-    with pytest.raises(AnsibleFilterError, match="hosts_options"):
-        renew_batches(None, "reuse_key")
-    with pytest.raises(AnsibleFilterError, match="hosts_options"):
-        renew_batches(None, ["reuse_key"])
-
-
-def test_outcomes_cover_the_group_and_the_limit() -> None:
+def test_outcomes_cover_the_targeted_hosts_and_count_the_rest_of_the_group() -> None:
     report = fleet_report({"xu02": summary("renewed", old_thumbprint="A" * 40, new_thumbprint="B" * 40, outage_s=1.04)},
-                          ["xu01", "xu02", "xu03"], ["xu02", "xu03"])
-    assert report["results"] == {"xu01": "not_targeted", "xu02": "renewed", "xu03": "unreachable"}
-    assert report["totals"] == {"not_targeted": 1, "renewed": 1, "unreachable": 1}
+                          ["xu01", "xu02", "xu03", "xu04"], ["xu02", "xu03"])
+    assert report["results"] == {"xu02": "renewed", "xu03": "unreachable"}
+    assert report["totals"] == {"renewed": 1, "unreachable": 1}
     assert set(report["failures"]) == {"xu03"}
+    # --limit: one line with the count, not a row for each host left out.
+    assert report["lines"][0] == "TOTAL  2 hosts: 1 unreachable, 1 renewed; 2 more of the group not targeted (--limit)"
+    assert not any(line.startswith(("xu01", "xu04")) for line in report["lines"])
+
+
+def test_the_summary_puts_the_counts_first_and_failures_on_top_one_line_a_host() -> None:
+    hosts = [f"xu{n:03}" for n in range(1, 1001)]
+    summaries = {host: summary("renewed", "renewed: due", outage_s=1.0) for host in hosts}
+    summaries["xu500"] = summary("failed", "step tls_on failed: the service did not come back")
+    summaries["xu007"] = summary("not_due", "not due")
+    lines = fleet_report(summaries, hosts, hosts)["lines"]
+    assert lines[0] == "TOTAL  1000 hosts: 1 failed, 998 renewed, 1 not_due"
+    assert lines[2].split()[:2] == ["xu500", "failed"] and lines[3] == "  step tls_on failed: the service did not come back"
+    assert lines[4].split()[:2] == ["xu001", "renewed"] and lines[-2].split()[:2] == ["xu007", "not_due"]
+    # Every host one line, the failed one with its reason below it, and the hosts that fail the run last.
+    assert len(lines) == 1 + 1 + 1000 + 1 + 1 and lines[-1] == "NOT RENEWED  xu500"
 
 
 def test_the_table_is_as_wide_as_its_content() -> None:
     long_name = "xu-frankfurt-prod-01.sap.example.com"
     lines = fleet_report({long_name: summary("not_due"), "xu02": summary("blocked", "no PFX")}, [long_name, "xu02"], [long_name, "xu02"])["lines"]
-    header, first, second = lines[0], lines[1], lines[2]
+    total, header, blocked, why, not_due = lines[0], lines[1], lines[2], lines[3], lines[4]
+    assert total == "TOTAL  2 hosts: 1 blocked, 1 not_due"
     assert header.startswith("HOST" + " " * (len(long_name) - 4 + 2) + "RESULT")
-    assert first.startswith(long_name + "  not_due")
+    assert not_due.startswith(long_name + "  not_due")
     # A column's cells start where its heading does.
-    assert second.index("blocked") == header.index("RESULT")
-    assert lines[3] == "  no PFX"
-    assert lines[-2] == "TOTAL  1 blocked, 1 not_due"
+    assert blocked.index("blocked") == header.index("RESULT")
+    assert why == "  no PFX"
     assert lines[-1] == "NOT RENEWED  xu02"
 
 
@@ -223,14 +217,22 @@ def test_a_blocked_host_s_message_says_it_was_due() -> None:
 
 
 def test_filters_take_what_ansible_hands_them() -> None:
-    assert renew_halt({}, {"xu01": ["xu01"]}, ["xu01"], "20") == {"halt": False, "reason": None}
-    assert renew_fleet({"xu01": summary("blocked")}, ["xu01"], ["xu01"], "false")["failures"] == {}
+    acted = {"xu01": {"summary": summary("failed")}, "xu02": {}, "xu03": {}}
+    halts = {"xu01": {"batch": ["xu01"]}, "xu02": {}, "xu03": {}}
+    assert renew_halt({}, ["xu01"], "20") == {"halt": False, "reason": None, "batch": ["xu01"]}
+    assert renew_halt(acted, ["xu02", "xu03"], "20", halts)["halt"] is True
+    # An AWX survey's empty answer means the documented default (20).
+    assert renew_halt(acted, ["xu02", "xu03"], None, halts)["halt"] is True
+    assert renew_halt(acted, ["xu02", "xu03"], "100", halts)["halt"] is False
+    pairs = {"xu01": ({}, {"summary": summary("blocked")}), "xu02": ({"summary": summary("renewed")}, {"summary": summary("renewed")})}
+    assert renew_fleet(pairs, ["xu01", "xu02"], ["xu01", "xu02"], "false")["failures"] == {}
+    assert renew_fleet(pairs, ["xu01", "xu02"], ["xu01", "xu02"])["results"] == {"xu01": "blocked", "xu02": "renewed"}
     with pytest.raises(AnsibleFilterError, match="xu_renew_max_fail_percentage"):
-        renew_halt({}, {}, [], "most")
+        renew_halt({}, [], "most")
     with pytest.raises(AnsibleFilterError, match="xu_renew_fail_on_blocked"):
         renew_fleet({}, [], [], "perhaps")
     with pytest.raises(AnsibleFilterError):
-        renew_halt({}, {"xu01": "xu01"}, [], 20)
+        renew_halt({}, "xu01", 20)
 
 
 @pytest.mark.parametrize(
@@ -247,8 +249,8 @@ def test_a_host_that_cannot_be_read_is_reported_not_dropped(read: dict[str, Any]
 
 def test_long_reasons_wrap_without_breaking_a_thumbprint() -> None:
     reason = "renewed: the web server certificate " + "C" * 40 + " expires in 9 days (2026-12-08T18:52:47Z), fewer than 30"
-    lines = fleet_report({"xu01": summary("renewed", reason)}, ["xu01"], ["xu01"])["lines"]
-    wrapped = lines[2:-1]
+    lines = fleet_report({"xu01": summary("blocked", reason)}, ["xu01"], ["xu01"])["lines"]
+    wrapped = lines[3:-1]
     assert len(wrapped) > 1 and all(len(line) <= 76 for line in wrapped)
     assert any("C" * 40 in line for line in wrapped)
     assert " ".join(line.strip() for line in wrapped) == reason

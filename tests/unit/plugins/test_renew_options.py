@@ -9,13 +9,14 @@ import sys
 from typing import Any
 
 import pytest
-from ansible.errors import AnsibleFilterError
+import yaml
 
-from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_options
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import ROLE_SPECS, role_options_spec
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import ROLE_SPECS, RoleOptionsError, renew_options, role_options_spec
+from support.action import run_action
+from support.fake_host import FakeHost
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
-ROLE_TASKS = REPO / "roles" / "renew" / "tasks"
+ROLE = REPO / "roles" / "renew"
 
 
 def typed(host: str = "xu01", **values: Any) -> dict[str, Any]:
@@ -23,9 +24,13 @@ def typed(host: str = "xu01", **values: Any) -> dict[str, Any]:
 
 
 def error_of(**values: Any) -> str:
-    with pytest.raises(AnsibleFilterError) as raised:
+    """What the engine answers a wrong variable with; the host is not contacted."""
+    with pytest.raises(RoleOptionsError) as raised:
         typed(**values)
-    return str(raised.value)
+    host = FakeHost()
+    result = run_action("xu_renew", {"phase": "assess", "options": {f"xu_renew_{name}": value for name, value in values.items()}}, host)
+    assert result["failed"] and host.calls == [] and str(raised.value) in result["msg"], result
+    return str(result["msg"])
 
 
 def test_string_extra_vars_get_their_documented_types() -> None:
@@ -118,26 +123,17 @@ def test_unknown_variables_are_refused() -> None:
     assert "xu_renew_forced" in error_of(mode="replace", forced="true")
 
 
-def test_not_a_dict_is_a_filter_error() -> None:
-    with pytest.raises(AnsibleFilterError, match="dict"):
-        renew_options(["xu_renew_mode"], "xu01")
-
-
-def test_the_role_hands_every_typed_variable_to_the_filter() -> None:
-    handed = set(re.findall(r"'(xu_renew_\w+)': xu_renew_\w+,", (ROLE_TASKS / "options.yml").read_text(encoding="utf-8")))
-    assert handed == set(role_options_spec())
+def test_the_role_hands_every_typed_variable_to_the_engine() -> None:
+    handed = yaml.safe_load((ROLE / "vars" / "main.yml").read_text(encoding="utf-8"))["xu_renew_variables"]
+    assert set(handed) == set(role_options_spec())
+    assert all(value == f"{{{{ {name} | default(none) }}}}" for name, value in handed.items())
     assert str(ROLE_SPECS).endswith("roles/renew/meta/argument_specs.yml")
 
 
-def test_after_the_entry_the_role_reads_only_typed_variables() -> None:
-    # A raw variable read after the entry task would bring the string back ("false" is true in a condition).
-    raw = re.compile(r"\b(" + "|".join(sorted(role_options_spec(), key=len, reverse=True)) + r")\b(?!')")
-    offenders = []
-    for path in sorted(ROLE_TASKS.glob("*.yml")):
-        text = path.read_text(encoding="utf-8")
-        if path.name == "options.yml":
-            continue
-        offenders += [f"{path.name}: {m.group(1)}" for m in raw.finditer(text)]
+def test_the_role_reads_no_variable_but_through_the_engine_s_typing() -> None:
+    # A raw variable read in a task would bring the string back ("false" is true in a condition).
+    raw = re.compile(r"\b(" + "|".join(sorted(role_options_spec(), key=len, reverse=True)) + r")\b")
+    offenders = [f"{path.name}: {m.group(1)}" for path in sorted((ROLE / "tasks").glob("*.yml")) for m in raw.finditer(path.read_text(encoding="utf-8"))]
     assert offenders == []
 
 

@@ -1,30 +1,21 @@
-"""The typed layer under the renew filters: parsing what the role hands in, the facts handed back, one source of constants."""
+"""The typed layer of the renew engine: the facts it hands back, the step table, one source of constants."""
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import pytest
-import yaml
 
-from ansible_collections.xtractuniversal.tls.plugins.filter import renew as f
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import TLS_SETTINGS_FILE, WEB_PROTOCOLS
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import SEQUENCES, Renewal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import HTTPS_PROTOCOLS, is_tls_file
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_journal import RunJournal, after_step, parse_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import role_options_spec
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import MODES, STRATEGIES, parse_plan
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_recovery import parse_recovery
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_report import STEPS, parse_failure
+from support import renew_decisions as f
 from support.renew_reports import BACKUP, NEW, OLD, TLS_PATH, info, journal, store
-
-TASKS = pathlib.Path(f.__file__).resolve().parents[2] / "roles" / "renew" / "tasks"
-# The task files whose tasks run while the role acts (main.yml's block with its rescue), and what they include.
-ACT_FILES = (
-    "renew.yml", "replace.yml", "reuse_key_documented.yml", "reuse_key_minimal_outage.yml", "bind_config.yml",
-    "verify.yml", "controller_check.yml", "resume.yml", "recover.yml", "gates.yml", "read.yml",
-)
-INCLUDES = {"ansible.builtin.include_tasks", "ansible.builtin.import_tasks"}
 
 
 def test_modes_and_strategies_are_the_roles_choices() -> None:
@@ -80,26 +71,8 @@ def test_a_journal_is_frozen_and_each_step_gives_a_new_one() -> None:
         later.step = "x"  # type: ignore[misc]
 
 
-def _tasks(path: pathlib.Path) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for task in yaml.safe_load(path.read_text(encoding="utf-8")) or []:
-        found.append(task)
-        for section in ("block", "rescue", "always"):
-            found += task.get(section) or []
-    return found
-
-
-@pytest.mark.parametrize("name", ACT_FILES)
-def test_every_task_that_acts_names_its_step(name: str) -> None:
-    for task in _tasks(TASKS / name):
-        if INCLUDES & set(task):
-            continue
-        step = (task.get("vars") or {}).get("xu_renew_step")
-        assert step in STEPS, (name, task["name"])
-        # The step is the one the task's name reads ("TLS off | ..."), as reports have always named it.
-        assert "_".join(task["name"].split(" | ", 1)[0].lower().split()) == step, (name, task["name"])
-
-
-def test_the_rescue_reads_the_step_from_the_failed_task() -> None:
-    rescue = (TASKS / "rescue.yml").read_text(encoding="utf-8")
-    assert "ansible_failed_task.vars" in rescue and "ansible_failed_task.name" not in rescue
+def test_every_step_of_every_sequence_is_a_named_step_with_its_own_method() -> None:
+    for steps in SEQUENCES.values():
+        for step in steps:
+            # A failure names its step, as reports have always named it; each row has the method that carries it out.
+            assert step.name in STEPS and callable(getattr(Renewal, f"_{step.name}")), step

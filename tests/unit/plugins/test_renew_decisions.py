@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.filter import renew as f
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import sequence_of
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import fleet_report
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import parse_plan
+from support import renew_decisions as f
 from support.renew_reports import BACKUP, NEW, OLD, ORIGINAL_SHA, OTHER, TLS_PATH, certificate, info, journal, store
 
 # -- due ------------------------------------------------------------------------------------------
@@ -50,7 +53,7 @@ def test_force_and_a_separate_configuration_server_certificate() -> None:
 
 def test_plan_reuse_key_documented_closes_the_gate_and_never_removes() -> None:
     plan = f.renew_plan(info(days_left=10), "reuse_key")
-    assert plan["action"] == "renew" and plan["tasks"] == "reuse_key_documented.yml"
+    assert plan["action"] == "renew" and sequence_of(parse_plan(plan)) == "reuse_key/documented"
     assert plan["close_gate"] is True and plan["remove_old"] is False and plan["source"] == "adcs"
     assert plan["previous_web_protocol"] == "https_unrestricted" and plan["config_tls"] is True and plan["http_port"] == 8065
     assert plan["original_sha256"] == ORIGINAL_SHA and plan["tls_path"] == TLS_PATH
@@ -134,7 +137,7 @@ def test_a_host_another_run_holds_is_busy_and_left_alone() -> None:
 
 def test_a_busy_host_is_counted_and_does_not_fail_the_run() -> None:
     summaries = {"xu01": {"result": "busy", "reason": "another run (awx-1) is working on this host"}, "xu02": {"result": "renewed"}}
-    report = f.renew_fleet(summaries, ["xu01", "xu02"], ["xu01", "xu02"])
+    report = fleet_report(summaries, ["xu01", "xu02"], ["xu01", "xu02"])
     assert report["totals"] == {"busy": 1, "renewed": 1} and report["failures"] == {}
 
 
@@ -300,19 +303,6 @@ def test_summary_results() -> None:
     assert f.renew_summary(f.renew_plan(info(protocol="http_unrestricted"), "reuse_key"))["result"] == "skipped"
     assert f.renew_summary(f.renew_plan(info(days_left=-1), "reuse_key"))["result"] == "blocked"
     assert f.renew_summary(plan, outage_s="n/a")["outage_s"] is None
-
-
-def test_errors_and_totals() -> None:
-    results = [{"results": [{"failed": True, "msg": "a"}, {"changed": True}]}, {"skipped": True}, {"failed": True, "msg": "b"}, None]
-    assert f.renew_errors(results) == ["a", "b"]
-    assert f.renew_totals({"xu01": {"result": "renewed"}, "xu02": {}, "xu03": {"result": "renewed"}}) == {"renewed": 2, "unreachable": 1}
-    assert f.renew_totals([]) == {}
-
-
-def test_filters_are_registered() -> None:
-    names = set(f.FilterModule().filters())
-    documented = {p.stem for p in pathlib.Path(f.__file__).parent.glob("renew_*.yml")}
-    assert names == documented
 
 
 def test_inputs_are_not_changed() -> None:
