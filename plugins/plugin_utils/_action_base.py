@@ -245,9 +245,15 @@ class XuActionBase(ActionBase):
     def _execute_remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
         """One remote command through the host's connection, whatever plugin that is."""
         display.vvv(f"{self.MODULE}: running the agent", host=self._play_context.remote_addr)
-        # executable='' keeps ansible from wrapping the command in /bin/sh for ssh. Connection
-        # failures propagate as they are: ansible reports the host unreachable.
-        raw = self._low_level_execute_command(command, sudoable=False, in_data=stdin, executable="")
+        # executable='' keeps ansible from wrapping the command in /bin/sh for ssh. Connection failures propagate as
+        # AnsibleConnectionFailure: a transport library's own error (pywinrm lets requests' ConnectionError through when
+        # the server drops the connection mid-call) is one too, whatever the host did with the call meanwhile.
+        try:
+            raw = self._low_level_execute_command(command, sudoable=False, in_data=stdin, executable="")
+        except AnsibleError:
+            raise
+        except Exception as e:
+            raise AnsibleConnectionFailure(f"the connection to the host failed during the call: {type(e).__name__}: {e}") from e
         return int(raw.get("rc", 1)), str(raw.get("stdout", "")), str(raw.get("stderr", ""))
 
 

@@ -429,10 +429,13 @@ class Renewal:
         del last
         info = as_dict(self.info_after)
         config = as_dict(info.get("config_server"))
-        self.module("xu_tls_verify", {
+        checked = self.module("xu_tls_verify", {
             "ca_path": self.options["ca_path"], "fqdn": info.get("fqdn"), "web_https_port": as_dict(info.get("web_server")).get("https_port"),
             "config_server_port": config.get("port") if self.plan.config_tls else None, "expected_thumbprint": self.new,
         })
+        self.steps[-1].detail = "; ".join(
+            f"{port['name']} {port['port']} presents {port['thumbprint']}, trusted" for port in checked["ports"]
+        )
 
     def _open_gate(self, last: bool) -> None:
         self.module("xu_firewall_gate", {
@@ -492,6 +495,10 @@ class Renewal:
                     self.renew()
             except StepFailed as failure:
                 self.rescue(failure)
+            except HostLost as dropped:
+                # One dropped connection is not yet a lost host: what the step did is unknown, so the host is read afresh
+                # and recovered as after a failed step. A connection that fails again is a lost host.
+                self.rescue(StepFailed(dropped.step, XuError(f"{dropped}; what the step did is not known")))
             except LeaseLost as lost:
                 self.gates = Gates()
                 self.failure = outcome(self.steps[-1].step if self.steps else "resume", {"msg": str(lost)},

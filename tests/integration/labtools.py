@@ -6,9 +6,11 @@ hosts' event logs and files, and what ansible-playbook printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -128,3 +130,43 @@ def start_lab(directory: pathlib.Path, *args: str) -> Lab:
 
 def stop_lab(directory: pathlib.Path) -> None:
     subprocess.run([str(BIN / "python"), "-m", "xulab", "down", "--dir", str(directory)], capture_output=True, timeout=120, check=False)
+
+
+def kill_controller(pid: int) -> None:
+    """SIGKILL an ansible-playbook and every process it started, as a controller that dies with its machine.
+
+    ansible-core 2.19 and later start each worker in a process group (or session) of its own, so killing the
+    playbook's group alone would leave a worker running its task to the end.
+    """
+    while True:
+        family = _descendants(pid) | {pid}
+        alive = [member for member in family if _exists(member)]
+        if not alive:
+            return
+        for member in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    queue = [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            if child not in found:
+                found.add(child)
+                queue.append(child)
+    return found
+
+
+def _exists(pid: int) -> bool:
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

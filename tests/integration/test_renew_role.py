@@ -7,11 +7,9 @@ except where the role's own report is what is tested (the summary, the failed st
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import threading
 import time
@@ -20,14 +18,16 @@ from typing import Any
 
 import pytest
 from invariants import GATE_GROUP, HOLD_GROUP, Baseline, baseline, check_host, served_thumbprint
-from labtools import BIN, CALLBACKS, REPO, Lab, PlaybookRun
+from labtools import BIN, CALLBACKS, REPO, Lab, PlaybookRun, kill_controller
 
 from xulab import control
 
 PLAYBOOK = str(REPO / "playbooks" / "renew.yml")
 PASSWORD = "lab-pfx-Secret-7"  # noqa: S105 - the lab's PFX password, for the check that it never shows up
 RESTART_DELAY = "0.2"
-SUMMARY_TASKS = ("Finish | Summarise the run on this host", "Assess | Summarise the host")
+# The engine's two tasks: each returns the host's summary (the assessment's for a host with nothing to do).
+SUMMARY_TASKS = ("Renew | Renew the certificate if it is due, step by step, rolling back a failed step",
+                 "Assess | Read the server and decide what a renewal does on it")
 # The mixed scenario cycles healthy, expiring soon, expired, TLS off, bound certificate missing.
 MIXED = {
     "healthy": {"xu01", "xu06"},
@@ -47,8 +47,10 @@ def renew(lab: Lab, tmp_path: pathlib.Path, *extra: str, env: dict[str, str] | N
 def summaries(run: PlaybookRun) -> dict[str, dict[str, Any]]:
     found = {}
     for entry in run.results:
-        if entry["task"].endswith(SUMMARY_TASKS) and "xu_renew_summary" in entry["result"].get("ansible_facts", {}):
-            found[entry["host"]] = entry["result"]["ansible_facts"]["xu_renew_summary"]
+        summary = entry["result"].get("summary")
+        # Results arrive in order: the act phase's summary replaces the assessment's.
+        if entry["task"].endswith(SUMMARY_TASKS) and isinstance(summary, dict) and summary.get("result"):
+            found[entry["host"]] = summary
     return found
 
 
@@ -189,7 +191,7 @@ def test_mixed_fleet(mode: str, strategy: str, lab_factory: Any, tmp_path: pathl
 
 
 FAIL_TASK = "Finish | Fail the host whose renewal failed, naming the step and what was restored"
-CONTROLLER_CHECK_TASK = "Controller check | Check from the controller, as a client, that the server presents the new certificate and it chains to the CA bundle"
+ACT_TASK = SUMMARY_TASKS[0]
 
 
 def failed_hosts(run: PlaybookRun) -> dict[str, str]:
@@ -217,12 +219,9 @@ def test_faults_at_each_step_of_the_documented_renewal_with_the_same_key(lab_fac
     for watcher in watchers:
         watcher.join(timeout=1)
     assert run.rc == 2, run.stdout[-5000:]
-    # By default reuse_key/documented runs a canary, then three hosts at a time: no gate closes before every gate
-    # of the batch before it has opened again, so at most three hosts are locked out at once.
+    # A canary, then the rest at once: no gate closes before the canary's has opened again.
     spans = gate_spans(lab, bases)
-    batches = [["xu01"], ["xu02", "xu03", "xu04"], ["xu05", "xu06", "xu07"], ["xu08", "xu09", "xu10"]]
-    for earlier, later in itertools.pairwise(batches):
-        assert max(spans[h][1] for h in earlier if h in spans) < min(spans[h][0] for h in later if h in spans), spans
+    assert spans["xu01"][1] < min(span[0] for host, span in spans.items() if host != "xu01"), spans
     found = summaries(run)
     steps = {host: summary["failed_step"] for host, summary in found.items() if summary["result"] == "failed"}
     # The journal rides in the steps' own calls: the gate's call writes it first (xu02).
@@ -299,8 +298,10 @@ def test_controller_check_against_the_ca_bundle(lab_factory: Any, tmp_path: path
     pfx = issue_pfx(lab, tmp_path, {"xu01", "xu02"})
     ok = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", *pfx, "-e", f"xu_renew_ca_path={lab.dir / 'ca.pem'}", "--limit", "xu01")
     assert ok.rc == 0, ok.stdout[-4000:]
-    checked = [e for e in ok.results if e["task"].endswith(CONTROLLER_CHECK_TASK)]
-    assert checked and all(p["trusted"] and p["thumbprint"] == summaries(ok)["xu01"]["new_thumbprint"] for p in checked[0]["result"]["ports"])
+    acted = next(e["result"] for e in ok.results if e["task"].endswith(ACT_TASK) and e["host"] == "xu01")
+    checked = next(step for step in acted["steps"] if step["step"] == "controller_check")
+    new = summaries(ok)["xu01"]["new_thumbprint"]
+    assert checked["outcome"] == "ok" and checked["detail"] == f"web_https 8165 presents {new}, trusted; config_server 8064 presents {new}, trusted"
     # Another lab's CA: the assessment judges the PFX's chain on the controller, so the host is blocked before
     # anything is written (not even the journal).
     bad = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", *pfx, "-e", f"xu_renew_ca_path={other.dir / 'ca.pem'}", "--limit", "xu02")
@@ -352,7 +353,7 @@ def killable(tmp_path: pathlib.Path) -> Iterator[Callable[[list[str]], subproces
     yield start
     for process in started:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_controller(process.pid)
         process.wait()
 
 
@@ -360,18 +361,21 @@ def killable(tmp_path: pathlib.Path) -> Iterator[Callable[[list[str]], subproces
 def test_killed_controller_gate_auto_opens_and_the_next_run_resumes(lab_factory: Any, tmp_path: pathlib.Path, killable: Any) -> None:
     lab: Lab = lab_factory("--hosts", "2", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
     base = baseline(lab, "xu01")
-    command = [str(BIN / "ansible-playbook"), "-i", str(lab.inventory), PLAYBOOK, "-f", "10",
+    # TLS off's restart never finishes stopping the service: the run waits in that call until the controller dies.
+    lab.fault("xu01", stop_hangs=1)
+    command = [str(BIN / "ansible-playbook"), "-i", str(lab.inventory), PLAYBOOK, "-f", "10", "-e", "xu_renew_wait_timeout=3600",
                "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_gate_auto_open_after=1"]  # the role's shortest deadline
     process = killable(command)
 
-    def gate_closed_and_tls_off() -> bool:
+    def gate_closed_and_tls_going_off() -> bool:
         events = lab.events("xu01")[base.events:]
         closed = any(e["type"] == "firewall" and e["group"] == GATE_GROUP and e["rules"] for e in events)
-        return closed and any(e["type"] == "service" and any(x["scheme"] == "http" for x in e["listeners"]) for e in events)
+        return closed and any(e["type"] == "service" and e["state"] == "StopPending" for e in events)
 
-    wait_for(gate_closed_and_tls_off, 60, "the gate to close and TLS to go off")
-    os.killpg(process.pid, signal.SIGKILL)  # the controller dies, with every fork it had
+    wait_for(gate_closed_and_tls_going_off, 60, "the gate to close and TLS off's restart to hang")
+    kill_controller(process.pid)  # the controller dies, with every fork it had
     process.wait()
+    lab.fault("xu01", stop_hangs=0)  # the service finishes stopping; nobody starts it again
     assert lab.state("xu01")["journals"].get("renew"), "the interrupted run left no journal"
 
     registered = [e for e in lab.events("xu01", "task") if e["action"] == "registered"][-1]
@@ -384,8 +388,8 @@ def test_killed_controller_gate_auto_opens_and_the_next_run_resumes(lab_factory:
 
     assert check_gate(lab, "xu01", lab.events("xu01")[base.events:], killed_deadline=deadline) == []
     state = lab.state("xu01")
-    # The gate is open again, but plain HTTP stays held: TLS is still off.
-    assert any(x["scheme"] == "http" for x in state["service"]["listeners"])
+    # The gate is open again, but plain HTTP stays held: tls.json says TLS off, and the service is down.
+    assert '"HttpUnrestricted"' in (lab.dir / "hosts" / "xu01" / "fs" / "C" / "Program Files" / "XtractUniversal" / "config" / "servers" / "tls.json").read_text()
     assert state["firewall"]["exposure"]["8065"] == "closed" and state["firewall"]["exposure"]["8165"] == "open"
 
     # The journal is the dead run's lease, renewed with its last step: the host is taken over once it has expired.
@@ -410,7 +414,8 @@ def test_check_mode_changes_nothing_and_force_renews_a_healthy_host(lab_factory:
     checked = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key", "--check")
     assert checked.rc == 0, checked.stdout[-4000:]
     assert by_result(summaries(checked)) == {"not_due": {"xu01"}, "would_renew": {"xu02"}}
-    assert changed_results(checked) == []
+    # Check mode reports what would change, as every module does, and changes nothing.
+    assert changed_results(checked) == [f"xu02: xtractuniversal.tls.renew : {ACT_TASK}"]
     assert all(untouched(lab, host, bases[host]) == [] for host in lab.hosts)
     assert all(e["type"] != "journal" for host in lab.hosts for e in lab.events(host)[bases[host].events:])
 
@@ -446,7 +451,7 @@ def test_a_failed_canary_stops_the_fleet_and_a_failure_never_leaves_others_half_
     assert {e["host"]: e["result"]["msg"].split(":", 1)[0] for e in stopped.results if e["status"] == "failed"} == {
         "xu01": "step renew failed", "xu02": "Due but not renewed (see the summary above)",
         "xu03": "Due but not renewed (see the summary above)", "xu04": "Due but not renewed (see the summary above)"}
-    assert "TOTAL  1 failed, 3 not_attempted" in stopped.stdout
+    assert "TOTAL  4 hosts: 1 failed, 3 not_attempted" in stopped.stdout
     assert check_host(lab, "xu01", bases["xu01"]) == []
 
     # Next run: the canary renews; in the second batch xu03 fails with no failure allowed. Its failure counts

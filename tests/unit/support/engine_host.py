@@ -23,15 +23,12 @@ FAULT = {"type": "IOException", "message": "injected fault"}
 
 @dataclass
 class Fault:
-    """One fault: in the act phase's call ``call`` (0 is its first), the primitive at ``op`` fails, or (``op`` None) the
-    call runs and its answer is lost."""
+    """One fault in the act phase's call ``call`` (0 is its first): the primitive at ``op`` fails (``error``); or the call
+    runs and its answer is lost (``drop``); or it runs and the host is gone from then on (``lost``)."""
 
     call: int
-    op: int | None
-
-    @property
-    def kind(self) -> str:
-        return "drop" if self.op is None else "error"
+    op: int | None = None
+    kind: str = "error"
 
 
 @dataclass
@@ -48,15 +45,17 @@ class EngineHost(FirewallFakeHost, SwapFakeHost):
 
     def transport(self, command: str, stdin: bytes) -> tuple[int, str, str]:
         index = self.counted
+        if index is not None and self.fault is not None and self.fault.kind == "lost" and index > self.fault.call:
+            raise AnsibleConnectionFailure("the host cannot be reached (injected)")
         fault = self.fault if index is not None and self.fault is not None and self.fault.call == index else None
         if index is not None:
             self.counted = index + 1
-        if fault is not None and fault.op is not None:
+        if fault is not None and fault.kind == "error":
             self.fail_at = fault.op
         answer = super().transport(command, stdin)
         if index is not None:
             self.recorded.append([op["op"] for op in self.calls[-1]])
-        if fault is not None and fault.op is None:
+        if fault is not None and fault.kind != "error":
             raise AnsibleConnectionFailure("the connection to the host was lost (injected)")
         return answer
 
