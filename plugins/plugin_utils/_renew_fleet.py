@@ -219,7 +219,8 @@ def fleet_lines(outcomes: Sequence[HostOutcome], not_targeted: int = 0) -> list[
     ordered = sorted(outcomes, key=_order)
     totals = fleet_totals(ordered)
     counts = ", ".join(f"{count} {result}" for result, count in sorted(totals.items(), key=lambda item: _order(HostOutcome("", item[0], "", {}))))
-    lines = [f"TOTAL  {len(ordered)} hosts: {counts}" + (f"; {not_targeted} more of the group not targeted (--limit)" if not_targeted else "")]
+    hosts = f"{len(ordered)} host" + ("" if len(ordered) == 1 else "s")
+    lines = [f"TOTAL  {hosts}: {counts}" + (f"; {not_targeted} more of the group not targeted (--limit)" if not_targeted else "")]
     if not ordered:
         return lines
     header, *rows = column_lines(HEADINGS, [outcome.cells() for outcome in ordered], RIGHT_ALIGNED)
@@ -262,5 +263,6 @@ def fleet_report(
         "lines": lines,
         "totals": fleet_totals(outcomes),
         "results": {o.host: o.result for o in outcomes},
+        "summaries": {o.host: {**o.summary, "result": o.result, "reason": o.reason} for o in outcomes},
         "failures": failures,
     }

@@ -53,7 +53,7 @@ def test_a_host_another_run_holds_is_left_alone_until_its_lease_expires(lab_fact
     # Run B touched nothing on xu01: not its journal, not run A's gate, not a setting, not a certificate.
     assert untouched(lab, "xu01", base) == [] and journal_file.read_bytes() == held
     assert lab.state("xu01")["firewall"]["exposure"] == exposure
-    assert "TOTAL  1 busy, 1 renewed" in run_b.stdout
+    assert "TOTAL  2 hosts: 1 busy, 1 renewed" in run_b.stdout
 
     # Run A never came back; its lease has expired (as its gate reopened): the next run resumes the host.
     journal = json.loads(held)
