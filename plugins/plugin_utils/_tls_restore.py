@@ -30,11 +30,22 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import RemoteError, XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import SETTINGS_RESTORED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import TLS_SETTINGS_FILE, resolve_profile
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsError, SettingsFile, read_tls_state
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import read_snapshot, require_complete, require_installed
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import TLS_SETTINGS_FILE, ProductProfile, resolve_profile
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsError, SettingsFile, TlsState, read_tls_state
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Snapshot, read_snapshot, require_complete, require_installed
 
 _ABSOLUTE = re.compile(r"^(?:[A-Za-z]:\\|\\\\)")
+
+
+def _state_restored(snapshot: Snapshot, profile: ProductProfile, target: str, current: SettingsFile, backup_file: SettingsFile) -> TlsState:
+    """What the service should serve once the restored file is in force."""
+    files = dict(snapshot.files)
+    if target == TLS_SETTINGS_FILE or current.full_path.lower() == files[TLS_SETTINGS_FILE].full_path.lower():
+        files[TLS_SETTINGS_FILE] = SettingsFile(TLS_SETTINGS_FILE, current.full_path, True, backup_file.content, backup_file.sha256)
+    try:
+        return read_tls_state(files, profile)
+    except SettingsError as e:
+        raise XuError(f"The backup is not a settings file this collection can read: {e}") from e
 
 
 def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
@@ -58,14 +69,7 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
     if snapshot.service is None or snapshot.tls is None:  # for the type checker: require_installed has checked them
         raise XuError("The service or its settings are missing")
 
-    # What the service should serve once the restored file is in force.
-    files = dict(snapshot.files)
-    if target == TLS_SETTINGS_FILE or current.full_path.lower() == files[TLS_SETTINGS_FILE].full_path.lower():
-        files[TLS_SETTINGS_FILE] = SettingsFile(TLS_SETTINGS_FILE, current.full_path, True, backup_file.content, backup_file.sha256)
-    try:
-        restored_state = read_tls_state(files, profile)
-    except SettingsError as e:
-        raise XuError(f"The backup is not a settings file this collection can read: {e}") from e
+    restored_state = _state_restored(snapshot, profile, target, current, backup_file)
     # Refused before anything is changed when the restored settings hold a value that cannot be checked.
     expected = expectations_for(restored_state, profile.settings_map)
 

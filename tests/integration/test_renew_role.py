@@ -389,7 +389,8 @@ def test_killed_controller_gate_auto_opens_and_the_next_run_resumes(lab_factory:
     assert check_gate(lab, "xu01", lab.events("xu01")[base.events:], killed_deadline=deadline) == []
     state = lab.state("xu01")
     # The gate is open again, but plain HTTP stays held: tls.json says TLS off, and the service is down.
-    assert '"HttpUnrestricted"' in (lab.dir / "hosts" / "xu01" / "fs" / "C" / "Program Files" / "XtractUniversal" / "config" / "servers" / "tls.json").read_text()
+    tls_json = lab.dir / "hosts" / "xu01" / "fs" / "C" / "Program Files" / "XtractUniversal" / "config" / "servers" / "tls.json"
+    assert '"HttpUnrestricted"' in tls_json.read_text()
     assert state["firewall"]["exposure"]["8065"] == "closed" and state["firewall"]["exposure"]["8165"] == "open"
 
     # The journal is the dead run's lease, renewed with its last step: the host is taken over once it has expired.
