@@ -329,7 +329,9 @@ def apply_changes(
     if refused is not None and not any(r.ok for r in write_results):
         # The host changed since it was read (a journal or a settings file): nothing of the change was written.
         what = "writing the settings" if refused.op == "file_write" else "writing the run's journal"
-        raise StaleState(f"{what} failed: {error_text(refused)}; nothing had been changed", rolled_back=False)
+        # The preparations before the refused write may have run (an import): the caller reports what they did.
+        prepared = [r.op for r in results[:len(pre_ops)] if r.ok]
+        raise StaleState(f"{what} failed: {error_text(refused)}; nothing had been changed", rolled_back=False, prepared=prepared)
     for result in outcome.pre_results:
         result.value()  # a failed preparation: nothing was written yet
     written = []

@@ -750,8 +750,10 @@ class Applied:
 
 def _describe_failure(error: XuError, request: SwapRequest, plan: SwapPlan) -> None:
     """Add to a failure what the host was left with."""
-    # A PFX imported before the failure stays in the store: harmless, and worth knowing.
-    if plan.import_needed and not (isinstance(error, OperationError) and error.op == "pfx_import"):
+    # A PFX imported before the failure stays in the store: harmless, and worth knowing. Only one that was imported:
+    # a write refused before the import (another run holds the journal) never reached it.
+    refused_before = isinstance(error, StaleState) and "pfx_import" not in error.fields.get("prepared", [])
+    if plan.import_needed and not refused_before and not (isinstance(error, OperationError) and error.op == "pfx_import"):
         error.fields.update(imported_thumbprint=plan.new, changed=True)
         # "Nothing had been changed" is about the settings: the import before them did happen.
         error.msg = error.msg.replace(

@@ -688,3 +688,19 @@ def test_a_journal_left_by_a_failed_guard_is_reported_present() -> None:
     steps.run("xu_cert_swap", args, RUN_JOURNAL)
     assert "renew" in host.journals and steps.agent.journal_present["renew"] is True
     assert any("The journal renew was kept" in w for w in steps.warnings), steps.warnings
+
+
+def test_the_loser_of_two_aliases_of_one_server_imported_nothing_and_says_so() -> None:
+    # Two inventory names for one server: the other alias's run wrote its journal between this run's read and its change.
+    host, old, _cert = swap_host()
+    steps = Steps(host)
+    assert not steps.run("xu_tls_info", {}).get("failed")
+    host.journals["renew"] = json.dumps({"run_id": "run-alias", "step": "started", "lease_expires": "2999-01-01T00:00:00Z"})
+    new_cert, new_key = mint(FQDN)
+    args = pfx_args(new_cert, new_key, old_thumbprint=old, grant_key_access=True)
+    ride = JournalRide("renew", "during", {"step": "started", "mode": "replace"}, 30)
+    result = steps.run("xu_cert_swap", {**args, "run_id": "run-1"}, ride)
+    assert result["failed"] is True and result.get("changed") is not True, result
+    assert "imported" not in result["msg"] and "imported_thumbprint" not in result, result["msg"]
+    # The host holds what the other run left: its journal, and no certificate of this run.
+    assert json.loads(host.journals["renew"])["run_id"] == "run-alias" and thumbprint_of(new_cert) not in host.thumbprints()
