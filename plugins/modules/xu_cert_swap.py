@@ -208,6 +208,14 @@ options:
         (see O(settings_files)).
     type: bool
     default: false
+  allow_shorter:
+    description:
+      - Take a new certificate that expires before the one it replaces. By default such a certificate is refused (a
+        PFX issued for another purpose, a stale copy), before anything is changed.
+      - When allowed, the old certificate is never removed from the store (O(remove_old) is ignored for it), so the
+        longer one stays at hand.
+    type: bool
+    default: false
   strict_san:
     description:
       - Fail when the new certificate does not name the host (O(fqdn)) in its Subject Alternative Name or lacks

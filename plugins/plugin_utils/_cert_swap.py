@@ -144,6 +144,8 @@ class SwapRequest:
     pfx_exportable: bool
     pfx: PfxJudgement | None
     remove_old: bool
+    # A new certificate that expires before the old one is taken (and the old one kept) only when allowed.
+    allow_shorter: bool
     grant_key_access: bool
     allow_no_reference: bool
     update_references: bool
@@ -260,6 +262,7 @@ def parse_request(params: dict[str, Any], files: ControllerFiles, now: datetime.
         pfx_exportable=bool(params.get("pfx_exportable")),
         pfx=judgement,
         remove_old=bool(params["remove_old"]),
+        allow_shorter=bool(params["allow_shorter"]),
         grant_key_access=bool(params["grant_key_access"]),
         # Without updating references the caller binds the certificate itself: where the old one is named does not matter.
         allow_no_reference=bool(params["allow_no_reference"]) or not params["update_references"],
@@ -578,12 +581,14 @@ def plan_replacement(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, s
             " or give its PFX with pfx_path or pfx_content"
         )
     judge_names(run, facts, fqdn, request.strict_san)
+    shorter = shorter_than_old(request, snapshot, facts)
 
     rewrites = [rewrite for f in searched if (rewrite := rewrite_references(f, request.old, new))] if request.old else []
     new_referenced = any(references_to(f, new) for f in searched)
     if not rewrites and not new_referenced and not request.allow_no_reference:
         raise _no_reference_error(request.replaced, searched)
-    remove = request.remove_old and request.old in snapshot.certificates
+    # A shorter certificate, when allowed, never takes the longer one's place in the store.
+    remove = request.remove_old and request.old in snapshot.certificates and not shorter
     other_work = bool(rewrites or import_needed or remove)
     grant = _key_access(run, request, readable=readable, thumbprint=new, identity=snapshot.service_identity, other_work=other_work)
     pre_ops = []
@@ -597,6 +602,20 @@ def plan_replacement(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, s
         can_roll_back=request.old in snapshot.certificates, new_certificate=new_certificate, import_needed=import_needed,
         grant_needed=grant,
     )
+
+
+def shorter_than_old(request: SwapRequest, snapshot: Snapshot, facts: CertificateFacts) -> bool:
+    """Whether the new certificate expires before the one it replaces; XuError unless ``allow_shorter``."""
+    old = snapshot.certificates.get(request.old) if request.old else None
+    if old is None or facts.not_after >= old.facts.not_after:
+        return False
+    if not request.allow_shorter:
+        raise XuError(
+            f"The new certificate {facts.thumbprint} expires on {iso(facts.not_after)}, before the one it replaces ({request.old},"
+            f" {iso(old.facts.not_after)}); nothing was changed. Give a certificate that lasts longer, or set allow_shorter: true"
+            " (the old certificate then stays in the store)"
+        )
+    return True
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,8 @@ class CarriedStateAgent:
     guard_pending: bool = False
     # Whether each journal (by name) is on the host, as last read or written through this agent.
     journal_present: dict[str, bool] = field(default_factory=dict)
+    # The last content each journal was written with, whether or not the call's answer arrived.
+    journal_sent: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def wrap(cls, agent: AgentClient, host: str, carried: Any) -> tuple[CarriedStateAgent, str | None]:
@@ -147,6 +149,9 @@ class CarriedStateAgent:
         guards = self.settings_guards() if not read_only and stop_on_error and self.guard_pending and self.carried_hits else []
         if not read_only:
             self.guard_pending = False
+        for operation in operations:
+            if operation.op == "journal_write" and operation.args.get("content") is not None:
+                self.journal_sent[str(operation.args.get("name"))] = str(operation.args["content"])
         results = self.agent.call([*guards, *operations, *rereads], stop_on_error=stop_on_error)
         refused = next((r for r in results[:len(guards)] if not r.ok), None)
         if refused is not None:

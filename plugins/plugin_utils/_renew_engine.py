@@ -15,6 +15,7 @@ in the ``finally``. The result lists every step with its start, duration, remote
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -220,6 +221,17 @@ class JournalKeeper:
         if self.record is not None:
             self.record = after_step(self.record, step, new_thumbprint=new_thumbprint, backup_file=backup_file, backup_files=backup_files)
 
+    def note_sent(self) -> None:
+        """Take in what the last journal sent to the host recorded (the backup a call was about to make, a renewed
+        certificate): after a call whose answer was lost, the host may hold it, and only that record names it."""
+        sent = self.agent.journal_sent.get(self.name)
+        if self.record is None or sent is None:
+            return
+        with contextlib.suppress(ValueError):
+            host_copy = parse_journal(json.loads(sent))
+            if host_copy is not None and host_copy.run_id == self.run_id:
+                self.note(None, new_thumbprint=host_copy.new_thumbprint, backup_files=host_copy.backup_files)
+
     @property
     def on_host(self) -> bool:
         """Whether the journal is on the host, as last read or written (unknown counts as there)."""
@@ -384,6 +396,7 @@ class Renewal:
             self._outage_began()
         result = self.module("xu_cert_swap", {
             "old_thumbprint": None if enable else self.plan.old_thumbprint, **self._swap_source(), "grant_key_access": True,
+            "allow_shorter": self.options["allow_shorter"],
             "strict_san": self.options["strict_san"], "fqdn": self._fqdn(), "update_references": not enable,
             "remove_old": self.plan.remove_old_in_swap, "restart": "never" if enable or self.plan.config_separate else "if_changed",
             "wait_timeout": self.options["wait_timeout"],
@@ -448,12 +461,14 @@ class Renewal:
         try:
             self.module("xu_cert_swap", {
                 "old_thumbprint": self.plan.old_thumbprint, "new_thumbprint": self.new, "remove_old": True, "restart": "never",
+                "allow_shorter": self.options["allow_shorter"],
             }, self.journal.ride(last=last))
         except StaleState:
             # The renewal is verified: the removal (guarded on the host by what is served) is planned again from a fresh read.
             self.ctx.agent.drop_carried()
             self.module("xu_cert_swap", {
                 "old_thumbprint": self.plan.old_thumbprint, "new_thumbprint": self.new, "remove_old": True, "restart": "never",
+                "allow_shorter": self.options["allow_shorter"],
             }, self.journal.ride(last=last))
 
     # -- the run --------------------------------------------------------------------------------------------------------
@@ -521,6 +536,7 @@ class Renewal:
         fields = failure.fields
         self.journal.note(None, new_thumbprint=fields.get("new_thumbprint"), backup_file=fields.get("backup_file"),
                           backup_files=fields.get("backup_files"))
+        self.journal.note_sent()
         busy = bool(fields.get("busy")) or isinstance(failure.cause, StaleState)
         if busy and not self.journal.on_host:
             # Another run (or a hand edit) got there before this run's first change: nothing of this run is to undo.
@@ -755,7 +771,7 @@ def plan_host(context: EngineContext, info: Mapping[str, Any]) -> Plan:
         template=options["template"] or None, ca_config=options["ca_config"] or None,
         extra_dns_names=tuple(str(name) for name in options["extra_dns_names"] or ()), enable_tls=bool(options["enable_tls"]),
         tls_off_only=bool(options["tls_off_only"]), web_protocol=str(options["web_protocol"]),
-        bind_config_server=bool(options["bind_config_server"]),
+        bind_config_server=bool(options["bind_config_server"]), allow_shorter=bool(options["allow_shorter"]),
     )
     decided = plan(info, str(options["mode"]), str(options["strategy"]), request)
     if decided.action != "renew" or decided.source not in PFX_SOURCES:
@@ -764,7 +780,7 @@ def plan_host(context: EngineContext, info: Mapping[str, Any]) -> Plan:
         pfx=_found(context, decided.pfx_path, "xu_renew_pfx_path") if decided.source == "pfx" else None,
         pfx_content=context.secrets.pfx_content, password=context.secrets.pfx_password,
         ca_bundle=_found(context, options["ca_path"], "xu_renew_ca_path") if options["ca_path"] else None,
-        strict_san=bool(options["strict_san"]),
+        strict_san=bool(options["strict_san"]), allow_shorter=bool(options["allow_shorter"]),
     )
     return precheck(decided, given)
 

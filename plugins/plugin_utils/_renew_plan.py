@@ -274,16 +274,20 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
-def _thumbprint_problem(info: Mapping[str, Any], old: str | None, thumbprint: str) -> str | None:
+def _thumbprint_problem(info: Mapping[str, Any], old: str | None, thumbprint: str, allow_shorter: bool = False) -> str | None:
     """Why a certificate of the host's store cannot replace the bound one, or None."""
     entry = store_entry(info, thumbprint) or {}
     days_left = entry.get("days_left")
+    bound_until = as_dict(as_dict(info.get("web_server")).get("certificate")).get("not_after")
+    shorter = bool(entry.get("not_after") and bound_until and str(entry["not_after"]) < str(bound_until))
     checks = (
         (thumbprint == old, f"xu_renew_new_thumbprint {thumbprint} is the certificate already bound"),
         (not entry, f"xu_renew_new_thumbprint {thumbprint} is not in LocalMachine\\My on the host; import it first or give a PFX"),
         (not entry.get("has_private_key"), f"the new certificate {thumbprint} has no private key in LocalMachine\\My"),
         (not isinstance(days_left, (int, float)) or days_left < 0, f"the new certificate {thumbprint} has expired ({entry.get('not_after')})"),
         (entry.get("san_covers_fqdn") is False, f"the new certificate {thumbprint} does not name {info.get('fqdn')} in its Subject Alternative Name"),
+        (shorter and not allow_shorter, f"the new certificate {thumbprint} expires on {entry.get('not_after')}, before the bound one"
+         f" ({bound_until}); give one that lasts longer, or set xu_renew_allow_shorter: true (the old certificate then stays in the store)"),
     )
     return next((message for failed, message in checks if failed), None)
 
@@ -311,6 +315,8 @@ class RenewalRequest:
     tls_off_only: bool = False
     web_protocol: str = "https_unrestricted"
     bind_config_server: bool = False
+    # A new certificate that expires before the bound one is taken (the bound one then kept) only when allowed.
+    allow_shorter: bool = False
 
 
 def _adoption(info: Mapping[str, Any], request: RenewalRequest, now: datetime.datetime) -> Adoption:
@@ -362,7 +368,7 @@ def _new_source(info: Mapping[str, Any], old: str | None, request: RenewalReques
     thumbprint = upper(request.new_thumbprint)
     if thumbprint is not None:
         thumbprint = "".join(ch for ch in thumbprint if ch.isalnum())
-        return {"source": "thumbprint", "new_thumbprint": thumbprint, "pfx_path": None}, _thumbprint_problem(info, old, thumbprint)
+        return {"source": "thumbprint", "new_thumbprint": thumbprint, "pfx_path": None}, _thumbprint_problem(info, old, thumbprint, request.allow_shorter)
     if request.pfx_content_given:
         return {"source": "pfx_content", "new_thumbprint": None, "pfx_path": None}, None
     pfx_path = request.pfx_path
@@ -537,6 +543,7 @@ class PfxInputs:
     password: str | None = None
     ca_bundle: bytes | None = None
     strict_san: bool = True
+    allow_shorter: bool = False
 
 
 def precheck(planned: Plan, given: PfxInputs, now: datetime.datetime | None = None) -> Plan:
@@ -555,6 +562,7 @@ def precheck(planned: Plan, given: PfxInputs, now: datetime.datetime | None = No
             ca_bundle=given.ca_bundle,
             strict_san=given.strict_san,
             now=now or utc_now(),
+            allow_shorter=given.allow_shorter,
         )
     if blocker is None:
         return planned

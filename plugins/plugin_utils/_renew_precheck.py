@@ -22,13 +22,16 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import argument_spec_from_options, module_documentation
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._cert_swap import ControllerFiles, parse_request
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, parse_iso
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import eku_problem, san_problem
 
 # Module options as the role's variables spell them, for messages a role user reads.
 ROLE_VARIABLES = {
     option: f"xu_renew_{option}"
-    for option in ("pfx_password", "pfx_path", "pfx_content", "ca_path", "strict_san", "new_thumbprint", "fqdn", "wait_timeout", "remove_old")
+    for option in (
+        "pfx_password", "pfx_path", "pfx_content", "ca_path", "strict_san", "new_thumbprint", "fqdn", "wait_timeout", "remove_old", "allow_shorter",
+    )
 }
 _OPTION_WORD = re.compile(r"(?<![\w.])(" + "|".join(ROLE_VARIABLES) + r")(?![\w])")
 
@@ -61,6 +64,7 @@ def pfx_blocker(
     ca_bundle: bytes | None,
     strict_san: bool,
     now: datetime.datetime,
+    allow_shorter: bool = False,
 ) -> str | None:
     """Why the real run would refuse this host's new PFX, in the role's words; None when it would take it."""
     fqdn = str(plan.get("fqdn") or "").strip().lower() or None
@@ -82,6 +86,12 @@ def pfx_blocker(
         return role_wording(str(e))
     if request.pfx is None:
         return None
+    bound_until = parse_iso(plan.get("not_after"))
+    if bound_until is not None and request.pfx.leaf.not_after < bound_until and not allow_shorter:
+        return role_wording(
+            f"it expires on {iso(request.pfx.leaf.not_after)}, before the bound certificate ({plan.get('not_after')});"
+            " give a certificate that lasts longer, or set allow_shorter: true (the old certificate then stays in the store)"
+        )
     problems = [problem for problem in (san_problem(request.pfx.leaf, fqdn), eku_problem(request.pfx.leaf)) if problem]
     if problems and strict_san:
         return f"{'; '.join(problems)} (xu_renew_strict_san is true: use a certificate issued for this host)"

@@ -160,6 +160,19 @@ def _journal_new(journal: RunJournal, info: Mapping[str, Any], old: str | None) 
     return bound if bound is not None and bound != old else None
 
 
+def missing_backups(journal: RunJournal, info: Mapping[str, Any]) -> list[str]:
+    """The journal's backups the host no longer has (deleted by hand, or planned by a write that never ran)."""
+    listed: dict[str, set[str]] = {}
+    for raw in info.get("settings_files") or []:
+        entry = as_dict(raw)
+        if isinstance(entry.get("backups"), list):
+            listed[str(entry.get("path")).lower()] = {str(b).lower() for b in entry["backups"]}
+    return [
+        backup for path, backup in journal.backup_files.items()
+        if path.lower() in listed and backup.lower() not in listed[path.lower()]
+    ]
+
+
 def _restores(journal: RunJournal, restart: str) -> tuple[Restore, ...]:
     """The backups to put back, tls.json last; only the last one restarts the service."""
     ordered = sorted(journal.backup_files.items(), key=lambda item: is_tls_file(item[0]))
@@ -180,7 +193,7 @@ def _empty(action: str, reason: str, journal: RunJournal | None, expect: str | N
     )
 
 
-def _rollback(journal: RunJournal, old: str, old_in_force: bool, file_original: bool) -> Recovery:
+def _rollback(journal: RunJournal, info: Mapping[str, Any], old: str, old_in_force: bool, file_original: bool) -> Recovery:
     recovery = _empty(ROLLBACK, f"the previous certificate {old} is put back", journal, old)
     if old_in_force:
         return replace(recovery, reason=f"the previous settings are in force and the server serves {old}")
@@ -189,14 +202,16 @@ def _rollback(journal: RunJournal, old: str, old_in_force: bool, file_original: 
         # The settings file holds the bytes from before the run (a write planned with its backup never
         # happened, so that backup may not exist): only a restart is missing; the values match, nothing is written.
         return replace(recovery, rebind=rebind, reason=f"the previous settings are unchanged; the service is restarted to serve {old}")
-    if journal.backup_files:
+    missing = missing_backups(journal, info)
+    if journal.backup_files and not missing:
         return replace(
             recovery,
             restores=_restores(journal, IF_CHANGED),
             reason=f"the previous settings are restored from {', '.join(journal.backup_files.values())}, serving {old}",
         )
-    # The last resort: neither this run nor the host recorded a copy of the previous bytes; set the values back.
-    return replace(recovery, rebind=replace(rebind, restart=IF_CHANGED), reason=f"no backup was recorded; the previous values are set back, serving {old}")
+    # The last resort: no copy of the previous bytes is there; the values the journal recorded are set back.
+    why = f"the backup {', '.join(missing)} no longer exists" if missing else "no backup was recorded"
+    return replace(recovery, rebind=replace(rebind, restart=IF_CHANGED), reason=f"{why}; the previous values are set back, serving {old}")
 
 
 def _forward(journal: RunJournal, info: Mapping[str, Any], old: str, new: str | None, *, new_in_force: bool, file_original: bool) -> Recovery:
@@ -214,7 +229,7 @@ def _forward(journal: RunJournal, info: Mapping[str, Any], old: str, new: str | 
         return replace(recovery, reason=reason)
     # With the settings file as before the run, there is nothing to restore (a write planned with its backup
     # never happened, so that backup may not exist): the swap rewrites the thumbprints, with a backup of its own.
-    backups = bool(journal.backup_files) and not file_original
+    backups = bool(journal.backup_files) and not file_original and not missing_backups(journal, info)
     rebind = None
     if not backups and as_dict(info.get("web_server")).get("protocol") != journal.previous_web_protocol:
         rebind = Rebind(journal.previous_web_protocol, None, None, IF_CHANGED)
@@ -251,7 +266,7 @@ def _enable_tls_recovery(journal: RunJournal, info: Mapping[str, Any], prefer: s
         # Nothing of the run was written (or it was put back): a restart makes the service serve the settings again.
         return replace(recovery, rebind=Rebind(None, None, None, ALWAYS),
                        reason="the previous settings are unchanged; the service is restarted to serve plain HTTP as before")
-    if journal.backup_files:
+    if journal.backup_files and not missing_backups(journal, info):
         return replace(recovery, restores=_restores(journal, IF_CHANGED),
                        reason=f"the previous settings are restored from {', '.join(journal.backup_files.values())}: plain HTTP as before")
     return replace(recovery, rebind=Rebind(PLAIN_HTTP_PROTOCOL, None, None, IF_CHANGED),
@@ -295,7 +310,7 @@ def _replacement_recovery(journal: RunJournal, info: Mapping[str, Any], prefer: 
     if prefer == COMPLETE and new_in_force:
         return _forward(journal, info, old, new, new_in_force=True, file_original=file_original)
     if usable(info, old):
-        return _rollback(journal, old, old_in_force, file_original)
+        return _rollback(journal, info, old, old_in_force, file_original)
     if usable(info, new) or (new is None and journal.mode == "reuse_key"):
         return _forward(journal, info, old, new, new_in_force=new_in_force, file_original=file_original)
     return _empty(

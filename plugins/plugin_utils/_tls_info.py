@@ -87,7 +87,7 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
         "install_dir": snapshot.install_dir,
         "service": snapshot.service,
         "settings_files": [
-            {"path": f.full_path, "exists": f.exists, "sha256": f.sha256} for f in snapshot.files.values()
+            {"path": f.full_path, "exists": f.exists, "sha256": f.sha256, "backups": list(f.backups)} for f in snapshot.files.values()
         ],
         "assumptions": {
             "settings_map": dict(profile.settings_map),

@@ -704,3 +704,20 @@ def test_the_loser_of_two_aliases_of_one_server_imported_nothing_and_says_so() -
     assert "imported" not in result["msg"] and "imported_thumbprint" not in result, result["msg"]
     # The host holds what the other run left: its journal, and no certificate of this run.
     assert json.loads(host.journals["renew"])["run_id"] == "run-alias" and thumbprint_of(new_cert) not in host.thumbprints()
+
+
+def test_a_certificate_that_ends_before_the_old_one_is_refused_unless_allowed_and_then_the_old_one_stays() -> None:
+    host, old, _cert = swap_host(old_days_left=9)
+    before = dict(host.files)
+    # A PFX that expires in an hour, where the bound certificate has 9 days left.
+    short_cert, short_key = mint(FQDN, sans=(FQDN, "xu01"), days_left=1 / 24)
+    args = pfx_args(short_cert, short_key, old_thumbprint=old, remove_old=True, grant_key_access=True)
+    for check_mode in (True, False):
+        refused = run_action("xu_cert_swap", args, host, check_mode=check_mode)
+        assert refused["failed"] is True and "before the one it replaces" in refused["msg"] and "allow_shorter" in refused["msg"]
+        assert host.files == before and thumbprint_of(short_cert) not in host.thumbprints()
+    allowed = run_action("xu_cert_swap", {**args, "allow_shorter": True}, host)
+    assert not allowed.get("failed"), allowed
+    assert served_thumbprint(host, 8165) == thumbprint_of(short_cert) and allowed["removed_old"] is False
+    # The longer certificate stays in the store, whatever remove_old says.
+    assert old in host.thumbprints()

@@ -23,7 +23,7 @@ from support.action import run_action
 from support.certs import mint
 from support.engine_host import EngineHost, Fault, engine_host, pfx_for_the_host, tls_file
 from support.fake_changes import TLS_FILE
-from support.fake_swap import FQDN
+from support.fake_swap import FQDN, make_pfx
 
 GROUP = "xtractuniversal.tls gate"
 PASSWORD = "pfx-password"  # noqa: S105 - a test PFX's password
@@ -225,3 +225,40 @@ def test_a_fault_at_any_primitive_of_any_call_leaves_the_host_whole(case: tuple[
     final = run(sequence, host, "last")
     assert final["summary"]["result"] == "not_due" or final["summary"]["result"] in ("renewed", "tls_enabled"), final["summary"]
     _assert_whole(host, before, tls_before, final["summary"])
+
+
+def test_a_new_certificate_that_ends_sooner_blocks_the_host_in_the_assessment_and_in_check_mode() -> None:
+    host, old = engine_host(old_days_left=9)
+    cert, key = mint(FQDN, sans=(FQDN, "xu01"), days_left=5)
+    short = base64.b64encode(make_pfx(cert, key, PASSWORD)).decode()
+    sequence = Sequence("replace/short", {"xu_renew_mode": "replace", "xu_renew_strategy": "minimal_outage"})
+    for check_mode in (True, False):
+        given = args(sequence, "assess", "short", pfx_content=short, pfx_password=PASSWORD)
+        assessed = run_action("xu_renew", given, host, check_mode=check_mode)
+        assert assessed["action"] == "blocked" and "before the bound certificate" in assessed["plan"]["reason"], assessed["plan"]
+        assert "xu_renew_allow_shorter" in assessed["plan"]["reason"] and assessed["summary"]["result"] == "blocked"
+    allowed = dict(sequence.options, xu_renew_allow_shorter=True)
+    given = {"phase": "act", "run_id": "allowed", "options": {"xu_renew_fqdn": FQDN, **allowed}, "pfx_content": short, "pfx_password": PASSWORD}
+    acted = run_action("xu_renew", given, host)
+    assert acted["summary"]["result"] == "renewed" and served(host) == acted["summary"]["new_thumbprint"]
+    assert any(c["thumbprint"] == old for c in host.certificates), "the longer certificate stays in the store"
+
+
+def test_a_run_lost_with_tls_off_whose_backup_was_deleted_is_finished_from_the_journal_s_values() -> None:
+    sequence = BY_NAME["reuse_key/documented"]
+    host, old = renewal(sequence)
+    # The host is lost right after TLS off's call (call 0 closed the gate): TLS is off behind the closed gate.
+    lost = run(sequence, host, "lost", fault=Fault(1, kind="lost"))
+    assert lost["summary"]["result"] == "unreachable" and '"HttpUnrestricted"' in tls_file(host)
+    # Someone deletes the backup TLS off made; the journal still records the protocol and the certificate from before.
+    backups = [path for path in host.files if path.endswith(".bak")]
+    assert backups
+    for path in backups:
+        del host.files[path]
+    expire_leases(host)
+    after = run(sequence, host, "next")
+    summary = after["summary"]
+    assert summary["result"] == "renewed" and summary["resumed"] == "rolled_back", summary
+    assert "no longer exists; the previous values are set back" in summary["reason"], summary["reason"]
+    assert served(host) == summary["new_thumbprint"] != old
+    assert host.journals == {} and gate_open(host)
