@@ -47,13 +47,14 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import (
     hold_group_name,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import journal_guard_failed, written_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide, journal_guard_failed, written_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import DEFAULT_JOURNAL
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import (
     ProductProfile,
     resolve_profile,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsError, read_tls_state
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import discover_operation, settings_files_of
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import discover_operation, probe_operation, settings_files_of
 
 # Closing one of these would cut the connection Ansible manages the host through, and with
 # it the way to open the gate again before the auto-open task does.
@@ -558,6 +559,25 @@ def _apply_parts(
     return finals
 
 
+def refuse_plain_http_release(run: ModuleRun, held: GateState) -> None:
+    """XuError when a port the hold keeps closed serves plain HTTP: releasing it would expose that to every client.
+
+    The renew engine releases its hold only once it has seen TLS served; a release by hand is checked here, in a read of
+    its own (the ports are known only from the hold's rules).
+    """
+    ports = sorted({port for rule in held.rules if _enabled(rule.get("enabled")) for port in port_set(rule.get("local_ports") or []) or ()})
+    if not ports:
+        return
+    probes = run.agent.call([probe_operation(port, False, "/") for port in ports], stop_on_error=False)
+    serving = [port for port, probe in zip(ports, probes, strict=True) if probe.ok and (probe.result or {}).get("http_status") is not None]
+    if serving:
+        raise XuError(
+            f"Port {', '.join(str(p) for p in serving)} serves plain HTTP (TLS is off), and the hold keeps it closed to every client;"
+            " releasing it would expose plain HTTP. Nothing was changed. Turn TLS on first (or let the renewal that turned it off"
+            " finish: xtractuniversal.tls.renew), then open the hold"
+        )
+
+
 def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
     request = gate_request(run.params, in_use)
     hold = hold_request(run.params, request, in_use)
@@ -567,10 +587,12 @@ def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
 
     requests = [request] if hold is None else [hold, request]
     reads = read_operations(request, profile) + [op for r in requests[:-1] for op in state_operations(r)]
-    if journal is not None:
-        reads.append(journal.read_operation())
+    # Releasing the HTTP hold by hand: first make sure no run holds the host (its TLS may be off behind the hold).
+    watched = journal or (JournalRide(DEFAULT_JOURNAL, "absent", None, None) if hold is not None and hold.state == "open" else None)
+    if watched is not None:
+        reads.append(watched.read_operation())
     results = run.agent.call(reads)
-    journal_raw = results[-1].value() if journal is not None else None
+    journal_raw = results[-1].value() if watched is not None else None
     gate_reads = results[:len(read_operations(request, profile))]
     current = gate_state(gate_reads)
     closed = request.state == "closed"
@@ -579,8 +601,8 @@ def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
     problem = effect_problem(current) if closed or (hold is not None and hold.state == "closed") else None
     if problem is not None:
         raise XuError(f"{problem}. Nothing was changed on the host", profiles=current.profiles)
-    if journal is not None:
-        journal.check_owner(journal_raw, run_id)
+    if watched is not None:
+        watched.check_owner(journal_raw, run_id)
     ports: tuple[int, ...] = ()
     if closed:
         ports = request.ports if request.ports is not None else check_ports(
@@ -590,7 +612,10 @@ def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
     parts = [_plan_part(request, current, ports, profile.title, now)]
     if hold is not None:
         hold_reads = results[len(gate_reads):len(gate_reads) + 2]
-        parts.insert(0, _plan_part(hold, gate_state(hold_reads), hold.ports or (), profile.title, now))
+        held = gate_state(hold_reads)
+        if hold.state == "open" and journal is None:
+            refuse_plain_http_release(run, held)
+        parts.insert(0, _plan_part(hold, held, hold.ports or (), profile.title, now))
 
     changed = any(part.plan.changed for part in parts)
     finals = {part.request.group: part.plan.predicted(part.current, part.request) for part in parts}

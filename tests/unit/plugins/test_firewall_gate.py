@@ -19,6 +19,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._firewall_gate
     same_rule,
 )
 from support.action import run_action
+from support.fake_firewall import FirewallFakeHost
 from support.fake_host import FakeHost
 
 GROUP = "xtractuniversal.tls gate"
@@ -563,3 +564,27 @@ def test_opening_needs_no_judgement(host: FakeHost) -> None:
     assert result["changed"] is True and result["state"] == "open"
     assert host.rules == [] and host.task is None
     assert result["profiles"] == getattr(host, "profiles", None)
+
+
+HOLD_GROUP = "xtractuniversal.tls gate http"
+
+
+def test_releasing_the_http_hold_by_hand_is_refused_while_plain_http_is_served_or_a_run_holds_the_host() -> None:
+    host = FirewallFakeHost()
+    host.groups[HOLD_GROUP] = [{"name": f"{HOLD_GROUP} block", "display_name": "hold", "direction": "Inbound", "action": "Block",
+                                "enabled": True, "protocol": "TCP", "local_ports": ["8065"], "remote_addresses": ["Any"]}]
+    # A renewal's TLS-off step: the web server answers plain HTTP on 8065, behind the hold.
+    host.http_ports.add(8065)
+    before = json.dumps(host.groups)
+    refused = run_action("xu_firewall_gate", {"state": "open", "hold": {"state": "open"}}, host)
+    assert refused["failed"] is True and "8065 serves plain HTTP" in refused["msg"] and json.dumps(host.groups) == before
+    # A run holds the host: its journal's lease is live.
+    host.http_ports.clear()
+    host.journals["renew"] = json.dumps({"run_id": "run-a", "step": "tls_off", "lease_expires": "2999-01-01T00:00:00Z"})
+    busy = run_action("xu_firewall_gate", {"state": "open", "hold": {"state": "open"}}, host)
+    assert busy["failed"] is True and busy["busy"] is True and json.dumps(host.groups) == before
+    # Neither: the hold goes.
+    del host.journals["renew"]
+    opened = run_action("xu_firewall_gate", {"state": "open", "hold": {"state": "open"}}, host)
+    assert not opened.get("failed"), opened
+    assert opened["hold"]["state"] == "open" and not host.groups[HOLD_GROUP]
