@@ -806,7 +806,7 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
         # Probed by name (fqdn, else the name the host reported): a server bound to its DNS name answers nothing else.
         restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected, server_name)
     remove_in_call = plan.remove_old and restart_plan is not None and all(e.tls and e.thumbprint for e in restart_plan.expectations)
-    stamp = backup_stamp()
+    stamp = backup_stamp(run.agent.host_now())
     changes = [rewrite.change() for rewrite in plan.rewrites]
     planned = {c.path: backup_path_for(c.path, stamp) for c in changes if request.backup and c.before is not None}
     before = journals.before(backups=planned)

@@ -499,7 +499,7 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     }
     if run.diff and plan.change is not None:
         result["diff"] = plan.change.diff()
-    stamp = backup_stamp()
+    stamp = backup_stamp(run.agent.host_now())
     writes, removals = journal_operations(
         journal, snapshot.journal, plan.change if request.backup else None, stamp, run_id, host_now=run.agent.host_now(),
     )
