@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from lab.labkit import AgentCall, HostFactory, events, results, run
 
+from xulab.__main__ import _clock_offsets
+from xulab.errors import LabError
 from xulab.fleet import FleetOptions
 from xulab.timefmt import FleetClock, HostClock
 
@@ -106,3 +108,10 @@ def test_task_register_takes_a_delay_in_seconds_up_to_a_week(host_factory: HostF
 def test_clock_offsets_of_up() -> None:
     options = FleetOptions(pathlib.Path("/nonexistent"), 3, clock_offsets=((None, 5.0), ("xu02", 120.0), ("xu03", -180.0)))
     assert [options.clock_offset(name) for name in ("xu01", "xu02", "xu03")] == [5.0, 120.0, -180.0]
+
+
+def test_clock_offset_arguments() -> None:
+    assert _clock_offsets(["120", "xu02=-180", "xu03=+0.5"]) == ((None, 120.0), ("xu02", -180.0), ("xu03", 0.5))
+    for bad in ("soon", "xu02=", "=5", "nan", "xu01=inf"):
+        with pytest.raises(LabError, match="--clock-offset takes SECONDS or NAME=SECONDS"):
+            _clock_offsets([bad])
