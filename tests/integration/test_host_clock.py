@@ -36,8 +36,8 @@ def test_the_gate_stays_closed_for_its_whole_window_on_the_hosts_clock(lab_facto
     for host in lab.hosts:
         [event] = [e for e in lab.events(host, "task") if e["action"] == "registered"]
         registered[host] = event
-        # Each host set its trigger a minute after its own now, to the whole second.
-        assert 60 <= parse_time(event["run_at_utc"]) - parse_time(event["host_time"]) < 61, (host, event)
+        # Each host set its trigger a minute after its own now, rounded up to the whole second (`host_time` has milliseconds).
+        assert 60 <= parse_time(event["run_at_utc"]) - parse_time(event["host_time"]) < 61.001, (host, event)
         assert run.of(host, "gate")["auto_open"]["run_at"] == event["run_at_utc"]
 
     # A minute and a bit on every host's clock: every gate has reopened, each at its own deadline.
