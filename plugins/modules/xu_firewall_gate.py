@@ -85,7 +85,10 @@ options:
     description:
       - Minutes after closing when the host reopens the gate by itself, through a one-shot scheduled task that
         runs as SYSTEM and removes the rules of O(rule_group). Fractions of a minute are allowed.
-      - The deadline is computed from the controller's clock; keep the hosts' clocks in sync.
+      - The host sets the deadline from its own clock (its now plus O(auto_open_after), to the whole second), so
+        the gate stays closed for the whole of O(auto_open_after) whether the host's clock is ahead of the
+        controller's or behind it. The module checks that the host's Task Scheduler reports that time as the
+        task's next run.
       - V(0) registers no task (and removes an existing one), so the gate stays closed until it is opened.
       - From V(0) to V(10080) (7 days).
       - Not used when O(state=open).
@@ -215,7 +218,9 @@ rules:
 auto_open:
   description:
     - The scheduled task that reopens the gate, or null when there is none.
-    - C(run_at) is its next run time in UTC, null once the deadline has passed.
+    - C(run_at) is its next run time in UTC, on the host's clock; null once the deadline has passed.
+    - In check mode, a task still to be registered has the controller's estimate of that time, from the host's
+      clock as its answer reported it.
   returned: always
   type: dict
   sample: {"task": "xtractuniversal.tls gate auto-open", "run_at": "2026-11-26T21:41:57Z", "state": "Ready"}

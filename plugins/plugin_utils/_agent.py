@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import html
 import json
 import pathlib
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, RemoteError
 
 PROTOCOL = 1
@@ -81,23 +83,87 @@ class OperationResult:
         raise OperationError(self.op, str(error.get("type", "Error")), str(error.get("message", "")))
 
 
+@dataclass(frozen=True)
+class HostClock:
+    """How far the host's clock is from the controller's: ``offset`` (host minus controller; positive: the host is
+    ahead), known to within ``uncertainty`` either way (half the round trip the agent did not spend running)."""
+
+    offset: datetime.timedelta
+    uncertainty: datetime.timedelta
+
+    @classmethod
+    def measured(cls, answer: dict[str, Any], sent: datetime.datetime, received: datetime.datetime) -> HostClock | None:
+        """From one answer: the middle of the agent's run on the host's clock against the middle of the controller's
+        send and receive (the agent's run lies within them); None when the answer does not say the host's time."""
+        host_time = parse_host_time(answer.get("host_time"))
+        elapsed_ms = answer.get("host_elapsed_ms")
+        if host_time is None or isinstance(elapsed_ms, bool) or not isinstance(elapsed_ms, int) or elapsed_ms < 0:
+            return None
+        host_elapsed = datetime.timedelta(milliseconds=elapsed_ms)
+        round_trip = max(received - sent, datetime.timedelta(0))
+        offset = (host_time - host_elapsed / 2) - (sent + round_trip / 2)
+        return cls(offset, max(round_trip - host_elapsed, datetime.timedelta(0)) / 2)
+
+    def host_now(self, controller_now: datetime.datetime) -> datetime.datetime:
+        return controller_now + self.offset
+
+    def as_fact(self) -> dict[str, float]:
+        return {"offset_s": round(self.offset.total_seconds(), 3), "uncertainty_s": round(self.uncertainty.total_seconds(), 3)}
+
+    @classmethod
+    def from_fact(cls, fact: Any) -> HostClock | None:
+        """What ``as_fact`` made (a carried state's), or None."""
+        if not isinstance(fact, dict):
+            return None
+        offset, uncertainty = fact.get("offset_s"), fact.get("uncertainty_s")
+        if isinstance(offset, bool) or isinstance(uncertainty, bool) or not isinstance(offset, (int, float)) or not isinstance(uncertainty, (int, float)):
+            return None
+        return cls(datetime.timedelta(seconds=offset), datetime.timedelta(seconds=uncertainty))
+
+
+def format_host_time(moment: datetime.datetime) -> str:
+    """As the agent writes ``host_time``: ISO 8601 UTC with milliseconds."""
+    moment = moment.astimezone(datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_host_time(value: Any) -> datetime.datetime | None:
+    """The agent's ``host_time`` (``2026-11-26T20:11:57.123Z``), in UTC; None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    for form in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        with contextlib.suppress(ValueError):
+            return datetime.datetime.strptime(value, form).replace(tzinfo=datetime.timezone.utc)
+    return None
+
+
 class Agent(Protocol):
     """What the modules' logic calls: ``AgentClient``, or a wrapper answering reads from a carried state."""
 
     @property
     def calls(self) -> int: ...
 
+    @property
+    def clock(self) -> HostClock | None: ...
+
+    def host_now(self) -> datetime.datetime: ...
+
     def call(self, operations: Sequence[Operation], *, stop_on_error: bool = True) -> list[OperationResult]: ...
 
 
 class AgentClient:
-    """Sends batches of primitive operations to one host and returns their results."""
+    """Sends batches of primitive operations to one host and returns their results.
+
+    Every answer carries the host's own time; ``clock`` is the best estimate of the host's clock so far (the answer
+    with the shortest round trip), ``host_now()`` the host's time now by it.
+    """
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
         self._bootstrap_command = encoded_command(_read_script("bootstrap.ps1", BOOTSTRAP_MARKER))
         self._agent = without_comment_lines(_read_script("xu_agent.ps1", AGENT_MARKER))
         self.calls = 0
+        self.clock: HostClock | None = None
 
     def call(self, operations: Sequence[Operation], *, stop_on_error: bool = True) -> list[OperationResult]:
         """Run ``operations`` in order in one remote command."""
@@ -108,12 +174,28 @@ class AgentClient:
         }
         payload = json.dumps({"agent": self._agent, "request": request}, ensure_ascii=True, separators=(",", ":"))
         self.calls += 1
+        sent = utc_now()
         rc, stdout, stderr = self._transport(self._bootstrap_command, payload.encode("ascii"))
-        return parse_answer(rc, stdout, stderr, operations)
+        received = utc_now()
+        answer, results = parse_envelope(rc, stdout, stderr, operations)
+        reading = HostClock.measured(answer, sent, received)
+        if reading is not None and (self.clock is None or reading.uncertainty < self.clock.uncertainty):
+            self.clock = reading
+        return results
+
+    def host_now(self) -> datetime.datetime:
+        """The host's time now, as far as its answers tell; the controller's when no answer has said it yet."""
+        now = utc_now()
+        return self.clock.host_now(now) if self.clock is not None else now
 
 
 def parse_answer(rc: int, stdout: str, stderr: str, operations: Sequence[Operation]) -> list[OperationResult]:
-    """Check the agent's answer against the request; RemoteError when it is not one.
+    """Check the agent's answer against the request; RemoteError when it is not one."""
+    return parse_envelope(rc, stdout, stderr, operations)[1]
+
+
+def parse_envelope(rc: int, stdout: str, stderr: str, operations: Sequence[Operation]) -> tuple[dict[str, Any], list[OperationResult]]:
+    """The agent's answer object and its results, checked against the request; RemoteError when it is not one.
 
     A well-formed answer counts whatever the exit code: psrp reports rc 1 whenever the error
     stream had output, which a cmdlet's non-terminating error inside a primitive can cause.
@@ -141,7 +223,7 @@ def parse_answer(rc: int, stdout: str, stderr: str, operations: Sequence[Operati
         if not isinstance(raw, dict) or raw.get("op") != operation.op or raw.get("status") not in ("ok", "error", "skipped"):
             raise RemoteError(f"The agent's answer for {operation.op} is malformed", rc, stdout, stderr)
         results.append(OperationResult(operation.op, raw["status"], raw.get("result"), raw.get("error")))
-    return results
+    return answer, results
 
 
 def _find_answer(stdout: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ import copy
 import datetime
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -689,6 +690,8 @@ class SwapJournal:
     raw: dict[str, Any] | None  # the run journal as read (or as this run wrote it)
     renewals_raw: dict[str, Any] | None  # the module's own record, when it has no run journal
     run_id: str
+    # The host's time now (Agent.host_now): the lease a write takes runs on the host's clock.
+    host_now: Callable[[], datetime.datetime]
     written: bool = False  # this module run wrote the run journal already
 
     def _own_records(self) -> list[dict[str, Any]]:
@@ -723,7 +726,7 @@ class SwapJournal:
             ride = ride.with_content({"renewal": record})
         if backups:
             ride = ride.with_backups(backups)
-        return ride.write_operations(self.raw, self.run_id)
+        return ride.write_operations(self.raw, self.run_id, self.host_now())
 
     def wrote(self, operations: list[Operation]) -> None:
         """The module's later operations find the run journal as ``operations`` (from ``before``) left it."""
@@ -803,7 +806,7 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
         # Probed by name (fqdn, else the name the host reported): a server bound to its DNS name answers nothing else.
         restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected, server_name)
     remove_in_call = plan.remove_old and restart_plan is not None and all(e.tls and e.thumbprint for e in restart_plan.expectations)
-    stamp = backup_stamp()
+    stamp = backup_stamp(run.agent.host_now())
     changes = [rewrite.change() for rewrite in plan.rewrites]
     planned = {c.path: backup_path_for(c.path, stamp) for c in changes if request.backup and c.before is not None}
     before = journals.before(backups=planned)
@@ -1150,12 +1153,14 @@ def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
     snapshot = read_snapshot(
         run.agent, profile, DEFAULT_GATE_GROUP, probe=False, journal_name=ride.name if ride else renewals, extra_files=request.extra_files,
     )
-    journals = SwapJournal(request.old, ride, snapshot.journal if ride else None, snapshot.journal if renewals else None, run.run_id)
+    journals = SwapJournal(
+        request.old, ride, snapshot.journal if ride else None, snapshot.journal if renewals else None, run.run_id, host_now=run.agent.host_now,
+    )
     require_installed(snapshot)
     # Refused before any change (a renewal included): a partial read, or settings whose serving cannot be checked.
     require_complete(snapshot)
     if ride is not None:
-        ride.check_owner(snapshot.journal, run.run_id)
+        ride.check_owner(snapshot.journal, run.run_id, snapshot.host_now)
     if snapshot.tls is not None:
         check_known(snapshot.tls, profile.settings_map)
     fqdn = request.fqdn or snapshot.fqdn

@@ -91,7 +91,7 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
         outcome = apply_changes(
             run.agent,
             changes=[] if identical else [change],
-            stamp=backup_stamp(),
+            stamp=backup_stamp(run.agent.host_now()),
             backup=True,  # the file it replaces is kept: an edit made after the backup is never lost
             # Probed by the name the host reported: a server bound to its DNS name answers nothing else.
             restart=RestartPlan(str(snapshot.service["name"]), params["wait_timeout"], expected, snapshot.fqdn) if restart else None,

@@ -1,5 +1,7 @@
 # xtractuniversal.tls agent 1
 param($Request)
+# How long the agent runs: the answer says it with the host's time, so the controller can tell the host's clock.
+$AgentWatch = [Diagnostics.Stopwatch]::StartNew()
 # The host side of docs/agent-protocol.md, for Windows PowerShell 5.1 on .NET Framework 4.6.2+.
 # Its only output is one JSON object (the answer): every other output is discarded or silenced.
 $ErrorActionPreference = 'Stop'
@@ -75,12 +77,15 @@ function Format-XuTime($Value) {
     ([DateTime]$Value).ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", [Globalization.CultureInfo]::InvariantCulture)
 }
 
-function ConvertFrom-XuTime($Value) {
-    if ($Value -is [DateTime]) { return $Value.ToUniversalTime() }
-    $d = [DateTime]::MinValue
-    $styles = [Globalization.DateTimeStyles]'AdjustToUniversal, AssumeUniversal'
-    if (-not [DateTime]::TryParse([string]$Value, [Globalization.CultureInfo]::InvariantCulture, $styles, [ref]$d)) { Stop-Xu 'InvalidArgument' 'expected an ISO 8601 UTC time' }
-    $d
+function Get-XuTrigger($DelaySeconds) {
+    # The host's own now plus the delay, rounded up to the whole second a trigger keeps: never the controller's clock.
+    if ($null -eq $DelaySeconds -or $DelaySeconds -is [string] -or $DelaySeconds -is [bool]) { Stop-Xu 'InvalidArgument' 'delay_s must be a number of seconds above 0, at most 604800' }
+    $delay = [double]$DelaySeconds
+    if (-not ($delay -gt 0 -and $delay -le 604800)) { Stop-Xu 'InvalidArgument' 'delay_s must be a number of seconds above 0, at most 604800' }
+    $at = [DateTime]::UtcNow.AddSeconds($delay)
+    $rest = $at.Ticks % [TimeSpan]::TicksPerSecond
+    if ($rest -ne 0) { $at = $at.AddTicks([TimeSpan]::TicksPerSecond - $rest) }
+    $at
 }
 
 function Get-XuSha256([byte[]]$Bytes) {
@@ -917,16 +922,17 @@ $primitives = @{
         param($a)
         $name = Assert-XuName $a.name $GroupTaskPattern 'name'
         $group = Assert-XuName $a.fw_group_to_remove $GroupTaskPattern 'fw_group_to_remove'
-        $at = ConvertFrom-XuTime $a.run_at_utc
+        $at = Get-XuTrigger $a.delay_s
         # The only command line built from request values: two names that matched the pattern (no quotes), quoted anyway.
         $command = "Remove-NetFirewallRule -Group {0} -ErrorAction SilentlyContinue; Unregister-ScheduledTask -TaskName {1} -TaskPath '\' -Confirm:`$false" -f (Format-XuQuoted $group), (Format-XuQuoted $name)
         # A start missed while the host was down, or refused on battery power, would leave the firewall closed.
         $task = New-XuSystemTask $command (New-TimeSpan -Minutes 10)
         $task.TaskName = $name; $task.TaskPath = '\'; $task.Force = $true
+        # -At is a DateTime on the host's clock: the UTC instant as local time (Kind Local), as the cmdlet's examples pass it.
         $task.Trigger = New-ScheduledTaskTrigger -Once -At $at.ToLocalTime()
         if ($null -ne $a.description) { $task.Description = [string]$a.description }
         $null = Register-ScheduledTask @task
-        @{ registered = $true }
+        [ordered]@{ registered = $true; run_at_utc = (Format-XuTime $at) }
     }
     'task_remove' = {
         param($a)
@@ -1016,7 +1022,9 @@ foreach ($op in $Request.ops) {
     [void]$results.Add($entry)
 }
 
-$json = ConvertTo-Json -InputObject ([ordered]@{ agent = 'xtractuniversal.tls'; protocol = 1; results = $results }) -Compress -Depth 10
+$hostTime = [DateTime]::UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", [Globalization.CultureInfo]::InvariantCulture)
+$envelope = [ordered]@{ agent = 'xtractuniversal.tls'; protocol = 1; results = $results; host_time = $hostTime; host_elapsed_ms = [int]$AgentWatch.ElapsedMilliseconds }
+$json = ConvertTo-Json -InputObject $envelope -Compress -Depth 10
 # Non-ASCII as \uXXXX, so the answer survives any console code page.
 $json = [regex]::Replace($json, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value })
 # Set this late: earlier it would also decode certreq's output, which is in the OEM code page. No BOM on the pipe.

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from .errors import LabError
 from .faults import Faults
 from .firewall import Firewall, default_rules
 from .tasks import TaskScheduler
-from .timefmt import iso_utc, utc_now
+from .timefmt import HostClock, iso_utc
 from .winpath import HostFileSystem, join_windows_path
 from .xuservice import DependentService, XuService
 from .xusettings import CONFIG_DIR
@@ -77,10 +76,13 @@ class Host:
         lookup: HostLookup | None = None,
         windows_version: str = DEFAULT_WINDOWS_VERSION,
         enterprise_ca: EnterpriseCa | None = None,
+        clock: HostClock | None = None,
     ) -> None:
         if windows_version not in OS_VERSIONS:
             raise LabError(f"windows_version must be one of {', '.join(OS_VERSIONS)}, not {windows_version!r}")
         self.identity = identity
+        # What the host reads as now (the agent's answers, its scheduled tasks, its event log's stamps).
+        self.clock = clock or HostClock()
         self.windows_version = windows_version
         # `fault --set strict_host_name=true`: XU's TLS listeners answer only to the host's DNS name (SNI, Host header).
         self.strict_host_name = False
@@ -120,7 +122,7 @@ class Host:
         return self.identity.fqdn
 
     def emit(self, event_type: str, **fields: object) -> None:
-        record = {"ts": round(time.time(), 6), "host": self.name, "type": event_type, **fields}
+        record = {"ts": round(self.clock.timestamp(), 6), "host": self.name, "type": event_type, **fields}
         with self._events_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, default=str) + "\n")
 
@@ -128,7 +130,7 @@ class Host:
         """What script block logging would keep: who, the command line, the decoded script."""
         lines = [
             "**********************",
-            f"Start time: {iso_utc(utc_now())}",
+            f"Start time: {iso_utc(self.clock.now())}",
             f"Username: {user}",
             f"Client: {client}",
             f"CommandLine: {command_line}",

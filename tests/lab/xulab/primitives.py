@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -30,7 +31,7 @@ from .host import Host, sha256_hex
 from .probe import SERVER_NAME, port_probe
 from .psvalues import as_int, as_items, as_text
 from .renewals import certreq_renew
-from .timefmt import iso_utc, parse_iso_utc, utc_now
+from .timefmt import ceil_second, iso_utc
 from .winpath import is_path_rooted, join_windows_path, normalise_windows_path
 from .xuservice import ServiceStartError, ServiceStopError
 
@@ -571,20 +572,25 @@ async def task_get(host: Host, a: Args) -> Result:
     task = host.tasks.get(name)
     if task is None:
         return {"task": None}
-    next_run = iso_utc(task.run_at) if task.run_at > utc_now() else None
+    next_run = iso_utc(task.run_at) if task.run_at > host.clock.now() else None
     return {"task": {"name": task.name, "state": "Ready", "next_run_utc": next_run, "description": task.description}}
 
 
+# A gate's longest auto-open delay (7 days), as the agent checks it.
+MAX_TASK_DELAY_S = 7 * 24 * 3600
+
+
 async def task_register(host: Host, a: Args) -> Result:
+    """The trigger is the host's own now plus `delay_s`, rounded up to the whole second: the controller's clock never enters."""
     name = _name(a.get("name"), TASK_NAME_PATTERN, "name")
     group = _name(a.get("fw_group_to_remove"), TASK_NAME_PATTERN, "fw_group_to_remove")
-    try:
-        run_at = parse_iso_utc(a.get("run_at_utc"), "run_at_utc")
-    except PrimitiveError as exc:
-        raise PrimitiveError("InvalidArgument", "expected an ISO 8601 UTC time") from exc
+    delay = a.get("delay_s")
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 < delay <= MAX_TASK_DELAY_S:
+        raise PrimitiveError("InvalidArgument", f"delay_s must be a number of seconds above 0, at most {MAX_TASK_DELAY_S}")
     description = None if a.get("description") is None else as_text(a.get("description"))
+    run_at = ceil_second(host.clock.now() + timedelta(seconds=float(delay)))
     host.tasks.register(name, run_at, group, description)
-    return {"registered": True}
+    return {"registered": True, "run_at_utc": iso_utc(run_at)}
 
 
 async def task_remove(host: Host, a: Args) -> Result:

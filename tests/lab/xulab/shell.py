@@ -26,6 +26,7 @@ from .errors import PrimitiveError
 from .host import Host
 from .primitives import PRIMITIVES
 from .psvalues import as_text
+from .timefmt import iso_utc_ms
 from .wsman import CommandResult
 
 BOOTSTRAP_MARKER = "# xtractuniversal.tls bootstrap 1"
@@ -281,6 +282,7 @@ class CommandShell:
 
     async def run_request(self, request: dict[str, object]) -> tuple[dict[str, object], list[str], list[str], bool]:
         """The agent's main loop: ops in order, `skipped` after the first error when stop_on_error."""
+        started = time.perf_counter()
         stop_on_error = True if request.get("stop_on_error") is None else bool(request.get("stop_on_error"))
         operations = request.get("ops")
         entries = operations if isinstance(operations, list) else ([] if operations is None else [operations])
@@ -312,7 +314,11 @@ class CommandShell:
                 dropped = True
             entry["elapsed_ms"] = int((time.perf_counter() - began) * 1000)
             results.append(entry)
-        answer = {"agent": AGENT_NAME, "protocol": PROTOCOL, "results": results}
+        # The host's own time as the answer is written, and how long the agent ran (docs/agent-protocol.md, Answer).
+        answer = {
+            "agent": AGENT_NAME, "protocol": PROTOCOL, "results": results,
+            "host_time": iso_utc_ms(self.host.clock.now()), "host_elapsed_ms": int((time.perf_counter() - started) * 1000),
+        }
         return answer, names, [str(r["status"]) for r in results], dropped
 
     async def _run_op(self, request: dict[str, object], name: str, args: dict[str, object]) -> dict[str, object]:

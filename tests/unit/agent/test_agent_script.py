@@ -355,7 +355,7 @@ def test_protocol_table_parsing() -> None:
     table = protocol_primitives()
     assert table["file_write"]["args"] == ["path", "content", "bom", "backup_path", "expected_sha256"]
     assert table["fw_set"]["result"] == ["removed", "added"]
-    assert table["task_register"]["result"] == ["registered"]
+    assert table["task_register"]["result"] == ["registered", "run_at_utc"]
     assert "hostname" in table["discover"]["result"] and "files" in table["discover"]["result"]
 
 

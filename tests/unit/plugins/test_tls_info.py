@@ -220,3 +220,34 @@ def test_an_unread_store_is_reported_as_a_read_error() -> None:
     result = run_action("xu_tls_info", {}, host)
     assert result["read_errors"] == ["cert_list: UnauthorizedAccessException: Access is denied."]
     assert result["journal_error"] is None
+
+
+@pytest.mark.parametrize(("offset_s", "problem"), [(0, None), (120, None), (-180, None), (-400, "behind"), (3600, "ahead of")])
+def test_the_hosts_clock_is_reported_and_judged(offset_s: float, problem: str | None) -> None:
+    host, _thumbprint = healthy_host()
+    host.clock_offset_s = offset_s
+    result = run_action("xu_tls_info", {}, host)
+    clock = result["host_clock"]
+    # The estimate is off by at most its uncertainty: the host answered between the controller's send and receive.
+    assert abs(clock["offset_s"] - offset_s) <= clock["uncertainty_s"] + 0.002
+    assert clock["now"].endswith("Z") and len(clock["now"]) == len("2026-11-26T20:11:57.123Z")
+    clock_problems = [p for p in result["problems"] if "the host's clock" in p]
+    if problem is None:
+        assert clock_problems == []
+    else:
+        assert clock_problems == [
+            f"the host's clock is {abs(clock['offset_s']):.0f} s {problem} the controller's (more than 5 minutes): Kerberos logons and"
+            " enrolment fail past 5 minutes; fix the host's time synchronisation (w32tm). The collection's deadlines and leases"
+            " run on the host's own clock"
+        ]
+
+
+def test_a_carried_state_carries_the_hosts_clock() -> None:
+    host, _thumbprint = healthy_host()
+    host.clock_offset_s = 600
+    first = run_action("xu_tls_info", {}, host)
+    assert first["host_state"]["clock"]["offset_s"] == first["host_clock"]["offset_s"]
+    again = run_action("xu_tls_info", {"host_state": first["host_state"]}, host)
+    assert len(host.calls) == 1  # answered from the carried state
+    assert again["host_clock"]["offset_s"] == first["host_clock"]["offset_s"]
+    assert any(f"the host's clock is {first['host_clock']['offset_s']:.0f} s ahead of" in p for p in again["problems"])

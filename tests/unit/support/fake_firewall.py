@@ -35,8 +35,9 @@ class FirewallFakeHost(FakeHost):
         return {"task": self.tasks.get(args["name"])}
 
     def op_task_register(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.tasks[args["name"]] = {"name": args["name"], "state": "Ready", "next_run_utc": args["run_at_utc"], "description": args["description"]}
-        return {"registered": True}
+        run_at = self.trigger(args["delay_s"])
+        self.tasks[args["name"]] = {"name": args["name"], "state": "Ready", "next_run_utc": run_at, "description": args["description"]}
+        return {"registered": True, "run_at_utc": run_at}
 
     def op_task_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"removed": self.tasks.pop(args["name"], None) is not None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 from collections.abc import Callable
@@ -74,6 +75,17 @@ class FakeHost:
     pending_templates: set[str] = field(default_factory=set)
     enrol_requests: int = 0
     answer_override: Callable[[str, bytes], tuple[int, str, str]] | None = None
+    # The host's clock: this far ahead of the controller's (negative: behind), as every answer says it.
+    clock_offset_s: float = 0.0
+
+    def host_now(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self.clock_offset_s)
+
+    def trigger(self, delay_s: float) -> str:
+        """A task's trigger as the agent sets it: the host's now plus the delay, rounded up to the whole second."""
+        at = self.host_now() + datetime.timedelta(seconds=delay_s)
+        at = at.replace(microsecond=0) + datetime.timedelta(seconds=1) if at.microsecond else at
+        return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def add_certificate(self, cert: x509.Certificate, *, has_private_key: bool = True, acl: list[dict[str, Any]] | None = None) -> str:
         raw = der(cert)
@@ -113,7 +125,9 @@ class FakeHost:
                 entry.update(status="error", error=error)
                 failed = failed or op.get("optional") is not True
             results.append(entry)
-        return 0, json.dumps({"agent": "xtractuniversal.tls", "protocol": 1, "results": results}), ""
+        host_time = self.host_now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        answer = {"agent": "xtractuniversal.tls", "protocol": 1, "results": results, "host_time": host_time, "host_elapsed_ms": 0}
+        return 0, json.dumps(answer), ""
 
     def op_event_write(self, args: dict[str, Any]) -> dict[str, Any]:
         """The host's Application log: entries are kept in ``event_log``."""
@@ -223,9 +237,10 @@ class FakeHost:
         return {"removed": removed, "added": len(self.rules)}
 
     def op_task_register(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.task = {"name": args["name"], "state": "Ready", "next_run_utc": args["run_at_utc"], "description": args["description"]}
+        run_at = self.trigger(args["delay_s"])
+        self.task = {"name": args["name"], "state": "Ready", "next_run_utc": run_at, "description": args["description"]}
         self.task_group = args["fw_group_to_remove"]
-        return {"registered": True}
+        return {"registered": True, "run_at_utc": run_at}
 
     def op_task_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         removed = self.task is not None
