@@ -7,8 +7,8 @@ mode 0600 and removed by ``stop()``: no secret is left behind. ``python -m acmel
 ``make demo-acme`` and writes the role's ``xu_renew_acme_*`` variables into ``D/acme-vars.yml`` (0600).
 
 Faults are pebble's own switches (``PEBBLE_WFE_NONCEREJECT``, ``PEBBLE_VA_SLEEPTIME``), a DNS server for pebble
-that does not know the zone (``pebble-challtestsrv``), and a relay in front of the CA that tests can cut or hold
-(``CaRelay``).
+that does not know the zone (``pebble-challtestsrv``), and a server of the zone that the test holds shut
+(``GateDns``), which stops an issuance between publishing its records and asking the CA to validate.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
@@ -147,8 +148,8 @@ class AcmeLab:
     secondary_port: int
     acme_port: int
     management_port: int
-    tsig_secret: str
-    eab_hmac_key: str
+    tsig_secret: str = field(repr=False)
+    eab_hmac_key: str = field(repr=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -267,7 +268,9 @@ class AcmeLab:
                  "-management", f"127.0.0.1:{free_port('127.0.0.1')}"],
             )
             dns_server = f"127.0.0.1:{port}"
-        self._spawn("pebble", ["pebble", "-config", str(self.folder / "pebble.json"), "-dnsserver", dns_server], {"PEBBLE_VA_NOSLEEP": "1", **env})
+        # No random sleep before a validation unless a test asks for one (PEBBLE_VA_SLEEPTIME).
+        speed = {} if "PEBBLE_VA_SLEEPTIME" in env else {"PEBBLE_VA_NOSLEEP": "1"}
+        self._spawn("pebble", ["pebble", "-config", str(self.folder / "pebble.json"), "-dnsserver", dns_server], {**speed, **env})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -326,11 +329,10 @@ class AcmeLab:
         zone = dns.zone.from_xfr(dns.query.xfr(PRIMARY_ADDRESS, ZONE, port=self.dns_port, timeout=5))
         return sorted(str(name) for name, node in zone.nodes.items() if node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.TXT) is not None)
 
-    def role_vars(self, account_key_pem: str, *, relay: CaRelay | None = None) -> dict[str, Any]:
+    def role_vars(self, account_key_pem: str, *, gate: GateDns | None = None) -> dict[str, Any]:
         """The role's ``xu_renew_acme_*`` variables for this CA and zone."""
-        directory = relay.directory_url if relay else self.directory_url
         return {
-            "xu_renew_acme_directory": directory,
+            "xu_renew_acme_directory": self.directory_url,
             "xu_renew_acme_ca_path": str(self.https_ca),
             "xu_renew_acme_account_key": account_key_pem,
             "xu_renew_acme_terms_agreed": True,
@@ -338,7 +340,7 @@ class AcmeLab:
             "xu_renew_acme_eab_kid": EAB_KID,
             "xu_renew_acme_eab_hmac_key": self.eab_hmac_key,
             "xu_renew_acme_dns_server": self.primary,
-            "xu_renew_acme_dns_nameservers": [self.primary, self.secondary],
+            "xu_renew_acme_dns_nameservers": [self.primary, self.secondary, *([gate.endpoint] if gate else [])],
             "xu_renew_acme_tsig_name": TSIG_NAME,
             "xu_renew_acme_tsig_secret": self.tsig_secret,
         }
@@ -349,71 +351,48 @@ def new_account_key() -> str:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 
 
-class CaRelay:
-    """A TCP relay in front of the CA. ``cut()`` makes the CA unreachable (new connections are refused and open ones
-    reset); ``hold_after(n)`` lets ``n`` more connections through and then holds every further one open without
-    relaying it, as a CA that stopped answering does."""
+class GateDns:
+    """A DNS server the test holds shut: until ``release()`` it answers every query authoritatively with no record;
+    after, it relays queries to the zone's primary. Named among the zone's servers (``xu_renew_acme_dns_nameservers``),
+    it keeps an issuance waiting in its propagation check, after the records are published and before the CA is
+    asked to validate, for as long as the test needs to act there (kill the controller, stop the CA)."""
 
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self._listener = socket.create_server((PEBBLE_ADDRESS, 0))
-        self.port = int(self._listener.getsockname()[1])
-        self.connections = 0
-        self._budget: int | None = None
-        self._lock = threading.Lock()
-        self._held: list[socket.socket] = []
-        self.held = threading.Event()
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self._released = threading.Event()
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = int(self._socket.getsockname()[1])
+        self.asked = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
     @property
-    def directory_url(self) -> str:
-        # pebble's directory names its own port: the relay is only used for faults that do not get that far.
-        return f"https://{PEBBLE_ADDRESS}:{self.port}/dir"
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
-    def hold_after(self, count: int) -> None:
-        with self._lock:
-            self._budget = count
+    def release(self) -> None:
+        self._released.set()
 
-    def cut(self) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        for held in self._held:
-            with contextlib.suppress(OSError):
-                held.close()
+    def close(self) -> None:
+        self._socket.close()
 
     def _serve(self) -> None:
         while True:
             try:
-                client, _ = self._listener.accept()
+                wire, peer = self._socket.recvfrom(65535)
             except OSError:
                 return
-            with self._lock:
-                self.connections += 1
-                if self._budget is not None:
-                    if self._budget <= 0:
-                        self._held.append(client)
-                        self.held.set()
-                        continue
-                    self._budget -= 1
-            threading.Thread(target=self._pipe_pair, args=(client,), daemon=True).start()
-
-    def _pipe_pair(self, client: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection((PEBBLE_ADDRESS, self.target_port))
-        except OSError:
-            client.close()
-            return
-        for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        for s in (source, sink):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+            try:
+                question = dns.message.from_wire(wire)
+                if self._released.is_set():
+                    answer = dns.query.udp(question, PRIMARY_ADDRESS, port=self.upstream_port, timeout=5)
+                else:
+                    self.asked.set()
+                    answer = dns.message.make_response(question)
+                    answer.flags |= dns.flags.AA
+                self._socket.sendto(answer.to_wire(), peer)
+            except Exception:  # noqa: S112 - a malformed query gets no answer, as from a real server
+                continue
 
 
 @contextlib.contextmanager

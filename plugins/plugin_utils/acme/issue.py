@@ -62,7 +62,12 @@ class HostRequest:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return order_names(self.fqdn, self.served_names, self.given_names)
+        return order_names(self.fqdn, self.served_names, self.given_names)[0]
+
+    @property
+    def left_out(self) -> tuple[str, ...]:
+        """Names of the served certificate that no CA issues for (short names, addresses): the new one lacks them."""
+        return order_names(self.fqdn, self.served_names, self.given_names)[1]
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,12 @@ class Assessment:
     verdict: Verdict | None
     window: RenewalWindow | None
     note: str = ""
+    left_out: tuple[str, ...] = ()
 
     def to_result(self) -> dict[str, Any]:
         return {
             "names": list(self.names),
+            "left_out": list(self.left_out),
             "cert_id": self.cert_id,
             "ari": self.window.to_result() if self.window else None,
             "due": None if self.verdict is None else self.verdict.due,
@@ -129,23 +136,23 @@ def _why_no_ari(settings: AcmeSettings, session: acme.AcmeSession, cert_id: str 
 
 def assess_host(settings: AcmeSettings, request: HostRequest, session: acme.AcmeSession, now: datetime.datetime) -> Assessment:
     """Ask the CA whether the served certificate is due (RFC 9773), where the CA and the certificate allow it."""
-    names = request.names
+    names, left_out = request.names, request.left_out
     if request.served is None:
         return Assessment(names, None, Verdict(True, "the host serves no certificate", "served"), None)
     with acme.trusting(settings.ca_path):
         cert_id = acme.cert_id_of(session, _pem(request.served))
         reason = _why_no_ari(settings, session, cert_id)
         if reason is not None or cert_id is None:
-            return Assessment(names, cert_id, None, None, reason or "")
+            return Assessment(names, cert_id, None, None, reason or "", left_out)
         try:
             data, retry_after = acme.renewal_info(session, cert_id)
             window = RenewalWindow.parse(data, retry_after)
         except acme.AcmeError as e:
             # A certificate of another CA is unknown to this one (404): the engine's own rule decides.
-            return Assessment(names, cert_id, None, None, f"no renewal information for the served certificate: {e.msg}")
+            return Assessment(names, cert_id, None, None, f"no renewal information for the served certificate: {e.msg}", left_out)
         except ValueError as e:
-            return Assessment(names, cert_id, None, None, f"the CA's renewal information was ignored: {e}")
-    return Assessment(names, cert_id, ari_verdict(window, cert_id, now), window)
+            return Assessment(names, cert_id, None, None, f"the CA's renewal information was ignored: {e}", left_out)
+    return Assessment(names, cert_id, ari_verdict(window, cert_id, now), window, left_out=left_out)
 
 
 @contextlib.contextmanager
@@ -384,6 +391,7 @@ def dry_run(settings: AcmeSettings, request: HostRequest, *, log: Log | None = N
         "terms_of_service": session.terms_of_service or None,
         "renewal_information": session.has_ari,
         "names": list(names),
+        "left_out": list(request.left_out),
         "zones": sorted(set(zones.values())),
         "authoritative_servers": [str(server) for server in servers],
         "stale_records": stale,

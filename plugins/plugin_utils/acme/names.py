@@ -39,24 +39,32 @@ def check_name(name: str, source: str) -> str:
     return ascii_name
 
 
-def order_names(fqdn: str, served_names: Iterable[str], given: Iterable[str]) -> tuple[str, ...]:
-    """The names to order, the host's FQDN first.
+def order_names(fqdn: str, served_names: Iterable[str], given: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names to order, the host's FQDN first, and the served certificate's names left out.
 
     ``given`` (the host's ``xu_renew_acme_names``) replaces the default, which is the host's FQDN plus the DNS names of
-    the certificate it serves now (so that the aliases its clients use keep working). Duplicates go, order stays.
+    the certificate it serves now (so that the aliases its clients use keep working). A served name no CA can issue
+    for (a short name such as ``XU01``, an address) is left out and reported; a given name that is not orderable fails.
     """
     given = tuple(given)
     if given:
-        candidates = [(name, "xu_renew_acme_names") for name in given]
+        candidates = [(name, "xu_renew_acme_names", True) for name in given]
     else:
         if not fqdn:
             raise NamesError("the host's DNS name is not known: set xu_renew_fqdn or xu_renew_acme_names for it")
-        candidates = [(fqdn, "the host's DNS name"), *((name, "the served certificate's SAN") for name in served_names)]
+        candidates = [(fqdn, "the host's DNS name", True), *((name, "the served certificate's SAN", False) for name in served_names)]
     names: list[str] = []
-    for name, source in candidates:
-        checked = check_name(name, source)
+    skipped: list[str] = []
+    for name, source, required in candidates:
+        try:
+            checked = check_name(name, source)
+        except NamesError:
+            if required:
+                raise
+            skipped.append(name)
+            continue
         if checked not in names:
             names.append(checked)
     if len(names) > 100:
         raise NamesError(f"{len(names)} names for one certificate: public CAs issue for at most 100")
-    return tuple(names)
+    return tuple(names), tuple(skipped)
