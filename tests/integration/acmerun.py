@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import socket
 import ssl
+import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from acmelab import ZONE, AcmeLab, GateDns, new_account_key
 from cryptography import x509
-from labtools import REPO, Lab, PlaybookRun
+from labtools import BIN, REPO, Lab, PlaybookRun
 
 PLAYBOOK = REPO / "tests" / "integration" / "acme" / "fleet.yml"
 BRIDGE = REPO / "tests" / "integration" / "acme" / "action_plugins"
@@ -45,6 +48,26 @@ class AcmeRun:
 
     def variables(self, **overrides: Any) -> dict[str, Any]:
         return self.services.role_vars(self.account_key, gate=self.gate) | ROLE_VARS | {"xu_renew_ca_path": str(self.root)} | overrides
+
+    def spawn(self, tmp_path: pathlib.Path, **overrides: Any) -> subprocess.Popen[bytes]:
+        """The issuing playbook in the background, in a process group of its own (to be killed as a whole)."""
+        extra = tmp_path / "acme-vars-spawned.json"
+        extra.touch(mode=0o600)
+        extra.write_text(json.dumps(self.variables(**overrides)))
+        command = [str(BIN / "ansible-playbook"), "-i", str(self.lab.inventory), str(PLAYBOOK), "-e", f"@{extra}"]
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_ACTION_PLUGINS=str(BRIDGE), ANSIBLE_NOCOLOR="1")
+        log = (tmp_path / "spawned.log").open("wb")
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+
+    def wait_published(self, name: str, timeout: float = 120) -> None:
+        """Wait until the issuance holds in its propagation check (the gate was asked) with ``name`` published."""
+        assert self.gate is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.gate.asked.is_set() and self.services.txt(name):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{name} was never published: {self.services.log_tail()}")
 
     def run(self, tmp_path: pathlib.Path, *, check: bool = False, verbosity: int = 0, **overrides: Any) -> PlaybookRun:
         """The issuing playbook, with every variable in a 0600 file (as a vault would give them), never on the command line."""

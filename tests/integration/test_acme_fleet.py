@@ -7,6 +7,7 @@ the role the PFX through ``xu_renew_pfx_content``; see docs/acme.md.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import pathlib
 import re
@@ -15,6 +16,10 @@ from typing import Any
 import pytest
 from acmerun import acme_report, pebble_orders, presented, snapshot, start
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
 from labtools import Lab
 
 pytestmark = pytest.mark.lab
@@ -115,15 +120,8 @@ def test_pfx_is_what_windows_server_2016_imports(lab_factory: Any, tmp_path: pat
 
 def test_pfx_detector_finds_a_pfx_and_not_a_certificate() -> None:
     """The detector the secrets check relies on: it must fail on the file it looks for."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import pkcs12
-    from cryptography.x509.oid import NameOID
-
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "detector")])
-    import datetime
-
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1).not_valid_before(
         now).not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
