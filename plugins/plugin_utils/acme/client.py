@@ -114,7 +114,11 @@ class AcmeModuleShim:
                     step=self._step,
                     problem="rateLimited",
                 )
-            what = "could not be reached" if status < 0 else f"kept answering HTTP {status}"
+            what = (
+                "could not be reached (refused, timed out, or its HTTPS certificate is not trusted: xu_renew_acme_ca_path)"
+                if status < 0
+                else f"kept answering HTTP {status}"
+            )
             raise AcmeError(
                 f"The CA {what} in step {self._step}; stopped after xu_renew_acme_retry_budget ({self._budget.seconds:g} s)",
                 step=self._step,
@@ -177,6 +181,7 @@ class AcmeSession:
     created: bool
     budget: RetryBudget
     notes: list[str]
+    ca_path: str = ""
     sleep: Callable[[float], None] = time.sleep
 
     @property
@@ -197,7 +202,8 @@ class AcmeSession:
         while True:
             self.module.set_step(name)
             try:
-                return action()
+                with trusting(self.ca_path):
+                    return action()
             except AcmeError:
                 raise
             except ModuleFailException as error:
@@ -264,7 +270,7 @@ def open_session(settings: AcmeSettings, *, check_mode: bool, budget: RetryBudge
             raise
         except ModuleFailException as error:
             raise AcmeError(f"Cannot use the ACME directory {settings.directory}: {_message(error)}", step="connect", problem=problem_of(error)) from None
-        session = AcmeSession(module=module, client=client, account_uri="", created=False, budget=budget, notes=notes)
+        session = AcmeSession(module=module, client=client, account_uri="", created=False, budget=budget, notes=notes, ca_path=settings.ca_path)
         eab = None
         if settings.eab_kid:
             eab = {"kid": settings.eab_kid, "alg": settings.eab_algorithm, "key": settings.eab_hmac_key.reveal()}
@@ -344,8 +350,8 @@ def answer_challenge(session: AcmeSession, authorization: Any) -> None:
 def deactivate(session: AcmeSession, authorization: Any) -> bool:
     """Deactivate a pending authorization, so that the CA stops validating it; False when it would not."""
     try:
-        return bool(authorization.deactivate(client=session.client))
-    except (ModuleFailException, AcmeError):
+        return bool(session.step("deactivate", lambda: authorization.deactivate(client=session.client), retry=False))
+    except AcmeError:
         return False
 
 

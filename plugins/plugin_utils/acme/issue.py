@@ -139,19 +139,18 @@ def assess_host(settings: AcmeSettings, request: HostRequest, session: acme.Acme
     names, left_out = request.names, request.left_out
     if request.served is None:
         return Assessment(names, None, Verdict(True, "the host serves no certificate", "served"), None)
-    with acme.trusting(settings.ca_path):
-        cert_id = acme.cert_id_of(session, _pem(request.served))
-        reason = _why_no_ari(settings, session, cert_id)
-        if reason is not None or cert_id is None:
-            return Assessment(names, cert_id, None, None, reason or "", left_out)
-        try:
-            data, retry_after = acme.renewal_info(session, cert_id)
-            window = RenewalWindow.parse(data, retry_after)
-        except acme.AcmeError as e:
-            # A certificate of another CA is unknown to this one (404): the engine's own rule decides.
-            return Assessment(names, cert_id, None, None, f"no renewal information for the served certificate: {e.msg}", left_out)
-        except ValueError as e:
-            return Assessment(names, cert_id, None, None, f"the CA's renewal information was ignored: {e}", left_out)
+    cert_id = acme.cert_id_of(session, _pem(request.served))
+    reason = _why_no_ari(settings, session, cert_id)
+    if reason is not None or cert_id is None:
+        return Assessment(names, cert_id, None, None, reason or "", left_out)
+    try:
+        data, retry_after = acme.renewal_info(session, cert_id)
+        window = RenewalWindow.parse(data, retry_after)
+    except acme.AcmeError as e:
+        # A certificate of another CA is unknown to this one (404): the engine's own rule decides.
+        return Assessment(names, cert_id, None, None, f"no renewal information for the served certificate: {e.msg}", left_out)
+    except ValueError as e:
+        return Assessment(names, cert_id, None, None, f"the CA's renewal information was ignored: {e}", left_out)
     return Assessment(names, cert_id, ari_verdict(window, cert_id, now), window, left_out=left_out)
 
 
@@ -340,7 +339,7 @@ def issue_for_host(
     provider = load_provider(settings.dns)
     records: list[str] = []
     slots = slots_dir(settings.directory, _account_public_key(settings))
-    with acme.trusting(settings.ca_path), order_slot(slots, settings.max_parallel_orders, settings.validation_timeout + settings.propagation_timeout) as slot:
+    with order_slot(slots, settings.max_parallel_orders, settings.validation_timeout + settings.propagation_timeout) as slot:
         timings["queued"] = clock.monotonic() - started - timings["account"]
         ordered = clock.monotonic()
         order = acme.create_order(session, names, replaces if session.has_ari else None)
