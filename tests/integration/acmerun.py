@@ -12,19 +12,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from acmelab import ZONE, AcmeLab, GateDns, new_account_key
 from cryptography import x509
 from labtools import BIN, REPO, Lab, PlaybookRun
 
 PLAYBOOK = REPO / "tests" / "integration" / "acme" / "fleet.yml"
 BRIDGE = REPO / "tests" / "integration" / "acme" / "action_plugins"
-# The role's variables for today's replace path: the PFX the bridge issued, per host.
-ROLE_VARS = {
-    "xu_renew_mode": "replace",
-    "xu_renew_strategy": "minimal_outage",
-    "xu_renew_pfx_content": "{{ acme_issued.pfx_content | default('') }}",
-    "xu_renew_pfx_password": "{{ acme_issued.pfx_password | default('') }}",
-}
+# The role's variables for today's replace path: the PFX the bridge issued, per host (as `make demo-acme` gives them).
+ROLE_VARS: dict[str, Any] = yaml.safe_load((REPO / "tests" / "integration" / "acme" / "replace-vars.yml").read_text())
 
 
 def lab_hosts(lab: Lab) -> dict[str, str]:

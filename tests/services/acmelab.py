@@ -418,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     down = sub.add_parser("down", help="stop them and remove DIR")
     down.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)
+    args.dir = args.dir.resolve()
     if args.command == "up":
         lab = AcmeLab.start(args.dir, _lab_hosts(args.lab))
         for process in lab.processes.values():

@@ -25,6 +25,14 @@ KEY_TYPES = ("rsa3072", "rsa4096", "rsa2048", "ecdsa_p256", "ecdsa_p384")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
 EAB_ALGORITHMS = ("HS256", "HS384", "HS512")
 BUILTIN_DNS_PROVIDER = "rfc2136"
+# Every variable the settings read (without the prefix), and those that hold secrets (never logged, masked by AWX).
+VARIABLES = (
+    "account_key", "account_key_passphrase", "account_uri", "ca_path", "contact", "directory", "dns_nameservers", "dns_port",
+    "dns_provider", "dns_provider_options", "dns_server", "dns_ttl", "dns_zone", "eab_algorithm", "eab_hmac_key", "eab_kid", "key_type",
+    "max_parallel_orders", "propagation_timeout", "request_timeout", "retry_budget", "terms_agreed", "tsig_algorithm", "tsig_name",
+    "tsig_secret", "use_ari", "validation_timeout",
+)
+SECRET_VARIABLES = ("account_key", "account_key_passphrase", "eab_hmac_key", "tsig_secret", "dns_provider_options")
 _ENDPOINT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\s\[\]]+))(?::(?P<port>\d{1,5}))?$")
 
 
