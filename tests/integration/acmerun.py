@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-
 from acmelab import ZONE, AcmeLab, GateDns, new_account_key
 from cryptography import x509
 from labtools import BIN, REPO, Lab, PlaybookRun

@@ -85,14 +85,14 @@ class AcmeModuleShim:
         self.tmpdir = tempfile.gettempdir()
         self._budget = budget
         self._notes = notes
-        self._step = "connect"
+        self.step = "connect"
 
     def set_step(self, step: str) -> None:
-        self._step = step
+        self.step = step
 
     def fail_json(self, msg: str = "", **_kwargs: Any) -> NoReturn:
         # fetch_url calls this for a URL it cannot even try (a malformed one); the keyword arguments are not echoed.
-        raise AcmeError(f"ACME request failed: {msg}", step=self._step)
+        raise AcmeError(f"ACME request failed: {msg}", step=self.step)
 
     def warn(self, message: str) -> None:
         self._notes.append(message)
@@ -109,9 +109,9 @@ class AcmeModuleShim:
         if not self._budget.allows(seconds):
             if status == 429:
                 raise AcmeError(
-                    f"The CA keeps answering 429 (rate limited) in step {self._step}; stopped after xu_renew_acme_retry_budget"
+                    f"The CA keeps answering 429 (rate limited) in step {self.step}; stopped after xu_renew_acme_retry_budget"
                     f" ({self._budget.seconds:g} s). Try again later",
-                    step=self._step,
+                    step=self.step,
                     problem="rateLimited",
                 )
             what = (
@@ -120,11 +120,11 @@ class AcmeModuleShim:
                 else f"kept answering HTTP {status}"
             )
             raise AcmeError(
-                f"The CA {what} in step {self._step}; stopped after xu_renew_acme_retry_budget ({self._budget.seconds:g} s)",
-                step=self._step,
+                f"The CA {what} in step {self.step}; stopped after xu_renew_acme_retry_budget ({self._budget.seconds:g} s)",
+                step=self.step,
                 problem="unavailable",
             )
-        self._notes.append(f"{self._step}: the CA answered {status}, retrying in {seconds:g} s")
+        self._notes.append(f"{self.step}: the CA answered {status}, retrying in {seconds:g} s")
 
     def jsonify(self, data: Any) -> str:
         return json.dumps(data)
@@ -133,7 +133,7 @@ class AcmeModuleShim:
         return json.loads(data)
 
     def run_command(self, *_args: Any, **_kwargs: Any) -> NoReturn:
-        raise AcmeError("community.crypto's OpenSSL backend is not used here; install cryptography", step=self._step)
+        raise AcmeError("community.crypto's OpenSSL backend is not used here; install cryptography", step=self.step)
 
     def get_bin_path(self, *_args: Any, **_kwargs: Any) -> None:
         return None
@@ -221,7 +221,7 @@ class AcmeSession:
         """A POST-as-GET of an ACME object, and the Retry-After it came with (seconds, None without one)."""
         data, info = self.client.get_request(url)
         if not isinstance(data, dict):
-            raise AcmeError(f"The CA answered {url} with something that is not an ACME object", step=self.module._step)
+            raise AcmeError(f"The CA answered {url} with something that is not an ACME object", step=self.module.step)
         retry_after = None
         if info.get("retry-after"):
             try:
