@@ -84,4 +84,3 @@ def ari_verdict(window: RenewalWindow, cert_id: str, now: datetime.datetime) -> 
     if now >= when:
         return Verdict(True, f"the CA's renewal window ({span}) is open and this certificate's time in it ({stamp}) has come", "ari")
     return Verdict(False, f"the CA suggests renewing from {stamp} (its window is {span})", "ari")
-

@@ -9,17 +9,22 @@ one-time password, in the encoding every supported Windows Server imports (``_pf
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+except ImportError:  # the caller reports it (issue.missing_requirements)
+    pass
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import pfx_for_windows
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.secrets import Secret, new_password
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+if TYPE_CHECKING:
+    PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
 def generate_key(key_type: str) -> PrivateKey:

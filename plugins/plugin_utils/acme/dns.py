@@ -17,29 +17,24 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.query
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.resolver
-import dns.tsig
-import dns.update
+try:
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.name
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+    import dns.resolver
+    import dns.tsig
+    import dns.update
+except ImportError as e:  # reported by issue.missing_requirements before any of this runs
+    DNSPYTHON_IMPORT_ERROR: ImportError | None = e
+else:
+    DNSPYTHON_IMPORT_ERROR = None
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.secrets import Secret
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.settings import BUILTIN_DNS_PROVIDER, DnsSettings, Endpoint
-
-TSIG_ALGORITHM_NAMES = {
-    "hmac-sha256": dns.tsig.HMAC_SHA256,
-    "hmac-sha384": dns.tsig.HMAC_SHA384,
-    "hmac-sha512": dns.tsig.HMAC_SHA512,
-    "hmac-sha224": dns.tsig.HMAC_SHA224,
-    "hmac-sha1": dns.tsig.HMAC_SHA1,
-}
 
 
 class DnsError(XuError):
@@ -180,7 +175,8 @@ class Rfc2136Provider:
             raise DnsError("xu_renew_acme_dns_server is not set")
         self.server: Endpoint = settings.server
         self.settings = settings
-        self._key = dns.tsig.Key(settings.tsig_name, settings.tsig_secret.reveal(), TSIG_ALGORITHM_NAMES[settings.tsig_algorithm])
+        # dnspython names the algorithms as RFC 8945 does ("hmac-sha256"), which is how the variable takes them.
+        self._key = dns.tsig.Key(settings.tsig_name, settings.tsig_secret.reveal(), dns.name.from_text(settings.tsig_algorithm))
         self._zones: dict[str, str] = {}
 
     def zone_for(self, name: str) -> str:
@@ -249,8 +245,8 @@ def load_provider(settings: DnsSettings) -> DnsProvider:
     """
     if settings.provider == BUILTIN_DNS_PROVIDER:
         return Rfc2136Provider(settings)
-    module_name, _, class_name = settings.provider.partition(":")
-    if not module_name or not class_name:
+    module_name, colon, class_name = settings.provider.partition(":")
+    if not module_name or not colon or not class_name:
         raise DnsError(f"xu_renew_acme_dns_provider must be {BUILTIN_DNS_PROVIDER} or module.path:ClassName, not {settings.provider!r}")
     try:
         provider_class = getattr(importlib.import_module(module_name), class_name)
@@ -263,4 +259,4 @@ def load_provider(settings: DnsSettings) -> DnsProvider:
     return provider
 
 
-__all__ = ["DnsError", "DnsProvider", "Rfc2136Provider", "Secret", "load_provider", "wait_until_served"]
+__all__ = ["DNSPYTHON_IMPORT_ERROR", "DnsError", "DnsProvider", "Rfc2136Provider", "load_provider", "wait_until_served"]

@@ -21,20 +21,57 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+except ImportError as e:
+    CRYPTOGRAPHY_IMPORT_ERROR: ImportError | None = e
+else:
+    CRYPTOGRAPHY_IMPORT_ERROR = None
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme import client as acme
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.ari import RenewalWindow, Verdict, ari_verdict
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.certificate import IssuedPfx, build_pfx, csr_der, generate_key
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.dns import DnsError, DnsProvider, load_provider, wait_until_served
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.dns import (
+    DNSPYTHON_IMPORT_ERROR,
+    DnsError,
+    DnsProvider,
+    load_provider,
+    wait_until_served,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.ledger import Ledger, LedgerEntry
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.names import order_names
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.settings import AcmeSettings
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.slots import order_slot, slots_dir
 
 Log = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    del message
+
+
+def missing_requirements() -> str | None:
+    """What the controller lacks for ACME issuance, as a message naming the fix; None when nothing."""
+    missing = [
+        f"{name} ({error})"
+        for name, error in (
+            ("cryptography", CRYPTOGRAPHY_IMPORT_ERROR),
+            ("dnspython", DNSPYTHON_IMPORT_ERROR),
+            ("the collection community.crypto 3.x", acme.COMMUNITY_CRYPTO_IMPORT_ERROR),
+        )
+        if error is not None
+    ]
+    if not missing:
+        return None
+    return "ACME issuance needs on the controller: " + "; ".join(missing) + ". Install the collection's requirements.txt and its dependencies"
+
+
+def _require() -> None:
+    problem = missing_requirements()
+    if problem:
+        raise XuError(problem)
 
 
 class Interrupted(BaseException):
@@ -329,7 +366,8 @@ def issue_for_host(
     renewal information. Raises ``AcmeError`` / ``DnsError`` (both ``XuError``) naming the step; the host has not
     been touched then, and no challenge record is left behind.
     """
-    log = log or (lambda _message: None)
+    _require()
+    log = log or _quiet
     clock = clock or _Clock()
     names = request.names
     timings: dict[str, float] = {}
@@ -370,7 +408,8 @@ def issue_for_host(
 def dry_run(settings: AcmeSettings, request: HostRequest, *, log: Log | None = None) -> dict[str, Any]:
     """What ``--check`` verifies without ordering: the account, the names, and the DNS credentials (a throw-away
     value added to and removed from the first name's challenge record, through the ledger)."""
-    log = log or (lambda _message: None)
+    _require()
+    log = log or _quiet
     names = request.names
     session = acme.open_session(settings, check_mode=True, allow_creation=False)
     provider = load_provider(settings.dns)
@@ -398,4 +437,4 @@ def dry_run(settings: AcmeSettings, request: HostRequest, *, log: Log | None = N
     }
 
 
-__all__ = ["Assessment", "HostRequest", "Interrupted", "IssueOutcome", "XuError", "assess_host", "dry_run", "issue_for_host"]
+__all__ = ["Assessment", "HostRequest", "Interrupted", "IssueOutcome", "XuError", "assess_host", "dry_run", "issue_for_host", "missing_requirements"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,15 @@ RATE_LIMITED: Answer = (429, {"type": "urn:ietf:params:acme:error:rateLimited", 
 BAD_NONCE: Answer = (400, {"type": "urn:ietf:params:acme:error:badNonce", "detail": "JWS has an invalid anti-replay nonce"}, {})
 
 
-def session_for(tmp_path: Path, acme_vars: dict[str, Any], script: Script, budget: float = 5) -> Any:
-    context = fake_acme(tmp_path, script)
-    directory, ca_path = context.__enter__()
-    chosen = settings_from_vars(acme_vars | {"xu_renew_acme_directory": directory, "xu_renew_acme_ca_path": str(ca_path), "xu_renew_acme_retry_budget": budget})
-    session = client.open_session(chosen, check_mode=False)
-    session.sleep = lambda _seconds: None
-    return session, context
+@contextmanager
+def session_for(tmp_path: Path, acme_vars: dict[str, Any], script: Script, budget: float = 5) -> Iterator[Any]:
+    with fake_acme(tmp_path, script) as (directory, ca_path):
+        chosen = settings_from_vars(
+            acme_vars | {"xu_renew_acme_directory": directory, "xu_renew_acme_ca_path": str(ca_path), "xu_renew_acme_retry_budget": budget}
+        )
+        session = client.open_session(chosen, check_mode=False)
+        session.sleep = lambda seconds: None
+        yield session
 
 
 def orders_sent(script: Script) -> int:
@@ -36,12 +40,8 @@ def test_community_crypto_is_the_tested_one() -> None:
 def test_a_rate_limit_beyond_the_budget_fails_at_once_naming_it(tmp_path: Path, acme_vars: dict[str, Any]) -> None:
     """community.crypto would sleep up to 60 s twenty times; the budget stops it before the first sleep it cannot pay."""
     script = Script(order_answers=[RATE_LIMITED] * 3)
-    session, context = session_for(tmp_path, acme_vars, script)
-    try:
-        with pytest.raises(client.AcmeError) as failure:
-            client.create_order(session, ("xu01.example.com",), None)
-    finally:
-        context.__exit__(None, None, None)
+    with session_for(tmp_path, acme_vars, script) as session, pytest.raises(client.AcmeError) as failure:
+        client.create_order(session, ("xu01.example.com",), None)
     assert failure.value.problem == "rateLimited" and failure.value.step == "order"
     assert "429 (rate limited)" in failure.value.msg
     assert orders_sent(script) == 1
@@ -50,13 +50,10 @@ def test_a_rate_limit_beyond_the_budget_fails_at_once_naming_it(tmp_path: Path, 
 def test_bad_nonces_are_retried_with_backoff(tmp_path: Path, acme_vars: dict[str, Any]) -> None:
     """community.crypto retries a badNonce five times at once; past that the step backs off and tries again."""
     script = Script(order_answers=[BAD_NONCE] * 8)
-    session, context = session_for(tmp_path, acme_vars, script)
     waits: list[float] = []
-    session.sleep = waits.append
-    try:
+    with session_for(tmp_path, acme_vars, script) as session:
+        session.sleep = waits.append
         order = client.create_order(session, ("xu01.example.com",), None)
-    finally:
-        context.__exit__(None, None, None)
     assert order.status == "pending"
     assert orders_sent(script) == 9
     assert waits and all(0 < wait <= 30 for wait in waits)
@@ -65,20 +62,17 @@ def test_bad_nonces_are_retried_with_backoff(tmp_path: Path, acme_vars: dict[str
 
 def test_bad_nonces_past_the_budget_fail_naming_the_step(tmp_path: Path, acme_vars: dict[str, Any]) -> None:
     script = Script(order_answers=[BAD_NONCE] * 200)
-    session, context = session_for(tmp_path, acme_vars, script, budget=1)
     clock = [0.0]
-    session.budget.clock = lambda: clock[0]
-    session.budget.started = 0.0
 
     def sleep(seconds: float) -> None:
         clock[0] += seconds
 
-    session.sleep = sleep
-    try:
+    with session_for(tmp_path, acme_vars, script, budget=1) as session:
+        session.budget.clock = lambda: clock[0]
+        session.budget.started = 0.0
+        session.sleep = sleep
         with pytest.raises(client.AcmeError) as failure:
             client.create_order(session, ("xu01.example.com",), None)
-    finally:
-        context.__exit__(None, None, None)
     assert failure.value.problem == "badNonce" and "retries exhausted" in failure.value.msg
     assert clock[0] <= 1
 

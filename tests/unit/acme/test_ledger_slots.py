@@ -110,7 +110,7 @@ def test_orders_across_processes_never_exceed_the_cap(tmp_path: Path) -> None:
     directory = slots_dir("https://acme.example/dir", b"account-public-key", base=str(tmp_path))
     log = str(tmp_path / "slots.log")
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_hold, args=(directory, 2, log)) for _ in range(8)]
+    workers = [context.Process(target=_hold, args=(directory, 2, log)) for _index in range(8)]
     for worker in workers:
         worker.start()
     for worker in workers:
