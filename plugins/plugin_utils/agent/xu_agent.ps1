@@ -298,10 +298,38 @@ function ConvertFrom-XuChunked([string]$Text) {
     $out.ToString()
 }
 
-function Test-XuNotFound($ErrorRecord) {
-    # The CIM cmdlets (NetSecurity, ScheduledTasks) report "no such object" as a CimException of category ObjectNotFound;
-    # anything else (the service behind them stopped, access denied) is a real failure.
-    $ErrorRecord.CategoryInfo.Category -eq 'ObjectNotFound' -and (Get-XuInner $ErrorRecord.Exception).GetType().Name -eq 'CimException'
+function Get-XuErrorIdentity($ErrorRecord) {
+    # The error as Windows names it, never what it means: the controller judges it (plugins/plugin_utils/_windows_errors.py).
+    # type and message as ever; the names and numbers Windows does not translate beside them.
+    $ex = Get-XuInner $ErrorRecord.Exception
+    $links = [Collections.ArrayList]::new()
+    for ($e = $ex; $null -ne $e -and $links.Count -lt 4; $e = $e.InnerException) {
+        $native = $null
+        if ($null -ne $e.NativeErrorCode) { $native = [int]$e.NativeErrorCode }
+        [void]$links.Add([ordered]@{ exception = $e.GetType().FullName; hresult = $e.HResult; native_code = $native })
+    }
+    $inner = @(for ($i = 1; $i -lt $links.Count; $i++) { $links[$i] })
+    $r = [ordered]@{ type = $ex.GetType().Name; message = (Get-XuMessage $ex); exception = $links[0].exception; fqid = $null; category = $null; hresult = $links[0].hresult; native_code = $links[0].native_code; inner = $inner }
+    if ($ErrorRecord -is [Management.Automation.ErrorRecord]) { $r.fqid = [string]$ErrorRecord.FullyQualifiedErrorId; $r.category = $ErrorRecord.CategoryInfo.Category.ToString() }
+    $r
+}
+
+function Invoke-XuQuery([scriptblock]$Query) {
+    # A read's objects, or the error record it raised: whether that error means "none" is the controller's call.
+    try { @{ items = @(& $Query); error = $null; record = $null } } catch { @{ items = @(); error = (Get-XuErrorIdentity $_); record = $_ } }
+}
+
+function Test-XuAbsent($Identity) {
+    # Whether an error is one the controller's table calls "not found" (request absent_errors): compared, not judged.
+    foreach ($m in $AbsentErrors) {
+        $types = @($Identity.exception) + @(foreach ($i in $Identity.inner) { $i.exception })
+        $fqid = ([string]$Identity.fqid).Split(',')[0]
+        if ($m.exception -and $types -notcontains [string]$m.exception) { continue }
+        if ($m.fqid -and -not $fqid.StartsWith([string]$m.fqid, [StringComparison]::OrdinalIgnoreCase)) { continue }
+        if ($m.category -and [string]$m.category -ne $Identity.category) { continue }
+        return $true
+    }
+    $false
 }
 
 function Wait-XuServiceLeaves($Service, [string[]]$States, $Watch, [double]$LimitS) {
@@ -313,14 +341,12 @@ function Wait-XuServiceLeaves($Service, [string[]]$States, $Watch, [double]$Limi
     }
 }
 
-function Get-XuTask([string]$Name) {
-    try { $tasks = @(Get-ScheduledTask -TaskPath '\') } catch { if (Test-XuNotFound $_) { return $null }; throw }
-    $tasks | Where-Object { $_.TaskName -eq $Name } | Select-Object -First 1
+function Get-XuTaskQuery([string]$Name) {
+    Invoke-XuQuery { Get-ScheduledTask -TaskName $Name -TaskPath '\' }
 }
 
-function Get-XuFwRules([string]$Group, [string]$Store) {
-    # Only "no rule in this group" is an empty answer: a stopped firewall service or access denied is an error.
-    try { Get-NetFirewallRule -Group $Group -PolicyStore $Store } catch { if (-not (Test-XuNotFound $_)) { throw } }
+function Get-XuFwQuery([string]$Group, [string]$Store) {
+    Invoke-XuQuery { Get-NetFirewallRule -Group $Group -PolicyStore $Store }
 }
 
 function ConvertFrom-XuFwRule($Rule) {
@@ -873,14 +899,18 @@ $primitives = @{
     'fw_get' = {
         param($a)
         $group = Assert-XuName $a.group $GroupTaskPattern 'group'
-        $rules = [Collections.ArrayList]::new()
-        foreach ($fr in @(Get-XuFwRules $group 'PersistentStore')) { [void]$rules.Add((ConvertFrom-XuFwRule $fr)) }
+        # Each query's error is reported beside its result: a group without rules is an error record on Windows.
+        $persistent = Get-XuFwQuery $group 'PersistentStore'
+        $rules = $null
+        if ($null -eq $persistent.error) { $rules = @(foreach ($fr in $persistent.items) { ConvertFrom-XuFwRule $fr }) }
         # Whether the rules are in effect: present in the active store, their profiles on, local rules not ignored by policy.
-        $active = @(foreach ($fr in @(Get-XuFwRules $group 'ActiveStore')) { [string]$fr.Name })
+        $activeQuery = Get-XuFwQuery $group 'ActiveStore'
+        $active = $null
+        if ($null -eq $activeQuery.error) { $active = @(foreach ($fr in $activeQuery.items) { [string]$fr.Name }) }
         $profiles = @(foreach ($pr in @(Get-NetFirewallProfile -PolicyStore ActiveStore)) {
                 [ordered]@{ name = [string]$pr.Name; enabled = ([string]$pr.Enabled -eq 'True'); local_rules_applied = ([string]$pr.AllowLocalFirewallRules -ne 'False') }
             })
-        [ordered]@{ rules = $rules; active_rules = $active; profiles = $profiles }
+        [ordered]@{ rules = $rules; rules_error = $persistent.error; active_rules = $active; active_rules_error = $activeQuery.error; profiles = $profiles }
     }
     'fw_set' = {
         param($a)
@@ -889,7 +919,10 @@ $primitives = @{
         # Every rule is checked before the group is touched, so a bad argument leaves it as it was.
         foreach ($x in $wanted) { if (-not $x.name -or -not $x.display_name) { Stop-Xu 'InvalidArgument' 'every rule needs name and display_name' } }
         $new = @(foreach ($x in $wanted) { ConvertTo-XuFwParams $x $group })
-        $old = @(Get-XuFwRules $group 'PersistentStore')
+        # An empty group reads as an error on Windows: only one the controller's table calls "not found" is no rules.
+        $query = Get-XuFwQuery $group 'PersistentStore'
+        if ($null -ne $query.error -and -not (Test-XuAbsent $query.error)) { throw $query.record }
+        $old = @($query.items)
         # The previous rules as read, so that they can be made again if Windows rejects a new one.
         $previous = @(foreach ($fr in $old) { ConvertTo-XuFwParams (ConvertFrom-XuFwRule $fr) $group })
         $added = [Collections.ArrayList]::new()
@@ -907,11 +940,12 @@ $primitives = @{
     }
     'task_get' = {
         param($a)
-        $t = Get-XuTask (Assert-XuName $a.name $GroupTaskPattern 'name')
-        if ($null -eq $t) { return @{ task = $null } }
+        $query = Get-XuTaskQuery (Assert-XuName $a.name $GroupTaskPattern 'name')
+        if ($null -ne $query.error) { return [ordered]@{ task = $null; task_error = $query.error } }
+        $t = $query.items[0]
         $next = (Get-ScheduledTaskInfo -InputObject $t).NextRunTime
         if ($null -ne $next -and $next.Year -lt 1900) { $next = $null }
-        @{ task = [ordered]@{ name = [string]$t.TaskName; state = $t.State.ToString(); next_run_utc = (Format-XuTime $next); description = $t.Description } }
+        [ordered]@{ task = [ordered]@{ name = [string]$t.TaskName; state = $t.State.ToString(); next_run_utc = (Format-XuTime $next); description = $t.Description }; task_error = $null }
     }
     'task_register' = {
         param($a)
@@ -931,7 +965,11 @@ $primitives = @{
     'task_remove' = {
         param($a)
         $name = Assert-XuName $a.name $GroupTaskPattern 'name'
-        if ($null -eq (Get-XuTask $name)) { return @{ removed = $false } }
+        $query = Get-XuTaskQuery $name
+        if ($null -ne $query.error) {
+            if (Test-XuAbsent $query.error) { return @{ removed = $false } }
+            throw $query.record
+        }
         $null = Unregister-ScheduledTask -TaskName $name -TaskPath '\' -Confirm:$false
         @{ removed = $true }
     }
@@ -981,6 +1019,8 @@ $primitives = @{
 }
 
 $results = [Collections.ArrayList]::new()
+# The error shapes the controller's table calls "not found", for the operations that must go on past an absent object.
+$AbsentErrors = @(foreach ($m in $Request.absent_errors) { $m })
 $stopOnError = $true
 if ($null -ne $Request.stop_on_error) { $stopOnError = [bool]$Request.stop_on_error }
 $failed = $false
@@ -1002,15 +1042,15 @@ foreach ($op in $Request.ops) {
         # An optional operation's error is reported, but does not stop the operations after it.
         # Only a JSON true (-ne would take the string 'true' for it too).
         if (-not ($op.optional -is [bool] -and $op.optional)) { $failed = $true }
+        $identity = Get-XuErrorIdentity $_
         $ex = Get-XuInner $_.Exception
-        $type = $ex.GetType().Name
-        if ($ex.Data.Contains('xu_type')) { $type = $ex.Data['xu_type'] }
-        $message = Get-XuMessage $ex
+        # The protocol's own errors (Stop-Xu) have a type of their own and no Windows identity.
+        if ($ex.Data.Contains('xu_type')) { $identity = [ordered]@{ type = $ex.Data['xu_type']; message = $identity.message; exception = $null; fqid = $null; category = $null; hresult = $null; native_code = $null; inner = @() } }
         # Belt and braces: a PFX password never leaves the host, not even inside an error text.
         $secret = $op.args.password
-        if ($secret -is [string] -and $secret.Length -gt 0) { $message = $message.Replace($secret, '********') }
+        if ($secret -is [string] -and $secret.Length -gt 0) { foreach ($k in 'message', 'fqid') { if ($identity[$k]) { $identity[$k] = ([string]$identity[$k]).Replace($secret, '********') } } }
         $entry.status = 'error'
-        $entry.error = [ordered]@{ type = $type; message = $message }
+        $entry.error = $identity
     }
     $entry.elapsed_ms = [int]$watch.ElapsedMilliseconds
     [void]$results.Add($entry)

@@ -24,7 +24,7 @@ from .ca import PfxPasswordError, generate_key, is_intermediate, pfx_from_portab
 from .ca import thumbprint as der_thumbprint
 from .certstore import KeyContainer, default_machine_key_acl, normalise_thumbprint
 from .enrolment import EnrolmentRequest, certreq_enrol
-from .errors import PrimitiveError
+from .errors import PrimitiveError, cim_query_not_found, is_absent
 from .firewall import FirewallRule
 from .host import Host, sha256_hex
 from .probe import SERVER_NAME, port_probe
@@ -530,25 +530,51 @@ async def service_restart(host: Host, a: Args) -> Result:
     }
 
 
+FIREWALL_RULE_CLASS = "MSFT_NetFirewallRule"
+SCHEDULED_TASK_CLASS = "MSFT_ScheduledTask"
+
+
+def _group_not_found(group: str) -> PrimitiveError:
+    """Get-NetFirewallRule -Group for a group without rules. Unverified: which CIM property the error names (the lab says
+    RuleGroup, the property -Group filters on); the controller's table matches the prefix CmdletizationQuery_NotFound."""
+    return cim_query_not_found("Get-NetFirewallRule", FIREWALL_RULE_CLASS, "RuleGroup", group)
+
+
+def _task_not_found(name: str) -> PrimitiveError:
+    """Get-ScheduledTask -TaskName for a task that does not exist (as public transcripts show it for -TaskName)."""
+    return cim_query_not_found("Get-ScheduledTask", SCHEDULED_TASK_CLASS, "TaskName", name)
+
+
 async def fw_get(host: Host, a: Args) -> Result:
+    """Each query as Windows answers it: a group without rules is the query's not-found error record, reported beside it."""
     group = _name(a.get("group"), TASK_NAME_PATTERN, "group")
-    host.firewall.require_service()
+    host.firewall.require_service("Get-NetFirewallRule")
+    persistent = host.firewall.group_rules(group)
+    active = host.firewall.active_group_rules(group)
+    host.firewall.require_service("Get-NetFirewallProfile")
     return {
-        "rules": [rule.as_json() for rule in host.firewall.group_rules(group)],
-        "active_rules": [rule.name for rule in host.firewall.active_group_rules(group)],
+        "rules": [rule.as_json() for rule in persistent] if persistent else None,
+        "rules_error": None if persistent else _group_not_found(group).as_json(),
+        "active_rules": [rule.name for rule in active] if active else None,
+        "active_rules_error": None if active else _group_not_found(group).as_json(),
         "profiles": host.firewall.profiles_json(),
     }
 
 
 async def fw_set(host: Host, a: Args) -> Result:
-    """Remove the group's rules, then New-NetFirewallRule each; a rejected rule puts the previous rules back."""
+    """Remove the group's rules, then New-NetFirewallRule each; a rejected rule puts the previous rules back.
+
+    The group's rules are read first; reading an empty group fails on Windows, and only an error the request's
+    absent_errors name (the controller's "not found") lets the call go on with no previous rules."""
     group = _name(a.get("group"), TASK_NAME_PATTERN, "group")
     wanted = as_items(a.get("rules"))
     for rule in wanted:
         if not isinstance(rule, dict) or not rule.get("name") or not rule.get("display_name"):
             raise PrimitiveError("InvalidArgument", "every rule needs name and display_name")
-    host.firewall.require_service()
+    host.firewall.require_service("Get-NetFirewallRule")
     previous = host.firewall.group_rules(group)
+    if not previous and not is_absent(absent := _group_not_found(group)):
+        raise absent
     removed = host.firewall.remove_group(group)
     added = 0
     try:
@@ -570,9 +596,9 @@ async def task_get(host: Host, a: Args) -> Result:
     name = _name(a.get("name"), TASK_NAME_PATTERN, "name")
     task = host.tasks.get(name)
     if task is None:
-        return {"task": None}
+        return {"task": None, "task_error": _task_not_found(name).as_json()}
     next_run = iso_utc(task.run_at) if task.run_at > utc_now() else None
-    return {"task": {"name": task.name, "state": "Ready", "next_run_utc": next_run, "description": task.description}}
+    return {"task": {"name": task.name, "state": "Ready", "next_run_utc": next_run, "description": task.description}, "task_error": None}
 
 
 async def task_register(host: Host, a: Args) -> Result:
@@ -589,6 +615,10 @@ async def task_register(host: Host, a: Args) -> Result:
 
 async def task_remove(host: Host, a: Args) -> Result:
     name = _name(a.get("name"), TASK_NAME_PATTERN, "name")
+    if host.tasks.get(name) is None:
+        if is_absent(absent := _task_not_found(name)):
+            return {"removed": False}
+        raise absent
     return {"removed": host.tasks.remove(name)}
 
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from .errors import PrimitiveError
+from .errors import ABSENT_ERRORS, PrimitiveError
 from .host import Host
 from .primitives import PRIMITIVES
 from .psvalues import as_text
@@ -281,6 +281,14 @@ class CommandShell:
 
     async def run_request(self, request: dict[str, object]) -> tuple[dict[str, object], list[str], list[str], bool]:
         """The agent's main loop: ops in order, `skipped` after the first error when stop_on_error."""
+        absent = request.get("absent_errors")
+        token = ABSENT_ERRORS.set(tuple(m for m in (absent if isinstance(absent, list) else []) if isinstance(m, dict)))
+        try:
+            return await self._run_ops(request)
+        finally:
+            ABSENT_ERRORS.reset(token)
+
+    async def _run_ops(self, request: dict[str, object]) -> tuple[dict[str, object], list[str], list[str], bool]:
         stop_on_error = True if request.get("stop_on_error") is None else bool(request.get("stop_on_error"))
         operations = request.get("ops")
         entries = operations if isinstance(operations, list) else ([] if operations is None else [operations])
@@ -352,12 +360,14 @@ def _unsupported_or_not_found(script: str) -> CommandResult:
     return CommandResult(rc=1, stderr=clixml_error(lines))
 
 
-def _redacted(error: PrimitiveError, args: object) -> dict[str, str]:
+def _redacted(error: PrimitiveError, args: object) -> dict[str, object]:
     """The agent never lets a PFX password out, not even inside an error text."""
     answer = error.as_json()
     secret = args.get("password") if isinstance(args, dict) else None
     if isinstance(secret, str) and secret:
-        answer["message"] = answer["message"].replace(secret, "********")
+        for key in ("message", "fqid"):
+            if isinstance(answer.get(key), str):
+                answer[key] = str(answer[key]).replace(secret, "********")
     return answer
 
 

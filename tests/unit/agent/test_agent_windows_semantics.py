@@ -261,31 +261,94 @@ def test_every_task_runs_as_system_on_battery_too(agent: str) -> None:
     assert "$task = New-XuSystemTask $command (New-TimeSpan -Minutes 10)" in op_source(agent, "task_register")
 
 
-# --------------------------------------------------------------------------- firewall and tasks: only "not found" is ignored
+# --------------------------------------------------------------------------- errors: the agent reports, the controller judges
 
 
-def check_only_not_found_is_ignored(text: str) -> None:
-    code = without_comments(text)
-    # No cmdlet that reads the firewall or the task scheduler silences its errors.
-    for line in code.splitlines():
-        if re.search(r"\b(Get-NetFirewallRule|Get-NetFirewallProfile|Get-ScheduledTask)\b", line):
-            assert "SilentlyContinue" not in line, line
-    assert "catch { if (-not (Test-XuNotFound $_)) { throw } }" in squeeze(function_source(text, "Get-XuFwRules"))
-    assert "catch { if (Test-XuNotFound $_) { return $null }; throw }" in squeeze(function_source(text, "Get-XuTask"))
-    found = squeeze(function_source(text, "Test-XuNotFound"))
-    assert "$ErrorRecord.CategoryInfo.Category -eq 'ObjectNotFound'" in found and "-eq 'CimException'" in found
+# Where the agent may look at an error's identity: the one function that reports it, and the unwrapping of PowerShell's wrappers.
+IDENTITY_READERS = {"get-xuerroridentity", "get-xuinner"}
+IDENTITY_MEMBERS = {"categoryinfo", "fullyqualifiederrorid", "nativeerrorcode", "hresult", "gettype"}
+# CIM reads whose "nothing matched" is an error record (PowerShell's QueryJobBase): only ever run through Invoke-XuQuery.
+CIM_QUERIES = {"get-netfirewallrule", "get-scheduledtask"}
+
+
+def enclosing_function(node: tree_sitter.Node) -> str | None:
+    parent = node.parent
+    while parent is not None:
+        if parent.type == "function_statement":
+            found = next((c for c in parent.children if c.type == "function_name"), None)
+            return node_text(found).lower() if found is not None else None
+        parent = parent.parent
+    return None
+
+
+def query_argument_of(node: tree_sitter.Node) -> str | None:
+    """The command a script block holding ``node`` is an argument of (``Invoke-XuQuery { ... }``), if any."""
+    parent = node.parent
+    while parent is not None:
+        if parent.type == "script_block_expression":
+            owner = parent.parent
+            while owner is not None and owner.type != "command":
+                owner = owner.parent
+            if owner is not None and owner.children and owner.children[0].type == "command_name":
+                return node_text(owner.children[0]).lower()
+        parent = parent.parent
+    return None
+
+
+def check_errors_are_reported_not_judged(text: str) -> None:
+    tree = parse(text)
+    # An error's type, id, category or codes are read only where they are reported, never where a decision is made.
+    readers = {
+        f"line {n.start_point[0] + 1}: {node_text(n)}"
+        for n in walk(tree.root_node)
+        if n.type == "member_name" and node_text(n).lower() in IDENTITY_MEMBERS and enclosing_function(n) not in IDENTITY_READERS
+    }
+    assert readers == set(), "the agent judges an error itself"
+    # A CIM query runs only through Invoke-XuQuery, which reports its error beside its result (Invoke-XuAsSystem polls the
+    # task it registered itself: an error there is the operation's error).
+    queries = [n for n in walk(tree.root_node) if n.type == "command" and n.children and n.children[0].type == "command_name"
+               and node_text(n.children[0]).lower() in CIM_QUERIES]
+    assert queries
+    loose = [node_text(n) for n in queries if query_argument_of(n) != "invoke-xuquery" and enclosing_function(n) != "invoke-xuassystem"]
+    assert loose == []
+    for query in queries:
+        assert "SilentlyContinue" not in node_text(query)
+    # Only one place decides between errors by their .NET type: the probe's TLS fallback for an old .NET Framework.
+    typed = [
+        node_text(n.next_sibling).strip() for n in walk(tree.root_node)
+        if n.type == "comparison_operator" and node_text(n).lower() in ("-is", "-isnot") and n.next_sibling is not None
+        and node_text(n.next_sibling).strip().endswith("Exception]")
+    ]
+    assert typed == ["[ArgumentException]", "[NotSupportedException]"]
+    assert "$refusal -isnot [ArgumentException] -and $refusal -isnot [NotSupportedException]" in op_source(text, "port_probe")
+
+
+def test_the_errors_lint_finds_a_judging_agent() -> None:
+    # The agent before issue 21 decided "not found" itself, from a CimException's category: the rule sees it.
+    judging = (
+        "function Test-XuNotFound($ErrorRecord) {\n"
+        "    $ErrorRecord.CategoryInfo.Category -eq 'ObjectNotFound' -and (Get-XuInner $ErrorRecord.Exception).GetType().Name -eq 'CimException'\n"
+        "}\n"
+    )
+    with pytest.raises(AssertionError, match="judges an error itself"):
+        check_errors_are_reported_not_judged(judging)
+    loose = "function Get-XuTask([string]$Name) {\n    try { Get-ScheduledTask -TaskPath '\\' } catch { throw }\n}\n"
+    with pytest.raises(AssertionError):
+        check_errors_are_reported_not_judged(loose)
 
 
 def check_fw_get_reports_whether_rules_apply(text: str) -> None:
     block = squeeze(op_source(text, "fw_get"))
-    assert "Get-XuFwRules $group 'ActiveStore'" in block
+    assert "Get-XuFwQuery $group 'PersistentStore'" in block and "Get-XuFwQuery $group 'ActiveStore'" in block
     assert "Get-NetFirewallProfile -PolicyStore ActiveStore" in block
     assert "local_rules_applied = ([string]$pr.AllowLocalFirewallRules -ne 'False')" in block
-    assert "[ordered]@{ rules = $rules; active_rules = $active; profiles = $profiles }" in block
+    assert "[ordered]@{ rules = $rules; rules_error = $persistent.error; active_rules = $active; active_rules_error = $activeQuery.error;" in block
 
 
 def check_fw_set_restores_the_group(text: str) -> None:
     block = squeeze(op_source(text, "fw_set"))
+    # An error reading the group stops the call unless the controller's table calls it "not found".
+    assert "if ($null -ne $query.error -and -not (Test-XuAbsent $query.error)) { throw $query.record }" in block
     # The previous rules are read before anything is removed ...
     assert block.index("$previous = @(foreach ($fr in $old) { ConvertTo-XuFwParams (ConvertFrom-XuFwRule $fr) $group })") < block.index(
         "Remove-NetFirewallRule"
@@ -298,7 +361,7 @@ def check_fw_set_restores_the_group(text: str) -> None:
     assert handler.index("Remove-NetFirewallRule -Name $n") < handler.index("New-NetFirewallRule @p") < handler.index("throw $failure")
 
 
-@pytest.mark.parametrize("check", [check_only_not_found_is_ignored, check_fw_get_reports_whether_rules_apply, check_fw_set_restores_the_group])
+@pytest.mark.parametrize("check", [check_errors_are_reported_not_judged, check_fw_get_reports_whether_rules_apply, check_fw_set_restores_the_group])
 def test_firewall_and_tasks(agent: str, check: Callable[[str], None]) -> None:
     check(agent)
 

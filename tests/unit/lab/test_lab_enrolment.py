@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from lab.labkit import AgentCall, HostFactory, events, only_result, results, run
+from lab.labkit import AgentCall, HostFactory, brief, events, only_result, results, run
 
 from support.certs import mint
 from support.fake_host import FakeHost
@@ -62,8 +62,7 @@ def usages(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
 def error_of(answer: dict[str, Any] | None) -> dict[str, str]:
     (entry,) = results(answer)
     assert entry["status"] == "error", entry
-    error: dict[str, str] = entry["error"]
-    return error
+    return {key: str(value) for key, value in brief(entry["error"]).items()}
 
 
 # -- enrolment as the machine ----------------------------------------------------------------

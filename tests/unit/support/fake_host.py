@@ -12,6 +12,7 @@ from typing import Any
 from cryptography import x509
 
 from support.certs import der, mint
+from xulab.errors import cim_query_not_found
 
 INSTALL_DIR = "C:\\Program Files\\XtractUniversal"
 SERVICE_ACCOUNT = "NT Service\\XtractUniversal Service"
@@ -38,6 +39,15 @@ def tls_json(protocol: str = "HttpsUnrestricted", web: str | None = None, auth: 
         "WebServer": {"Protocol": protocol, "Certificate": certificate(web)},
         "ConfigServer": {"Authentication": auth, "Certificate": certificate(config)},
     }, indent=2)
+
+
+def group_not_found(group: str) -> dict[str, Any]:
+    """What Windows answers Get-NetFirewallRule -Group for a group without rules (the lab's shape, tests/lab/xulab/errors.py)."""
+    return cim_query_not_found("Get-NetFirewallRule", "MSFT_NetFirewallRule", "RuleGroup", group).as_json()
+
+
+def task_not_found(name: str) -> dict[str, Any]:
+    return cim_query_not_found("Get-ScheduledTask", "MSFT_ScheduledTask", "TaskName", name).as_json()
 
 
 class HostError(Exception):
@@ -171,10 +181,12 @@ class FakeHost:
         return {"certificates": self.certificates}
 
     def op_fw_get(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.rules:
+            return {"rules": None, "rules_error": group_not_found(args["group"])}
         return {"rules": self.rules}
 
     def op_task_get(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"task": self.task}
+        return {"task": self.task, "task_error": None if self.task is not None else task_not_found(args["name"])}
 
     def op_port_probe(self, args: dict[str, Any]) -> dict[str, Any]:
         port = args["port"]
