@@ -8,6 +8,8 @@ $WarningPreference = 'SilentlyContinue'
 $VerbosePreference = 'SilentlyContinue'
 $InformationPreference = 'SilentlyContinue'
 Set-StrictMode -Off
+# [System.ServiceProcess.ServiceController] is not resolvable before its assembly is loaded, and nothing loads it earlier.
+Add-Type -AssemblyName System.ServiceProcess
 
 # \z, not $: $ also matches before a final newline, which must not reach a path or a command line.
 $GroupTaskPattern = '^[A-Za-z0-9 ._-]{1,64}\z'
@@ -778,51 +780,66 @@ $primitives = @{
         param($a)
         $name = [string]$a.name
         if (-not $name) { Stop-Xu 'InvalidArgument' 'name is required' }
-        $sc = Get-Service -Name $name -ErrorAction SilentlyContinue | Where-Object { $_.Name -eq $name } | Select-Object -First 1
-        if ($null -eq $sc) { Stop-Xu 'NotFound' ('service {0} does not exist' -f $name) }
+        # A service that is missing, or that this session may not open, fails here with Windows' own error (no SilentlyContinue).
+        $sc = [System.ServiceProcess.ServiceController]::new($name)
+        if ($sc.ServiceName -ne $name) { Stop-Xu 'NotFound' ('service {0} does not exist' -f $name) }
         $limit = 60.0
         if ($null -ne $a.timeout_s) { $limit = [double]$a.timeout_s }
         $ports = @(foreach ($p in $a.wait_ports) { [int]$p })
         $sw = [Diagnostics.Stopwatch]::StartNew()
         $startError = $null
-        # Stop() stops the services that depend on this one too, and nothing starts them again: the running ones are noted.
-        $dependents = @(foreach ($d in $sc.DependentServices) { if ($d.Status -eq 'Running') { $d } })
-        # The service controller, not Restart-Service: the cmdlet waits for a hanging service without a time limit.
+        $restarted = $false
+        # ServiceController.Stop() stops the running dependents first and waits 30 s for each, whatever our limit, and a hanging
+        # one makes it throw before the service stops. So they are stopped here, in DependentServices' order (a dependent's own
+        # dependents come before it), within our limit, and each one stopped here is started again in every outcome.
+        $stopped = [Collections.ArrayList]::new()
         try {
             # A service still starting refuses to stop (ERROR_SERVICE_CANNOT_ACCEPT_CTRL, 1061): it is waited for first.
             Wait-XuServiceLeaves $sc 'StartPending' $sw $limit
             if ($sc.Status -eq 'StartPending') { $startError = 'the service did not finish starting within {0} s (StartPending)' -f $limit }
             else {
+                foreach ($d in $sc.DependentServices) {
+                    $d.Refresh()
+                    if ($d.Status -eq 'Stopped') { continue }
+                    if ($d.Status -ne 'StopPending') { [void]$stopped.Add($d); $d.Stop() }
+                    Wait-XuServiceLeaves $d 'Running', 'StopPending', 'StartPending', 'Paused', 'PausePending', 'ContinuePending' $sw $limit
+                    if ($d.Status -ne 'Stopped') { $startError = 'the dependent service {0} did not stop within {1} s ({2}), so {3} was not stopped' -f $d.ServiceName, $limit, $d.Status, $name; break }
+                }
+            }
+            if ($null -eq $startError) {
                 if ($sc.Status -ne 'Stopped' -and $sc.Status -ne 'StopPending') { $sc.Stop() }
                 Wait-XuServiceLeaves $sc 'Running', 'StopPending', 'Paused', 'PausePending', 'ContinuePending' $sw $limit
                 # Start is only called on a stopped service: one hanging in StopPending would refuse it anyway.
                 if ($sc.Status -ne 'Stopped') { $startError = 'the service did not stop within {0} s ({1})' -f $limit, $sc.Status }
                 else {
                     $sc.Start()
+                    $restarted = $true
                     Start-Sleep -Milliseconds 250
                     Wait-XuServiceLeaves $sc 'StartPending' $sw $limit
                     if ($sc.Status -eq 'Stopped') { $startError = 'the service stopped while starting' }
-                    elseif ($sc.Status -eq 'Running') {
-                        # A dependent that does not start is reported by its state; the service itself is running.
-                        foreach ($d in $dependents) { $d.Refresh(); if ($d.Status -eq 'Stopped') { try { $d.Start() } catch { $null = $_ } } }
-                    }
                 }
             }
         } catch { $startError = Get-XuMessage $_.Exception }
+        finally {
+            # What depends on another starts after it: the reverse of the order they were stopped in. One that does not start
+            # is reported by its state.
+            for ($i = $stopped.Count - 1; $i -ge 0; $i--) { $d = $stopped[$i]; $d.Refresh(); if ($d.Status -eq 'Stopped') { try { $d.Start() } catch { $null = $_ } } }
+        }
         $open = @{}
         foreach ($p in $ports) { $open[$p] = $false }
-        while ($true) {
+        while ($restarted) {
             foreach ($p in $ports) { if (-not $open[$p]) { $open[$p] = Test-XuPort 'localhost' $p 500 } }
             $sc.Refresh()
             if ($sc.Status -ne 'Running' -or $open.Values -notcontains $false -or $sw.Elapsed.TotalSeconds -ge $limit) { break }
             Start-Sleep -Milliseconds 500
         }
+        $sc.Refresh()
         $state = $sc.Status.ToString()
-        foreach ($d in $dependents) { Wait-XuServiceLeaves $d 'StartPending' $sw $limit }
+        foreach ($d in $stopped) { Wait-XuServiceLeaves $d 'StartPending' $sw $limit }
         [ordered]@{
-            started = ($state -eq 'Running' -and $open.Values -notcontains $false); state = $state; start_error = $startError
+            started = ($restarted -and $state -eq 'Running' -and $open.Values -notcontains $false); restarted = $restarted; state = $state; start_error = $startError
             ports = @(foreach ($p in $ports) { [ordered]@{ port = $p; open = [bool]$open[$p] } })
-            dependents = @(foreach ($d in $dependents) { [ordered]@{ name = [string]$d.ServiceName; state = $d.Status.ToString() } })
+            dependents = @(foreach ($d in $stopped) { [ordered]@{ name = [string]$d.ServiceName; state = $d.Status.ToString() } })
             elapsed_s = [Math]::Round($sw.Elapsed.TotalSeconds, 1)
         }
     }

@@ -11,6 +11,7 @@ from .errors import LabError
 HOST_SETTING_KEYS = (
     "service_account",
     "dependent_service",
+    "dependent_stop_hangs",
     "stop_hangs",
     "firewall_profile_off",
     "firewall_local_rules",

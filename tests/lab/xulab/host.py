@@ -191,6 +191,7 @@ class Host:
         {
             "service_account": self._set_service_account,
             "dependent_service": self._add_dependent_service,
+            "dependent_stop_hangs": self._set_dependent_stop_hangs,
             "stop_hangs": self._set_stop_hangs,
             "firewall_profile_off": self._set_profile_off,
             "firewall_local_rules": self._set_local_rules,
@@ -208,6 +209,17 @@ class Host:
         if not value or any(d.name.casefold() == value.casefold() for d in self.service.dependents):
             raise LabError(f"dependent_service needs a new service name, not {value!r}")
         self.service.dependents.append(DependentService(value, "Running" if self.service.state == "Running" else "Stopped"))
+
+    def _set_dependent_stop_hangs(self, value: str) -> None:
+        """NAME: that dependent service hangs in StopPending whenever it is stopped; none: no dependent hangs, a hanging stop ends."""
+        names = [d.name for d in self.service.dependents if d.name.casefold() == value.casefold()]
+        if not names and value != "none":
+            raise LabError(f"dependent_stop_hangs takes the name of a dependent service (dependent_service) or none, not {value!r}")
+        for dependent in self.service.dependents:
+            dependent.hangs = dependent.name in names
+            if not dependent.hangs and dependent.state == "StopPending":
+                dependent.state = "Stopped"
+                self.emit("service", name=dependent.name, state="Stopped", reason="the hanging stop ended", listeners=[])
 
     def _set_stop_hangs(self, value: str) -> None:
         self.service.stop_hangs = _setting_count("stop_hangs", value)

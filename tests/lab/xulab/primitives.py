@@ -24,7 +24,7 @@ from .ca import PfxPasswordError, generate_key, is_intermediate, pfx_from_portab
 from .ca import thumbprint as der_thumbprint
 from .certstore import KeyContainer, default_machine_key_acl, normalise_thumbprint
 from .enrolment import EnrolmentRequest, certreq_enrol
-from .errors import PrimitiveError, cim_query_not_found, is_absent
+from .errors import InnerException, PrimitiveError, cim_query_not_found, is_absent
 from .firewall import FirewallRule
 from .host import Host, sha256_hex
 from .probe import SERVER_NAME, port_probe
@@ -32,7 +32,7 @@ from .psvalues import as_int, as_items, as_text
 from .renewals import certreq_renew
 from .timefmt import iso_utc, parse_iso_utc, utc_now
 from .winpath import is_path_rooted, join_windows_path, normalise_windows_path
-from .xuservice import ServiceStartError, ServiceStopError
+from .xuservice import ServiceStartError, ServiceStopError, XuService
 
 Args = dict[str, object]
 Result = dict[str, object]
@@ -54,6 +54,7 @@ SERVICE_POLL_S = 0.05
 PORT_POLL_S = 0.1
 PORT_TEST_TIMEOUT_S = 0.5
 DEFAULT_SERVICE_TIMEOUT_S = 60.0
+ERROR_SERVICE_DOES_NOT_EXIST = 1060
 BASE64_ERROR = (
     "The input is not a valid Base-64 string as it contains a non-base 64 character, more than two padding "
     "characters, or an illegal character among the padding characters. "
@@ -466,66 +467,104 @@ async def file_remove(host: Host, a: Args) -> Result:
     return {"removed": True, "backup_path": backup}
 
 
-async def service_restart(host: Host, a: Args) -> Result:
-    """The agent's loop: wait out StartPending, stop, wait out StopPending, start, wait for the ports, restart dependents."""
-    name = as_text(a.get("name"))
-    if not name:
-        raise PrimitiveError("InvalidArgument", "name is required")
-    service = host.service
-    if name.casefold() != service.name.casefold():
-        raise PrimitiveError("NotFound", f"service {name} does not exist")
-    limit = DEFAULT_SERVICE_TIMEOUT_S if a.get("timeout_s") is None else float(as_text(a.get("timeout_s")))
-    ports = [as_int(port) for port in as_items(a.get("wait_ports"))]
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-
-    def elapsed() -> float:
-        return loop.time() - began
-
-    async def wait_leaves(states: tuple[str, ...]) -> None:
-        while service.state in states and elapsed() < limit:
-            await asyncio.sleep(SERVICE_POLL_S)
-
-    async def stop_and_start() -> str | None:
-        await wait_leaves(("StartPending",))
-        if service.state == "StartPending":
-            return f"the service did not finish starting within {limit:g} s (StartPending)"
-        if service.state not in ("Stopped", "StopPending"):
-            await service.stop()
-        await wait_leaves(("Running", "StopPending"))
-        if service.state != "Stopped":
-            return f"the service did not stop within {limit:g} s ({service.state})"
-        await service.start()
-        await asyncio.sleep(SERVICE_POLL_S)
-        await wait_leaves(("StartPending",))
-        if service.state == "Stopped":
-            return "the service stopped while starting"
-        for dependent in dependents:
-            with contextlib.suppress(ServiceStartError):
-                service.start_dependent(dependent)
-        return None
-
-    # Stopping XU stops the services that depend on it; the running ones are started again after it.
-    dependents = [dependent.name for dependent in service.dependents if dependent.state == "Running"]
-    try:
-        start_error = await stop_and_start()
-    except (ServiceStartError, ServiceStopError) as exc:
-        start_error = str(exc)
+async def _wait_for_ports(host: Host, ports: list[int], elapsed: Callable[[], float], limit: float) -> dict[int, bool]:
+    """Test-XuPort on each port until all are open, the service is no longer running, or the limit is reached."""
     is_open = dict.fromkeys(ports, False)
     while True:
         for port in ports:
             if not is_open[port]:
                 is_open[port] = await host.local_port_open(port, PORT_TEST_TIMEOUT_S)
-        if service.state != "Running" or all(is_open.values()) or elapsed() >= limit:
-            break
+        if host.service.state != "Running" or all(is_open.values()) or elapsed() >= limit:
+            return is_open
         await asyncio.sleep(PORT_POLL_S)
+
+
+def _service_named(host: Host, name: str) -> XuService:
+    if not name:
+        raise PrimitiveError("InvalidArgument", "name is required")
+    if name.casefold() != host.service.name.casefold():
+        # ServiceController(name).ServiceName for a service that does not exist (GenerateNames: NoService, inner Win32 1060).
+        raise PrimitiveError(
+            "InvalidOperationException",
+            f"Service '{name}' was not found on computer '.'. The specified service does not exist as an installed service",
+            inner=[InnerException("Win32Exception", native_code=ERROR_SERVICE_DOES_NOT_EXIST)],
+        )
+    return host.service
+
+
+async def service_restart(host: Host, a: Args) -> Result:
+    """The agent's loop: wait out StartPending, stop the running dependents (within the limit), stop, wait out StopPending,
+    start, wait for the ports; the dependents stopped here are started again in every outcome."""
+    name = as_text(a.get("name"))
+    service = _service_named(host, name)
+    limit = DEFAULT_SERVICE_TIMEOUT_S if a.get("timeout_s") is None else float(as_text(a.get("timeout_s")))
+    ports = [as_int(port) for port in as_items(a.get("wait_ports"))]
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    stopped: list[str] = []
+
+    def elapsed() -> float:
+        return loop.time() - began
+
+    async def wait_leaves(states: tuple[str, ...], state: Callable[[], str]) -> None:
+        while state() in states and elapsed() < limit:
+            await asyncio.sleep(SERVICE_POLL_S)
+
+    def dependent_state(dependent_name: str) -> Callable[[], str]:
+        return lambda: next(d.state for d in service.dependents if d.name == dependent_name)
+
+    async def stop_dependents() -> str | None:
+        """ServiceController.Stop() would wait 30 s for each, whatever the limit: each is stopped and waited for here."""
+        for dependent in service.dependents:
+            if dependent.state == "Stopped":
+                continue
+            if dependent.state != "StopPending":
+                stopped.append(dependent.name)
+                service.stop_dependent(dependent.name)
+            await wait_leaves(("Running", "StopPending", "StartPending"), dependent_state(dependent.name))
+            if dependent.state != "Stopped":
+                return f"the dependent service {dependent.name} did not stop within {limit:g} s ({dependent.state}), so {name} was not stopped"
+        return None
+
+    async def stop_and_start() -> str | None:
+        await wait_leaves(("StartPending",), lambda: service.state)
+        if service.state == "StartPending":
+            return f"the service did not finish starting within {limit:g} s (StartPending)"
+        problem = await stop_dependents()
+        if problem is not None:
+            return problem
+        if service.state not in ("Stopped", "StopPending"):
+            await service.stop()
+        await wait_leaves(("Running", "StopPending"), lambda: service.state)
+        if service.state != "Stopped":
+            return f"the service did not stop within {limit:g} s ({service.state})"
+        await service.start()
+        restarted.append(True)
+        await asyncio.sleep(SERVICE_POLL_S)
+        await wait_leaves(("StartPending",), lambda: service.state)
+        if service.state == "Stopped":
+            return "the service stopped while starting"
+        return None
+
+    restarted: list[bool] = []
+    try:
+        start_error = await stop_and_start()
+    except (ServiceStartError, ServiceStopError) as exc:
+        start_error = str(exc)
+    finally:
+        for dependent_name in reversed(stopped):
+            if dependent_state(dependent_name)() == "Stopped":
+                with contextlib.suppress(ServiceStartError):
+                    service.start_dependent(dependent_name)
+    is_open = await _wait_for_ports(host, ports, elapsed, limit) if restarted else dict.fromkeys(ports, False)
     states = {dependent.name: dependent.state for dependent in service.dependents}
     return {
-        "started": service.state == "Running" and all(is_open.values()),
+        "started": bool(restarted) and service.state == "Running" and all(is_open.values()),
+        "restarted": bool(restarted),
         "state": service.state,
         "start_error": start_error,
         "ports": [{"port": port, "open": is_open[port]} for port in ports],
-        "dependents": [{"name": dependent, "state": states[dependent]} for dependent in dependents],
+        "dependents": [{"name": dependent, "state": states[dependent]} for dependent in stopped],
         "elapsed_s": round(elapsed(), 1),
     }
 

@@ -371,16 +371,38 @@ def test_firewall_and_tasks(agent: str, check: Callable[[str], None]) -> None:
 
 def check_service_restart_waits_and_restores_dependents(text: str) -> None:
     block = squeeze(op_source(text, "service_restart"))
-    running = block.index("$dependents = @(foreach ($d in $sc.DependentServices) { if ($d.Status -eq 'Running') { $d } })")
+    # ServiceController.Stop() would stop running dependents itself, 30 s each: they are stopped first, within our limit ...
+    stop_dependents = block.index("foreach ($d in $sc.DependentServices) {")
+    assert "if ($d.Status -ne 'StopPending') { [void]$stopped.Add($d); $d.Stop() }" in block
+    assert "Wait-XuServiceLeaves $d 'Running', 'StopPending', 'StartPending', 'Paused', 'PausePending', 'ContinuePending' $sw $limit" in block
     start_pending = block.index("Wait-XuServiceLeaves $sc 'StartPending' $sw $limit")
     stop = block.index("$sc.Stop()")
-    assert running < stop and start_pending < stop
+    assert start_pending < stop_dependents < stop
+    # ... a dependent that does not stop leaves the service alone ...
+    assert "if ($null -eq $startError) { if ($sc.Status -ne 'Stopped' -and $sc.Status -ne 'StopPending') { $sc.Stop() }" in block
     # Start only on a stopped service; StopPending at the time limit is reported, not started.
     guard = block.index("if ($sc.Status -ne 'Stopped') { $startError = 'the service did not stop within {0} s ({1})' -f $limit, $sc.Status }")
     assert guard < block.index("$sc.Start()")
-    restart = "foreach ($d in $dependents) { $d.Refresh(); if ($d.Status -eq 'Stopped') { try { $d.Start() } catch { $null = $_ } } }"
-    assert block.index("$sc.Start()") < block.index(restart)
-    assert "dependents = @(foreach ($d in $dependents) { [ordered]@{ name = [string]$d.ServiceName; state = $d.Status.ToString() } })" in block
+    # ... and every dependent stopped here is started again in a finally, whatever happened.
+    restart = (
+        "finally { for ($i = $stopped.Count - 1; $i -ge 0; $i--) { $d = $stopped[$i]; $d.Refresh();"
+        " if ($d.Status -eq 'Stopped') { try { $d.Start() } catch { $null = $_ } } } }"
+    )
+    assert restart in block
+    assert "dependents = @(foreach ($d in $stopped) { [ordered]@{ name = [string]$d.ServiceName; state = $d.Status.ToString() } })" in block
+
+
+def check_service_types_are_loaded_first(text: str) -> None:
+    # [System.ServiceProcess.ServiceController] resolves only once its assembly is loaded, and a -NoProfile session has not
+    # loaded it: the agent loads it among its first statements, before any function can run.
+    tree = parse(text)
+    statements = next(c for c in tree.root_node.children if c.type == "statement_list")
+    top = [node_text(c).strip() for c in statements.children if c.type not in ("comment", "empty_statement")]
+    assert "Add-Type -AssemblyName System.ServiceProcess" in top
+    loaded = top.index("Add-Type -AssemblyName System.ServiceProcess")
+    first_function = next(i for i, c in enumerate(top) if c.lower().startswith("function "))
+    assert loaded < first_function
+    assert any("[System.ServiceProcess." in line for line in top[first_function:])
 
 
 def check_probe_offers_the_os_default(text: str) -> None:
@@ -392,7 +414,9 @@ def check_probe_offers_the_os_default(text: str) -> None:
     assert block.count("AuthenticateAsClient(") == 2
 
 
-@pytest.mark.parametrize("check", [check_service_restart_waits_and_restores_dependents, check_probe_offers_the_os_default])
+@pytest.mark.parametrize(
+    "check", [check_service_restart_waits_and_restores_dependents, check_service_types_are_loaded_first, check_probe_offers_the_os_default]
+)
 def test_service_and_probe(agent: str, check: Callable[[str], None]) -> None:
     check(agent)
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 
 import pytest
 from lab.labkit import AgentCall, HostFactory, brief, events, only_result, results, run
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._windows_errors import NOT_FOUND, classify
+from xulab import xuservice
 from xulab.accounts import service_sid
 from xulab.certstore import AclEntry
 from xulab.errors import LabError
@@ -251,6 +254,74 @@ def test_dependent_services_stop_with_xu_and_are_started_again(host_factory: Hos
             await host.service.start(delay=0)
             await host.service.wait_started()
             assert host.service.dependents[0].state == "Stopped"
+
+    run(scenario())
+
+
+def test_a_hanging_dependent_does_not_hold_the_call_and_the_stopped_ones_start_again(
+    host_factory: HostFactory, agent_call: AgentCall
+) -> None:
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            for name in ("XuScheduler", "XuExporter"):
+                host.faults.set("dependent_service", name)
+            host.faults.set("dependent_stop_hangs", "XuExporter")
+            began = asyncio.get_running_loop().time()
+            restart = ("service_restart", {"name": "XtractUniversal Service", "wait_ports": [8165], "timeout_s": 1})
+            _result, answer = await agent_call(host, [restart])
+            outcome = only_result(answer)
+            # Within our own limit, not .NET's 30 s per dependent; XU was not stopped, so it was not restarted either.
+            assert asyncio.get_running_loop().time() - began < 5
+            assert outcome["started"] is False and outcome["restarted"] is False and outcome["state"] == "Running"
+            assert outcome["start_error"] == (
+                "the dependent service XuExporter did not stop within 1 s (StopPending), so XtractUniversal Service was not stopped"
+            )
+            # The dependent this call stopped runs again; the one that hangs is reported as it is.
+            assert outcome["dependents"] == [{"name": "XuScheduler", "state": "Running"}, {"name": "XuExporter", "state": "StopPending"}]
+            assert [d.state for d in host.service.dependents] == ["Running", "StopPending"]
+            assert [(e.get("name"), e["state"]) for e in events(host, "service")[-3:]] == [
+                ("XuScheduler", "Stopped"), ("XuExporter", "StopPending"), ("XuScheduler", "Running")]
+            assert host.service.listeners
+            # Once the hanging stop ends, the next restart goes through. The dependent that finished stopping after the first call
+            # is not this call's to start (the first call reported it, and the controller asks the operator to start it).
+            host.faults.set("dependent_stop_hangs", "none")
+            _result, answer = await agent_call(host, [RESTART])
+            outcome = only_result(answer)
+            assert outcome["started"] is True and outcome["restarted"] is True
+            assert outcome["dependents"] == [{"name": "XuScheduler", "state": "Running"}]
+            assert [d.state for d in host.service.dependents] == ["Running", "Stopped"]
+
+    run(scenario())
+
+
+def test_servicecontroller_stop_waits_30_s_per_dependent_and_throws_before_the_service_stops(
+    host_factory: HostFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the agent avoids: .NET Framework's Stop() stops each running dependent and waits 30 s for it; a hanging one makes
+    # it throw before the service gets the stop control, and the dependents it stopped stay stopped.
+    monkeypatch.setattr(xuservice, "DOTNET_DEPENDENT_WAIT_S", 0.2)
+
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            for name in ("XuScheduler", "XuExporter"):
+                host.faults.set("dependent_service", name)
+            host.faults.set("dependent_stop_hangs", "XuExporter")
+            with pytest.raises(ServiceStopError, match=re.escape(xuservice.WAIT_TIMED_OUT)):
+                await host.service.stop()
+            assert host.service.state == "Running"
+            assert [d.state for d in host.service.dependents] == ["Stopped", "StopPending"]
+
+    run(scenario())
+
+
+def test_a_missing_service_is_windows_error_and_the_controller_reads_not_found(host_factory: HostFactory, agent_call: AgentCall) -> None:
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            _result, answer = await agent_call(host, [("service_restart", {"name": "NoSuchService", "wait_ports": []})])
+            error = results(answer)[0]["error"]
+            assert error["exception"] == "System.InvalidOperationException"
+            assert error["inner"] == [{"exception": "System.ComponentModel.Win32Exception", "hresult": -2147467259, "native_code": 1060}]
+            assert classify(error) == NOT_FOUND
 
     run(scenario())
 
