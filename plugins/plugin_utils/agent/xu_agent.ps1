@@ -19,6 +19,13 @@ $ServerNamePattern = '^(?=.{1,253}\z)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*
 # A template's name goes into an INF file; host\CA name onto a task's command line (Task Scheduler expands %: none, no ").
 $TemplateNamePattern = '^[A-Za-z0-9 ._-]{1,64}\z'
 $CaConfigPattern = '^[A-Za-z0-9_.-]{1,253}\\[A-Za-z0-9 _.()-]{1,64}\z'
+# The key providers cert_enroll offers: .NET Framework's X509Certificate2.PrivateKey is null for a CNG (KSP) key, so the CSP is the default.
+$KeyProviders = @{
+    'schannel_csp' = @('ProviderName = "Microsoft RSA SChannel Cryptographic Provider"', 'ProviderType = 12')
+    'software_ksp' = @('ProviderName = "Microsoft Software Key Storage Provider"')
+}
+# Run as the machine (a WinRM logon cannot reach AD): each enterprise CA of the forest, as host\CA name|template,template,...
+$CaListScript = '$c = ([ADSI]''LDAP://RootDSE'').configurationNamingContext; foreach ($e in ([ADSI](''LDAP://CN=Enrollment Services,CN=Public Key Services,CN=Services,'' + $c)).Children) { [string]$e.dNSHostName + ''\'' + [string]$e.cn + ''|'' + (@($e.certificateTemplates) -join '','') }'
 $ProgramData = [Environment]::GetFolderPath('CommonApplicationData')
 $JournalDir = [IO.Path]::Combine($ProgramData, 'xtractuniversal.tls')
 $Utf8NoBom = [Text.UTF8Encoding]::new($false)
@@ -27,12 +34,16 @@ $Utf8Strict = [Text.UTF8Encoding]::new($false, $true)
 $Utf8Bom = [byte[]](0xEF, 0xBB, 0xBF)
 # Accounts whose logon holds fixed groups (docs/agent-protocol.md, Accounts). Win32_Service spells them these ways.
 $SystemSid = 'S-1-5-18'
+# Who may own and use the collection's folder in ProgramData: SYSTEM and Administrators.
+$TrustedSids = $SystemSid, 'S-1-5-32-544'
 $ServiceAccountGroups = 'S-1-1-0', 'S-1-5-11', 'S-1-5-32-545', 'S-1-5-6'
 $BuiltinAccounts = @{
     'localsystem' = $SystemSid; 'nt authority\system' = $SystemSid
     'nt authority\localservice' = 'S-1-5-19'; 'nt authority\local service' = 'S-1-5-19'
     'nt authority\networkservice' = 'S-1-5-20'; 'nt authority\network service' = 'S-1-5-20'
 }
+# The SYSTEM tasks certreq runs in: the collection's prefix and a GUID, nothing else (the sweep removes only these).
+$CertreqTaskPattern = '^xtractuniversal\.tls certreq [0-9a-f]{32}\z'
 # Task Scheduler's LastTaskResult while a task runs (SCHED_S_TASK_RUNNING) or before it has run (SCHED_S_TASK_HAS_NOT_RUN).
 $TaskStillRunning = 0x41301, 0x41303
 
@@ -134,16 +145,47 @@ function Write-XuAtomic([string]$Path, [byte[]]$Bytes, [string]$Backup) {
     }
 }
 
-function Initialize-XuJournalDir {
-    if ([IO.Directory]::Exists($JournalDir)) { return }
-    # Every user may create folders in ProgramData: this one is made for SYSTEM and Administrators only.
+function New-XuJournalSecurity {
+    # SYSTEM and Administrators only, nothing inherited from ProgramData (where every user may create files).
     $ds = [Security.AccessControl.DirectorySecurity]::new()
     $ds.SetAccessRuleProtection($true, $false)
-    foreach ($s in $SystemSid, 'S-1-5-32-544') {
+    foreach ($s in $TrustedSids) {
         $sid = [Security.Principal.SecurityIdentifier]::new($s)
         $ds.AddAccessRule([Security.AccessControl.FileSystemAccessRule]::new($sid, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow'))
     }
-    $null = [IO.Directory]::CreateDirectory($JournalDir, $ds)
+    $ds
+}
+
+function Assert-XuJournalDir {
+    # Every user may create folders in ProgramData, and whoever creates one owns it: a folder found there is used only when it
+    # is no link, SYSTEM or Administrators own it, and its protected DACL lets nobody else in. A trusted owner's folder with an
+    # open DACL is closed, and then every file in it must have a trusted owner; any other folder is refused, untouched.
+    if (-not [IO.Directory]::Exists($JournalDir)) { return }
+    $refused = 'Nothing was read or written there; remove it (an administrator can), then run again'
+    if (([IO.File]::GetAttributes($JournalDir) -band [IO.FileAttributes]::ReparsePoint) -ne 0) { Stop-Xu 'UntrustedFolder' ('{0} is a link (reparse point), not a folder. {1}' -f $JournalDir, $refused) }
+    $sec = [IO.Directory]::GetAccessControl($JournalDir, 'Owner, Access')
+    $owner = $sec.GetOwner([Security.Principal.SecurityIdentifier]).Value
+    if ($TrustedSids -notcontains $owner) { Stop-Xu 'UntrustedFolder' ('{0} is owned by {1}, not by SYSTEM or Administrators: another user may have made it first. {2}' -f $JournalDir, $owner, $refused) }
+    $others = @(foreach ($rule in $sec.GetAccessRules($true, $true, [Security.Principal.SecurityIdentifier])) { if ($rule.AccessControlType -eq 'Allow' -and $TrustedSids -notcontains $rule.IdentityReference.Value) { $rule } })
+    if ($sec.AreAccessRulesProtected -and $others.Count -eq 0) { return }
+    [IO.Directory]::SetAccessControl($JournalDir, (New-XuJournalSecurity))
+    # While it was open anybody could add files: only those of SYSTEM, Administrators or this account are used.
+    $owners = @($TrustedSids) + @([Security.Principal.WindowsIdentity]::GetCurrent().User.Value)
+    foreach ($f in [IO.Directory]::GetFiles($JournalDir)) {
+        $fileOwner = [IO.File]::GetAccessControl($f, 'Owner').GetOwner([Security.Principal.SecurityIdentifier]).Value
+        if ($owners -notcontains $fileOwner) { Stop-Xu 'UntrustedFolder' ('{0} is owned by {1}, not by SYSTEM or Administrators: another user put it there while the folder let them. {2}' -f $f, $fileOwner, $refused) }
+    }
+}
+
+function Initialize-XuJournalDir {
+    # Made for SYSTEM and Administrators only; one that was there already (or that appeared meanwhile) is checked.
+    if (-not [IO.Directory]::Exists($JournalDir)) {
+        # Owned by Administrators whoever creates it, even where policy makes the creator the owner.
+        $ds = New-XuJournalSecurity
+        $ds.SetOwner([Security.Principal.SecurityIdentifier]::new('S-1-5-32-544'))
+        $null = [IO.Directory]::CreateDirectory($JournalDir, $ds)
+    }
+    Assert-XuJournalDir
 }
 
 function Open-XuStore([string]$Name, [string]$Flags) {
@@ -379,7 +421,8 @@ function New-XuSystemTask([string]$Command, [TimeSpan]$Limit) {
     # Every task the agent registers: powershell.exe running $Command (built by the caller from validated values only) as SYSTEM.
     @{
         Action = New-ScheduledTaskAction -Execute 'powershell.exe' -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -Command "' + $Command + '"')
-        Principal = New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount -RunLevel Highest
+        # By SID: the name SYSTEM is translated on other Windows languages (NT-AUTORITAET\SYSTEM), S-1-5-18 is not.
+        Principal = New-ScheduledTaskPrincipal -UserId $SystemSid -LogonType ServiceAccount -RunLevel Highest
         # A start missed while the host was down still happens; on battery power it starts and is not stopped.
         Settings = New-ScheduledTaskSettingsSet -StartWhenAvailable -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -ExecutionTimeLimit $Limit
     }
@@ -390,26 +433,65 @@ function ConvertTo-XuExitCode($Value) {
     [BitConverter]::ToInt32([BitConverter]::GetBytes([uint32]$Value), 0)
 }
 
-function Invoke-XuAsSystem([object[]]$Steps, [int]$TimeoutS) {
+function Remove-XuStaleCertreq {
+    # A call killed while certreq ran (Ctrl-C, a cancelled job) leaves its SYSTEM task and files behind. Swept: only this agent's
+    # tasks (the exact name pattern), only past the time their description gives (the limit no live call outlasts), and the
+    # files of the swept tasks; files without a task only when a day old. Whatever fails is reported, the sweep never fails a call.
+    $swept = [Collections.ArrayList]::new()
+    $now = [DateTime]::UtcNow
+    $query = Invoke-XuQuery { Get-ScheduledTask -TaskName 'xtractuniversal.tls certreq *' -TaskPath '\' }
+    $tasks = @(foreach ($t in $query.items) { if ([string]$t.TaskName -cmatch $CertreqTaskPattern) { $t } })
+    $sweepError = $query.error
+    try {
+        foreach ($t in $tasks) {
+            # A task of an agent before the sweep carries no time: it goes once it is not running.
+            $until = $now
+            if ([string]$t.Description -cmatch '^xtractuniversal\.tls certreq until (\S+)\z') { $until = ConvertFrom-XuTime $Matches[1] }
+            elseif ($t.State.ToString() -in 'Running', 'Queued') { continue }
+            if ($until -gt $now) { continue }
+            if ($t.State.ToString() -eq 'Running') { $null = Stop-ScheduledTask -TaskName $t.TaskName -TaskPath '\' }
+            $null = Unregister-ScheduledTask -TaskName $t.TaskName -TaskPath '\' -Confirm:$false
+            [void]$swept.Add([string]$t.TaskName)
+        }
+        $live = @(foreach ($t in $tasks) { if ($swept -notcontains [string]$t.TaskName) { ([string]$t.TaskName).Substring(28) } })
+        if ([IO.Directory]::Exists($JournalDir)) {
+            foreach ($f in [IO.Directory]::GetFiles($JournalDir)) {
+                if ([IO.Path]::GetFileName($f) -cnotmatch '^(certreq|enrol)-([0-9a-f]{32})\.(txt|inf|req|cer|p7b|rsp)\z') { continue }
+                $id = $Matches[2]
+                if ($live -contains $id) { continue }
+                if ($swept -contains ('xtractuniversal.tls certreq ' + $id) -or [IO.File]::GetLastWriteTimeUtc($f) -lt $now.AddDays(-1)) { [IO.File]::Delete($f) }
+            }
+        }
+    } catch { $sweepError = Get-XuErrorIdentity $_ }
+    @{ swept = $swept.ToArray(); error = $sweepError }
+}
+
+function Invoke-XuAsSystem([object[]]$Steps, [int]$TimeoutS, [string]$Id) {
     # certreq in a one-shot task as SYSTEM, its output in a file of the journal folder (SYSTEM and Administrators only).
-    # The task's name and the file's name are fixed but for a new GUID; the task and the file are always removed again.
-    # Steps: certreq's arguments (validated values) and a file it needs; one script ends at the first non-zero exit code,
-    # or with 0 before a step whose file is missing.
+    # The task's name and the file's name are fixed but for a GUID; the task and the file are always removed again, and what a
+    # killed call left behind is swept first. Steps: certreq's arguments (validated values) and a file it needs; one script ends
+    # at the first non-zero exit code, or with 0 before a step whose file is missing.
     Initialize-XuJournalDir
-    $id = [Guid]::NewGuid().ToString('N')
-    $name = 'xtractuniversal.tls certreq ' + $id
-    $out = [IO.Path]::Combine($JournalDir, 'certreq-' + $id + '.txt')
+    $sweep = Remove-XuStaleCertreq
+    if (-not $Id) { $Id = [Guid]::NewGuid().ToString('N') }
+    $name = 'xtractuniversal.tls certreq ' + $Id
+    $out = [IO.Path]::Combine($JournalDir, 'certreq-' + $Id + '.txt')
     $parts = [Collections.ArrayList]::new()
-    $redirect = '*>'
     foreach ($step in $Steps) {
+        # The first output replaces, the others append.
+        $redirect = '*>>'
+        if ($parts.Count -eq 0) { $redirect = '*>' }
+        # A constant script of the agent's own (no request value in it), or certreq with validated, quoted arguments.
+        if ($step.script) { [void]$parts.Add(("& {{ {0} }} {1} {2}; if (-not `$?) {{ exit 1 }}" -f $step.script, $redirect, (Format-XuQuoted $out))); continue }
         $quoted = @(foreach ($value in $step.arguments) { Format-XuQuoted ([string]$value) }) -join ' '
         if ($step.needs) { [void]$parts.Add(("if (-not (Test-Path -LiteralPath {0})) {{ exit 0 }}" -f (Format-XuQuoted $step.needs))) }
         [void]$parts.Add(("& certreq.exe {0} {1} {2}; if (`$LASTEXITCODE -ne 0) {{ exit `$LASTEXITCODE }}" -f $quoted, $redirect, (Format-XuQuoted $out)))
-        $redirect = '*>>'
     }
     $command = ($parts.ToArray() -join '; ') + '; exit 0'
-    $r = @{ exit_code = $null; output = ''; timed_out = $false }
+    $r = @{ exit_code = $null; output = ''; timed_out = $false; swept = $sweep.swept; sweep_error = $sweep.error }
     $task = New-XuSystemTask $command ([TimeSpan]::FromSeconds($TimeoutS + 60))
+    # Past this time neither this call nor its task (stopped by Task Scheduler at its limit) can still be at work: a later sweep may go.
+    $task.Description = 'xtractuniversal.tls certreq until ' + (Format-XuTime ([DateTime]::UtcNow.AddSeconds($TimeoutS + 120)))
     $null = Register-ScheduledTask -TaskName $name -TaskPath '\' @task
     try {
         $sw = [Diagnostics.Stopwatch]::StartNew()
@@ -448,11 +530,12 @@ function Invoke-XuCertreqHere([object[]]$Steps) {
     $r
 }
 
-function Format-XuRequestInf([string]$Template, [string[]]$Names, [int]$KeyLength) {
-    # A new machine key in the Software KSP, not exportable; KeySpec 1 (AT_KEYEXCHANGE): RSA key exchange needs it.
-    # The values matched patterns (ASCII, no quotes). Single quotes keep $Windows NT$ from being expanded.
+function Format-XuRequestInf([string]$Template, [string[]]$Names, [int]$KeyLength, [string]$Provider) {
+    # A new machine key of the given provider, not exportable; KeySpec 1 (AT_KEYEXCHANGE): RSA key exchange needs it. Silent: no
+    # provider may ask anything on a desktop (there is none in the task's session 0). The values matched patterns (ASCII, no
+    # quotes). Single quotes keep $Windows NT$ from being expanded.
     $lines = @('[Version]', 'Signature="$Windows NT$"', '[NewRequest]', ('Subject = "CN={0}"' -f $Names[0]), ('KeyLength = {0}' -f $KeyLength),
-        'KeySpec = 1', 'Exportable = FALSE', 'MachineKeySet = TRUE', 'ProviderName = "Microsoft Software Key Storage Provider"',
+        'KeySpec = 1', 'Exportable = FALSE', 'MachineKeySet = TRUE', 'Silent = TRUE') + $KeyProviders[$Provider] + @(
         'RequestType = PKCS10', '[Extensions]', '2.5.29.17 = "{text}"')
     $lines += @(foreach ($n in $Names) { '_continue_ = "dns={0}&"' -f $n })
     $lines += '[RequestAttributes]', ('CertificateTemplate = "{0}"' -f $Template)
@@ -460,7 +543,9 @@ function Format-XuRequestInf([string]$Template, [string[]]$Names, [int]$KeyLengt
 }
 
 function Get-XuJournalPath($Name) {
-    [IO.Path]::Combine($JournalDir, (Assert-XuName $Name $JournalNamePattern 'name') + '.json')
+    $path = [IO.Path]::Combine($JournalDir, (Assert-XuName $Name $JournalNamePattern 'name') + '.json')
+    Assert-XuJournalDir
+    $path
 }
 
 function Format-XuQuoted([string]$Value) { "'" + ($Value -replace "'", "''") + "'" }
@@ -667,10 +752,11 @@ $primitives = @{
         if ($null -ne $a.run_as) { $runAs = [string]$a.run_as }
         $limit = 300
         if ($null -ne $a.timeout_s) { $limit = [int]$a.timeout_s }
+        $swept = @(); $sweepError = $null
         if ($runAs -eq 'machine') {
             # A WinRM logon has no credentials to pass on to the CA: the enrolment runs as SYSTEM, i.e. the computer account.
             $run = Invoke-XuAsSystem @(@{ arguments = $certreqArgs }) $limit
-            $code = $run.exit_code; $output = $run.output
+            $code = $run.exit_code; $output = $run.output; $swept = $run.swept; $sweepError = $run.sweep_error
             if ($run.timed_out) { Stop-Xu 'CertreqFailed' ('certreq did not finish within {0} s: {1}' -f $limit, $output) }
         } elseif ($runAs -eq 'caller') {
             $run = Invoke-XuCertreqHere @(@{ arguments = $certreqArgs })
@@ -683,7 +769,7 @@ $primitives = @{
                 Sort-Object -Property NotBefore -Descending | Select-Object -First 1
         } finally { $st.Close() }
         if ($null -eq $new) { Stop-Xu 'NotFound' ('certreq succeeded but no new certificate with the key of {0} is in the store' -f $tp) }
-        [ordered]@{ thumbprint = $new.Thumbprint.ToUpperInvariant(); output = $output; exit_code = $code; enrolled_as = $runAs }
+        [ordered]@{ thumbprint = $new.Thumbprint.ToUpperInvariant(); output = $output; exit_code = $code; enrolled_as = $runAs; swept = $swept; sweep_error = $sweepError }
     }
     'cert_enroll' = {
         param($a)
@@ -693,17 +779,24 @@ $primitives = @{
         if ($names.Count -eq 0) { Stop-Xu 'InvalidArgument' $badNames }
         $submit = @('-submit', '-q')
         if ($null -ne $a.ca_config) { $submit += '-config', (Assert-XuName $a.ca_config $CaConfigPattern 'ca_config') }
+        $provider = 'schannel_csp'
+        if ($null -ne $a.key_provider) { $provider = [string]$a.key_provider }
+        if ($KeyProviders.Keys -cnotcontains $provider) { Stop-Xu 'InvalidArgument' 'key_provider must be schannel_csp or software_ksp' }
         $keyLength = 2048
         if ($null -ne $a.key_length) { $keyLength = [int]$a.key_length }
         if (@(2048, 3072, 4096) -notcontains $keyLength) { Stop-Xu 'InvalidArgument' 'key_length must be 2048, 3072 or 4096' }
         $runAs = 'machine'
         if ($null -ne $a.run_as) { $runAs = [string]$a.run_as }
         if (@('machine', 'caller') -cnotcontains $runAs) { Stop-Xu 'InvalidArgument' 'run_as must be machine or caller' }
+        # Without -config certreq asks which CA on a desktop, and a SYSTEM task has none to show it on: as the machine the CA is given.
+        if ($runAs -eq 'machine' -and $null -eq $a.ca_config) { Stop-Xu 'InvalidArgument' 'ca_config is required as the machine (ca_list names the CAs)' }
         $limit = 300
         if ($null -ne $a.timeout_s) { $limit = [int]$a.timeout_s }
         # Request, certificate and the CA's answers are files of the journal folder, each named (else certreq names them).
         Initialize-XuJournalDir
-        $base = [IO.Path]::Combine($JournalDir, 'enrol-' + [Guid]::NewGuid().ToString('N'))
+        # The task and the files share one GUID, so a sweep after a killed call removes them together.
+        $id = [Guid]::NewGuid().ToString('N')
+        $base = [IO.Path]::Combine($JournalDir, 'enrol-' + $id)
         $files = [ordered]@{ inf = $base + '.inf'; req = $base + '.req'; cer = $base + '.cer'; chain = $base + '.p7b'; response = $base + '.rsp' }
         # -new makes the key and a request in LocalMachine\REQUEST; -accept (only when -submit wrote a certificate, which a
         # pending request does not) puts it in My with that key. As cert_renew_reuse_key: as the machine, or in this logon.
@@ -712,16 +805,19 @@ $primitives = @{
             @{ arguments = $submit + @($files.req, $files.cer, $files.chain, $files.response) },
             @{ arguments = @('-accept', '-machine', '-q', $files.cer); needs = $files.cer }
         )
+        $swept = @(); $sweepError = $null
         try {
             # certreq reads an INF as ANSI, or as UTF-16 after a BOM: UTF-16 with its BOM, never UTF-8.
-            [IO.File]::WriteAllText($files.inf, (Format-XuRequestInf $template $names $keyLength), [Text.Encoding]::Unicode)
-            if ($runAs -eq 'machine') { $run = Invoke-XuAsSystem $steps $limit } else { $run = Invoke-XuCertreqHere $steps }
+            [IO.File]::WriteAllText($files.inf, (Format-XuRequestInf $template $names $keyLength $provider), [Text.Encoding]::Unicode)
+            if ($runAs -eq 'machine') { $run = Invoke-XuAsSystem $steps $limit $id; $swept = $run.swept; $sweepError = $run.sweep_error }
+            else { $run = Invoke-XuCertreqHere $steps }
             $code = $run.exit_code; $output = $run.output
             if ($run.timed_out) { Stop-Xu 'CertreqFailed' ('certreq did not finish within {0} s: {1}' -f $limit, $output) }
             if ($code -ne 0) { Stop-Xu 'CertreqFailed' ('certreq exited with {0}: {1}' -f $code, $output) }
             if (-not [IO.File]::Exists($files.cer)) {
-                # A template needing a CA manager's approval: -submit exits 0 with a request id and no certificate.
-                if ($output -match 'RequestId:\s*"?(\d+)') { Stop-Xu 'EnrollPending' ('request {0} is pending at the CA: {1}' -f $Matches[1], $output) }
+                # A template needing a CA manager's approval: -submit exits 0 with a request id and no certificate. The label
+                # before the id is translated on other Windows languages; the line with the id in double quotes is found by its form.
+                if ($output -cmatch '(?m)^[^:\r\n]{1,40}:\s*"(\d+)"\s*$') { Stop-Xu 'EnrollPending' ('request {0} is pending at the CA: {1}' -f $Matches[1], $output) }
                 Stop-Xu 'CertreqFailed' ('certreq wrote no certificate: {0}' -f $output)
             }
             $tp = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new([IO.File]::ReadAllBytes($files.cer)).Thumbprint.ToUpperInvariant()
@@ -729,7 +825,20 @@ $primitives = @{
         $st = Open-XuStore 'My' 'ReadOnly'
         try { $new = Find-XuCert $st $tp } finally { $st.Close() }
         if ($null -eq $new -or -not $new.HasPrivateKey) { Stop-Xu 'NotFound' ('certreq accepted {0} but My lacks it or its private key' -f $tp) }
-        [ordered]@{ thumbprint = $tp; output = $output; exit_code = $code; enrolled_as = $runAs }
+        [ordered]@{ thumbprint = $tp; output = $output; exit_code = $code; enrolled_as = $runAs; swept = $swept; sweep_error = $sweepError }
+    }
+    'ca_list' = {
+        param($a)
+        # The forest's enterprise CAs and the templates each publishes, read from AD as the machine; the controller picks.
+        $limit = 120
+        if ($null -ne $a.timeout_s) { $limit = [int]$a.timeout_s }
+        $run = Invoke-XuAsSystem @(@{ script = $CaListScript }) $limit
+        if ($run.timed_out -or $run.exit_code -ne 0) { Stop-Xu 'CertreqFailed' ('listing the enterprise CAs as the machine failed ({0}): {1}' -f $run.exit_code, $run.output) }
+        $cas = @(foreach ($line in ($run.output -split "`r?`n")) {
+                $fields = $line.Trim().Split('|')
+                if ($fields.Count -eq 2 -and $fields[0]) { [ordered]@{ config = $fields[0]; templates = @($fields[1].Split(',') | Where-Object { $_ }) } }
+            })
+        [ordered]@{ cas = $cas; swept = $run.swept; sweep_error = $run.sweep_error }
     }
     'file_write' = {
         param($a)

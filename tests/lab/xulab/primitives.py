@@ -23,9 +23,10 @@ from .accounts import account_sid
 from .ca import PfxPasswordError, generate_key, is_intermediate, pfx_from_portable, pfx_key_provider, read_pfx_portable
 from .ca import thumbprint as der_thumbprint
 from .certstore import KeyContainer, default_machine_key_acl, normalise_thumbprint
-from .enrolment import EnrolmentRequest, certreq_enrol
+from .enrolment import DEFAULT_KEY_PROVIDER, KEY_PROVIDERS, EnrolmentRequest, certreq_enrol
 from .errors import InnerException, PrimitiveError, cim_query_not_found, is_absent
 from .firewall import FirewallRule
+from .folders import check_journal_dir, initialize_journal_dir
 from .host import Host, sha256_hex
 from .probe import SERVER_NAME, port_probe
 from .psvalues import as_int, as_items, as_text
@@ -357,7 +358,11 @@ async def cert_renew_reuse_key(host: Host, a: Args) -> Result:
     run_as = "machine" if a.get("run_as") is None else as_text(a.get("run_as"))
     if run_as not in ("machine", "caller"):
         raise PrimitiveError("InvalidArgument", "run_as must be machine or caller")
-    code, output = certreq_renew(host, thumbprint, run_as)
+    if run_as == "machine":
+        # Invoke-XuAsSystem keeps certreq's output in the collection's folder.
+        initialize_journal_dir(host)
+    timeout_s = 300.0 if a.get("timeout_s") is None else float(as_int(a.get("timeout_s")))
+    code, output, swept = certreq_renew(host, thumbprint, run_as, timeout_s)
     if code != 0:
         raise PrimitiveError("CertreqFailed", f"certreq exited with {code}: {output}")
     public_key = old.certificate.public_key()
@@ -367,11 +372,11 @@ async def cert_renew_reuse_key(host: Host, a: Args) -> Result:
     if not candidates:
         raise PrimitiveError("NotFound", f"certreq succeeded but no new certificate with the key of {thumbprint} is in the store")
     newest = max(candidates, key=lambda e: e.certificate.not_valid_before_utc)
-    return {"thumbprint": newest.thumbprint, "output": output, "exit_code": code, "enrolled_as": run_as}
+    return {"thumbprint": newest.thumbprint, "output": output, "exit_code": code, "enrolled_as": run_as, "swept": swept, "sweep_error": None}
 
 
-async def cert_enroll(host: Host, a: Args) -> Result:
-    """certreq -new, -submit and -accept with a template, as the machine or in the session (enrolment.certreq_enrol)."""
+def _enrolment_arguments(a: Args) -> tuple[str, list[str], str | None, str, int, str]:
+    """cert_enroll's checks, in the agent's order: template, dns_names, ca_config, key_provider, key_length, run_as."""
     template = _name(a.get("template"), TEMPLATE_NAME_PATTERN, "template")
     bad_names = "dns_names must be a non-empty list of DNS names"
     names = []
@@ -382,28 +387,59 @@ async def cert_enroll(host: Host, a: Args) -> Result:
     if not names:
         raise PrimitiveError("InvalidArgument", bad_names)
     config = None if a.get("ca_config") is None else _name(a.get("ca_config"), CA_CONFIG_PATTERN, "ca_config")
+    provider = DEFAULT_KEY_PROVIDER if a.get("key_provider") is None else as_text(a.get("key_provider"))
+    if provider not in KEY_PROVIDERS:
+        raise PrimitiveError("InvalidArgument", "key_provider must be schannel_csp or software_ksp")
     key_length = 2048 if a.get("key_length") is None else as_int(a.get("key_length"))
     if key_length not in ENROL_KEY_LENGTHS:
         raise PrimitiveError("InvalidArgument", "key_length must be 2048, 3072 or 4096")
     run_as = "machine" if a.get("run_as") is None else as_text(a.get("run_as"))
     if run_as not in ("machine", "caller"):
         raise PrimitiveError("InvalidArgument", "run_as must be machine or caller")
+    if run_as == "machine" and config is None:
+        # certreq -submit without -config asks on a desktop which CA to use; the SYSTEM task's session 0 has none.
+        raise PrimitiveError("InvalidArgument", "ca_config is required as the machine (ca_list names the CAs)")
+    return template, names, config, provider, key_length, run_as
+
+
+# The agent finds a pending request's id by the form of the line that quotes it, not by certreq's (translatable) label.
+PENDING_REQUEST_ID = re.compile(r'^[^:\r\n]{1,40}:\s*"(\d+)"\s*$', re.M)
+
+
+async def cert_enroll(host: Host, a: Args) -> Result:
+    """certreq -new, -submit and -accept with a template, as the machine or in the session (enrolment.certreq_enrol)."""
+    template, names, config, provider, key_length, run_as = _enrolment_arguments(a)
+    # The request file goes into the collection's folder, which certreq (as SYSTEM) reads it from.
+    initialize_journal_dir(host)
     # certreq -new makes the key, in the session too; a pool key stands in for a 2048-bit one (generating is slow).
     if key_length == 2048:
         key = host.pick_key()
     else:
         key = await asyncio.get_running_loop().run_in_executor(None, generate_key, key_length)
-    outcome = certreq_enrol(host, EnrolmentRequest(template, tuple(names), config, key), run_as)
+    timeout_s = 300.0 if a.get("timeout_s") is None else float(as_int(a.get("timeout_s")))
+    outcome = certreq_enrol(host, EnrolmentRequest(template, tuple(names), config, key, provider), run_as, timeout_s)
     if outcome.exit_code != 0:
         raise PrimitiveError("CertreqFailed", f"certreq exited with {outcome.exit_code}: {outcome.output}")
     if outcome.thumbprint is None:
-        if outcome.request_id is not None:
-            raise PrimitiveError("EnrollPending", f"request {outcome.request_id} is pending at the CA: {outcome.output}")
+        if (pending := PENDING_REQUEST_ID.search(outcome.output)) is not None:
+            raise PrimitiveError("EnrollPending", f"request {pending.group(1)} is pending at the CA: {outcome.output}")
         raise PrimitiveError("CertreqFailed", f"certreq wrote no certificate: {outcome.output}")
     entry = host.stores.my.get(outcome.thumbprint)
     if entry is None or entry.key is None:
         raise PrimitiveError("NotFound", f"certreq accepted {outcome.thumbprint} but My lacks it or its private key")
-    return {"thumbprint": outcome.thumbprint, "output": outcome.output, "exit_code": outcome.exit_code, "enrolled_as": run_as}
+    return {"thumbprint": outcome.thumbprint, "output": outcome.output, "exit_code": outcome.exit_code, "enrolled_as": run_as,
+            "swept": list(outcome.swept), "sweep_error": None}
+
+
+async def ca_list(host: Host, a: Args) -> Result:
+    """The forest's enterprise CAs and their templates, read from AD in a SYSTEM task (the agent's $CaListScript)."""
+    timeout_s = 120.0 if a.get("timeout_s") is None else float(as_int(a.get("timeout_s")))
+    initialize_journal_dir(host)
+    templates = sorted(t.name for t in host.enterprise_ca.templates.values())
+    cas, swept = host.certreq.run(timeout_s, {"certreq-<id>.txt": b""}, lambda _id: [
+        {"config": service.config, "templates": list(templates)} for service in host.enterprise_ca.services
+    ])
+    return {"cas": cas, "swept": swept, "sweep_error": None}
 
 
 async def file_write(host: Host, a: Args) -> Result:
@@ -686,6 +722,7 @@ async def event_write(host: Host, a: Args) -> Result:
 
 async def journal_read(host: Host, a: Args) -> Result:
     path = host.journal_path(_name(a.get("name"), JOURNAL_NAME_PATTERN, "name"))
+    check_journal_dir(host)
     existing = _existing_file(host, path)
     if existing is None:
         return {"exists": False, "content": None, "sha256": None}
@@ -696,6 +733,7 @@ async def journal_read(host: Host, a: Args) -> Result:
 async def journal_write(host: Host, a: Args) -> Result:
     name = _name(a.get("name"), JOURNAL_NAME_PATTERN, "name")
     path = host.journal_path(name)
+    check_journal_dir(host)
     content = a.get("content")
     if a.get("expected_sha256") is not None:
         current = _existing_file(host, path)
@@ -711,6 +749,7 @@ async def journal_write(host: Host, a: Args) -> Result:
             existing.unlink()
             host.emit("journal", name=name, action="remove")
         return {"path": path}
+    initialize_journal_dir(host)
     _write_atomic(host, path, as_text(content).encode("utf-8"), None)
     host.emit("journal", name=name, action="write")
     return {"path": path}
@@ -726,6 +765,7 @@ PRIMITIVES: dict[str, Primitive] = {
     "key_grant_read": key_grant_read,
     "cert_renew_reuse_key": cert_renew_reuse_key,
     "cert_enroll": cert_enroll,
+    "ca_list": ca_list,
     "file_write": file_write,
     "file_restore": file_restore,
     "file_remove": file_remove,

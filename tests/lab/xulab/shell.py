@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
+from .certreq_tasks import CallKilled
 from .errors import ABSENT_ERRORS, PrimitiveError
 from .host import Host
 from .primitives import PRIMITIVES
@@ -311,6 +312,10 @@ class CommandShell:
                 outcome = await self._run_op(request, name, args if isinstance(args, dict) else {})
                 entry["status"] = "ok"
                 entry["result"] = outcome
+            except CallKilled:
+                # The agent's process is gone: nothing after this operation runs and no answer reaches the controller.
+                dropped = True
+                break
             except PrimitiveError as error:
                 # As the agent does: only `"optional": true` itself (not 1, not "true") spares the operations after it.
                 failed = failed or spec.get("optional") is not True
@@ -333,7 +338,7 @@ class CommandShell:
             raise PrimitiveError("UnauthorizedAccessException", "Access is denied.")
         try:
             return await primitive(self.host, args)
-        except PrimitiveError:
+        except (PrimitiveError, CallKilled):
             raise
         except Exception as exc:  # a lab defect must not look like a host's answer
             log.exception("%s: primitive %s failed inside the lab", self.host.name, name)

@@ -316,7 +316,7 @@ def test_agent_stays_small(agent: str) -> None:
 def test_the_agent_sent_is_the_agent_without_its_comment_lines(agent: str) -> None:
     sent = without_comment_lines(agent)
     assert sent.startswith(AGENT_MARKER + "\n") and sent == AgentClient(lambda _c, _s: (0, "", ""))._agent
-    assert sent.split("\n")[1:] == [line for line in agent.split("\n")[1:] if not line.lstrip().startswith("#")]
+    assert sent.split("\n")[1:] == [line.lstrip(" ") for line in agent.split("\n")[1:] if not line.lstrip().startswith("#")]
     # The same program: what is left parses as it did, and no code was lost with the comments.
     assert parse_problems(sent) == []
     assert " ".join(without_comments(sent).split()) == " ".join(without_comments(agent).split())

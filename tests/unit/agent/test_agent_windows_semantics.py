@@ -156,20 +156,31 @@ def check_certreq_runs_as_system(text: str) -> None:
     block = squeeze(op_source(text, "cert_renew_reuse_key"))
     assert "$runAs = 'machine'" in block and "if ($runAs -eq 'machine') {" in block
     assert "$run = Invoke-XuAsSystem @(@{ arguments = $certreqArgs }) $limit" in block
+    assert "$swept = $run.swept; $sweepError = $run.sweep_error" in block
     assert "$run = Invoke-XuCertreqHere @(@{ arguments = $certreqArgs })" in block
     assert "exit_code = $code; enrolled_as = $runAs" in block
     run = squeeze(function_source(text, "Invoke-XuAsSystem"))
     # A fixed-pattern name, output in the SYSTEM/Administrators-only folder, the command from validated values only.
     assert "Initialize-XuJournalDir" in run
-    assert "$name = 'xtractuniversal.tls certreq ' + $id" in run and "$id = [Guid]::NewGuid().ToString('N')" in run
-    assert "$out = [IO.Path]::Combine($JournalDir, 'certreq-' + $id + '.txt')" in run
+    assert "$name = 'xtractuniversal.tls certreq ' + $Id" in run and "if (-not $Id) { $Id = [Guid]::NewGuid().ToString('N') }" in run
+    assert "$out = [IO.Path]::Combine($JournalDir, 'certreq-' + $Id + '.txt')" in run
+    # What a killed call left behind goes first; this call's own task says until when it may be at work.
+    assert run.index("$sweep = Remove-XuStaleCertreq") < run.index("Register-ScheduledTask")
+    assert "$task.Description = 'xtractuniversal.tls certreq until ' + (Format-XuTime ([DateTime]::UtcNow.AddSeconds($TimeoutS + 120)))" in run
     # Every value is quoted; each step ends the task's one script with its exit code when it fails.
     assert "$quoted = @(foreach ($value in $step.arguments) { Format-XuQuoted ([string]$value) }) -join ' '" in run
     step = '"& certreq.exe {0} {1} {2}; if (`$LASTEXITCODE -ne 0) {{ exit `$LASTEXITCODE }}" -f $quoted, $redirect, (Format-XuQuoted $out)'
     assert step in run
     assert "if ($step.needs) { [void]$parts.Add((\"if (-not (Test-Path -LiteralPath {0})) {{ exit 0 }}\" -f (Format-XuQuoted $step.needs))) }" in run
     # The first step's output replaces, the others append to it.
-    assert run.index("$redirect = '*>'") < run.index("foreach ($step in $Steps)") < run.index("$redirect = '*>>'")
+    assert "$redirect = '*>>' if ($parts.Count -eq 0) { $redirect = '*>' }" in run
+    # A script step is one of the agent's constants, never a request value.
+    script_step = '"& {{ {0} }} {1} {2}; if (-not `$?) {{ exit 1 }}" -f $step.script, $redirect, (Format-XuQuoted $out))); continue }'
+    assert "if ($step.script) { [void]$parts.Add((" + script_step in run
+    scripts = [line for line in without_comments(text).splitlines() if "script = " in line]
+    assert [line.strip() for line in scripts] == ["$run = Invoke-XuAsSystem @(@{ script = $CaListScript }) $limit"]
+    (constant,) = re.findall(r"^\$CaListScript = '(.*)'$", text, re.M)
+    assert '"' not in constant and "%" not in constant and "$a." not in constant
     assert "$command = ($parts.ToArray() -join '; ') + '; exit 0'" in run
     # Registered as SYSTEM (New-XuSystemTask), then always unregistered and its output deleted.
     assert "$task = New-XuSystemTask $command" in run
@@ -198,18 +209,24 @@ def check_enrolment_request_and_steps(text: str) -> None:
     assert "if (@(2048, 3072, 4096) -notcontains $keyLength)" in block
     assert "if (@('machine', 'caller') -cnotcontains $runAs)" in block
     # The INF is written with an explicit encoding certreq reads (UTF-16 with a BOM), never PowerShell's or .NET's default.
-    assert "[IO.File]::WriteAllText($files.inf, (Format-XuRequestInf $template $names $keyLength), [Text.Encoding]::Unicode)" in block
+    assert "[IO.File]::WriteAllText($files.inf, (Format-XuRequestInf $template $names $keyLength $provider), [Text.Encoding]::Unicode)" in block
+    # As the machine the CA is always named: certreq without -config would ask on a desktop the SYSTEM task does not have.
+    assert "if ($runAs -eq 'machine' -and $null -eq $a.ca_config) { Stop-Xu 'InvalidArgument'" in block
+    assert "if ($KeyProviders.Keys -cnotcontains $provider) { Stop-Xu 'InvalidArgument' 'key_provider must be schannel_csp or software_ksp' }" in block
     # -new, -submit, -accept in that order, in one SYSTEM task or in the session; -accept only when -submit wrote a certificate.
     new, submit, accept = (block.index(step) for step in ("@('-new', '-machine', '-q', $files.inf, $files.req)",
                                                           "$submit + @($files.req, $files.cer, $files.chain, $files.response)",
                                                           "@('-accept', '-machine', '-q', $files.cer); needs = $files.cer"))
     assert new < submit < accept
     assert "$submit = @('-submit', '-q')" in block
-    assert "if ($runAs -eq 'machine') { $run = Invoke-XuAsSystem $steps $limit } else { $run = Invoke-XuCertreqHere $steps }" in block
+    assert "if ($runAs -eq 'machine') { $run = Invoke-XuAsSystem $steps $limit $id; $swept = $run.swept; $sweepError = $run.sweep_error }" in block
+    assert "else { $run = Invoke-XuCertreqHere $steps }" in block
     # Non-zero: CertreqFailed; exit 0 without a certificate but with a request id: pending at the CA.
     assert block.index("if ($code -ne 0) { Stop-Xu 'CertreqFailed'") < block.index("if (-not [IO.File]::Exists($files.cer)) {")
     pending = "Stop-Xu 'EnrollPending' ('request {0} is pending at the CA: {1}' -f $Matches[1], $output)"
-    assert f"if ($output -match 'RequestId:\\s*\"?(\\d+)') {{ {pending} }}" in block
+    # Not by certreq's "RequestId:" label, which Windows may translate: by the form of the line that quotes the id.
+    assert f"if ($output -cmatch '(?m)^[^:\\r\\n]{{1,40}}:\\s*\"(\\d+)\"\\s*$') {{ {pending} }}" in block
+    assert "RequestId" not in without_comments(text)
     # Every temporary file goes, however the enrolment ended.
     assert "} finally { foreach ($f in $files.Values) { if ([IO.File]::Exists($f)) { [IO.File]::Delete($f) } } }" in block
     assert block.index("[IO.File]::WriteAllText($files.inf") > block.index("try {")
@@ -217,7 +234,7 @@ def check_enrolment_request_and_steps(text: str) -> None:
     inf = function_source(text, "Format-XuRequestInf")
     # In double quotes PowerShell would expand $Windows: the signature line is a verbatim string.
     assert "'Signature=\"$Windows NT$\"'" in inf and '"Signature' not in inf
-    for line in ("'Exportable = FALSE'", "'MachineKeySet = TRUE'", "'ProviderName = \"Microsoft Software Key Storage Provider\"'",
+    for line in ("'Exportable = FALSE'", "'MachineKeySet = TRUE'", "'Silent = TRUE'", "+ $KeyProviders[$Provider] +",
                  "'RequestType = PKCS10'", "'KeySpec = 1'", "'2.5.29.17 = \"{text}\"'", "'_continue_ = \"dns={0}&\"' -f $n",
                  "'[RequestAttributes]', ('CertificateTemplate = \"{0}\"' -f $Template)", "('Subject = \"CN={0}\"' -f $Names[0])"):
         assert line in inf, line
@@ -250,9 +267,28 @@ def test_certificates(agent: str, check: Callable[[str], None]) -> None:
     check(agent)
 
 
+def check_task_principals_are_sids(text: str) -> None:
+    # "SYSTEM" is a name Windows translates (NT-AUTORITAET\SYSTEM, AUTORITE NT\Systeme); the principal is given by SID.
+    tree = parse(text)
+    users = [n for n in walk(tree.root_node) if n.type == "command_parameter" and node_text(n).strip().lower() == "-userid"]
+    assert users
+    for parameter in users:
+        argument = parameter.next_sibling
+        while argument is not None and argument.type == "command_argument_sep":
+            argument = argument.next_sibling
+        assert argument is not None and node_text(argument).strip() == "$SystemSid", node_text(parameter.parent or parameter)
+    assert "$SystemSid = 'S-1-5-18'" in text
+
+
+def test_the_task_principal_lint_finds_a_name() -> None:
+    with pytest.raises(AssertionError):
+        check_task_principals_are_sids("$SystemSid = 'S-1-5-18'\n$p = New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount\n")
+
+
 def test_every_task_runs_as_system_on_battery_too(agent: str) -> None:
+    check_task_principals_are_sids(agent)
     task = squeeze(function_source(agent, "New-XuSystemTask"))
-    assert "New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount -RunLevel Highest" in task
+    assert "New-ScheduledTaskPrincipal -UserId $SystemSid -LogonType ServiceAccount -RunLevel Highest" in task
     assert "New-ScheduledTaskSettingsSet -StartWhenAvailable -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries" in task
     # Every task is made by it: no other place builds an action, a principal or settings.
     code = without_comments(agent)

@@ -50,6 +50,9 @@ def task_not_found(name: str) -> dict[str, Any]:
     return cim_query_not_found("Get-ScheduledTask", "MSFT_ScheduledTask", "TaskName", name).as_json()
 
 
+FAKE_CA_CONFIG = "ca01.example.com\\Example Issuing CA"
+
+
 class HostError(Exception):
     """A primitive's failure, answered as ``{"status": "error", "error": {"type", "message"}}``."""
 
@@ -83,6 +86,7 @@ class FakeHost:
     enrol_templates: set[str] = field(default_factory=lambda: {"WebServer"})
     pending_templates: set[str] = field(default_factory=set)
     enrol_requests: int = 0
+    ca_configs: list[str] = field(default_factory=lambda: [FAKE_CA_CONFIG])
     answer_override: Callable[[str, bytes], tuple[int, str, str]] | None = None
 
     def add_certificate(self, cert: x509.Certificate, *, has_private_key: bool = True, acl: list[dict[str, Any]] | None = None) -> str:
@@ -141,6 +145,9 @@ class FakeHost:
         if not args.get("template") or not names:
             raise HostError("InvalidArgument", "template and dns_names are required")
         run_as = args.get("run_as") or "machine"
+        if run_as == "machine" and args.get("ca_config") not in self.ca_configs:
+            raise HostError("InvalidArgument" if args.get("ca_config") is None else "CertreqFailed",
+                            "ca_config is required as the machine" if args.get("ca_config") is None else "certreq exited with -2147023174: RPC")
         if run_as == "caller":
             raise HostError("CertreqFailed", "certreq exited with -2146877419: The enrollment policy server cannot be located. 0x80094015")
         self.enrol_requests += 1
@@ -153,7 +160,12 @@ class FakeHost:
         cert, _key = mint(names[0], sans=tuple(names), days_left=730, valid_from_days_ago=0.007)
         thumbprint = self.add_certificate(cert, acl=[dict(rule) for rule in MACHINE_KEY_ACL])
         output = f"RequestId: {request_id}\r\nCertificate retrieved(Issued) Issued\r\nInstalled Certificate:\r\n  Thumbprint: {thumbprint.lower()}"
-        return {"thumbprint": thumbprint, "output": output, "exit_code": 0, "enrolled_as": run_as}
+        return {"thumbprint": thumbprint, "output": output, "exit_code": 0, "enrolled_as": run_as, "swept": [], "sweep_error": None}
+
+    def op_ca_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One enterprise CA (``ca_configs`` more), publishing every template the host may enrol or wait for."""
+        templates = sorted(self.enrol_templates | self.pending_templates)
+        return {"cas": [{"config": config, "templates": templates} for config in self.ca_configs], "swept": [], "sweep_error": None}
 
     def op_discover(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
