@@ -144,10 +144,10 @@ options:
         C(files) folder first). A vault-encrypted file is decrypted.
       - The certificate is imported into C(LocalMachine\My), its key into the machine key set, unless it is
         there already. A copy in the store that is archived or has lost its key is repaired from the PFX.
-      - A PFX encrypted with AES (PBES2, the default of OpenSSL 3) is re-encoded on the controller with 3DES
-        and a SHA-1 MAC before it travels, because Windows Server 2016 cannot import AES-encrypted PFX files
-        (it reports a wrong password). Certificates, key and friendly names stay the same. Such a PFX needs a
-        password (O(pfx_password)).
+      - A PFX encrypted with AES (PBES2, the default of OpenSSL 3), or with a MAC other than SHA-1, is re-encoded on the
+        controller with 3DES and a SHA-1 MAC before it travels, because Windows Server 2016 cannot import AES-encrypted
+        PFX files (it reports a wrong password) and predates the SHA-256 MAC. Certificates, key and friendly names stay
+        the same. Such a PFX needs a password (O(pfx_password)).
     type: path
   pfx_content:
     description:

@@ -7,11 +7,14 @@ what is still unverified on a real server.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import re
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
 from lab.labkit import AgentCall, HostFactory, brief, events, only_result, results, run
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._windows_errors import NOT_FOUND, classify
@@ -415,5 +418,30 @@ def test_event_entries_register_the_source_once_and_refuse_what_windows_refuses(
                 _result, answer = await agent_call(host, [("event_write", {**entry, **bad})])
                 assert results(answer)[0]["error"]["type"] == "InvalidArgument", bad
             assert len(events(host, "eventlog")) == 2
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(("version", "accepted"), [("2016", False), ("2019", True)])
+def test_server_2016_refuses_a_3des_pfx_with_a_sha256_mac(host_factory: HostFactory, agent_call: AgentCall, version: str, accepted: bool) -> None:
+    # Server 2016 predates the SHA-256 MAC of Windows' own AES export; whether it checks one is unverified, and the lab,
+    # stricter, refuses it as it refuses AES: the controller must re-encode such a file too (_pfx.pfx_for_windows).
+    async def scenario() -> None:
+        async with host_factory("healthy", windows_version=version) as host:
+            certificate, key = host.mint(host.default_request(90))
+            sha256_mac = (
+                serialization.PrivateFormat.PKCS12.encryption_builder()
+                .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+                .hmac_hash(hashes.SHA256())
+                .build(b"pfx-pass")
+            )
+            data = pkcs12.serialize_key_and_certificates(b"xu01", key, certificate, None, sha256_mac)
+            _result, answer = await agent_call(host, [("pfx_import", {"pfx_b64": base64.b64encode(data).decode(), "password": "pfx-pass"})])
+            entry = results(answer)[0]
+            if accepted:
+                assert entry["status"] == "ok"
+            else:
+                assert brief(entry["error"]) == {"type": "CryptographicException", "message": "The specified network password is not correct."}
+                assert entry["error"]["hresult"] == -2147024810
 
     run(scenario())
