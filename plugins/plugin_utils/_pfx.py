@@ -36,8 +36,8 @@ PBES2_OID_DER = bytes.fromhex("06092a864886f70d01050d")
 # PBKDF iterations of the re-encoded file; Windows' own export uses 2000.
 WINDOWS_PFX_KDF_ROUNDS = 2048
 # The MAC every supported Windows Server verifies: SHA-1 (1.3.14.3.2.26), what Windows' own export writes. Server 2016 predates
-# the SHA-256 MAC that came with its AES export (Windows 10 1709 and Server 2019); unverified whether its import checks one,
-# so a PFX with any other MAC is re-encoded too (the stricter choice, docs/testing-on-windows.md).
+# the SHA-256 MAC that came with its AES export (PKCS12_PBES2_EXPORT_PARAMS: Windows 10 1709, Server 2019); unverified whether
+# its import checks one, so a PFX with any other MAC is re-encoded too (the stricter choice, docs/testing-on-windows.md).
 SHA1_MAC_OID = "1.3.14.3.2.26"
 
 
