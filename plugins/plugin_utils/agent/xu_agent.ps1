@@ -24,8 +24,9 @@ $KeyProviders = @{
     'schannel_csp' = @('ProviderName = "Microsoft RSA SChannel Cryptographic Provider"', 'ProviderType = 12')
     'software_ksp' = @('ProviderName = "Microsoft Software Key Storage Provider"')
 }
-# Run as the machine (a WinRM logon cannot reach AD): each enterprise CA of the forest, as host\CA name|template,template,...
-$CaListScript = '$c = ([ADSI]''LDAP://RootDSE'').configurationNamingContext; foreach ($e in ([ADSI](''LDAP://CN=Enrollment Services,CN=Public Key Services,CN=Services,'' + $c)).Children) { [string]$e.dNSHostName + ''\'' + [string]$e.cn + ''|'' + (@($e.certificateTemplates) -join '','') }'
+# Run as the machine (a WinRM logon cannot reach AD): each enterprise CA of the forest, as host\CA name|template,template,...,
+# written to the file it is given by .NET (Out-File, behind *>, may cut lines at the console's width), or the error's text.
+$CaListScript = 'param($o) try { $c = ([ADSI]''LDAP://RootDSE'').configurationNamingContext; $l = foreach ($e in ([ADSI](''LDAP://CN=Enrollment Services,CN=Public Key Services,CN=Services,'' + $c)).Children) { [string]$e.dNSHostName + ''\'' + [string]$e.cn + ''|'' + (@($e.certificateTemplates) -join '','') }; [IO.File]::WriteAllLines($o, [string[]]@($l)) } catch { [IO.File]::WriteAllText($o, $_.Exception.Message); exit 1 }'
 $ProgramData = [Environment]::GetFolderPath('CommonApplicationData')
 $JournalDir = [IO.Path]::Combine($ProgramData, 'xtractuniversal.tls')
 $Utf8NoBom = [Text.UTF8Encoding]::new($false)
@@ -481,8 +482,9 @@ function Invoke-XuAsSystem([object[]]$Steps, [int]$TimeoutS, [string]$Id) {
         # The first output replaces, the others append.
         $redirect = '*>>'
         if ($parts.Count -eq 0) { $redirect = '*>' }
-        # A constant script of the agent's own (no request value in it), or certreq with validated, quoted arguments.
-        if ($step.script) { [void]$parts.Add(("& {{ {0} }} {1} {2}; if (-not `$?) {{ exit 1 }}" -f $step.script, $redirect, (Format-XuQuoted $out))); continue }
+        # A constant script of the agent's own (no request value in it; it writes the output file itself), or certreq with
+        # validated, quoted arguments.
+        if ($step.script) { [void]$parts.Add(("& {{ {0} }} {1}" -f $step.script, (Format-XuQuoted $out))); continue }
         $quoted = @(foreach ($value in $step.arguments) { Format-XuQuoted ([string]$value) }) -join ' '
         if ($step.needs) { [void]$parts.Add(("if (-not (Test-Path -LiteralPath {0})) {{ exit 0 }}" -f (Format-XuQuoted $step.needs))) }
         [void]$parts.Add(("& certreq.exe {0} {1} {2}; if (`$LASTEXITCODE -ne 0) {{ exit `$LASTEXITCODE }}" -f $quoted, $redirect, (Format-XuQuoted $out)))

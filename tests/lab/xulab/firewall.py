@@ -52,10 +52,6 @@ ERROR_INVALID_PARAMETER = 87
 ERROR_SERVICE_NOT_ACTIVE = 1062
 ERROR_ALREADY_EXISTS = 183
 NEW_RULE = "New-NetFirewallRule"
-
-
-def _rejected(message: str, code: int) -> PrimitiveError:
-    return cim_windows_error(NEW_RULE, message, code, "InvalidArgument")
 PROFILE_NAMES = ("Domain", "Private", "Public")
 # A domain member's connections arrive on the Domain profile.
 ACTIVE_PROFILE = "Domain"
@@ -65,6 +61,10 @@ INVALID_PORT = (
 )
 
 Interval = tuple[int, int]
+
+
+def _rejected(message: str, code: int) -> PrimitiveError:
+    return cim_windows_error(NEW_RULE, message, code, "InvalidArgument")
 
 
 def _merge(intervals: list[Interval]) -> list[Interval]:

@@ -175,12 +175,14 @@ def check_certreq_runs_as_system(text: str) -> None:
     # The first step's output replaces, the others append to it.
     assert "$redirect = '*>>' if ($parts.Count -eq 0) { $redirect = '*>' }" in run
     # A script step is one of the agent's constants, never a request value.
-    script_step = '"& {{ {0} }} {1} {2}; if (-not `$?) {{ exit 1 }}" -f $step.script, $redirect, (Format-XuQuoted $out))); continue }'
-    assert "if ($step.script) { [void]$parts.Add((" + script_step in run
+    assert "if ($step.script) { [void]$parts.Add((\"& {{ {0} }} {1}\" -f $step.script, (Format-XuQuoted $out))); continue }" in run
     scripts = [line for line in without_comments(text).splitlines() if "script = " in line]
     assert [line.strip() for line in scripts] == ["$run = Invoke-XuAsSystem @(@{ script = $CaListScript }) $limit"]
     (constant,) = re.findall(r"^\$CaListScript = '(.*)'$", text, re.M)
     assert '"' not in constant and "%" not in constant and "$a." not in constant
+    # It writes its file with .NET, not through Out-File (which may cut a long line at the console's width), and fails visibly.
+    assert constant.startswith("param($o) try {") and "[IO.File]::WriteAllLines($o, [string[]]@($l))" in constant
+    assert constant.endswith("catch { [IO.File]::WriteAllText($o, $_.Exception.Message); exit 1 }")
     assert "$command = ($parts.ToArray() -join '; ') + '; exit 0'" in run
     # Registered as SYSTEM (New-XuSystemTask), then always unregistered and its output deleted.
     assert "$task = New-XuSystemTask $command" in run
