@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, RemoteError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._windows_errors import ABSENT_OPS, absent_matchers, classify, judge_queries
 
 PROTOCOL = 1
 AGENT_DIR = pathlib.Path(__file__).parent / "agent"
@@ -39,13 +40,14 @@ def _read_script(name: str, marker: str) -> str:
 
 
 def without_comment_lines(script: str) -> str:
-    """The script without its comment-only lines (but the marker line): they are for its readers, not for each call's payload.
+    """The script without its comment-only lines (but the marker line) and without indentation: both are for its readers,
+    not for each call's payload (together a third of its bytes).
 
     Safe because no string in the agent spans lines (tests/unit/agent keeps it so), so no line that starts with ``#``
-    is inside one.
+    is inside one, and no line's leading blanks belong to a string.
     """
     first, _sep, rest = script.partition("\n")
-    return "\n".join([first, *(line for line in rest.split("\n") if not line.lstrip().startswith("#"))])
+    return "\n".join([first, *(line.lstrip(" ") for line in rest.split("\n") if not line.lstrip().startswith("#"))])
 
 
 def encoded_command(script: str) -> str:
@@ -73,6 +75,11 @@ class OperationResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def error_kind(self) -> str | None:
+        """The controller's judgement of the error (``_windows_errors.classify``); None when the operation did not fail."""
+        return classify(self.error) if self.status == "error" else None
+
     def value(self) -> dict[str, Any]:
         """The result, or OperationError for an error or a skipped operation."""
         if self.status == "ok":
@@ -80,7 +87,8 @@ class OperationResult:
         if self.status == "skipped":
             raise OperationError(self.op, "Skipped", "not run because an earlier operation failed")
         error = self.error or {}
-        raise OperationError(self.op, str(error.get("type", "Error")), str(error.get("message", "")))
+        raise OperationError(self.op, str(error.get("type", "Error")), str(error.get("message", "")), identity=dict(error),
+                             kind=classify(error))
 
 
 @dataclass(frozen=True)
@@ -167,11 +175,14 @@ class AgentClient:
 
     def call(self, operations: Sequence[Operation], *, stop_on_error: bool = True) -> list[OperationResult]:
         """Run ``operations`` in order in one remote command."""
-        request = {
+        request: dict[str, Any] = {
             "protocol": PROTOCOL,
             "stop_on_error": stop_on_error,
             "ops": [{"id": i, "op": o.op, "args": o.args, **({"optional": True} if o.optional else {})} for i, o in enumerate(operations, start=1)],
         }
+        if any(o.op in ABSENT_OPS for o in operations):
+            # Which errors mean "not there" is the controller's table; the agent only compares (docs/agent-protocol.md, Request).
+            request["absent_errors"] = absent_matchers()
         payload = json.dumps({"agent": self._agent, "request": request}, ensure_ascii=True, separators=(",", ":"))
         self.calls += 1
         sent = utc_now()
@@ -222,16 +233,23 @@ def parse_envelope(rc: int, stdout: str, stderr: str, operations: Sequence[Opera
     for operation, raw in zip(operations, raw_results, strict=True):
         if not isinstance(raw, dict) or raw.get("op") != operation.op or raw.get("status") not in ("ok", "error", "skipped"):
             raise RemoteError(f"The agent's answer for {operation.op} is malformed", rc, stdout, stderr)
-        results.append(OperationResult(operation.op, raw["status"], raw.get("result"), raw.get("error")))
+        status, result, error = raw["status"], raw.get("result"), raw.get("error")
+        if status == "ok" and isinstance(result, dict):
+            # A read reports a failed query beside its result; what that error means is judged here, not on the host.
+            result, error = judge_queries(operation.op, result)
+            if error is not None:
+                status, result = "error", None
+        results.append(OperationResult(operation.op, status, result, error))
     return answer, results
 
 
 def _find_answer(stdout: str) -> dict[str, Any] | None:
     """The agent's answer object in stdout, None when there is none."""
     answer = None
-    # PowerShell may prefix output (e.g. a profile's banner); the answer is the last JSON line.
+    # PowerShell may prefix output (e.g. a profile's banner); the answer is the last JSON line. A console whose encoding
+    # was switched to UTF-8 with a BOM puts U+FEFF before it, which str.strip() keeps.
     for raw_line in reversed(stdout.strip().splitlines()):
-        line = raw_line.strip()
+        line = raw_line.strip().lstrip("\ufeff").strip()
         if line.startswith("{"):
             with contextlib.suppress(ValueError):
                 answer = json.loads(line)

@@ -81,9 +81,11 @@ def host_factory(tmp_path: pathlib.Path, lab_ca: CertificateAuthority, next_addr
 def agent_call() -> AgentCall:
     """Send ops to a host through its command handler, as WinRM hands a command over."""
 
-    async def call(host: Host, ops: Ops, *, stop_on_error: bool = True) -> tuple[CommandResult, dict[str, Any] | None]:
+    async def call(
+        host: Host, ops: Ops, *, stop_on_error: bool = True, absent_errors: bool = True
+    ) -> tuple[CommandResult, dict[str, Any] | None]:
         result = await CommandShell(host).run_command(
-            bootstrap_command(), [], payload(ops, stop_on_error=stop_on_error), ("127.0.0.1", 50000), "XULAB\\xuadmin"
+            bootstrap_command(), [], payload(ops, stop_on_error=stop_on_error, absent_errors=absent_errors), ("127.0.0.1", 50000), "XULAB\\xuadmin"
         )
         answer = json.loads(result.stdout) if result.stdout else None
         return result, answer
