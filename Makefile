@@ -13,6 +13,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 $$HOME/.pyenv/versions/3.12*/bi
 	  "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
 .PHONY: venv demo test lint unit integration targets sanity build matrix chaos changelog clean
+.PHONY: acme-services demo-acme
 
 venv: $(STAMP)
 
@@ -52,6 +53,7 @@ lint: venv
 	$(BIN)/mypy .collections/ansible_collections/xtractuniversal/tls/plugins tests/lab/xulab tests/unit
 	$(BIN)/mypy tests/integration
 	$(BIN)/mypy tests/build tests/matrix tests/chaos
+	$(BIN)/mypy tests/services tests/bench/acme_fleet.py
 	$(BIN)/ansible-lint --profile production --strict
 
 unit: venv
@@ -81,6 +83,31 @@ MATRIX_ONLY ?=
 matrix: venv
 	$(BIN)/python tests/matrix/run.py $(if $(MATRIX_ONLY),--only $(MATRIX_ONLY))
 
+# Central ACME issuance is tested against real servers: Debian's pebble (Let's Encrypt's test CA) and BIND 9, started on
+# loopback by the tests themselves (tests/services/acmelab.py); installed as root, as in CI.
+ACME_PACKAGES := pebble bind9
+acme-services:
+	@command -v pebble >/dev/null && { command -v named >/dev/null || test -x /usr/sbin/named; } || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(ACME_PACKAGES) >/dev/null; } || \
+	  { echo "pebble and BIND 9 are missing: apt-get install $(ACME_PACKAGES) (as root)"; exit 1; }
+
+integration: acme-services
+
+# The ACME renewal of the lab fleet: pebble and BIND beside a 5-host lab whose certificates expire in 5 days, each host's
+# certificate ordered on the controller (DNS-01 through BIND) and installed by the renew role, then everything stopped.
+ACME_DEMO_DIR := lab-run/demo-acme
+demo-acme: venv acme-services
+	@$(BIN)/python -m xulab down --dir $(ACME_DEMO_DIR)/lab >/dev/null 2>&1 || true
+	@PYTHONPATH=tests/services $(BIN)/python -m acmelab down --dir $(ACME_DEMO_DIR)/acme >/dev/null 2>&1 || true
+	$(BIN)/python -m xulab up --dir $(ACME_DEMO_DIR)/lab --hosts 5 --scenario healthy --expiring-in 5 --restart-delay 0.5
+	@status=0; PYTHONPATH=tests/services $(BIN)/python -m acmelab up --dir $(ACME_DEMO_DIR)/acme --lab $(ACME_DEMO_DIR)/lab || status=$$?; \
+	  if [ $$status -eq 0 ]; then \
+	    ANSIBLE_ACTION_PLUGINS=tests/integration/acme/action_plugins $(BIN)/ansible-playbook -i $(ACME_DEMO_DIR)/lab/inventory.yml \
+	      tests/integration/acme/fleet.yml -e @$(ACME_DEMO_DIR)/acme/acme-vars.yml -e @tests/integration/acme/replace-vars.yml || status=$$?; \
+	  fi; \
+	  PYTHONPATH=tests/services $(BIN)/python -m acmelab down --dir $(ACME_DEMO_DIR)/acme; \
+	  $(BIN)/python -m xulab down --dir $(ACME_DEMO_DIR)/lab; exit $$status
+
 # Two renew runs on one host, the second started 0 to 5 s after the first, for every mode and strategy, each pair on a
 # fresh one-host lab; the host's event log and end state must show that neither run hurt the other (tests/chaos/run.py).
 chaos: venv
@@ -92,4 +119,5 @@ changelog: venv
 
 clean:
 	-$(BIN)/python -m xulab down --dir $(DEMO_DIR) 2>/dev/null
+	-PYTHONPATH=tests/services $(BIN)/python -m acmelab down --dir $(ACME_DEMO_DIR)/acme 2>/dev/null
 	rm -rf $(VENV) .venv-matrix .collections lab-run build tests/output .mypy_cache .pytest_cache .ruff_cache

@@ -15,6 +15,14 @@ attributes:
   async:
     description: Whether the module can run with C(async).
     support: none
+  become:
+    description: Is usable alongside become keywords.
+    support: none
+    details:
+      - C(become) is ignored. The module's PowerShell runs as the account of the host's connection (C(ansible_user)),
+        which must be an administrator of the host. ansible-core applies C(become_method=runas) only inside its own
+        module wrapper, which the collection does not use. Work that needs the machine's identity (certreq against
+        AD CS) runs in a one-shot SYSTEM task.
   check_mode:
     description: Can run in check mode and return the changes it would make without modifying the host.
   diff_mode:

@@ -39,9 +39,6 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
   - xtractuniversal.tls.run
-  - xtractuniversal.tls.host_state
-  - xtractuniversal.tls.host_state.changing
-  - xtractuniversal.tls.host_state.journal
 attributes:
   check_mode:
     support: full
@@ -86,7 +83,7 @@ options:
         O(renew_reusing_key), this works for an expired certificate and for one that is missing from the store.
       - C(certreq) runs as the machine (a one-shot scheduled task as SYSTEM, removed again), whose network identity
         is the computer account, which the template must let enrol; in a WinRM network logon it would have no
-        credentials for the CA. The new key is a Software KSP machine key, not exportable; with
+        credentials for the CA. The new key is a machine key of O(enroll.key_provider), not exportable; with
         O(grant_key_access) the service account is granted Read on it.
       - Costs one remote call more than a certificate already in the store, since the new thumbprint is only known once
         C(certreq) has run. The old certificate stays in the store (so a failed swap is rolled back to it) unless
@@ -100,8 +97,24 @@ options:
         type: str
         required: true
       ca_config:
-        description: The CA as C(host\CA name); by default C(certreq) chooses it.
+        description:
+          - The CA as C(host\CA name).
+          - By default the module asks the host, as the machine, which enterprise CAs the forest publishes (one more remote
+            call) and uses the one that publishes O(enroll.template). When several do, it fails naming them, and this
+            option chooses. C(certreq) is never left to choose, since without a CA it asks on a desktop, and the SYSTEM task it
+            runs in has none.
         type: str
+      key_provider:
+        description:
+          - The provider that makes and keeps the new private key.
+          - V(schannel_csp), the default, is the C(Microsoft RSA SChannel Cryptographic Provider) (a CryptoAPI CSP,
+            provider type 12). .NET Framework's C(X509Certificate2.PrivateKey) returns its key, but null for a CNG
+            key, and whether Xtract Universal reads its key that way is not known (see the collection's docs/assumptions.md).
+          - V(software_ksp) is the C(Microsoft Software Key Storage Provider) (CNG), which Windows' own templates default to.
+            Choose it once Xtract Universal is known to start with a CNG key.
+        type: str
+        choices: [schannel_csp, software_ksp]
+        default: schannel_csp
       dns_names:
         description: The DNS names of the SAN; the first is also the subject's CN. By default O(fqdn), else the host's DNS name.
         type: list
@@ -128,10 +141,10 @@ options:
         C(files) folder first). A vault-encrypted file is decrypted.
       - The certificate is imported into C(LocalMachine\My), its key into the machine key set, unless it is
         there already. A copy in the store that is archived or has lost its key is repaired from the PFX.
-      - A PFX encrypted with AES (PBES2, the default of OpenSSL 3) is re-encoded on the controller with 3DES
-        and a SHA-1 MAC before it travels, because Windows Server 2016 cannot import AES-encrypted PFX files
-        (it reports a wrong password). Certificates, key and friendly names stay the same. Such a PFX needs a
-        password (O(pfx_password)).
+      - A PFX encrypted with AES (PBES2, the default of OpenSSL 3), or with a MAC other than SHA-1, is re-encoded on the
+        controller with 3DES and a SHA-1 MAC before it travels, because Windows Server 2016 cannot import AES-encrypted
+        PFX files (it reports a wrong password) and predates the SHA-256 MAC. Certificates, key and friendly names stay
+        the same. Such a PFX needs a password (O(pfx_password)).
     type: path
   pfx_content:
     description:
@@ -343,28 +356,8 @@ adoption:
       - thumbprint: 0A1B2C3D4E5F60718293A4B5C6D7E8F901234567
         subject: CN=other.example.com
         reason: its SAN does not name xu01.example.com
-journal_present:
-  description:
-    - Whether the run's journal (O(journal.name)) is on the host after the task, as the host answered its last
-      read or write of it; null when it is not known (the call that would tell had no answer).
-    - A caller whose journal should be gone (O(journal.state=absent) or O(journal.state=during)) removes it itself
-      when this is still true, for example after a failed O(journal.state=absent) guard.
-  returned: when O(journal) is given
-  type: bool
-stale:
-  description:
-    - True when a guard found the host changed since O(host_state) was read and O(host_state_changed=fail);
-      nothing was changed.
-  returned: on failure, with O(host_state_changed=fail)
-  type: bool
-host_state:
-  description:
-    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
-      on this host. Null when the last call did not complete.
-  returned: always
-  type: dict
 busy:
-  description: True when another run holds the host with a live lease in O(journal); nothing was changed.
+  description: True when another run holds the host with a live lease in its journal (a renewal is working on it); nothing was changed.
   returned: on failure, when another run holds the host
   type: bool
 owner:

@@ -32,9 +32,6 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
   - xtractuniversal.tls.run
-  - xtractuniversal.tls.host_state
-  - xtractuniversal.tls.host_state.changing
-  - xtractuniversal.tls.host_state.journal
 attributes:
   check_mode:
     support: full
@@ -85,7 +82,10 @@ options:
     description:
       - Minutes after closing when the host reopens the gate by itself, through a one-shot scheduled task that
         runs as SYSTEM and removes the rules of O(rule_group). Fractions of a minute are allowed.
-      - The deadline is computed from the controller's clock; keep the hosts' clocks in sync.
+      - The host sets the deadline from its own clock (its now plus O(auto_open_after), to the whole second), so
+        the gate stays closed for the whole of O(auto_open_after) whether the host's clock is ahead of the
+        controller's or behind it. The module checks that the host's Task Scheduler reports that time as the
+        task's next run.
       - V(0) registers no task (and removes an existing one), so the gate stays closed until it is opened.
       - From V(0) to V(10080) (7 days).
       - Not used when O(state=open).
@@ -104,6 +104,9 @@ options:
         and without exceptions. The gate's auto-open task leaves it alone, so a port held closed stays closed when the
         gate reopens by itself (the renew role holds the plain HTTP port while TLS is off).
       - The hold closes before the gate and opens after it.
+      - Releasing the hold (O(hold.state=open)) is refused, with nothing changed, while a port it holds serves plain HTTP
+        (TLS is off, and the hold is what keeps that from clients) or while a renewal holds the host with a live lease; this
+        costs one more read of those ports.
     type: dict
     suboptions:
       state:
@@ -163,28 +166,8 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-journal_present:
-  description:
-    - Whether the run's journal (O(journal.name)) is on the host after the task, as the host answered its last
-      read or write of it; null when it is not known (the call that would tell had no answer).
-    - A caller whose journal should be gone (O(journal.state=absent) or O(journal.state=during)) removes it itself
-      when this is still true, for example after a failed O(journal.state=absent) guard.
-  returned: when O(journal) is given
-  type: bool
-stale:
-  description:
-    - True when a guard found the host changed since O(host_state) was read and O(host_state_changed=fail);
-      nothing was changed.
-  returned: on failure, with O(host_state_changed=fail)
-  type: bool
-host_state:
-  description:
-    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
-      on this host. Null when the last call did not complete.
-  returned: always
-  type: dict
 busy:
-  description: True when another run holds the host with a live lease in O(journal); nothing was changed.
+  description: True when another run holds the host with a live lease in its journal (a renewal is working on it, and a release of the HTTP hold by hand is refused then); nothing was changed.
   returned: on failure, when another run holds the host
   type: bool
 owner:
@@ -215,7 +198,9 @@ rules:
 auto_open:
   description:
     - The scheduled task that reopens the gate, or null when there is none.
-    - C(run_at) is its next run time in UTC, null once the deadline has passed.
+    - C(run_at) is its next run time in UTC, on the host's clock; null once the deadline has passed.
+    - In check mode, a task still to be registered has the controller's estimate of that time, from the host's
+      clock as its answer reported it.
   returned: always
   type: dict
   sample: {"task": "xtractuniversal.tls gate auto-open", "run_at": "2026-11-26T21:41:57Z", "state": "Ready"}

@@ -24,8 +24,6 @@ description:
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.run
-  - xtractuniversal.tls.host_state
-  - xtractuniversal.tls.host_state.changing
 options:
   name:
     description:
@@ -79,18 +77,6 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-stale:
-  description:
-    - True when a guard found the host changed since O(host_state) was read and O(host_state_changed=fail);
-      nothing was changed.
-  returned: on failure, with O(host_state_changed=fail)
-  type: bool
-host_state:
-  description:
-    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
-      on this host. Null when the last call did not complete.
-  returned: always
-  type: dict
 busy:
   description: Another run holds a live lease on the host (its journal); nothing was changed.
   returned: failed

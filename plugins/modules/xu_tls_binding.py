@@ -34,9 +34,6 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
   - xtractuniversal.tls.run
-  - xtractuniversal.tls.host_state
-  - xtractuniversal.tls.host_state.changing
-  - xtractuniversal.tls.host_state.journal
 attributes:
   check_mode:
     support: full
@@ -168,28 +165,8 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-journal_present:
-  description:
-    - Whether the run's journal (O(journal.name)) is on the host after the task, as the host answered its last
-      read or write of it; null when it is not known (the call that would tell had no answer).
-    - A caller whose journal should be gone (O(journal.state=absent) or O(journal.state=during)) removes it itself
-      when this is still true, for example after a failed O(journal.state=absent) guard.
-  returned: when O(journal) is given
-  type: bool
-stale:
-  description:
-    - True when a guard found the host changed since O(host_state) was read and O(host_state_changed=fail);
-      nothing was changed.
-  returned: on failure, with O(host_state_changed=fail)
-  type: bool
-host_state:
-  description:
-    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
-      on this host. Null when the last call did not complete.
-  returned: always
-  type: dict
 busy:
-  description: True when another run holds the host with a live lease in O(journal); nothing was changed.
+  description: True when another run holds the host with a live lease in its journal (a renewal is working on it); nothing was changed.
   returned: on failure, when another run holds the host
   type: bool
 owner:

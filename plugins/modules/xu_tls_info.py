@@ -25,7 +25,6 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.attributes.info_module
   - xtractuniversal.tls.product
-  - xtractuniversal.tls.host_state
 options:
   fqdn:
     description:
@@ -88,12 +87,6 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-host_state:
-  description:
-    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
-      on this host. Null when the last call did not complete.
-  returned: always
-  type: dict
 installed:
   description: Whether the product's service and install dir were found.
   returned: always
@@ -226,6 +219,21 @@ gate:
   returned: always
   type: dict
   sample: {"state": "open", "rules": [], "auto_open": null, "hold": "open"}
+host_clock:
+  description:
+    - The host's clock against the controller's, measured from the host's own time in the agent's answer (see
+      docs/agent-protocol.md, I(The host's clock)).
+    - C(now) is the host's time at the read (ISO 8601 UTC with milliseconds), C(offset_s) how far its clock is
+      ahead of the controller's in seconds (negative when behind), C(uncertainty_s) how far that estimate may be off
+      either way (half the part of the call's round trip the agent did not run; 1 to 3 s on a real server).
+      All three are null when the host's answer did not say its time.
+    - A host whose clock is off by more than 5 minutes (300 s beyond C(uncertainty_s)) is reported in RV(problems),
+      since Kerberos refuses a skew above 5 minutes by default, so the host's Kerberos logons and its enrolment at a CA fail.
+    - The collection's own deadlines do not depend on it; the gate's auto-open task is set from the host's clock,
+      and a run's lease (RV(journal)'s C(lease_expires)) is a time on the host's clock, judged by this offset.
+  returned: always
+  type: dict
+  sample: {"now": "2026-11-26T20:13:57.412Z", "offset_s": 120.184, "uncertainty_s": 0.9}
 journal:
   description: The content of the journal named by O(journal_name), or null when there is none.
   returned: always

@@ -28,8 +28,6 @@ extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
   - xtractuniversal.tls.run
-  - xtractuniversal.tls.host_state
-  - xtractuniversal.tls.host_state.changing
 options:
   backup_file:
     description:
@@ -72,18 +70,6 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-stale:
-  description:
-    - True when a guard found the host changed since O(host_state) was read and O(host_state_changed=fail);
-      nothing was changed.
-  returned: on failure, with O(host_state_changed=fail)
-  type: bool
-host_state:
-  description:
-    - What the module read from the host last (after its change, when it made one), for O(host_state) of the next task
-      on this host. Null when the last call did not complete.
-  returned: always
-  type: dict
 path:
   description: The settings file on the host.
   returned: always

@@ -138,7 +138,9 @@ def restart_wanted(mode: str, changed: bool) -> bool:
 
 
 def backup_stamp(now: datetime.datetime | None = None) -> str:
-    # Microseconds: two backed-up writes within one second must not share (and overwrite) a backup.
+    """The time in a backup's name, to the microsecond: two backed-up writes within one second must not share (and
+    overwrite) a backup. The names order a file's backups on the host (the oldest are pruned), so the modules pass the
+    host's time (``Agent.host_now``): runs from controllers whose clocks differ keep them in order."""
     return (now or utc_now()).strftime("%Y%m%dT%H%M%S%fZ")
 
 

@@ -22,6 +22,7 @@ import copy
 import datetime
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -107,6 +108,8 @@ SOURCE_PFX = "pfx"
 SOURCE_RENEWAL = "renew_reusing_key"
 SOURCE_ADOPTION = "adopt"
 SOURCE_ENROLMENT = "enroll"
+# Listing the CAs is one SYSTEM task reading AD: far quicker than an enrolment.
+CA_LIST_TIMEOUT_S = 120
 # As the agent checks them; checked here first, so a bad value fails before the host is contacted.
 TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9 ._-]{1,64}\Z")
 CA_CONFIG = re.compile(r"^[A-Za-z0-9_.-]{1,253}\\[A-Za-z0-9 _.()-]{1,64}\Z")
@@ -294,6 +297,7 @@ def _enrolment(option: dict[str, Any]) -> dict[str, Any]:
         names.append(cleaned)
     return {
         "template": template, "ca_config": ca_config, "dns_names": names, "key_length": option.get("key_length") or 2048,
+        "key_provider": option.get("key_provider") or "schannel_csp",
         "run_as": "machine", "timeout_s": CERTREQ_TIMEOUT_S,
     }
 
@@ -708,6 +712,8 @@ class SwapJournal:
     raw: dict[str, Any] | None  # the run journal as read (or as this run wrote it)
     renewals_raw: dict[str, Any] | None  # the module's own record, when it has no run journal
     run_id: str
+    # The host's time now (Agent.host_now): the lease a write takes runs on the host's clock.
+    host_now: Callable[[], datetime.datetime]
     written: bool = False  # this module run wrote the run journal already
 
     def _own_records(self) -> list[dict[str, Any]]:
@@ -742,7 +748,7 @@ class SwapJournal:
             ride = ride.with_content({"renewal": record})
         if backups:
             ride = ride.with_backups(backups)
-        return ride.write_operations(self.raw, self.run_id)
+        return ride.write_operations(self.raw, self.run_id, self.host_now())
 
     def wrote(self, operations: list[Operation]) -> None:
         """The module's later operations find the run journal as ``operations`` (from ``before``) left it."""
@@ -824,7 +830,7 @@ def apply_plan(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, plan: S
         # Probed by name (fqdn, else the name the host reported): a server bound to its DNS name answers nothing else.
         restart_plan = RestartPlan(str(service["name"]), request.wait_timeout, expected, server_name)
     remove_in_call = plan.remove_old and restart_plan is not None and all(e.tls and e.thumbprint for e in restart_plan.expectations)
-    stamp = backup_stamp()
+    stamp = backup_stamp(run.agent.host_now())
     changes = [rewrite.change() for rewrite in plan.rewrites]
     planned = {c.path: backup_path_for(c.path, stamp) for c in changes if request.backup and c.before is not None}
     before = journals.before(backups=planned)
@@ -1045,7 +1051,43 @@ def renew(run: ModuleRun, old: StoreCertificate, journals: SwapJournal) -> str:
         raise XuError(f"Renewing {old.thumbprint} with the same key failed; nothing was changed: {e.msg}") from e
     if own and not results[-1].ok:
         run.warn(f"The renewal was not recorded in the host's journal ({error_text(results[-1])}); a later run may not recognise it")
+    warn_sweep(run, renewed)
     return _thumbprint(renewed.get("thumbprint"), "the renewed certificate's thumbprint")
+
+
+def choose_ca(run: ModuleRun, template: str) -> str:
+    """The enterprise CA to enrol from when enroll.ca_config is not given: the one that publishes the template.
+
+    certreq -submit without -config asks on a desktop which CA to use, and the SYSTEM task it runs in has none, so the host
+    is asked (as the machine: a WinRM logon cannot reach AD) which CAs the forest has; several that publish it are the
+    user's to choose from."""
+    (listing,) = run.agent.call([Operation("ca_list", {"timeout_s": CA_LIST_TIMEOUT_S})])
+    try:
+        answer = listing.value()
+    except OperationError as e:
+        raise XuError(f"The host could not list the forest's enterprise CAs ({e.error_type}: {e.error_message}); set enroll.ca_config") from e
+    warn_sweep(run, answer)
+    cas = [ca for ca in answer.get("cas") or [] if isinstance(ca, dict) and isinstance(ca.get("config"), str)]
+    publishing = [ca["config"] for ca in cas if template.casefold() in (str(t).casefold() for t in ca.get("templates") or [])]
+    if len(publishing) == 1:
+        return str(publishing[0])
+    if not publishing:
+        known = ", ".join(f"{ca['config']} ({', '.join(ca.get('templates') or []) or 'no templates'})" for ca in cas) or "none"
+        raise XuError(f"No enterprise CA of the forest publishes the template {template} (CAs: {known}); nothing was changed")
+    raise XuError(
+        f"Several enterprise CAs publish the template {template}: {', '.join(publishing)}; set enroll.ca_config to one of them."
+        " Nothing was changed"
+    )
+
+
+def warn_sweep(run: ModuleRun, answer: dict[str, Any]) -> None:
+    """The host could not remove what interrupted runs left of their certreq tasks (docs/agent-protocol.md, The certreq tasks)."""
+    error = answer.get("sweep_error")
+    if isinstance(error, dict):
+        run.warn(
+            f"Scheduled tasks 'xtractuniversal.tls certreq ...' that interrupted runs left behind could not be removed"
+            f" ({error.get('type')}: {error.get('message')}); a later run tries again"
+        )
 
 
 def _renewal_plan(
@@ -1111,6 +1153,8 @@ def enrol(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, journals: Sw
         if not fqdn:
             raise XuError("The host's DNS name is not known, so the certificate would name nothing; give enroll.dns_names or fqdn")
         arguments["dns_names"] = [fqdn]
+    if arguments.get("ca_config") is None:
+        arguments["ca_config"] = choose_ca(run, str(arguments["template"]))
     before = journals.before()
     journals.wrote(before)
     results = run.agent.call([*before, Operation("cert_enroll", arguments), Operation("cert_list", {"store": STORE, "thumbprints": None})])
@@ -1123,6 +1167,7 @@ def enrol(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, journals: Sw
     except OperationError as e:
         raise XuError(f"Enrolling a new certificate from the template {arguments['template']} failed; nothing was changed: {e.error_message}",
                       pending=e.error_type == "EnrollPending") from e
+    warn_sweep(run, enrolled)
     new = _thumbprint(enrolled.get("thumbprint"), "the enrolled certificate's thumbprint")
     listing = results[len(before) + 1]
     if not listing.ok:
@@ -1171,12 +1216,14 @@ def run_cert_swap(run: ModuleRun, files: ControllerFiles) -> dict[str, Any]:
     snapshot = read_snapshot(
         run.agent, profile, DEFAULT_GATE_GROUP, probe=False, journal_name=ride.name if ride else renewals, extra_files=request.extra_files,
     )
-    journals = SwapJournal(request.old, ride, snapshot.journal if ride else None, snapshot.journal if renewals else None, run.run_id)
+    journals = SwapJournal(
+        request.old, ride, snapshot.journal if ride else None, snapshot.journal if renewals else None, run.run_id, host_now=run.agent.host_now,
+    )
     require_installed(snapshot)
     # Refused before any change (a renewal included): a partial read, or settings whose serving cannot be checked.
     require_complete(snapshot)
     if ride is not None:
-        ride.check_owner(snapshot.journal, run.run_id)
+        ride.check_owner(snapshot.journal, run.run_id, snapshot.host_now)
     if snapshot.tls is not None:
         check_known(snapshot.tls, profile.settings_map)
     fqdn = request.fqdn or snapshot.fqdn

@@ -27,10 +27,18 @@ class RemoteError(XuError):
 
 
 class OperationError(XuError):
-    """One primitive reported an error on the host."""
+    """One primitive reported an error on the host.
 
-    def __init__(self, op: str, error_type: str, message: str, **fields: Any) -> None:
+    ``identity`` is the error as the host reported it (``type``, ``message`` and, from agents that report them,
+    ``exception``, ``fqid``, ``category``, ``hresult``, ``native_code``, ``inner``); ``kind`` is the controller's
+    judgement of it (``_windows_errors.classify``): ``not_found``, ``access_denied``, ``transient`` or ``other``.
+    """
+
+    def __init__(self, op: str, error_type: str, message: str, *, identity: dict[str, Any] | None = None, kind: str = "other",
+                 **fields: Any) -> None:
         super().__init__(f"{op} failed on the host: {error_type}: {message}", **fields)
         self.op = op
         self.error_type = error_type
         self.error_message = message
+        self.identity = identity or {"type": error_type, "message": message}
+        self.kind = kind

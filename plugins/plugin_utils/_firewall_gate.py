@@ -35,7 +35,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._addresses imp
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import event_warnings
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import GATE_CLOSED, GATE_OPENED, EventNote
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import (
@@ -98,11 +98,16 @@ class GateState:
 
 @dataclass(frozen=True)
 class GatePlan:
-    """What to change on the host; ``rules`` None leaves the group's rules as they are."""
+    """What to change on the host; ``rules`` None leaves the group's rules as they are.
+
+    ``deadline`` is when the auto-open task to register will run, by the controller's estimate of the host's clock
+    (what check mode reports); the host sets the real one from its own clock.
+    """
 
     rules: list[dict[str, Any]] | None
     register_task: dict[str, Any] | None
     remove_task: bool
+    deadline: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -132,7 +137,7 @@ class GatePlan:
             task = {
                 "name": request.task_name,
                 "state": "Ready",
-                "next_run_utc": self.register_task["run_at_utc"],
+                "next_run_utc": self.deadline,
                 "description": self.register_task["description"],
             }
         elif self.remove_task:
@@ -418,25 +423,28 @@ def block_rule(request: GateRequest, ports: Sequence[int], title: str) -> dict[s
     }
 
 
-def auto_open_deadline(now: datetime.datetime, minutes: float) -> str:
-    """``now`` plus ``minutes``, rounded up to the whole second the task scheduler works in."""
-    deadline = now + datetime.timedelta(minutes=minutes)
+def auto_open_deadline(host_now: datetime.datetime, minutes: float) -> str:
+    """``host_now`` plus ``minutes``, rounded up to the whole second, as the host sets its trigger."""
+    deadline = host_now + datetime.timedelta(minutes=minutes)
     if deadline.microsecond:
         deadline += datetime.timedelta(microseconds=1_000_000 - deadline.microsecond)
     return iso(deadline)
 
 
-def task_registration(request: GateRequest, now: datetime.datetime) -> dict[str, Any]:
-    run_at = auto_open_deadline(now, request.auto_open_after)
+def task_registration(request: GateRequest) -> dict[str, Any]:
+    """The auto-open task: the host runs it ``auto_open_after`` from its own now (a time from the controller's clock
+    would be off by however far the host's clock is)."""
+    delay_s = round(request.auto_open_after * 60, 3)
     description = json.dumps(
-        {"collection": COLLECTION, "purpose": "reopen the maintenance gate", "group": request.group, "deadline": run_at},
+        {"collection": COLLECTION, "purpose": "reopen the maintenance gate", "group": request.group, "after_s": delay_s},
         separators=(",", ":"),
     )
-    return {"name": request.task_name, "run_at_utc": run_at, "fw_group_to_remove": request.group, "description": description}
+    return {"name": request.task_name, "delay_s": delay_s, "fw_group_to_remove": request.group, "description": description}
 
 
-def plan_gate(request: GateRequest, current: GateState, desired: list[dict[str, Any]], now: datetime.datetime) -> GatePlan:
-    """What to change so the host has the ``desired`` rules and the auto-open task it should."""
+def plan_gate(request: GateRequest, current: GateState, desired: list[dict[str, Any]], host_now: datetime.datetime) -> GatePlan:
+    """What to change so the host has the ``desired`` rules and the auto-open task it should; ``host_now`` is the
+    controller's estimate of the host's clock (only for the deadline check mode reports)."""
     rules = None if same_rules(current.rules, desired) else desired
     if request.state == "open":
         return GatePlan(rules, register_task=None, remove_task=current.task is not None)
@@ -445,12 +453,15 @@ def plan_gate(request: GateRequest, current: GateState, desired: list[dict[str, 
     # The deadline is set when the gate closes: re-running the play keeps it, so an
     # abandoned gate still opens in time. A task left from an earlier, reopened gate is renewed.
     already_closed = current.summary()["state"] == "closed"
-    keep_task = current.task is not None and already_closed
-    return GatePlan(rules, register_task=None if keep_task else task_registration(request, now), remove_task=False)
+    if current.task is not None and already_closed:
+        return GatePlan(rules, register_task=None, remove_task=False)
+    return GatePlan(rules, task_registration(request), remove_task=False, deadline=auto_open_deadline(host_now, request.auto_open_after))
 
 
-def verify(request: GateRequest, plan: GatePlan, final: GateState, desired: list[dict[str, Any]]) -> None:
-    """XuError when the host reports another state than the one just applied."""
+def verify(request: GateRequest, plan: GatePlan, final: GateState, desired: list[dict[str, Any]], registered_at: str | None = None) -> None:
+    """XuError when the host reports another state than the one just applied; ``registered_at`` is the trigger the host
+    said it registered, which its Task Scheduler must report as the task's next run (a trigger shifted by a time zone
+    would show here)."""
     if not same_rules(final.rules, desired):
         raise XuError(
             f"The host reports other rules in group {request.group!r} than were just set; the gate is {final.summary()['state']}",
@@ -458,6 +469,13 @@ def verify(request: GateRequest, plan: GatePlan, final: GateState, desired: list
         )
     if plan.register_task is not None and final.task is None:
         raise XuError(f"The auto-open task {request.task_name!r} was registered but the host does not report it", rules=final.rules)
+    if plan.register_task is not None and final.task is not None and registered_at is not None and final.task.get("next_run_utc") != registered_at:
+        raise XuError(
+            f"The auto-open task {request.task_name!r} was registered for {registered_at} (the host's clock), but the host's Task"
+            f" Scheduler reports its next run at {final.task.get('next_run_utc')}: the gate would not reopen when planned."
+            " The gate's rules stay as set; open the gate (state=open) and report this",
+            rules=final.rules,
+        )
     if plan.remove_task and final.task is not None:
         raise XuError(f"The auto-open task {request.task_name!r} was removed but the host still reports it", rules=final.rules)
 
@@ -489,14 +507,14 @@ def gate_event(run_id: str, request: GateRequest, plan: GatePlan, ports: tuple[i
         summary += f"; ports {', '.join(map(str, hold.ports or ()))} held closed for everyone in '{hold.group}'"
     elif hold is not None:
         summary += f"; hold '{hold.group}' released"
-    deadline = plan.register_task["run_at_utc"] if plan.register_task is not None else None
+    after = f"{plan.register_task['delay_s']:g} s" if plan.register_task is not None else None
     return EventNote(
         module="xu_firewall_gate",
         run_id=run_id,
         event_id=GATE_CLOSED if closed else GATE_OPENED,
         summary=summary,
         details=(
-            ("group", request.group), ("auto_open_at_utc", deadline), ("auto_open_task_removed", "yes" if plan.remove_task else None),
+            ("group", request.group), ("auto_open_after", after), ("auto_open_task_removed", "yes" if plan.remove_task else None),
             ("hold_group", hold.group if hold is not None else None),
         ),
     )
@@ -513,10 +531,10 @@ class _Part:
     plan: GatePlan
 
 
-def _plan_part(request: GateRequest, current: GateState, ports: tuple[int, ...], title: str, now: datetime.datetime) -> _Part:
+def _plan_part(request: GateRequest, current: GateState, ports: tuple[int, ...], title: str, host_now: datetime.datetime) -> _Part:
     closed = request.state == "closed"
     desired = [block_rule(request, ports, title)] if closed else []
-    return _Part(request, current, ports, desired, plan_gate(request, current, desired, now))
+    return _Part(request, current, ports, desired, plan_gate(request, current, desired, host_now))
 
 
 def _part_result(part: _Part, final: GateState) -> dict[str, Any]:
@@ -555,7 +573,8 @@ def _apply_parts(
     for part, start, count in spans:
         if count:
             finals[part.request.group] = gate_state(applied[start:start + count])
-            verify(part.request, part.plan, finals[part.request.group], part.desired)
+            registered = applied[start].value().get("run_at_utc") if part.plan.register_task is not None else None
+            verify(part.request, part.plan, finals[part.request.group], part.desired, registered)
     return finals
 
 
@@ -602,24 +621,24 @@ def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
     if problem is not None:
         raise XuError(f"{problem}. Nothing was changed on the host", profiles=current.profiles)
     if watched is not None:
-        watched.check_owner(journal_raw, run_id)
+        watched.check_owner(journal_raw, run_id, run.agent.host_now())
     ports: tuple[int, ...] = ()
     if closed:
         ports = request.ports if request.ports is not None else check_ports(
             product_ports(gate_reads[0].value(), profile, run), in_use, "the product's ports (from its settings files)"
         )
-    now = utc_now()
-    parts = [_plan_part(request, current, ports, profile.title, now)]
+    host_now = run.agent.host_now()
+    parts = [_plan_part(request, current, ports, profile.title, host_now)]
     if hold is not None:
         hold_reads = results[len(gate_reads):len(gate_reads) + 2]
         held = gate_state(hold_reads)
         if hold.state == "open" and journal is None:
             refuse_plain_http_release(run, held)
-        parts.insert(0, _plan_part(hold, held, hold.ports or (), profile.title, now))
+        parts.insert(0, _plan_part(hold, held, hold.ports or (), profile.title, host_now))
 
     changed = any(part.plan.changed for part in parts)
     finals = {part.request.group: part.plan.predicted(part.current, part.request) for part in parts}
-    writes = journal.write_operations(journal_raw, run_id) if journal is not None else []
+    writes = journal.write_operations(journal_raw, run_id, host_now) if journal is not None else []
     removals = journal.removal_operations(written_journal(writes, journal_raw)) if journal is not None else []
     # Whether the finals are what the host reported (not a prediction of rules still to be written).
     reported = not changed

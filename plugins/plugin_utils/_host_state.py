@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, HostClock, Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, parse_iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 
@@ -95,6 +95,8 @@ class CarriedStateAgent:
     journal_present: dict[str, bool] = field(default_factory=dict)
     # The last content each journal was written with, whether or not the call's answer arrived.
     journal_sent: dict[str, str] = field(default_factory=dict)
+    # The host's clock as the carried state measured it, until this task's own calls measure it.
+    carried_clock: HostClock | None = None
 
     @classmethod
     def wrap(cls, agent: AgentClient, host: str, carried: Any) -> tuple[CarriedStateAgent, str | None]:
@@ -102,11 +104,22 @@ class CarriedStateAgent:
         wrapper = cls(agent, host, {_key(a.operation): a for a in answers}, chained=bool(carried), guard_pending=bool(answers))
         if answers:
             wrapper.read_at = parse_iso(carried.get("read_at"))
+            wrapper.carried_clock = HostClock.from_fact(carried.get("clock"))
         return wrapper, ignored
 
     @property
     def calls(self) -> int:
         return self.agent.calls
+
+    @property
+    def clock(self) -> HostClock | None:
+        return self.agent.clock or self.carried_clock
+
+    def host_now(self) -> datetime.datetime:
+        """The host's time now, by its answers to this task or else to the task that carried the state."""
+        if self.agent.clock is not None or self.carried_clock is None:
+            return self.agent.host_now()
+        return self.carried_clock.host_now(utc_now())
 
     def drop_carried(self) -> None:
         """Forget every answer: the next read goes to the host."""
@@ -188,6 +201,7 @@ class CarriedStateAgent:
             "format": FORMAT,
             "host": self.host,
             "read_at": iso(self.read_at),
+            **({"clock": self.clock.as_fact()} if self.clock is not None else {}),
             "answers": [
                 {"op": a.operation.op, "args": a.operation.args, "status": a.result.status, "result": a.result.result, "error": a.result.error}
                 for a in self.answers.values()

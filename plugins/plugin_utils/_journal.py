@@ -13,9 +13,8 @@ from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import DEFAULT_JOURNAL, MAX_LEASE_MINUTES, lease_owner
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import DEFAULT_JOURNAL, MAX_LEASE_MINUTES, lease_owner, lease_until
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
@@ -64,13 +63,14 @@ def run_journal(run: ModuleRun) -> dict[str, Any]:
     run_id = run.run_id
     current_raw = run.agent.call([Operation("journal_read", {"name": name})])[0].value()
     current = parse_journal(current_raw)
-    now = utc_now()
-    owner = lease_owner(current, run_id, now)
+    # The lease is the host's business: judged and written in its time, whatever the controller's clock says.
+    host_now = run.agent.host_now()
+    owner = lease_owner(current, run_id, host_now)
     if owner is not None:
         raise busy_error(name, owner)
     lease_expires = None
     if wanted is not None and lease is not None:
-        lease_expires = iso(now + datetime.timedelta(minutes=lease))
+        lease_expires = lease_until(host_now, lease)
         wanted = {**wanted, "run_id": run_id, "lease_expires": lease_expires}
     changed = current != wanted
     result: dict[str, Any] = {"changed": changed, "name": name, "previous": current, "content": wanted, "lease_expires": lease_expires}
@@ -156,14 +156,15 @@ class JournalRide:
     def read_operation(self) -> Operation:
         return Operation("journal_read", {"name": self.name})
 
-    def check_owner(self, current_raw: dict[str, Any] | None, run_id: str) -> None:
-        """XuError (busy) when another run holds a live lease on the host."""
-        owner = lease_owner(parse_journal(current_raw), run_id, utc_now())
+    def check_owner(self, current_raw: dict[str, Any] | None, run_id: str, host_now: datetime.datetime) -> None:
+        """XuError (busy) when another run holds a live lease on the host; ``host_now``: the host's time (``Agent.host_now``)."""
+        owner = lease_owner(parse_journal(current_raw), run_id, host_now)
         if owner is not None:
             raise busy_error(self.name, owner)
 
-    def write_operations(self, current_raw: dict[str, Any] | None, run_id: str) -> list[Operation]:
-        """The write before the change (``present``, ``during``), over the journal as read."""
+    def write_operations(self, current_raw: dict[str, Any] | None, run_id: str, host_now: datetime.datetime) -> list[Operation]:
+        """The write before the change (``present``, ``during``), over the journal as read; the lease runs from ``host_now``,
+        the host's time (``Agent.host_now``)."""
         if self.content is None:
             return []
         wanted = {**self.content, "run_id": run_id}
@@ -178,7 +179,7 @@ class JournalRide:
                 merged = JournalRide(self.name, self.state, wanted, None).with_backups({str(k): str(v) for k, v in earlier.items()}, first=True)
                 wanted = {**wanted, **(merged.content or {})}
         if self.lease_minutes is not None:
-            wanted["lease_expires"] = iso(utc_now() + datetime.timedelta(minutes=self.lease_minutes))
+            wanted["lease_expires"] = lease_until(host_now, self.lease_minutes)
         expected = (current_raw or {}).get("sha256") or "absent"
         return [Operation("journal_write", {"name": self.name, "content": journal_text(wanted), "expected_sha256": expected})]
 

@@ -5,6 +5,11 @@
 A journal with ``run_id`` and ``lease_expires`` says: this run is working on the host until
 then. Another run leaves such a host alone; only an expired lease may be taken over (the
 journal of an interrupted run, resumed or rolled back by the next one).
+
+``lease_expires`` is a time on the host's clock: written as the host's now plus the lease, and judged
+against the host's now (``Agent.host_now``, ``Snapshot.host_now``, or ``host_now_from`` of a report's
+``host_clock``), so that runs from controllers whose clocks differ, on a host whose clock is off, all see
+the same lease.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import parse_iso
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, parse_iso
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import MAX_AUTO_OPEN_MINUTES
 
 # The journal the renew role and the modules keep, unless told another name.
@@ -23,11 +28,25 @@ DEFAULT_JOURNAL = "renew"
 MAX_LEASE_MINUTES = MAX_AUTO_OPEN_MINUTES
 
 
-def lease_owner(current: Mapping[str, Any] | None, run_id: str, now: datetime.datetime) -> dict[str, Any] | None:
-    """The other run holding a live lease in ``current``; None when this run may write the journal."""
+def lease_until(host_now: datetime.datetime, minutes: float) -> str:
+    """The ``lease_expires`` of a lease of ``minutes`` taken at ``host_now`` (the host's time)."""
+    return iso(host_now + datetime.timedelta(minutes=minutes))
+
+
+def lease_owner(current: Mapping[str, Any] | None, run_id: str, host_now: datetime.datetime) -> dict[str, Any] | None:
+    """The other run holding a live lease in ``current`` at ``host_now`` (the host's time); None when this run may write the journal."""
     if not current or current.get("run_id") in (None, run_id):
         return None
     expires = parse_iso(current.get("lease_expires"))
-    if expires is None or expires <= now:
+    if expires is None or expires <= host_now:
         return None
     return {"run_id": current.get("run_id"), "step": current.get("step"), "lease_expires": current.get("lease_expires")}
+
+
+def host_now_from(host_clock: Mapping[str, Any] | None, controller_now: datetime.datetime) -> datetime.datetime:
+    """The host's time now, by the ``host_clock`` an xu_tls_info report carries (its ``offset_s``); the controller's
+    time when the report has none (a host that could not be read)."""
+    offset = (host_clock or {}).get("offset_s")
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)):
+        return controller_now
+    return controller_now + datetime.timedelta(seconds=offset)

@@ -35,6 +35,10 @@ MAX_CHAIN_LENGTH = 8
 PBES2_OID_DER = bytes.fromhex("06092a864886f70d01050d")
 # PBKDF iterations of the re-encoded file; Windows' own export uses 2000.
 WINDOWS_PFX_KDF_ROUNDS = 2048
+# The MAC every supported Windows Server verifies: SHA-1 (1.3.14.3.2.26), what Windows' own export writes. Server 2016 predates
+# the SHA-256 MAC that came with its AES export (PKCS12_PBES2_EXPORT_PARAMS: Windows 10 1709, Server 2019); unverified whether
+# its import checks one, so a PFX with any other MAC is re-encoded too (the stricter choice, docs/testing-on-windows.md).
+SHA1_MAC_OID = "1.3.14.3.2.26"
 
 
 class PfxError(ValueError):
@@ -119,20 +123,71 @@ def open_pfx(data: bytes, password: str | None, source: str = "the PFX") -> Open
     return OpenedPfx(certificate, others, friendly_name)
 
 
+def _der_item(data: bytes, position: int) -> tuple[int, int, int]:
+    """(tag, start of the content, end of the content) of the DER item at ``position``; ValueError when it is cut short."""
+    if position + 2 > len(data):
+        raise ValueError("truncated")
+    tag, length = data[position], data[position + 1]
+    start = position + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 4 or start + count > len(data):
+            raise ValueError("bad length")
+        length = int.from_bytes(data[start:start + count], "big")
+        start += count
+    if start + length > len(data):
+        raise ValueError("truncated")
+    return tag, start, start + length
+
+
+def _oid_text(encoded: bytes) -> str:
+    first, numbers, value = encoded[0], [], 0
+    for byte in encoded[1:]:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            numbers.append(value)
+            value = 0
+    return ".".join(str(n) for n in (first // 40, first % 40, *numbers))
+
+
+def pfx_mac_algorithm(data: bytes) -> str | None:
+    """The OID of the digest a PFX's MAC uses (PKCS #12: PFX ::= SEQUENCE {version, authSafe, macData MacData OPTIONAL},
+    MacData ::= SEQUENCE {mac DigestInfo, ...}); None when it has no MAC or is not a PFX this reader understands."""
+    try:
+        _tag, body, end = _der_item(data, 0)
+        _tag, _start, position = _der_item(data, body)  # version
+        _tag, _start, position = _der_item(data, position)  # authSafe
+        if position >= end:
+            return None
+        _tag, mac_data, _end = _der_item(data, position)  # macData
+        _tag, digest_info, _end = _der_item(data, mac_data)  # mac: DigestInfo
+        _tag, algorithm, _end = _der_item(data, digest_info)  # digestAlgorithm: AlgorithmIdentifier
+        tag, oid, oid_end = _der_item(data, algorithm)
+    except ValueError:
+        return None
+    return _oid_text(data[oid:oid_end]) if tag == 0x06 and oid_end > oid else None
+
+
+def windows_2016_reads(data: bytes) -> bool:
+    """Whether Windows Server 2016 imports the PFX as it is: no PBES2 (AES), and no MAC other than SHA-1."""
+    return PBES2_OID_DER not in data and pfx_mac_algorithm(data) in (None, SHA1_MAC_OID)
+
+
 def pfx_for_windows(data: bytes, password: str | None) -> bytes:
-    """The PFX as every supported Windows Server imports it: re-encoded with 3DES and a SHA-1 MAC when it uses PBES2.
+    """The PFX as every supported Windows Server imports it: re-encoded with 3DES and a SHA-1 MAC when it uses PBES2 or
+    another MAC.
 
     The certificates, their order and friendly names and the key stay the same; whether the key
     may be exported is decided at import (``pfx_exportable``), not here. A PFX already in the
-    legacy encryption travels as it is. PfxError when it uses PBES2 without a password: a file
-    without one cannot be re-encoded with the legacy algorithms here.
+    legacy encryption with a SHA-1 MAC travels as it is. PfxError when it must be re-encoded and
+    has no password: a file without one cannot be re-encoded with the legacy algorithms here.
     """
-    if PBES2_OID_DER not in data:
+    if windows_2016_reads(data):
         return data
     if not password:
         raise PfxError(
-            "The PFX is encrypted with AES (PBES2) and has no password, which Windows Server 2016 cannot import;"
-            " export it with a password (then it is re-encoded for the host) or with `openssl pkcs12 -export -legacy`"
+            "The PFX is encrypted with AES (PBES2) or has a MAC other than SHA-1 and has no password, which Windows Server 2016"
+            " cannot import; export it with a password (then it is re-encoded for the host) or with `openssl pkcs12 -export -legacy`"
         )
     bundle = pkcs12.load_pkcs12(data, password.encode("utf-8"))
     key = bundle.key

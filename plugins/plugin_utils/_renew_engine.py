@@ -563,7 +563,7 @@ class Renewal:
                 info = self.read(fresh=True)
             except XuError as e:
                 return _no_recovery(f"the server could not be read ({e.msg}); the journal stays for the next run"), None, [e.msg]
-            owner = lease_owner(as_dict(info.get("journal")), self.ctx.run_id, utc_now())
+            owner = lease_owner(as_dict(info.get("journal")), self.ctx.run_id, self.ctx.agent.host_now())
             if owner is not None:
                 raise LeaseLost(f"run {owner['run_id']} holds its lease until {owner['lease_expires']}")
             journal = self.journal.record

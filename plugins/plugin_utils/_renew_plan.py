@@ -19,7 +19,7 @@ from typing import Any
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import Adoption, adoption_in_report
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import lease_owner
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import host_now_from, lease_owner
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import (
     HTTPS_PROTOCOLS,
     ISO_FORMAT,
@@ -405,14 +405,16 @@ def _unread_plan(info: Mapping[str, Any], mode: str, strategy: str) -> Plan:
 
 
 def _journal_action(info: Mapping[str, Any], run_id: Any, now: datetime.datetime) -> dict[str, Any] | None:
-    """What a journal on the host decides: blocked (unreadable), busy (another run's live lease), resume; None without one."""
+    """What a journal on the host decides: blocked (unreadable), busy (another run's live lease), resume; None without one.
+
+    ``now`` is the controller's time; the lease is judged on the host's clock, by the offset xu_tls_info measured."""
     if info.get("journal_error"):
         # Whether another run holds the host, or an interrupted one must be resumed first, is unknown.
         return {"action": "blocked", "gate_closed": False, "reason": f"its journal could not be read ({info['journal_error']}); nothing was done"}
     journal = info.get("journal")
     if journal is None:
         return None
-    owner = lease_owner(as_dict(journal), str(run_id or ""), now)
+    owner = lease_owner(as_dict(journal), str(run_id or ""), host_now_from(as_dict(info.get("host_clock")), now))
     if owner is not None:
         # Another run is working on this host right now: not a single change, not even its gate.
         return {

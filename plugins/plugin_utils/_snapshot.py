@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Agent, Operation, OperationResult
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Agent, HostClock, Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import (
     CertificateFacts,
     ServiceIdentity,
@@ -76,6 +76,7 @@ class Probe:
 @dataclass
 class Snapshot:
     profile: ProductProfile
+    # The controller's time at the read (certificates are judged by it, as their clients judge them).
     now: datetime.datetime
     computer: dict[str, Any]
     service: dict[str, Any] | None
@@ -93,6 +94,10 @@ class Snapshot:
     read_errors: list[str] = field(default_factory=list)
     # The renewal journal ({exists, content}), when the caller asked for it.
     journal: dict[str, Any] | None = None
+    # The host's clock against the controller's (None: no answer said it), and the host's time at the read by it:
+    # what the host decides by its clock (a lease, a task's deadline) is judged by this, not by ``now``.
+    clock: HostClock | None = None
+    host_now: datetime.datetime = field(default_factory=utc_now)
 
     @property
     def installed(self) -> bool:
@@ -270,6 +275,8 @@ def read_snapshot(
     results = agent.call(operations, stop_on_error=False)
     discover = results[0].value()
     snapshot = _build(profile, discover, results)
+    snapshot.clock = agent.clock
+    snapshot.host_now = snapshot.now + snapshot.clock.offset if snapshot.clock is not None else snapshot.now
     if journal_name is not None:
         # An unreadable journal is reported, not fatal: the rest of the read is still good.
         if results[-1].ok:

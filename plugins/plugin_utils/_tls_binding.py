@@ -11,6 +11,7 @@ against a snapshot). ``run_tls_binding`` only reads, plans and hands the plan to
 from __future__ import annotations
 
 import copy
+import datetime
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -456,6 +457,7 @@ def _prune(snapshot: Snapshot, change: FileChange | None, journal: JournalRide |
 
 def journal_operations(
     journal: JournalRide | None, current: dict[str, Any] | None, change: FileChange | None, stamp: str, run_id: str,
+    *, host_now: datetime.datetime,
 ) -> tuple[list[Operation], list[Operation]]:
     """The run journal's write before the change and its removal after it. The write names the backup the change makes
     (``change`` None: none is made), so a later run finds the bytes from before the run even when this one dies before
@@ -464,7 +466,7 @@ def journal_operations(
         return [], []
     if change is not None and change.before is not None:
         journal = journal.with_backups({change.path: backup_path_for(change.path, stamp)})
-    writes = journal.write_operations(current, run_id)
+    writes = journal.write_operations(current, run_id, host_now)
     return writes, journal.removal_operations(written_journal(writes, current))
 
 
@@ -477,7 +479,7 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
         run.agent, profile, DEFAULT_GATE_GROUP, server_name=request.fqdn, journal_name=journal.name if journal else None,
     )
     if journal is not None:
-        journal.check_owner(snapshot.journal, run_id)
+        journal.check_owner(snapshot.journal, run_id, snapshot.host_now)
     plan = plan_binding(snapshot, request)
     for warning in plan.warnings:
         run.warn(f"{run.host}: {warning}" if run.host else warning)
@@ -497,8 +499,10 @@ def run_tls_binding(run: ModuleRun) -> dict[str, Any]:
     }
     if run.diff and plan.change is not None:
         result["diff"] = plan.change.diff()
-    stamp = backup_stamp()
-    writes, removals = journal_operations(journal, snapshot.journal, plan.change if request.backup else None, stamp, run_id)
+    stamp = backup_stamp(run.agent.host_now())
+    writes, removals = journal_operations(
+        journal, snapshot.journal, plan.change if request.backup else None, stamp, run_id, host_now=run.agent.host_now(),
+    )
     if run.check_mode or not (plan.changed or writes or removals):
         return result
 

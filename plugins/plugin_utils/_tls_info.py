@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import format_host_time
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import check_group_name, gate_summary
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
@@ -77,6 +78,29 @@ def certificate_problems(role: str, details: dict[str, Any] | None, expiry_warni
     return problems
 
 
+# Past this, a host's clock is reported as a problem: Kerberos refuses a skew above 5 minutes by default (its "maximum
+# tolerance for computer clock synchronization"), so the host's logons, WinRM over Kerberos among them, and its
+# enrolment at the CA fail; and the times it writes into its logs mislead whoever lines them up with others.
+MAX_CLOCK_OFFSET_S = 300
+
+
+def clock_report(snapshot: Snapshot) -> tuple[dict[str, Any], str | None]:
+    """The host's clock against the controller's (``host_clock``), and a problem when it is off by more than 5 minutes."""
+    clock = snapshot.clock
+    if clock is None:
+        return {"now": None, "offset_s": None, "uncertainty_s": None}, None
+    report = {"now": format_host_time(snapshot.host_now), **clock.as_fact()}
+    offset, uncertainty = clock.offset.total_seconds(), clock.uncertainty.total_seconds()
+    if abs(offset) - uncertainty <= MAX_CLOCK_OFFSET_S:
+        return report, None
+    problem = (
+        f"the host's clock is {abs(offset):.0f} s {'ahead of' if offset > 0 else 'behind'} the controller's (more than"
+        f" {MAX_CLOCK_OFFSET_S // 60} minutes): Kerberos logons and enrolment fail past 5 minutes; fix the host's time"
+        " synchronisation (w32tm). The collection's deadlines and leases run on the host's own clock"
+    )
+    return report, problem
+
+
 def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: int, run_id: str | None = None) -> dict[str, Any]:
     profile = snapshot.profile
     problems: list[str] = list(snapshot.read_errors)
@@ -96,6 +120,9 @@ def build_report(snapshot: Snapshot, *, fqdn: str | None, expiry_warning_days: i
         },
         "gate": {**snapshot.gate_summary(), "hold": gate_summary(snapshot.hold_rules, None)["state"]},
     }
+    report["host_clock"], clock_problem = clock_report(snapshot)
+    if clock_problem is not None:
+        problems.append(clock_problem)
     if not snapshot.installed:
         problems.append(f"{profile.title} is not installed (no service {profile.service_display_name!r} or no install dir)")
     if snapshot.settings_error:

@@ -91,8 +91,8 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
     # A run's journal rides in the call: written (its lease) before the restore, and refused when another run holds it.
     writes: list[Operation] = []
     if journal is not None:
-        journal.check_owner(snapshot.journal, run_id)
-        writes = journal.write_operations(snapshot.journal, run_id)
+        journal.check_owner(snapshot.journal, run_id, run.agent.host_now())
+        writes = journal.write_operations(snapshot.journal, run_id, run.agent.host_now())
     if run.check_mode or not result["changed"]:
         return result
 
@@ -105,7 +105,7 @@ def run_tls_restore(run: ModuleRun) -> dict[str, Any]:
             run.agent,
             changes=[] if identical else [change],
             pre_ops=writes,
-            stamp=backup_stamp(),
+            stamp=backup_stamp(run.agent.host_now()),
             backup=True,  # the file it replaces is kept: an edit made after the backup is never lost
             # Probed by the name the host reported: a server bound to its DNS name answers nothing else.
             restart=RestartPlan(str(snapshot.service["name"]), params["wait_timeout"], expected, snapshot.fqdn) if restart else None,

@@ -39,7 +39,8 @@ host of docs/renew.md: 2, 3, 3 and 6), with the role's shortest gate deadline (1
 
 * at once, the invariants of invariants.check_host for a killed run (the gate reopens at its deadline; plain HTTP is
   never open to outside clients);
-* once the dead run's lease has expired, the next run (`chaos-next`) resumes and renews: rc 0, ``renewed`` (or
+* once the lab's clock is advanced past the dead run's lease (no waiting: the host's clock decides, and its gate's
+  auto-open task runs at its deadline on the way), the next run (`chaos-next`) resumes and renews: rc 0, ``renewed`` (or
   ``not_due`` when the call the run was killed after had already finished the renewal), the host serves a new
   certificate, the invariants hold, the gate is open, no journal is left, and tls.json keeps the unknown object's
   values.
@@ -53,7 +54,7 @@ per-sweep counts and the totals; exit code 1 when any check failed.
                                                          # that changes something, once: at reuse_key/documented, or else
                                                          # replace/minimal_outage; two scenarios at a time
     .venv/bin/python tests/chaos/run.py --sweeps faults --modes replace --ops pfx_import --kinds drop_connection --keep
-    .venv/bin/python tests/chaos/run.py --sweeps kills --jobs 2      # the kill points alone (each waits out a 1-minute lease)
+    .venv/bin/python tests/chaos/run.py --sweeps kills --jobs 2      # the kill points alone
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs12  # noqa: E402
-from invariants import XU_ACCOUNT, Baseline, baseline, check_host  # noqa: E402
-from labtools import BIN, CALLBACKS, Lab, PlaybookRun, start_lab, stop_lab  # noqa: E402
+from invariants import GATE_GROUP, XU_ACCOUNT, Baseline, baseline, check_gate, check_host  # noqa: E402
+from labtools import BIN, CALLBACKS, Lab, PlaybookRun, parse_time, start_lab, stop_lab  # noqa: E402
 
 from xulab import control  # noqa: E402
 
@@ -127,6 +128,11 @@ class FastLab(Lab):
 
     def fault(self, host: str, **settings: object) -> None:
         control.request(self.dir, "fault", host=host, set={key: str(value) for key, value in settings.items()})
+
+    def advance_past(self, host: str, moment: str) -> dict[str, Any]:
+        now = parse_time(control.request(self.dir, "clock", host=host)["hosts"][host]["now"])
+        clocks: dict[str, Any] = control.request(self.dir, "clock", advance=max(0.0, parse_time(moment) - now) + 1)
+        return clocks
 
 
 def fresh_lab(directory: pathlib.Path, restart_delay: float) -> FastLab:
@@ -582,11 +588,15 @@ def kill_run(scenario: KillScenario, args: argparse.Namespace) -> Outcome:
         registered = [e for e in lab.events(HOST)[base.events:] if e["type"] == "task" and e["action"] == "registered" and e.get("run_at_utc")]
         gate_deadline = None
         if registered:
-            gate_deadline = time.mktime(time.strptime(registered[-1]["run_at_utc"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+            gate_deadline = parse_time(registered[-1]["run_at_utc"])
         killed_problems = check_host(lab, HOST, base, killed_deadline=gate_deadline, end=False)
         outcome.check("invariants after the kill", killed_problems)
+        left_closed = any(rule.get("group") == GATE_GROUP for rule in lab.state(HOST)["firewall"]["rules"])
 
-        wait_out_the_lease(lab)
+        advance_past_the_lease(lab)
+        if left_closed:
+            # The dead run's gate reopened by itself, at its deadline on the host's clock, neither before nor after.
+            outcome.check("the gate reopened at its deadline", check_gate(lab, HOST, lab.events(HOST)[base.events:], killed_deadline=gate_deadline))
         tmp = directory / "next"
         tmp.mkdir()
         run = lab.playbook(PLAYBOOK, tmp_path=tmp, extra_args=(*extra, "-e", "xu_renew_run_id=chaos-next"))
@@ -615,13 +625,13 @@ def killed_run(lab: Lab, base: Baseline, extra: tuple[str, ...], after_call: int
     return reached
 
 
-def wait_out_the_lease(lab: Lab) -> None:
-    """The dead run's lease must expire before another run may take the host over."""
+def advance_past_the_lease(lab: Lab) -> None:
+    """The dead run's lease must expire before another run may take the host over: the host's clock is moved past it
+    (its gate's auto-open task, due earlier, runs on the way, at its deadline)."""
     journal = lab.state(HOST)["journals"].get("renew")
-    if journal:
-        lease = json.loads(journal).get("lease_expires")
-        expires = time.mktime(time.strptime(lease, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone if lease else time.time()
-        time.sleep(max(0.0, expires - time.time() + 1))
+    lease = json.loads(journal).get("lease_expires") if journal else None
+    if lease:
+        lab.advance_past(HOST, lease)
 
 
 def check_next_run(outcome: Outcome, lab: Lab, base: Baseline, run: PlaybookRun, pfx: str | None) -> None:

@@ -7,6 +7,7 @@ hosts' event logs and files, and what ansible-playbook printed.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import pathlib
@@ -64,6 +65,20 @@ class Lab:
             args += ["--set", f"{key}={value}"]
         self.xulab("fault", "--dir", str(self.dir), "--host", host, *args)
 
+    def clock(self, *args: str) -> dict[str, Any]:
+        """`xulab clock`: every host's clock (`hosts` {name: {`now`, `offset_s`}}, `advanced_s`) after ``args``."""
+        clocks: dict[str, Any] = json.loads(self.xulab("clock", "--dir", str(self.dir), *args))
+        return clocks
+
+    def advance_clock(self, seconds: float) -> dict[str, Any]:
+        """Move every host's clock forward; the scheduled tasks it passes have run when this returns."""
+        return self.clock("--advance", repr(float(seconds)))
+
+    def advance_past(self, host: str, moment: str) -> dict[str, Any]:
+        """Advance until ``host``'s clock is past ``moment`` (ISO 8601 UTC), by at least a second."""
+        now = parse_time(self.clock("--host", host)["hosts"][host]["now"])
+        return self.advance_clock(max(0.0, parse_time(moment) - now) + 1)
+
     def events(self, host: str, kind: str | None = None) -> list[dict[str, Any]]:
         path = self.dir / "hosts" / host / "events.jsonl"
         events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -116,6 +131,11 @@ class Lab:
         done = subprocess.run(command, capture_output=True, text=True, env=run_env, cwd=REPO, timeout=900, check=False)
         results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         return PlaybookRun(done.returncode, done.stdout, done.stderr, results)
+
+
+def parse_time(value: str) -> float:
+    """An ISO 8601 UTC time (`2026-11-26T20:11:57Z`, with or without milliseconds) as a POSIX timestamp, as events' `ts`."""
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def start_lab(directory: pathlib.Path, *args: str) -> Lab:

@@ -80,7 +80,7 @@ def test_cert_enroll_over_winrm_as_the_machine_in_the_session_and_pending(lab_fa
     assert state["san"] == names and state["subject"] == "CN=xu01.xulab.test" and state["issuer"] == before[next(iter(before))]["issuer"]
 
     # A template that needs a CA manager's approval: pending, with the CA's request id.
-    (pending,) = agent.call([Operation("cert_enroll", {"template": "XUApproval", "dns_names": names})])
+    (pending,) = agent.call([Operation("cert_enroll", {"template": "XUApproval", "dns_names": names, "ca_config": lab.info["ca"]["config"]})])
     with pytest.raises(OperationError) as held:
         pending.value()
     assert held.value.error_type == "EnrollPending"

@@ -55,10 +55,10 @@ def test_a_host_another_run_holds_is_left_alone_until_its_lease_expires(lab_fact
     assert lab.state("xu01")["firewall"]["exposure"] == exposure
     assert "TOTAL  2 hosts: 1 busy, 1 renewed" in run_b.stdout
 
-    # Run A never came back; its lease has expired (as its gate reopened): the next run resumes the host.
-    journal = json.loads(held)
-    journal["lease_expires"] = "2020-01-01T00:00:00Z"
-    journal_file.write_text(json.dumps(journal))
+    # Run A never came back: once the host's clock passes its lease (its gate reopens on the way), the next run resumes.
+    deadline = next(e["run_at_utc"] for e in lab.events("xu01", "task") if e["action"] == "registered")
+    lab.advance_past("xu01", max(json.loads(held)["lease_expires"], deadline))
+    assert [e["name"] for e in lab.events("xu01", "task") if e["action"] == "ran"] == [f"{GATE} auto-open"]
     run_c = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_run_id=run-c")
     assert run_c.rc == 0, run_c.stdout[-4000:]
     resumed = summaries(run_c)["xu01"]

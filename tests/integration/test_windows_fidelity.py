@@ -11,6 +11,8 @@ import json
 import pathlib
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
 from labtools import Lab
 from test_xu_cert_swap import TLS_JSON, bound, issue, new_password, served, store, swap_task
 
@@ -43,6 +45,30 @@ def test_an_aes_pfx_reaches_a_server_2016_host(lab_factory: Any, tmp_path: pathl
     assert served(lab) == {8064: new, 8165: new} and bound(lab) == new
     assert store(lab)[new]["exportable"] is False
     assert password not in run.stdout + run.stderr
+
+
+def test_a_3des_pfx_with_a_sha256_mac_reaches_a_server_2016_host(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    # Encrypted as Windows reads it, but its MAC is SHA-256 (OpenSSL 3 with -certpbe/-keypbe 3DES, cryptography's default):
+    # 2016 predates that MAC, so the controller re-encodes the file as it does an AES one.
+    lab = start(lab_factory, "--windows-version", "2016")
+    password = new_password()
+    minted = issue(lab, tmp_path, "legacy.pfx", password)
+    opened = pkcs12.load_pkcs12((tmp_path / "files" / "legacy.pfx").read_bytes(), password.encode())
+    assert opened.cert is not None and opened.key is not None
+    sha256_mac = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+        .hmac_hash(hashes.SHA256())
+        .build(password.encode())
+    )
+    data = pkcs12.serialize_key_and_certificates(b"xu01", opened.key, opened.cert.certificate, None, sha256_mac)  # type: ignore[arg-type]
+    (tmp_path / "files" / "sha256mac.pfx").write_bytes(data)
+    old = bound(lab)
+    run = lab.playbook([swap_task(old_thumbprint=old, pfx_path="sha256mac.pfx", pfx_password=password, grant_key_access=True)], tmp_path=tmp_path)
+    assert run.rc == 0, run.stdout + run.stderr
+    new = minted["thumbprint"]
+    assert [e["thumbprint"] for e in lab.events("xu01", "cert_add") if e["source"] == "pfx_import"] == [new]
+    assert served(lab) == {8064: new, 8165: new} and bound(lab) == new
 
 
 def test_a_networkservice_host_with_a_bom_and_a_dependent_renews_as_the_machine(lab_factory: Any, tmp_path: pathlib.Path) -> None:

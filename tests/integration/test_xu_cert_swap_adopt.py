@@ -82,7 +82,13 @@ def test_enroll_swaps_to_a_new_key_enrolled_as_the_machine(lab_factory: Any, tmp
     assert any(rule["identity"] == "NT SERVICE\\XtractUniversal Service" and rule["rights"] == "Read" for rule in entry["key_acl"])
     assert entry["san"] == ["xu01.xulab.test"] and done.of("xu01", "swap")["key_access_granted"] is True
 
-    # A template the host may not enrol: certreq's refusal, nothing changed.
+    # A template no CA publishes: the host's list of the forest's CAs says so before certreq runs; nothing changed.
     refused = lab.playbook([swap_task(old_thumbprint=new, enroll={"template": "NoSuchTemplate"}, fqdn="xu01.xulab.test")], tmp_path=tmp_path)
     result = refused.of("xu01", "swap")
-    assert refused.rc != 0 and result["_status"] == "failed" and "certreq exited with" in result["msg"] and bound(lab) == new
+    assert refused.rc != 0 and result["_status"] == "failed" and bound(lab) == new
+    assert result["msg"].startswith("No enterprise CA of the forest publishes the template NoSuchTemplate")
+    # Named, the CA gets the request and refuses it as certreq reports it.
+    named = {"template": "NoSuchTemplate", "ca_config": lab.info["ca"]["config"]}
+    refused = lab.playbook([swap_task(old_thumbprint=new, enroll=named, fqdn="xu01.xulab.test")], tmp_path=tmp_path)
+    result = refused.of("xu01", "swap")
+    assert refused.rc != 0 and "certreq exited with" in result["msg"] and bound(lab) == new

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pathlib
 import socket
 import ssl
-import time
 from typing import Any
 
-from labtools import Lab
+from labtools import Lab, parse_time
 
 HOST = "xu01"
 GROUP = "xtractuniversal.tls gate"
@@ -173,20 +172,25 @@ def test_bad_inputs_touch_nothing(lab_factory: Any, tmp_path: pathlib.Path) -> N
 
 def test_abandoned_gate_reopens_by_itself(lab_factory: Any, tmp_path: pathlib.Path) -> None:
     lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy")
-    # 0.05 minutes: the host reopens the gate three seconds after closing it.
-    run = lab.playbook([gate_task(state="closed", auto_open_after=0.05)], tmp_path=tmp_path)
+    run = lab.playbook([gate_task(state="closed", auto_open_after=30)], tmp_path=tmp_path)
     assert run.rc == 0, run.stdout + run.stderr
-    closed_at = time.time()
     assert exposure(lab.state(HOST)) == dict.fromkeys(XU_PORTS, "closed")
     assert https_version(lab, OUTSIDE_CLIENT) is None
+    # The host set the deadline from its own clock: 30 minutes after it registered the task, rounded up to the whole
+    # second (`host_time` has milliseconds).
+    [registered] = [e for e in lab.events(HOST, "task") if e["action"] == "registered"]
+    deadline = parse_time(registered["run_at_utc"])
+    assert 1800 <= deadline - parse_time(registered["host_time"]) < 1801.001
+    assert run.of(HOST, "gate")["auto_open"]["run_at"] == registered["run_at_utc"]
 
-    deadline = closed_at + 10
-    while time.time() < deadline and not any(e["action"] == "ran" for e in lab.events(HOST, "task")):
-        time.sleep(0.25)
+    # The lab's clock, not real time, brings the deadline: 29 minutes on, the gate is still closed.
+    lab.advance_clock(29 * 60)
+    assert exposure(lab.state(HOST)) == dict.fromkeys(XU_PORTS, "closed")
+    lab.advance_past(HOST, registered["run_at_utc"])
     [ran] = [e for e in lab.events(HOST, "task") if e["action"] == "ran"]
     assert ran["name"] == TASK and ran["removed_rules"] == 1
-    # Not before the deadline the module set (whole seconds, rounded up).
-    assert ran["ts"] >= closed_at + 2
+    # At the deadline, not a moment before (the host's clock stamps its event log).
+    assert ran["ts"] == deadline
     state = lab.state(HOST)
     assert group_rules(state) == [] and state["tasks"] == []
     assert exposure(state) == dict.fromkeys(XU_PORTS, "open")

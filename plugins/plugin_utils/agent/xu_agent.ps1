@@ -1,5 +1,7 @@
 # xtractuniversal.tls agent 1
 param($Request)
+# How long the agent runs: the answer says it with the host's time, so the controller can tell the host's clock.
+$AgentWatch = [Diagnostics.Stopwatch]::StartNew()
 # The host side of docs/agent-protocol.md, for Windows PowerShell 5.1 on .NET Framework 4.6.2+.
 # Its only output is one JSON object (the answer): every other output is discarded or silenced.
 $ErrorActionPreference = 'Stop'
@@ -8,6 +10,8 @@ $WarningPreference = 'SilentlyContinue'
 $VerbosePreference = 'SilentlyContinue'
 $InformationPreference = 'SilentlyContinue'
 Set-StrictMode -Off
+# [System.ServiceProcess.ServiceController] is not resolvable before its assembly is loaded, and nothing loads it earlier.
+Add-Type -AssemblyName System.ServiceProcess
 
 # \z, not $: $ also matches before a final newline, which must not reach a path or a command line.
 $GroupTaskPattern = '^[A-Za-z0-9 ._-]{1,64}\z'
@@ -17,6 +21,14 @@ $ServerNamePattern = '^(?=.{1,253}\z)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*
 # A template's name goes into an INF file; host\CA name onto a task's command line (Task Scheduler expands %: none, no ").
 $TemplateNamePattern = '^[A-Za-z0-9 ._-]{1,64}\z'
 $CaConfigPattern = '^[A-Za-z0-9_.-]{1,253}\\[A-Za-z0-9 _.()-]{1,64}\z'
+# The key providers cert_enroll offers: .NET Framework's X509Certificate2.PrivateKey is null for a CNG (KSP) key, so the CSP is the default.
+$KeyProviders = @{
+    'schannel_csp' = @('ProviderName = "Microsoft RSA SChannel Cryptographic Provider"', 'ProviderType = 12')
+    'software_ksp' = @('ProviderName = "Microsoft Software Key Storage Provider"')
+}
+# Run as the machine (a WinRM logon cannot reach AD): each enterprise CA of the forest, as host\CA name|template,template,...,
+# written to the file it is given by .NET (Out-File, behind *>, may cut lines at the console's width), or the error's text.
+$CaListScript = 'param($o) try { $c = ([ADSI]''LDAP://RootDSE'').configurationNamingContext; $l = foreach ($e in ([ADSI](''LDAP://CN=Enrollment Services,CN=Public Key Services,CN=Services,'' + $c)).Children) { [string]$e.dNSHostName + ''\'' + [string]$e.cn + ''|'' + (@($e.certificateTemplates) -join '','') }; [IO.File]::WriteAllLines($o, [string[]]@($l)) } catch { [IO.File]::WriteAllText($o, $_.Exception.Message); exit 1 }'
 $ProgramData = [Environment]::GetFolderPath('CommonApplicationData')
 $JournalDir = [IO.Path]::Combine($ProgramData, 'xtractuniversal.tls')
 $Utf8NoBom = [Text.UTF8Encoding]::new($false)
@@ -25,12 +37,16 @@ $Utf8Strict = [Text.UTF8Encoding]::new($false, $true)
 $Utf8Bom = [byte[]](0xEF, 0xBB, 0xBF)
 # Accounts whose logon holds fixed groups (docs/agent-protocol.md, Accounts). Win32_Service spells them these ways.
 $SystemSid = 'S-1-5-18'
+# Who may own and use the collection's folder in ProgramData: SYSTEM and Administrators.
+$TrustedSids = $SystemSid, 'S-1-5-32-544'
 $ServiceAccountGroups = 'S-1-1-0', 'S-1-5-11', 'S-1-5-32-545', 'S-1-5-6'
 $BuiltinAccounts = @{
     'localsystem' = $SystemSid; 'nt authority\system' = $SystemSid
     'nt authority\localservice' = 'S-1-5-19'; 'nt authority\local service' = 'S-1-5-19'
     'nt authority\networkservice' = 'S-1-5-20'; 'nt authority\network service' = 'S-1-5-20'
 }
+# The SYSTEM tasks certreq runs in: the collection's prefix and a GUID, nothing else (the sweep removes only these).
+$CertreqTaskPattern = '^xtractuniversal\.tls certreq [0-9a-f]{32}\z'
 # Task Scheduler's LastTaskResult while a task runs (SCHED_S_TASK_RUNNING) or before it has run (SCHED_S_TASK_HAS_NOT_RUN).
 $TaskStillRunning = 0x41301, 0x41303
 
@@ -75,12 +91,15 @@ function Format-XuTime($Value) {
     ([DateTime]$Value).ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", [Globalization.CultureInfo]::InvariantCulture)
 }
 
-function ConvertFrom-XuTime($Value) {
-    if ($Value -is [DateTime]) { return $Value.ToUniversalTime() }
-    $d = [DateTime]::MinValue
-    $styles = [Globalization.DateTimeStyles]'AdjustToUniversal, AssumeUniversal'
-    if (-not [DateTime]::TryParse([string]$Value, [Globalization.CultureInfo]::InvariantCulture, $styles, [ref]$d)) { Stop-Xu 'InvalidArgument' 'expected an ISO 8601 UTC time' }
-    $d
+function Get-XuTrigger($DelaySeconds) {
+    # The host's own now plus the delay, rounded up to the whole second a trigger keeps: never the controller's clock.
+    if ($null -eq $DelaySeconds -or $DelaySeconds -is [string] -or $DelaySeconds -is [bool]) { Stop-Xu 'InvalidArgument' 'delay_s must be a number of seconds above 0, at most 604800' }
+    $delay = [double]$DelaySeconds
+    if (-not ($delay -gt 0 -and $delay -le 604800)) { Stop-Xu 'InvalidArgument' 'delay_s must be a number of seconds above 0, at most 604800' }
+    $at = [DateTime]::UtcNow.AddSeconds($delay)
+    $rest = $at.Ticks % [TimeSpan]::TicksPerSecond
+    if ($rest -ne 0) { $at = $at.AddTicks([TimeSpan]::TicksPerSecond - $rest) }
+    $at
 }
 
 function Get-XuSha256([byte[]]$Bytes) {
@@ -132,16 +151,47 @@ function Write-XuAtomic([string]$Path, [byte[]]$Bytes, [string]$Backup) {
     }
 }
 
-function Initialize-XuJournalDir {
-    if ([IO.Directory]::Exists($JournalDir)) { return }
-    # Every user may create folders in ProgramData: this one is made for SYSTEM and Administrators only.
+function New-XuJournalSecurity {
+    # SYSTEM and Administrators only, nothing inherited from ProgramData (where every user may create files).
     $ds = [Security.AccessControl.DirectorySecurity]::new()
     $ds.SetAccessRuleProtection($true, $false)
-    foreach ($s in $SystemSid, 'S-1-5-32-544') {
+    foreach ($s in $TrustedSids) {
         $sid = [Security.Principal.SecurityIdentifier]::new($s)
         $ds.AddAccessRule([Security.AccessControl.FileSystemAccessRule]::new($sid, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow'))
     }
-    $null = [IO.Directory]::CreateDirectory($JournalDir, $ds)
+    $ds
+}
+
+function Assert-XuJournalDir {
+    # Every user may create folders in ProgramData, and whoever creates one owns it: a folder found there is used only when it
+    # is no link, SYSTEM or Administrators own it, and its protected DACL lets nobody else in. A trusted owner's folder with an
+    # open DACL is closed, and then every file in it must have a trusted owner; any other folder is refused, untouched.
+    if (-not [IO.Directory]::Exists($JournalDir)) { return }
+    $refused = 'Nothing was read or written there; remove it (an administrator can), then run again'
+    if (([IO.File]::GetAttributes($JournalDir) -band [IO.FileAttributes]::ReparsePoint) -ne 0) { Stop-Xu 'UntrustedFolder' ('{0} is a link (reparse point), not a folder. {1}' -f $JournalDir, $refused) }
+    $sec = [IO.Directory]::GetAccessControl($JournalDir, 'Owner, Access')
+    $owner = $sec.GetOwner([Security.Principal.SecurityIdentifier]).Value
+    if ($TrustedSids -notcontains $owner) { Stop-Xu 'UntrustedFolder' ('{0} is owned by {1}, not by SYSTEM or Administrators: another user may have made it first. {2}' -f $JournalDir, $owner, $refused) }
+    $others = @(foreach ($rule in $sec.GetAccessRules($true, $true, [Security.Principal.SecurityIdentifier])) { if ($rule.AccessControlType -eq 'Allow' -and $TrustedSids -notcontains $rule.IdentityReference.Value) { $rule } })
+    if ($sec.AreAccessRulesProtected -and $others.Count -eq 0) { return }
+    [IO.Directory]::SetAccessControl($JournalDir, (New-XuJournalSecurity))
+    # While it was open anybody could add files: only those of SYSTEM, Administrators or this account are used.
+    $owners = @($TrustedSids) + @([Security.Principal.WindowsIdentity]::GetCurrent().User.Value)
+    foreach ($f in [IO.Directory]::GetFiles($JournalDir)) {
+        $fileOwner = [IO.File]::GetAccessControl($f, 'Owner').GetOwner([Security.Principal.SecurityIdentifier]).Value
+        if ($owners -notcontains $fileOwner) { Stop-Xu 'UntrustedFolder' ('{0} is owned by {1}, not by SYSTEM or Administrators: another user put it there while the folder let them. {2}' -f $f, $fileOwner, $refused) }
+    }
+}
+
+function Initialize-XuJournalDir {
+    # Made for SYSTEM and Administrators only; one that was there already (or that appeared meanwhile) is checked.
+    if (-not [IO.Directory]::Exists($JournalDir)) {
+        # Owned by Administrators whoever creates it, even where policy makes the creator the owner.
+        $ds = New-XuJournalSecurity
+        $ds.SetOwner([Security.Principal.SecurityIdentifier]::new('S-1-5-32-544'))
+        $null = [IO.Directory]::CreateDirectory($JournalDir, $ds)
+    }
+    Assert-XuJournalDir
 }
 
 function Open-XuStore([string]$Name, [string]$Flags) {
@@ -298,10 +348,38 @@ function ConvertFrom-XuChunked([string]$Text) {
     $out.ToString()
 }
 
-function Test-XuNotFound($ErrorRecord) {
-    # The CIM cmdlets (NetSecurity, ScheduledTasks) report "no such object" as a CimException of category ObjectNotFound;
-    # anything else (the service behind them stopped, access denied) is a real failure.
-    $ErrorRecord.CategoryInfo.Category -eq 'ObjectNotFound' -and (Get-XuInner $ErrorRecord.Exception).GetType().Name -eq 'CimException'
+function Get-XuErrorIdentity($ErrorRecord) {
+    # The error as Windows names it, never what it means: the controller judges it (plugins/plugin_utils/_windows_errors.py).
+    # type and message as ever; the names and numbers Windows does not translate beside them.
+    $ex = Get-XuInner $ErrorRecord.Exception
+    $links = [Collections.ArrayList]::new()
+    for ($e = $ex; $null -ne $e -and $links.Count -lt 4; $e = $e.InnerException) {
+        $native = $null
+        if ($null -ne $e.NativeErrorCode) { $native = [int]$e.NativeErrorCode }
+        [void]$links.Add([ordered]@{ exception = $e.GetType().FullName; hresult = $e.HResult; native_code = $native })
+    }
+    $inner = @(for ($i = 1; $i -lt $links.Count; $i++) { $links[$i] })
+    $r = [ordered]@{ type = $ex.GetType().Name; message = (Get-XuMessage $ex); exception = $links[0].exception; fqid = $null; category = $null; hresult = $links[0].hresult; native_code = $links[0].native_code; inner = $inner }
+    if ($ErrorRecord -is [Management.Automation.ErrorRecord]) { $r.fqid = [string]$ErrorRecord.FullyQualifiedErrorId; $r.category = $ErrorRecord.CategoryInfo.Category.ToString() }
+    $r
+}
+
+function Invoke-XuQuery([scriptblock]$Query) {
+    # A read's objects, or the error record it raised: whether that error means "none" is the controller's call.
+    try { @{ items = @(& $Query); error = $null; record = $null } } catch { @{ items = @(); error = (Get-XuErrorIdentity $_); record = $_ } }
+}
+
+function Test-XuAbsent($Identity) {
+    # Whether an error is one the controller's table calls "not found" (request absent_errors): compared, not judged.
+    foreach ($m in $AbsentErrors) {
+        $types = @($Identity.exception) + @(foreach ($i in $Identity.inner) { $i.exception })
+        $fqid = ([string]$Identity.fqid).Split(',')[0]
+        if ($m.exception -and $types -notcontains [string]$m.exception) { continue }
+        if ($m.fqid -and -not $fqid.StartsWith([string]$m.fqid, [StringComparison]::OrdinalIgnoreCase)) { continue }
+        if ($m.category -and [string]$m.category -ne $Identity.category) { continue }
+        return $true
+    }
+    $false
 }
 
 function Wait-XuServiceLeaves($Service, [string[]]$States, $Watch, [double]$LimitS) {
@@ -313,14 +391,12 @@ function Wait-XuServiceLeaves($Service, [string[]]$States, $Watch, [double]$Limi
     }
 }
 
-function Get-XuTask([string]$Name) {
-    try { $tasks = @(Get-ScheduledTask -TaskPath '\') } catch { if (Test-XuNotFound $_) { return $null }; throw }
-    $tasks | Where-Object { $_.TaskName -eq $Name } | Select-Object -First 1
+function Get-XuTaskQuery([string]$Name) {
+    Invoke-XuQuery { Get-ScheduledTask -TaskName $Name -TaskPath '\' }
 }
 
-function Get-XuFwRules([string]$Group, [string]$Store) {
-    # Only "no rule in this group" is an empty answer: a stopped firewall service or access denied is an error.
-    try { Get-NetFirewallRule -Group $Group -PolicyStore $Store } catch { if (-not (Test-XuNotFound $_)) { throw } }
+function Get-XuFwQuery([string]$Group, [string]$Store) {
+    Invoke-XuQuery { Get-NetFirewallRule -Group $Group -PolicyStore $Store }
 }
 
 function ConvertFrom-XuFwRule($Rule) {
@@ -351,7 +427,8 @@ function New-XuSystemTask([string]$Command, [TimeSpan]$Limit) {
     # Every task the agent registers: powershell.exe running $Command (built by the caller from validated values only) as SYSTEM.
     @{
         Action = New-ScheduledTaskAction -Execute 'powershell.exe' -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -Command "' + $Command + '"')
-        Principal = New-ScheduledTaskPrincipal -UserId 'SYSTEM' -LogonType ServiceAccount -RunLevel Highest
+        # By SID: the name SYSTEM is translated on other Windows languages (NT-AUTORITAET\SYSTEM), S-1-5-18 is not.
+        Principal = New-ScheduledTaskPrincipal -UserId $SystemSid -LogonType ServiceAccount -RunLevel Highest
         # A start missed while the host was down still happens; on battery power it starts and is not stopped.
         Settings = New-ScheduledTaskSettingsSet -StartWhenAvailable -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -ExecutionTimeLimit $Limit
     }
@@ -362,26 +439,66 @@ function ConvertTo-XuExitCode($Value) {
     [BitConverter]::ToInt32([BitConverter]::GetBytes([uint32]$Value), 0)
 }
 
-function Invoke-XuAsSystem([object[]]$Steps, [int]$TimeoutS) {
+function Remove-XuStaleCertreq {
+    # A call killed while certreq ran (Ctrl-C, a cancelled job) leaves its SYSTEM task and files behind. Swept: only this agent's
+    # tasks (the exact name pattern), only past the time their description gives (the limit no live call outlasts), and the
+    # files of the swept tasks; files without a task only when a day old. Whatever fails is reported, the sweep never fails a call.
+    $swept = [Collections.ArrayList]::new()
+    $now = [DateTime]::UtcNow
+    $query = Invoke-XuQuery { Get-ScheduledTask -TaskName 'xtractuniversal.tls certreq *' -TaskPath '\' }
+    $tasks = @(foreach ($t in $query.items) { if ([string]$t.TaskName -cmatch $CertreqTaskPattern) { $t } })
+    $sweepError = $query.error
+    try {
+        foreach ($t in $tasks) {
+            # A task of an agent before the sweep carries no time: it goes once it is not running.
+            $until = $now
+            if ([string]$t.Description -cmatch '^xtractuniversal\.tls certreq until (\S+)\z') { $until = ConvertFrom-XuTime $Matches[1] }
+            elseif ($t.State.ToString() -in 'Running', 'Queued') { continue }
+            if ($until -gt $now) { continue }
+            if ($t.State.ToString() -eq 'Running') { $null = Stop-ScheduledTask -TaskName $t.TaskName -TaskPath '\' }
+            $null = Unregister-ScheduledTask -TaskName $t.TaskName -TaskPath '\' -Confirm:$false
+            [void]$swept.Add([string]$t.TaskName)
+        }
+        $live = @(foreach ($t in $tasks) { if ($swept -notcontains [string]$t.TaskName) { ([string]$t.TaskName).Substring(28) } })
+        if ([IO.Directory]::Exists($JournalDir)) {
+            foreach ($f in [IO.Directory]::GetFiles($JournalDir)) {
+                if ([IO.Path]::GetFileName($f) -cnotmatch '^(certreq|enrol)-([0-9a-f]{32})\.(txt|inf|req|cer|p7b|rsp)\z') { continue }
+                $id = $Matches[2]
+                if ($live -contains $id) { continue }
+                if ($swept -contains ('xtractuniversal.tls certreq ' + $id) -or [IO.File]::GetLastWriteTimeUtc($f) -lt $now.AddDays(-1)) { [IO.File]::Delete($f) }
+            }
+        }
+    } catch { $sweepError = Get-XuErrorIdentity $_ }
+    @{ swept = $swept.ToArray(); error = $sweepError }
+}
+
+function Invoke-XuAsSystem([object[]]$Steps, [int]$TimeoutS, [string]$Id) {
     # certreq in a one-shot task as SYSTEM, its output in a file of the journal folder (SYSTEM and Administrators only).
-    # The task's name and the file's name are fixed but for a new GUID; the task and the file are always removed again.
-    # Steps: certreq's arguments (validated values) and a file it needs; one script ends at the first non-zero exit code,
-    # or with 0 before a step whose file is missing.
+    # The task's name and the file's name are fixed but for a GUID; the task and the file are always removed again, and what a
+    # killed call left behind is swept first. Steps: certreq's arguments (validated values) and a file it needs; one script ends
+    # at the first non-zero exit code, or with 0 before a step whose file is missing.
     Initialize-XuJournalDir
-    $id = [Guid]::NewGuid().ToString('N')
-    $name = 'xtractuniversal.tls certreq ' + $id
-    $out = [IO.Path]::Combine($JournalDir, 'certreq-' + $id + '.txt')
+    $sweep = Remove-XuStaleCertreq
+    if (-not $Id) { $Id = [Guid]::NewGuid().ToString('N') }
+    $name = 'xtractuniversal.tls certreq ' + $Id
+    $out = [IO.Path]::Combine($JournalDir, 'certreq-' + $Id + '.txt')
     $parts = [Collections.ArrayList]::new()
-    $redirect = '*>'
     foreach ($step in $Steps) {
+        # The first output replaces, the others append.
+        $redirect = '*>>'
+        if ($parts.Count -eq 0) { $redirect = '*>' }
+        # A constant script of the agent's own (no request value in it; it writes the output file itself), or certreq with
+        # validated, quoted arguments.
+        if ($step.script) { [void]$parts.Add(("& {{ {0} }} {1}" -f $step.script, (Format-XuQuoted $out))); continue }
         $quoted = @(foreach ($value in $step.arguments) { Format-XuQuoted ([string]$value) }) -join ' '
         if ($step.needs) { [void]$parts.Add(("if (-not (Test-Path -LiteralPath {0})) {{ exit 0 }}" -f (Format-XuQuoted $step.needs))) }
         [void]$parts.Add(("& certreq.exe {0} {1} {2}; if (`$LASTEXITCODE -ne 0) {{ exit `$LASTEXITCODE }}" -f $quoted, $redirect, (Format-XuQuoted $out)))
-        $redirect = '*>>'
     }
     $command = ($parts.ToArray() -join '; ') + '; exit 0'
-    $r = @{ exit_code = $null; output = ''; timed_out = $false }
+    $r = @{ exit_code = $null; output = ''; timed_out = $false; swept = $sweep.swept; sweep_error = $sweep.error }
     $task = New-XuSystemTask $command ([TimeSpan]::FromSeconds($TimeoutS + 60))
+    # Past this time neither this call nor its task (stopped by Task Scheduler at its limit) can still be at work: a later sweep may go.
+    $task.Description = 'xtractuniversal.tls certreq until ' + (Format-XuTime ([DateTime]::UtcNow.AddSeconds($TimeoutS + 120)))
     $null = Register-ScheduledTask -TaskName $name -TaskPath '\' @task
     try {
         $sw = [Diagnostics.Stopwatch]::StartNew()
@@ -420,11 +537,12 @@ function Invoke-XuCertreqHere([object[]]$Steps) {
     $r
 }
 
-function Format-XuRequestInf([string]$Template, [string[]]$Names, [int]$KeyLength) {
-    # A new machine key in the Software KSP, not exportable; KeySpec 1 (AT_KEYEXCHANGE): RSA key exchange needs it.
-    # The values matched patterns (ASCII, no quotes). Single quotes keep $Windows NT$ from being expanded.
+function Format-XuRequestInf([string]$Template, [string[]]$Names, [int]$KeyLength, [string]$Provider) {
+    # A new machine key of the given provider, not exportable; KeySpec 1 (AT_KEYEXCHANGE): RSA key exchange needs it. Silent: no
+    # provider may ask anything on a desktop (there is none in the task's session 0). The values matched patterns (ASCII, no
+    # quotes). Single quotes keep $Windows NT$ from being expanded.
     $lines = @('[Version]', 'Signature="$Windows NT$"', '[NewRequest]', ('Subject = "CN={0}"' -f $Names[0]), ('KeyLength = {0}' -f $KeyLength),
-        'KeySpec = 1', 'Exportable = FALSE', 'MachineKeySet = TRUE', 'ProviderName = "Microsoft Software Key Storage Provider"',
+        'KeySpec = 1', 'Exportable = FALSE', 'MachineKeySet = TRUE', 'Silent = TRUE') + $KeyProviders[$Provider] + @(
         'RequestType = PKCS10', '[Extensions]', '2.5.29.17 = "{text}"')
     $lines += @(foreach ($n in $Names) { '_continue_ = "dns={0}&"' -f $n })
     $lines += '[RequestAttributes]', ('CertificateTemplate = "{0}"' -f $Template)
@@ -432,7 +550,9 @@ function Format-XuRequestInf([string]$Template, [string[]]$Names, [int]$KeyLengt
 }
 
 function Get-XuJournalPath($Name) {
-    [IO.Path]::Combine($JournalDir, (Assert-XuName $Name $JournalNamePattern 'name') + '.json')
+    $path = [IO.Path]::Combine($JournalDir, (Assert-XuName $Name $JournalNamePattern 'name') + '.json')
+    Assert-XuJournalDir
+    $path
 }
 
 function Format-XuQuoted([string]$Value) { "'" + ($Value -replace "'", "''") + "'" }
@@ -639,10 +759,11 @@ $primitives = @{
         if ($null -ne $a.run_as) { $runAs = [string]$a.run_as }
         $limit = 300
         if ($null -ne $a.timeout_s) { $limit = [int]$a.timeout_s }
+        $swept = @(); $sweepError = $null
         if ($runAs -eq 'machine') {
             # A WinRM logon has no credentials to pass on to the CA: the enrolment runs as SYSTEM, i.e. the computer account.
             $run = Invoke-XuAsSystem @(@{ arguments = $certreqArgs }) $limit
-            $code = $run.exit_code; $output = $run.output
+            $code = $run.exit_code; $output = $run.output; $swept = $run.swept; $sweepError = $run.sweep_error
             if ($run.timed_out) { Stop-Xu 'CertreqFailed' ('certreq did not finish within {0} s: {1}' -f $limit, $output) }
         } elseif ($runAs -eq 'caller') {
             $run = Invoke-XuCertreqHere @(@{ arguments = $certreqArgs })
@@ -655,7 +776,7 @@ $primitives = @{
                 Sort-Object -Property NotBefore -Descending | Select-Object -First 1
         } finally { $st.Close() }
         if ($null -eq $new) { Stop-Xu 'NotFound' ('certreq succeeded but no new certificate with the key of {0} is in the store' -f $tp) }
-        [ordered]@{ thumbprint = $new.Thumbprint.ToUpperInvariant(); output = $output; exit_code = $code; enrolled_as = $runAs }
+        [ordered]@{ thumbprint = $new.Thumbprint.ToUpperInvariant(); output = $output; exit_code = $code; enrolled_as = $runAs; swept = $swept; sweep_error = $sweepError }
     }
     'cert_enroll' = {
         param($a)
@@ -665,17 +786,24 @@ $primitives = @{
         if ($names.Count -eq 0) { Stop-Xu 'InvalidArgument' $badNames }
         $submit = @('-submit', '-q')
         if ($null -ne $a.ca_config) { $submit += '-config', (Assert-XuName $a.ca_config $CaConfigPattern 'ca_config') }
+        $provider = 'schannel_csp'
+        if ($null -ne $a.key_provider) { $provider = [string]$a.key_provider }
+        if ($KeyProviders.Keys -cnotcontains $provider) { Stop-Xu 'InvalidArgument' 'key_provider must be schannel_csp or software_ksp' }
         $keyLength = 2048
         if ($null -ne $a.key_length) { $keyLength = [int]$a.key_length }
         if (@(2048, 3072, 4096) -notcontains $keyLength) { Stop-Xu 'InvalidArgument' 'key_length must be 2048, 3072 or 4096' }
         $runAs = 'machine'
         if ($null -ne $a.run_as) { $runAs = [string]$a.run_as }
         if (@('machine', 'caller') -cnotcontains $runAs) { Stop-Xu 'InvalidArgument' 'run_as must be machine or caller' }
+        # Without -config certreq asks which CA on a desktop, and a SYSTEM task has none to show it on: as the machine the CA is given.
+        if ($runAs -eq 'machine' -and $null -eq $a.ca_config) { Stop-Xu 'InvalidArgument' 'ca_config is required as the machine (ca_list names the CAs)' }
         $limit = 300
         if ($null -ne $a.timeout_s) { $limit = [int]$a.timeout_s }
         # Request, certificate and the CA's answers are files of the journal folder, each named (else certreq names them).
         Initialize-XuJournalDir
-        $base = [IO.Path]::Combine($JournalDir, 'enrol-' + [Guid]::NewGuid().ToString('N'))
+        # The task and the files share one GUID, so a sweep after a killed call removes them together.
+        $id = [Guid]::NewGuid().ToString('N')
+        $base = [IO.Path]::Combine($JournalDir, 'enrol-' + $id)
         $files = [ordered]@{ inf = $base + '.inf'; req = $base + '.req'; cer = $base + '.cer'; chain = $base + '.p7b'; response = $base + '.rsp' }
         # -new makes the key and a request in LocalMachine\REQUEST; -accept (only when -submit wrote a certificate, which a
         # pending request does not) puts it in My with that key. As cert_renew_reuse_key: as the machine, or in this logon.
@@ -684,16 +812,19 @@ $primitives = @{
             @{ arguments = $submit + @($files.req, $files.cer, $files.chain, $files.response) },
             @{ arguments = @('-accept', '-machine', '-q', $files.cer); needs = $files.cer }
         )
+        $swept = @(); $sweepError = $null
         try {
             # certreq reads an INF as ANSI, or as UTF-16 after a BOM: UTF-16 with its BOM, never UTF-8.
-            [IO.File]::WriteAllText($files.inf, (Format-XuRequestInf $template $names $keyLength), [Text.Encoding]::Unicode)
-            if ($runAs -eq 'machine') { $run = Invoke-XuAsSystem $steps $limit } else { $run = Invoke-XuCertreqHere $steps }
+            [IO.File]::WriteAllText($files.inf, (Format-XuRequestInf $template $names $keyLength $provider), [Text.Encoding]::Unicode)
+            if ($runAs -eq 'machine') { $run = Invoke-XuAsSystem $steps $limit $id; $swept = $run.swept; $sweepError = $run.sweep_error }
+            else { $run = Invoke-XuCertreqHere $steps }
             $code = $run.exit_code; $output = $run.output
             if ($run.timed_out) { Stop-Xu 'CertreqFailed' ('certreq did not finish within {0} s: {1}' -f $limit, $output) }
             if ($code -ne 0) { Stop-Xu 'CertreqFailed' ('certreq exited with {0}: {1}' -f $code, $output) }
             if (-not [IO.File]::Exists($files.cer)) {
-                # A template needing a CA manager's approval: -submit exits 0 with a request id and no certificate.
-                if ($output -match 'RequestId:\s*"?(\d+)') { Stop-Xu 'EnrollPending' ('request {0} is pending at the CA: {1}' -f $Matches[1], $output) }
+                # A template needing a CA manager's approval: -submit exits 0 with a request id and no certificate. The label
+                # before the id is translated on other Windows languages; the line with the id in double quotes is found by its form.
+                if ($output -cmatch '(?m)^[^:\r\n]{1,40}:\s*"(\d+)"\s*$') { Stop-Xu 'EnrollPending' ('request {0} is pending at the CA: {1}' -f $Matches[1], $output) }
                 Stop-Xu 'CertreqFailed' ('certreq wrote no certificate: {0}' -f $output)
             }
             $tp = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new([IO.File]::ReadAllBytes($files.cer)).Thumbprint.ToUpperInvariant()
@@ -701,7 +832,20 @@ $primitives = @{
         $st = Open-XuStore 'My' 'ReadOnly'
         try { $new = Find-XuCert $st $tp } finally { $st.Close() }
         if ($null -eq $new -or -not $new.HasPrivateKey) { Stop-Xu 'NotFound' ('certreq accepted {0} but My lacks it or its private key' -f $tp) }
-        [ordered]@{ thumbprint = $tp; output = $output; exit_code = $code; enrolled_as = $runAs }
+        [ordered]@{ thumbprint = $tp; output = $output; exit_code = $code; enrolled_as = $runAs; swept = $swept; sweep_error = $sweepError }
+    }
+    'ca_list' = {
+        param($a)
+        # The forest's enterprise CAs and the templates each publishes, read from AD as the machine; the controller picks.
+        $limit = 120
+        if ($null -ne $a.timeout_s) { $limit = [int]$a.timeout_s }
+        $run = Invoke-XuAsSystem @(@{ script = $CaListScript }) $limit
+        if ($run.timed_out -or $run.exit_code -ne 0) { Stop-Xu 'CertreqFailed' ('listing the enterprise CAs as the machine failed ({0}): {1}' -f $run.exit_code, $run.output) }
+        $cas = @(foreach ($line in ($run.output -split "`r?`n")) {
+                $fields = $line.Trim().Split('|')
+                if ($fields.Count -eq 2 -and $fields[0]) { [ordered]@{ config = $fields[0]; templates = @($fields[1].Split(',') | Where-Object { $_ }) } }
+            })
+        [ordered]@{ cas = $cas; swept = $run.swept; sweep_error = $run.sweep_error }
     }
     'file_write' = {
         param($a)
@@ -752,51 +896,66 @@ $primitives = @{
         param($a)
         $name = [string]$a.name
         if (-not $name) { Stop-Xu 'InvalidArgument' 'name is required' }
-        $sc = Get-Service -Name $name -ErrorAction SilentlyContinue | Where-Object { $_.Name -eq $name } | Select-Object -First 1
-        if ($null -eq $sc) { Stop-Xu 'NotFound' ('service {0} does not exist' -f $name) }
+        # A service that is missing, or that this session may not open, fails here with Windows' own error (no SilentlyContinue).
+        $sc = [System.ServiceProcess.ServiceController]::new($name)
+        if ($sc.ServiceName -ne $name) { Stop-Xu 'NotFound' ('service {0} does not exist' -f $name) }
         $limit = 60.0
         if ($null -ne $a.timeout_s) { $limit = [double]$a.timeout_s }
         $ports = @(foreach ($p in $a.wait_ports) { [int]$p })
         $sw = [Diagnostics.Stopwatch]::StartNew()
         $startError = $null
-        # Stop() stops the services that depend on this one too, and nothing starts them again: the running ones are noted.
-        $dependents = @(foreach ($d in $sc.DependentServices) { if ($d.Status -eq 'Running') { $d } })
-        # The service controller, not Restart-Service: the cmdlet waits for a hanging service without a time limit.
+        $restarted = $false
+        # ServiceController.Stop() stops the running dependents first and waits 30 s for each, whatever our limit, and a hanging
+        # one makes it throw before the service stops. So they are stopped here, in DependentServices' order (a dependent's own
+        # dependents come before it), within our limit, and each one stopped here is started again in every outcome.
+        $stopped = [Collections.ArrayList]::new()
         try {
             # A service still starting refuses to stop (ERROR_SERVICE_CANNOT_ACCEPT_CTRL, 1061): it is waited for first.
             Wait-XuServiceLeaves $sc 'StartPending' $sw $limit
             if ($sc.Status -eq 'StartPending') { $startError = 'the service did not finish starting within {0} s (StartPending)' -f $limit }
             else {
+                foreach ($d in $sc.DependentServices) {
+                    $d.Refresh()
+                    if ($d.Status -eq 'Stopped') { continue }
+                    if ($d.Status -ne 'StopPending') { [void]$stopped.Add($d); $d.Stop() }
+                    Wait-XuServiceLeaves $d 'Running', 'StopPending', 'StartPending', 'Paused', 'PausePending', 'ContinuePending' $sw $limit
+                    if ($d.Status -ne 'Stopped') { $startError = 'the dependent service {0} did not stop within {1} s ({2}), so {3} was not stopped' -f $d.ServiceName, $limit, $d.Status, $name; break }
+                }
+            }
+            if ($null -eq $startError) {
                 if ($sc.Status -ne 'Stopped' -and $sc.Status -ne 'StopPending') { $sc.Stop() }
                 Wait-XuServiceLeaves $sc 'Running', 'StopPending', 'Paused', 'PausePending', 'ContinuePending' $sw $limit
                 # Start is only called on a stopped service: one hanging in StopPending would refuse it anyway.
                 if ($sc.Status -ne 'Stopped') { $startError = 'the service did not stop within {0} s ({1})' -f $limit, $sc.Status }
                 else {
                     $sc.Start()
+                    $restarted = $true
                     Start-Sleep -Milliseconds 250
                     Wait-XuServiceLeaves $sc 'StartPending' $sw $limit
                     if ($sc.Status -eq 'Stopped') { $startError = 'the service stopped while starting' }
-                    elseif ($sc.Status -eq 'Running') {
-                        # A dependent that does not start is reported by its state; the service itself is running.
-                        foreach ($d in $dependents) { $d.Refresh(); if ($d.Status -eq 'Stopped') { try { $d.Start() } catch { $null = $_ } } }
-                    }
                 }
             }
         } catch { $startError = Get-XuMessage $_.Exception }
+        finally {
+            # What depends on another starts after it: the reverse of the order they were stopped in. One that does not start
+            # is reported by its state.
+            for ($i = $stopped.Count - 1; $i -ge 0; $i--) { $d = $stopped[$i]; $d.Refresh(); if ($d.Status -eq 'Stopped') { try { $d.Start() } catch { $null = $_ } } }
+        }
         $open = @{}
         foreach ($p in $ports) { $open[$p] = $false }
-        while ($true) {
+        while ($restarted) {
             foreach ($p in $ports) { if (-not $open[$p]) { $open[$p] = Test-XuPort 'localhost' $p 500 } }
             $sc.Refresh()
             if ($sc.Status -ne 'Running' -or $open.Values -notcontains $false -or $sw.Elapsed.TotalSeconds -ge $limit) { break }
             Start-Sleep -Milliseconds 500
         }
+        $sc.Refresh()
         $state = $sc.Status.ToString()
-        foreach ($d in $dependents) { Wait-XuServiceLeaves $d 'StartPending' $sw $limit }
+        foreach ($d in $stopped) { Wait-XuServiceLeaves $d 'StartPending' $sw $limit }
         [ordered]@{
-            started = ($state -eq 'Running' -and $open.Values -notcontains $false); state = $state; start_error = $startError
+            started = ($restarted -and $state -eq 'Running' -and $open.Values -notcontains $false); restarted = $restarted; state = $state; start_error = $startError
             ports = @(foreach ($p in $ports) { [ordered]@{ port = $p; open = [bool]$open[$p] } })
-            dependents = @(foreach ($d in $dependents) { [ordered]@{ name = [string]$d.ServiceName; state = $d.Status.ToString() } })
+            dependents = @(foreach ($d in $stopped) { [ordered]@{ name = [string]$d.ServiceName; state = $d.Status.ToString() } })
             elapsed_s = [Math]::Round($sw.Elapsed.TotalSeconds, 1)
         }
     }
@@ -873,14 +1032,18 @@ $primitives = @{
     'fw_get' = {
         param($a)
         $group = Assert-XuName $a.group $GroupTaskPattern 'group'
-        $rules = [Collections.ArrayList]::new()
-        foreach ($fr in @(Get-XuFwRules $group 'PersistentStore')) { [void]$rules.Add((ConvertFrom-XuFwRule $fr)) }
+        # Each query's error is reported beside its result: a group without rules is an error record on Windows.
+        $persistent = Get-XuFwQuery $group 'PersistentStore'
+        $rules = $null
+        if ($null -eq $persistent.error) { $rules = @(foreach ($fr in $persistent.items) { ConvertFrom-XuFwRule $fr }) }
         # Whether the rules are in effect: present in the active store, their profiles on, local rules not ignored by policy.
-        $active = @(foreach ($fr in @(Get-XuFwRules $group 'ActiveStore')) { [string]$fr.Name })
+        $activeQuery = Get-XuFwQuery $group 'ActiveStore'
+        $active = $null
+        if ($null -eq $activeQuery.error) { $active = @(foreach ($fr in $activeQuery.items) { [string]$fr.Name }) }
         $profiles = @(foreach ($pr in @(Get-NetFirewallProfile -PolicyStore ActiveStore)) {
                 [ordered]@{ name = [string]$pr.Name; enabled = ([string]$pr.Enabled -eq 'True'); local_rules_applied = ([string]$pr.AllowLocalFirewallRules -ne 'False') }
             })
-        [ordered]@{ rules = $rules; active_rules = $active; profiles = $profiles }
+        [ordered]@{ rules = $rules; rules_error = $persistent.error; active_rules = $active; active_rules_error = $activeQuery.error; profiles = $profiles }
     }
     'fw_set' = {
         param($a)
@@ -889,7 +1052,10 @@ $primitives = @{
         # Every rule is checked before the group is touched, so a bad argument leaves it as it was.
         foreach ($x in $wanted) { if (-not $x.name -or -not $x.display_name) { Stop-Xu 'InvalidArgument' 'every rule needs name and display_name' } }
         $new = @(foreach ($x in $wanted) { ConvertTo-XuFwParams $x $group })
-        $old = @(Get-XuFwRules $group 'PersistentStore')
+        # An empty group reads as an error on Windows: only one the controller's table calls "not found" is no rules.
+        $query = Get-XuFwQuery $group 'PersistentStore'
+        if ($null -ne $query.error -and -not (Test-XuAbsent $query.error)) { throw $query.record }
+        $old = @($query.items)
         # The previous rules as read, so that they can be made again if Windows rejects a new one.
         $previous = @(foreach ($fr in $old) { ConvertTo-XuFwParams (ConvertFrom-XuFwRule $fr) $group })
         $added = [Collections.ArrayList]::new()
@@ -907,31 +1073,37 @@ $primitives = @{
     }
     'task_get' = {
         param($a)
-        $t = Get-XuTask (Assert-XuName $a.name $GroupTaskPattern 'name')
-        if ($null -eq $t) { return @{ task = $null } }
+        $query = Get-XuTaskQuery (Assert-XuName $a.name $GroupTaskPattern 'name')
+        if ($null -ne $query.error) { return [ordered]@{ task = $null; task_error = $query.error } }
+        $t = $query.items[0]
         $next = (Get-ScheduledTaskInfo -InputObject $t).NextRunTime
         if ($null -ne $next -and $next.Year -lt 1900) { $next = $null }
-        @{ task = [ordered]@{ name = [string]$t.TaskName; state = $t.State.ToString(); next_run_utc = (Format-XuTime $next); description = $t.Description } }
+        [ordered]@{ task = [ordered]@{ name = [string]$t.TaskName; state = $t.State.ToString(); next_run_utc = (Format-XuTime $next); description = $t.Description }; task_error = $null }
     }
     'task_register' = {
         param($a)
         $name = Assert-XuName $a.name $GroupTaskPattern 'name'
         $group = Assert-XuName $a.fw_group_to_remove $GroupTaskPattern 'fw_group_to_remove'
-        $at = ConvertFrom-XuTime $a.run_at_utc
+        $at = Get-XuTrigger $a.delay_s
         # The only command line built from request values: two names that matched the pattern (no quotes), quoted anyway.
         $command = "Remove-NetFirewallRule -Group {0} -ErrorAction SilentlyContinue; Unregister-ScheduledTask -TaskName {1} -TaskPath '\' -Confirm:`$false" -f (Format-XuQuoted $group), (Format-XuQuoted $name)
         # A start missed while the host was down, or refused on battery power, would leave the firewall closed.
         $task = New-XuSystemTask $command (New-TimeSpan -Minutes 10)
         $task.TaskName = $name; $task.TaskPath = '\'; $task.Force = $true
+        # -At is a DateTime on the host's clock: the UTC instant as local time (Kind Local), as the cmdlet's examples pass it.
         $task.Trigger = New-ScheduledTaskTrigger -Once -At $at.ToLocalTime()
         if ($null -ne $a.description) { $task.Description = [string]$a.description }
         $null = Register-ScheduledTask @task
-        @{ registered = $true }
+        [ordered]@{ registered = $true; run_at_utc = (Format-XuTime $at) }
     }
     'task_remove' = {
         param($a)
         $name = Assert-XuName $a.name $GroupTaskPattern 'name'
-        if ($null -eq (Get-XuTask $name)) { return @{ removed = $false } }
+        $query = Get-XuTaskQuery $name
+        if ($null -ne $query.error) {
+            if (Test-XuAbsent $query.error) { return @{ removed = $false } }
+            throw $query.record
+        }
         $null = Unregister-ScheduledTask -TaskName $name -TaskPath '\' -Confirm:$false
         @{ removed = $true }
     }
@@ -981,6 +1153,8 @@ $primitives = @{
 }
 
 $results = [Collections.ArrayList]::new()
+# The error shapes the controller's table calls "not found", for the operations that must go on past an absent object.
+$AbsentErrors = @(foreach ($m in $Request.absent_errors) { $m })
 $stopOnError = $true
 if ($null -ne $Request.stop_on_error) { $stopOnError = [bool]$Request.stop_on_error }
 $failed = $false
@@ -1002,21 +1176,23 @@ foreach ($op in $Request.ops) {
         # An optional operation's error is reported, but does not stop the operations after it.
         # Only a JSON true (-ne would take the string 'true' for it too).
         if (-not ($op.optional -is [bool] -and $op.optional)) { $failed = $true }
+        $identity = Get-XuErrorIdentity $_
         $ex = Get-XuInner $_.Exception
-        $type = $ex.GetType().Name
-        if ($ex.Data.Contains('xu_type')) { $type = $ex.Data['xu_type'] }
-        $message = Get-XuMessage $ex
+        # The protocol's own errors (Stop-Xu) have a type of their own and no Windows identity.
+        if ($ex.Data.Contains('xu_type')) { $identity = [ordered]@{ type = $ex.Data['xu_type']; message = $identity.message; exception = $null; fqid = $null; category = $null; hresult = $null; native_code = $null; inner = @() } }
         # Belt and braces: a PFX password never leaves the host, not even inside an error text.
         $secret = $op.args.password
-        if ($secret -is [string] -and $secret.Length -gt 0) { $message = $message.Replace($secret, '********') }
+        if ($secret -is [string] -and $secret.Length -gt 0) { foreach ($k in 'message', 'fqid') { if ($identity[$k]) { $identity[$k] = ([string]$identity[$k]).Replace($secret, '********') } } }
         $entry.status = 'error'
-        $entry.error = [ordered]@{ type = $type; message = $message }
+        $entry.error = $identity
     }
     $entry.elapsed_ms = [int]$watch.ElapsedMilliseconds
     [void]$results.Add($entry)
 }
 
-$json = ConvertTo-Json -InputObject ([ordered]@{ agent = 'xtractuniversal.tls'; protocol = 1; results = $results }) -Compress -Depth 10
+$hostTime = [DateTime]::UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", [Globalization.CultureInfo]::InvariantCulture)
+$envelope = [ordered]@{ agent = 'xtractuniversal.tls'; protocol = 1; results = $results; host_time = $hostTime; host_elapsed_ms = [int]$AgentWatch.ElapsedMilliseconds }
+$json = ConvertTo-Json -InputObject $envelope -Compress -Depth 10
 # Non-ASCII as \uXXXX, so the answer survives any console code page.
 $json = [regex]::Replace($json, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value })
 # Set this late: earlier it would also decode certreq's output, which is in the OEM code page. No BOM on the pipe.

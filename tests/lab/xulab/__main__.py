@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -21,6 +22,21 @@ from .fleet import FleetOptions, serve
 from .host import OS_VERSIONS
 from .nearmiss import PLANT_KINDS
 from .scenarios import SCENARIOS
+
+
+def _clock_offsets(specs: list[str] | None) -> tuple[tuple[str | None, float], ...]:
+    """`--clock-offset SECONDS` (every host) or `NAME=SECONDS`, as often as needed; later ones win."""
+    offsets: list[tuple[str | None, float]] = []
+    for spec in specs or []:
+        name, separator, value = spec.rpartition("=")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or (separator and not name.strip()):
+            raise LabError(f"--clock-offset takes SECONDS or NAME=SECONDS (seconds ahead; negative: behind), not {spec!r}")
+        offsets.append((name.strip() if separator else None, seconds))
+    return tuple(offsets)
 
 
 def _options(args: argparse.Namespace) -> FleetOptions:
@@ -43,6 +59,7 @@ def _options(args: argparse.Namespace) -> FleetOptions:
         windows_version=args.windows_version,
         templates=templates,
         pending_templates=pending_templates,
+        clock_offsets=_clock_offsets(args.clock_offset),
     )
 
 
@@ -118,6 +135,13 @@ def cmd_plant(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clock(args: argparse.Namespace) -> int:
+    if args.offset is not None and args.host is None:
+        raise LabError("--offset sets one host's clock: give --host")
+    _print_json(control.request(args.dir, "clock", host=args.host, offset=args.offset, advance=args.advance))
+    return 0
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     path = layout.events_file(args.dir, args.host)
     if not path.exists():
@@ -163,6 +187,10 @@ def _add_fleet_options(parser: argparse.ArgumentParser) -> None:
         "--pending-templates", default="", metavar="NAME[:DAYS],...",
         help="templates the hosts may enrol that need a CA manager's approval: certreq leaves the request pending",
     )
+    parser.add_argument(
+        "--clock-offset", action="append", metavar="[NAME=]SECONDS",
+        help="a host whose clock is off by SECONDS (ahead; negative: behind); without NAME every host; may be repeated",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind", required=True, choices=PLANT_KINDS
     )
     command("events", cmd_events, "print a host's events").add_argument("--type")
+    clock = command("clock", cmd_clock, "advance the hosts' clocks, set one host's offset, print the clocks", host=False)
+    clock.add_argument("--host", help="the host whose clock to set or print (default: every host's is printed)")
+    clock.add_argument("--offset", type=float, metavar="SECONDS", help="set the host's clock SECONDS ahead of real time (negative: behind)")
+    clock.add_argument(
+        "--advance", type=float, metavar="SECONDS",
+        help="move every host's clock forward; the scheduled tasks it passes have run when the command returns",
+    )
     _add_fleet_options(command("serve", cmd_serve, "run the fleet in the foreground (what `up` starts)", host=False))
     return parser
 

@@ -31,6 +31,7 @@ class Lab:
         base_address: str | None = None,
         templates: tuple[str, ...] = DEFAULT_TEMPLATES,
         pending_templates: tuple[str, ...] = (),
+        clock_offsets: dict[str, float] | None = None,
     ) -> Lab:
         """`templates` and `pending_templates` as `up --templates` takes them, one `NAME` or `NAME:DAYS` each."""
         lab = cls(directory)
@@ -39,6 +40,7 @@ class Lab:
             FleetOptions(
                 lab.dir, hosts, auth, restart_delay, expiring_in, scenario, base_address,
                 templates=tuple(templates), pending_templates=tuple(pending_templates),
+                clock_offsets=tuple((name, float(seconds)) for name, seconds in (clock_offsets or {}).items()),
             )
         )
         return lab
@@ -76,6 +78,21 @@ class Lab:
     def fault(self, host: str, **settings: object) -> dict[str, Any]:
         """E.g. `lab.fault("xu01", fail_primitive="cert_list", restart_delay=5)`."""
         result: dict[str, Any] = control.request(self.dir, "fault", host=host, set={k: str(v) for k, v in settings.items()})
+        return result
+
+    def advance_clock(self, seconds: float) -> dict[str, Any]:
+        """Move every host's clock forward; the tasks it passes have run on return. The clocks after: `hosts` {name: {`now`, `offset_s`}}."""
+        result: dict[str, Any] = control.request(self.dir, "clock", advance=seconds)
+        return result
+
+    def set_clock_offset(self, host: str, seconds: float) -> dict[str, Any]:
+        """Set ``host``'s clock ``seconds`` ahead of real time (negative: behind); its tasks now due run at once."""
+        result: dict[str, Any] = control.request(self.dir, "clock", host=host, offset=seconds)
+        return result
+
+    def clock(self) -> dict[str, Any]:
+        """Every host's clock: `advanced_s` (the fleet's), `hosts` {name: {`now` (ISO 8601 UTC, ms), `offset_s`}}."""
+        result: dict[str, Any] = control.request(self.dir, "clock")
         return result
 
     def events(self, host: str, type: str | None = None) -> list[dict[str, Any]]:

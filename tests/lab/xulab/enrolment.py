@@ -10,8 +10,7 @@ XU untouched.
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -46,7 +45,17 @@ TEMPLATE_DENIED_TEXT = (
     "The permissions on the certificate template do not allow the current user to enroll for this type of certificate."
 )
 UNSUPPORTED_TEMPLATE_TEXT = "The requested certificate template is not supported by this CA."
-KEY_PROVIDER = "CNG"  # "Microsoft Software Key Storage Provider", as the agent's INF asks for
+# The agent's key_provider: the INF lines it writes, and the kind of key Windows makes (docs/agent-protocol.md, cert_enroll).
+KEY_PROVIDERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "schannel_csp": (('ProviderName = "Microsoft RSA SChannel Cryptographic Provider"', "ProviderType = 12"), "CSP"),
+    "software_ksp": (('ProviderName = "Microsoft Software Key Storage Provider"',), "CNG"),
+}
+DEFAULT_KEY_PROVIDER = "schannel_csp"
+# certreq's label before a request id, by the host's display language (`fault --set certreq_language=de`). Unverified: the
+# German text (the lab's is made up); what matters is that a label may be translated, while the quoted id line keeps its form.
+REQUEST_ID_LABELS = {"en": "RequestId", "de": "Anforderungs-ID"}
+# What auto-enrolment makes: the template's own provider, which the lab takes to be the Software KSP.
+AUTOENROL_KEY_PROVIDER = "CNG"
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class EnrolmentRequest:
     dns_names: tuple[str, ...]
     ca_config: str | None
     key: rsa.RSAPrivateKey
+    key_provider: str = DEFAULT_KEY_PROVIDER
 
 
 @dataclass(frozen=True)
@@ -68,48 +78,64 @@ class EnrolmentOutcome:
     disposition: str  # issued | pending | denied | failed
     thumbprint: str | None = None
     request_id: int | None = None
+    # The leftover certreq tasks swept before this one was registered (certreq_tasks.py).
+    swept: tuple[str, ...] = ()
 
 
-def certreq_enrol(host: Host, request: EnrolmentRequest, run_as: str) -> EnrolmentOutcome:
-    """`certreq -new -machine`, `-submit`, `-accept -machine`: in a SYSTEM task (machine) or in the WinRM session (caller)."""
+def request_inf(request: EnrolmentRequest) -> str:
+    """The agent's Format-XuRequestInf: the file certreq -new reads."""
+    lines = ["[Version]", 'Signature="$Windows NT$"', "[NewRequest]", f'Subject = "CN={request.dns_names[0]}"', f"KeyLength = {request.key.key_size}",
+             "KeySpec = 1", "Exportable = FALSE", "MachineKeySet = TRUE", "Silent = TRUE", *KEY_PROVIDERS[request.key_provider][0],
+             "RequestType = PKCS10", "[Extensions]", '2.5.29.17 = "{text}"', *(f'_continue_ = "dns={name}&"' for name in request.dns_names),
+             "[RequestAttributes]", f'CertificateTemplate = "{request.template}"']
+    return "\r\n".join(lines) + "\r\n"
+
+
+def certreq_enrol(host: Host, request: EnrolmentRequest, run_as: str, timeout_s: float = 300) -> EnrolmentOutcome:
+    """`certreq -new -machine`, `-submit`, `-accept -machine`: in a SYSTEM task (machine) or in the WinRM session (caller).
+
+    As the machine the request file and certreq's output are files of the collection's folder while the task runs
+    (certreq_tasks.py); a call killed meanwhile leaves them there with the task."""
+
+    def enrol(_task_id: str) -> EnrolmentOutcome:
+        outcome = _enrol(host, request, network_logon=run_as == "caller")
+        account = f"{LAB_DOMAIN_NETBIOS}\\{host.name.upper()}$" if run_as == "machine" else LAB_ADMIN
+        host.emit(
+            "enrol",
+            template=request.template,
+            dns_names=list(request.dns_names),
+            enrolled_as=run_as,
+            account=account,
+            disposition=outcome.disposition,
+            request_id=outcome.request_id,
+            thumbprint=outcome.thumbprint,
+            exit_code=outcome.exit_code,
+        )
+        return outcome
+
     if run_as == "caller":
-        outcome = _enrol(host, request, network_logon=True)
-    else:
-        task_name = f"xtractuniversal.tls certreq {uuid.uuid4().hex}"
-        host.emit_task("registered", task_name, run_as="SYSTEM")
-        host.emit_task("ran", task_name)
-        try:
-            outcome = _enrol(host, request, network_logon=False)
-        finally:
-            host.emit_task("removed", task_name)
-    account = f"{LAB_DOMAIN_NETBIOS}\\{host.name.upper()}$" if run_as == "machine" else LAB_ADMIN
-    host.emit(
-        "enrol",
-        template=request.template,
-        dns_names=list(request.dns_names),
-        enrolled_as=run_as,
-        account=account,
-        disposition=outcome.disposition,
-        request_id=outcome.request_id,
-        thumbprint=outcome.thumbprint,
-        exit_code=outcome.exit_code,
-    )
-    return outcome
+        return enrol("")
+    files = {"enrol-<id>.inf": request_inf(request).encode("utf-16"), "enrol-<id>.req": b"-----BEGIN NEW CERTIFICATE REQUEST-----\r\n",
+             "certreq-<id>.txt": b""}
+    outcome, swept = host.certreq.run(timeout_s, files, enrol)
+    return replace(outcome, swept=tuple(swept))
 
 
 def _enrol(host: Host, request: EnrolmentRequest, *, network_logon: bool) -> EnrolmentOutcome:
     # -new: a new key in the machine's key storage, and the request in LocalMachine\REQUEST until it is accepted.
-    container = KeyContainer(request.key, KEY_PROVIDER, default_machine_key_acl())
+    container = KeyContainer(request.key, KEY_PROVIDERS[request.key_provider][1], default_machine_key_acl())
     pending_request = host.add_certificate(_request_placeholder(request), container, source="certreq_new", store=host.stores.requests)
     lines = ["", "CertReq: Request Created", ""]
     if network_logon:
         # No credentials to pass on: neither the enrolment policy (LDAP) nor the CA (DCOM) can be reached.
         return EnrolmentOutcome(CERTREQ_POLICY_SERVER_NOT_FOUND, _text([*lines, NETWORK_LOGON_FAILURE]), "failed")
     ca = host.enterprise_ca
-    if host.faults.take_certreq_failure() or not ca.answers_to(request.ca_config):
+    service = ca.service_for(request.ca_config)
+    if host.faults.take_certreq_failure() or service is None:
         return EnrolmentOutcome(CERTREQ_RPC_UNAVAILABLE, _text([*lines, RPC_UNAVAILABLE_TEXT]), "failed")
     request_id = ca.next_request_id()
-    lines += [f"RequestId: {request_id}", f'RequestId: "{request_id}"']
+    label = REQUEST_ID_LABELS[host.certreq_language]
+    lines += [f"{label}: {request_id}", f'{label}: "{request_id}"']
     template = ca.template(request.template)
     if template is None:
         lines += [
@@ -128,7 +154,9 @@ def _enrol(host: Host, request: EnrolmentRequest, *, network_logon: bool) -> Enr
         # The CA holds it for a CA manager; certreq exits 0 and writes no certificate.
         lines.append("Certificate request is pending: Taken Under Submission (0)")
         return EnrolmentOutcome(0, _text(lines), "pending", request_id=request_id)
-    certificate = host.ca.issue(_leaf_request(template, request.dns_names[0], request.dns_names), request.key.public_key())
+    certificate = host.ca.issue(
+        _leaf_request(template, request.dns_names[0], request.dns_names), request.key.public_key(), via_issuing_ca=service.via_issuing_ca
+    )
     lines += ["Certificate retrieved(Issued) Issued", ""]
     # -accept: the certificate goes into My with the request's key; the request leaves REQUEST.
     entry = host.add_certificate(certificate, container, source="certreq_enrol")
@@ -189,7 +217,7 @@ def autoenrol_renew(host: Host) -> dict[str, object]:
     key = host.pick_key()
     names = tuple(old.dns_names) or (old.common_name,)
     certificate = host.ca.issue(_leaf_request(template, old.common_name or names[0], names), key.public_key())
-    new = host.add_certificate(certificate, KeyContainer(key, KEY_PROVIDER, default_machine_key_acl()), source="autoenrol")
+    new = host.add_certificate(certificate, KeyContainer(key, AUTOENROL_KEY_PROVIDER, default_machine_key_acl()), source="autoenrol")
     old.archived = True
     host.emit("cert_archive", thumbprint=old.thumbprint, successor=new.thumbprint)
     host.emit(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from .ca import CA_COMMON_NAME
+from .ca import CA_COMMON_NAME, ISSUING_CA_COMMON_NAME
 from .errors import LabError
 
 # A template's common name as the agent accepts it (docs/agent-protocol.md, cert_enroll).
@@ -37,6 +37,10 @@ CUSTOM_TEMPLATE_DAYS = 365
 CA_HOST = "ca01.xulab.test"
 CA_HOST_SHORT = "ca01"
 CA_CONFIG = f"{CA_HOST}\\{CA_COMMON_NAME}"
+# A second enterprise CA (`fault --set enterprise_cas=2`): it publishes the same templates and issues through the lab's
+# intermediate, so what it issued is told apart by its issuer.
+SECOND_CA_HOST = "ca02.xulab.test"
+SECOND_CA_CONFIG = f"{SECOND_CA_HOST}\\{ISSUING_CA_COMMON_NAME}"
 FIRST_REQUEST_ID = 1000
 V1_TEMPLATE_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2")
 # Where AD CS roots the OIDs of the templates a forest defines.
@@ -47,6 +51,24 @@ def _bmp_string(text: str) -> bytes:
     """DER BMPString (short form: a template's name is at most 64 characters)."""
     data = text.encode("utf-16-be")
     return bytes([0x1E, len(data)]) + data
+
+
+@dataclass(frozen=True)
+class EnrollmentService:
+    """One enterprise CA as AD lists it (a pKIEnrollmentService object): its config string and how it signs."""
+
+    host: str
+    name: str
+    via_issuing_ca: bool = False
+
+    @property
+    def config(self) -> str:
+        return f"{self.host}\\{self.name}"
+
+    def answers_to(self, config: str) -> bool:
+        """`certreq -config host\\name`: the host by its DNS or short name and the CA's name, case-insensitively."""
+        host, _sep, name = config.partition("\\")
+        return host.casefold() in (self.host.casefold(), self.host.split(".")[0].casefold()) and name.casefold() == self.name.casefold()
 
 
 @dataclass(frozen=True)
@@ -107,6 +129,20 @@ class EnterpriseCa:
             self.templates[key] = template
             self.enrollable.add(key)
         self._request_ids = itertools.count(FIRST_REQUEST_ID)
+        # The forest's enterprise CAs, each publishing every template above.
+        self.services = [EnrollmentService(CA_HOST, CA_COMMON_NAME)]
+
+    def set_service_count(self, count: int) -> None:
+        """One CA (the default) or two: the second is `SECOND_CA_CONFIG`."""
+        if count not in (1, 2):
+            raise LabError(f"enterprise_cas takes 1 or 2, not {count}")
+        self.services = [EnrollmentService(CA_HOST, CA_COMMON_NAME), EnrollmentService(SECOND_CA_HOST, ISSUING_CA_COMMON_NAME, via_issuing_ca=True)][:count]
+
+    def service_for(self, config: str | None) -> EnrollmentService | None:
+        """The CA `certreq -config` reaches; none for a config no CA answers to (or none given)."""
+        if config is None:
+            return None
+        return next((service for service in self.services if service.answers_to(config)), None)
 
     @classmethod
     def from_specs(cls, templates: Sequence[str] = DEFAULT_TEMPLATES, pending_templates: Sequence[str] = ()) -> EnterpriseCa:
@@ -126,13 +162,6 @@ class EnterpriseCa:
         """Every request the CA receives gets the next number, also one it denies."""
         return next(self._request_ids)
 
-    def answers_to(self, config: str | None) -> bool:
-        """Whether `certreq -config` reaches this CA: host (short or DNS name) and CA name, case-insensitively; none picks it."""
-        if config is None:
-            return True
-        host, _sep, name = config.partition("\\")
-        return host.casefold() in (CA_HOST.casefold(), CA_HOST_SHORT) and name.casefold() == CA_COMMON_NAME.casefold()
-
     def template_of(self, certificate: x509.Certificate) -> Template | None:
         """The published template an issued certificate names, if any."""
         for extension in certificate.extensions:
@@ -146,6 +175,7 @@ class EnterpriseCa:
         may = [t for t in self.templates.values() if t.name.casefold() in self.enrollable]
         return {
             "config": CA_CONFIG,
+            "configs": [service.config for service in self.services],
             "templates": {t.name: t.lifetime_days for t in may if not t.needs_approval},
             "pending_templates": {t.name: t.lifetime_days for t in may if t.needs_approval},
             "published": sorted(t.name for t in self.templates.values()),

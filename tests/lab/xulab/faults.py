@@ -11,11 +11,17 @@ from .errors import LabError
 HOST_SETTING_KEYS = (
     "service_account",
     "dependent_service",
+    "dependent_stop_hangs",
     "stop_hangs",
     "firewall_profile_off",
     "firewall_local_rules",
     "firewall_service",
     "strict_host_name",
+    "journal_dir",
+    "kill_certreq",
+    "certreq_leftover",
+    "enterprise_cas",
+    "certreq_language",
 )
 FAULT_KEYS = ("fail_primitive", "drop_connection", "restart_fails", "restart_delay", "certreq_fails", *HOST_SETTING_KEYS, "clear")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from .errors import PrimitiveError
+from .errors import PrimitiveError, cim_windows_error
 
 IPV4_MAX = 2**32 - 1
 IPV6_MAX = 2**128 - 1
@@ -44,6 +44,14 @@ INVALID_ADDRESS = (
 INVALID_DATA = "The data is invalid."
 # What the NetSecurity cmdlets say while the Windows Defender Firewall service (mpssvc) is stopped (unverified text).
 SERVICE_NOT_ACTIVE = "The service has not been started."
+# The Win32 codes behind those texts, which the cmdlets' error records carry as "Windows System Error <code>"
+# (ERROR_INVALID_DATA, ERROR_INVALID_PARAMETER, ERROR_SERVICE_NOT_ACTIVE, ERROR_ALREADY_EXISTS). Unverified which code
+# New-NetFirewallRule names for a rejected address or port; the lab says ERROR_INVALID_DATA and ERROR_INVALID_PARAMETER.
+ERROR_INVALID_DATA = 13
+ERROR_INVALID_PARAMETER = 87
+ERROR_SERVICE_NOT_ACTIVE = 1062
+ERROR_ALREADY_EXISTS = 183
+NEW_RULE = "New-NetFirewallRule"
 PROFILE_NAMES = ("Domain", "Private", "Public")
 # A domain member's connections arrive on the Domain profile.
 ACTIVE_PROFILE = "Domain"
@@ -53,6 +61,10 @@ INVALID_PORT = (
 )
 
 Interval = tuple[int, int]
+
+
+def _rejected(message: str, code: int) -> PrimitiveError:
+    return cim_windows_error(NEW_RULE, message, code, "InvalidArgument")
 
 
 def _merge(intervals: list[Interval]) -> list[Interval]:
@@ -135,18 +147,18 @@ def parse_remote_address(entry: object) -> AddressSet:
                 raise ValueError(text)
             if int(first) == 0:
                 # Whether Windows takes a range from 0.0.0.0 or :: is not known: the lab refuses it (stricter).
-                raise PrimitiveError("CimException", INVALID_DATA)
+                raise _rejected(INVALID_DATA, ERROR_INVALID_DATA)
             interval = ((int(first), int(last)),)
             return AddressSet(interval, ()) if first.version == 4 else AddressSet((), interval)
         if "/" in text:
             network = ipaddress.ip_network(text, strict=False)
             if network.prefixlen == 0:
-                raise PrimitiveError("CimException", INVALID_DATA)
+                raise _rejected(INVALID_DATA, ERROR_INVALID_DATA)
             interval = ((int(network.network_address), int(network.broadcast_address)),)
             return AddressSet(interval, ()) if network.version == 4 else AddressSet((), interval)
         return AddressSet.single(parse_address(text))
     except ValueError as exc:
-        raise PrimitiveError("CimException", INVALID_ADDRESS) from exc
+        raise _rejected(INVALID_ADDRESS, ERROR_INVALID_PARAMETER) from exc
 
 
 def normalise_remote_address(entry: str) -> str:
@@ -175,9 +187,9 @@ def _check_port(entry: str) -> None:
         return
     parts = entry.split("-", 1)
     if not all(part.strip().isdigit() and 0 <= int(part) <= 65535 for part in parts):
-        raise PrimitiveError("CimException", INVALID_PORT)
+        raise _rejected(INVALID_PORT, ERROR_INVALID_PARAMETER)
     if len(parts) == 2 and int(parts[0]) > int(parts[1]):
-        raise PrimitiveError("CimException", INVALID_PORT)
+        raise _rejected(INVALID_PORT, ERROR_INVALID_PARAMETER)
 
 
 def port_matches(entries: list[str], port: int) -> bool:
@@ -254,7 +266,7 @@ class FirewallRule:
         for port in rule.local_ports:
             _check_port(port)
         if rule.protocol == "Any" and [port.casefold() for port in rule.local_ports] != ["any"]:
-            raise PrimitiveError("CimException", INVALID_PORT)
+            raise _rejected(INVALID_PORT, ERROR_INVALID_PARAMETER)
         for address in rule.remote_addresses:
             parse_remote_address(address)
         rule.remote_addresses = [normalise_remote_address(address) for address in rule.remote_addresses]
@@ -335,9 +347,9 @@ class Firewall:
         self.profiles = {name: FirewallProfile(name) for name in PROFILE_NAMES}
         self.service_running = True
 
-    def require_service(self) -> None:
+    def require_service(self, cmdlet: str) -> None:
         if not self.service_running:
-            raise PrimitiveError("CimException", SERVICE_NOT_ACTIVE)
+            raise cim_windows_error(cmdlet, SERVICE_NOT_ACTIVE, ERROR_SERVICE_NOT_ACTIVE, "NotSpecified")
 
     @property
     def local_rules_applied(self) -> bool:
@@ -361,7 +373,7 @@ class Firewall:
     def add(self, rule: FirewallRule) -> None:
         """Add a rule; like New-NetFirewallRule, a rule name may exist once."""
         if any(existing.name.casefold() == rule.name.casefold() for existing in self.rules):
-            raise PrimitiveError("CimException", "Cannot create a file when that file already exists.")
+            raise cim_windows_error(NEW_RULE, "Cannot create a file when that file already exists.", ERROR_ALREADY_EXISTS, "NotSpecified")
         self.rules.append(rule)
 
     def effective_rules(self) -> list[FirewallRule]:

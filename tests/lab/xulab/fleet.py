@@ -35,6 +35,7 @@ from .primitives import PRIMITIVES
 from .renewals import issue_pfx, winacme_renew
 from .scenarios import profile_for, provision, windows_version_for
 from .shell import CommandShell, split_call_overhead
+from .timefmt import FleetClock, HostClock, iso_utc_ms
 from .wsman import AcceptFilter, WsmanCredentials, start_wsman_server
 
 LAB_DOMAIN = "xulab.test"
@@ -58,6 +59,15 @@ class FleetOptions:
     # The AD CS templates every host may enrol, and those needing a CA manager's approval: `NAME` or `NAME:DAYS`.
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
     pending_templates: tuple[str, ...] = ()
+    # Hosts whose clock is off (`up --clock-offset`): (host name, or None for every host, seconds ahead; negative: behind).
+    clock_offsets: tuple[tuple[str | None, float], ...] = ()
+
+    def clock_offset(self, host: str) -> float:
+        offset = 0.0
+        for name, seconds in self.clock_offsets:
+            if name is None or name == host:
+                offset = seconds
+        return offset
 
 
 class Fleet:
@@ -75,6 +85,7 @@ class Fleet:
         self._servers: list[asyncio.base_events.Server] = []
         self._ca: CertificateAuthority | None = None
         self.enterprise_ca = EnterpriseCa.from_specs(options.templates, options.pending_templates)
+        self.clock = FleetClock()
 
     # -- building ------------------------------------------------------------------
 
@@ -114,6 +125,7 @@ class Fleet:
             host = build_host(
                 identity, hosts_dir / identity.name, self._ca, self.options.restart_delay, self.lookup,
                 windows_version=version, enterprise_ca=self.enterprise_ca,
+                clock=HostClock(self.clock, self.options.clock_offset(identity.name)),
             )
             self.hosts[host.name] = host
             for key in (host.name, host.fqdn, host.address):
@@ -185,6 +197,7 @@ class Fleet:
             "restart_delay": self.options.restart_delay,
             "expiring_in": self.options.expiring_in,
             "call_overhead": self.options.call_overhead,
+            "clock_offsets": {host.name: host.clock.offset_s for host in self.hosts.values() if host.clock.offset_s},
             "domain": LAB_DOMAIN,
             "ca": self.enterprise_ca.describe(),
             "winrm_port": WINRM_PORT,
@@ -220,8 +233,8 @@ class Fleet:
             return {"ready": self.ready, "hosts": len(self.hosts), "pid": os.getpid()}
         if not self.ready:
             raise LabError("the lab is still starting")
-        if op == "hosts":
-            return self.info()["hosts"]
+        if op in ("hosts", "clock"):
+            return self.info()["hosts"] if op == "hosts" else self._clock(request)
         if op == "state":
             return self.host(request.get("host")).state()
         if op == "fault":
@@ -249,6 +262,21 @@ class Fleet:
                 aes=bool(request.get("aes")),
             )
         raise LabError(f"unknown control request {op!r}")
+
+    def _clock(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Set a host's clock offset (`offset` with `host`) and advance every host's clock (`advance`); the clocks after."""
+        try:
+            if request.get("offset") is not None:
+                self.host(request.get("host")).clock.set_offset(float(request["offset"]))
+            if request.get("advance") is not None:
+                self.clock.advance(float(request["advance"]))
+        except (TypeError, ValueError) as exc:
+            raise LabError(f"clock: {exc}") from exc
+        hosts = [self.host(request["host"])] if request.get("host") is not None else list(self.hosts.values())
+        return {
+            "advanced_s": self.clock.advanced_s,
+            "hosts": {host.name: {"now": iso_utc_ms(host.clock.now()), "offset_s": host.clock.offset_s} for host in hosts},
+        }
 
     def _certificates_arrive(self, op: str, request: dict[str, Any]) -> dict[str, object]:
         """Certificates that come into a host's store without the collection: win-acme, auto-enrolment, an administrator."""
@@ -290,12 +318,13 @@ def build_host(
     *,
     windows_version: str = DEFAULT_WINDOWS_VERSION,
     enterprise_ca: EnterpriseCa | None = None,
+    clock: HostClock | None = None,
 ) -> Host:
     """A host with an empty C: drive in `directory`; `scenarios.provision` installs XU on it."""
     (directory / "fs" / "C").mkdir(parents=True, exist_ok=True)
     return Host(
         identity, directory, ca, restart_delay=restart_delay, known_ops=list(PRIMITIVES), lookup=lookup,
-        windows_version=windows_version, enterprise_ca=enterprise_ca,
+        windows_version=windows_version, enterprise_ca=enterprise_ca, clock=clock,
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,18 +18,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .accounts import SERVICE_LOGONS
 from .ca import CertificateAuthority, LeafRequest, key_id, leaf_request
+from .certreq_tasks import CertreqTasks
 from .certstore import CertificateStore, KeyContainer, MachineStores, StoredCertificate
 from .enterprise_ca import EnterpriseCa
 from .errors import LabError
 from .faults import Faults
 from .firewall import Firewall, default_rules
+from .folders import JOURNAL_DIR, FolderSecurity, precreate_journal_dir
 from .tasks import TaskScheduler
-from .timefmt import iso_utc, utc_now
+from .timefmt import HostClock, iso_utc
 from .winpath import HostFileSystem, join_windows_path
 from .xuservice import DependentService, XuService
 from .xusettings import CONFIG_DIR
 
-JOURNAL_DIR = "C:\\ProgramData\\xtractuniversal.tls"
 # Environment.OSVersion.Version of each Windows Server the lab can be (`up --windows-version`).
 OS_VERSIONS = {"2016": "10.0.14393", "2019": "10.0.17763", "2022": "10.0.20348"}
 DEFAULT_WINDOWS_VERSION = "2022"
@@ -77,10 +77,13 @@ class Host:
         lookup: HostLookup | None = None,
         windows_version: str = DEFAULT_WINDOWS_VERSION,
         enterprise_ca: EnterpriseCa | None = None,
+        clock: HostClock | None = None,
     ) -> None:
         if windows_version not in OS_VERSIONS:
             raise LabError(f"windows_version must be one of {', '.join(OS_VERSIONS)}, not {windows_version!r}")
         self.identity = identity
+        # What the host reads as now (the agent's answers, its scheduled tasks, its event log's stamps).
+        self.clock = clock or HostClock()
         self.windows_version = windows_version
         # `fault --set strict_host_name=true`: XU's TLS listeners answer only to the host's DNS name (SNI, Host header).
         self.strict_host_name = False
@@ -98,9 +101,15 @@ class Host:
         self.firewall = Firewall(default_rules(self.service.settings.ports()))
         self.faults = Faults(self.emit, known_ops, self._set_restart_delay, self._apply_setting)
         self.tasks = TaskScheduler(self)
+        # The one-shot SYSTEM tasks certreq runs in, and what killed calls left of them.
+        self.certreq = CertreqTasks(self)
         self.keys_handed_out: set[str] = set()
         # Event log sources registered on the host (the Application log's, by name).
         self.event_sources: set[str] = set()
+        # The display language certreq's labels are in (`fault --set certreq_language=de`).
+        self.certreq_language = "en"
+        # Owner and DACL of C:\ProgramData\xtractuniversal.tls (None: the agent made it, or it is not there).
+        self.journal_dir_security: FolderSecurity | None = None
         self._lookup = lookup
         self._events_path = directory / "events.jsonl"
         self._transcript_path = directory / "transcript.log"
@@ -120,7 +129,7 @@ class Host:
         return self.identity.fqdn
 
     def emit(self, event_type: str, **fields: object) -> None:
-        record = {"ts": round(time.time(), 6), "host": self.name, "type": event_type, **fields}
+        record = {"ts": round(self.clock.timestamp(), 6), "host": self.name, "type": event_type, **fields}
         with self._events_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, default=str) + "\n")
 
@@ -128,7 +137,7 @@ class Host:
         """What script block logging would keep: who, the command line, the decoded script."""
         lines = [
             "**********************",
-            f"Start time: {iso_utc(utc_now())}",
+            f"Start time: {iso_utc(self.clock.now())}",
             f"Username: {user}",
             f"Client: {client}",
             f"CommandLine: {command_line}",
@@ -191,11 +200,17 @@ class Host:
         {
             "service_account": self._set_service_account,
             "dependent_service": self._add_dependent_service,
+            "dependent_stop_hangs": self._set_dependent_stop_hangs,
             "stop_hangs": self._set_stop_hangs,
             "firewall_profile_off": self._set_profile_off,
             "firewall_local_rules": self._set_local_rules,
             "firewall_service": self._set_firewall_service,
             "strict_host_name": self._set_strict_host_name,
+            "journal_dir": self._precreate_journal_dir,
+            "kill_certreq": self._set_kill_certreq,
+            "certreq_leftover": self.certreq.plant,
+            "enterprise_cas": self._set_enterprise_cas,
+            "certreq_language": self._set_certreq_language,
         }[key](value)
 
     def _set_service_account(self, value: str) -> None:
@@ -208,6 +223,17 @@ class Host:
         if not value or any(d.name.casefold() == value.casefold() for d in self.service.dependents):
             raise LabError(f"dependent_service needs a new service name, not {value!r}")
         self.service.dependents.append(DependentService(value, "Running" if self.service.state == "Running" else "Stopped"))
+
+    def _set_dependent_stop_hangs(self, value: str) -> None:
+        """NAME: that dependent service hangs in StopPending whenever it is stopped; none: no dependent hangs, a hanging stop ends."""
+        names = [d.name for d in self.service.dependents if d.name.casefold() == value.casefold()]
+        if not names and value != "none":
+            raise LabError(f"dependent_stop_hangs takes the name of a dependent service (dependent_service) or none, not {value!r}")
+        for dependent in self.service.dependents:
+            dependent.hangs = dependent.name in names
+            if not dependent.hangs and dependent.state == "StopPending":
+                dependent.state = "Stopped"
+                self.emit("service", name=dependent.name, state="Stopped", reason="the hanging stop ended", listeners=[])
 
     def _set_stop_hangs(self, value: str) -> None:
         self.service.stop_hangs = _setting_count("stop_hangs", value)
@@ -232,6 +258,23 @@ class Host:
         if value not in ("running", "stopped"):
             raise LabError("firewall_service takes running or stopped")
         self.firewall.service_running = value == "running"
+
+    def _set_certreq_language(self, value: str) -> None:
+        if value not in ("en", "de"):
+            raise LabError("certreq_language takes en or de")
+        self.certreq_language = value
+
+    def _set_enterprise_cas(self, value: str) -> None:
+        """1 or 2 enterprise CAs in the forest (the lab's AD CS is shared by its hosts: the setting is the fleet's)."""
+        self.enterprise_ca.set_service_count(_setting_count("enterprise_cas", value))
+
+    def _set_kill_certreq(self, value: str) -> None:
+        self.certreq.kills = _setting_count("kill_certreq", value)
+
+    def _precreate_journal_dir(self, value: str) -> None:
+        if self.fs.resolve(JOURNAL_DIR).exists():
+            raise LabError(f"journal_dir: {JOURNAL_DIR} exists already; it can only be made before the collection's first run")
+        precreate_journal_dir(self, value)
 
     def _set_strict_host_name(self, value: str) -> None:
         if value not in ("true", "false"):
@@ -334,7 +377,9 @@ class Host:
                 "exposure": self.exposure(),
             },
             "tasks": self.tasks.state(),
+            "certreq_tasks": self.certreq.state(),
             "files": self.files(),
             "journals": self.journals(),
+            "journal_dir_security": self.journal_dir_security.state() if self.journal_dir_security else None,
             "faults": self.faults.pending(),
         }

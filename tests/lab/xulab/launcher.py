@@ -52,6 +52,8 @@ def serve_command(options: FleetOptions) -> list[str]:
     ]
     if options.base_address:
         command += ["--base-address", options.base_address]
+    for name, seconds in options.clock_offsets:
+        command.append(f"--clock-offset={name}={seconds!r}" if name is not None else f"--clock-offset={seconds!r}")
     return command
 
 

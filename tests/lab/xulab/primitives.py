@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -23,16 +24,17 @@ from .accounts import account_sid
 from .ca import PfxPasswordError, generate_key, is_intermediate, pfx_from_portable, pfx_key_provider, read_pfx_portable
 from .ca import thumbprint as der_thumbprint
 from .certstore import KeyContainer, default_machine_key_acl, normalise_thumbprint
-from .enrolment import EnrolmentRequest, certreq_enrol
-from .errors import PrimitiveError
+from .enrolment import DEFAULT_KEY_PROVIDER, KEY_PROVIDERS, EnrolmentRequest, certreq_enrol
+from .errors import InnerException, PrimitiveError, cim_query_not_found, is_absent
 from .firewall import FirewallRule
+from .folders import check_journal_dir, initialize_journal_dir
 from .host import Host, sha256_hex
 from .probe import SERVER_NAME, port_probe
 from .psvalues import as_int, as_items, as_text
 from .renewals import certreq_renew
-from .timefmt import iso_utc, parse_iso_utc, utc_now
+from .timefmt import ceil_second, iso_utc
 from .winpath import is_path_rooted, join_windows_path, normalise_windows_path
-from .xuservice import ServiceStartError, ServiceStopError
+from .xuservice import ServiceStartError, ServiceStopError, XuService
 
 Args = dict[str, object]
 Result = dict[str, object]
@@ -54,6 +56,7 @@ SERVICE_POLL_S = 0.05
 PORT_POLL_S = 0.1
 PORT_TEST_TIMEOUT_S = 0.5
 DEFAULT_SERVICE_TIMEOUT_S = 60.0
+ERROR_SERVICE_DOES_NOT_EXIST = 1060
 BASE64_ERROR = (
     "The input is not a valid Base-64 string as it contains a non-base 64 character, more than two padding "
     "characters, or an illegal character among the padding characters. "
@@ -79,6 +82,45 @@ def _rooted(value: object, what: str) -> str:
 UTF8_BOM = b"\xef\xbb\xbf"
 # The DER encoding of the PBES2 OID (1.2.840.113549.1.5.13): a PFX encrypted the way OpenSSL 3 does by default.
 _PBES2_OID = bytes.fromhex("06092a864886f70d01050d")
+SHA1_OID = "1.3.14.3.2.26"
+# HRESULT_FROM_WIN32(ERROR_INVALID_PASSWORD, 86): what PFXImportCertStore's wrong-password failure carries.
+ERROR_INVALID_PASSWORD = -2147024810
+
+
+def _der(data: bytes, position: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER item at `position`."""
+    if position + 2 > len(data):
+        raise ValueError("truncated")
+    tag, length, start = data[position], data[position + 1], position + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, start = int.from_bytes(data[start:start + count], "big"), start + count
+    if start + length > len(data):
+        raise ValueError("truncated")
+    return tag, start, start + length
+
+
+def pfx_mac_algorithm(data: bytes) -> str | None:
+    """The OID of a PFX's MAC digest (PFX: version, authSafe, macData: DigestInfo first); None without a MAC."""
+    try:
+        _tag, body, end = _der(data, 0)
+        position = _der(data, _der(data, body)[2])[2]
+        if position >= end:
+            return None
+        algorithm = _der(data, _der(data, _der(data, position)[1])[1])[1]
+        tag, start, stop = _der(data, algorithm)
+    except ValueError:
+        return None
+    if tag != 0x06 or stop <= start:
+        return None
+    encoded = data[start:stop]
+    numbers, value = [encoded[0] // 40, encoded[0] % 40], 0
+    for byte in encoded[1:]:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            numbers.append(value)
+            value = 0
+    return ".".join(map(str, numbers))
 
 
 def _utf8_text(data: bytes) -> str:
@@ -220,9 +262,10 @@ async def pfx_import(host: Host, a: Args) -> Result:
     except (binascii.Error, ValueError) as exc:
         raise PrimitiveError("FormatException", BASE64_ERROR) from exc
     password = a.get("password")
-    if not host.reads_pbes2_pfx and _PBES2_OID in data:
-        # Windows Server 2016's PFXImportCertStore knows no PBES2 and takes the file for one with another password.
-        raise PrimitiveError("CryptographicException", "The specified network password is not correct.")
+    if not host.reads_pbes2_pfx and (_PBES2_OID in data or pfx_mac_algorithm(data) not in (None, SHA1_OID)):
+        # Windows Server 2016's PFXImportCertStore knows no PBES2 and takes the file for one with another password. It predates
+        # the SHA-256 MAC of Windows' own AES export (1709 / Server 2019); unverified whether it checks one: the lab refuses it.
+        raise PrimitiveError("CryptographicException", "The specified network password is not correct.", hresult=ERROR_INVALID_PASSWORD)
     try:
         contents = pfx_from_portable(await offload.run(read_pfx_portable, data, None if password is None else as_text(password)))
     except PfxPasswordError as exc:
@@ -356,7 +399,11 @@ async def cert_renew_reuse_key(host: Host, a: Args) -> Result:
     run_as = "machine" if a.get("run_as") is None else as_text(a.get("run_as"))
     if run_as not in ("machine", "caller"):
         raise PrimitiveError("InvalidArgument", "run_as must be machine or caller")
-    code, output = certreq_renew(host, thumbprint, run_as)
+    if run_as == "machine":
+        # Invoke-XuAsSystem keeps certreq's output in the collection's folder.
+        initialize_journal_dir(host)
+    timeout_s = 300.0 if a.get("timeout_s") is None else float(as_int(a.get("timeout_s")))
+    code, output, swept = certreq_renew(host, thumbprint, run_as, timeout_s)
     if code != 0:
         raise PrimitiveError("CertreqFailed", f"certreq exited with {code}: {output}")
     public_key = old.certificate.public_key()
@@ -366,11 +413,11 @@ async def cert_renew_reuse_key(host: Host, a: Args) -> Result:
     if not candidates:
         raise PrimitiveError("NotFound", f"certreq succeeded but no new certificate with the key of {thumbprint} is in the store")
     newest = max(candidates, key=lambda e: e.certificate.not_valid_before_utc)
-    return {"thumbprint": newest.thumbprint, "output": output, "exit_code": code, "enrolled_as": run_as}
+    return {"thumbprint": newest.thumbprint, "output": output, "exit_code": code, "enrolled_as": run_as, "swept": swept, "sweep_error": None}
 
 
-async def cert_enroll(host: Host, a: Args) -> Result:
-    """certreq -new, -submit and -accept with a template, as the machine or in the session (enrolment.certreq_enrol)."""
+def _enrolment_arguments(a: Args) -> tuple[str, list[str], str | None, str, int, str]:
+    """cert_enroll's checks, in the agent's order: template, dns_names, ca_config, key_provider, key_length, run_as."""
     template = _name(a.get("template"), TEMPLATE_NAME_PATTERN, "template")
     bad_names = "dns_names must be a non-empty list of DNS names"
     names = []
@@ -381,28 +428,59 @@ async def cert_enroll(host: Host, a: Args) -> Result:
     if not names:
         raise PrimitiveError("InvalidArgument", bad_names)
     config = None if a.get("ca_config") is None else _name(a.get("ca_config"), CA_CONFIG_PATTERN, "ca_config")
+    provider = DEFAULT_KEY_PROVIDER if a.get("key_provider") is None else as_text(a.get("key_provider"))
+    if provider not in KEY_PROVIDERS:
+        raise PrimitiveError("InvalidArgument", "key_provider must be schannel_csp or software_ksp")
     key_length = 2048 if a.get("key_length") is None else as_int(a.get("key_length"))
     if key_length not in ENROL_KEY_LENGTHS:
         raise PrimitiveError("InvalidArgument", "key_length must be 2048, 3072 or 4096")
     run_as = "machine" if a.get("run_as") is None else as_text(a.get("run_as"))
     if run_as not in ("machine", "caller"):
         raise PrimitiveError("InvalidArgument", "run_as must be machine or caller")
+    if run_as == "machine" and config is None:
+        # certreq -submit without -config asks on a desktop which CA to use; the SYSTEM task's session 0 has none.
+        raise PrimitiveError("InvalidArgument", "ca_config is required as the machine (ca_list names the CAs)")
+    return template, names, config, provider, key_length, run_as
+
+
+# The agent finds a pending request's id by the form of the line that quotes it, not by certreq's (translatable) label.
+PENDING_REQUEST_ID = re.compile(r'^[^:\r\n]{1,40}:\s*"(\d+)"\s*$', re.M)
+
+
+async def cert_enroll(host: Host, a: Args) -> Result:
+    """certreq -new, -submit and -accept with a template, as the machine or in the session (enrolment.certreq_enrol)."""
+    template, names, config, provider, key_length, run_as = _enrolment_arguments(a)
+    # The request file goes into the collection's folder, which certreq (as SYSTEM) reads it from.
+    initialize_journal_dir(host)
     # certreq -new makes the key, in the session too; a pool key stands in for a 2048-bit one (generating is slow).
     if key_length == 2048:
         key = host.pick_key()
     else:
         key = await asyncio.get_running_loop().run_in_executor(None, generate_key, key_length)
-    outcome = certreq_enrol(host, EnrolmentRequest(template, tuple(names), config, key), run_as)
+    timeout_s = 300.0 if a.get("timeout_s") is None else float(as_int(a.get("timeout_s")))
+    outcome = certreq_enrol(host, EnrolmentRequest(template, tuple(names), config, key, provider), run_as, timeout_s)
     if outcome.exit_code != 0:
         raise PrimitiveError("CertreqFailed", f"certreq exited with {outcome.exit_code}: {outcome.output}")
     if outcome.thumbprint is None:
-        if outcome.request_id is not None:
-            raise PrimitiveError("EnrollPending", f"request {outcome.request_id} is pending at the CA: {outcome.output}")
+        if (pending := PENDING_REQUEST_ID.search(outcome.output)) is not None:
+            raise PrimitiveError("EnrollPending", f"request {pending.group(1)} is pending at the CA: {outcome.output}")
         raise PrimitiveError("CertreqFailed", f"certreq wrote no certificate: {outcome.output}")
     entry = host.stores.my.get(outcome.thumbprint)
     if entry is None or entry.key is None:
         raise PrimitiveError("NotFound", f"certreq accepted {outcome.thumbprint} but My lacks it or its private key")
-    return {"thumbprint": outcome.thumbprint, "output": outcome.output, "exit_code": outcome.exit_code, "enrolled_as": run_as}
+    return {"thumbprint": outcome.thumbprint, "output": outcome.output, "exit_code": outcome.exit_code, "enrolled_as": run_as,
+            "swept": list(outcome.swept), "sweep_error": None}
+
+
+async def ca_list(host: Host, a: Args) -> Result:
+    """The forest's enterprise CAs and their templates, read from AD in a SYSTEM task (the agent's $CaListScript)."""
+    timeout_s = 120.0 if a.get("timeout_s") is None else float(as_int(a.get("timeout_s")))
+    initialize_journal_dir(host)
+    templates = sorted(t.name for t in host.enterprise_ca.templates.values())
+    cas, swept = host.certreq.run(timeout_s, {"certreq-<id>.txt": b""}, lambda _id: [
+        {"config": service.config, "templates": list(templates)} for service in host.enterprise_ca.services
+    ])
+    return {"cas": cas, "swept": swept, "sweep_error": None}
 
 
 async def file_write(host: Host, a: Args) -> Result:
@@ -466,89 +544,153 @@ async def file_remove(host: Host, a: Args) -> Result:
     return {"removed": True, "backup_path": backup}
 
 
-async def service_restart(host: Host, a: Args) -> Result:
-    """The agent's loop: wait out StartPending, stop, wait out StopPending, start, wait for the ports, restart dependents."""
-    name = as_text(a.get("name"))
-    if not name:
-        raise PrimitiveError("InvalidArgument", "name is required")
-    service = host.service
-    if name.casefold() != service.name.casefold():
-        raise PrimitiveError("NotFound", f"service {name} does not exist")
-    limit = DEFAULT_SERVICE_TIMEOUT_S if a.get("timeout_s") is None else float(as_text(a.get("timeout_s")))
-    ports = [as_int(port) for port in as_items(a.get("wait_ports"))]
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-
-    def elapsed() -> float:
-        return loop.time() - began
-
-    async def wait_leaves(states: tuple[str, ...]) -> None:
-        while service.state in states and elapsed() < limit:
-            await asyncio.sleep(SERVICE_POLL_S)
-
-    async def stop_and_start() -> str | None:
-        await wait_leaves(("StartPending",))
-        if service.state == "StartPending":
-            return f"the service did not finish starting within {limit:g} s (StartPending)"
-        if service.state not in ("Stopped", "StopPending"):
-            await service.stop()
-        await wait_leaves(("Running", "StopPending"))
-        if service.state != "Stopped":
-            return f"the service did not stop within {limit:g} s ({service.state})"
-        await service.start()
-        await asyncio.sleep(SERVICE_POLL_S)
-        await wait_leaves(("StartPending",))
-        if service.state == "Stopped":
-            return "the service stopped while starting"
-        for dependent in dependents:
-            with contextlib.suppress(ServiceStartError):
-                service.start_dependent(dependent)
-        return None
-
-    # Stopping XU stops the services that depend on it; the running ones are started again after it.
-    dependents = [dependent.name for dependent in service.dependents if dependent.state == "Running"]
-    try:
-        start_error = await stop_and_start()
-    except (ServiceStartError, ServiceStopError) as exc:
-        start_error = str(exc)
+async def _wait_for_ports(host: Host, ports: list[int], elapsed: Callable[[], float], limit: float) -> dict[int, bool]:
+    """Test-XuPort on each port until all are open, the service is no longer running, or the limit is reached."""
     is_open = dict.fromkeys(ports, False)
     while True:
         for port in ports:
             if not is_open[port]:
                 is_open[port] = await host.local_port_open(port, PORT_TEST_TIMEOUT_S)
-        if service.state != "Running" or all(is_open.values()) or elapsed() >= limit:
-            break
+        if host.service.state != "Running" or all(is_open.values()) or elapsed() >= limit:
+            return is_open
         await asyncio.sleep(PORT_POLL_S)
+
+
+def _service_named(host: Host, name: str) -> XuService:
+    if not name:
+        raise PrimitiveError("InvalidArgument", "name is required")
+    if name.casefold() != host.service.name.casefold():
+        # ServiceController(name).ServiceName for a service that does not exist (GenerateNames: NoService, inner Win32 1060).
+        raise PrimitiveError(
+            "InvalidOperationException",
+            f"Service '{name}' was not found on computer '.'. The specified service does not exist as an installed service",
+            inner=[InnerException("Win32Exception", native_code=ERROR_SERVICE_DOES_NOT_EXIST)],
+        )
+    return host.service
+
+
+async def service_restart(host: Host, a: Args) -> Result:
+    """The agent's loop: wait out StartPending, stop the running dependents (within the limit), stop, wait out StopPending,
+    start, wait for the ports; the dependents stopped here are started again in every outcome."""
+    name = as_text(a.get("name"))
+    service = _service_named(host, name)
+    limit = DEFAULT_SERVICE_TIMEOUT_S if a.get("timeout_s") is None else float(as_text(a.get("timeout_s")))
+    ports = [as_int(port) for port in as_items(a.get("wait_ports"))]
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    stopped: list[str] = []
+
+    def elapsed() -> float:
+        return loop.time() - began
+
+    async def wait_leaves(states: tuple[str, ...], state: Callable[[], str]) -> None:
+        while state() in states and elapsed() < limit:
+            await asyncio.sleep(SERVICE_POLL_S)
+
+    def dependent_state(dependent_name: str) -> Callable[[], str]:
+        return lambda: next(d.state for d in service.dependents if d.name == dependent_name)
+
+    async def stop_dependents() -> str | None:
+        """ServiceController.Stop() would wait 30 s for each, whatever the limit: each is stopped and waited for here."""
+        for dependent in service.dependents:
+            if dependent.state == "Stopped":
+                continue
+            if dependent.state != "StopPending":
+                stopped.append(dependent.name)
+                service.stop_dependent(dependent.name)
+            await wait_leaves(("Running", "StopPending", "StartPending"), dependent_state(dependent.name))
+            if dependent.state != "Stopped":
+                return f"the dependent service {dependent.name} did not stop within {limit:g} s ({dependent.state}), so {name} was not stopped"
+        return None
+
+    async def stop_and_start() -> str | None:
+        await wait_leaves(("StartPending",), lambda: service.state)
+        if service.state == "StartPending":
+            return f"the service did not finish starting within {limit:g} s (StartPending)"
+        problem = await stop_dependents()
+        if problem is not None:
+            return problem
+        if service.state not in ("Stopped", "StopPending"):
+            await service.stop()
+        await wait_leaves(("Running", "StopPending"), lambda: service.state)
+        if service.state != "Stopped":
+            return f"the service did not stop within {limit:g} s ({service.state})"
+        await service.start()
+        restarted.append(True)
+        await asyncio.sleep(SERVICE_POLL_S)
+        await wait_leaves(("StartPending",), lambda: service.state)
+        if service.state == "Stopped":
+            return "the service stopped while starting"
+        return None
+
+    restarted: list[bool] = []
+    try:
+        start_error = await stop_and_start()
+    except (ServiceStartError, ServiceStopError) as exc:
+        start_error = str(exc)
+    finally:
+        for dependent_name in reversed(stopped):
+            if dependent_state(dependent_name)() == "Stopped":
+                with contextlib.suppress(ServiceStartError):
+                    service.start_dependent(dependent_name)
+    is_open = await _wait_for_ports(host, ports, elapsed, limit) if restarted else dict.fromkeys(ports, False)
     states = {dependent.name: dependent.state for dependent in service.dependents}
     return {
-        "started": service.state == "Running" and all(is_open.values()),
+        "started": bool(restarted) and service.state == "Running" and all(is_open.values()),
+        "restarted": bool(restarted),
         "state": service.state,
         "start_error": start_error,
         "ports": [{"port": port, "open": is_open[port]} for port in ports],
-        "dependents": [{"name": dependent, "state": states[dependent]} for dependent in dependents],
+        "dependents": [{"name": dependent, "state": states[dependent]} for dependent in stopped],
         "elapsed_s": round(elapsed(), 1),
     }
 
 
+FIREWALL_RULE_CLASS = "MSFT_NetFirewallRule"
+SCHEDULED_TASK_CLASS = "MSFT_ScheduledTask"
+
+
+def _group_not_found(group: str) -> PrimitiveError:
+    """Get-NetFirewallRule -Group for a group without rules. Unverified: which CIM property the error names (the lab says
+    RuleGroup, the property -Group filters on); the controller's table matches the prefix CmdletizationQuery_NotFound."""
+    return cim_query_not_found("Get-NetFirewallRule", FIREWALL_RULE_CLASS, "RuleGroup", group)
+
+
+def _task_not_found(name: str) -> PrimitiveError:
+    """Get-ScheduledTask -TaskName for a task that does not exist (as public transcripts show it for -TaskName)."""
+    return cim_query_not_found("Get-ScheduledTask", SCHEDULED_TASK_CLASS, "TaskName", name)
+
+
 async def fw_get(host: Host, a: Args) -> Result:
+    """Each query as Windows answers it: a group without rules is the query's not-found error record, reported beside it."""
     group = _name(a.get("group"), TASK_NAME_PATTERN, "group")
-    host.firewall.require_service()
+    host.firewall.require_service("Get-NetFirewallRule")
+    persistent = host.firewall.group_rules(group)
+    active = host.firewall.active_group_rules(group)
+    host.firewall.require_service("Get-NetFirewallProfile")
     return {
-        "rules": [rule.as_json() for rule in host.firewall.group_rules(group)],
-        "active_rules": [rule.name for rule in host.firewall.active_group_rules(group)],
+        "rules": [rule.as_json() for rule in persistent] if persistent else None,
+        "rules_error": None if persistent else _group_not_found(group).as_json(),
+        "active_rules": [rule.name for rule in active] if active else None,
+        "active_rules_error": None if active else _group_not_found(group).as_json(),
         "profiles": host.firewall.profiles_json(),
     }
 
 
 async def fw_set(host: Host, a: Args) -> Result:
-    """Remove the group's rules, then New-NetFirewallRule each; a rejected rule puts the previous rules back."""
+    """Remove the group's rules, then New-NetFirewallRule each; a rejected rule puts the previous rules back.
+
+    The group's rules are read first; reading an empty group fails on Windows, and only an error the request's
+    absent_errors name (the controller's "not found") lets the call go on with no previous rules."""
     group = _name(a.get("group"), TASK_NAME_PATTERN, "group")
     wanted = as_items(a.get("rules"))
     for rule in wanted:
         if not isinstance(rule, dict) or not rule.get("name") or not rule.get("display_name"):
             raise PrimitiveError("InvalidArgument", "every rule needs name and display_name")
-    host.firewall.require_service()
+    host.firewall.require_service("Get-NetFirewallRule")
     previous = host.firewall.group_rules(group)
+    if not previous and not is_absent(absent := _group_not_found(group)):
+        raise absent
     removed = host.firewall.remove_group(group)
     added = 0
     try:
@@ -570,25 +712,34 @@ async def task_get(host: Host, a: Args) -> Result:
     name = _name(a.get("name"), TASK_NAME_PATTERN, "name")
     task = host.tasks.get(name)
     if task is None:
-        return {"task": None}
-    next_run = iso_utc(task.run_at) if task.run_at > utc_now() else None
-    return {"task": {"name": task.name, "state": "Ready", "next_run_utc": next_run, "description": task.description}}
+        return {"task": None, "task_error": _task_not_found(name).as_json()}
+    next_run = iso_utc(task.run_at) if task.run_at > host.clock.now() else None
+    return {"task": {"name": task.name, "state": "Ready", "next_run_utc": next_run, "description": task.description}, "task_error": None}
+
+
+# A gate's longest auto-open delay (7 days), as the agent checks it.
+MAX_TASK_DELAY_S = 7 * 24 * 3600
 
 
 async def task_register(host: Host, a: Args) -> Result:
+    """The trigger is the host's own now plus `delay_s`, rounded up to the whole second: the controller's clock never enters."""
     name = _name(a.get("name"), TASK_NAME_PATTERN, "name")
     group = _name(a.get("fw_group_to_remove"), TASK_NAME_PATTERN, "fw_group_to_remove")
-    try:
-        run_at = parse_iso_utc(a.get("run_at_utc"), "run_at_utc")
-    except PrimitiveError as exc:
-        raise PrimitiveError("InvalidArgument", "expected an ISO 8601 UTC time") from exc
+    delay = a.get("delay_s")
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 < delay <= MAX_TASK_DELAY_S:
+        raise PrimitiveError("InvalidArgument", f"delay_s must be a number of seconds above 0, at most {MAX_TASK_DELAY_S}")
     description = None if a.get("description") is None else as_text(a.get("description"))
+    run_at = ceil_second(host.clock.now() + timedelta(seconds=float(delay)))
     host.tasks.register(name, run_at, group, description)
-    return {"registered": True}
+    return {"registered": True, "run_at_utc": iso_utc(run_at)}
 
 
 async def task_remove(host: Host, a: Args) -> Result:
     name = _name(a.get("name"), TASK_NAME_PATTERN, "name")
+    if host.tasks.get(name) is None:
+        if is_absent(absent := _task_not_found(name)):
+            return {"removed": False}
+        raise absent
     return {"removed": host.tasks.remove(name)}
 
 
@@ -617,6 +768,7 @@ async def event_write(host: Host, a: Args) -> Result:
 
 async def journal_read(host: Host, a: Args) -> Result:
     path = host.journal_path(_name(a.get("name"), JOURNAL_NAME_PATTERN, "name"))
+    check_journal_dir(host)
     existing = _existing_file(host, path)
     if existing is None:
         return {"exists": False, "content": None, "sha256": None}
@@ -627,6 +779,7 @@ async def journal_read(host: Host, a: Args) -> Result:
 async def journal_write(host: Host, a: Args) -> Result:
     name = _name(a.get("name"), JOURNAL_NAME_PATTERN, "name")
     path = host.journal_path(name)
+    check_journal_dir(host)
     content = a.get("content")
     if a.get("expected_sha256") is not None:
         current = _existing_file(host, path)
@@ -642,6 +795,7 @@ async def journal_write(host: Host, a: Args) -> Result:
             existing.unlink()
             host.emit("journal", name=name, action="remove")
         return {"path": path}
+    initialize_journal_dir(host)
     _write_atomic(host, path, as_text(content).encode("utf-8"), None)
     host.emit("journal", name=name, action="write")
     return {"path": path}
@@ -657,6 +811,7 @@ PRIMITIVES: dict[str, Primitive] = {
     "key_grant_read": key_grant_read,
     "cert_renew_reuse_key": cert_renew_reuse_key,
     "cert_enroll": cert_enroll,
+    "ca_list": ca_list,
     "file_write": file_write,
     "file_restore": file_restore,
     "file_remove": file_remove,

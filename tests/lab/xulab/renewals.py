@@ -8,7 +8,6 @@ files minted by the lab CA for the collection to import.
 from __future__ import annotations
 
 import base64
-import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -42,31 +41,26 @@ NETWORK_LOGON_FAILURE = (
 WINACME_LIFETIME_DAYS = 90
 
 
-def certreq_renew(host: Host, thumbprint: str, run_as: str = "machine") -> tuple[int, str]:
+def certreq_renew(host: Host, thumbprint: str, run_as: str = "machine", timeout_s: float = 300) -> tuple[int, str, list[str]]:
     """`certreq -enroll -machine -q -cert <thumbprint> Renew ReuseKeys` against the lab's AD CS.
 
     `run_as` machine: in a one-shot scheduled task as SYSTEM (the computer account reaches the
     CA); caller: in the WinRM session itself, a network logon that cannot reach the CA.
-    Returns certreq's exit code and output. On success the new certificate shares the old
-    one's key container (so its ACL) and the old certificate is archived.
+    Returns certreq's exit code and output, and the leftover tasks swept before the task was registered.
+    On success the new certificate shares the old one's key container (so its ACL) and the old certificate is archived.
     """
-    code, output = _certreq(host, thumbprint, run_as)
-    # Who asked the CA: the computer account (SYSTEM's network identity) or the WinRM user.
-    account = f"{LAB_DOMAIN_NETBIOS}\\{host.name.upper()}$" if run_as == "machine" else LAB_ADMIN
-    host.emit("certreq", thumbprint=thumbprint, enrolled_as=run_as, account=account, exit_code=code)
-    return code, output
 
+    def certreq(_task_id: str) -> tuple[int, str]:
+        code, output = _certreq_as_machine(host, thumbprint) if run_as == "machine" else (CERTREQ_POLICY_SERVER_NOT_FOUND, NETWORK_LOGON_FAILURE)
+        # Who asked the CA: the computer account (SYSTEM's network identity) or the WinRM user.
+        account = f"{LAB_DOMAIN_NETBIOS}\\{host.name.upper()}$" if run_as == "machine" else LAB_ADMIN
+        host.emit("certreq", thumbprint=thumbprint, enrolled_as=run_as, account=account, exit_code=code)
+        return code, output
 
-def _certreq(host: Host, thumbprint: str, run_as: str) -> tuple[int, str]:
     if run_as == "caller":
-        return CERTREQ_POLICY_SERVER_NOT_FOUND, NETWORK_LOGON_FAILURE
-    task_name = f"xtractuniversal.tls certreq {uuid.uuid4().hex}"
-    host.emit_task("registered", task_name, run_as="SYSTEM")
-    host.emit_task("ran", task_name)
-    try:
-        return _certreq_as_machine(host, thumbprint)
-    finally:
-        host.emit_task("removed", task_name)
+        return (*certreq(""), [])
+    (code, output), swept = host.certreq.run(timeout_s, {"certreq-<id>.txt": b""}, certreq)
+    return code, output, swept
 
 
 def _certreq_as_machine(host: Host, thumbprint: str) -> tuple[int, str]:

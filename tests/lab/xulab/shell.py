@@ -22,10 +22,12 @@ import time
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from .errors import PrimitiveError
+from .certreq_tasks import CallKilled
+from .errors import ABSENT_ERRORS, PrimitiveError
 from .host import Host
 from .primitives import PRIMITIVES
 from .psvalues import as_text
+from .timefmt import iso_utc_ms
 from .wsman import CommandResult
 
 BOOTSTRAP_MARKER = "# xtractuniversal.tls bootstrap 1"
@@ -281,6 +283,15 @@ class CommandShell:
 
     async def run_request(self, request: dict[str, object]) -> tuple[dict[str, object], list[str], list[str], bool]:
         """The agent's main loop: ops in order, `skipped` after the first error when stop_on_error."""
+        absent = request.get("absent_errors")
+        token = ABSENT_ERRORS.set(tuple(m for m in (absent if isinstance(absent, list) else []) if isinstance(m, dict)))
+        try:
+            return await self._run_ops(request)
+        finally:
+            ABSENT_ERRORS.reset(token)
+
+    async def _run_ops(self, request: dict[str, object]) -> tuple[dict[str, object], list[str], list[str], bool]:
+        started = time.perf_counter()
         stop_on_error = True if request.get("stop_on_error") is None else bool(request.get("stop_on_error"))
         operations = request.get("ops")
         entries = operations if isinstance(operations, list) else ([] if operations is None else [operations])
@@ -303,6 +314,10 @@ class CommandShell:
                 outcome = await self._run_op(request, name, args if isinstance(args, dict) else {})
                 entry["status"] = "ok"
                 entry["result"] = outcome
+            except CallKilled:
+                # The agent's process is gone: nothing after this operation runs and no answer reaches the controller.
+                dropped = True
+                break
             except PrimitiveError as error:
                 # As the agent does: only `"optional": true` itself (not 1, not "true") spares the operations after it.
                 failed = failed or spec.get("optional") is not True
@@ -312,7 +327,11 @@ class CommandShell:
                 dropped = True
             entry["elapsed_ms"] = int((time.perf_counter() - began) * 1000)
             results.append(entry)
-        answer = {"agent": AGENT_NAME, "protocol": PROTOCOL, "results": results}
+        # The host's own time as the answer is written, and how long the agent ran (docs/agent-protocol.md, Answer).
+        answer = {
+            "agent": AGENT_NAME, "protocol": PROTOCOL, "results": results,
+            "host_time": iso_utc_ms(self.host.clock.now()), "host_elapsed_ms": int((time.perf_counter() - started) * 1000),
+        }
         return answer, names, [str(r["status"]) for r in results], dropped
 
     async def _run_op(self, request: dict[str, object], name: str, args: dict[str, object]) -> dict[str, object]:
@@ -325,7 +344,7 @@ class CommandShell:
             raise PrimitiveError("UnauthorizedAccessException", "Access is denied.")
         try:
             return await primitive(self.host, args)
-        except PrimitiveError:
+        except (PrimitiveError, CallKilled):
             raise
         except Exception as exc:  # a lab defect must not look like a host's answer
             log.exception("%s: primitive %s failed inside the lab", self.host.name, name)
@@ -352,12 +371,14 @@ def _unsupported_or_not_found(script: str) -> CommandResult:
     return CommandResult(rc=1, stderr=clixml_error(lines))
 
 
-def _redacted(error: PrimitiveError, args: object) -> dict[str, str]:
+def _redacted(error: PrimitiveError, args: object) -> dict[str, object]:
     """The agent never lets a PFX password out, not even inside an error text."""
     answer = error.as_json()
     secret = args.get("password") if isinstance(args, dict) else None
     if isinstance(secret, str) and secret:
-        answer["message"] = answer["message"].replace(secret, "********")
+        for key in ("message", "fqid"):
+            if isinstance(answer.get(key), str):
+                answer[key] = str(answer[key]).replace(secret, "********")
     return answer
 
 

@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 
 SCM_TIMEOUT_REASON = "The service did not respond to the start or control request in a timely fashion."
 CANNOT_ACCEPT_CONTROL = "The service cannot accept control messages at this time."
+# ServiceController.Stop() waits this long for each running dependent it stops, whatever its caller planned
+# (microsoft/referencesource System.ServiceProcess/ServiceController.cs, Stop: WaitForStatus(Stopped, 30 s)).
+DOTNET_DEPENDENT_WAIT_S = 30.0
+# What WaitForStatus throws then (System.ServiceProcess.TimeoutException, .NET Framework's text).
+WAIT_TIMED_OUT = "Time out has expired and the operation has not been completed."
 
 
 class ServiceStartError(Exception):
@@ -48,10 +53,13 @@ class ServiceStopError(Exception):
 
 @dataclass
 class DependentService:
-    """A service that depends on XU (`fault --set dependent_service=NAME`): stopping XU stops it, nothing starts it."""
+    """A service that depends on XU (`fault --set dependent_service=NAME`): stopping XU stops it, nothing starts it.
+
+    With `hangs` (`fault --set dependent_stop_hangs=NAME`) a stop leaves it in StopPending for good."""
 
     name: str
     state: str = "Running"
+    hangs: bool = False
 
 
 class XuService:
@@ -135,16 +143,22 @@ class XuService:
     async def stop(self) -> None:
         """ServiceController.Stop: its dependents first, then XU; listeners and open connections are gone.
 
-        A service in StartPending or StopPending does not accept the stop control, as on Windows.
+        As .NET Framework does it: each dependent that is not stopped gets the stop control and is waited for up to
+        30 s; one that does not stop makes Stop() throw (TimeoutException) before XU gets the stop control, and the
+        dependents it stopped stay stopped. A service in StartPending or StopPending does not accept the stop control.
         """
         if self.state in ("StartPending", "StopPending"):
             raise ServiceStopError(f"Cannot stop {self.name} service on computer '.'. {CANNOT_ACCEPT_CONTROL}")
         if self.state == "Stopped":
             return
         for dependent in self.dependents:
-            if dependent.state == "Running":
-                dependent.state = "Stopped"
-                self.host.emit("service", name=dependent.name, state="Stopped", reason=f"{self.name} is stopping", listeners=[])
+            if dependent.state == "Stopped":
+                continue
+            self.stop_dependent(dependent.name)
+            if dependent.state != "Stopped":
+                await asyncio.sleep(DOTNET_DEPENDENT_WAIT_S)
+            if dependent.state != "Stopped":
+                raise ServiceStopError(WAIT_TIMED_OUT)
         self.state = "StopPending"
         for listener in self.listeners:
             listener.close()
@@ -156,10 +170,21 @@ class XuService:
         self.state = "Stopped"
         self.host.emit("service", state="Stopped", reason=None, listeners=[])
 
+    def stop_dependent(self, name: str) -> None:
+        """ServiceController.Stop of a dependent service (it has none of its own); a hanging one stays in StopPending."""
+        dependent = next(d for d in self.dependents if d.name.casefold() == name.casefold())
+        if dependent.state in ("StartPending", "StopPending"):
+            raise ServiceStopError(f"Cannot stop {dependent.name} service on computer '.'. {CANNOT_ACCEPT_CONTROL}")
+        if dependent.state == "Stopped":
+            raise ServiceStopError(f"Cannot stop {dependent.name} service on computer '.'. The service has not been started.")
+        dependent.state = "StopPending" if dependent.hangs else "Stopped"
+        reason = "the service does not finish stopping" if dependent.hangs else f"{self.name} is stopping"
+        self.host.emit("service", name=dependent.name, state=dependent.state, reason=reason, listeners=[])
+
     def start_dependent(self, name: str) -> None:
         """ServiceController.Start of a dependent service: it needs XU running."""
         dependent = next(d for d in self.dependents if d.name.casefold() == name.casefold())
-        if dependent.state == "Running":
+        if dependent.state != "Stopped":
             raise ServiceStartError(
                 f"Cannot start service {dependent.name} on computer '.'. An instance of the service is already running."
             )

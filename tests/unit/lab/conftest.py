@@ -19,6 +19,7 @@ from xulab.fleet import build_host
 from xulab.host import Host, HostIdentity, HostLookup
 from xulab.scenarios import provision
 from xulab.shell import CommandShell
+from xulab.timefmt import HostClock
 from xulab.wsman import CommandResult
 
 
@@ -58,12 +59,14 @@ def host_factory(tmp_path: pathlib.Path, lab_ca: CertificateAuthority, next_addr
         windows_version: str = "2022",
         templates: tuple[str, ...] = DEFAULT_TEMPLATES,
         pending_templates: tuple[str, ...] = (),
+        clock: HostClock | None = None,
     ) -> AsyncIterator[Host]:
         index = next(counter)
         identity = HostIdentity(index, f"xu{index:02d}", next_address(), "xulab.test")
         enterprise_ca = EnterpriseCa.from_specs(templates, pending_templates)
         host = build_host(
-            identity, tmp_path / identity.name, lab_ca, restart_delay, lookup, windows_version=windows_version, enterprise_ca=enterprise_ca
+            identity, tmp_path / identity.name, lab_ca, restart_delay, lookup, windows_version=windows_version, enterprise_ca=enterprise_ca,
+            clock=clock,
         )
         await provision(host, profile, expiring_in)
         try:
@@ -78,9 +81,11 @@ def host_factory(tmp_path: pathlib.Path, lab_ca: CertificateAuthority, next_addr
 def agent_call() -> AgentCall:
     """Send ops to a host through its command handler, as WinRM hands a command over."""
 
-    async def call(host: Host, ops: Ops, *, stop_on_error: bool = True) -> tuple[CommandResult, dict[str, Any] | None]:
+    async def call(
+        host: Host, ops: Ops, *, stop_on_error: bool = True, absent_errors: bool = True
+    ) -> tuple[CommandResult, dict[str, Any] | None]:
         result = await CommandShell(host).run_command(
-            bootstrap_command(), [], payload(ops, stop_on_error=stop_on_error), ("127.0.0.1", 50000), "XULAB\\xuadmin"
+            bootstrap_command(), [], payload(ops, stop_on_error=stop_on_error, absent_errors=absent_errors), ("127.0.0.1", 50000), "XULAB\\xuadmin"
         )
         answer = json.loads(result.stdout) if result.stdout else None
         return result, answer

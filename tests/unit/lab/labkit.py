@@ -10,6 +10,8 @@ import pathlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult, parse_answer
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._windows_errors import ABSENT_OPS, absent_matchers
 from xulab.host import Host
 from xulab.wsman import CommandResult
 
@@ -48,12 +50,16 @@ def bootstrap_command() -> str:
     return encoded_command(path.read_text(encoding="utf-8") if path.exists() else "# xtractuniversal.tls bootstrap 1\n")
 
 
-def payload(ops: Ops, *, stop_on_error: bool = True, protocol: int = 1, agent: str | None = None) -> bytes:
-    request = {
+def payload(ops: Ops, *, stop_on_error: bool = True, protocol: int = 1, agent: str | None = None, absent_errors: bool = True) -> bytes:
+    """The request as the controller sends it; with ``absent_errors`` (the default) carrying the controller's not-found
+    shapes when an operation needs them, as AgentClient does."""
+    request: dict[str, Any] = {
         "protocol": protocol,
         "stop_on_error": stop_on_error,
         "ops": [{"id": number, "op": op, "args": args} for number, (op, args) in enumerate(ops, start=1)],
     }
+    if absent_errors and any(op in ABSENT_OPS for op, _args in ops):
+        request["absent_errors"] = absent_matchers()
     return json.dumps({"agent": agent_text() if agent is None else agent, "request": request}, ensure_ascii=True).encode("ascii")
 
 
@@ -75,3 +81,14 @@ def events(host: Host, kind: str | None = None) -> list[dict[str, Any]]:
     path = host.directory / "events.jsonl"
     found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [event for event in found if kind is None or event["type"] == kind]
+
+
+def brief(error: object) -> dict[str, object]:
+    """An error answer's ``type`` and ``message`` only (the identity fields beside them are checked where they matter)."""
+    assert isinstance(error, dict), error
+    return {"type": error.get("type"), "message": error.get("message")}
+
+
+def judged(answer: dict[str, Any] | None, ops: Ops) -> list[OperationResult]:
+    """The lab's answer as the controller reads it (AgentClient's parse_answer): query errors judged, identities classified."""
+    return parse_answer(0, json.dumps(answer), "", [Operation(op, args) for op, args in ops])

@@ -64,7 +64,7 @@ def test_templates_reach_a_real_winrm_call(lab_dir: pathlib.Path) -> None:
     names = ["xu01.xulab.test", "xu01"]
     enrolled, pending, caller = agent_call(lab_dir, "xu01", [
         ("cert_enroll", {"template": "XUWeb", "dns_names": names, "ca_config": CA_CONFIG}),
-        ("cert_enroll", {"template": "XUApproval", "dns_names": names}),
+        ("cert_enroll", {"template": "XUApproval", "dns_names": names, "ca_config": CA_CONFIG}),
         ("cert_enroll", {"template": "WebServer", "dns_names": names, "run_as": "caller"}),
     ])
     assert enrolled["status"] == "ok" and enrolled["result"]["enrolled_as"] == "machine"

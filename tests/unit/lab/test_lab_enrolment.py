@@ -16,13 +16,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from lab.labkit import AgentCall, HostFactory, events, only_result, results, run
+from lab.labkit import AgentCall, HostFactory, brief, events, only_result, results, run
 
 from support.certs import mint
 from support.fake_host import FakeHost
 from xulab.accounts import XU_SERVICE_ACCOUNT, sid_of
 from xulab.enrolment import autoenrol_renew
-from xulab.enterprise_ca import CA_CONFIG
+from xulab.enterprise_ca import CA_CONFIG, SECOND_CA_CONFIG
 from xulab.errors import LabError
 from xulab.host import Host
 from xulab.xusettings import TLS_SETTINGS
@@ -39,7 +39,8 @@ def bound(host: Host) -> str:
 
 
 def enrol(template: str = "WebServer", names: tuple[str, ...] = ("xu01.xulab.test", "xu01"), **extra: Any) -> tuple[str, dict[str, Any]]:
-    return ("cert_enroll", {"template": template, "dns_names": list(names), **extra})
+    """cert_enroll as the controller sends it: with the CA named (as the machine certreq must not choose it)."""
+    return ("cert_enroll", {"template": template, "dns_names": list(names), "ca_config": CA_CONFIG, **extra})
 
 
 async def listed(agent_call: AgentCall, host: Host, *, include_archived: bool = False, store: str = "My") -> dict[str, dict[str, Any]]:
@@ -62,8 +63,7 @@ def usages(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
 def error_of(answer: dict[str, Any] | None) -> dict[str, str]:
     (entry,) = results(answer)
     assert entry["status"] == "error", entry
-    error: dict[str, str] = entry["error"]
-    return error
+    return {key: str(value) for key, value in brief(entry["error"]).items()}
 
 
 # -- enrolment as the machine ----------------------------------------------------------------
@@ -91,11 +91,11 @@ def test_the_machine_enrols_a_new_key_that_xu_cannot_read_until_granted(host_fac
             assert cert.not_valid_after_utc - before - timedelta(days=730) < timedelta(minutes=1)
             named = cert.extensions.get_extension_for_oid(V1_TEMPLATE).value
             assert isinstance(named, x509.UnrecognizedExtension) and named.value[2:].decode("utf-16-be") == "WebServer"
-            # A new key, in the KSP, which only SYSTEM and Administrators may read.
+            # A new key, in the RSA SChannel CSP (key_provider's default), which only SYSTEM and Administrators may read.
             public = cert.public_key()
             assert isinstance(public, rsa.RSAPublicKey) and public.key_size == 2048
             assert public != certificate(store[old]).public_key()
-            assert entry["has_private_key"] and entry["key"]["provider"] == "CNG"
+            assert entry["has_private_key"] and entry["key"]["provider"] == "CSP"
             assert {rule["sid"] for rule in entry["key"]["acl"]} == MACHINE_KEY_SIDS
             # Bound without a grant, XU cannot start; with one it serves the new certificate.
             text = host.fs.resolve(TLS_SETTINGS).read_text().replace(old, new)
@@ -309,7 +309,7 @@ def test_the_fake_enrols_as_the_lab_does(host_factory: HostFactory, agent_call: 
             _result, answer = await agent_call(host, cases, stop_on_error=False)
             return results(answer)
 
-    fake = FakeHost(pending_templates={"XUApproved"})
+    fake = FakeHost(pending_templates={"XUApproved"}, ca_configs=[CA_CONFIG])
     fake.add_certificate(mint("xu01.xulab.test")[0])
     ops = [{"id": i, "op": op, "args": a} for i, (op, a) in enumerate(cases, 1)]
     request = {"agent": "# xtractuniversal.tls agent 1\n", "request": {"protocol": 1, "stop_on_error": False, "ops": ops}}
@@ -325,3 +325,53 @@ def test_the_fake_enrols_as_the_lab_does(host_factory: HostFactory, agent_call: 
     assert [shape(e) for e in faked] == [shape(e) for e in run(lab_answers())]
     (new,) = [c for c in fake.certificates if c["thumbprint"] == faked[0]["result"]["thumbprint"]]
     assert {rule["sid"] for rule in new["key"]["acl"]} == MACHINE_KEY_SIDS
+
+
+# -- the key's provider, the CA, certreq's translated labels (issue 21) -------------------------------------
+
+
+@pytest.mark.parametrize(("provider", "kind"), [(None, "CSP"), ("schannel_csp", "CSP"), ("software_ksp", "CNG")])
+def test_the_key_is_made_by_the_provider_asked_for(host_factory: HostFactory, agent_call: AgentCall, provider: str | None, kind: str) -> None:
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            extra: dict[str, Any] = {} if provider is None else {"key_provider": provider}
+            _result, answer = await agent_call(host, [enrol(**extra)])
+            new = only_result(answer)["thumbprint"]
+            assert (await listed(agent_call, host))[new]["key"]["provider"] == kind
+            _result, answer = await agent_call(host, [enrol(key_provider="Microsoft Strong Cryptographic Provider")])
+            assert error_of(answer) == {"type": "InvalidArgument", "message": "key_provider must be schannel_csp or software_ksp"}
+
+    run(scenario())
+
+
+def test_as_the_machine_certreq_never_chooses_the_ca_and_ca_list_names_them(host_factory: HostFactory, agent_call: AgentCall) -> None:
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            # certreq without -config would ask on a desktop the SYSTEM task does not have: refused before anything runs.
+            _result, answer = await agent_call(host, [enrol(ca_config=None)])
+            assert error_of(answer) == {"type": "InvalidArgument", "message": "ca_config is required as the machine (ca_list names the CAs)"}
+            assert events(host, "enrol") == [] and host.state()["request_certificates"] == []
+            # The forest's CAs, read as the machine in a SYSTEM task of its own.
+            host.faults.set("enterprise_cas", "2")
+            _result, answer = await agent_call(host, [("ca_list", {})])
+            cas = only_result(answer)["cas"]
+            assert [ca["config"] for ca in cas] == [CA_CONFIG, SECOND_CA_CONFIG] and all("WebServer" in ca["templates"] for ca in cas)
+            assert [e["action"] for e in events(host, "task")][-3:] == ["registered", "ran", "removed"]
+            # Each issues what it is asked for: the second one through the lab's issuing CA.
+            _result, answer = await agent_call(host, [enrol(ca_config=SECOND_CA_CONFIG)])
+            issued = certificate((await listed(agent_call, host))[only_result(answer)["thumbprint"]])
+            assert issued.issuer.rfc4514_string() == "CN=xulab Issuing CA,O=xulab"
+
+    run(scenario())
+
+
+def test_a_pending_request_is_found_whatever_certreqs_label_is(host_factory: HostFactory, agent_call: AgentCall) -> None:
+    async def scenario() -> None:
+        async with host_factory("healthy", pending_templates=("XUApproved",)) as host:
+            host.faults.set("certreq_language", "de")
+            _result, answer = await agent_call(host, [enrol("XUApproved")])
+            error = error_of(answer)
+            assert error["type"] == "EnrollPending" and error["message"].startswith("request 1000 is pending at the CA: ")
+            assert "RequestId" not in error["message"] and 'Anforderungs-ID: "1000"' in error["message"]
+
+    run(scenario())

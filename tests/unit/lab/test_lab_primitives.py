@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -10,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-from lab.labkit import AgentCall, HostFactory, events, only_result, results, run
+from lab.labkit import AgentCall, HostFactory, brief, events, only_result, results, run
 
 from xulab.host import Host
 from xulab.renewals import issue_pfx, winacme_renew
+from xulab.timefmt import FleetClock, HostClock
 from xulab.xusettings import TLS_SETTINGS
 
 TLS_JSON = "C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json"
@@ -36,7 +36,7 @@ def test_file_write_checks_hashes_and_backs_up_only_what_existed(host_factory: H
             original = host.fs.resolve(TLS_JSON).read_bytes().decode()
             write: dict[str, Any] = {"path": TLS_JSON, "content": "{}", "backup_path": BACKUP, "expected_sha256": "absent"}
             _result, answer = await agent_call(host, [("file_write", write)])
-            assert results(answer)[0]["error"] == {"type": "HashMismatch", "message": f"{TLS_JSON} exists"}
+            assert brief(results(answer)[0]["error"]) == {"type": "HashMismatch", "message": f"{TLS_JSON} exists"}
             write["expected_sha256"] = sha256(original).upper()
             _result, answer = await agent_call(host, [("file_write", write)])
             assert only_result(answer) == {"sha256": sha256("{}"), "previous_sha256": sha256(original), "backup_path": BACKUP}
@@ -50,7 +50,7 @@ def test_file_write_checks_hashes_and_backs_up_only_what_existed(host_factory: H
             assert only_result(answer) == {"sha256": sha256(original), "kept_current_path": None}
             assert events(host)[-2]["type"] == "settings_restore"
             _result, answer = await agent_call(host, [("file_write", {"path": "relative\\x", "content": ""})])
-            assert results(answer)[0]["error"] == {"type": "InvalidArgument", "message": "path must be an absolute path"}
+            assert brief(results(answer)[0]["error"]) == {"type": "InvalidArgument", "message": "path must be an absolute path"}
             assert not any(p.name.endswith(".xutls.tmp") for p in host.fs.all_files())
 
     run(scenario())
@@ -131,22 +131,33 @@ def test_winacme_replaces_key_and_certificate_without_touching_xu(host_factory: 
 
 
 def test_fw_set_replaces_only_its_group_and_a_task_reopens_it(host_factory: HostFactory, agent_call: AgentCall) -> None:
+    stopped = datetime(2026, 11, 26, 20, 11, 57, 250000, tzinfo=UTC).timestamp()
+
     async def scenario() -> None:
-        async with host_factory("healthy") as host:
+        # Real time stands still for this host: only the test moves its clock.
+        async with host_factory("healthy", clock=HostClock(FleetClock(lambda: stopped))) as host:
             block = [{"name": "xu-tls-block", "display_name": "XU TLS renewal block", "action": "Block", "local_ports": ["8064", "8065", "8165"]}]
-            run_at = (datetime.now(UTC) + timedelta(seconds=0.6)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            task = {"name": "xu-tls-reopen", "run_at_utc": run_at, "fw_group_to_remove": "XU TLS Block", "description": "dead man"}
+            task = {"name": "xu-tls-reopen", "delay_s": 60, "fw_group_to_remove": "XU TLS Block", "description": "dead man"}
             _result, answer = await agent_call(host, [("fw_set", {"group": "XU TLS Block", "rules": block}), ("task_register", task),
                                                       ("task_get", {"name": "xu-tls-reopen"}), ("fw_get", {"group": "Windows Remote Management"})])
             assert [r["status"] for r in results(answer)] == ["ok"] * 4
             assert results(answer)[2]["result"]["task"]["description"] == "dead man"
-            assert results(answer)[3]["result"]["rules"] == []  # the built-in group has an indirect name
+            # The built-in group has an indirect name: none has this one, and Windows says so with the query's error record.
+            windows_rules = results(answer)[3]["result"]
+            assert windows_rules["rules"] is None and windows_rules["rules_error"]["fqid"].startswith("CmdletizationQuery_NotFound")
             assert host.exposure() == {"8064": "closed", "8065": "closed", "8165": "closed"}
             assert len(host.firewall.rules) == 3
-            await asyncio.sleep(1.0)
+            # The trigger is the host's now plus the delay, in whole seconds; it runs when the host's clock gets there.
+            run_at = results(answer)[1]["result"]["run_at_utc"]
+            assert results(answer)[2]["result"]["task"]["next_run_utc"] == run_at
+            assert run_at == "2026-11-26T20:12:58Z"
+            host.clock.fleet.advance(60.749)
+            assert host.exposure() == {"8064": "closed", "8065": "closed", "8165": "closed"} and len(host.tasks) == 1
+            host.clock.fleet.advance(0.001)
             assert host.exposure() == {"8064": "open", "8065": "open", "8165": "open"}
             assert len(host.tasks) == 0
             assert events(host, "task")[-1] == events(host)[-1] | {"action": "ran", "name": "xu-tls-reopen", "removed_rules": 1}
+            assert events(host, "task")[-1]["ts"] == datetime.fromisoformat(run_at.replace("Z", "+00:00")).timestamp()
             assert events(host, "firewall")[-1]["exposure"]["8165"] == "open"
             previous = [{"name": "prev", "display_name": "prev", "action": "Block", "local_ports": ["8165"], "remote_addresses": ["10.9.9.9"]}]
             _result, answer = await agent_call(host, [("fw_set", {"group": "Partial", "rules": previous})])

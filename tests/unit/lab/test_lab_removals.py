@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from lab.labkit import AgentCall, HostFactory, events, only_result, results, run
+from lab.labkit import AgentCall, HostFactory, brief, events, only_result, results, run
 
 from xulab.ca import pfx_key_provider
 from xulab.host import Host
@@ -57,7 +57,7 @@ def test_file_remove_deletes_or_moves_the_file(host_factory: HostFactory, agent_
             assert not host.fs.resolve(BACKUP).exists()
             assert events(host, "settings_remove")[-1] | {"ts": 0} == events(host)[-2] | {"ts": 0, "file": BACKUP, "backup": None}
             _call, answer = await agent_call(host, [("file_remove", {"path": "relative\\x", "backup_path": None})])
-            assert results(answer)[0]["error"] == {"type": "InvalidArgument", "message": "path must be an absolute path"}
+            assert brief(results(answer)[0]["error"]) == {"type": "InvalidArgument", "message": "path must be an absolute path"}
 
     run(scenario())
 
@@ -68,13 +68,13 @@ def test_file_remove_does_not_overwrite_an_existing_backup(host_factory: HostFac
             original = host.fs.resolve(TLS_JSON).read_bytes()
             _call, answer = await agent_call(host, [("file_write", {"path": BACKUP, "content": "older"}),
                                                     ("file_remove", {"path": TLS_JSON, "backup_path": BACKUP})])
-            assert results(answer)[1]["error"] == {"type": "IOException", "message": "Cannot create a file when that file already exists."}
+            assert brief(results(answer)[1]["error"]) == {"type": "IOException", "message": "Cannot create a file when that file already exists."}
             assert host.fs.resolve(TLS_JSON).read_bytes() == original
             assert host.fs.resolve(BACKUP).read_bytes() == b"older"
             assert events(host, "settings_remove") == []
             missing_folder = "C:\\Program Files\\XtractUniversal\\config\\nowhere\\tls.json"
             _call, answer = await agent_call(host, [("file_remove", {"path": TLS_JSON, "backup_path": missing_folder})])
-            assert results(answer)[0]["error"] == {"type": "DirectoryNotFoundException", "message": "Could not find a part of the path."}
+            assert brief(results(answer)[0]["error"]) == {"type": "DirectoryNotFoundException", "message": "Could not find a part of the path."}
             assert host.fs.resolve(TLS_JSON).read_bytes() == original
 
     run(scenario())
@@ -120,7 +120,7 @@ def test_cert_remove_fails_when_another_certificate_is_served(host_factory: Host
             remove = {"store": "My", "thumbprint": current, "require_served": [served(8165, spare)]}
             _call, answer = await agent_call(host, [("cert_remove", remove), ("cert_list", {"store": "My", "thumbprints": None})])
             first, second = results(answer)
-            assert first["error"] == {"type": "PreconditionFailed", "message": f"port 8165 presents {current}, not {spare}"}
+            assert brief(first["error"]) == {"type": "PreconditionFailed", "message": f"port 8165 presents {current}, not {spare}"}
             assert second["status"] == "skipped"
             assert host.stores.my.get(current) is not None and host.stores.my.get(spare) is not None
             assert len(events(host, "cert_remove")) == count
@@ -152,7 +152,7 @@ def test_cert_remove_fails_when_a_required_port_speaks_no_tls(host_factory: Host
             (thumbprint,) = [entry.thumbprint for entry in host.stores.my.entries()]
             remove = {"store": "My", "thumbprint": thumbprint, "require_served": [served(8065, thumbprint)]}
             _call, answer = await agent_call(host, [("cert_remove", remove)])
-            assert results(answer)[0]["error"] == {
+            assert brief(results(answer)[0]["error"]) == {
                 "type": "PreconditionFailed",
                 "message": f"port 8065 presents no certificate (The handshake failed due to an unexpected packet format.), not {thumbprint}",
             }

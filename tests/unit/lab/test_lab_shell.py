@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 
-from lab.labkit import AGENT_DIR, AgentCall, HostFactory, agent_text, bootstrap_command, encoded_command, events, payload, results, run
+from lab.labkit import AGENT_DIR, AgentCall, HostFactory, agent_text, bootstrap_command, brief, encoded_command, events, payload, results, run
 
 from xulab.accounts import service_sid as service_account_sid
 from xulab.primitives import PRIMITIVES
@@ -59,11 +59,11 @@ def test_stop_on_error_skips_the_rest(host_factory: HostFactory, agent_call: Age
                    ("no_such_op", {}), ("task_get", {"name": "x"})]
             _result, answer = await agent_call(host, ops)
             assert [r["status"] for r in results(answer)] == ["ok", "error", "skipped", "skipped"]
-            assert results(answer)[1]["error"] == {"type": "InvalidArgument", "message": "a thumbprint has 40 hex digits"}
+            assert brief(results(answer)[1]["error"]) == {"type": "InvalidArgument", "message": "a thumbprint has 40 hex digits"}
             assert "elapsed_ms" not in results(answer)[2]
             _result, answer = await agent_call(host, ops, stop_on_error=False)
             assert [r["status"] for r in results(answer)] == ["ok", "error", "error", "ok"]
-            assert results(answer)[2]["error"] == {"type": "UnknownOperation", "message": "unknown operation no_such_op"}
+            assert brief(results(answer)[2]["error"]) == {"type": "UnknownOperation", "message": "unknown operation no_such_op"}
 
     run(scenario())
 
@@ -74,7 +74,7 @@ def test_an_unsupported_protocol_fails_every_op(host_factory: HostFactory) -> No
             stdin = payload([("fw_get", {"group": "Xtract Universal"})], protocol=2)
             result = await CommandShell(host).run_command(bootstrap_command(), [], stdin, CLIENT, USER)
             (entry,) = json.loads(result.stdout)["results"]
-            assert entry["error"] == {"type": "InvalidArgument", "message": "unsupported protocol 2"}
+            assert brief(entry["error"]) == {"type": "InvalidArgument", "message": "unsupported protocol 2"}
 
     run(scenario())
 
@@ -115,7 +115,7 @@ def test_fail_and_drop_faults(host_factory: HostFactory, agent_call: AgentCall) 
         async with host_factory("healthy") as host:
             host.faults.set("fail_primitive", "fw_get")
             _result, answer = await agent_call(host, [("fw_get", {"group": "Xtract Universal"})])
-            assert results(answer)[0]["error"] == {"type": "UnauthorizedAccessException", "message": "Access is denied."}
+            assert brief(results(answer)[0]["error"]) == {"type": "UnauthorizedAccessException", "message": "Access is denied."}
             _result, answer = await agent_call(host, [("fw_get", {"group": "Xtract Universal"})])
             assert results(answer)[0]["status"] == "ok"  # consumed
             host.faults.set("drop_connection", "journal_write")
@@ -139,7 +139,7 @@ def test_a_pfx_password_never_reaches_a_log(host_factory: HostFactory, agent_cal
             secret = "S3cret-pfx-pass"  # noqa: S105 - a test value
             minted = issue_pfx(host, "other-password")
             _result, answer = await agent_call(host, [("pfx_import", {"pfx_b64": minted["pfx_b64"], "password": secret, "exportable": False})])
-            assert results(answer)[0]["error"] == {"type": "CryptographicException", "message": "The specified network password is not correct."}
+            assert brief(results(answer)[0]["error"]) == {"type": "CryptographicException", "message": "The specified network password is not correct."}
             for path in host.directory.rglob("*"):
                 if path.is_file():
                     assert secret.encode() not in path.read_bytes(), path

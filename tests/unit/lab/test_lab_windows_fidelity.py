@@ -7,12 +7,18 @@ what is still unverified on a real server.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import re
 
 import pytest
-from lab.labkit import AgentCall, HostFactory, events, only_result, results, run
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from lab.labkit import AgentCall, HostFactory, brief, events, only_result, results, run
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._windows_errors import NOT_FOUND, classify
+from xulab import xuservice
 from xulab.accounts import service_sid
 from xulab.certstore import AclEntry
 from xulab.errors import LabError
@@ -49,7 +55,7 @@ def test_server_2016_cannot_read_an_aes_pfx_and_says_the_password_is_wrong(
             if aes_accepted:
                 assert entry["status"] == "ok"
             else:
-                assert entry["error"] == {"type": "CryptographicException", "message": "The specified network password is not correct."}
+                assert brief(entry["error"]) == {"type": "CryptographicException", "message": "The specified network password is not correct."}
                 assert host.stores.my.get(str(aes["thumbprint"])) is None
             legacy = issue_pfx(host, "pfx-pass")
             _result, answer = await agent_call(host, [("pfx_import", {"pfx_b64": legacy["pfx_b64"], "password": "pfx-pass"})])
@@ -79,7 +85,8 @@ def test_a_block_rule_without_effect_is_reported_and_leaves_the_ports_open(
             domain = next(profile for profile in read["profiles"] if profile["name"] == "Domain")
             assert domain[profile_field] is False  # ... and the answer says why it does nothing
             if setting == "firewall_local_rules":
-                assert read["active_rules"] == []
+                # None of the group's rules is in the active store: Windows answers that query with its not-found record.
+                assert read["active_rules"] is None and read["active_rules_error"]["category"] == "ObjectNotFound"
             # A controller that believed the rule would be wrong: every outside address still gets in.
             assert host.exposure() == {"8064": "open", "8065": "open", "8165": "open"}
             host.faults.set(setting, "none" if setting == "firewall_profile_off" else "applied")
@@ -93,7 +100,7 @@ def test_a_stopped_firewall_service_is_an_error_never_an_empty_group(host_factor
         async with host_factory("healthy") as host:
             host.faults.set("firewall_service", "stopped")
             _result, answer = await agent_call(host, [("fw_get", {"group": "Gate"})])
-            assert results(answer)[0]["error"] == {"type": "CimException", "message": "The service has not been started."}
+            assert brief(results(answer)[0]["error"]) == {"type": "CimException", "message": "The service has not been started."}
             _result, answer = await agent_call(host, [("fw_set", {"group": "Gate", "rules": BLOCK})])
             assert results(answer)[0]["status"] == "error"
             assert host.firewall.group_rules("Gate") == []
@@ -254,6 +261,74 @@ def test_dependent_services_stop_with_xu_and_are_started_again(host_factory: Hos
     run(scenario())
 
 
+def test_a_hanging_dependent_does_not_hold_the_call_and_the_stopped_ones_start_again(
+    host_factory: HostFactory, agent_call: AgentCall
+) -> None:
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            for name in ("XuScheduler", "XuExporter"):
+                host.faults.set("dependent_service", name)
+            host.faults.set("dependent_stop_hangs", "XuExporter")
+            began = asyncio.get_running_loop().time()
+            restart = ("service_restart", {"name": "XtractUniversal Service", "wait_ports": [8165], "timeout_s": 1})
+            _result, answer = await agent_call(host, [restart])
+            outcome = only_result(answer)
+            # Within our own limit, not .NET's 30 s per dependent; XU was not stopped, so it was not restarted either.
+            assert asyncio.get_running_loop().time() - began < 5
+            assert outcome["started"] is False and outcome["restarted"] is False and outcome["state"] == "Running"
+            assert outcome["start_error"] == (
+                "the dependent service XuExporter did not stop within 1 s (StopPending), so XtractUniversal Service was not stopped"
+            )
+            # The dependent this call stopped runs again; the one that hangs is reported as it is.
+            assert outcome["dependents"] == [{"name": "XuScheduler", "state": "Running"}, {"name": "XuExporter", "state": "StopPending"}]
+            assert [d.state for d in host.service.dependents] == ["Running", "StopPending"]
+            assert [(e.get("name"), e["state"]) for e in events(host, "service")[-3:]] == [
+                ("XuScheduler", "Stopped"), ("XuExporter", "StopPending"), ("XuScheduler", "Running")]
+            assert host.service.listeners
+            # Once the hanging stop ends, the next restart goes through. The dependent that finished stopping after the first call
+            # is not this call's to start (the first call reported it, and the controller asks the operator to start it).
+            host.faults.set("dependent_stop_hangs", "none")
+            _result, answer = await agent_call(host, [RESTART])
+            outcome = only_result(answer)
+            assert outcome["started"] is True and outcome["restarted"] is True
+            assert outcome["dependents"] == [{"name": "XuScheduler", "state": "Running"}]
+            assert [d.state for d in host.service.dependents] == ["Running", "Stopped"]
+
+    run(scenario())
+
+
+def test_servicecontroller_stop_waits_30_s_per_dependent_and_throws_before_the_service_stops(
+    host_factory: HostFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the agent avoids: .NET Framework's Stop() stops each running dependent and waits 30 s for it; a hanging one makes
+    # it throw before the service gets the stop control, and the dependents it stopped stay stopped.
+    monkeypatch.setattr(xuservice, "DOTNET_DEPENDENT_WAIT_S", 0.2)
+
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            for name in ("XuScheduler", "XuExporter"):
+                host.faults.set("dependent_service", name)
+            host.faults.set("dependent_stop_hangs", "XuExporter")
+            with pytest.raises(ServiceStopError, match=re.escape(xuservice.WAIT_TIMED_OUT)):
+                await host.service.stop()
+            assert host.service.state == "Running"
+            assert [d.state for d in host.service.dependents] == ["Stopped", "StopPending"]
+
+    run(scenario())
+
+
+def test_a_missing_service_is_windows_error_and_the_controller_reads_not_found(host_factory: HostFactory, agent_call: AgentCall) -> None:
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            _result, answer = await agent_call(host, [("service_restart", {"name": "NoSuchService", "wait_ports": []})])
+            error = results(answer)[0]["error"]
+            assert error["exception"] == "System.InvalidOperationException"
+            assert error["inner"] == [{"exception": "System.ComponentModel.Win32Exception", "hresult": -2147467259, "native_code": 1060}]
+            assert classify(error) == NOT_FOUND
+
+    run(scenario())
+
+
 # -- files: the BOM and bytes that are not UTF-8 ---------------------------------------------
 
 
@@ -343,5 +418,30 @@ def test_event_entries_register_the_source_once_and_refuse_what_windows_refuses(
                 _result, answer = await agent_call(host, [("event_write", {**entry, **bad})])
                 assert results(answer)[0]["error"]["type"] == "InvalidArgument", bad
             assert len(events(host, "eventlog")) == 2
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(("version", "accepted"), [("2016", False), ("2019", True)])
+def test_server_2016_refuses_a_3des_pfx_with_a_sha256_mac(host_factory: HostFactory, agent_call: AgentCall, version: str, accepted: bool) -> None:
+    # Server 2016 predates the SHA-256 MAC of Windows' own AES export; whether it checks one is unverified, and the lab,
+    # stricter, refuses it as it refuses AES: the controller must re-encode such a file too (_pfx.pfx_for_windows).
+    async def scenario() -> None:
+        async with host_factory("healthy", windows_version=version) as host:
+            certificate, key = host.mint(host.default_request(90))
+            sha256_mac = (
+                serialization.PrivateFormat.PKCS12.encryption_builder()
+                .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+                .hmac_hash(hashes.SHA256())
+                .build(b"pfx-pass")
+            )
+            data = pkcs12.serialize_key_and_certificates(b"xu01", key, certificate, None, sha256_mac)
+            _result, answer = await agent_call(host, [("pfx_import", {"pfx_b64": base64.b64encode(data).decode(), "password": "pfx-pass"})])
+            entry = results(answer)[0]
+            if accepted:
+                assert entry["status"] == "ok"
+            else:
+                assert brief(entry["error"]) == {"type": "CryptographicException", "message": "The specified network password is not correct."}
+                assert entry["error"]["hresult"] == -2147024810
 
     run(scenario())

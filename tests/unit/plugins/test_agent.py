@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, parse_answer, refused_language_mode
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _agent
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import (
+    AgentClient,
+    HostClock,
+    Operation,
+    parse_answer,
+    refused_language_mode,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import RemoteError
 
 OPERATIONS = [Operation("cert_list", {"store": "My"})]
@@ -57,3 +65,43 @@ def test_constrained_language_mode_is_a_clear_failure(stderr: str) -> None:
 def test_other_output_is_not_taken_for_the_refusal() -> None:
     assert refused_language_mode("this session runs in ConstrainedLanguage") is None
     assert refused_language_mode(REFUSAL.replace("ConstrainedLanguage", "RestrictedLanguage")) == "RestrictedLanguage"
+
+
+# -- the host's clock, from every answer ----------------------------------------------------------
+
+
+def test_each_answer_measures_the_hosts_clock_and_the_best_one_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    start = datetime.datetime(2026, 11, 26, 20, 0, 0, tzinfo=datetime.timezone.utc)
+    ticks = iter([0.0, 4.0, 10.0, 11.0, 20.0])  # send and receive of two calls, then the time host_now() is asked
+    monkeypatch.setattr(_agent, "utc_now", lambda: start + datetime.timedelta(seconds=next(ticks)))
+    answers = iter([
+        # The agent ran 1 s and answered at 00:02:03 on the host's clock: its run's middle, 00:02:02.5, against the
+        # controller's 00:00:02: 120.5 s ahead, give or take (4 s - 1 s) / 2.
+        {"host_time": "2026-11-26T20:02:03.000Z", "host_elapsed_ms": 1000},
+        # A shorter round trip (1 s, 0.2 s of it the agent's) measures better: 120.1 s, give or take 0.4 s.
+        {"host_time": "2026-11-26T20:02:10.700Z", "host_elapsed_ms": 200},
+    ])
+
+    def transport(_command: str, _stdin: bytes) -> tuple[int, str, str]:
+        return 0, json.dumps(json.loads(ANSWER) | next(answers)), ""
+
+    agent = AgentClient(transport)
+    assert agent.clock is None
+    agent.call(OPERATIONS)
+    assert agent.clock == HostClock(datetime.timedelta(seconds=120.5), datetime.timedelta(seconds=1.5))
+    agent.call(OPERATIONS)
+    assert agent.clock == HostClock(datetime.timedelta(seconds=120.1), datetime.timedelta(seconds=0.4))
+    assert agent.host_now() == start + datetime.timedelta(seconds=20 + 120.1)
+    best = agent.clock
+    assert best is not None and best.as_fact() == {"offset_s": 120.1, "uncertainty_s": 0.4}
+    assert HostClock.from_fact(best.as_fact()) == best
+
+
+def test_an_answer_without_the_hosts_time_measures_nothing() -> None:
+    agent = AgentClient(lambda _c, _s: (0, ANSWER, ""))
+    agent.call(OPERATIONS)
+    assert agent.clock is None
+    before = datetime.datetime.now(datetime.timezone.utc)
+    assert before <= agent.host_now() <= datetime.datetime.now(datetime.timezone.utc)
+    for bad in ({"host_time": "yesterday", "host_elapsed_ms": 3}, {"host_time": "2026-11-26T20:02:03.000Z", "host_elapsed_ms": -1}):
+        assert HostClock.measured(json.loads(ANSWER) | bad, before, before) is None

@@ -84,7 +84,6 @@ def closed_rule(local_ports: list[str], remote_addresses: list[str]) -> dict[str
 
 def test_close_reads_once_and_applies_once() -> None:
     host = GateHost()
-    before = datetime.datetime.now(datetime.UTC)
     result = gate(host, state="closed", allow_from=["10.20.0.0/24", "fd00:20::/64"])
     assert not result.get("failed"), result
     assert result["changed"] is True
@@ -105,10 +104,10 @@ def test_close_reads_once_and_applies_once() -> None:
     }]
     assert host.calls[1][1]["args"]["group"] == GROUP
     assert host.task is not None and host.task_group == GROUP
-    run_at = parse_utc(host.task["next_run_utc"])
-    assert before + datetime.timedelta(minutes=30) <= run_at <= before + datetime.timedelta(minutes=30, seconds=5)
+    # The host sets the deadline from its own clock: the controller sends only the delay.
+    assert host.calls[1][0]["args"] == {"name": TASK, "delay_s": 1800, "fw_group_to_remove": GROUP, "description": host.task["description"]}
     assert json.loads(host.task["description"]) == {
-        "collection": "xtractuniversal.tls", "purpose": "reopen the maintenance gate", "group": GROUP, "deadline": host.task["next_run_utc"],
+        "collection": "xtractuniversal.tls", "purpose": "reopen the maintenance gate", "group": GROUP, "after_s": 1800,
     }
     assert result["state"] == "closed"
     assert result["rules"] == host.rules
@@ -216,6 +215,40 @@ def test_closing_without_auto_open_removes_the_task_after_the_rules() -> None:
     result = gate(host, state="closed", ports=[8165, 8065], auto_open_after=0)
     # The rules change first; nothing is registered.
     assert ops(host.calls[-1]) == ["fw_set", *APPLIED]
+
+
+@pytest.mark.parametrize("offset_s", [120, -180, -7200])
+def test_a_skewed_host_gets_its_whole_window_on_its_own_clock(offset_s: int) -> None:
+    # A host 120 s ahead once reopened the gate 15 ms after it closed; one 180 s behind, 180 s late.
+    host = GateHost(clock_offset_s=offset_s)
+    result = gate(host, state="closed", ports=[8165], auto_open_after=1)
+    assert not result.get("failed"), result
+    assert host.calls[-1][0] == {"id": 1, "op": "task_register", "args": {
+        "name": TASK, "delay_s": 60, "fw_group_to_remove": GROUP, "description": host.calls[-1][0]["args"]["description"]}}
+    # The trigger is the host's now plus a minute: no time the controller computed reaches it.
+    deadline = parse_utc(result["auto_open"]["run_at"])
+    assert datetime.timedelta(seconds=59) < deadline - host.host_now() <= datetime.timedelta(seconds=61)
+    # Check mode predicts it on the host's clock too, by the offset the read measured.
+    host = GateHost(clock_offset_s=offset_s)
+    predicted = parse_utc(gate(host, state="closed", ports=[8165], auto_open_after=1, check_mode=True)["auto_open"]["run_at"])
+    assert datetime.timedelta(seconds=59) < predicted - host.host_now() <= datetime.timedelta(seconds=61)
+
+
+def test_a_trigger_the_host_shifted_fails_the_close() -> None:
+    class ShiftingHost(GateHost):
+        """Registers as asked, but its Task Scheduler keeps the trigger an hour off (a time zone taken wrongly)."""
+
+        def op_task_register(self, args: dict[str, Any]) -> dict[str, Any]:
+            registered = super().op_task_register(args)
+            assert self.task is not None
+            shifted = parse_utc(registered["run_at_utc"]) + datetime.timedelta(hours=1)
+            self.task["next_run_utc"] = shifted.strftime("%Y-%m-%dT%H:%M:%SZ")
+            return registered
+
+    host = ShiftingHost()
+    result = gate(host, state="closed", ports=[8165], auto_open_after=1)
+    assert result["failed"] is True
+    assert "was registered for" in result["msg"] and "reports its next run at" in result["msg"]
 
 
 def test_fractional_minutes() -> None:

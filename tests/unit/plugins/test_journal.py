@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import datetime
 import json
+from collections.abc import Callable
 
+import pytest
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _agent
 from support.action import run_action
 from support.fake_host import FakeHost, intercept
 
@@ -100,3 +105,43 @@ def test_lease_minutes_out_of_range_fails_before_any_remote_call() -> None:
         result = run_action("xu_journal", {"content": CONTENT, "lease_minutes": minutes}, host)
         assert result["failed"] and "lease_minutes must be from 1 to 10080" in result["msg"]
     assert host.calls == []
+
+
+# -- the lease is the host's: written and judged on its clock ------------------------------------
+
+
+def controller_clock(monkeypatch: pytest.MonkeyPatch, ahead: datetime.timedelta) -> Callable[[], datetime.datetime]:
+    """Set the controller's clock ``ahead`` of the real one (as the agent client reads it)."""
+    def clock() -> datetime.datetime:
+        return datetime.datetime.now(datetime.timezone.utc) + ahead
+
+    monkeypatch.setattr(_agent, "utc_now", clock)
+    return clock
+
+
+def lease_of(host: FakeHost) -> datetime.datetime:
+    return datetime.datetime.strptime(json.loads(host.journals["renew"])["lease_expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+
+
+def test_controllers_whose_clocks_differ_see_the_same_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = FakeHost(clock_offset_s=-20 * 60)  # the host's clock is 20 minutes behind
+    taken = run_action("xu_journal", {"content": CONTENT, "run_id": "run-a", "lease_minutes": 30}, host)
+    assert not taken.get("failed"), taken
+    # Written on the host's clock: 30 minutes from the host's now.
+    assert datetime.timedelta(minutes=29) < lease_of(host) - host.host_now() <= datetime.timedelta(minutes=30)
+    # A second controller whose clock is 45 minutes ahead still finds the lease live: 30 minutes have not passed on the host.
+    controller_clock(monkeypatch, datetime.timedelta(minutes=45))
+    busy = run_action("xu_journal", {"content": CONTENT, "run_id": "run-b", "lease_minutes": 30}, host)
+    assert busy["failed"] and busy["busy"] is True, busy
+    assert json.loads(host.journals["renew"])["run_id"] == "run-a"
+
+
+def test_a_lease_ends_when_the_hosts_clock_passes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    host = FakeHost(clock_offset_s=-20 * 60)
+    run_action("xu_journal", {"content": CONTENT, "run_id": "run-a", "lease_minutes": 30}, host)
+    # 31 minutes pass on the host (the controller's clock, meanwhile, is set back 10 minutes): the lease is over.
+    host.clock_offset_s += 31 * 60
+    controller_clock(monkeypatch, -datetime.timedelta(minutes=10))
+    taken = run_action("xu_journal", {"content": CONTENT, "run_id": "run-b", "lease_minutes": 30}, host)
+    assert not taken.get("failed"), taken
+    assert json.loads(host.journals["renew"])["run_id"] == "run-b"

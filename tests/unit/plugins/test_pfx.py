@@ -13,13 +13,16 @@ from cryptography.x509.oid import NameOID
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
     PBES2_OID_DER,
+    SHA1_MAC_OID,
     PfxError,
     eku_problem,
     judge_pfx,
     load_ca_bundle,
     open_pfx,
     pfx_for_windows,
+    pfx_mac_algorithm,
     san_problem,
+    windows_2016_reads,
 )
 from support.certs import CA_KEY, CA_NAME, NOW, mint
 from support.fake_swap import CA_CERTIFICATE, FQDN, make_pfx, thumbprint_of
@@ -219,9 +222,30 @@ def test_a_legacy_pfx_travels_byte_for_byte() -> None:
         .build(PASSWORD.encode())
     )
     legacy = pkcs12.serialize_key_and_certificates(b"xu01", key, cert, None, legacy_encryption)
+    assert pfx_mac_algorithm(legacy) == SHA1_MAC_OID and windows_2016_reads(legacy)
     assert pfx_for_windows(legacy, PASSWORD) is legacy
-    unencrypted = make_pfx(cert, key, None)
-    assert pfx_for_windows(unencrypted, None) is unencrypted
+
+
+def test_a_3des_pfx_with_a_sha256_mac_is_re_encoded_with_a_sha1_mac() -> None:
+    # Server 2016 predates the SHA-256 MAC (unverified whether it checks one): stricter, the file is re-encoded.
+    cert, key = mint(FQDN, sans=(FQDN,))
+    sha256_mac = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+        .hmac_hash(hashes.SHA256())
+        .build(PASSWORD.encode())
+    )
+    original = pkcs12.serialize_key_and_certificates(b"xu01", key, cert, None, sha256_mac)
+    assert PBES2_OID_DER not in original and pfx_mac_algorithm(original) == "2.16.840.1.101.3.4.2.1"
+    assert not windows_2016_reads(original)
+    travelling = pfx_for_windows(original, PASSWORD)
+    assert travelling != original and pfx_mac_algorithm(travelling) == SHA1_MAC_OID and windows_2016_reads(travelling)
+    after = pkcs12.load_pkcs12(travelling, PASSWORD.encode())
+    assert after.cert is not None and after.cert.certificate == cert
+    # Without a password it cannot be re-encoded (a MAC needs one): the error says how to export it.
+    with pytest.raises(PfxError, match="MAC other than SHA-1"):
+        pfx_for_windows(make_pfx(cert, key, None), None)
+    assert pfx_mac_algorithm(b"not a pfx") is None
 
 
 def test_an_aes_pfx_without_a_password_cannot_be_re_encoded_and_says_what_to_do() -> None:

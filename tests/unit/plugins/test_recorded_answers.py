@@ -159,3 +159,61 @@ def test_replay_notices_a_different_request() -> None:
     # The replay host's assertion reaches the result as any unexpected error does: a failed task naming it.
     result = replay(recording)[0]
     assert result["failed"] is True and "other operations than recorded" in result["msg"], result
+
+
+# -- issue 21: the error records and answers Windows gives, as the lab records them --------------------------------
+
+
+def answers_of(recording: dict[str, Any], op: str) -> list[dict[str, Any]]:
+    return [r for call in recording["calls"] for r in call["answer"]["document"]["results"] if r["op"] == op]
+
+
+def test_an_absent_gate_is_windows_error_record_and_the_report_has_no_problem(frozen_clock: Any) -> None:
+    recording = load(ANSWERS / "lab" / "xu_tls_info.json")
+    reads = answers_of(recording, "fw_get") + answers_of(recording, "task_get")
+    assert reads and all(
+        error["fqid"].startswith("CmdletizationQuery_NotFound_") and error["exception"] == "Microsoft.PowerShell.Cmdletization.Cim.CimJobException"
+        for r in reads for key in ("rules_error", "active_rules_error", "task_error") if (error := r["result"].get(key))
+    )
+    frozen_clock(recording["recorded_at"])
+    result = replay(recording)[0]
+    assert result["gate"]["state"] == "open" and result["problems"] == [] and result["read_errors"] == []
+
+
+def test_a_query_that_fails_otherwise_is_a_read_error_never_an_empty_gate(frozen_clock: Any) -> None:
+    # The same answer with access denied where Windows said "not found": the controller must not read it as no rules.
+    recording = load(ANSWERS / "lab" / "xu_tls_info.json")
+    first = answers_of(recording, "fw_get")[0]["result"]
+    first["rules_error"] = {**first["rules_error"], "type": "CimException", "exception": "Microsoft.Management.Infrastructure.CimException",
+                            "fqid": "Windows System Error 5,Get-NetFirewallRule", "category": "PermissionDenied", "message": "Access is denied."}
+    frozen_clock(recording["recorded_at"])
+    result = replay(recording)[0]
+    assert any(error.startswith("fw_get: CimException: Access is denied.") for error in result["read_errors"]), result
+
+
+def test_a_hanging_dependent_leaves_the_service_running_and_the_stopped_one_started_again() -> None:
+    recording = load(ANSWERS / "lab" / "xu_tls_binding_restart_hanging_dependent.json")
+    restart = answers_of(recording, "service_restart")[0]["result"]
+    assert restart["restarted"] is False and restart["state"] == "Running" and restart["elapsed_s"] < 30
+    assert restart["dependents"] == [{"name": "XuScheduler", "state": "Running"}, {"name": "XuExporter", "state": "StopPending"}]
+    assert recording["result"]["failed"] is True and "XuExporter did not stop" in recording["result"]["msg"]
+
+
+def test_enrolment_names_its_ca_and_key_provider_and_sweeps_leftovers() -> None:
+    refused = load(ANSWERS / "lab" / "xu_cert_swap_enroll_two_cas.json")
+    (listing,) = answers_of(refused, "ca_list")
+    assert len(listing["result"]["cas"]) == 2 and len(listing["result"]["swept"]) == 1
+    assert answers_of(refused, "cert_enroll") == [] and refused["result"]["msg"].startswith("Several enterprise CAs publish the template WebServer")
+    enrolled = load(ANSWERS / "lab" / "xu_cert_swap_enroll.json")
+    (request,) = [op for call in enrolled["calls"] for op in call["request"]["ops"] if op["op"] == "cert_enroll"]
+    assert request["args"]["ca_config"] == "ca02.xulab.test\\xulab Issuing CA" and request["args"]["key_provider"] == "schannel_csp"
+    new = enrolled["result"]["new_thumbprint"]
+    listed = [c for r in answers_of(enrolled, "cert_list") for c in r["result"]["certificates"] if c["thumbprint"] == new]
+    assert listed and all(c["key"]["provider"] == "CSP" for c in listed)
+
+
+def test_a_folder_another_user_made_is_refused() -> None:
+    recording = load(ANSWERS / "lab" / "xu_journal_write_untrusted_folder.json")
+    (read,) = answers_of(recording, "journal_read")
+    assert read["status"] == "error" and read["error"]["type"] == "UntrustedFolder"
+    assert recording["result"]["failed"] is True and answers_of(recording, "journal_write") == []

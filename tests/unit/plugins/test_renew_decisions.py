@@ -135,6 +135,21 @@ def test_a_host_another_run_holds_is_busy_and_left_alone() -> None:
     assert summary["result"] == "busy" and summary["reason"] == plan["reason"]
 
 
+def test_a_lease_is_judged_on_the_hosts_clock() -> None:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    # Taken on a host whose clock is 20 minutes behind the controller's: it ends in 10 minutes of the host's time.
+    lease = (now - datetime.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    held = journal(step="tls_off", run_id="awx-1", lease_expires=lease)
+    behind = info(journal=held) | {"host_clock": {"now": "", "offset_s": -1200.0, "uncertainty_s": 0.8}}
+    assert f.renew_plan(behind, "reuse_key", run_id="awx-2")["action"] == "busy"
+    # Once the host's clock is past it, whatever the controller's says: taken over.
+    assert f.renew_plan(behind | {"host_clock": {"offset_s": -300.0}}, "reuse_key", run_id="awx-2")["action"] == "resume"
+    ahead = info(journal=journal(step="tls_off", run_id="awx-1", lease_expires=(now + datetime.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")))
+    assert f.renew_plan(ahead | {"host_clock": {"offset_s": 900.0}}, "reuse_key", run_id="awx-2")["action"] == "resume"
+    # A report without a measured clock (an older one): the controller's.
+    assert f.renew_plan(ahead | {"host_clock": {"offset_s": None}}, "reuse_key", run_id="awx-2")["action"] == "busy"
+
+
 def test_a_busy_host_is_counted_and_does_not_fail_the_run() -> None:
     summaries = {"xu01": {"result": "busy", "reason": "another run (awx-1) is working on this host"}, "xu02": {"result": "renewed"}}
     report = fleet_report(summaries, ["xu01", "xu02"], ["xu01", "xu02"])

@@ -317,6 +317,17 @@ def test_swapping_certificates_keeps_a_backup_and_shows_the_diff() -> None:
     assert host.file(TLS) == (before or "").replace(old, new)
 
 
+def test_a_backup_is_named_by_the_hosts_time() -> None:
+    # The names order a file's backups on the host, whatever the clock of the controller that wrote them.
+    host, _old, new = bound_host()
+    host.clock_offset_s = -3 * 24 * 3600
+    days = {host.host_now().strftime("%Y%m%d")}
+    result = run_action("xu_tls_binding", {"web_certificate": new, "config_server_certificate": new}, host)
+    assert not result.get("failed"), result
+    days.add(host.host_now().strftime("%Y%m%d"))
+    assert result["backup_file"][len(TLS_PATH) + 1:][:8] in days, (result["backup_file"], days)
+
+
 def test_restart_never_then_if_changed_restarts_the_pending_change() -> None:
     host, old, new = bound_host()
     args: dict[str, Any] = {"web_certificate": new, "config_server_certificate": new, "restart": "never"}

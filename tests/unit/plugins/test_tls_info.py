@@ -7,9 +7,14 @@ import json
 import pytest
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _action_base
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, module_params
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_info import run_tls_info
 from support.action import run_action
 from support.certs import mint
 from support.fake_host import FakeHost, tls_json
+from support.inprocess import Steps
 
 FQDN = "xu01.example.com"
 
@@ -220,3 +225,39 @@ def test_an_unread_store_is_reported_as_a_read_error() -> None:
     result = run_action("xu_tls_info", {}, host)
     assert result["read_errors"] == ["cert_list: UnauthorizedAccessException: Access is denied."]
     assert result["journal_error"] is None
+
+
+@pytest.mark.parametrize(("offset_s", "problem"), [(0, None), (120, None), (-180, None), (-400, "behind"), (3600, "ahead of")])
+def test_the_hosts_clock_is_reported_and_judged(offset_s: float, problem: str | None) -> None:
+    host, _thumbprint = healthy_host()
+    host.clock_offset_s = offset_s
+    result = run_action("xu_tls_info", {}, host)
+    clock = result["host_clock"]
+    # The estimate is off by at most its uncertainty: the host answered between the controller's send and receive.
+    assert abs(clock["offset_s"] - offset_s) <= clock["uncertainty_s"] + 0.002
+    assert clock["now"].endswith("Z") and len(clock["now"]) == len("2026-11-26T20:11:57.123Z")
+    clock_problems = [p for p in result["problems"] if "the host's clock" in p]
+    if problem is None:
+        assert clock_problems == []
+    else:
+        assert clock_problems == [
+            f"the host's clock is {abs(clock['offset_s']):.0f} s {problem} the controller's (more than 5 minutes): Kerberos logons and"
+            " enrolment fail past 5 minutes; fix the host's time synchronisation (w32tm). The collection's deadlines and leases"
+            " run on the host's own clock"
+        ]
+
+
+def test_a_carried_state_carries_the_hosts_clock() -> None:
+    # The renew engine's act phase answers its reads from the assessment's snapshot: the host's clock comes with it.
+    host, _thumbprint = healthy_host()
+    host.clock_offset_s = 600
+    steps = Steps(host)
+    first = steps.run("xu_tls_info", {})
+    state = steps.agent.state()
+    assert state is not None and state["clock"]["offset_s"] == first["host_clock"]["offset_s"]
+    carried, ignored = CarriedStateAgent.wrap(AgentClient(host.transport), "xu01", state)
+    assert ignored is None
+    again = run_tls_info(ModuleRun(params=module_params("xu_tls_info", {}), check_mode=False, diff=False, task_vars={}, agent=carried, host="xu01"))
+    assert len(host.calls) == 1  # answered from the carried state
+    assert again["host_clock"]["offset_s"] == first["host_clock"]["offset_s"]
+    assert any(f"the host's clock is {first['host_clock']['offset_s']:.0f} s ahead of" in p for p in again["problems"])

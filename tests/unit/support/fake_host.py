@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import re
@@ -13,6 +14,7 @@ from typing import Any
 from cryptography import x509
 
 from support.certs import der, mint
+from xulab.errors import cim_query_not_found
 
 INSTALL_DIR = "C:\\Program Files\\XtractUniversal"
 ROOTED = re.compile(r"^([A-Za-z]:|[\\/])")
@@ -40,6 +42,18 @@ def tls_json(protocol: str = "HttpsUnrestricted", web: str | None = None, auth: 
         "WebServer": {"Protocol": protocol, "Certificate": certificate(web)},
         "ConfigServer": {"Authentication": auth, "Certificate": certificate(config)},
     }, indent=2)
+
+
+def group_not_found(group: str) -> dict[str, Any]:
+    """What Windows answers Get-NetFirewallRule -Group for a group without rules (the lab's shape, tests/lab/xulab/errors.py)."""
+    return cim_query_not_found("Get-NetFirewallRule", "MSFT_NetFirewallRule", "RuleGroup", group).as_json()
+
+
+def task_not_found(name: str) -> dict[str, Any]:
+    return cim_query_not_found("Get-ScheduledTask", "MSFT_ScheduledTask", "TaskName", name).as_json()
+
+
+FAKE_CA_CONFIG = "ca01.example.com\\Example Issuing CA"
 
 
 class HostError(Exception):
@@ -75,9 +89,21 @@ class FakeHost:
     enrol_templates: set[str] = field(default_factory=lambda: {"WebServer"})
     pending_templates: set[str] = field(default_factory=set)
     enrol_requests: int = 0
+    ca_configs: list[str] = field(default_factory=lambda: [FAKE_CA_CONFIG])
     answer_override: Callable[[str, bytes], tuple[int, str, str]] | None = None
     # The index of the operation that fails in the next call (IOException), then forgotten.
     fail_at: int | None = None
+    # The host's clock: this far ahead of the controller's (negative: behind), as every answer says it.
+    clock_offset_s: float = 0.0
+
+    def host_now(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self.clock_offset_s)
+
+    def trigger(self, delay_s: float) -> str:
+        """A task's trigger as the agent sets it: the host's now plus the delay, rounded up to the whole second."""
+        at = self.host_now() + datetime.timedelta(seconds=delay_s)
+        at = at.replace(microsecond=0) + datetime.timedelta(seconds=1) if at.microsecond else at
+        return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def add_certificate(self, cert: x509.Certificate, *, has_private_key: bool = True, acl: list[dict[str, Any]] | None = None) -> str:
         raw = der(cert)
@@ -119,7 +145,9 @@ class FakeHost:
                 entry.update(status="error", error=error)
                 failed = failed or op.get("optional") is not True
             results.append(entry)
-        return 0, json.dumps({"agent": "xtractuniversal.tls", "protocol": 1, "results": results}), ""
+        host_time = self.host_now().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        answer = {"agent": "xtractuniversal.tls", "protocol": 1, "results": results, "host_time": host_time, "host_elapsed_ms": 0}
+        return 0, json.dumps(answer), ""
 
     def op_event_write(self, args: dict[str, Any]) -> dict[str, Any]:
         """The host's Application log: entries are kept in ``event_log``."""
@@ -137,6 +165,9 @@ class FakeHost:
         if not args.get("template") or not names:
             raise HostError("InvalidArgument", "template and dns_names are required")
         run_as = args.get("run_as") or "machine"
+        if run_as == "machine" and args.get("ca_config") not in self.ca_configs:
+            raise HostError("InvalidArgument" if args.get("ca_config") is None else "CertreqFailed",
+                            "ca_config is required as the machine" if args.get("ca_config") is None else "certreq exited with -2147023174: RPC")
         if run_as == "caller":
             raise HostError("CertreqFailed", "certreq exited with -2146877419: The enrollment policy server cannot be located. 0x80094015")
         self.enrol_requests += 1
@@ -149,7 +180,12 @@ class FakeHost:
         cert, _key = mint(names[0], sans=tuple(names), days_left=730, valid_from_days_ago=0.007)
         thumbprint = self.add_certificate(cert, acl=[dict(rule) for rule in MACHINE_KEY_ACL])
         output = f"RequestId: {request_id}\r\nCertificate retrieved(Issued) Issued\r\nInstalled Certificate:\r\n  Thumbprint: {thumbprint.lower()}"
-        return {"thumbprint": thumbprint, "output": output, "exit_code": 0, "enrolled_as": run_as}
+        return {"thumbprint": thumbprint, "output": output, "exit_code": 0, "enrolled_as": run_as, "swept": [], "sweep_error": None}
+
+    def op_ca_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One enterprise CA (``ca_configs`` more), publishing every template the host may enrol or wait for."""
+        templates = sorted(self.enrol_templates | self.pending_templates)
+        return {"cas": [{"config": config, "templates": templates} for config in self.ca_configs], "swept": [], "sweep_error": None}
 
     def op_discover(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -178,10 +214,12 @@ class FakeHost:
         return {"certificates": self.certificates}
 
     def op_fw_get(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.rules:
+            return {"rules": None, "rules_error": group_not_found(args["group"])}
         return {"rules": self.rules}
 
     def op_task_get(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"task": self.task}
+        return {"task": self.task, "task_error": None if self.task is not None else task_not_found(args["name"])}
 
     def op_port_probe(self, args: dict[str, Any]) -> dict[str, Any]:
         port = args["port"]
@@ -230,9 +268,10 @@ class FakeHost:
         return {"removed": removed, "added": len(self.rules)}
 
     def op_task_register(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.task = {"name": args["name"], "state": "Ready", "next_run_utc": args["run_at_utc"], "description": args["description"]}
+        run_at = self.trigger(args["delay_s"])
+        self.task = {"name": args["name"], "state": "Ready", "next_run_utc": run_at, "description": args["description"]}
         self.task_group = args["fw_group_to_remove"]
-        return {"registered": True}
+        return {"registered": True, "run_at_utc": run_at}
 
     def op_task_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         removed = self.task is not None

@@ -23,6 +23,7 @@ import json
 import os
 import pathlib
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -49,6 +50,8 @@ REMOVED = "<removed>"
 WinrmAuth = Literal["basic", "ntlm", "kerberos", "credssp"]
 GATE_GROUP = "xu-record gate"
 JOURNAL = "xu-record"
+# The lab's second enterprise CA (fault enterprise_cas=2), named for the enrolment scenario.
+ENROLMENT_CA = "ca02.xulab.test\\xulab Issuing CA"
 RECORD_COMMAND = "tests/unit/test_data/agent_answers/record.py"
 
 
@@ -144,6 +147,32 @@ def scenarios(ctx: Context) -> list[Scenario]:
         assert c.lab is not None, "a lab-only scenario"
         c.lab.fault(c.host, restart_fails=1)
 
+    def hanging_dependent(c: Context) -> None:
+        # Two services depend on XU; one hangs in StopPending: the restart stops the other, gives up within its limit,
+        # leaves XU running and starts the one it stopped again (issue 21).
+        assert c.lab is not None, "a lab-only scenario"
+        c.lab.fault(c.host, dependent_service="XuScheduler")
+        c.lab.fault(c.host, dependent_service="XuExporter")
+        c.lab.fault(c.host, dependent_stop_hangs="XuExporter")
+
+    def end_hanging_dependent(c: Context) -> None:
+        assert c.lab is not None, "a lab-only scenario"
+        c.lab.fault(c.host, dependent_stop_hangs="none")
+
+    def leftover_and_two_cas(c: Context) -> None:
+        # A killed call's certreq task from yesterday (swept before the enrolment's own), and a second enterprise CA:
+        # without enroll.ca_config the module fails naming both, with it the named CA issues.
+        assert c.lab is not None, "a lab-only scenario"
+        c.lab.fault(c.host, certreq_leftover="stale")
+        c.lab.fault(c.host, enterprise_cas=2)
+
+    def folder_made_by_a_user(c: Context) -> None:
+        # C:\ProgramData\xtractuniversal.tls made by a local user before the first run (the lab removes the one the
+        # earlier scenarios made, so that the user's is "first").
+        assert c.lab is not None, "a lab-only scenario"
+        shutil.rmtree(c.lab.dir / "hosts" / c.host / "fs" / "C" / "ProgramData" / "xtractuniversal.tls")
+        c.lab.fault(c.host, journal_dir="user")
+
     return [
         Scenario("xu_tls_info", "xu_tls_info", {}, info_checks, read_only=True),
         Scenario("xu_tls_binding_restart_check", "xu_tls_binding", {"restart": "always", **run}, ["changed", "restarted"],
@@ -165,6 +194,19 @@ def scenarios(ctx: Context) -> list[Scenario]:
         Scenario("xu_firewall_gate_open", "xu_firewall_gate", {"state": "open", "rule_group": GATE_GROUP, **run}, ["changed", "state", "rules"]),
         Scenario("xu_journal_write", "xu_journal", {"name": JOURNAL, "content": {"step": "recorded"}}, ["changed", "previous", "content", "path"]),
         Scenario("xu_journal_remove", "xu_journal", {"name": JOURNAL, "state": "absent"}, ["changed", "previous", "content"]),
+        # Issue 21: Windows' answers where they differ from what the agent used to assume.
+        Scenario("xu_tls_binding_restart_hanging_dependent", "xu_tls_binding", {"restart": "always", "wait_timeout": 2, **run},
+                 ["changed", "failed", "restarted", "msg"], prepare=hanging_dependent),
+        Scenario("xu_tls_binding_restart_after_the_hang", "xu_tls_binding", {"restart": "always", **run},
+                 ["changed", "failed", "restarted"], prepare=end_hanging_dependent),
+        Scenario("xu_cert_swap_enroll_two_cas", "xu_cert_swap",
+                 {"old_thumbprint": ctx.original, "enroll": {"template": "WebServer"}, "grant_key_access": True, **run},
+                 ["changed", "failed", "msg", "enrolled"], prepare=leftover_and_two_cas),
+        Scenario("xu_cert_swap_enroll", "xu_cert_swap",
+                 {"old_thumbprint": ctx.original, "enroll": {"template": "WebServer", "ca_config": ENROLMENT_CA}, "grant_key_access": True, **run},
+                 [*swap_checks, "enrolled"]),
+        Scenario("xu_journal_write_untrusted_folder", "xu_journal", {"name": JOURNAL, "content": {"step": "recorded"}},
+                 ["changed", "failed", "msg"], prepare=folder_made_by_a_user),
     ]
 
 

@@ -1,0 +1,122 @@
+"""Helpers of the ACME integration tests: an xulab fleet, pebble and BIND beside it, and the issuing playbook."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from acmelab import ZONE, AcmeLab, GateDns, new_account_key
+from cryptography import x509
+from labtools import BIN, REPO, Lab, PlaybookRun
+
+PLAYBOOK = REPO / "tests" / "integration" / "acme" / "fleet.yml"
+BRIDGE = REPO / "tests" / "integration" / "acme" / "action_plugins"
+# The role's variables for today's replace path: the PFX the bridge issued, per host (as `make demo-acme` gives them).
+ROLE_VARS: dict[str, Any] = yaml.safe_load((REPO / "tests" / "integration" / "acme" / "replace-vars.yml").read_text())
+
+
+def lab_hosts(lab: Lab) -> dict[str, str]:
+    return {host["fqdn"].removesuffix("." + ZONE): host["address"] for host in lab.info["hosts"]}
+
+
+@dataclass
+class AcmeRun:
+    lab: Lab
+    services: AcmeLab
+    folder: pathlib.Path
+    account_key: str = field(repr=False)
+    gate: GateDns | None = None
+
+    @property
+    def root(self) -> pathlib.Path:
+        path = self.folder / "pebble-root.pem"
+        if not path.exists():
+            path.write_bytes(self.services.root_pem())
+        return path
+
+    def variables(self, **overrides: Any) -> dict[str, Any]:
+        return self.services.role_vars(self.account_key, gate=self.gate) | ROLE_VARS | {"xu_renew_ca_path": str(self.root)} | overrides
+
+    def spawn(self, tmp_path: pathlib.Path, **overrides: Any) -> subprocess.Popen[bytes]:
+        """The issuing playbook in the background, in a process group of its own (to be killed as a whole)."""
+        extra = tmp_path / "acme-vars-spawned.json"
+        extra.touch(mode=0o600)
+        extra.write_text(json.dumps(self.variables(**overrides)))
+        command = [str(BIN / "ansible-playbook"), "-i", str(self.lab.inventory), str(PLAYBOOK), "-e", f"@{extra}"]
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_ACTION_PLUGINS=str(BRIDGE), ANSIBLE_NOCOLOR="1")
+        log = (tmp_path / "spawned.log").open("wb")
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+
+    def wait_published(self, name: str, timeout: float = 120) -> None:
+        """Wait until the issuance holds in its propagation check (the gate was asked) with ``name`` published."""
+        assert self.gate is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.gate.asked.is_set() and self.services.txt(name):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{name} was never published: {self.services.log_tail()}")
+
+    def run(self, tmp_path: pathlib.Path, *, check: bool = False, verbosity: int = 0, **overrides: Any) -> PlaybookRun:
+        """The issuing playbook, with every variable in a 0600 file (as a vault would give them), never on the command line."""
+        extra = tmp_path / f"acme-vars-{len(list(tmp_path.glob('acme-vars-*')))}.json"
+        extra.touch(mode=0o600)
+        extra.write_text(json.dumps(self.variables(**overrides)))
+        try:
+            return self.lab.playbook(
+                str(PLAYBOOK), tmp_path=tmp_path, check=check, verbosity=verbosity, extra_args=("-f", "10", "-e", f"@{extra}"),
+                env={"ANSIBLE_ACTION_PLUGINS": str(BRIDGE)},
+            )
+        finally:
+            extra.unlink()
+
+
+def start(lab: Lab, folder: pathlib.Path, *, gate: bool = False, **options: Any) -> AcmeRun:
+    services = AcmeLab.start(folder / "services", lab_hosts(lab), **options)
+    return AcmeRun(lab, services, folder, new_account_key(), GateDns(services.dns_port) if gate else None)
+
+
+def acme_report(run: PlaybookRun, host: str) -> dict[str, Any]:
+    """What the bridge said it did for a host (the debug task's message; the bridge's own result is censored)."""
+    report: dict[str, Any] = run.of(host, "What ACME did (nothing secret)")["msg"]
+    return report
+
+
+def presented(address: str, fqdn: str, root: pathlib.Path, port: int = 8165) -> x509.Certificate:
+    """The certificate the host presents, verified as a client verifies it: chain to ``root``, name ``fqdn``."""
+    context = ssl.create_default_context(cafile=str(root))
+    with socket.create_connection((address, port), timeout=10) as raw, context.wrap_socket(raw, server_hostname=fqdn) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def pebble_orders(services: AcmeLab) -> int:
+    """How many order requests pebble took so far (its request log; a request refused for its nonce counts too)."""
+    return (services.folder / "pebble.log").read_text().count("POST /order-plz")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    state: dict[str, Any]
+    events: int
+
+
+def snapshot(lab: Lab, host: str) -> Snapshot:
+    return Snapshot(lab.state(host), len(lab.events(host)))
+
+
+def assert_untouched(lab: Lab, host: str, before: Snapshot) -> None:
+    """Nothing reached the host: no remote call, no event at all, the same certificates and settings."""
+    after = lab.state(host)
+    assert lab.events(host)[before.events :] == []
+    for key in ("service", "certificates", "intermediate_certificates", "files"):
+        assert after[key] == before.state[key], key
