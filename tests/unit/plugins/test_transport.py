@@ -229,3 +229,44 @@ def test_a_bad_opt_in_fails_before_any_call() -> None:
     result, host, _old = pfx_swap(BASIC_HTTP, {ALLOW_VARIABLE: "sometimes"})
     assert result["failed"] is True and ALLOW_VARIABLE in result["msg"]
     assert host.calls == []
+
+
+# -- the report: xu_tls_info says which protection the connection has, the fleet report shows a bare one -----------
+
+
+def test_tls_info_reports_the_connections_protection() -> None:
+    host, _old, _cert = swap_host()
+    basic = run_action("xu_tls_info", {}, host, connection=fake_connection("winrm", BASIC_HTTP))
+    assert basic["transport"] == {
+        "plugin": "winrm", "scheme": "http", "port": 5985, "auth": "basic", "message_encryption": "auto", "encrypted_by": [],
+        "protected": False, "unprotected_allowed": False, "summary": "winrm over http, port 5985, transport basic, message encryption auto",
+    }
+    # Not a problem of the server.
+    assert not any("connection" in problem for problem in basic["problems"])
+    ntlm = run_action("xu_tls_info", {}, host, task_vars={ALLOW_VARIABLE: True})
+    assert ntlm["transport"]["encrypted_by"] == ["message_encryption"] and ntlm["transport"]["protected"] is True
+    assert ntlm["transport"]["unprotected_allowed"] is True
+    ssh = run_action("xu_tls_info", {}, host, connection=fake_connection("ssh", {"port": 22}))
+    assert ssh["transport"]["encrypted_by"] == ["ssh"] and ssh["transport"]["summary"] == "ssh over ssh, port 22"
+
+
+def test_the_fleet_report_notes_a_bare_connection() -> None:
+    from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import host_report, table_lines  # noqa: PLC0415
+
+    host, _old, _cert = swap_host()
+    infos = {
+        "xu01": run_action("xu_tls_info", {}, host, connection=fake_connection("winrm", BASIC_HTTP)),
+        "xu02": run_action("xu_tls_info", {}, host),
+        "xu03": run_action("xu_tls_info", {}, host, connection=fake_connection("winrm", BASIC_HTTP), task_vars={ALLOW_VARIABLE: "yes"}),
+    }
+    rows = [host_report(name, info, True, 30) for name, info in infos.items()]
+    lines = table_lines(rows, {})
+    notes = [line for line in lines if line.startswith("  ! ")]
+    assert len(notes) == 2
+    assert notes[0].startswith("  ! the connection (winrm over http, port 5985, transport basic, message")
+    text = " ".join(" ".join(line.split()) for line in lines)
+    assert "a PFX and its password are not sent over it (xu_allow_unprotected_transport)" in text
+    assert "xu_allow_unprotected_transport lets a PFX and its password cross it" in text
+    # The connection is no problem of the server: every row has the same status and problems, and report.json carries it.
+    assert len({(row.status, row.problems) for row in rows}) == 1
+    assert rows[1].to_result()["transport"]["protected"] is True
