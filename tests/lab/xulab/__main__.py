@@ -142,7 +142,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _add_fleet_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hosts", type=int, required=True)
-    parser.add_argument("--auth", choices=["basic", "ntlm"], default="basic")
+    parser.add_argument(
+        "--auth", choices=["basic", "ntlm"], default="ntlm",
+        help="WinRM authentication: ntlm (default; pywinrm encrypts every message) or basic (clear text over HTTP)",
+    )
     parser.add_argument("--restart-delay", type=float, default=1.0, help="seconds XU needs to start (default 1)")
     parser.add_argument("--expiring-in", type=float, default=365.0, help="days the healthy certificates have left")
     parser.add_argument("--scenario", choices=SCENARIOS, default="healthy")

@@ -24,7 +24,7 @@ class Lab:
         directory: Path | str,
         hosts: int = 1,
         *,
-        auth: str = "basic",
+        auth: str = "ntlm",
         restart_delay: float = 1.0,
         expiring_in: float = 365.0,
         scenario: str = "healthy",

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 class FleetOptions:
     directory: Path
     hosts: int
-    auth: str = "basic"
+    # ntlm: pywinrm encrypts every message (MS-WSMV), so a PFX is protected on the wire; basic sends it in clear text.
+    auth: str = "ntlm"
     restart_delay: float = 1.0
     expiring_in: float = 365.0
     scenario: str = "healthy"
@@ -166,6 +167,8 @@ class Fleet:
                             "ansible_port": WINRM_PORT,
                             "ansible_winrm_scheme": "http",
                             "ansible_winrm_transport": self.options.auth,
+                            # pywinrm's default, said aloud: over HTTP, NTLM encrypts every message.
+                            **({"ansible_winrm_message_encryption": "auto"} if self.options.auth == "ntlm" else {}),
                             "ansible_user": self.account_for_inventory(),
                             "ansible_password": self.password,
                             "ansible_winrm_server_cert_validation": "ignore",
