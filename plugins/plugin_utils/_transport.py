@@ -74,7 +74,7 @@ class ConnectionProtection:
         """The settings in a few words, as an error or a report names them."""
         if self.scheme is None and not self.auth:
             return self.plugin
-        parts = [f"{self.plugin} over {self.scheme}" if self.scheme else self.plugin]
+        parts = [f"{self.plugin} over {self.scheme}" if self.scheme and self.scheme != self.plugin else self.plugin]
         if self.port is not None:
             parts.append(f"port {self.port}")
         if self.auth:

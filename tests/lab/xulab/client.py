@@ -31,6 +31,7 @@ class Lab:
         base_address: str | None = None,
         templates: tuple[str, ...] = DEFAULT_TEMPLATES,
         pending_templates: tuple[str, ...] = (),
+        connection: str = "winrm",
     ) -> Lab:
         """`templates` and `pending_templates` as `up --templates` takes them, one `NAME` or `NAME:DAYS` each."""
         lab = cls(directory)
@@ -38,7 +39,7 @@ class Lab:
         launcher.up(
             FleetOptions(
                 lab.dir, hosts, auth, restart_delay, expiring_in, scenario, base_address,
-                templates=tuple(templates), pending_templates=tuple(pending_templates),
+                templates=tuple(templates), pending_templates=tuple(pending_templates), connection=connection,
             )
         )
         return lab

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import yaml
 
 from . import layout, offload
@@ -35,6 +36,7 @@ from .primitives import PRIMITIVES
 from .renewals import issue_pfx, winacme_renew
 from .scenarios import profile_for, provision, windows_version_for
 from .shell import CommandShell, split_call_overhead
+from .sshd import SSH_PORT, SshKeys, openssh_rule, start_ssh_server, stop_ssh_servers
 from .wsman import AcceptFilter, WsmanCredentials, start_wsman_server
 
 LAB_DOMAIN = "xulab.test"
@@ -59,6 +61,12 @@ class FleetOptions:
     # The AD CS templates every host may enrol, and those needing a CA manager's approval: `NAME` or `NAME:DAYS`.
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
     pending_templates: tuple[str, ...] = ()
+    # How the inventory reaches the hosts: winrm, or ssh (each host also gets an SSH endpoint, Win32-OpenSSH with
+    # powershell.exe as its default shell; WinRM keeps listening, as on a Windows server).
+    connection: str = "winrm"
+
+
+CONNECTIONS = ("winrm", "ssh")
 
 
 class Fleet:
@@ -74,6 +82,8 @@ class Fleet:
         self.ready = False
         self._by_name: dict[str, Host] = {}
         self._servers: list[asyncio.base_events.Server] = []
+        self._ssh_servers: list[asyncssh.SSHAcceptor] = []
+        self.ssh_keys = SshKeys() if options.connection == "ssh" else None
         self._ca: CertificateAuthority | None = None
         self.enterprise_ca = EnterpriseCa.from_specs(options.templates, options.pending_templates)
 
@@ -119,17 +129,24 @@ class Fleet:
             self.hosts[host.name] = host
             for key in (host.name, host.fqdn, host.address):
                 self._by_name[key.casefold()] = host
+            # One shell per host, whichever endpoint a command comes through.
+            shell = CommandShell(host, process_start_delay=process_start_delay)
             self._servers.append(
                 await start_wsman_server(
                     address,
                     WINRM_PORT,
                     auth=self.options.auth,
                     credentials=self.credentials,
-                    run_command=CommandShell(host, process_start_delay=process_start_delay).run_command,
+                    run_command=shell.run_command,
                     accept_filter=_winrm_filter(host),
                     shell_create_delay=shell_create_delay,
                 )
             )
+            if self.ssh_keys is not None:
+                host.firewall.add_installed_rule(openssh_rule(SSH_PORT))
+                self._ssh_servers.append(
+                    await start_ssh_server(host, shell, port=SSH_PORT, credentials=self.credentials, keys=self.ssh_keys)
+                )
 
     def lookup(self, name: str) -> Host | None:
         return self._by_name.get(name.strip().casefold())
@@ -138,6 +155,8 @@ class Fleet:
         for server in self._servers:
             server.close()
         self._servers.clear()
+        await stop_ssh_servers(self._ssh_servers)
+        self._ssh_servers.clear()
         for host in self.hosts.values():
             host.shut_down()
         self.hosts.clear()
@@ -148,11 +167,40 @@ class Fleet:
     def _write_files(self) -> None:
         assert self._ca is not None
         layout.ca_pem(self.directory).write_bytes(self._ca.pem())
+        if self.ssh_keys is not None:
+            self.ssh_keys.write(layout.ssh_dir(self.directory), SSH_PORT)
         _write_private(layout.inventory(self.directory), yaml.safe_dump(self.inventory(), sort_keys=False))
         _write_private(layout.lab_json(self.directory), json.dumps(self.info(), indent=2) + "\n")
 
     def account_for_inventory(self) -> str:
         return f"{LAB_DOMAIN_NETBIOS}\\{LAB_ADMIN_USER}" if self.options.auth == "ntlm" else LAB_ADMIN_USER
+
+    def connection_vars(self) -> dict[str, Any]:
+        """How Ansible reaches the hosts: WinRM, or SSH to Win32-OpenSSH with PowerShell as the shell."""
+        if self.options.connection == "ssh":
+            ssh_dir = layout.ssh_dir(self.directory)
+            return {
+                "ansible_connection": "ssh",
+                "ansible_shell_type": "powershell",
+                "ansible_port": SSH_PORT,
+                "ansible_user": LAB_ADMIN_USER,
+                "ansible_ssh_private_key_file": str(ssh_dir / "id_ed25519"),
+                # Every host key is known: nothing is accepted on first use.
+                "ansible_ssh_common_args": f"-o UserKnownHostsFile={ssh_dir / 'known_hosts'} -o StrictHostKeyChecking=yes",
+                "xulab_dir": str(self.directory),
+            }
+        return {
+            "ansible_connection": "winrm",
+            "ansible_port": WINRM_PORT,
+            "ansible_winrm_scheme": "http",
+            "ansible_winrm_transport": self.options.auth,
+            # pywinrm's default, said aloud: over HTTP, NTLM encrypts every message.
+            **({"ansible_winrm_message_encryption": "auto"} if self.options.auth == "ntlm" else {}),
+            "ansible_user": self.account_for_inventory(),
+            "ansible_password": self.password,
+            "ansible_winrm_server_cert_validation": "ignore",
+            "xulab_dir": str(self.directory),
+        }
 
     def inventory(self) -> dict[str, Any]:
         return {
@@ -162,18 +210,7 @@ class Fleet:
                         "hosts": {
                             host.name: {"ansible_host": host.address, "xu_fqdn": host.fqdn} for host in self.hosts.values()
                         },
-                        "vars": {
-                            "ansible_connection": "winrm",
-                            "ansible_port": WINRM_PORT,
-                            "ansible_winrm_scheme": "http",
-                            "ansible_winrm_transport": self.options.auth,
-                            # pywinrm's default, said aloud: over HTTP, NTLM encrypts every message.
-                            **({"ansible_winrm_message_encryption": "auto"} if self.options.auth == "ntlm" else {}),
-                            "ansible_user": self.account_for_inventory(),
-                            "ansible_password": self.password,
-                            "ansible_winrm_server_cert_validation": "ignore",
-                            "xulab_dir": str(self.directory),
-                        },
+                        "vars": self.connection_vars(),
                     }
                 }
             }
@@ -191,6 +228,8 @@ class Fleet:
             "domain": LAB_DOMAIN,
             "ca": self.enterprise_ca.describe(),
             "winrm_port": WINRM_PORT,
+            "connection": self.options.connection,
+            "ssh_port": SSH_PORT if self.ssh_keys is not None else None,
             "user": self.account_for_inventory(),
             "password": self.password,
             "inventory": str(layout.inventory(self.directory)),

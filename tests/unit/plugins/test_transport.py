@@ -247,7 +247,7 @@ def test_tls_info_reports_the_connections_protection() -> None:
     assert ntlm["transport"]["encrypted_by"] == ["message_encryption"] and ntlm["transport"]["protected"] is True
     assert ntlm["transport"]["unprotected_allowed"] is True
     ssh = run_action("xu_tls_info", {}, host, connection=fake_connection("ssh", {"port": 22}))
-    assert ssh["transport"]["encrypted_by"] == ["ssh"] and ssh["transport"]["summary"] == "ssh over ssh, port 22"
+    assert ssh["transport"]["encrypted_by"] == ["ssh"] and ssh["transport"]["summary"] == "ssh, port 22"
 
 
 def test_the_fleet_report_notes_a_bare_connection() -> None:
