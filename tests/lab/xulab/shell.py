@@ -193,6 +193,11 @@ def _first_line(text: str) -> str:
     return text.lstrip("\ufeff").split("\n", 1)[0].strip()
 
 
+def reads_stdin(script: str) -> bool:
+    """Whether a script reads its stdin to the end before it answers: our bootstrap, or a PowerShell that starts it."""
+    return _first_line(script) == BOOTSTRAP_MARKER or nested_command_line(script) is not None
+
+
 def nested_command_line(script: str) -> str | None:
     """The command line of the PowerShell a script does nothing but start (after setting the code page), else None."""
     lines = [line.strip() for line in script.lstrip("\ufeff").splitlines() if line.strip()]

@@ -27,7 +27,7 @@ import asyncssh
 
 from .firewall import FirewallRule
 from .host import Host
-from .shell import CommandShell
+from .shell import CommandShell, reads_stdin
 from .wsman import WsmanCredentials
 
 # Windows' sshd listens on 22; the lab uses a port that needs no privileges.
@@ -109,10 +109,14 @@ def _process_handler(shell: CommandShell, credentials: WsmanCredentials) -> Call
             process.stderr.write(b"xulab answers exec requests only\r\n")
             process.exit(1)
             return
-        try:
-            stdin = await process.stdin.read()
-        except asyncssh.BreakReceived:
-            stdin = b""
+        # What reads stdin waits for its end (Ansible always sends one); anything else runs at once, as PowerShell
+        # runs a command that never reads its input.
+        stdin = b""
+        if reads_stdin(command):
+            try:
+                stdin = await process.stdin.read()
+            except asyncssh.BreakReceived:
+                stdin = b""
         peer = process.get_extra_info("peername") or ("", 0)
         result = await shell.run_default_shell_command(command, stdin, (str(peer[0]), int(peer[1])), credentials.account_name)
         if result.drop_connection:
