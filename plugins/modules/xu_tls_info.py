@@ -19,8 +19,8 @@ description:
     thumbprint reference in the settings files with its file and JSON path, the certificate each port
     really serves, the state of the maintenance gate, and a list of problems.
   - Problems are also returned as warnings. The module never changes anything.
-  - The module runs on the controller and reaches the host through its connection (C(winrm), C(psrp) or
-    C(ssh) with the PowerShell shell). Certificates are parsed on the controller with C(cryptography).
+  - The module runs on the controller and reaches the host through its connection (C(winrm), or C(ssh) with the PowerShell
+    shell; C(psrp) is untested). Certificates are parsed on the controller with C(cryptography).
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.attributes.info_module
