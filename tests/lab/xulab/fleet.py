@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import yaml
 
 from . import layout, offload
@@ -36,7 +35,7 @@ from .primitives import PRIMITIVES
 from .renewals import issue_pfx, winacme_renew
 from .scenarios import profile_for, provision, windows_version_for
 from .shell import CommandShell, split_call_overhead
-from .sshd import SSH_PORT, SshKeys, openssh_rule, start_ssh_server, stop_ssh_servers
+from .sshd import SSH_PORT, SshKeys, SshListener, openssh_rule, start_ssh_server, stop_ssh_servers
 from .wsman import AcceptFilter, WsmanCredentials, start_wsman_server
 
 LAB_DOMAIN = "xulab.test"
@@ -82,7 +81,7 @@ class Fleet:
         self.ready = False
         self._by_name: dict[str, Host] = {}
         self._servers: list[asyncio.base_events.Server] = []
-        self._ssh_servers: list[asyncssh.SSHAcceptor] = []
+        self._ssh_servers: list[SshListener] = []
         self.ssh_keys = SshKeys() if options.connection == "ssh" else None
         self._ca: CertificateAuthority | None = None
         self.enterprise_ca = EnterpriseCa.from_specs(options.templates, options.pending_templates)

@@ -34,6 +34,8 @@ from .wsman import WsmanCredentials
 SSH_PORT = 2222
 KEY_TYPE = "ssh-ed25519"
 log = logging.getLogger(__name__)
+# asyncssh logs every command line at INFO: the lab's log keeps its own lines only.
+logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
 def openssh_rule(port: int = SSH_PORT) -> FirewallRule:
@@ -74,16 +76,27 @@ class SshKeys:
 class _SshServer(asyncssh.SSHServer):
     """One connection: the host's firewall, then public key authentication of the lab's administrator only."""
 
-    def __init__(self, host: Host, port: int, credentials: WsmanCredentials, client_key: asyncssh.SSHKey) -> None:
+    def __init__(
+        self, host: Host, port: int, credentials: WsmanCredentials, client_key: asyncssh.SSHKey, open_connections: set[asyncssh.SSHServerConnection]
+    ) -> None:
         self._host = host
         self._port = port
         self._credentials = credentials
         self._client_key = client_key.export_public_key()
+        self._open = open_connections
+        self._conn: asyncssh.SSHServerConnection | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         peer = conn.get_extra_info("peername")
         if not peer or not self._host.admits(str(peer[0]), self._port):
             conn.abort()
+            return
+        self._conn = conn
+        self._open.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._conn is not None:
+            self._open.discard(self._conn)
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -130,12 +143,18 @@ def _process_handler(shell: CommandShell, credentials: WsmanCredentials) -> Call
     return handle
 
 
-async def start_ssh_server(
-    host: Host, shell: CommandShell, *, port: int, credentials: WsmanCredentials, keys: SshKeys
-) -> asyncssh.SSHAcceptor:
+@dataclass
+class SshListener:
+    acceptor: asyncssh.SSHAcceptor
+    # Ansible's ControlMaster keeps a connection open for a minute after its last command.
+    connections: set[asyncssh.SSHServerConnection]
+
+
+async def start_ssh_server(host: Host, shell: CommandShell, *, port: int, credentials: WsmanCredentials, keys: SshKeys) -> SshListener:
     """An SSH listener on the host's address, running exec requests through ``shell``."""
-    return await asyncssh.create_server(
-        lambda: _SshServer(host, port, credentials, keys.client),
+    connections: set[asyncssh.SSHServerConnection] = set()
+    acceptor = await asyncssh.create_server(
+        lambda: _SshServer(host, port, credentials, keys.client, connections),
         host.address,
         port,
         server_host_keys=[keys.host_key(host.address)],
@@ -145,9 +164,13 @@ async def start_ssh_server(
         # Win32-OpenSSH's banner; Ansible reads nothing from it.
         server_version="OpenSSH_for_Windows_9.5",
     )
+    return SshListener(acceptor, connections)
 
 
-async def stop_ssh_servers(servers: list[asyncssh.SSHAcceptor]) -> None:
-    for server in servers:
-        server.close()
-    await asyncio.gather(*(server.wait_closed() for server in servers), return_exceptions=True)
+async def stop_ssh_servers(listeners: list[SshListener]) -> None:
+    """Stop listening and end every connection (a client's ControlMaster would otherwise hold the stop for a minute)."""
+    for listener in listeners:
+        listener.acceptor.close()
+        for connection in list(listener.connections):
+            connection.abort()
+    await asyncio.gather(*(listener.acceptor.wait_closed() for listener in listeners), return_exceptions=True)
