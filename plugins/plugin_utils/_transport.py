@@ -101,10 +101,10 @@ class UnprotectedTransport(OperationError):
     """Secrets were about to go over a connection that protects nothing: the call was not sent."""
 
     def __init__(self, op: str, msg: str, transport: dict[str, Any]) -> None:
-        XuError.__init__(self, msg, transport=transport)
-        self.op = op
-        self.error_type = "UnprotectedTransport"
-        self.error_message = msg
+        super().__init__(op, "UnprotectedTransport", msg, transport=transport)
+        # Not "failed on the host": nothing reached it.
+        self.msg = msg
+        self.args = (msg,)
 
 
 def _option(connection: Any, name: str) -> Any:
