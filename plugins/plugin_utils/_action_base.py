@@ -31,6 +31,12 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import run_id_of
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent, StaleState
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import DEFAULT_JOURNAL
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._transport import (
+    ALLOW_VARIABLE,
+    SecretsGuard,
+    allow_unprotected,
+    connection_protection,
+)
 
 display = Display()
 
@@ -79,6 +85,8 @@ class ModuleRun:
     agent: Agent
     host: str
     warnings: list[str] = field(default_factory=list)
+    # What protects the host's connection, and whether the play lets secrets cross one that protects nothing.
+    transport: dict[str, Any] = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -167,7 +175,14 @@ class XuActionBase(ActionBase):
             )
             return result
         host = str((task_vars or {}).get("inventory_hostname", ""))
-        agent, ignored = CarriedStateAgent.wrap(AgentClient(self._execute_remote), host, params.get("host_state"))
+        try:
+            guard = SecretsGuard(host, connection_protection(self._connection), allow_unprotected(self._task_variable(task_vars, ALLOW_VARIABLE)))
+        except XuError as e:
+            # A bad opt-in fails the task before the host is contacted.
+            result.update(e.to_result(), changed=False)
+            return _masked(result, no_log_values)
+        client = AgentClient(self._execute_remote, before_secrets=guard.before_secrets)
+        agent, ignored = CarriedStateAgent.wrap(client, host, params.get("host_state"))
         run = ModuleRun(
             params=params,
             check_mode=bool(self._task.check_mode),
@@ -175,6 +190,7 @@ class XuActionBase(ActionBase):
             task_vars=task_vars or {},
             agent=agent,
             host=host,
+            transport=guard.to_result(),
         )
         if ignored:
             run.warn(f"host_state was not used, the host was read instead: {ignored}")
@@ -194,6 +210,8 @@ class XuActionBase(ActionBase):
                 "changed": agent.changing_calls > 0,
             }
         module_result.setdefault("changed", False)
+        for warning in guard.warnings:
+            run.warn(warning)
         if params.get("journal"):
             # What the caller's next step needs to know, whatever the module did or failed to do with it.
             module_result["journal_present"] = agent.journal_present.get(str(params["journal"].get("name") or DEFAULT_JOURNAL))
@@ -224,6 +242,13 @@ class XuActionBase(ActionBase):
                 }
             agent.drop_carried()
             return self.run_module(run)
+
+    def _task_variable(self, task_vars: dict[str, Any] | None, name: str) -> Any:
+        """A variable of the task (inventory, play, role, extra vars), templated."""
+        value = (task_vars or {}).get(name)
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            value = self._templar.template(value)
+        return value
 
     def _execute_remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
         """One remote command through the host's connection, whatever plugin that is."""
