@@ -62,6 +62,8 @@ unit: venv
 integration: venv
 	@# The report's HTML is opened in a real headless browser; Debian's chromium (installed as root, as in CI).
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@# Ansible's ssh connection runs the OpenSSH client; Debian's openssh-client (the lab's SSH endpoints test it).
+	@command -v ssh >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq openssh-client >/dev/null; }
 	$(BIN)/pytest -q -n $(JOBS) tests/integration
 
 # The ansible-test integration targets (tests/integration/targets) against a one-host lab, the way they run on real servers.

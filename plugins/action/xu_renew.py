@@ -24,10 +24,10 @@ class ActionModule(XuActionBase):
     MODULE = "xu_renew"
     NO_LOG_OPTIONS: ClassVar[tuple[str, ...]] = ("pfx_content", "pfx_password")
 
-    def make_agent(self, params: dict[str, Any], host: str) -> CarriedStateAgent:
+    def make_agent(self, params: dict[str, Any], host: str, client: AgentClient) -> CarriedStateAgent:
         # The act phase decides from the snapshot the assessment read (no call of its own, unless it is too old).
         carried = (params.get("assessment") or {}).get("state")
-        agent, _ignored = CarriedStateAgent.wrap(AgentClient(self._execute_remote), host, carried)
+        agent, _ignored = CarriedStateAgent.wrap(client, host, carried)
         # Each step is a link of one chain: a call that changes the host reads back, in the same call, what the next step needs.
         agent.chained = True
         return agent

@@ -33,8 +33,12 @@ description:
   - Nothing is changed when the read was incomplete (for example the certificate store could not be listed), or
     when C(tls.json) holds a web server protocol or configuration server authentication this collection does not
     know, since what the service serves could then not be checked.
-  - The module runs on the controller and reaches the host through its connection (C(winrm), C(psrp) or
-    C(ssh) with the PowerShell shell). Secrets travel to the host only on the agent's standard input.
+  - The module runs on the controller and reaches the host through its connection (C(winrm), or C(ssh) with the PowerShell
+    shell; C(psrp) is untested). Secrets travel to the host only on the agent's standard input,
+    and only over a connection that uses TLS or encrypts its messages (NTLM, Kerberos or CredSSP over HTTP, ssh).
+    Over any other (WinRM Basic on plain HTTP) the module fails before sending the PFX and its password, with the
+    host untouched, unless the variable C(xu_allow_unprotected_transport) is true for the host (then it sends them
+    and warns). M(xtractuniversal.tls.xu_tls_info) reports each host's protection in its C(transport).
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product

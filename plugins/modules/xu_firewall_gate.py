@@ -26,8 +26,8 @@ description:
     O(auto_open_after) minutes, so a controller that crashes or a play that fails never leaves the server
     locked out. Opening removes the task.
   - Reads the host in one remote call and changes it in at most one more.
-  - The module runs on the controller and reaches the host through its connection (C(winrm), C(psrp) or
-    C(ssh) with the PowerShell shell).
+  - The module runs on the controller and reaches the host through its connection (C(winrm), or C(ssh) with the PowerShell
+    shell; C(psrp) is untested).
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product
@@ -167,7 +167,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 busy:
-  description: True when another run holds the host with a live lease in its journal (a renewal is working on it, and a release of the HTTP hold by hand is refused then); nothing was changed.
+  description:
+    - True when another run holds the host with a live lease in its journal (a renewal is working on it, and a release
+      of the HTTP hold by hand is refused then); nothing was changed.
   returned: on failure, when another run holds the host
   type: bool
 owner:

@@ -28,8 +28,8 @@ description:
   - Nothing is changed when the read was incomplete (for example the certificate store could not be listed), or when
     the resulting settings hold a protocol or authentication value this collection does not know (what the service
     serves could then not be checked). Setting O(web_protocol) replaces an unknown protocol.
-  - The module runs on the controller and reaches the host through its connection (C(winrm), C(psrp) or
-    C(ssh) with the PowerShell shell). Certificates are parsed on the controller with C(cryptography).
+  - The module runs on the controller and reaches the host through its connection (C(winrm), or C(ssh) with the PowerShell
+    shell; C(psrp) is untested). Certificates are parsed on the controller with C(cryptography).
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.product

@@ -19,8 +19,8 @@ description:
     thumbprint reference in the settings files with its file and JSON path, the certificate each port
     really serves, the state of the maintenance gate, and a list of problems.
   - Problems are also returned as warnings. The module never changes anything.
-  - The module runs on the controller and reaches the host through its connection (C(winrm), C(psrp) or
-    C(ssh) with the PowerShell shell). Certificates are parsed on the controller with C(cryptography).
+  - The module runs on the controller and reaches the host through its connection (C(winrm), or C(ssh) with the PowerShell
+    shell; C(psrp) is untested). Certificates are parsed on the controller with C(cryptography).
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
   - xtractuniversal.tls.attributes.info_module
@@ -252,6 +252,23 @@ read_errors:
   type: list
   elements: str
   sample: []
+transport:
+  description:
+    - What protects the host's connection, decided on the controller from the connection plugin's resolved options
+      (for C(winrm) and C(psrp) by the rules of ansible-core's plugins, pywinrm and pypsrp), without contacting the host.
+    - C(plugin) (C(winrm), C(psrp), C(ssh), or another plugin's name), C(scheme) (C(http) or C(https); C(ssh)), C(port),
+      C(auth) (the WinRM transports Ansible tries, in order, or the PSRP auth protocol), C(message_encryption)
+      (C(auto), C(always), C(never)), C(encrypted_by) (C(tls), C(message_encryption) for NTLM, Kerberos or CredSSP over
+      HTTP, C(ssh); empty when nothing encrypts), C(protected) (C(encrypted_by) is not empty), C(unprotected_allowed)
+      (the play sets C(xu_allow_unprotected_transport)), and C(summary), the settings in words.
+    - Over a connection that is not C(protected) the collection's modules refuse to send a PFX and its password
+      (M(xtractuniversal.tls.xu_cert_swap), the renew role's C(replace) mode and C(enable_tls)) unless the play sets the
+      variable C(xu_allow_unprotected_transport) to true. This is not one of RV(problems).
+  returned: always
+  type: dict
+  sample: {"plugin": "winrm", "scheme": "http", "port": 5985, "auth": "ntlm", "message_encryption": "auto",
+           "encrypted_by": ["message_encryption"], "protected": true, "unprotected_allowed": false,
+           "summary": "winrm over http, port 5985, transport ntlm, message encryption auto"}
 problems:
   description:
     - Everything that needs attention, in words. Also returned as warnings.

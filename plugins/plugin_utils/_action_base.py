@@ -30,6 +30,12 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate i
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import run_id_of
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._transport import (
+    ALLOW_VARIABLE,
+    SecretsGuard,
+    allow_unprotected,
+    connection_protection,
+)
 
 if TYPE_CHECKING:
     from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide
@@ -99,6 +105,8 @@ class ModuleRun:
     warnings: list[str] = field(default_factory=list)
     # The run journal the module keeps in the calls it makes anyway; only the renewal engine hands one in.
     journal: JournalRide | None = None
+    # What protects the host's connection, and whether the play lets secrets cross one that protects nothing.
+    transport: dict[str, Any] = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -165,10 +173,10 @@ class XuActionBase(ActionBase):
     def run_module(self, run: ModuleRun) -> dict[str, Any]:
         raise NotImplementedError
 
-    def make_agent(self, params: dict[str, Any], host: str) -> CarriedStateAgent:
+    def make_agent(self, params: dict[str, Any], host: str, client: AgentClient) -> CarriedStateAgent:
         """The agent the module's logic calls; the renewal engine's answers its reads from the assessment's snapshot."""
         del params
-        return CarriedStateAgent(AgentClient(self._execute_remote), host)
+        return CarriedStateAgent(client, host)
 
     def read_controller_file(self, path: str, variable: str) -> bytes:
         """A file on the controller, found like the copy module finds its src (a role's or play's files/), vault decrypted."""
@@ -209,7 +217,13 @@ class XuActionBase(ActionBase):
             )
             return result
         host = str((task_vars or {}).get("inventory_hostname", ""))
-        agent = self.make_agent(params, host)
+        try:
+            guard = SecretsGuard(host, connection_protection(self._connection), allow_unprotected(self._task_variable(task_vars, ALLOW_VARIABLE)))
+        except XuError as e:
+            # A bad opt-in fails the task before the host is contacted.
+            result.update(e.to_result(), changed=False)
+            return _masked(result, no_log_values)
+        agent = self.make_agent(params, host, AgentClient(self._execute_remote, before_secrets=guard.before_secrets))
         run = ModuleRun(
             params=params,
             check_mode=bool(self._task.check_mode),
@@ -217,6 +231,7 @@ class XuActionBase(ActionBase):
             task_vars=task_vars or {},
             agent=agent,
             host=host,
+            transport=guard.to_result(),
         )
         try:
             if "run_id" in run.params:
@@ -237,11 +252,19 @@ class XuActionBase(ActionBase):
                 "changed": agent.changing_calls > 0,
             }
         module_result.setdefault("changed", False)
+        for warning in guard.warnings:
+            run.warn(warning)
         result.update(module_result)
         if run.warnings:
             result["warnings"] = result.get("warnings", []) + run.warnings
         return _masked(result, no_log_values)
 
+    def _task_variable(self, task_vars: dict[str, Any] | None, name: str) -> Any:
+        """A variable of the task (inventory, play, role, extra vars), templated."""
+        value = (task_vars or {}).get(name)
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            value = self._templar.template(value)
+        return value
     def _execute_remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
         """One remote command through the host's connection, whatever plugin that is."""
         display.vvv(f"{self.MODULE}: running the agent", host=self._play_context.remote_addr)

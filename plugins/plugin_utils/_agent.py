@@ -30,6 +30,13 @@ AGENT_MARKER = "# xtractuniversal.tls agent 1"
 
 # (command, stdin) -> (rc, stdout, stderr); the action plugin supplies it.
 Transport = Callable[[str, bytes], tuple[int, str, str]]
+# Called with the names of a call's secret-carrying operations before the call is sent; it raises to stop the call.
+SecretsCheck = Callable[[Sequence[str]], None]
+
+# The operations whose arguments carry secrets: pfx_import (the PFX with its private key, and its password).
+# Nothing else the agent is sent is secret: journals, settings files, events and enrolment requests hold
+# thumbprints, paths and names only.
+SECRET_OPERATIONS = frozenset({"pfx_import"})
 
 
 def _read_script(name: str, marker: str) -> str:
@@ -166,8 +173,9 @@ class AgentClient:
     with the shortest round trip), ``host_now()`` the host's time now by it.
     """
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, *, before_secrets: SecretsCheck | None = None) -> None:
         self._transport = transport
+        self._before_secrets = before_secrets
         self._bootstrap_command = encoded_command(_read_script("bootstrap.ps1", BOOTSTRAP_MARKER))
         self._agent = without_comment_lines(_read_script("xu_agent.ps1", AGENT_MARKER))
         self.calls = 0
@@ -175,6 +183,9 @@ class AgentClient:
 
     def call(self, operations: Sequence[Operation], *, stop_on_error: bool = True) -> list[OperationResult]:
         """Run ``operations`` in order in one remote command."""
+        secrets = [o.op for o in operations if o.op in SECRET_OPERATIONS]
+        if secrets and self._before_secrets is not None:
+            self._before_secrets(secrets)
         request: dict[str, Any] = {
             "protocol": PROTOCOL,
             "stop_on_error": stop_on_error,

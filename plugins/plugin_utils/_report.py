@@ -33,6 +33,8 @@ EXPIRING_DAYS = 30
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 TIMELINE_DAYS = 365
 PROBLEM_INDENT = "  - "
+# A note that is not a problem of the server (the connection to it).
+NOTE_INDENT = "  ! "
 
 # Status words, most urgent first: the table's order and the rows' colours follow this.
 URGENCY = ("expired", "expiring", "unreachable", "unreadable", "tls_off", "problems", "ok", "not_targeted")
@@ -221,6 +223,17 @@ class HostReport:
     problems: tuple[str, ...] = ()
     certificates: tuple[BoundCertificate, ...] = ()
     error: str = ""
+    # xu_tls_info's transport: what protects the connection to the host (empty when it was not read).
+    transport: dict[str, Any] = field(default_factory=dict)
+
+    def transport_note(self) -> str | None:
+        """A line for a connection that protects nothing: a PFX renewal is refused over it (or sent by the play's leave)."""
+        if not self.transport or self.transport.get("protected") is not False:
+            return None
+        settings = _one_line(self.transport.get("summary")) or _one_line(self.transport.get("plugin"))
+        if self.transport.get("unprotected_allowed"):
+            return f"the connection ({settings}) is not encrypted, and xu_allow_unprotected_transport lets a PFX and its password cross it"
+        return f"the connection ({settings}) is not encrypted: a PFX and its password are not sent over it (xu_allow_unprotected_transport)"
 
     @property
     def soonest(self) -> BoundCertificate | None:
@@ -248,6 +261,7 @@ class HostReport:
             "problems": list(self.problems),
             "error": self.error or None,
             "certificates": [c.to_result() for c in self.certificates],
+            "transport": dict(self.transport) or None,
         }
 
 
@@ -276,7 +290,7 @@ def host_report(host: str, info: Any, targeted: bool, expiring_days: int) -> Hos
     certificates = bound_certificates(result)
     web = _dict(result.get("web_server"))
     status = host_status(result, certificates, problems, expiring_days)
-    return HostReport(host, status, _str(web.get("protocol")), problems, tuple(certificates))
+    return HostReport(host, status, _str(web.get("protocol")), problems, tuple(certificates), transport=_dict(result.get("transport")))
 
 
 # -- the fleet -----------------------------------------------------------------------------------
@@ -355,6 +369,9 @@ def table_lines(rows: Sequence[HostReport], failures: Mapping[str, str]) -> list
         lines.append(line)
         for problem in row.problems:
             lines += note_lines(problem, PROBLEM_INDENT, " " * len(PROBLEM_INDENT))
+        note = row.transport_note()
+        if note is not None:
+            lines += note_lines(note, NOTE_INDENT, " " * len(NOTE_INDENT))
     lines.append(f"TOTAL  {len(rows)} hosts: " + ", ".join(f"{count} {status}" for status, count in status_counts(rows).items()))
     for host, reason in failures.items():
         lines += note_lines(f"FAILS  {host}: {reason}", "", "       ")

@@ -28,6 +28,7 @@ def run_tls_info(run: ModuleRun) -> dict[str, Any]:
     fqdn = clean_fqdn(params.get("fqdn"))
     snapshot = read_snapshot(run.agent, profile, gate_group, journal_name=journal_name, server_name=fqdn)
     report = build_report(snapshot, fqdn=fqdn or snapshot.fqdn, expiry_warning_days=params["expiry_warning_days"], run_id=params.get("run_id"))
+    report["transport"] = run.transport
     for problem in report["problems"]:
         run.warn(f"{run.host}: {problem}" if run.host else problem)
     return report

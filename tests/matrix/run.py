@@ -7,7 +7,8 @@ The lab runs from the main .venv; the playbooks run with the matrix venv's ansib
 checkout's ansible.cfg, with the collection found through ANSIBLE_COLLECTIONS_PATH, as a user's installed copy is.
 
 Smoke set, each step checked in the lab's state: xu_tls_info, the renew playbook in reuse_key mode and in replace
-mode, one xu_cert_swap. Prints a table (pass/fail and seconds per step) and the first error lines of each failure.
+mode, one xu_cert_swap, and xu_tls_info over ssh (each release's ssh connection sends its own command form).
+Prints a table (pass/fail and seconds per step) and the first error lines of each failure.
 
     .venv/bin/python tests/matrix/run.py [--only 2.16 2.21] [--jobs 2]
 """
@@ -36,7 +37,7 @@ LAB_PYTHON = REPO / ".venv" / "bin" / "python"
 VENVS = REPO / ".venv-matrix"
 WORK = REPO / "lab-run" / "matrix"
 PYENV_ROOT = pathlib.Path(os.environ.get("PYENV_ROOT", pathlib.Path.home() / ".pyenv"))
-STEPS = ("info", "renew reuse_key", "renew replace", "swap")
+STEPS = ("info", "renew reuse_key", "renew replace", "swap", "info ssh")
 RESTART_DELAY = "0.2"
 HOSTS = ("xu01", "xu02")
 PLAYBOOK_TIMEOUT = 600
@@ -222,8 +223,23 @@ def step_swap(release: Release, lab: pathlib.Path) -> None:
         raise StepFailed(f"xu01 serves {sorted(served(lab, 'xu01'))}, not the new {new}")
 
 
+def step_info_ssh(release: Release, lab: pathlib.Path) -> None:
+    """xu_tls_info through a one-host lab's SSH endpoint (Win32-OpenSSH with PowerShell as the shell)."""
+    ssh_lab = lab.parent / "lab-ssh"
+    xulab("up", "--dir", str(ssh_lab), "--hosts", "1", "--scenario", "healthy", "--connection", "ssh")
+    try:
+        playbook(release, ssh_lab, str(HERE / "smoke_info.yml"))
+        events = (ssh_lab / "hosts" / "xu01" / "events.jsonl").read_text().splitlines()
+        endpoints = {json.loads(line).get("via") for line in events if '"remote_call"' in line}
+        if endpoints != {"ssh"}:
+            raise StepFailed(f"the calls came through {sorted(map(str, endpoints))}, not ssh")
+    finally:
+        xulab("down", "--dir", str(ssh_lab))
+
+
 STEP_RUNNERS: dict[str, Callable[[Release, pathlib.Path], None]] = {
     "info": step_info, "renew reuse_key": step_renew_reuse_key, "renew replace": step_renew_replace, "swap": step_swap,
+    "info ssh": step_info_ssh,
 }
 
 

@@ -18,7 +18,7 @@ from . import control, launcher, layout
 from .enterprise_ca import DEFAULT_TEMPLATES, EnterpriseCa, split_specs
 from .errors import LabError
 from .faults import FAULT_KEYS
-from .fleet import FleetOptions, serve
+from .fleet import CONNECTIONS, FleetOptions, serve
 from .host import OS_VERSIONS
 from .nearmiss import PLANT_KINDS
 from .scenarios import SCENARIOS
@@ -51,6 +51,7 @@ def _options(args: argparse.Namespace) -> FleetOptions:
         directory=args.dir,
         hosts=args.hosts,
         auth=args.auth,
+        connection=args.connection,
         restart_delay=args.restart_delay,
         expiring_in=args.expiring_in,
         scenario=args.scenario,
@@ -72,7 +73,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     info = launcher.up(_options(args))
     print(
         f"xulab: {len(info['hosts'])} hosts up in {time.monotonic() - began:.1f}s "
-        f"({info['hosts'][0]['address']}..{info['hosts'][-1]['address']}, {info['auth']}, {info['scenario']})"
+        f"({info['hosts'][0]['address']}..{info['hosts'][-1]['address']}, {info['connection']}"
+        f"{'' if info['connection'] == 'ssh' else ' ' + info['auth']}, {info['scenario']})"
     )
     print(f"inventory: {info['inventory']}")
     return 0
@@ -166,7 +168,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _add_fleet_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hosts", type=int, required=True)
-    parser.add_argument("--auth", choices=["basic", "ntlm"], default="basic")
+    parser.add_argument(
+        "--auth", choices=["basic", "ntlm"], default="ntlm",
+        help="WinRM authentication: ntlm (default; pywinrm encrypts every message) or basic (clear text over HTTP)",
+    )
+    parser.add_argument(
+        "--connection", choices=list(CONNECTIONS), default="winrm",
+        help="how the inventory reaches the hosts: winrm (default) or ssh (Win32-OpenSSH, PowerShell as the shell; WinRM stays up)",
+    )
     parser.add_argument("--restart-delay", type=float, default=1.0, help="seconds XU needs to start (default 1)")
     parser.add_argument("--expiring-in", type=float, default=365.0, help="days the healthy certificates have left")
     parser.add_argument("--scenario", choices=SCENARIOS, default="healthy")

@@ -24,7 +24,7 @@ class Lab:
         directory: Path | str,
         hosts: int = 1,
         *,
-        auth: str = "basic",
+        auth: str = "ntlm",
         restart_delay: float = 1.0,
         expiring_in: float = 365.0,
         scenario: str = "healthy",
@@ -32,6 +32,7 @@ class Lab:
         templates: tuple[str, ...] = DEFAULT_TEMPLATES,
         pending_templates: tuple[str, ...] = (),
         clock_offsets: dict[str, float] | None = None,
+        connection: str = "winrm",
     ) -> Lab:
         """`templates` and `pending_templates` as `up --templates` takes them, one `NAME` or `NAME:DAYS` each."""
         lab = cls(directory)
@@ -39,7 +40,7 @@ class Lab:
         launcher.up(
             FleetOptions(
                 lab.dir, hosts, auth, restart_delay, expiring_in, scenario, base_address,
-                templates=tuple(templates), pending_templates=tuple(pending_templates),
+                templates=tuple(templates), pending_templates=tuple(pending_templates), connection=connection,
                 clock_offsets=tuple((name, float(seconds)) for name, seconds in (clock_offsets or {}).items()),
             )
         )

@@ -347,6 +347,11 @@ class Firewall:
         self.profiles = {name: FirewallProfile(name) for name in PROFILE_NAMES}
         self.service_running = True
 
+    def add_installed_rule(self, rule: FirewallRule) -> None:
+        """A rule another component's installation adds (OpenSSH's), to the host's rules and to the policy's copy."""
+        self.rules.append(rule)
+        self.policy_rules.append(FirewallRule(**{**rule.__dict__, "group": "Group Policy"}))
+
     def require_service(self, cmdlet: str) -> None:
         if not self.service_running:
             raise cim_windows_error(cmdlet, SERVICE_NOT_ACTIVE, ERROR_SERVICE_NOT_ACTIVE, "NotSpecified")

@@ -35,6 +35,7 @@ from .primitives import PRIMITIVES
 from .renewals import issue_pfx, winacme_renew
 from .scenarios import profile_for, provision, windows_version_for
 from .shell import CommandShell, split_call_overhead
+from .sshd import SSH_PORT, SshKeys, SshListener, openssh_rule, start_ssh_server, stop_ssh_servers
 from .timefmt import FleetClock, HostClock, iso_utc_ms
 from .wsman import AcceptFilter, WsmanCredentials, start_wsman_server
 
@@ -47,7 +48,8 @@ log = logging.getLogger(__name__)
 class FleetOptions:
     directory: Path
     hosts: int
-    auth: str = "basic"
+    # ntlm: pywinrm encrypts every message (MS-WSMV), so a PFX is protected on the wire; basic sends it in clear text.
+    auth: str = "ntlm"
     restart_delay: float = 1.0
     expiring_in: float = 365.0
     scenario: str = "healthy"
@@ -61,6 +63,9 @@ class FleetOptions:
     pending_templates: tuple[str, ...] = ()
     # Hosts whose clock is off (`up --clock-offset`): (host name, or None for every host, seconds ahead; negative: behind).
     clock_offsets: tuple[tuple[str | None, float], ...] = ()
+    # How the inventory reaches the hosts: winrm, or ssh (each host also gets an SSH endpoint, Win32-OpenSSH with
+    # powershell.exe as its default shell; WinRM keeps listening, as on a Windows server).
+    connection: str = "winrm"
 
     def clock_offset(self, host: str) -> float:
         offset = 0.0
@@ -68,6 +73,9 @@ class FleetOptions:
             if name is None or name == host:
                 offset = seconds
         return offset
+
+
+CONNECTIONS = ("winrm", "ssh")
 
 
 class Fleet:
@@ -83,6 +91,8 @@ class Fleet:
         self.ready = False
         self._by_name: dict[str, Host] = {}
         self._servers: list[asyncio.base_events.Server] = []
+        self._ssh_servers: list[SshListener] = []
+        self.ssh_keys = SshKeys() if options.connection == "ssh" else None
         self._ca: CertificateAuthority | None = None
         self.enterprise_ca = EnterpriseCa.from_specs(options.templates, options.pending_templates)
         self.clock = FleetClock()
@@ -130,17 +140,24 @@ class Fleet:
             self.hosts[host.name] = host
             for key in (host.name, host.fqdn, host.address):
                 self._by_name[key.casefold()] = host
+            # One shell per host, whichever endpoint a command comes through.
+            shell = CommandShell(host, process_start_delay=process_start_delay)
             self._servers.append(
                 await start_wsman_server(
                     address,
                     WINRM_PORT,
                     auth=self.options.auth,
                     credentials=self.credentials,
-                    run_command=CommandShell(host, process_start_delay=process_start_delay).run_command,
+                    run_command=shell.run_command,
                     accept_filter=_winrm_filter(host),
                     shell_create_delay=shell_create_delay,
                 )
             )
+            if self.ssh_keys is not None:
+                host.firewall.add_installed_rule(openssh_rule(SSH_PORT))
+                self._ssh_servers.append(
+                    await start_ssh_server(host, shell, port=SSH_PORT, credentials=self.credentials, keys=self.ssh_keys)
+                )
 
     def lookup(self, name: str) -> Host | None:
         return self._by_name.get(name.strip().casefold())
@@ -149,6 +166,8 @@ class Fleet:
         for server in self._servers:
             server.close()
         self._servers.clear()
+        await stop_ssh_servers(self._ssh_servers)
+        self._ssh_servers.clear()
         for host in self.hosts.values():
             host.shut_down()
         self.hosts.clear()
@@ -159,11 +178,40 @@ class Fleet:
     def _write_files(self) -> None:
         assert self._ca is not None
         layout.ca_pem(self.directory).write_bytes(self._ca.pem())
+        if self.ssh_keys is not None:
+            self.ssh_keys.write(layout.ssh_dir(self.directory), SSH_PORT)
         _write_private(layout.inventory(self.directory), yaml.safe_dump(self.inventory(), sort_keys=False))
         _write_private(layout.lab_json(self.directory), json.dumps(self.info(), indent=2) + "\n")
 
     def account_for_inventory(self) -> str:
         return f"{LAB_DOMAIN_NETBIOS}\\{LAB_ADMIN_USER}" if self.options.auth == "ntlm" else LAB_ADMIN_USER
+
+    def connection_vars(self) -> dict[str, Any]:
+        """How Ansible reaches the hosts: WinRM, or SSH to Win32-OpenSSH with PowerShell as the shell."""
+        if self.options.connection == "ssh":
+            ssh_dir = layout.ssh_dir(self.directory)
+            return {
+                "ansible_connection": "ssh",
+                "ansible_shell_type": "powershell",
+                "ansible_port": SSH_PORT,
+                "ansible_user": LAB_ADMIN_USER,
+                "ansible_ssh_private_key_file": str(ssh_dir / "id_ed25519"),
+                # Every host key is known: nothing is accepted on first use.
+                "ansible_ssh_common_args": f"-o UserKnownHostsFile={ssh_dir / 'known_hosts'} -o StrictHostKeyChecking=yes",
+                "xulab_dir": str(self.directory),
+            }
+        return {
+            "ansible_connection": "winrm",
+            "ansible_port": WINRM_PORT,
+            "ansible_winrm_scheme": "http",
+            "ansible_winrm_transport": self.options.auth,
+            # pywinrm's default, said aloud: over HTTP, NTLM encrypts every message.
+            **({"ansible_winrm_message_encryption": "auto"} if self.options.auth == "ntlm" else {}),
+            "ansible_user": self.account_for_inventory(),
+            "ansible_password": self.password,
+            "ansible_winrm_server_cert_validation": "ignore",
+            "xulab_dir": str(self.directory),
+        }
 
     def inventory(self) -> dict[str, Any]:
         return {
@@ -173,16 +221,7 @@ class Fleet:
                         "hosts": {
                             host.name: {"ansible_host": host.address, "xu_fqdn": host.fqdn} for host in self.hosts.values()
                         },
-                        "vars": {
-                            "ansible_connection": "winrm",
-                            "ansible_port": WINRM_PORT,
-                            "ansible_winrm_scheme": "http",
-                            "ansible_winrm_transport": self.options.auth,
-                            "ansible_user": self.account_for_inventory(),
-                            "ansible_password": self.password,
-                            "ansible_winrm_server_cert_validation": "ignore",
-                            "xulab_dir": str(self.directory),
-                        },
+                        "vars": self.connection_vars(),
                     }
                 }
             }
@@ -201,6 +240,8 @@ class Fleet:
             "domain": LAB_DOMAIN,
             "ca": self.enterprise_ca.describe(),
             "winrm_port": WINRM_PORT,
+            "connection": self.options.connection,
+            "ssh_port": SSH_PORT if self.ssh_keys is not None else None,
             "user": self.account_for_inventory(),
             "password": self.password,
             "inventory": str(layout.inventory(self.directory)),

@@ -41,6 +41,7 @@ def serve_command(options: FleetOptions) -> list[str]:
         "--dir", str(options.directory),
         "--hosts", str(options.hosts),
         "--auth", options.auth,
+        "--connection", options.connection,
         "--restart-delay", str(options.restart_delay),
         "--expiring-in", str(options.expiring_in),
         "--scenario", options.scenario,
@@ -88,6 +89,8 @@ def up(options: FleetOptions, timeout_s: float | None = None) -> dict[str, Any]:
     info: dict[str, Any] = json.loads(layout.lab_json(directory).read_text())
     for host in info["hosts"]:
         _wait_for_port(host["address"], WINRM_PORT, deadline)
+        if info.get("ssh_port"):
+            _wait_for_port(host["address"], int(info["ssh_port"]), deadline)
     return info
 
 
@@ -98,7 +101,7 @@ def _wait_for_port(address: str, port: int, deadline: float) -> None:
                 return
         except OSError as exc:
             if time.monotonic() > deadline:
-                raise LabError(f"WinRM on {address}:{port} does not accept connections: {exc}") from exc
+                raise LabError(f"{address}:{port} does not accept connections: {exc}") from exc
             time.sleep(POLL_S)
 
 

@@ -44,6 +44,14 @@ def log_file(directory: Path) -> Path:
     return directory / "lab.log"
 
 
+def ssh_dir(directory: Path) -> Path:
+    """The controller's side of the SSH endpoints: the administrator's private key and the hosts' known_hosts."""
+    return directory / "ssh"
+
+
 def generated(directory: Path) -> list[Path]:
     """What `up` replaces: everything a previous lab in DIR left, and nothing else."""
-    return [inventory(directory), lab_json(directory), ca_pem(directory), control_socket(directory), pid_file(directory)]
+    return [
+        inventory(directory), lab_json(directory), ca_pem(directory), control_socket(directory), pid_file(directory),
+        ssh_dir(directory) / "id_ed25519", ssh_dir(directory) / "known_hosts",
+    ]

@@ -45,6 +45,11 @@ SHELL_CREATE_SHARE = 0.25
 # A script that only starts another PowerShell: one native command with literal arguments.
 _NESTED_POWERSHELL = re.compile(r"^(?:&\s*)?(?:[A-Za-z]:\\(?:[^\s\\]+\\)*)?powershell(?:\.exe)?(?:\s+[A-Za-z0-9+/=_.:-]+)+$", re.IGNORECASE)
 
+# `chcp.com 65001 > $null ;` before a command: the console's code page set to UTF-8, with no output.
+_UTF8_CODE_PAGE = re.compile(r"^chcp(?:\.com)?\s+65001\s*>\s*\$null\s*;\s*", re.IGNORECASE)
+# Win32-OpenSSH's DefaultShell as the documented setup names it.
+DEFAULT_SHELL = "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe"
+
 log = logging.getLogger(__name__)
 
 
@@ -190,12 +195,21 @@ def _first_line(text: str) -> str:
     return text.lstrip("\ufeff").split("\n", 1)[0].strip()
 
 
+def reads_stdin(script: str) -> bool:
+    """Whether a script reads its stdin to the end before it answers: our bootstrap, or a PowerShell that starts it."""
+    return _first_line(script) == BOOTSTRAP_MARKER or nested_command_line(script) is not None
+
+
 def nested_command_line(script: str) -> str | None:
-    """The command line of the PowerShell a script does nothing but start, else None."""
+    """The command line of the PowerShell a script does nothing but start (after setting the code page), else None."""
     lines = [line.strip() for line in script.lstrip("\ufeff").splitlines() if line.strip()]
-    if len(lines) != 1 or _NESTED_POWERSHELL.match(lines[0]) is None:
+    if len(lines) != 1:
         return None
-    return lines[0].lstrip("&").strip()
+    # ansible-core 2.16 and 2.17 over ssh: `chcp.com 65001 > $null ; PowerShell ... -EncodedCommand ...` (UTF-8 output).
+    line = _UTF8_CODE_PAGE.sub("", lines[0], count=1)
+    if _NESTED_POWERSHELL.match(line) is None:
+        return None
+    return line.lstrip("&").strip()
 
 
 class CommandShell:
@@ -212,7 +226,24 @@ class CommandShell:
     async def run_command(
         self, command: str, arguments: list[str], stdin: bytes, client: tuple[str, int], user: str
     ) -> CommandResult:
+        """A WinRS command (WinRM's cmd shell): the program and its arguments."""
         outcome = await self._run_program(command, arguments, stdin, client, user)
+        return self._called(outcome, stdin, client, user, "winrm")
+
+    async def run_default_shell_command(self, command: str, stdin: bytes, client: tuple[str, int], user: str) -> CommandResult:
+        """An SSH exec request, as Win32-OpenSSH with powershell.exe as its DefaultShell runs it.
+
+        sshd starts the default shell with its command option and the request's command as one argument
+        (``do_exec_windows`` in contrib/win32/win32compat/w32-doexec.c: ``powershell.exe -c <command>``), so the
+        command is the script that PowerShell runs, with the channel as its stdin, stdout and stderr.
+        """
+        command_line = f'"{DEFAULT_SHELL}" -c {command}'
+        outcome = await self._run_parsed(ParsedCommand(DEFAULT_SHELL, command), command_line, stdin, client, user)
+        return self._called(outcome, stdin, client, user, "ssh")
+
+    def _called(
+        self, outcome: tuple[CommandResult, list[str], list[str], bool], stdin: bytes, client: tuple[str, int], user: str, via: str
+    ) -> CommandResult:
         result, ops, statuses, dropped = outcome
         self.host.emit(
             "remote_call",
@@ -224,6 +255,7 @@ class CommandShell:
             auth=user,
             client=client[0],
             dropped=dropped,
+            via=via,
         )
         if dropped:
             result.drop_connection = True
@@ -233,10 +265,14 @@ class CommandShell:
         self, command: str, arguments: list[str], stdin: bytes, client: tuple[str, int], user: str
     ) -> tuple[CommandResult, list[str], list[str], bool]:
         """One process: PowerShell with its script, or another program this host does not have."""
-        parsed = parse_command(command, arguments)
+        return await self._run_parsed(parse_command(command, arguments), " ".join([command, *arguments]), stdin, client, user)
+
+    async def _run_parsed(
+        self, parsed: ParsedCommand, command_line: str, stdin: bytes, client: tuple[str, int], user: str
+    ) -> tuple[CommandResult, list[str], list[str], bool]:
         if parsed.script is not None or parsed.error is not None:
             await self._start_powershell()
-        self.host.record_transcript(user, client[0], " ".join([command, *arguments]), parsed.script)
+        self.host.record_transcript(user, client[0], command_line, parsed.script)
         if parsed.error is not None:
             return CommandResult(rc=1, stderr=(parsed.error + "\r\n").encode("utf-8")), [], [], False
         if parsed.script is None:

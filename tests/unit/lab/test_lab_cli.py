@@ -48,12 +48,14 @@ def state(lab_dir: pathlib.Path, host: str) -> dict[str, Any]:
 def test_up_writes_inventory_lab_json_and_ca(lab_dir: pathlib.Path) -> None:
     info = json.loads((lab_dir / "lab.json").read_text())
     assert [(h["name"], h["profile"]) for h in info["hosts"]] == [(f"xu0{n}", p) for n, p in enumerate(MIXED, start=1)]
-    assert info["auth"] == "basic" and info["scenario"] == "mixed" and info["user"] == "xuadmin"
+    # The default inventory is a protected one: NTLM, whose messages pywinrm encrypts over HTTP.
+    assert info["auth"] == "ntlm" and info["scenario"] == "mixed" and info["user"] == "XULAB\\xuadmin"
     group = yaml.safe_load((lab_dir / "inventory.yml").read_text())["all"]["children"]["xu_servers"]
     assert group["hosts"]["xu03"] == {"ansible_host": info["hosts"][2]["address"], "xu_fqdn": "xu03.xulab.test"}
     assert group["vars"] | {"ansible_password": "*"} == {
-        "ansible_connection": "winrm", "ansible_port": 5985, "ansible_winrm_scheme": "http", "ansible_winrm_transport": "basic",
-        "ansible_user": "xuadmin", "ansible_password": "*", "ansible_winrm_server_cert_validation": "ignore", "xulab_dir": str(lab_dir),
+        "ansible_connection": "winrm", "ansible_port": 5985, "ansible_winrm_scheme": "http", "ansible_winrm_transport": "ntlm",
+        "ansible_winrm_message_encryption": "auto", "ansible_user": "XULAB\\xuadmin", "ansible_password": "*",
+        "ansible_winrm_server_cert_validation": "ignore", "xulab_dir": str(lab_dir),
     }
     assert group["vars"]["ansible_password"] == info["password"]
     ca = x509.load_pem_x509_certificate((lab_dir / "ca.pem").read_bytes())
@@ -79,7 +81,7 @@ def test_a_fault_reaches_a_real_winrm_call(lab_dir: pathlib.Path) -> None:
     host = info["hosts"][0]
     faults = json.loads(xulab("fault", "--dir", lab_dir, "--host", "xu01", "--set", "fail_primitive=cert_list", "--set", "restart_delay=0.2").stdout)
     assert faults["faults"]["fail_primitive"] == ["cert_list"] and faults["restart_delay"] == 0.2
-    session = winrm.Session(f"http://{host['address']}:5985/wsman", auth=(info["user"], info["password"]), transport="basic")
+    session = winrm.Session(f"http://{host['address']}:5985/wsman", auth=(info["user"], info["password"]), transport="ntlm")
     shell = session.protocol.open_shell()
     command = session.protocol.run_command(shell, bootstrap_command())
     session.protocol.send_command_input(shell, command, payload([("cert_list", {"store": "My"}), ("fw_get", {"group": "Xtract Universal"})]), end=True)

@@ -37,7 +37,7 @@ def state(lab_dir: pathlib.Path, host: str) -> dict[str, Any]:
 def agent_call(lab_dir: pathlib.Path, host: str, ops: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     info = json.loads((lab_dir / "lab.json").read_text())
     address = next(h["address"] for h in info["hosts"] if h["name"] == host)
-    session = winrm.Session(f"http://{address}:5985/wsman", auth=(info["user"], info["password"]), transport="basic")
+    session = winrm.Session(f"http://{address}:5985/wsman", auth=(info["user"], info["password"]), transport="ntlm")
     shell = session.protocol.open_shell()
     try:
         command = session.protocol.run_command(shell, bootstrap_command())
