@@ -14,7 +14,13 @@ from typing import Any
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import DEFAULT_JOURNAL, MAX_LEASE_MINUTES, lease_owner, lease_until
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import (
+    DEFAULT_JOURNAL,
+    MAX_LEASE_MINUTES,
+    lease_owner,
+    lease_terms,
+    lease_until,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
@@ -111,6 +117,10 @@ class JournalRide:
     state: str
     content: dict[str, Any] | None
     lease_minutes: int | None
+    # The renew engine's lease: renewed with each write, for its longest call and the margin (lease_minutes is then None).
+    call_budget_s: float | None = None
+    # The run an operator named as gone (xu_renew_take_over), whose live lease this run may replace.
+    takes_over: str | None = None
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> JournalRide | None:
@@ -133,7 +143,9 @@ class JournalRide:
         return cls(name, state, content if state != "absent" else None, lease)
 
     def with_content(self, extra: dict[str, Any]) -> JournalRide:
-        return JournalRide(self.name, self.state, {**(self.content or {}), **extra}, self.lease_minutes) if self.content is not None else self
+        if self.content is None:
+            return self
+        return JournalRide(self.name, self.state, {**self.content, **extra}, self.lease_minutes, self.call_budget_s, self.takes_over)
 
     def with_backups(self, backups: dict[str, str], *, first: bool = False) -> JournalRide:
         """The content with the backups the change is about to make; a file's first backup in the run (the bytes from
@@ -159,7 +171,7 @@ class JournalRide:
     def check_owner(self, current_raw: dict[str, Any] | None, run_id: str, host_now: datetime.datetime) -> None:
         """XuError (busy) when another run holds a live lease on the host; ``host_now``: the host's time (``Agent.host_now``)."""
         owner = lease_owner(parse_journal(current_raw), run_id, host_now)
-        if owner is not None:
+        if owner is not None and owner["run_id"] != self.takes_over:
             raise busy_error(self.name, owner)
 
     def write_operations(self, current_raw: dict[str, Any] | None, run_id: str, host_now: datetime.datetime) -> list[Operation]:
@@ -178,7 +190,9 @@ class JournalRide:
             if isinstance(earlier, dict) and earlier:
                 merged = JournalRide(self.name, self.state, wanted, None).with_backups({str(k): str(v) for k, v in earlier.items()}, first=True)
                 wanted = {**wanted, **(merged.content or {})}
-        if self.lease_minutes is not None:
+        if self.call_budget_s is not None:
+            wanted.update(lease_terms(host_now, self.call_budget_s))
+        elif self.lease_minutes is not None:
             wanted["lease_expires"] = lease_until(host_now, self.lease_minutes)
         expected = (current_raw or {}).get("sha256") or "absent"
         return [Operation("journal_write", {"name": self.name, "content": journal_text(wanted), "expected_sha256": expected})]

@@ -25,7 +25,7 @@ from ansible.errors import AnsibleConnectionFailure
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, module_documentation, module_params
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._cert_swap import ControllerFiles, run_cert_swap
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._cert_swap import CERTREQ_TIMEOUT_S, ControllerFiles, run_cert_swap
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._firewall_gate import run_firewall_gate
@@ -196,8 +196,11 @@ class JournalKeeper:
 
     name: str
     run_id: str
-    lease_minutes: int
+    # The longest a call of this run may take: the lease outlives it by LEASE_MARGIN_S, renewed in every call.
+    call_budget_s: float
     agent: CarriedStateAgent
+    # The run an operator named as gone (xu_renew_take_over): its live lease may be replaced, by this run's first write.
+    takes_over: str | None = None
     record: RunJournal | None = None
     # Whether a ride has written the journal in this run (a later last step only removes it).
     written: bool = False
@@ -210,7 +213,7 @@ class JournalKeeper:
         if last and self.written:
             return JournalRide(self.name, "absent", None, None)
         self.written = True
-        return JournalRide(self.name, "during" if last else "present", self.record.as_fact(), self.lease_minutes)
+        return JournalRide(self.name, "during" if last else "present", self.record.as_fact(), None, self.call_budget_s, self.takes_over)
 
     def start(self, record: RunJournal | None) -> None:
         """This run's record from now on (its own renewal, or an interrupted run's taken over); None once it is removed."""
@@ -261,7 +264,8 @@ class Renewal:
         self.planner = planner
         self.info_after: Mapping[str, Any] | None = None
         self.journal = JournalKeeper(
-            str(self.options["journal_name"]), context.run_id, lease_minutes(self.options), context.agent,
+            str(self.options["journal_name"]), context.run_id, call_budget_s(self.options), context.agent,
+            takes_over=str(self.options["take_over"]) or None,
         )
         self.steps: list[StepRecord] = []
         self.new: str | None = None
@@ -564,7 +568,8 @@ class Renewal:
             except XuError as e:
                 return _no_recovery(f"the server could not be read ({e.msg}); the journal stays for the next run"), None, [e.msg]
             owner = lease_owner(as_dict(info.get("journal")), self.ctx.run_id, self.ctx.agent.host_now())
-            if owner is not None:
+            # The run this one took over (xu_renew_take_over) holds the lease until this run's first write replaces it.
+            if owner is not None and owner["run_id"] != self.options["take_over"]:
                 raise LeaseLost(f"run {owner['run_id']} holds its lease until {owner['lease_expires']}")
             journal = self.journal.record
             recovery = recover(journal, info, prefer) if journal is not None else _no_recovery("nothing had been changed")
@@ -654,7 +659,8 @@ class Renewal:
             problems = errors + list(check.problems if check else ())
             raise StepFailed("resume", XuError(f"the interrupted run could not be finished ({recovery.reason}): {'; '.join(problems)}"))
         self.resumed = "completed" if recovery.action == COMPLETE else "rolled_back"
-        self.resume_reason = recovery.reason
+        # Why the run resumed (an expired lease, or a take-over by name), then what it did.
+        self.resume_reason = f"{self.plan.reason}: {recovery.reason}"
         self.resumed_thumbprints = (interrupted.old, recovery.expect if recovery.action == COMPLETE else None)
         # Read afresh: the resumed run's outcome decides whether this host is still due.
         self.info = self.read(fresh=True)
@@ -710,9 +716,14 @@ def _journal_answer(agent: CarriedStateAgent, name: str) -> dict[str, Any] | Non
     return agent.call([Operation("journal_read", {"name": name})])[0].value()
 
 
-def lease_minutes(options: Mapping[str, Any]) -> int:
-    """The run's lease on the host, renewed with every call that changes it: it ends with the gate's deadline."""
-    return max(1, int(-(-float(options["gate_auto_open_after"]) // 1)))
+# What a call costs beyond the waits it is given: the probes after a restart, the WinRM round trip, powershell.exe.
+CALL_OVERHEAD_S = 120
+
+
+def call_budget_s(options: Mapping[str, Any]) -> float:
+    """The longest one call of a run may take: a restart's wait (its rollback is a call of its own), or certreq's."""
+    certreq = CERTREQ_TIMEOUT_S if options["mode"] in ("reuse_key", "enroll") else 0
+    return float(max(int(options["wait_timeout"]), certreq) + CALL_OVERHEAD_S)
 
 
 def _swap(run: ModuleRun, context: EngineContext) -> dict[str, Any]:
@@ -772,6 +783,7 @@ def plan_host(context: EngineContext, info: Mapping[str, Any]) -> Plan:
         extra_dns_names=tuple(str(name) for name in options["extra_dns_names"] or ()), enable_tls=bool(options["enable_tls"]),
         tls_off_only=bool(options["tls_off_only"]), web_protocol=str(options["web_protocol"]),
         bind_config_server=bool(options["bind_config_server"]), allow_shorter=bool(options["allow_shorter"]),
+        take_over=str(options["take_over"]) or None,
     )
     decided = plan(info, str(options["mode"]), str(options["strategy"]), request)
     if decided.action != "renew" or decided.source not in PFX_SOURCES:

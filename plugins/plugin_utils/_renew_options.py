@@ -71,8 +71,9 @@ def _check_ranges(options: Mapping[str, Any]) -> list[str]:
         problems.append(f"xu_renew_max_fail_percentage must be from 0 to 100, not {options['xu_renew_max_fail_percentage']}")
     if options["xu_renew_pfx_path"] and options["xu_renew_pfx_dir"]:
         problems.append("set xu_renew_pfx_path or xu_renew_pfx_dir, not both")
-    if options["xu_renew_run_id"] and not RUN_ID_PATTERN.match(options["xu_renew_run_id"]):
-        problems.append(f"xu_renew_run_id {options['xu_renew_run_id']!r} must be 1 to 64 letters, digits, '.', '_', '-' or ':'")
+    for name in ("xu_renew_run_id", "xu_renew_take_over"):
+        if options[name] and not RUN_ID_PATTERN.match(options[name]):
+            problems.append(f"{name} {options[name]!r} must be a run id: 1 to 64 letters, digits, '.', '_', '-' or ':'")
     return problems
 
 

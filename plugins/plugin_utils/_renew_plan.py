@@ -19,7 +19,7 @@ from typing import Any
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import Adoption, adoption_in_report
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import host_now_from, lease_owner
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import host_now_from, lease_owner, takeover_refusal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import (
     HTTPS_PROTOCOLS,
     ISO_FORMAT,
@@ -317,6 +317,8 @@ class RenewalRequest:
     bind_config_server: bool = False
     # A new certificate that expires before the bound one is taken (the bound one then kept) only when allowed.
     allow_shorter: bool = False
+    # A run the operator knows is gone (xu_renew_take_over): its host is resumed once its last call has run out.
+    take_over: str | None = None
 
 
 def _adoption(info: Mapping[str, Any], request: RenewalRequest, now: datetime.datetime) -> Adoption:
@@ -404,25 +406,35 @@ def _unread_plan(info: Mapping[str, Any], mode: str, strategy: str) -> Plan:
     return Plan(action=action, status="error", reason=reason, mode=mode, strategy=strategy)
 
 
-def _journal_action(info: Mapping[str, Any], run_id: Any, now: datetime.datetime) -> dict[str, Any] | None:
+def _journal_action(info: Mapping[str, Any], run_id: Any, now: datetime.datetime, take_over: str | None = None) -> dict[str, Any] | None:
     """What a journal on the host decides: blocked (unreadable), busy (another run's live lease), resume; None without one.
 
-    ``now`` is the controller's time; the lease is judged on the host's clock, by the offset xu_tls_info measured."""
+    ``now`` is the controller's time; the lease is judged on the host's clock, by the offset xu_tls_info measured.
+    ``take_over`` names a run the operator knows is gone: its host is resumed once that run's last call has run out.
+    """
     if info.get("journal_error"):
         # Whether another run holds the host, or an interrupted one must be resumed first, is unknown.
         return {"action": "blocked", "gate_closed": False, "reason": f"its journal could not be read ({info['journal_error']}); nothing was done"}
     journal = info.get("journal")
     if journal is None:
         return None
-    owner = lease_owner(as_dict(journal), str(run_id or ""), host_now_from(as_dict(info.get("host_clock")), now))
+    host_now = host_now_from(as_dict(info.get("host_clock")), now)
+    owner = lease_owner(as_dict(journal), str(run_id or ""), host_now)
+    step = as_dict(journal).get("step", "unknown")
+    if owner is not None and take_over and take_over == owner["run_id"]:
+        refusal = takeover_refusal(owner, host_now)
+        if refusal is None:
+            return {"action": "resume", "reason": f"run {owner['run_id']} was taken over (xu_renew_take_over) at step {step}: its last call's time limit had passed"}
+        return {"action": "busy", "gate_closed": False, "owner": owner, "reason": f"xu_renew_take_over={take_over} was refused: {refusal}"}
     if owner is not None:
         # Another run is working on this host right now: not a single change, not even its gate.
         return {
             "action": "busy", "gate_closed": False, "owner": owner,
-            "reason": f"another run ({owner['run_id']}) is working on this host: step {owner['step'] or 'unknown'},"
-            f" its lease runs until {owner['lease_expires']}",
+            "reason": f"another run ({owner['run_id']}) is working on this host: step {owner['step'] or 'unknown'}, its lease runs until"
+            f" {owner['lease_expires']}; if that run is gone (interrupted, a cancelled AWX job), take the host over with"
+            f" -e xu_renew_take_over={owner['run_id']} (accepted once its last call's time limit has passed)",
         }
-    return {"action": "resume", "reason": f"an interrupted run left its journal (step {as_dict(journal).get('step', 'unknown')})"}
+    return {"action": "resume", "reason": f"an interrupted run left its journal (step {step})"}
 
 
 def _unread_state(info: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -472,7 +484,7 @@ def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequ
         # Left closed by an earlier run: the role opens it, whatever else it does.
         gate_closed=as_dict(info.get("gate")).get("state") == "closed",
     )
-    held = _journal_action(info, request.run_id, now) or _unread_state(info)
+    held = _journal_action(info, request.run_id, now, request.take_over) or _unread_state(info)
     if held is not None:
         return replace(decided, **held)
     scoped = _enable_tls_scope(info, decided, assessed, request, now)

@@ -126,8 +126,11 @@ def test_a_host_another_run_holds_is_busy_and_left_alone() -> None:
     report["gate"] = {"state": "closed"}
     plan = f.renew_plan(report, "reuse_key", run_id="awx-2")
     assert plan["action"] == "busy" and plan["gate_closed"] is False
-    assert plan["owner"] == {"run_id": "awx-1", "step": "tls_off", "lease_expires": "2999-01-01T00:00:00Z"}
-    assert plan["reason"] == "another run (awx-1) is working on this host: step tls_off, its lease runs until 2999-01-01T00:00:00Z"
+    assert plan["owner"] == {"run_id": "awx-1", "step": "tls_off", "lease_expires": "2999-01-01T00:00:00Z", "lease_renewed": None,
+                             "call_budget_s": None}
+    assert plan["reason"].startswith("another run (awx-1) is working on this host: step tls_off, its lease runs until 2999-01-01T00:00:00Z;")
+    # The way out of a run that is gone is named.
+    assert "-e xu_renew_take_over=awx-1" in plan["reason"]
     # The same run, an expired lease, or a journal without a lease (an older run): resumed as before.
     for held, run_id in ((live, "awx-1"), ({**live, "lease_expires": "2020-01-01T00:00:00Z"}, "awx-2"), (journal(step="tls_off"), "awx-2")):
         assert f.renew_plan(info(journal=held), "reuse_key", run_id=run_id)["action"] == "resume"

@@ -262,3 +262,24 @@ def test_a_run_lost_with_tls_off_whose_backup_was_deleted_is_finished_from_the_j
     assert "no longer exists; the previous values are set back" in summary["reason"], summary["reason"]
     assert served(host) == summary["new_thumbprint"] != old
     assert host.journals == {} and gate_open(host)
+
+
+def test_an_abandoned_run_is_taken_over_by_name_once_its_last_call_has_run_out_and_not_before() -> None:
+    sequence = BY_NAME["reuse_key/documented"]
+    host, old = renewal(sequence)
+    # The controller is gone right after TLS off's call: the gate is closed, TLS off, the lease live.
+    assert run(sequence, host, "gone", fault=Fault(1, kind="lost"))["summary"]["result"] == "unreachable"
+    busy = run(sequence, host, "rerun")["summary"]
+    assert busy["result"] == "busy" and "-e xu_renew_take_over=gone" in busy["reason"], busy
+    taken = dict(sequence.options, xu_renew_take_over="gone")
+    refused = run(Sequence("take-over", taken), host, "rerun")["summary"]
+    assert refused["result"] == "busy" and "xu_renew_take_over=gone was refused" in refused["reason"], refused
+    assert "may still be working" in refused["reason"] and '"HttpUnrestricted"' in tls_file(host)
+    # The host's clock passes the gone run's call limit (certreq's 300 s and the call overhead), not yet its lease.
+    journal = json.loads(host.journals["renew"])
+    host.clock_offset_s += journal["call_budget_s"] + 1
+    assert run(sequence, host, "rerun")["summary"]["result"] == "busy"
+    over = run(Sequence("take-over", taken), host, "rerun")["summary"]
+    assert over["result"] == "renewed" and over["resumed"] == "rolled_back", over
+    assert "taken over (xu_renew_take_over)" in over["reason"]
+    assert served(host) == over["new_thumbprint"] != old and host.journals == {} and gate_open(host)
