@@ -300,6 +300,8 @@ class RenewalRequest:
     force: bool = False
     new_thumbprint: Any = None
     pfx_path: Any = None
+    # The variable the PFX's path came from (xu_renew_pfx_path, or xu_renew_pfx_dir for <dir>/<host>.pfx), for messages.
+    pfx_variable: str = "xu_renew_pfx_path"
     pfx_content_given: bool = False
     ca_path: Any = None
     remove_old: bool = True
@@ -370,10 +372,10 @@ def _new_source(info: Mapping[str, Any], old: str | None, request: RenewalReques
         return {"source": "pfx_content", "new_thumbprint": None, "pfx_path": None}, None
     pfx_path = request.pfx_path
     if isinstance(pfx_path, str) and pfx_path:
-        # A relative path is found by xu_cert_swap like copy's src (the role's or play's files/); only an absolute one is checked here.
+        # renew_options makes the path absolute (a relative one is the user's playbook directory's); a relative one is left to the swap.
         missing = None
         if os.path.isabs(pfx_path) and not os.path.isfile(pfx_path):
-            missing = f"no new certificate for this host: the PFX {pfx_path} does not exist on the controller"
+            missing = f"no new certificate for this host: the PFX {pfx_path} ({request.pfx_variable}) does not exist on the controller"
         return {"source": "pfx", "new_thumbprint": None, "pfx_path": pfx_path}, missing
     return {}, "no new certificate for this host: set xu_renew_pfx_path (a PFX per host) or xu_renew_new_thumbprint"
 

@@ -66,34 +66,27 @@ def awx_safe_dump(variables: Mapping[str, Any], trusted: Mapping[str, Any] | Non
     return "".join(documents)
 
 
+def _within(question: Mapping[str, Any], measure: float, convert: type[int] | type[float]) -> bool:
+    """The question's min and max (an empty one is no bound), as AWX compares them."""
+    low, high = question.get("min"), question.get("max")
+    return (low in ("", None) or measure >= convert(low)) and (high in ("", None) or measure <= convert(high))
+
+
+def _choices(question: Mapping[str, Any]) -> list[Any]:
+    choices = question["choices"]
+    return [choice for choice in choices.splitlines() if choice.strip()] if isinstance(choices, str) else list(choices)
+
+
 def _survey_default_is_valid(question: Mapping[str, Any], value: Any) -> bool:
-    """AWX's validation of one answer, as it judges a question's default before sending it."""
-    kind = question["type"]
-    if kind in SURVEY_STRING_TYPES:
-        if not isinstance(value, str):
-            return False
-        low, high = question.get("min"), question.get("max")
-        return (low in ("", None) or len(value) >= int(low)) and (high in ("", None) or len(value) <= int(high))
-    if kind == "integer":
-        if type(value) is not int:
-            return False
-        return (question.get("min") in ("", None) or value >= int(question["min"])) and (
-            question.get("max") in ("", None) or value <= int(question["max"])
-        )
-    if kind == "float":
-        if type(value) not in (float, int):
-            return False
-        return (question.get("min") in ("", None) or value >= float(question["min"])) and (
-            question.get("max") in ("", None) or value <= float(question["max"])
-        )
-    if kind == "multiplechoice":
-        choices = question["choices"]
-        if isinstance(choices, str):
-            choices = [choice for choice in choices.splitlines() if choice.strip()]
-        return value in choices
-    if kind == "multiselect":
-        return isinstance(value, list)
-    return True
+    """AWX's validation of one answer, as it judges a question's default before sending it (exact types: 30.0 is no integer)."""
+    checks: dict[str, Any] = {
+        **dict.fromkeys(SURVEY_STRING_TYPES, lambda: isinstance(value, str) and _within(question, len(value), int)),
+        "integer": lambda: type(value) is int and _within(question, value, int),
+        "float": lambda: type(value) in (float, int) and _within(question, value, float),
+        "multiplechoice": lambda: value in _choices(question),
+        "multiselect": lambda: isinstance(value, list),
+    }
+    return bool(checks.get(question["type"], lambda: True)())
 
 
 def survey_defaults(survey: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,8 +160,8 @@ def inventory_script_data(inventory_yml: Mapping[str, Any], host_vars: Mapping[s
     data: dict[str, Any] = {"all": {"hosts": []}}
     hostvars: dict[str, dict[str, Any]] = {}
     host_ids: dict[str, int] = {}
-    for name, group in children.items():
-        group = group or {}
+    for name, declared in children.items():
+        group = declared or {}
         info: dict[str, Any] = {}
         hosts = sorted(group.get("hosts") or {})
         if hosts:

@@ -75,7 +75,9 @@ def test_the_credential_type_injects_only_secret_role_variables() -> None:
     credential = yaml.safe_load((AWX / "credential_type.yml").read_text(encoding="utf-8"))
     fields = {field["id"]: field for field in credential["inputs"]["fields"]}
     injected = credential["injectors"]["extra_vars"]
-    assert set(injected) == {"xu_renew_pfx_password", "xu_renew_pfx_content"}
+    # AWX injects a field left empty as an empty extra var, which outranks every host's own: the injector uses the
+    # names the role reads only when they hold something, never the host variables themselves.
+    assert set(injected) == {"xu_renew_credential_pfx_password", "xu_renew_credential_pfx_content"}
     for variable, template in injected.items():
         assert ALL_OPTIONS[variable].get("no_log") is True
         field = template.split("{{", 1)[1].split("}}", 1)[0].split("|", 1)[0].strip()
