@@ -20,6 +20,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import closes_gate
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines, outside_limit_line
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._unreachable import AUTHENTICATION_FAILED
 
 # Results of a host that count against the run's later batches: it was attempted and did not end well.
 BATCH_FAILURES = frozenset({"failed", "unreachable"})
@@ -258,7 +259,9 @@ def run_failure(outcome: HostOutcome, fail_on_blocked: bool) -> str | None:
     if outcome.result in ("blocked", "not_attempted") and (fail_on_blocked or outcome.result == "not_attempted"):
         return f"Due but not renewed (see the summary above): {outcome.reason}"
     if outcome.result == "unreachable":
-        return f"Unreachable, so neither assessed nor renewed: {outcome.reason}"
+        # Ansible counts a refused login as unreachable: the reason says "authentication failed" (_unreachable).
+        cause = "Authentication failed" if outcome.reason.startswith(AUTHENTICATION_FAILED) else "Unreachable"
+        return f"{cause}, so neither assessed nor renewed: {outcome.reason}"
     return None
 
 

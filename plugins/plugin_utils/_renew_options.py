@@ -92,6 +92,9 @@ def role_options_spec(entry_point: str = "main") -> dict[str, dict[str, Any]]:
         if option.get("no_log"):
             continue
         spec[name] = {key: option[key] for key in _SPEC_KEYS if key in option}
+        if "choices" in option:
+            # The spec lists null and '' so that ansible-core's own check lets an empty answer through; here it is unset.
+            spec[name]["choices"] = [choice for choice in option["choices"] if not is_unset(choice)]
         if name in defaults:
             spec[name]["default"] = defaults[name]
     return spec

@@ -30,6 +30,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info im
     upper,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_precheck import pfx_blocker
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._unreachable import unreachable_reason
 
 # The role's xu_renew_mode and xu_renew_strategy (meta/argument_specs.yml lists the same; a unit test holds them together).
 MODES = ("replace", "reuse_key", "adopt", "enroll")
@@ -399,7 +400,7 @@ def _unread_plan(info: Mapping[str, Any], mode: str, strategy: str) -> Plan:
     """The plan of a host xu_tls_info could not read: nothing is done, and the summary says why."""
     message = " ".join(str(info.get("msg") or "no answer").split())
     action = "unreachable" if info.get("unreachable") else "unreadable"
-    reason = f"could not be reached: {message}" if action == "unreachable" else f"could not be read: {message}"
+    reason = unreachable_reason(message) if action == "unreachable" else f"could not be read: {message}"
     return Plan(action=action, status="error", reason=reason, mode=mode, strategy=strategy)
 
 

@@ -26,6 +26,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import PROFILES
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import resolve_path, user_base_dir
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines, outside_limit_line
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._unreachable import unreachable_reason
 
 PRODUCTS = tuple(PROFILES)
 DEFAULT_GROUP = "xu_servers"
@@ -276,8 +277,8 @@ def host_report(host: str, info: Any, targeted: bool, expiring_days: int) -> Hos
     if not result or result.get("unreachable") or result.get("failed") or "installed" not in result:
         message = _one_line(result.get("msg")) or "no result: the run lost this host before it could report"
         status = "unreachable" if result.get("unreachable") or not result else "unreadable"
-        words = "could not be reached" if status == "unreachable" else "could not be read"
-        return HostReport(host, status, error=message, problems=(f"{words}: {message}",))
+        problem = unreachable_reason(message) if status == "unreachable" else f"could not be read: {message}"
+        return HostReport(host, status, error=message, problems=(problem,))
     problems = tuple(_one_line(p) for p in result.get("problems") or [] if _one_line(p))
     certificates = bound_certificates(result)
     web = _dict(result.get("web_server"))

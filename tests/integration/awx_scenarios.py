@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import yaml
 from awx_job import AwxJob, JobResult, Vaulted
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -84,11 +85,23 @@ def b64(path: pathlib.Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
+def empty_text_answers() -> dict[str, str]:
+    """An empty text answer for every string and list variable of the role (a survey with a question for each, left blank).
+
+    Not the mode (required), nor the credential's variables (the credential sets them); a number or a boolean comes from
+    an integer, float or multiple-choice question, which never sends an empty string.
+    """
+    options = yaml.safe_load((REPO / "roles" / "renew" / "meta" / "argument_specs.yml").read_text(encoding="utf-8"))["argument_specs"]["main"]["options"]
+    return {name: "" for name, option in options.items()
+            if option.get("type", "str") in ("str", "list") and name != "xu_renew_mode" and not name.startswith("xu_renew_credential_")}
+
+
 def survey_defaults_reuse_key(lab: pathlib.Path, work: pathlib.Path) -> Scenario:
-    """The shipped survey left at its defaults (reuse_key), the shipped credential type holding a password only."""
+    """The shipped survey left at its defaults (reuse_key), every other string variable answered empty, the shipped
+    credential type holding a password only."""
     return Scenario(
         "survey defaults",
-        AwxJob(pfx_credential={"pfx_password": secrets.token_urlsafe(12)}),
+        AwxJob(answers=empty_text_answers(), pfx_credential={"pfx_password": secrets.token_urlsafe(12)}),
         renewed=dict.fromkeys(HOSTS),
     )
 

@@ -215,6 +215,17 @@ def test_the_defaults_fail_on_expired_missing_and_tls_off_but_not_on_expiring() 
     assert "LocalMachine\\My" in failures["missing"] and "TLS is off" in failures["off"]
 
 
+def test_the_hosts_outside_the_limit_are_one_line_of_the_table() -> None:
+    group = [f"xu{number:03}" for number in range(1, 201)]
+    fleet = report({"xu007": info(300)}, group=group, targeted=["xu007"])
+    lines = fleet.lines()
+    assert [line for line in lines if line.startswith("xu")] == [next(line for line in lines if line.startswith("xu007"))]
+    assert "NOT TARGETED  199 hosts of the group are outside --limit (AWX: Limit)" in lines
+    assert lines[-1] == "TOTAL  200 hosts: 1 ok, 199 not_targeted"
+    # The files keep a row for each.
+    assert fleet.to_csv().count("not_targeted") == 199
+
+
 def test_not_targeted_hosts_never_fail() -> None:
     fleet = report({"xu02": info(-3, ["expired"])}, group=["xu01", "xu02"], targeted=["xu02"], fail_within_days=30)
     assert list(fleet.failures) == ["xu02"]
