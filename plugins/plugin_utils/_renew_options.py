@@ -49,6 +49,7 @@ PATH_VARIABLES = ("xu_renew_pfx_path", "xu_renew_pfx_dir", "xu_renew_ca_path")
 # one as an empty extra var, which would hide every host's own value; so the credential's is used only when set.
 SECRETS = {"pfx_content": ("xu_renew_credential_pfx_content", "xu_renew_pfx_content"),
            "pfx_password": ("xu_renew_credential_pfx_password", "xu_renew_pfx_password")}
+SECRET_VARIABLES = frozenset(name for names in SECRETS.values() for name in names)
 
 
 class RoleOptionsError(ValueError):
@@ -83,13 +84,13 @@ def role_variable_names(entry_point: str = "main") -> frozenset[str]:
 def role_options_spec(entry_point: str = "main") -> dict[str, dict[str, Any]]:
     """The entry point's options, but the secrets, as an argument spec (type, choices, elements, and the default).
 
-    The secrets (``no_log``) are strings, which need no typing, and stay out: the typed options
-    are an ordinary fact, shown at -v and in errors.
+    The secrets (SECRET_VARIABLES) are strings, which need no typing, and stay out: the typed
+    options are an ordinary fact, shown at -v and in errors.
     """
     defaults = role_defaults()
     spec = {}
     for name, option in _role_options(entry_point).items():
-        if option.get("no_log"):
+        if name in SECRET_VARIABLES:
             continue
         spec[name] = {key: option[key] for key in _SPEC_KEYS if key in option}
         if "choices" in option:

@@ -10,7 +10,12 @@ import pytest
 import yaml
 
 from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_batches
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import ROLE_SPECS, renew_options, role_options_spec
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import (
+    ROLE_SPECS,
+    SECRET_VARIABLES,
+    renew_options,
+    role_options_spec,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import report_options
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -79,7 +84,7 @@ def test_the_credential_type_injects_only_secret_role_variables() -> None:
     # names the role reads only when they hold something, never the host variables themselves.
     assert set(injected) == {"xu_renew_credential_pfx_password", "xu_renew_credential_pfx_content"}
     for variable, template in injected.items():
-        assert ALL_OPTIONS[variable].get("no_log") is True
+        assert variable in ALL_OPTIONS and variable in SECRET_VARIABLES
         field = template.split("{{", 1)[1].split("}}", 1)[0].split("|", 1)[0].strip()
         assert fields[field]["secret"] is True
     assert set(credential["inputs"]["required"]) <= set(fields)
