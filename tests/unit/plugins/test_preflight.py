@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from ansible import context
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.xtractuniversal.tls.plugins.filter.preflight import preflight
@@ -83,3 +84,11 @@ def test_the_filter_takes_what_ansible_hands_it() -> None:
         preflight(None, "renew", GROUPS, "xu_renew_mode")
     with pytest.raises(AnsibleFilterError, match="playbooks"):
         preflight(None, "site", GROUPS, [])
+
+
+def test_a_syntax_check_has_no_inventory_to_judge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ansible-playbook --syntax-check (ansible-lint runs it) templates hosts with an empty inventory: only the names count."""
+    monkeypatch.setattr(context, "CLIARGS", {"syntax": True})
+    assert preflight(None, "renew", {"all": [], "ungrouped": []}, []) == "xu_servers"
+    with pytest.raises(AnsibleFilterError, match="xu_renew_befor_days"):
+        preflight(None, "renew", {"all": [], "ungrouped": []}, ["xu_renew_befor_days"])
