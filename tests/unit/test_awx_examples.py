@@ -20,7 +20,9 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 AWX = REPO / "docs" / "awx"
-SURVEY = json.loads((AWX / "renew_survey.json").read_text(encoding="utf-8"))
+# The surveys of the job templates that run the renew role: renew.yml and enable_tls.yml (which imports it).
+SURVEYS = {name: json.loads((AWX / f"{name}_survey.json").read_text(encoding="utf-8")) for name in ("renew", "enable_tls")}
+QUESTIONS = [question for survey in SURVEYS.values() for question in survey["spec"]]
 # How AWX types an answer in the job's extra vars.
 AWX_TYPES = {"integer": int, "float": float, "text": str, "textarea": str, "password": str, "multiplechoice": str, "multiselect": list}
 # Survey types that fit each documented type of the role.
@@ -29,8 +31,8 @@ FITTING = {"str": {"text", "textarea", "password", "multiplechoice"}, "int": {"i
 ALL_OPTIONS = yaml.safe_load(ROLE_SPECS.read_text(encoding="utf-8"))["argument_specs"]["main"]["options"]
 # Variables of the renew playbook itself (play keywords), each read by the filter the playbook passes it through.
 PLAYBOOK_VARIABLES = {"xu_renew_serial": renew_batches}
-ROLE_QUESTIONS = [question for question in SURVEY["spec"] if question["variable"] not in PLAYBOOK_VARIABLES]
-PLAYBOOK_QUESTIONS = [question for question in SURVEY["spec"] if question["variable"] in PLAYBOOK_VARIABLES]
+ROLE_QUESTIONS = [question for question in QUESTIONS if question["variable"] not in PLAYBOOK_VARIABLES]
+PLAYBOOK_QUESTIONS = [question for question in QUESTIONS if question["variable"] in PLAYBOOK_VARIABLES]
 
 
 def answer(question: dict[str, Any], value: Any) -> Any:
@@ -71,6 +73,15 @@ def test_the_playbook_s_own_questions_are_read_by_its_filter() -> None:
             assert example in question["question_description"] and read(example) == batches
 
 
+def test_every_mode_and_the_enrolment_template_have_a_question() -> None:
+    renew = {question["variable"]: question for question in SURVEYS["renew"]["spec"]}
+    assert set(renew["xu_renew_mode"]["choices"]) == {"replace", "reuse_key", "adopt", "enroll"}
+    assert {"xu_renew_template", "xu_renew_adopt_issuer"} <= set(renew)
+    enable = {question["variable"]: question for question in SURVEYS["enable_tls"]["spec"]}
+    assert set(enable["xu_renew_mode"]["choices"]) == {"adopt", "enroll", "replace"}
+    assert {"xu_renew_template", "xu_renew_web_protocol", "xu_renew_bind_config_server"} <= set(enable)
+
+
 def test_a_textarea_of_addresses_becomes_a_list() -> None:
     typed = renew_options({"xu_renew_mode": "reuse_key", "xu_renew_gate_allow_from": "10.0.0.5\n10.0.0.6\n"}, "xu01")
     assert typed["gate_allow_from"] == ["10.0.0.5", "10.0.0.6"]
@@ -91,7 +102,7 @@ def test_the_credential_type_injects_only_secret_role_variables() -> None:
 
 
 def test_the_project_playbooks_import_the_collection_s() -> None:
-    for name in ("renew", "tls_report"):
+    for name in ("renew", "tls_report", "enable_tls"):
         play = yaml.safe_load((AWX / "project" / f"{name}.yml").read_text(encoding="utf-8"))
         assert play[0]["ansible.builtin.import_playbook"] == f"xtractuniversal.tls.{name}"
         assert (REPO / "playbooks" / f"{name}.yml").is_file()
