@@ -30,8 +30,9 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._unreachable i
 
 PRODUCTS = tuple(PROFILES)
 DEFAULT_GROUP = "xu_servers"
-# xu_tls_info's note on a bound certificate that expires within its warning window (_tls_info.certificate_problems).
-EXPIRY_WARNING = re.compile(r"^the .+ certificate [0-9A-Fa-f]+ expires in -?[0-9]+ days\b")
+# xu_tls_info's notes on a bound certificate's expiry (_tls_info.certificate_problems): xu_report_fail_within_days judges
+# those (an expired certificate always fails, 0 days being the least), xu_report_fail_on_problems the other problems.
+EXPIRY_NOTE = re.compile(r"^the .+ certificate [0-9A-Fa-f]+ (expires in -?[0-9]+ days\b|expired on )")
 # The variables of the tls_report playbook.
 REPORT_VARIABLES = ("xu_report_fail_within_days", "xu_report_fail_on_problems", "xu_report_product", "xu_report_dir", "xu_report_hosts")
 # xu_tls_info's default expiry_warning_days: a certificate expiring sooner is "expiring" even when the run does not fail on it.
@@ -325,8 +326,8 @@ def run_failure(row: HostReport, options: ReportOptions) -> str | None:
             if c.expires_within(limit):
                 when = f"expired on {c.not_after}" if c.expired else f"expires in {c.days_left} days ({c.not_after})"
                 reasons.append(f"the {c.role} certificate {c.thumbprint} {when}: within xu_report_fail_within_days ({limit})")
-    # A certificate expiring soon is xu_report_fail_within_days' to judge, not a problem that fails the run by itself.
-    problems = [problem for problem in row.problems if not EXPIRY_WARNING.search(problem)]
+    # A certificate's expiry is xu_report_fail_within_days' to judge (above), not a problem that fails the run again.
+    problems = [problem for problem in row.problems if not EXPIRY_NOTE.search(problem)]
     if options.fail_on_problems and problems:
         reasons.append(f"{len(problems)} problem(s) and xu_report_fail_on_problems is true: {'; '.join(problems)}")
     return "; ".join(reasons) or None

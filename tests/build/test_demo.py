@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 
@@ -41,3 +42,14 @@ def test_the_demo_runs_on_an_older_python_and_leaves_no_secret_behind(version: s
     assert [path.name for path in temp.iterdir() if path.name.startswith("xu-demo-certs.")] == []
     left = [path for path in (REPO / "lab-run" / "demo").rglob("*") if path.suffix == ".pfx" or path.name in ("password", "secrets.yml")]
     assert left == []
+
+
+def test_the_readme_shows_what_the_demo_prints() -> None:
+    """The README's sample output is the demo's: the reason the renewal gives a host with TLS off, and the report's failures."""
+    sys.path.insert(0, str(REPO / ".collections"))
+    from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import TLS_OFF_REASON  # noqa: PLC0415
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"xu04 skipped - - - - {TLS_OFF_REASON}" in readme
+    assert "does not turn TLS on" not in readme
+    assert "FAILS xu03:" in readme and "NOT RENEWED" not in readme.split("## What is here")[0]

@@ -107,3 +107,14 @@ def test_the_matrix_tests_the_development_ansible_core() -> None:
     dev = requirements(REPO / "requirements-dev.txt")["ansible-core"]
     tested = (REPO / "tests" / "matrix" / "versions.txt").read_text()
     assert f"\n{next(iter(dev.specifier)).version} " in tested
+
+
+def test_every_connection_the_readme_names_has_its_packages_named() -> None:
+    """winrm with Kerberos or CredSSP, and psrp, need packages of their own: the docs say which, the image has them."""
+    readme = (REPO / "README.md").read_text()
+    installing = (REPO / "docs" / "installing.md").read_text()
+    assert "psrp" in readme and "CredSSP" in readme
+    for text in (readme, installing):
+        assert "pypsrp" in text and "pywinrm[credssp]" in text and "pywinrm[kerberos]" in text
+    image = requirements(REPO / "meta" / "ee-requirements.txt")
+    assert "pypsrp" in image and {"credssp", "kerberos"} <= image["pywinrm"].extras

@@ -179,6 +179,10 @@ def check(scenario: Scenario, result: JobResult, before: dict[str, set[str]], af
     results = result.artifacts.get("xu_renew_results", {})
     problems += [f"artifact xu_renew_results[{host}] is {results.get(host)!r}" for host in scenario.renewed if results.get(host) != "renewed"]
     problems += [f"the output lacks {line!r}" for line in scenario.output if line not in result.stdout]
+    # The credential's and the vault's secrets never reach the job's output or artifacts.
+    shown = result.stdout + json.dumps(result.artifacts)
+    secrets_given = [*(scenario.job.pfx_credential or {}).values(), scenario.job.vault_password]
+    problems += ["a secret shows in the job's output or artifacts" for secret in secrets_given if secret and secret in shown]
     return problems
 
 

@@ -4,13 +4,17 @@ and output, and the lab's own record of every remote call."""
 
 from __future__ import annotations
 
+import base64
+import json
 import pathlib
 from typing import Any
 
 import pytest
 import yaml
 from labtools import REPO, Lab, PlaybookRun
-from test_renew_role import RESTART_DELAY
+from test_renew_role import PASSWORD, RESTART_DELAY
+
+from xulab import control
 
 RENEW = str(REPO / "playbooks" / "renew.yml")
 REPORT = str(REPO / "playbooks" / "tls_report.yml")
@@ -131,3 +135,25 @@ def test_a_wrong_winrm_password_is_reported_as_authentication_failed(lab_factory
     table = printed_summary(report)
     assert "authentication failed: the host refused the connection's credentials" in table, table
     assert "FAILS xu02: Authentication failed" in table
+
+
+@pytest.mark.lab
+def test_relative_paths_are_the_user_s_playbook_s_not_the_collection_s_nor_the_working_directory_s(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    """A project (an AWX project, or a folder of playbooks run from elsewhere) with wrappers that import the collection's."""
+    lab: Lab = lab_factory("--hosts", "2", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
+    project = tmp_path / "project"
+    (project / "certs").mkdir(parents=True)
+    (project / "renew.yml").write_text("- ansible.builtin.import_playbook: xtractuniversal.tls.renew\n")
+    (project / "report.yml").write_text("- ansible.builtin.import_playbook: xtractuniversal.tls.tls_report\n")
+    (project / "certs" / "xu01.pfx").write_bytes(base64.b64decode(control.request(lab.dir, "issue", host="xu01", password=PASSWORD)["pfx_b64"]))
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"xu_renew_pfx_password": PASSWORD}))
+    # Run from the checkout, not from the project: the working directory is not where relative paths point.
+    run = play(lab, str(project / "renew.yml"), tmp_path, "-e", "xu_renew_mode=replace", "-e", "xu_renew_pfx_dir=certs", "-e", f"@{secrets}")
+    summary = printed_summary(run)
+    assert "xu01 renewed" in summary, summary
+    # xu02 has no file there: the message names the variable that was set, and the folder it was looked for in.
+    assert f"the PFX {project}/certs/xu02.pfx (xu_renew_pfx_dir) does not exist on the controller" in summary, summary
+    report_run = play(lab, str(project / "report.yml"), tmp_path, "-e", "xu_report_dir=reports")
+    assert sorted(path.name for path in (project / "reports").iterdir()) == ["report.csv", "report.html", "report.json"], report_run.stdout[-3000:]
+    assert not (REPO / "reports").exists()

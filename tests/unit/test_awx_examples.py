@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from typing import Any
 
 import pytest
@@ -121,3 +122,22 @@ def test_every_report_survey_answer_is_accepted_by_the_report(question: dict[str
     for value in values:
         typed = report_options({question["variable"]: value if value == "" else answer(question, value)})
         assert typed is not None
+
+
+def test_the_awx_guide_tells_the_truth() -> None:
+    """What docs/awx.md and the credential type say about AWX, installing, and what each job template has."""
+    guide = (REPO / "docs" / "awx.md").read_text(encoding="utf-8")
+    credential_notes = (AWX / "credential_type.yml").read_text(encoding="utf-8")
+    # AWX shows extra vars as they are in a job's output: no_log keeps the secrets out, not AWX.
+    for text in (guide, credential_notes):
+        assert not re.search(r"AWX (masks|hides)", text)
+    assert "AWX does not mask extra vars" in guide and "no_log" in guide
+    # The collection from Galaxy, from its release artifact kept in the project, or from Git.
+    assert "type: file" in guide and "type: git" in guide
+    # Every wrapper playbook of the project, with the survey of its job template.
+    for wrapper in sorted((AWX / "project").glob("*.yml")):
+        assert f"`{wrapper.name}`" in guide
+    for survey in sorted(AWX.glob("*_survey.json")):
+        assert f"docs/awx/{survey.name}" in guide
+    assert {path.stem for path in (AWX / "project").glob("*.yml")} == {path.name.removesuffix("_survey.json").replace("report", "tls_report")
+                                                                       for path in AWX.glob("*_survey.json")}

@@ -212,6 +212,8 @@ def test_the_defaults_fail_on_expired_missing_and_tls_off_but_not_on_expiring() 
              "off": info(None, ["the web server serves plain HTTP (TLS is off)"], tls=False), "fine": info(300)}
     failures = report(infos).failures
     assert set(failures) == {"expired", "missing", "off"}
+    # The expiry is said once, as xu_report_fail_within_days' reason.
+    assert failures["expired"].count("expired on") == 1 and "xu_report_fail_on_problems" not in failures["expired"]
     assert "LocalMachine\\My" in failures["missing"] and "TLS is off" in failures["off"]
 
 
