@@ -56,7 +56,7 @@ def unknown_variables(names: Iterable[str]) -> list[str]:
             continue
         closest = _closest(name, known)
         hint = f"did you mean {closest}?" if closest else "see ansible-doc -t role xtractuniversal.tls.renew and docs/report.md"
-        problems.append(f"{name} is not a variable of xtractuniversal.tls ({hint})")
+        problems.append(f"{name} is not a variable of this collection ({hint})")
     return problems
 
 

@@ -30,11 +30,15 @@ def test_the_demo_runs_on_an_older_python_and_leaves_no_secret_behind(version: s
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "VIRTUAL_ENV"))} | {"TMPDIR": str(temp)}
-    done = subprocess.run(["make", "demo", f"PYTHON={python}", f"VENV={tmp_path / 'venv'}"], cwd=REPO, env=env, capture_output=True,
+    # The venv is kept beside the matrix's (make rebuilds it when its requirements change), as a user's .venv would be.
+    venv = REPO / ".venv-matrix" / f"demo-{version}"
+    done = subprocess.run(["make", "demo", f"PYTHON={python}", f"VENV={venv}"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=DEMO_TIMEOUT, check=False)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-5000:]
-    assert f"Python {version}: ansible-core {core}." in output
+    installed = subprocess.run([str(venv / "bin" / "python"), "-c", "import ansible; print(ansible.__version__)"], capture_output=True,
+                               text=True, check=True).stdout
+    assert installed.startswith(f"{core}."), installed
     # The report fails on this fleet, as a scheduled one must; the renewal renews what is due.
     assert "FAILS  xu03" in output and "The report failed the run, as it should on this fleet" in output
     assert "TOTAL  1 not_due, 3 renewed, 1 skipped" in output, output[-5000:]
@@ -52,4 +56,4 @@ def test_the_readme_shows_what_the_demo_prints() -> None:
     readme = " ".join((REPO / "README.md").read_text().split())
     assert f"xu04 skipped - - - - {TLS_OFF_REASON}" in readme
     assert "does not turn TLS on" not in readme
-    assert "FAILS xu03:" in readme and "NOT RENEWED" not in readme.split("## What is here")[0]
+    assert "FAILS xu03:" in readme and "NOT RENEWED" not in readme.split("## What is here", maxsplit=1)[0]

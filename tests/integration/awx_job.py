@@ -21,7 +21,7 @@ What AWX writes, from its own sources (ansible/awx 24.6, the last release; `safe
 
 Run as a script with any ansible-core (tests/matrix), or imported (tests/integration/test_renew_runner.py)::
 
-    python awx_job.py JOB.json   # prints the job's status, rc, artifacts and output as JSON
+    python awx_job.py JOB.json PRIVATE_DIR LAB_INVENTORY COLLECTIONS_PATH   # prints the job's status, rc, artifacts, output
 """
 
 from __future__ import annotations
@@ -78,11 +78,12 @@ def _choices(question: Mapping[str, Any]) -> list[Any]:
 
 
 def _survey_default_is_valid(question: Mapping[str, Any], value: Any) -> bool:
-    """AWX's validation of one answer, as it judges a question's default before sending it (exact types: 30.0 is no integer)."""
+    """AWX's validation of one answer, as it judges a question's default before sending it."""
     checks: dict[str, Any] = {
         **dict.fromkeys(SURVEY_STRING_TYPES, lambda: isinstance(value, str) and _within(question, len(value), int)),
-        "integer": lambda: type(value) is int and _within(question, value, int),
-        "float": lambda: type(value) in (float, int) and _within(question, value, float),
+        # AWX compares the exact type: a boolean is no integer, 30.0 no integer either.
+        "integer": lambda: isinstance(value, int) and not isinstance(value, bool) and _within(question, value, int),
+        "float": lambda: isinstance(value, (float, int)) and not isinstance(value, bool) and _within(question, value, float),
         "multiplechoice": lambda: value in _choices(question),
         "multiselect": lambda: isinstance(value, list),
     }

@@ -52,12 +52,12 @@ def test_a_mistyped_variable_stops_the_run_before_any_host_is_touched(lab_factor
     lab: Lab = lab_factory("--hosts", "2", "--scenario", "mixed", "--restart-delay", RESTART_DELAY)
     before = remote_calls(lab)
     run = play(lab, RENEW, tmp_path, "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_befor_days=400")
-    refused_before_any_host(lab, run, before, "xu_renew_befor_days is not a variable of xtractuniversal.tls (did you mean xu_renew_before_days?)")
+    refused_before_any_host(lab, run, before, "xu_renew_befor_days is not a variable of this collection (did you mean xu_renew_before_days?)")
     run = play(lab, RENEW, tmp_path, "-e", "xu_renew_mdoe=replace")
-    refused_before_any_host(lab, run, before, "xu_renew_mdoe is not a variable of xtractuniversal.tls (did you mean xu_renew_mode?)")
+    refused_before_any_host(lab, run, before, "xu_renew_mdoe is not a variable of this collection (did you mean xu_renew_mode?)")
     run = play(lab, REPORT, tmp_path, "-e", "xu_report_fail_within_day=30")
     refused_before_any_host(lab, run, before,
-                            "xu_report_fail_within_day is not a variable of xtractuniversal.tls (did you mean xu_report_fail_within_days?)")
+                            "xu_report_fail_within_day is not a variable of this collection (did you mean xu_report_fail_within_days?)")
     # --limit (AWX's Limit) does not skip the check.
     run = play(lab, RENEW, tmp_path, "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_befor_days=400", "--limit", "xu01")
     refused_before_any_host(lab, run, before, "did you mean xu_renew_before_days?")

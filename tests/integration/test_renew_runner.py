@@ -72,4 +72,3 @@ def test_a_scheduled_report_with_the_survey_s_defaults_fails_on_expired_missing_
     failures = result.artifacts["xu_report_failures"]
     assert set(failures) == {"xu03", "xu04", "xu05"}
     assert "expired" in failures["xu03"] and "TLS is off" in failures["xu04"] and "LocalMachine\\My" in failures["xu05"]
-

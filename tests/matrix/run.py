@@ -45,7 +45,7 @@ VENVS = REPO / ".venv-matrix"
 WORK = REPO / "lab-run" / "matrix"
 PYENV_ROOT = pathlib.Path(os.environ.get("PYENV_ROOT", pathlib.Path.home() / ".pyenv"))
 SMOKE_STEPS = ("info", "renew reuse_key", "renew replace", "swap")
-AWX_STEPS = {f"awx {make.__name__.split('_')[0]}": make for make in awx_scenarios.SCENARIOS}
+AWX_STEPS = {f"awx {make.__name__.split('_', maxsplit=1)[0]}": make for make in awx_scenarios.SCENARIOS}
 STEPS = (*SMOKE_STEPS, *AWX_STEPS)
 RESTART_DELAY = "0.2"
 HOSTS = ("xu01", "xu02")

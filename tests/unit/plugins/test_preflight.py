@@ -29,7 +29,7 @@ def error_of(group: Any = None, playbook: str = "renew", names: tuple[str, ...] 
 @pytest.mark.parametrize("playbook", ["renew", "report"])
 def test_an_unknown_variable_is_named_with_the_closest_known_one(typo: str, meant: str, playbook: str) -> None:
     message = error_of(playbook=playbook, names=("xu_renew_mode", typo))
-    assert f"{typo} is not a variable of xtractuniversal.tls (did you mean {meant}?)" in message
+    assert f"{typo} is not a variable of this collection (did you mean {meant}?)" in message
 
 
 def test_every_variable_of_the_collection_passes() -> None:

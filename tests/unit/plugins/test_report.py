@@ -200,13 +200,11 @@ def test_fail_on_problems() -> None:
 
 def test_the_defaults_fail_on_expired_missing_and_tls_off_but_not_on_expiring() -> None:
     """A scheduled report must alert on what needs a person; a certificate expiring soon is the renewal's to handle."""
+    sound = {"not_yet_valid": False, "san_covers_fqdn": True, "server_auth": True, "has_private_key": True}
     problems = {
-        "expired": certificate_problems("web server", {**certificate(-3), "not_yet_valid": False, "san_covers_fqdn": True, "server_auth": True,
-                                                        "has_private_key": True}, 30),
-        "expiring": certificate_problems("web server", {**certificate(9), "not_yet_valid": False, "san_covers_fqdn": True, "server_auth": True,
-                                                         "has_private_key": True}, 30),
-        "missing": certificate_problems("web server", {**certificate(200), "in_store": False, "not_yet_valid": False, "san_covers_fqdn": True,
-                                                        "server_auth": True}, 30),
+        "expired": certificate_problems("web server", {**certificate(-3), **sound}, 30),
+        "expiring": certificate_problems("web server", {**certificate(9), **sound}, 30),
+        "missing": certificate_problems("web server", {**certificate(200), **sound, "in_store": False}, 30),
     }
     infos = {"expired": info(-3, problems["expired"]), "expiring": info(9, problems["expiring"]), "missing": info(200, problems["missing"]),
              "off": info(None, ["the web server serves plain HTTP (TLS is off)"], tls=False), "fine": info(300)}
