@@ -8,6 +8,7 @@ Each filter here only converts what the role hands in, calls its typed function 
 the dict the role reads:
 
 ``renew_options``   the role's variables, checked and given their documented types (_renew_options)
+``renew_secrets``   the PFX and its password the role uses: a credential's when set, else the host's own (_renew_options)
 ``renew_precheck``  the plan, blocked when the real run would refuse the host's new PFX (_renew_plan)
 ``renew_due``       whether a host's bound certificate needs renewing (_renew_plan)
 ``renew_plan``      what the role does on a host: renew (and how), resume a journal, nothing, or why it cannot (_renew_plan)
@@ -33,13 +34,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
-from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import BatchesError, batch_halt, batch_sizes, fleet_report
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import (
+    BatchesError,
+    batch_halt,
+    batch_sizes,
+    fail_on_blocked_option,
+    fleet_report,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import as_dict
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_journal import RunJournal, after_step, parse_journal, start_journal
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import RoleOptionsError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import RoleOptionsError, pfx_secrets
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import renew_options as typed_renew_options
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import (
     PfxInputs,
@@ -100,12 +106,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def renew_options(values: Any, host: str, entry_point: str = "main") -> dict[str, Any]:
+def renew_options(values: Any, host: str, entry_point: str = "main", playbook_dir: Any = None) -> dict[str, Any]:
     """The role's variables with their documented types (see _renew_options); AnsibleFilterError names a wrong one."""
     if not isinstance(values, Mapping):
         raise AnsibleFilterError(f"renew_options takes a dict of the role's variables, not {type(values).__name__}")
     try:
-        return typed_renew_options(_plain(values), str(host), entry_point)
+        return typed_renew_options(_plain(values), str(host), entry_point, playbook_dir=playbook_dir)
+    except RoleOptionsError as e:
+        raise AnsibleFilterError(f"The renew role's variables: {e}") from None
+
+
+def renew_secrets(values: Any) -> dict[str, str]:
+    """{pfx_content, pfx_password}: a credential's when set, else the host's own (see _renew_options.pfx_secrets)."""
+    if not isinstance(values, Mapping):
+        raise AnsibleFilterError(f"renew_secrets takes a dict of the role's secret variables, not {type(values).__name__}")
+    try:
+        return pfx_secrets(values)
     except RoleOptionsError as e:
         raise AnsibleFilterError(f"The renew role's variables: {e}") from None
 
@@ -120,6 +136,7 @@ def renew_plan(
     force: bool = False,
     new_thumbprint: Any = None,
     pfx_path: Any = None,
+    pfx_variable: str = "xu_renew_pfx_path",
     pfx_content_given: bool = False,
     ca_path: Any = None,
     remove_old: bool = True,
@@ -141,6 +158,7 @@ def renew_plan(
         force=bool(force),
         new_thumbprint=new_thumbprint,
         pfx_path=pfx_path,
+        pfx_variable=str(pfx_variable),
         pfx_content_given=bool(pfx_content_given),
         ca_path=ca_path,
         remove_old=bool(remove_old),
@@ -321,9 +339,9 @@ def renew_fleet(summaries: Any, group_hosts: Any, targeted: Any, fail_on_blocked
     if not isinstance(group_hosts, list) or not isinstance(targeted, list):
         raise AnsibleFilterError("group_hosts and targeted must be lists of host names")
     try:
-        fail = boolean(fail_on_blocked, strict=True)
-    except TypeError:
-        raise AnsibleFilterError(f"xu_renew_fail_on_blocked must be a boolean, not {fail_on_blocked!r}") from None
+        fail = fail_on_blocked_option(fail_on_blocked)
+    except BatchesError as e:
+        raise AnsibleFilterError(str(e)) from None
     return fleet_report(_summaries(summaries), [str(h) for h in group_hosts], [str(h) for h in targeted], fail)
 
 
@@ -333,6 +351,7 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "renew_options": renew_options,
+            "renew_secrets": renew_secrets,
             "renew_due": renew_due,
             "renew_plan": renew_plan,
             "renew_precheck": renew_precheck,

@@ -16,11 +16,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ansible.module_utils.parsing.convert_bool import boolean
+
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import closes_gate
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines, outside_limit_line
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._unreachable import AUTHENTICATION_FAILED
 
 # Results of a host that count against the run's later batches: it was attempted and did not end well.
 BATCH_FAILURES = frozenset({"failed", "unreachable"})
+# The result of a host of the group outside --limit.
+NOT_TARGETED = "not_targeted"
 # The result of a host that a halted run left alone.
 NOT_ATTEMPTED = "not_attempted"
 # Results whose mode and strategy say how the host was changed.
@@ -39,7 +44,7 @@ _SIZE_SEPARATORS = re.compile(r"""[\s,'"]+""")
 
 
 class BatchesError(ValueError):
-    """xu_renew_serial cannot be read as Ansible's batch sizes; the message names the variable."""
+    """A variable of the renew playbook (xu_renew_serial, xu_renew_fail_on_blocked) that cannot be read; the message names it."""
 
 
 def default_batches(hosts_options: Sequence[Mapping[str, Any]]) -> list[int | str]:
@@ -87,6 +92,13 @@ def batch_sizes(serial: Any, hosts_options: Sequence[Mapping[str, Any]] = ()) ->
         text = serial.strip()
         if text.startswith("[") and text.endswith("]"):
             text = text[1:-1]
+        entries = text.split(",")
+        # "1," is what -e "xu_renew_serial=1, 3" leaves (the space ends the value): a comma with no size is an error.
+        if len(entries) > 1 and any(not _SIZE_SEPARATORS.sub("", entry) for entry in entries):
+            raise BatchesError(
+                f"xu_renew_serial {serial!r} has a comma without a batch size next to it; with -e, quote the whole value"
+                " (-e 'xu_renew_serial=1,3'): a space ends it"
+            )
         values = [part for part in _SIZE_SEPARATORS.split(text) if part]
     elif not isinstance(serial, (list, tuple)):
         values = [serial]
@@ -194,7 +206,7 @@ def fleet_outcomes(group_hosts: Sequence[str], targeted: Sequence[str], summarie
         if isinstance(summary, Mapping) and summary.get("result"):
             outcomes.append(HostOutcome(host, str(summary["result"]), _text(summary.get("reason")), summary))
         elif host not in targeted:
-            outcomes.append(HostOutcome(host, "not_targeted", "", {}))
+            outcomes.append(HostOutcome(host, NOT_TARGETED, "", {}))
         else:
             outcomes.append(HostOutcome(host, "unreachable", "the run lost this host before it could report (unreachable or stopped)", {}))
     return outcomes
@@ -205,13 +217,19 @@ RIGHT_ALIGNED = frozenset({"OUTAGE S"})
 
 
 def fleet_lines(outcomes: Sequence[HostOutcome]) -> list[str]:
-    """The fleet summary as lines (one list item a line reads well under every callback): columns sized to their content."""
-    header, *rows = column_lines(HEADINGS, [outcome.cells() for outcome in outcomes], RIGHT_ALIGNED)
+    """The fleet summary as lines (one list item a line reads well under every callback): columns sized to their content.
+
+    The hosts of the group outside --limit are one line with their count, not a row each.
+    """
+    shown = [outcome for outcome in outcomes if outcome.result != NOT_TARGETED]
+    header, *rows = column_lines(HEADINGS, [outcome.cells() for outcome in shown], RIGHT_ALIGNED)
     lines = [header]
-    for outcome, row in zip(outcomes, rows, strict=True):
+    for outcome, row in zip(shown, rows, strict=True):
         lines.append(row)
         if outcome.reason and outcome.result != "not_due":
             lines += note_lines(outcome.reason, REASON_INDENT, REASON_INDENT * 2)
+    if len(shown) < len(outcomes):
+        lines.append(outside_limit_line(len(outcomes) - len(shown)))
     totals = fleet_totals(outcomes)
     lines.append("TOTAL  " + ", ".join(f"{count} {result}" for result, count in totals.items()))
     return lines
@@ -224,6 +242,16 @@ def fleet_totals(outcomes: Sequence[HostOutcome]) -> dict[str, int]:
     return dict(sorted(totals.items()))
 
 
+def fail_on_blocked_option(value: Any) -> bool:
+    """``xu_renew_fail_on_blocked``: true unless set false; empty (an AWX answer left blank, null) is the default."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return True
+    try:
+        return bool(boolean(value.strip() if isinstance(value, str) else value, strict=True))
+    except TypeError:
+        raise BatchesError(f"xu_renew_fail_on_blocked must be true or false, not {value!r}") from None
+
+
 def run_failure(outcome: HostOutcome, fail_on_blocked: bool) -> str | None:
     """Why this host fails the run (each failing host fails on its own, so the recap names exactly them), or None."""
     if outcome.result == "failed":
@@ -231,7 +259,9 @@ def run_failure(outcome: HostOutcome, fail_on_blocked: bool) -> str | None:
     if outcome.result in ("blocked", "not_attempted") and (fail_on_blocked or outcome.result == "not_attempted"):
         return f"Due but not renewed (see the summary above): {outcome.reason}"
     if outcome.result == "unreachable":
-        return f"Unreachable, so neither assessed nor renewed: {outcome.reason}"
+        # Ansible counts a refused login as unreachable: the reason says "authentication failed" (_unreachable).
+        cause = "Authentication failed" if outcome.reason.startswith(AUTHENTICATION_FAILED) else "Unreachable"
+        return f"{cause}, so neither assessed nor renewed: {outcome.reason}"
     return None
 
 

@@ -30,6 +30,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info im
     upper,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_precheck import pfx_blocker
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._unreachable import unreachable_reason
 
 # The role's xu_renew_mode and xu_renew_strategy (meta/argument_specs.yml lists the same; a unit test holds them together).
 MODES = ("replace", "reuse_key", "adopt", "enroll")
@@ -300,6 +301,8 @@ class RenewalRequest:
     force: bool = False
     new_thumbprint: Any = None
     pfx_path: Any = None
+    # The variable the PFX's path came from (xu_renew_pfx_path, or xu_renew_pfx_dir for <dir>/<host>.pfx), for messages.
+    pfx_variable: str = "xu_renew_pfx_path"
     pfx_content_given: bool = False
     ca_path: Any = None
     remove_old: bool = True
@@ -370,10 +373,10 @@ def _new_source(info: Mapping[str, Any], old: str | None, request: RenewalReques
         return {"source": "pfx_content", "new_thumbprint": None, "pfx_path": None}, None
     pfx_path = request.pfx_path
     if isinstance(pfx_path, str) and pfx_path:
-        # A relative path is found by xu_cert_swap like copy's src (the role's or play's files/); only an absolute one is checked here.
+        # renew_options makes the path absolute (a relative one is the user's playbook directory's); a relative one is left to the swap.
         missing = None
         if os.path.isabs(pfx_path) and not os.path.isfile(pfx_path):
-            missing = f"no new certificate for this host: the PFX {pfx_path} does not exist on the controller"
+            missing = f"no new certificate for this host: the PFX {pfx_path} ({request.pfx_variable}) does not exist on the controller"
         return {"source": "pfx", "new_thumbprint": None, "pfx_path": pfx_path}, missing
     return {}, "no new certificate for this host: set xu_renew_pfx_path (a PFX per host) or xu_renew_new_thumbprint"
 
@@ -397,7 +400,7 @@ def _unread_plan(info: Mapping[str, Any], mode: str, strategy: str) -> Plan:
     """The plan of a host xu_tls_info could not read: nothing is done, and the summary says why."""
     message = " ".join(str(info.get("msg") or "no answer").split())
     action = "unreachable" if info.get("unreachable") else "unreadable"
-    reason = f"could not be reached: {message}" if action == "unreachable" else f"could not be read: {message}"
+    reason = unreachable_reason(message) if action == "unreachable" else f"could not be read: {message}"
     return Plan(action=action, status="error", reason=reason, mode=mode, strategy=strategy)
 
 

@@ -170,7 +170,9 @@ def test_batches_given_as_strings_become_ansible_s_list(serial: Any, batches: li
 
 
 @pytest.mark.parametrize(
-    "serial", [0, "0", -1, "-1", "1,0", "0%", "101%", "1.5", "10.5%", "many", "\u00b2", "1,\u00b2", True, [], "[]", "[1, [2]]", {"a": 1}, 2.0])
+    "serial", [0, "0", -1, "-1", "1,0", "0%", "101%", "1.5", "10.5%", "many", "\u00b2", "1,\u00b2", True, [], "[]", "[1, [2]]", {"a": 1}, 2.0,
+               # -e "xu_renew_serial=1, 3" ends the value at the space: "1," must not pass for "1".
+               "1,", "1,,3", ",1", "[1,]"])
 def test_a_wrong_batch_size_names_the_variable(serial: Any) -> None:
     with pytest.raises(BatchesError, match="xu_renew_serial"):
         batch_sizes(serial)
@@ -191,6 +193,15 @@ def test_outcomes_cover_the_group_and_the_limit() -> None:
     assert report["results"] == {"xu01": "not_targeted", "xu02": "renewed", "xu03": "unreachable"}
     assert report["totals"] == {"not_targeted": 1, "renewed": 1, "unreachable": 1}
     assert set(report["failures"]) == {"xu03"}
+
+
+def test_the_hosts_outside_the_limit_are_one_line() -> None:
+    group = [f"xu{number:03}" for number in range(1, 201)]
+    lines = fleet_report({"xu007": summary("renewed", new_thumbprint="B" * 40)}, group, ["xu007"])["lines"]
+    assert not [line for line in lines if "not_targeted" in line.split("TOTAL")[0]]
+    assert "NOT TARGETED  199 hosts of the group are outside --limit (AWX: Limit)" in lines
+    assert lines[-1] == "TOTAL  199 not_targeted, 1 renewed"
+    assert len(lines) == 4
 
 
 def test_the_table_is_as_wide_as_its_content() -> None:
@@ -225,6 +236,9 @@ def test_a_blocked_host_s_message_says_it_was_due() -> None:
 def test_filters_take_what_ansible_hands_them() -> None:
     assert renew_halt({}, {"xu01": ["xu01"]}, ["xu01"], "20") == {"halt": False, "reason": None}
     assert renew_fleet({"xu01": summary("blocked")}, ["xu01"], ["xu01"], "false")["failures"] == {}
+    # Empty (an AWX answer left blank, null on ansible-core 2.19+) is the default: a blocked host fails the run.
+    assert set(renew_fleet({"xu01": summary("blocked")}, ["xu01"], ["xu01"], None)["failures"]) == {"xu01"}
+    assert set(renew_fleet({"xu01": summary("blocked")}, ["xu01"], ["xu01"], "")["failures"]) == {"xu01"}
     with pytest.raises(AnsibleFilterError, match="xu_renew_max_fail_percentage"):
         renew_halt({}, {}, [], "most")
     with pytest.raises(AnsibleFilterError, match="xu_renew_fail_on_blocked"):
