@@ -8,46 +8,64 @@ DEMO_DIR := lab-run/demo
 # pytest workers: the machine has 2 cores, the lab tests mostly wait on the lab.
 JOBS ?= 2
 
-# ansible-core 2.21 needs Python 3.12+; pyenv installs are found even without a global version set.
-PYTHON ?= $(shell for p in python3.12 python3.13 $$HOME/.pyenv/versions/3.12*/bin/python3.12 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
-	  "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+# The Python of the venv: 3.12 when there is one (the pinned ansible-core of requirements-dev.txt and the test tools run
+# on it), else the newest 3.13+, 3.11 or 3.10 found, on PATH or in pyenv (found even without a global version set).
+PYTHON ?= $(shell for v in 3.12 3.13 3.14 3.11 3.10; do for p in python$$v $$HOME/.pyenv/versions/$$v.*/bin/python$$v; do \
+	  "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 10))' >/dev/null 2>&1 && { echo "$$p"; exit; }; done; done)
+PYTHON_VERSION = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+# The newest ansible-core the Python runs (tests/matrix/versions.txt lists each release's controller Pythons). On the
+# Python of the pinned release, the venv has every tool; on an older one (Debian 12's and Ubuntu 22.04's 3.11, 3.10)
+# what the demo needs, with the newest release that runs there.
+CORE = $(shell awk -v py="$(PYTHON_VERSION)" '!/^\#/ && NF >= 3 { split($$3, r, "-"); split(r[1], lo, "."); split(r[2], hi, "."); \
+	split(py, v, "."); if (v[2] + 0 >= lo[2] + 0 && v[2] + 0 <= hi[2] + 0) core = $$1 } END { print core }' tests/matrix/versions.txt)
+DEV_CORE := $(shell sed -n 's/^ansible-core==//p' requirements-dev.txt)
+DEMO_PINS := $(shell grep -E '^(defusedxml)==' requirements-dev.txt)
 
-.PHONY: venv demo test lint unit integration targets sanity build matrix chaos changelog clean
+.PHONY: venv devtools demo test lint unit integration targets sanity build matrix chaos changelog clean
 .PHONY: acme-services demo-acme
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
-	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is required (set PYTHON=...)"; exit 1; }
+$(STAMP): requirements.txt requirements-dev.txt tests/matrix/versions.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.10 or newer is required (set PYTHON=...)"; exit 1; }
+	@test -n "$(CORE)" || { echo "no ansible-core of tests/matrix/versions.txt runs on Python $(PYTHON_VERSION) ($(PYTHON))"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	if [ "$(CORE)" = "$(DEV_CORE)" ]; then $(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt; \
+	else echo "Python $(PYTHON_VERSION): ansible-core $(CORE) and what the demo needs (the test suite needs Python 3.12 or newer)"; \
+	  $(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt "ansible-core==$(CORE)" $(DEMO_PINS); fi
 	@# The lab package and the collection, importable from the checkout without installing.
 	echo "$(CURDIR)/tests/lab" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/xulab-src.pth"
 	mkdir -p .collections/ansible_collections/xtractuniversal
 	ln -sfn ../../.. .collections/ansible_collections/xtractuniversal/tls
 	touch $@
 
-# The report, then a renewal of every due server with a new certificate per host (a PFX from the lab's CA, its
-# password in a vars file, never on a command line), then the fleet summary.
+# The test suite's tools (ruff, mypy, ansible-lint, ansible-builder, pytest) need the pinned ansible-core's Python.
+devtools: venv
+	@test -x $(BIN)/pytest || { echo "make $@ and the tests need Python 3.12 or newer; this $(VENV) has Python $$($(BIN)/python -c \
+	  'import sys; print("%d.%d" % sys.version_info[:2])') for the demo (make clean, then make test PYTHON=python3.12)"; exit 1; }
+
+# The report (it fails the run, as a schedule would notify: the mixed lab has an expired certificate, one missing from
+# the store, TLS off), then a renewal of every due server with a new certificate per host (a PFX from the lab's CA in
+# a private temporary folder, its password in a vars file there, never on a command line; the folder is removed
+# whatever happens), then the fleet summary.
 DEMO_DUE := xu02 xu03 xu05
 demo: venv
 	@$(BIN)/python -m xulab down --dir $(DEMO_DIR) >/dev/null 2>&1 || true
 	$(BIN)/python -m xulab up --dir $(DEMO_DIR) --hosts 5 --scenario mixed --restart-delay 0.5
-	@status=0; $(BIN)/ansible-playbook -i $(DEMO_DIR)/inventory.yml playbooks/tls_report.yml || status=$$?; \
-	  if [ $$status -eq 0 ]; then \
-	    mkdir -p $(DEMO_DIR)/certs && (umask 077 && head -c 18 /dev/urandom | base64 > $(DEMO_DIR)/certs/password && \
-	      printf 'xu_renew_pfx_password: "%s"\n' "$$(cat $(DEMO_DIR)/certs/password)" > $(DEMO_DIR)/certs/secrets.yml); \
-	    for host in $(DEMO_DUE); do $(BIN)/python -m xulab issue --dir $(DEMO_DIR) --host $$host \
-	      --out $(DEMO_DIR)/certs/$$host.pfx --password-file $(DEMO_DIR)/certs/password >/dev/null || status=1; done; \
-	    $(BIN)/ansible-playbook -i $(DEMO_DIR)/inventory.yml playbooks/renew.yml -e xu_renew_mode=replace \
-	      -e 'xu_renew_pfx_path=$(CURDIR)/$(DEMO_DIR)/certs/{{ inventory_hostname }}.pfx' -e @$(DEMO_DIR)/certs/secrets.yml \
-	      || status=$$?; \
-	  fi; \
-	  $(BIN)/python -m xulab down --dir $(DEMO_DIR); exit $$status
+	@certs=$$(mktemp -d -t xu-demo-certs.XXXXXX) && trap 'rm -rf "$$certs"; $(BIN)/python -m xulab down --dir $(DEMO_DIR)' EXIT; \
+	  $(BIN)/ansible-playbook -i $(DEMO_DIR)/inventory.yml playbooks/tls_report.yml \
+	    || echo "The report failed the run, as it should on this fleet; the renewal follows."; \
+	  status=0; (umask 077 && head -c 18 /dev/urandom | base64 > "$$certs/password" && \
+	    printf 'xu_renew_pfx_password: "%s"\n' "$$(cat "$$certs/password")" > "$$certs/secrets.yml") || status=1; \
+	  for host in $(DEMO_DUE); do $(BIN)/python -m xulab issue --dir $(DEMO_DIR) --host $$host \
+	    --out "$$certs/$$host.pfx" --password-file "$$certs/password" >/dev/null || status=1; done; \
+	  [ $$status -ne 0 ] || $(BIN)/ansible-playbook -i $(DEMO_DIR)/inventory.yml playbooks/renew.yml -e xu_renew_mode=replace \
+	    -e "xu_renew_pfx_dir=$$certs" -e "@$$certs/secrets.yml" || status=$$?; \
+	  exit $$status
 
-test: venv lint unit integration targets sanity build matrix
+test: devtools lint unit integration targets sanity build matrix
 
-lint: venv
+lint: devtools
 	$(BIN)/ruff check .
 	@# The collection is checked under its import name; the two conftest.py files need separate runs.
 	$(BIN)/mypy .collections/ansible_collections/xtractuniversal/tls/plugins tests/lab/xulab tests/unit
@@ -56,10 +74,10 @@ lint: venv
 	$(BIN)/mypy tests/services tests/bench/acme_fleet.py
 	$(BIN)/ansible-lint --profile production --strict
 
-unit: venv
+unit: devtools
 	$(BIN)/pytest -q -n $(JOBS) tests/unit
 
-integration: venv
+integration: devtools
 	@# The report's HTML is opened in a real headless browser; Debian's chromium (installed as root, as in CI).
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 	@# Ansible's ssh connection runs the OpenSSH client; Debian's openssh-client (the lab's SSH endpoints test it).
@@ -67,22 +85,22 @@ integration: venv
 	$(BIN)/pytest -q -n $(JOBS) tests/integration
 
 # The ansible-test integration targets (tests/integration/targets) against a one-host lab, the way they run on real servers.
-targets: venv
+targets: devtools
 	tests/targets/run.sh
 
-sanity: venv
+sanity: devtools
 	@# ansible-test skips its shellcheck test without the program; Debian has it (installed as root, as in CI).
 	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; } \
 	  || echo "warning: shellcheck is missing, ansible-test will skip its shellcheck test"
 	tests/sanity/run.sh
 
-build: venv
+build: devtools
 	tests/build/run.sh
 
 # A smoke set against the lab with every ansible-core in tests/matrix/versions.txt, each in its own venv under
 # .venv-matrix/ (from pyenv's Pythons; kept until its requirements change). MATRIX_ONLY="2.16 2.21" picks some.
 MATRIX_ONLY ?=
-matrix: venv
+matrix: devtools
 	$(BIN)/python tests/matrix/run.py $(if $(MATRIX_ONLY),--only $(MATRIX_ONLY))
 
 # Central ACME issuance is tested against real servers: Debian's pebble (Let's Encrypt's test CA) and BIND 9, started on
@@ -112,11 +130,11 @@ demo-acme: venv acme-services
 
 # Two renew runs on one host, the second started 0 to 5 s after the first, for every mode and strategy, each pair on a
 # fresh one-host lab; the host's event log and end state must show that neither run hurt the other (tests/chaos/run.py).
-chaos: venv
+chaos: devtools
 	$(BIN)/python tests/chaos/run.py
 
 # CHANGELOG.rst from changelogs/changelog.yaml and the fragments (antsibull-changelog; `release` adds a version).
-changelog: venv
+changelog: devtools
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/antsibull-changelog generate
 
 clean:

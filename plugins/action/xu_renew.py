@@ -34,7 +34,7 @@ class ActionModule(XuActionBase):
 
     def run_module(self, run: ModuleRun) -> dict[str, Any]:
         try:
-            options = renew_options(run.params["options"], run.host)
+            options = renew_options(run.params["options"], run.host, playbook_dir=run.task_vars.get("playbook_dir"))
         except RoleOptionsError as e:
             raise XuError(f"The renew role's variables: {e}") from None
         context = EngineContext(

@@ -5,6 +5,7 @@
 Each host's renewal is one task of xtractuniversal.tls.xu_renew; what spans hosts is decided here, in typed code of
 plugin_utils/_renew_fleet.py, each filter converting what the play hands in:
 
+``renew_secrets``   the PFX and its password the role uses: a credential's when set, else the host's own (_renew_options)
 ``renew_batches``   the renew play's batch sizes, from xu_renew_serial or the default (a canary, then the rest)
 ``renew_halt``      whether the earlier batches failed more than allowed, so this one must not start
 ``renew_fleet``     the fleet summary's lines, totals and the hosts that fail the run
@@ -18,22 +19,32 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
-from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import (
     BatchesError,
     batch_halt,
     batch_sizes,
+    fail_on_blocked_option,
     fleet_report,
     summary_of,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import role_options_spec
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import RoleOptionsError, pfx_secrets, role_options_spec
 
 
 def _by_host(value: Any, what: str) -> dict[str, Mapping[str, Any]]:
     if not isinstance(value, Mapping):
         raise AnsibleFilterError(f"{what} must map host names to the hosts' results")
     return {str(host): entry if isinstance(entry, Mapping) else {} for host, entry in value.items()}
+
+
+def renew_secrets(values: Any) -> dict[str, str]:
+    """{pfx_content, pfx_password}: a credential's when set, else the host's own (see _renew_options.pfx_secrets)."""
+    if not isinstance(values, Mapping):
+        raise AnsibleFilterError(f"renew_secrets takes a dict of the role's secret variables, not {type(values).__name__}")
+    try:
+        return pfx_secrets(values)
+    except RoleOptionsError as e:
+        raise AnsibleFilterError(f"The renew role's variables: {e}") from None
 
 
 def renew_batches(serial: Any) -> list[int | str]:
@@ -77,9 +88,9 @@ def renew_fleet(results: Any, group_hosts: Any, targeted: Any, fail_on_blocked: 
     if not isinstance(group_hosts, list) or not isinstance(targeted, list):
         raise AnsibleFilterError("group_hosts and targeted must be lists of host names")
     try:
-        fail = boolean(fail_on_blocked, strict=True)
-    except TypeError:
-        raise AnsibleFilterError(f"xu_renew_fail_on_blocked must be a boolean, not {fail_on_blocked!r}") from None
+        fail = fail_on_blocked_option(fail_on_blocked)
+    except BatchesError as e:
+        raise AnsibleFilterError(str(e)) from None
     if not isinstance(results, Mapping):
         raise AnsibleFilterError("results must map host names to (act result, assessment) pairs")
     summaries = {}
@@ -96,6 +107,7 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         return {
+            "renew_secrets": renew_secrets,
             "renew_batches": renew_batches,
             "renew_halt": renew_halt,
             "renew_fleet": renew_fleet,

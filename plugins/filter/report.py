@@ -22,12 +22,12 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import
 OPTION_FIELDS = ("fail_within_days", "fail_on_problems", "product", "dir", "hosts")
 
 
-def report_options(values: Any) -> dict[str, Any]:
+def report_options(values: Any, playbook_dir: Any = None) -> dict[str, Any]:
     """The report's variables with their documented types, keyed without the ``xu_report_`` prefix."""
     if not isinstance(values, Mapping):
         raise AnsibleFilterError(f"report_options takes a dict of the report's variables, not {type(values).__name__}")
     try:
-        return typed_report_options(values).to_result()
+        return typed_report_options(values, playbook_dir).to_result()
     except ReportOptionsError as e:
         raise AnsibleFilterError(f"The report's variables: {e}") from None
 

@@ -730,8 +730,8 @@ def _swap(run: ModuleRun, context: EngineContext) -> dict[str, Any]:
     params = run.params
     pfx_path, ca_path = params.get("pfx_path"), params.get("ca_path")
     files = ControllerFiles(
-        pfx=context.read_file(pfx_path, "xu_renew_pfx_path") if pfx_path else None,
-        pfx_source=f"xu_renew_pfx_path {pfx_path}" if pfx_path else "xu_renew_pfx_content",
+        pfx=context.read_file(pfx_path, str(context.options["pfx_variable"])) if pfx_path else None,
+        pfx_source=f"{context.options['pfx_variable']} {pfx_path}" if pfx_path else "xu_renew_pfx_content",
         ca_bundle=context.read_file(ca_path, "xu_renew_ca_path") if ca_path else None,
     )
     return run_cert_swap(run, files)
@@ -776,7 +776,7 @@ def plan_host(context: EngineContext, info: Mapping[str, Any]) -> Plan:
     options = context.options
     request = RenewalRequest(
         before_days=float(options["before_days"]), before_percent=float(options["before_percent"]), force=bool(options["force"]),
-        new_thumbprint=options["new_thumbprint"] or None, pfx_path=options["pfx_path"] or None,
+        new_thumbprint=options["new_thumbprint"] or None, pfx_path=options["pfx_path"] or None, pfx_variable=str(options["pfx_variable"]),
         pfx_content_given=bool(context.secrets.pfx_content), ca_path=options["ca_path"] or None, remove_old=bool(options["remove_old"]),
         run_id=context.run_id, adopt_issuer=options["adopt_issuer"] or None, adopt_min_days=options["adopt_min_days"],
         template=options["template"] or None, ca_config=options["ca_config"] or None,
@@ -789,7 +789,7 @@ def plan_host(context: EngineContext, info: Mapping[str, Any]) -> Plan:
     if decided.action != "renew" or decided.source not in PFX_SOURCES:
         return decided
     given = PfxInputs(
-        pfx=_found(context, decided.pfx_path, "xu_renew_pfx_path") if decided.source == "pfx" else None,
+        pfx=_found(context, decided.pfx_path, str(options["pfx_variable"])) if decided.source == "pfx" else None,
         pfx_content=context.secrets.pfx_content, password=context.secrets.pfx_password,
         ca_bundle=_found(context, options["ca_path"], "xu_renew_ca_path") if options["ca_path"] else None,
         strict_san=bool(options["strict_san"]), allow_shorter=bool(options["allow_shorter"]),

@@ -16,7 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines
+from ansible.module_utils.parsing.convert_bool import boolean
+
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines, outside_limit_line
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._unreachable import AUTHENTICATION_FAILED
 
 # Results of a host that count against the run's later batches: it was attempted and did not end well.
 BATCH_FAILURES = frozenset({"failed", "unreachable"})
@@ -35,7 +38,7 @@ _SIZE_SEPARATORS = re.compile(r"""[\s,'"]+""")
 
 
 class BatchesError(ValueError):
-    """xu_renew_serial cannot be read as Ansible's batch sizes; the message names the variable."""
+    """A variable of the renew playbook (xu_renew_serial, xu_renew_fail_on_blocked) that cannot be read; the message names it."""
 
 
 
@@ -76,6 +79,13 @@ def batch_sizes(serial: Any) -> list[int | str]:
         text = serial.strip()
         if text.startswith("[") and text.endswith("]"):
             text = text[1:-1]
+        entries = text.split(",")
+        # "1," is what -e "xu_renew_serial=1, 3" leaves (the space ends the value): a comma with no size is an error.
+        if len(entries) > 1 and any(not _SIZE_SEPARATORS.sub("", entry) for entry in entries):
+            raise BatchesError(
+                f"xu_renew_serial {serial!r} has a comma without a batch size next to it; with -e, quote the whole value"
+                " (-e 'xu_renew_serial=1,3'): a space ends it"
+            )
         values = [part for part in _SIZE_SEPARATORS.split(text) if part]
     elif not isinstance(serial, (list, tuple)):
         values = [serial]
@@ -192,6 +202,7 @@ def fleet_outcomes(group_hosts: Sequence[str], targeted: Sequence[str], summarie
         summary = summaries.get(host)
         if isinstance(summary, Mapping) and summary.get("result"):
             outcomes.append(HostOutcome(host, str(summary["result"]), _text(summary.get("reason")), summary))
+
         else:
             outcomes.append(HostOutcome(host, "unreachable", "the run lost this host before it could report (unreachable or stopped)", {}))
     return outcomes
@@ -215,12 +226,17 @@ def _order(outcome: HostOutcome) -> tuple[int, str]:
 
 def fleet_lines(outcomes: Sequence[HostOutcome], not_targeted: int = 0) -> list[str]:
     """The fleet summary as lines (one list item a line reads well under every callback): the counts first, then one
-    line a host, grouped by result with the failures on top; columns sized to their content."""
+    line a host, grouped by result with the failures on top; columns sized to their content.
+
+    The hosts of the group outside --limit are one line with their count, not a row each.
+    """
     ordered = sorted(outcomes, key=_order)
     totals = fleet_totals(ordered)
     counts = ", ".join(f"{count} {result}" for result, count in sorted(totals.items(), key=lambda item: _order(HostOutcome("", item[0], "", {}))))
     hosts = f"{len(ordered)} host" + ("" if len(ordered) == 1 else "s")
-    lines = [f"TOTAL  {hosts}: {counts}" + (f"; {not_targeted} more of the group not targeted (--limit)" if not_targeted else "")]
+    lines = [f"TOTAL  {hosts}: {counts}"]
+    if not_targeted:
+        lines.append(outside_limit_line(not_targeted))
     if not ordered:
         return lines
     header, *rows = column_lines(HEADINGS, [outcome.cells() for outcome in ordered], RIGHT_ALIGNED)
@@ -229,6 +245,7 @@ def fleet_lines(outcomes: Sequence[HostOutcome], not_targeted: int = 0) -> list[
         lines.append(row)
         if outcome.reason and outcome.result in EXPLAINED:
             lines += note_lines(outcome.reason, REASON_INDENT, REASON_INDENT * 2)
+
     return lines
 
 
@@ -239,6 +256,16 @@ def fleet_totals(outcomes: Sequence[HostOutcome]) -> dict[str, int]:
     return dict(sorted(totals.items()))
 
 
+def fail_on_blocked_option(value: Any) -> bool:
+    """``xu_renew_fail_on_blocked``: true unless set false; empty (an AWX answer left blank, null) is the default."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return True
+    try:
+        return bool(boolean(value.strip() if isinstance(value, str) else value, strict=True))
+    except TypeError:
+        raise BatchesError(f"xu_renew_fail_on_blocked must be true or false, not {value!r}") from None
+
+
 def run_failure(outcome: HostOutcome, fail_on_blocked: bool) -> str | None:
     """Why this host fails the run (each failing host fails on its own, so the recap names exactly them), or None."""
     if outcome.result == "failed":
@@ -246,7 +273,9 @@ def run_failure(outcome: HostOutcome, fail_on_blocked: bool) -> str | None:
     if outcome.result in ("blocked", "not_attempted") and (fail_on_blocked or outcome.result == "not_attempted"):
         return f"Due but not renewed (see the summary above): {outcome.reason}"
     if outcome.result == "unreachable":
-        return f"Unreachable, so not renewed: {outcome.reason}"
+        # Ansible counts a refused login as unreachable: the reason says "authentication failed" (_unreachable).
+        cause = "Authentication failed" if outcome.reason.startswith(AUTHENTICATION_FAILED) else "Unreachable"
+        return f"{cause}, so not renewed: {outcome.reason}"
     return None
 
 

@@ -30,6 +30,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info im
     upper,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_precheck import pfx_blocker
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._unreachable import unreachable_reason
 
 # The role's xu_renew_mode and xu_renew_strategy (meta/argument_specs.yml lists the same; a unit test holds them together).
 MODES = ("replace", "reuse_key", "adopt", "enroll")
@@ -301,6 +302,8 @@ class RenewalRequest:
     force: bool = False
     new_thumbprint: Any = None
     pfx_path: Any = None
+    # The variable the PFX's path came from (xu_renew_pfx_path, or xu_renew_pfx_dir for <dir>/<host>.pfx), for messages.
+    pfx_variable: str = "xu_renew_pfx_path"
     pfx_content_given: bool = False
     ca_path: Any = None
     remove_old: bool = True
@@ -375,10 +378,10 @@ def _new_source(info: Mapping[str, Any], old: str | None, request: RenewalReques
         return {"source": "pfx_content", "new_thumbprint": None, "pfx_path": None}, None
     pfx_path = request.pfx_path
     if isinstance(pfx_path, str) and pfx_path:
-        # A relative path is found by xu_cert_swap like copy's src (the role's or play's files/); only an absolute one is checked here.
+        # renew_options makes the path absolute (a relative one is the user's playbook directory's); a relative one is left to the swap.
         missing = None
         if os.path.isabs(pfx_path) and not os.path.isfile(pfx_path):
-            missing = f"no new certificate for this host: the PFX {pfx_path} does not exist on the controller"
+            missing = f"no new certificate for this host: the PFX {pfx_path} ({request.pfx_variable}) does not exist on the controller"
         return {"source": "pfx", "new_thumbprint": None, "pfx_path": pfx_path}, missing
     return {}, "no new certificate for this host: set xu_renew_pfx_path (a PFX per host) or xu_renew_new_thumbprint"
 
@@ -402,7 +405,7 @@ def _unread_plan(info: Mapping[str, Any], mode: str, strategy: str) -> Plan:
     """The plan of a host xu_tls_info could not read: nothing is done, and the summary says why."""
     message = " ".join(str(info.get("msg") or "no answer").split())
     action = "unreachable" if info.get("unreachable") else "unreadable"
-    reason = f"could not be reached: {message}" if action == "unreachable" else f"could not be read: {message}"
+    reason = unreachable_reason(message) if action == "unreachable" else f"could not be read: {message}"
     return Plan(action=action, status="error", reason=reason, mode=mode, strategy=strategy)
 
 
@@ -424,7 +427,8 @@ def _journal_action(info: Mapping[str, Any], run_id: Any, now: datetime.datetime
     if owner is not None and take_over and take_over == owner["run_id"]:
         refusal = takeover_refusal(owner, host_now)
         if refusal is None:
-            return {"action": "resume", "reason": f"run {owner['run_id']} was taken over (xu_renew_take_over) at step {step}: its last call's time limit had passed"}
+            reason = f"run {owner['run_id']} was taken over (xu_renew_take_over) at step {step}: its last call's time limit had passed"
+            return {"action": "resume", "reason": reason}
         return {"action": "busy", "gate_closed": False, "owner": owner, "reason": f"xu_renew_take_over={take_over} was refused: {refusal}"}
     if owner is not None:
         # Another run is working on this host right now: not a single change, not even its gate.

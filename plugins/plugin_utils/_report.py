@@ -16,7 +16,7 @@ import datetime
 import html
 import io
 import json
-import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,10 +24,17 @@ from typing import Any
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import PROFILES
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import resolve_path, user_base_dir
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._text_table import column_lines, note_lines, outside_limit_line
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._unreachable import unreachable_reason
 
 PRODUCTS = tuple(PROFILES)
 DEFAULT_GROUP = "xu_servers"
+# xu_tls_info's notes on a bound certificate's expiry (_tls_info.certificate_problems): xu_report_fail_within_days judges
+# those (an expired certificate always fails, 0 days being the least), xu_report_fail_on_problems the other problems.
+EXPIRY_NOTE = re.compile(r"^the .+ certificate [0-9A-Fa-f]+ (expires in -?[0-9]+ days\b|expired on )")
+# The variables of the tls_report playbook.
+REPORT_VARIABLES = ("xu_report_fail_within_days", "xu_report_fail_on_problems", "xu_report_product", "xu_report_dir", "xu_report_hosts")
 # xu_tls_info's default expiry_warning_days: a certificate expiring sooner is "expiring" even when the run does not fail on it.
 EXPIRING_DAYS = 30
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -52,8 +59,10 @@ class ReportOptionsError(ValueError):
 class ReportOptions:
     """The report's variables with their documented types."""
 
-    fail_within_days: int | None = None
-    fail_on_problems: bool = False
+    # By default a scheduled report fails on what needs a person: an expired certificate, and any problem (a certificate
+    # missing from the store, TLS off, a closed gate...) but a certificate merely expiring soon, which the renewal handles.
+    fail_within_days: int | None = 0
+    fail_on_problems: bool = True
     product: str = "xtract_universal"
     dir: str = ""
     hosts: str = DEFAULT_GROUP
@@ -81,7 +90,7 @@ def _unset(value: Any) -> bool:
 
 def _days(value: Any) -> int | None:
     if _unset(value):
-        return None
+        return ReportOptions.fail_within_days
     if isinstance(value, bool):
         raise ReportOptionsError(f"xu_report_fail_within_days must be a whole number of days (0 or more), not {value!r}")
     try:
@@ -95,7 +104,7 @@ def _days(value: Any) -> int | None:
 
 def _flag(value: Any) -> bool:
     if _unset(value):
-        return False
+        return ReportOptions.fail_on_problems
     try:
         return bool(boolean(value.strip() if isinstance(value, str) else value, strict=True))
     except TypeError:
@@ -119,14 +128,14 @@ def _text(name: str, value: Any, default: str) -> str:
     return value.strip()
 
 
-def report_options(values: Mapping[str, Any]) -> ReportOptions:
+def report_options(values: Mapping[str, Any], playbook_dir: Any = None) -> ReportOptions:
     """The report's variables (``xu_report_*``), typed; ReportOptionsError names every wrong one.
 
     A variable that is missing, None or empty takes its default. ``xu_report_dir`` comes out
-    absolute (``~`` expanded, a relative path taken from the directory the run started in).
+    absolute (``~`` expanded, a relative path taken from the user's playbook directory, as the
+    renew role's paths: ``_renew_options.user_base_dir``).
     """
-    known = ("xu_report_fail_within_days", "xu_report_fail_on_problems", "xu_report_product", "xu_report_dir", "xu_report_hosts")
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(set(values) - set(REPORT_VARIABLES))
     errors = [f"not variables of the report: {', '.join(unknown)}"] if unknown else []
     typed: dict[str, Any] = {}
     converters: tuple[tuple[str, Callable[[Any], Any]], ...] = (
@@ -143,8 +152,7 @@ def report_options(values: Mapping[str, Any]) -> ReportOptions:
             errors.append(str(e))
     if errors:
         raise ReportOptionsError("; ".join(errors))
-    if typed["dir"]:
-        typed["dir"] = os.path.abspath(os.path.expanduser(typed["dir"]))
+    typed["dir"] = resolve_path(typed["dir"], user_base_dir(playbook_dir)) if typed["dir"] else ""
     return ReportOptions(**typed)
 
 
@@ -284,8 +292,8 @@ def host_report(host: str, info: Any, targeted: bool, expiring_days: int) -> Hos
     if not result or result.get("unreachable") or result.get("failed") or "installed" not in result:
         message = _one_line(result.get("msg")) or "no result: the run lost this host before it could report"
         status = "unreachable" if result.get("unreachable") or not result else "unreadable"
-        words = "could not be reached" if status == "unreachable" else "could not be read"
-        return HostReport(host, status, error=message, problems=(f"{words}: {message}",))
+        problem = unreachable_reason(message) if status == "unreachable" else f"could not be read: {message}"
+        return HostReport(host, status, error=message, problems=(problem,))
     problems = tuple(_one_line(p) for p in result.get("problems") or [] if _one_line(p))
     certificates = bound_certificates(result)
     web = _dict(result.get("web_server"))
@@ -332,8 +340,10 @@ def run_failure(row: HostReport, options: ReportOptions) -> str | None:
             if c.expires_within(limit):
                 when = f"expired on {c.not_after}" if c.expired else f"expires in {c.days_left} days ({c.not_after})"
                 reasons.append(f"the {c.role} certificate {c.thumbprint} {when}: within xu_report_fail_within_days ({limit})")
-    if options.fail_on_problems and row.problems:
-        reasons.append(f"{len(row.problems)} problem(s) and xu_report_fail_on_problems is true: {'; '.join(row.problems)}")
+    # A certificate's expiry is xu_report_fail_within_days' to judge (above), not a problem that fails the run again.
+    problems = [problem for problem in row.problems if not EXPIRY_NOTE.search(problem)]
+    if options.fail_on_problems and problems:
+        reasons.append(f"{len(problems)} problem(s) and xu_report_fail_on_problems is true: {'; '.join(problems)}")
     return "; ".join(reasons) or None
 
 
@@ -362,16 +372,22 @@ def status_counts(rows: Sequence[HostReport]) -> dict[str, int]:
 
 
 def table_lines(rows: Sequence[HostReport], failures: Mapping[str, str]) -> list[str]:
-    """The table as a list of lines: one list item a line reads well under every callback, AWX's output included."""
-    header, *lines_of_rows = column_lines(HEADINGS, [_cells(row) for row in rows], RIGHT_ALIGNED)
+    """The table as a list of lines: one list item a line reads well under every callback, AWX's output included.
+
+    The hosts of the group outside --limit are one line with their count (the files keep a row each).
+    """
+    shown = [row for row in rows if row.status != "not_targeted"]
+    header, *lines_of_rows = column_lines(HEADINGS, [_cells(row) for row in shown], RIGHT_ALIGNED)
     lines = [header]
-    for row, line in zip(rows, lines_of_rows, strict=True):
+    for row, line in zip(shown, lines_of_rows, strict=True):
         lines.append(line)
         for problem in row.problems:
             lines += note_lines(problem, PROBLEM_INDENT, " " * len(PROBLEM_INDENT))
         note = row.transport_note()
         if note is not None:
             lines += note_lines(note, NOTE_INDENT, " " * len(NOTE_INDENT))
+    if len(shown) < len(rows):
+        lines.append(outside_limit_line(len(rows) - len(shown)))
     lines.append(f"TOTAL  {len(rows)} hosts: " + ", ".join(f"{count} {status}" for status, count in status_counts(rows).items()))
     for host, reason in failures.items():
         lines += note_lines(f"FAILS  {host}: {reason}", "", "       ")

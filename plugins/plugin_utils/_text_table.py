@@ -30,3 +30,9 @@ def note_lines(text: str, indent: str, subsequent_indent: str) -> list[str]:
     return textwrap.wrap(
         text, NOTE_WIDTH, initial_indent=indent, subsequent_indent=subsequent_indent, break_long_words=False, break_on_hyphens=False
     )
+
+
+def outside_limit_line(count: int) -> str:
+    """The one line that stands for the hosts of the group left out by --limit (a table of 200 hosts run on one has one)."""
+    hosts = "1 host of the group is" if count == 1 else f"{count} hosts of the group are"
+    return f"NOT TARGETED  {hosts} outside --limit (AWX: Limit)"

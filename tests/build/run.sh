@@ -21,7 +21,7 @@ if grep -E '(^|/)(\.venv|\.venv-matrix|\.collections|\.ansible|lab-run|\.git|tes
   echo "the artifact contains development files" >&2; exit 1
 fi
 for shipped in COPYING CHANGELOG.rst README.md requirements.txt bindep.txt meta/runtime.yml meta/execution-environment.yml \
-    meta/ee-requirements.txt changelogs/changelog.yaml docs/installing.md; do
+    meta/ee-requirements.txt changelogs/changelog.yaml docs/installing.md docs/execution-environment.yml; do
   grep -qx "$shipped" "$work/files.txt" || { echo "the artifact lacks $shipped" >&2; exit 1; }
 done
 

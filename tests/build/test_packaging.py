@@ -21,7 +21,7 @@ from packaging.requirements import Requirement
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
 # Kerberos over WinRM: pywinrm's extra builds pykerberos, pyspnego's builds gssapi and krb5; none has Linux wheels.
-RPM_BUILD_ONLY = {"krb5-devel", "gcc", "python3-devel"}
+RPM_BUILD_ONLY = {"krb5-devel", "gcc", "python3.12-devel"}
 RPM_RUNTIME = {"krb5-libs", "krb5-workstation"}
 
 
@@ -58,7 +58,9 @@ def introspect(collections: pathlib.Path) -> dict[str, list[str]]:
 
 def test_introspect_reports_the_kerberos_python_requirements_as_ranges(collections_path: pathlib.Path) -> None:
     python = [Requirement(line) for line in introspect(collections_path)["python"]]
-    assert {r.name: sorted(r.extras) for r in python} == {"cryptography": [], "pywinrm": ["kerberos"], "pyspnego": ["kerberos"], "dnspython": []}
+    # Kerberos, CredSSP and the psrp connection (pypsrp): every transport the README names works in an execution environment.
+    assert {r.name: sorted(r.extras) for r in python} == {"cryptography": [], "pywinrm": ["credssp", "kerberos"], "pyspnego": ["kerberos"],
+                                                          "pypsrp": ["credssp", "kerberos"], "dnspython": []}
     for requirement in python:
         assert not any(spec.operator in ("==", "===") for spec in requirement.specifier), requirement
         assert any(spec.operator == ">=" for spec in requirement.specifier), requirement
@@ -82,7 +84,7 @@ def test_the_user_requirements_are_ranges_without_ansible_core() -> None:
 def test_the_execution_environment_asks_for_the_same_ranges_with_kerberos() -> None:
     user = requirements(REPO / "requirements.txt")
     ee = requirements(REPO / "meta" / "ee-requirements.txt")
-    assert {name: r.specifier for name, r in ee.items()} == {name: r.specifier for name, r in user.items()}
+    assert {name: r.specifier for name, r in ee.items() if name != "pypsrp"} == {name: r.specifier for name, r in user.items()}
 
 
 def test_the_development_pins_satisfy_the_user_ranges() -> None:
@@ -105,3 +107,14 @@ def test_the_matrix_tests_the_development_ansible_core() -> None:
     dev = requirements(REPO / "requirements-dev.txt")["ansible-core"]
     tested = (REPO / "tests" / "matrix" / "versions.txt").read_text()
     assert f"\n{next(iter(dev.specifier)).version} " in tested
+
+
+def test_every_connection_the_readme_names_has_its_packages_named() -> None:
+    """winrm with Kerberos or CredSSP, and psrp, need packages of their own: the docs say which, the image has them."""
+    readme = (REPO / "README.md").read_text()
+    installing = (REPO / "docs" / "installing.md").read_text()
+    assert "psrp" in readme and "CredSSP" in readme
+    for text in (readme, installing):
+        assert "pypsrp" in text and "pywinrm[credssp]" in text and "pywinrm[kerberos]" in text
+    image = requirements(REPO / "meta" / "ee-requirements.txt")
+    assert "pypsrp" in image and {"credssp", "kerberos"} <= image["pywinrm"].extras

@@ -53,9 +53,10 @@ def failed_messages(run: PlaybookRun) -> dict[str, str]:
 def test_fails_on_the_expiring_and_expired_hosts_says_why_and_writes_the_files(lab_factory: Any, tmp_path: pathlib.Path) -> None:
     lab: Lab = lab_factory("--hosts", "5", "--scenario", "mixed")
     out = tmp_path / "reports"
-    run = report(lab, tmp_path, "-e", "xu_report_fail_within_days=30", "-e", f"xu_report_dir={out}")
+    run = report(lab, tmp_path, "-e", "xu_report_fail_within_days=30", "-e", "xu_report_fail_on_problems=false", "-e", f"xu_report_dir={out}")
     assert run.rc == 2, run.stdout[-4000:]
-    # The mixed lab: xu02 expires in 9 days, xu03 has expired; they alone fail, each naming its certificate and the threshold.
+    # The mixed lab: xu02 expires in 9 days, xu03 has expired; they alone fail (the other problems are not asked about),
+    # each naming its certificate and the threshold.
     messages = failed_messages(run)
     assert set(messages) == {"xu02", "xu03"}
     assert "expires in 9 days" in messages["xu02"] and "within xu_report_fail_within_days (30)" in messages["xu02"]
@@ -101,10 +102,12 @@ def test_passes_on_a_healthy_fleet_with_the_threshold_at_0_and_strings_for_every
 @pytest.mark.lab
 def test_fail_on_problems_false_as_a_string_does_not_fail(lab_factory: Any, tmp_path: pathlib.Path) -> None:
     lab: Lab = lab_factory("--hosts", "5", "--scenario", "mixed")
-    # "false" would be a true string in a condition.
-    assert report(lab, tmp_path, "-e", "xu_report_fail_on_problems=false").rc == 0
+    # "false" would be a true string in a condition: only the expired xu03 fails, by xu_report_fail_within_days (default 0).
+    quiet = report(lab, tmp_path, "-e", "xu_report_fail_on_problems=false")
+    assert quiet.rc == 2 and set(failed_messages(quiet)) == {"xu03"}
+    # TLS off (xu04) and a certificate missing from the store (xu05) are problems; expiring soon (xu02) is not one.
     run = report(lab, tmp_path, "-e", "xu_report_fail_on_problems=true")
-    assert run.rc == 2 and set(failed_messages(run)) == {"xu02", "xu03", "xu04", "xu05"}
+    assert run.rc == 2 and set(failed_messages(run)) == {"xu03", "xu04", "xu05"}
 
 
 @pytest.mark.lab
@@ -156,7 +159,8 @@ def test_an_unreachable_host_gets_a_row_with_its_error_and_fails_the_run(lab_fac
 def test_the_table_reads_one_line_per_item_under_the_default_callback(lab_factory: Any, tmp_path: pathlib.Path) -> None:
     lab: Lab = lab_factory("--hosts", "5", "--scenario", "mixed")
     run = report(lab, tmp_path, env=DEFAULT_CALLBACK)
-    assert run.rc == 0, run.stdout[-4000:]
+    # By default the mixed fleet fails the run: an expired certificate, one missing from the store, TLS off.
+    assert run.rc == 2, run.stdout[-4000:]
     printed = run.stdout.split(f"TASK [{TABLE_TASK}]", 1)[1].split("TASK [", 1)[0]
     assert "\\n" not in printed  # no JSON string with escaped line breaks
     rows = [line.strip().strip('",') for line in printed.splitlines() if line.strip().startswith('"xu0')]

@@ -7,8 +7,11 @@ The lab runs from the main .venv; the playbooks run with the matrix venv's ansib
 checkout's ansible.cfg, with the collection found through ANSIBLE_COLLECTIONS_PATH, as a user's installed copy is.
 
 Smoke set, each step checked in the lab's state: xu_tls_info, the renew playbook in reuse_key mode and in replace
-mode, one xu_cert_swap, and xu_tls_info over ssh (each release's ssh connection sends its own command form).
-Prints a table (pass/fail and seconds per step) and the first error lines of each failure.
+mode, one xu_cert_swap, and xu_tls_info over ssh (each release's ssh connection sends its own command form). Then the
+AWX jobs of tests/integration/awx_scenarios.py, on a lab of their own: written as AWX writes them (survey defaults and
+empty answers, the credential type's injector with and without a PFX, a vaulted PFX per host, a relative
+xu_renew_pfx_dir, AWX's Limit) and run by ansible-runner in the release's venv, with the collection installed from its
+release artifact. Prints a table (pass/fail and seconds per step) and the first error lines of each failure.
 
     .venv/bin/python tests/matrix/run.py [--only 2.16 2.21] [--jobs 2]
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -32,12 +36,17 @@ import time
 from collections.abc import Callable
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+import awx_scenarios  # noqa: E402  (shared with tests/integration/test_renew_runner.py)
+
 HERE = REPO / "tests" / "matrix"
 LAB_PYTHON = REPO / ".venv" / "bin" / "python"
 VENVS = REPO / ".venv-matrix"
 WORK = REPO / "lab-run" / "matrix"
 PYENV_ROOT = pathlib.Path(os.environ.get("PYENV_ROOT", pathlib.Path.home() / ".pyenv"))
-STEPS = ("info", "renew reuse_key", "renew replace", "swap", "info ssh")
+SMOKE_STEPS = ("info", "renew reuse_key", "renew replace", "swap", "info ssh")
+AWX_STEPS = {f"awx {make.__name__.split('_', maxsplit=1)[0]}": make for make in awx_scenarios.SCENARIOS}
+STEPS = (*SMOKE_STEPS, *AWX_STEPS)
 RESTART_DELAY = "0.2"
 HOSTS = ("xu01", "xu02")
 PLAYBOOK_TIMEOUT = 600
@@ -95,11 +104,12 @@ def pyenv_python(version: str) -> pathlib.Path:
 
 
 def controller_pins() -> list[str]:
-    """requirements-dev.txt's pins of the controller requirements (the names requirements.txt lists)."""
+    """requirements-dev.txt's pins of the controller requirements (the names requirements.txt lists) and of ansible-runner
+    (AWX's way of running a playbook, for the AWX jobs)."""
     names = {re.split(r"[\[<>=!~; ]", line.strip(), maxsplit=1)[0].lower()
              for line in (REPO / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith(("#", "-"))}
     pins = [line.strip() for line in (REPO / "requirements-dev.txt").read_text().splitlines() if "==" in line]
-    return sorted(pin for pin in pins if pin.split("==")[0].lower() in names)
+    return sorted(pin for pin in pins if pin.split("==")[0].lower() in names | {"ansible-runner"})
 
 
 def pip_isolated_args() -> list[str]:
@@ -243,23 +253,41 @@ STEP_RUNNERS: dict[str, Callable[[Release, pathlib.Path], None]] = {
 }
 
 
-def smoke(release: Release, outcome: Outcome) -> None:
+def timed(outcome: Outcome, name: str, step: Callable[[], None]) -> None:
+    started = time.monotonic()
+    try:
+        step()
+        outcome.steps[name] = (True, time.monotonic() - started)
+    except (StepFailed, AssertionError, subprocess.TimeoutExpired) as failure:
+        outcome.steps[name] = (False, time.monotonic() - started)
+        outcome.errors[name] = str(failure).splitlines()[:ERROR_LINES * 2]
+
+
+def awx_step(release: Release, make: Callable[[pathlib.Path, pathlib.Path], awx_scenarios.Scenario], lab: pathlib.Path,
+             work: pathlib.Path, collections: pathlib.Path) -> None:
+    scenario, result, problems = awx_scenarios.run_scenario(make, release.venv / "bin" / "python", lab, work, collections)
+    if problems:
+        raise StepFailed("\n".join([f"{scenario.name}: {'; '.join(problems)}", *awx_scenarios.error_lines(result.stdout, ERROR_LINES)]))
+
+
+def smoke(release: Release, outcome: Outcome, collections: pathlib.Path) -> None:
     work = WORK / release.minor
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     lab = work / "lab"
     xulab("up", "--dir", str(lab), "--hosts", str(len(HOSTS)), "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
     try:
-        for name in STEPS:
-            started = time.monotonic()
-            try:
-                STEP_RUNNERS[name](release, lab)
-                outcome.steps[name] = (True, time.monotonic() - started)
-            except (StepFailed, subprocess.TimeoutExpired) as failure:
-                outcome.steps[name] = (False, time.monotonic() - started)
-                outcome.errors[name] = str(failure).splitlines()
+        for name in SMOKE_STEPS:
+            timed(outcome, name, functools.partial(STEP_RUNNERS[name], release, lab))
     finally:
         xulab("down", "--dir", str(lab))
+    # The AWX jobs on a lab of their own, whose hosts are due: the first job renews them as a schedule would.
+    awx_lab = awx_scenarios.start_lab(work / "awx-lab")
+    try:
+        for name, make in AWX_STEPS.items():
+            timed(outcome, name, functools.partial(awx_step, release, make, awx_lab, work / name.replace(" ", "-"), collections))
+    finally:
+        xulab("down", "--dir", str(awx_lab))
 
 
 def table(outcomes: list[Outcome]) -> str:
@@ -294,10 +322,15 @@ def main() -> int:
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         list(pool.map(build, outcomes))
+    # The AWX jobs install the collection from its release artifact, as a project sync does; built once.
+    artifact = WORK / "artifact"
+    shutil.rmtree(artifact, ignore_errors=True)
+    artifact.mkdir(parents=True)
+    collections = awx_scenarios.install_collection(artifact)
     # The playbooks run one release at a time: on two cores, parallel runs only slow each other down.
     for outcome in outcomes:
         if "venv" not in outcome.errors:
-            smoke(outcome.release, outcome)
+            smoke(outcome.release, outcome, collections)
         print(f"ansible-core {outcome.release.ansible_core}: {'pass' if outcome.passed else 'FAIL'}", flush=True)
     print(table(outcomes))
     print(f"matrix: {time.monotonic() - started:.0f} s")

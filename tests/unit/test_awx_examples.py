@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from typing import Any
 
 import pytest
 import yaml
 
 from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_batches
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import ROLE_SPECS, renew_options, role_options_spec
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import (
+    ROLE_SPECS,
+    SECRET_VARIABLES,
+    renew_options,
+    role_options_spec,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import report_options
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 AWX = REPO / "docs" / "awx"
-SURVEY = json.loads((AWX / "renew_survey.json").read_text(encoding="utf-8"))
+# The surveys of the job templates that run the renew role: renew.yml and enable_tls.yml (which imports it).
+SURVEYS = {name: json.loads((AWX / f"{name}_survey.json").read_text(encoding="utf-8")) for name in ("renew", "enable_tls")}
+QUESTIONS = [question for survey in SURVEYS.values() for question in survey["spec"]]
 # How AWX types an answer in the job's extra vars.
 AWX_TYPES = {"integer": int, "float": float, "text": str, "textarea": str, "password": str, "multiplechoice": str, "multiselect": list}
 # Survey types that fit each documented type of the role.
@@ -24,8 +32,8 @@ FITTING = {"str": {"text", "textarea", "password", "multiplechoice"}, "int": {"i
 ALL_OPTIONS = yaml.safe_load(ROLE_SPECS.read_text(encoding="utf-8"))["argument_specs"]["main"]["options"]
 # Variables of the renew playbook itself (play keywords), each read by the filter the playbook passes it through.
 PLAYBOOK_VARIABLES = {"xu_renew_serial": renew_batches}
-ROLE_QUESTIONS = [question for question in SURVEY["spec"] if question["variable"] not in PLAYBOOK_VARIABLES]
-PLAYBOOK_QUESTIONS = [question for question in SURVEY["spec"] if question["variable"] in PLAYBOOK_VARIABLES]
+ROLE_QUESTIONS = [question for question in QUESTIONS if question["variable"] not in PLAYBOOK_VARIABLES]
+PLAYBOOK_QUESTIONS = [question for question in QUESTIONS if question["variable"] in PLAYBOOK_VARIABLES]
 
 
 def answer(question: dict[str, Any], value: Any) -> Any:
@@ -66,6 +74,15 @@ def test_the_playbook_s_own_questions_are_read_by_its_filter() -> None:
             assert example in question["question_description"] and read(example) == batches
 
 
+def test_every_mode_and_the_enrolment_template_have_a_question() -> None:
+    renew = {question["variable"]: question for question in SURVEYS["renew"]["spec"]}
+    assert set(renew["xu_renew_mode"]["choices"]) == {"replace", "reuse_key", "adopt", "enroll"}
+    assert {"xu_renew_template", "xu_renew_adopt_issuer"} <= set(renew)
+    enable = {question["variable"]: question for question in SURVEYS["enable_tls"]["spec"]}
+    assert set(enable["xu_renew_mode"]["choices"]) == {"adopt", "enroll", "replace"}
+    assert {"xu_renew_template", "xu_renew_web_protocol", "xu_renew_bind_config_server"} <= set(enable)
+
+
 def test_a_textarea_of_addresses_becomes_a_list() -> None:
     typed = renew_options({"xu_renew_mode": "reuse_key", "xu_renew_gate_allow_from": "10.0.0.5\n10.0.0.6\n"}, "xu01")
     assert typed["gate_allow_from"] == ["10.0.0.5", "10.0.0.6"]
@@ -75,16 +92,18 @@ def test_the_credential_type_injects_only_secret_role_variables() -> None:
     credential = yaml.safe_load((AWX / "credential_type.yml").read_text(encoding="utf-8"))
     fields = {field["id"]: field for field in credential["inputs"]["fields"]}
     injected = credential["injectors"]["extra_vars"]
-    assert set(injected) == {"xu_renew_pfx_password", "xu_renew_pfx_content"}
+    # AWX injects a field left empty as an empty extra var, which outranks every host's own: the injector uses the
+    # names the role reads only when they hold something, never the host variables themselves.
+    assert set(injected) == {"xu_renew_credential_pfx_password", "xu_renew_credential_pfx_content"}
     for variable, template in injected.items():
-        assert ALL_OPTIONS[variable].get("no_log") is True
+        assert variable in ALL_OPTIONS and variable in SECRET_VARIABLES
         field = template.split("{{", 1)[1].split("}}", 1)[0].split("|", 1)[0].strip()
         assert fields[field]["secret"] is True
     assert set(credential["inputs"]["required"]) <= set(fields)
 
 
 def test_the_project_playbooks_import_the_collection_s() -> None:
-    for name in ("renew", "tls_report"):
+    for name in ("renew", "tls_report", "enable_tls"):
         play = yaml.safe_load((AWX / "project" / f"{name}.yml").read_text(encoding="utf-8"))
         assert play[0]["ansible.builtin.import_playbook"] == f"xtractuniversal.tls.{name}"
         assert (REPO / "playbooks" / f"{name}.yml").is_file()
@@ -103,3 +122,22 @@ def test_every_report_survey_answer_is_accepted_by_the_report(question: dict[str
     for value in values:
         typed = report_options({question["variable"]: value if value == "" else answer(question, value)})
         assert typed is not None
+
+
+def test_the_awx_guide_tells_the_truth() -> None:
+    """What docs/awx.md and the credential type say about AWX, installing, and what each job template has."""
+    guide = (REPO / "docs" / "awx.md").read_text(encoding="utf-8")
+    credential_notes = (AWX / "credential_type.yml").read_text(encoding="utf-8")
+    # AWX shows extra vars as they are in a job's output: no_log keeps the secrets out, not AWX.
+    for text in (guide, credential_notes):
+        assert not re.search(r"AWX (masks|hides)", text)
+    assert "AWX does not mask extra vars" in guide and "no_log" in guide
+    # The collection from Galaxy, from its release artifact kept in the project, or from Git.
+    assert "type: file" in guide and "type: git" in guide
+    # Every wrapper playbook of the project, with the survey of its job template.
+    for wrapper in sorted((AWX / "project").glob("*.yml")):
+        assert f"`{wrapper.name}`" in guide
+    for survey in sorted(AWX.glob("*_survey.json")):
+        assert f"docs/awx/{survey.name}" in guide
+    assert {path.stem for path in (AWX / "project").glob("*.yml")} == {path.name.removesuffix("_survey.json").replace("report", "tls_report")
+                                                                       for path in AWX.glob("*_survey.json")}

@@ -75,7 +75,10 @@ def test_plan_blocks_what_ad_cs_cannot_renew(report: dict[str, Any], fragment: s
 def test_plan_replace_sources(tmp_path: pathlib.Path) -> None:
     pfx = tmp_path / "xu01.pfx"
     missing = f.renew_plan(info(days_left=10), "replace", pfx_path=str(pfx))
-    assert missing["action"] == "blocked" and f"the PFX {pfx} does not exist on the controller" in missing["reason"]
+    assert missing["action"] == "blocked" and f"the PFX {pfx} (xu_renew_pfx_path) does not exist on the controller" in missing["reason"]
+    # The message names the variable the user set.
+    from_dir = f.renew_plan(info(days_left=10), "replace", pfx_path=str(pfx), pfx_variable="xu_renew_pfx_dir")
+    assert f"the PFX {pfx} (xu_renew_pfx_dir) does not exist" in from_dir["reason"]
     pfx.write_bytes(b"x")
     plan = f.renew_plan(info(days_left=10), "replace", pfx_path=str(pfx))
     assert plan["action"] == "renew" and plan["source"] == "pfx" and plan["pfx_path"] == str(pfx) and plan["remove_old"] is True

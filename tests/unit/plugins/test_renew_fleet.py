@@ -155,7 +155,9 @@ def test_batches_given_as_strings_become_ansible_s_list(serial: Any, batches: li
 
 
 @pytest.mark.parametrize(
-    "serial", [0, "0", -1, "-1", "1,0", "0%", "101%", "1.5", "10.5%", "many", "\u00b2", "1,\u00b2", True, [], "[]", "[1, [2]]", {"a": 1}, 2.0])
+    "serial", [0, "0", -1, "-1", "1,0", "0%", "101%", "1.5", "10.5%", "many", "\u00b2", "1,\u00b2", True, [], "[]", "[1, [2]]", {"a": 1}, 2.0,
+               # -e "xu_renew_serial=1, 3" ends the value at the space: "1," must not pass for "1".
+               "1,", "1,,3", ",1", "[1,]"])
 def test_a_wrong_batch_size_names_the_variable(serial: Any) -> None:
     with pytest.raises(BatchesError, match="xu_renew_serial"):
         batch_sizes(serial)
@@ -170,7 +172,7 @@ def test_outcomes_cover_the_targeted_hosts_and_count_the_rest_of_the_group() -> 
     assert report["totals"] == {"renewed": 1, "unreachable": 1}
     assert set(report["failures"]) == {"xu03"}
     # --limit: one line with the count, not a row for each host left out.
-    assert report["lines"][0] == "TOTAL  2 hosts: 1 unreachable, 1 renewed; 2 more of the group not targeted (--limit)"
+    assert report["lines"][:2] == ["TOTAL  2 hosts: 1 unreachable, 1 renewed", "NOT TARGETED  2 hosts of the group are outside --limit (AWX: Limit)"]
     assert not any(line.startswith(("xu01", "xu04")) for line in report["lines"])
 
 
@@ -185,6 +187,15 @@ def test_the_summary_puts_the_counts_first_and_failures_on_top_one_line_a_host()
     assert lines[4].split()[:2] == ["xu001", "renewed"] and lines[-2].split()[:2] == ["xu007", "not_due"]
     # Every host one line, the failed one with its reason below it, and the hosts that fail the run last.
     assert len(lines) == 1 + 1 + 1000 + 1 + 1 and lines[-1] == "NOT RENEWED  xu500"
+
+
+def test_the_hosts_outside_the_limit_are_one_line() -> None:
+    group = [f"xu{number:03}" for number in range(1, 201)]
+    lines = fleet_report({"xu007": summary("renewed", new_thumbprint="B" * 40)}, group, ["xu007"])["lines"]
+    assert lines[:2] == ["TOTAL  1 host: 1 renewed", "NOT TARGETED  199 hosts of the group are outside --limit (AWX: Limit)"]
+    assert not [line for line in lines if "not_targeted" in line]
+    # The counts, the group's remainder, the heading and the one host.
+    assert len(lines) == 4
 
 
 def test_the_table_is_as_wide_as_its_content() -> None:
@@ -223,10 +234,14 @@ def test_filters_take_what_ansible_hands_them() -> None:
     assert renew_halt(acted, ["xu02", "xu03"], "20", halts)["halt"] is True
     # An AWX survey's empty answer means the documented default (20).
     assert renew_halt(acted, ["xu02", "xu03"], None, halts)["halt"] is True
+    assert renew_halt(acted, ["xu02", "xu03"], "", halts)["halt"] is True
     assert renew_halt(acted, ["xu02", "xu03"], "100", halts)["halt"] is False
     pairs = {"xu01": ({}, {"summary": summary("blocked")}), "xu02": ({"summary": summary("renewed")}, {"summary": summary("renewed")})}
     assert renew_fleet(pairs, ["xu01", "xu02"], ["xu01", "xu02"], "false")["failures"] == {}
     assert renew_fleet(pairs, ["xu01", "xu02"], ["xu01", "xu02"])["results"] == {"xu01": "blocked", "xu02": "renewed"}
+    # Empty (an AWX answer left blank, null on ansible-core 2.19+) is the default: a blocked host fails the run.
+    assert set(renew_fleet(pairs, ["xu01", "xu02"], ["xu01", "xu02"], None)["failures"]) == {"xu01"}
+    assert set(renew_fleet(pairs, ["xu01", "xu02"], ["xu01", "xu02"], "")["failures"]) == {"xu01"}
     with pytest.raises(AnsibleFilterError, match="xu_renew_max_fail_percentage"):
         renew_halt({}, [], "most")
     with pytest.raises(AnsibleFilterError, match="xu_renew_fail_on_blocked"):

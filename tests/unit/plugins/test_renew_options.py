@@ -10,8 +10,20 @@ from typing import Any
 
 import pytest
 import yaml
+from ansible import context
+from ansible.errors import AnsibleFilterError
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import ROLE_SPECS, RoleOptionsError, renew_options, role_options_spec
+from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_secrets
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import (
+    COLLECTION_ROOT,
+    ROLE_SPECS,
+    RoleOptionsError,
+    renew_options,
+    role_defaults,
+    role_options_spec,
+    user_base_dir,
+)
 from support.action import run_action
 from support.fake_host import FakeHost
 
@@ -173,3 +185,88 @@ def test_the_action_plugins_bring_the_role_filters_into_the_process_that_forks_t
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     loaded = done.stdout.strip()
     assert "plugins.filter.renew'" in loaded and "plugins.filter.report'" in loaded, done.stdout + done.stderr
+
+
+# -- empty answers: AWX sends '' (ansible-core 2.19 and later read it as None) -----------------------------------------
+
+
+def role_spec_options() -> dict[str, dict[str, Any]]:
+    options: dict[str, dict[str, Any]] = yaml.safe_load(ROLE_SPECS.read_text(encoding="utf-8"))["argument_specs"]["main"]["options"]
+    return options
+
+
+def test_ansible_core_s_own_check_of_the_role_lets_an_empty_answer_through() -> None:
+    """ansible-core validates the role's argument specs before any task of the role runs; an empty answer must pass it."""
+    options = role_spec_options()
+    nulls = {name: None for name in options} | {"xu_renew_mode": "reuse_key"}
+    assert ArgumentSpecValidator(options).validate(nulls).error_messages == []
+    # '' as ansible-core 2.16 to 2.18 hand in an empty AWX text answer: fine for the string and list variables.
+    blanks = {name: "" for name, option in options.items() if option.get("type", "str") in ("str", "list")} | {"xu_renew_mode": "reuse_key"}
+    assert ArgumentSpecValidator(options).validate(blanks).error_messages == []
+
+
+@pytest.mark.parametrize("name", sorted(set(role_options_spec()) - {"xu_renew_mode"}))
+@pytest.mark.parametrize("empty", [None, "", "  "])
+def test_an_empty_value_takes_the_default_for_every_variable(name: str, empty: Any) -> None:
+    assert renew_options({"xu_renew_mode": "replace", name: empty}, "xu01") == renew_options({"xu_renew_mode": "replace"}, "xu01")
+
+
+def test_the_defaults_are_the_role_s_defaults_and_each_description_names_its_own() -> None:
+    defaults = role_defaults()
+    for name, option in role_spec_options().items():
+        assert "default" not in option, f"{name}: a default key would make ansible-core refuse null (an empty AWX answer on 2.19+)"
+        if name == "xu_renew_mode":
+            assert option["required"] is True and name not in defaults
+            continue
+        value = defaults[name]
+        shown = str(value).lower() if isinstance(value, bool) else value
+        said = {"": "Empty by default.", "[]": "An empty list by default."}.get(str(value)) or f"Default C({shown})."
+        assert said in option["description"], name
+
+
+def test_an_empty_mode_is_named() -> None:
+    assert "xu_renew_mode is required" in error_of(mode=None)
+    assert "xu_renew_mode is required" in error_of(mode="")
+
+
+# -- the secrets, and paths ------------------------------------------------------------------------------------------
+
+
+def test_a_credential_s_pfx_is_used_when_it_holds_one_else_the_host_s_own() -> None:
+    host = {"xu_renew_pfx_content": "aG9zdA==", "xu_renew_pfx_password": "host-pw"}
+    # What the shipped credential type injects when its PFX field is left empty: an empty string (or None on 2.19+).
+    for empty in ("", None):
+        assert renew_secrets({**host, "xu_renew_credential_pfx_content": empty, "xu_renew_credential_pfx_password": empty}) == {
+            "pfx_content": "aG9zdA==", "pfx_password": "host-pw"}
+    shared = {**host, "xu_renew_credential_pfx_content": "c2hhcmVk", "xu_renew_credential_pfx_password": "cred-pw"}
+    assert renew_secrets(shared) == {"pfx_content": "c2hhcmVk", "pfx_password": "cred-pw"}
+    assert renew_secrets({"xu_renew_pfx_content": None}) == {"pfx_content": "", "pfx_password": ""}
+    with pytest.raises(AnsibleFilterError, match="xu_renew_pfx_content"):
+        renew_secrets({"xu_renew_pfx_content": {"not": "a string"}})
+
+
+def test_relative_paths_are_taken_from_the_user_s_playbook_directory(tmp_path: pathlib.Path) -> None:
+    project = str(tmp_path)
+    options = renew_options({"xu_renew_mode": "replace", "xu_renew_pfx_dir": "certs", "xu_renew_ca_path": "ca/bundle.pem"}, "xu01",
+                            playbook_dir=project)
+    assert options["pfx_path"] == f"{project}/certs/xu01.pfx" and options["pfx_dir"] == f"{project}/certs"
+    assert options["ca_path"] == f"{project}/ca/bundle.pem" and options["pfx_variable"] == "xu_renew_pfx_dir"
+    single = renew_options({"xu_renew_mode": "replace", "xu_renew_pfx_path": "one.pfx"}, "xu01", playbook_dir=project)
+    assert single["pfx_path"] == f"{project}/one.pfx" and single["pfx_variable"] == "xu_renew_pfx_path"
+    assert renew_options({"xu_renew_mode": "replace", "xu_renew_pfx_path": "/srv/one.pfx"}, "xu01", playbook_dir=project)["pfx_path"] == "/srv/one.pfx"
+
+
+def test_a_playbook_of_the_collection_is_not_the_user_s(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A project's wrapper imports the collection's playbook: its plays' playbook_dir is the collection's playbooks/."""
+    collection_playbooks = str(COLLECTION_ROOT / "playbooks")
+    wrapper = tmp_path / "project" / "renew.yml"
+    wrapper.parent.mkdir()
+    wrapper.write_text("- ansible.builtin.import_playbook: xtractuniversal.tls.renew\n")
+    monkeypatch.setattr(context, "CLIARGS", {"args": (str(wrapper),)})
+    assert user_base_dir(collection_playbooks) == wrapper.parent
+    # The collection's playbook run by its name: the directory ansible-playbook was started in (AWX: the project).
+    monkeypatch.setattr(context, "CLIARGS", {"args": ("xtractuniversal.tls.renew",)})
+    monkeypatch.chdir(tmp_path)
+    assert user_base_dir(collection_playbooks) == tmp_path
+    # The user's own playbook that runs the role.
+    assert user_base_dir(str(tmp_path / "site")) == tmp_path / "site"

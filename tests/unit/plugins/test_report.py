@@ -22,6 +22,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import
     fleet_report,
 )
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import report_options as typed_options
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_info import certificate_problems
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 HOSTILE = '<script>alert("x")</script>{{ lookup("pipe", "id") }}'
@@ -53,7 +54,7 @@ def report(infos: dict[str, Any], group: list[str] | None = None, targeted: list
 # -- the variables --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("given", "expected"), [("30", 30), (" 7 ", 7), ("0", 0), (30, 30), ("", None), (None, None), ("  ", None)])
+@pytest.mark.parametrize(("given", "expected"), [("30", 30), (" 7 ", 7), ("0", 0), (30, 30), ("", 0), (None, 0), ("  ", 0)])
 def test_fail_within_days_from_strings(given: Any, expected: int | None) -> None:
     assert typed_options({"xu_report_fail_within_days": given}).fail_within_days == expected
 
@@ -65,7 +66,7 @@ def test_fail_within_days_refuses_what_is_not_a_whole_number_of_days(given: Any)
 
 
 @pytest.mark.parametrize(("given", "expected"), [("true", True), ("false", False), ("False", False), ("yes", True), ("no", False),
-                                                 ("1", True), ("0", False), ("", False), (None, False), (True, True), (False, False)])
+                                                 ("1", True), ("0", False), ("", True), (None, True), (True, True), (False, False)])
 def test_fail_on_problems_from_strings(given: Any, expected: bool) -> None:
     # "false" is a true string in a condition: the filter must make it the boolean false.
     assert typed_options({"xu_report_fail_on_problems": given}).fail_on_problems is expected
@@ -79,11 +80,15 @@ def test_fail_on_problems_refuses_what_is_not_a_boolean(given: Any) -> None:
 
 def test_defaults_and_the_other_variables() -> None:
     options = typed_options({"xu_report_product": "", "xu_report_dir": "", "xu_report_hosts": ""})
-    assert options == ReportOptions(None, False, "xtract_universal", "", "xu_servers")
+    # An answer left empty (or null, as ansible-core 2.19 reads AWX's) takes the default, which fails a scheduled report on
+    # an expired certificate (0 days) and on any problem.
+    assert options == ReportOptions(0, True, "xtract_universal", "", "xu_servers")
     assert options.expiring_within_days == 30
     assert typed_options({"xu_report_product": "yunio"}).product == "yunio"
     assert typed_options({"xu_report_fail_within_days": "60"}).expiring_within_days == 60
     assert typed_options({"xu_report_dir": "reports"}).dir == os.path.join(os.getcwd(), "reports")
+    # A relative directory is the playbook's (an AWX project's), not where the run started.
+    assert typed_options({"xu_report_dir": "reports"}, "/srv/project").dir == "/srv/project/reports"
     assert typed_options({"xu_report_dir": "~/r"}).dir == os.path.expanduser("~/r")
 
 
@@ -177,19 +182,48 @@ def test_the_row_shows_the_certificate_that_expires_first() -> None:
 
 def test_fail_within_days() -> None:
     infos = {"expired": info(-3, ["expired"]), "expiring": info(9, ["expires"]), "fine": info(40), "off": info(None, ["off"], tls=False)}
-    assert report(infos).failures == {}
-    assert set(report(infos, fail_within_days=0).failures) == {"expired"}
-    failures = report(infos, fail_within_days=30).failures
+    assert set(report(infos, fail_on_problems=False).failures) == {"expired"}
+    assert set(report(infos, fail_within_days=0, fail_on_problems=False).failures) == {"expired"}
+    failures = report(infos, fail_within_days=30, fail_on_problems=False).failures
     assert set(failures) == {"expired", "expiring"}
     assert "expires in 9 days" in failures["expiring"] and "within xu_report_fail_within_days (30)" in failures["expiring"]
     assert "expired on" in failures["expired"]
-    assert set(report(infos, fail_within_days=41).failures) == {"expired", "expiring", "fine"}
+    assert set(report(infos, fail_within_days=41, fail_on_problems=False).failures) == {"expired", "expiring", "fine"}
 
 
 def test_fail_on_problems() -> None:
     infos = {"off": info(None, ["the web server serves plain HTTP (TLS is off)"], tls=False), "fine": info(300)}
     failures = report(infos, fail_on_problems=True).failures
     assert list(failures) == ["off"] and "TLS is off" in failures["off"] and "xu_report_fail_on_problems" in failures["off"]
+    assert report(infos, fail_on_problems=False).failures == {}
+
+
+def test_the_defaults_fail_on_expired_missing_and_tls_off_but_not_on_expiring() -> None:
+    """A scheduled report must alert on what needs a person; a certificate expiring soon is the renewal's to handle."""
+    sound = {"not_yet_valid": False, "san_covers_fqdn": True, "server_auth": True, "has_private_key": True}
+    problems = {
+        "expired": certificate_problems("web server", {**certificate(-3), **sound}, 30),
+        "expiring": certificate_problems("web server", {**certificate(9), **sound}, 30),
+        "missing": certificate_problems("web server", {**certificate(200), **sound, "in_store": False}, 30),
+    }
+    infos = {"expired": info(-3, problems["expired"]), "expiring": info(9, problems["expiring"]), "missing": info(200, problems["missing"]),
+             "off": info(None, ["the web server serves plain HTTP (TLS is off)"], tls=False), "fine": info(300)}
+    failures = report(infos).failures
+    assert set(failures) == {"expired", "missing", "off"}
+    # The expiry is said once, as xu_report_fail_within_days' reason.
+    assert failures["expired"].count("expired on") == 1 and "xu_report_fail_on_problems" not in failures["expired"]
+    assert "LocalMachine\\My" in failures["missing"] and "TLS is off" in failures["off"]
+
+
+def test_the_hosts_outside_the_limit_are_one_line_of_the_table() -> None:
+    group = [f"xu{number:03}" for number in range(1, 201)]
+    fleet = report({"xu007": info(300)}, group=group, targeted=["xu007"])
+    lines = fleet.lines()
+    assert [line for line in lines if line.startswith("xu")] == [next(line for line in lines if line.startswith("xu007"))]
+    assert "NOT TARGETED  199 hosts of the group are outside --limit (AWX: Limit)" in lines
+    assert lines[-1] == "TOTAL  200 hosts: 1 ok, 199 not_targeted"
+    # The files keep a row for each.
+    assert fleet.to_csv().count("not_targeted") == 199
 
 
 def test_not_targeted_hosts_never_fail() -> None:
