@@ -122,8 +122,8 @@ demo-acme: venv acme-services
 	$(BIN)/python -m xulab up --dir $(ACME_DEMO_DIR)/lab --hosts 5 --scenario healthy --expiring-in 5 --restart-delay 0.5
 	@status=0; PYTHONPATH=tests/services $(BIN)/python -m acmelab up --dir $(ACME_DEMO_DIR)/acme --lab $(ACME_DEMO_DIR)/lab || status=$$?; \
 	  if [ $$status -eq 0 ]; then \
-	    ANSIBLE_ACTION_PLUGINS=tests/integration/acme/action_plugins $(BIN)/ansible-playbook -i $(ACME_DEMO_DIR)/lab/inventory.yml \
-	      tests/integration/acme/fleet.yml -e @$(ACME_DEMO_DIR)/acme/acme-vars.yml -e @tests/integration/acme/replace-vars.yml || status=$$?; \
+	    $(BIN)/ansible-playbook -i $(ACME_DEMO_DIR)/lab/inventory.yml playbooks/renew.yml -e @$(ACME_DEMO_DIR)/acme/acme-vars.yml \
+	      -e xu_renew_mode=acme -e xu_renew_strategy=minimal_outage || status=$$?; \
 	  fi; \
 	  PYTHONPATH=tests/services $(BIN)/python -m acmelab down --dir $(ACME_DEMO_DIR)/acme; \
 	  $(BIN)/python -m xulab down --dir $(ACME_DEMO_DIR)/lab; exit $$status

@@ -9,6 +9,7 @@ import secrets
 from typing import Any, ClassVar
 
 from ansible.errors import AnsibleConnectionFailure
+from ansible.utils.display import Display
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, XuActionBase
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
@@ -16,8 +17,11 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import RUN_ID_PATTERN
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._firewall_gate import connection_ports
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_acme import AcmeSource, secret_values
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import EngineContext, Secrets, act, assess, unreachable_summary
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import RoleOptionsError, renew_options
+
+display = Display()
 
 
 class ActionModule(XuActionBase):
@@ -33,10 +37,17 @@ class ActionModule(XuActionBase):
         return agent
 
     def run_module(self, run: ModuleRun) -> dict[str, Any]:
+        acme_variables = run.params.get("acme") or {}
+        # Masked from here on, even in a message about a wrong value.
+        run.secrets |= secret_values(acme_variables)
         try:
             options = renew_options(run.params["options"], run.host, playbook_dir=run.task_vars.get("playbook_dir"))
         except RoleOptionsError as e:
             raise XuError(f"The renew role's variables: {e}") from None
+        acme = None
+        if options["mode"] == "acme":
+            acme = AcmeSource.from_variables(acme_variables, run.host, lambda message: display.vv(message, host=run.host))
+            run.secrets |= set(acme.settings.secrets)
         context = EngineContext(
             host=run.host,
             agent=self._carried(run),
@@ -49,6 +60,7 @@ class ActionModule(XuActionBase):
             # The gate must never close the port this very connection uses, whatever it is.
             connection_ports=connection_ports([run.task_vars.get("ansible_port"), self._play_context.port]),
             address=str(run.task_vars.get("ansible_host") or run.host),
+            acme=acme,
         )
         phase = assess if run.params["phase"] == "assess" else functools.partial(act, halt=run.params.get("halt"))
         try:
@@ -56,6 +68,8 @@ class ActionModule(XuActionBase):
         except AnsibleConnectionFailure as e:
             # The host could not be read at all: reported unreachable, with a summary that says so.
             result = {"unreachable": True, "msg": str(e), "changed": False, "summary": unreachable_summary(context, str(e))}
+        finally:
+            run.secrets |= context.secrets_made
         for warning in context.warnings:
             run.warn(warning)
         summary = result.get("summary") or {}

@@ -21,6 +21,9 @@ description:
     (the verification none, as it judges what the last call saw). C(reuse_key) with the C(documented) strategy closes the
     gate, turns TLS off, renews the certificate with its key through AD CS, turns TLS on with it, verifies and opens the
     gate; the other modes install the new certificate, reference it, restart once, verify and remove the old one.
+  - C(acme) orders the new certificate from an ACME CA on the controller first (DNS-01 through the zone's DNS server;
+    the key is made on the controller and travels to the host only inside the PFX, on the agent's standard input).
+    Where the CA offers renewal information (RFC 9773) about the served certificate, it decides whether the host is due.
   - The run keeps a journal on the host, written before the first change and in every call that changes the host after
     it. It is the run's lease; another run leaves the host alone while it is live, and a call whose journal another run
     has rewritten since changes nothing. A failed step is rolled back from the journal's backups (or completed, when the
@@ -63,6 +66,13 @@ options:
     description:
       - The PFX's password (C(xu_renew_pfx_password)); never logged.
     type: str
+  acme:
+    description:
+      - With C(xu_renew_mode=acme), the role's C(xu_renew_acme_*) variables by name (the CA, the account key, the DNS
+        server and its TSIG key, C(xu_renew_acme_names)); see the role's documentation and C(docs/acme.md).
+      - Its secrets (the account key and its passphrase, the EAB MAC key, the TSIG secret, the DNS provider's options)
+        are masked in the result, as is the ordered PFX's one-time password.
+    type: dict
   assessment:
     description:
       - The result of O(phase=assess) for this host in this run. The act phase then decides from the snapshot that
@@ -143,4 +153,15 @@ summary:
   returned: after phase=act, and after phase=assess for a host with nothing to do
   type: dict
   sample: {"result": "renewed", "old_thumbprint": "7BE9DCCA9AA3004DFC055CF28BDADA3B17A0830F", "outage_s": 1.2}
+acme:
+  description:
+    - With C(xu_renew_mode=acme). C(assessment) is the CA's word on the served certificate (C(names) to order,
+      C(left_out) names no CA issues, C(cert_id), C(ari) the renewal window, C(due), C(reason)).
+    - After O(phase=act), C(order) is what the CA issued (C(names), C(order), C(replaces), C(serial_number),
+      C(not_after), C(issuer), C(challenge_records), C(seconds) per phase), null when nothing was ordered.
+    - In check mode, C(dry_run) is what was proven without ordering (the account, the names, the zones, the DNS
+      credentials).
+  returned: with xu_renew_mode=acme
+  type: dict
+  sample: {"assessment": {"names": ["xu01.example.com"], "due": true, "reason": "the CA's renewal window is over: renew now"}, "order": null}
 """

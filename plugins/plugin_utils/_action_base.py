@@ -107,6 +107,8 @@ class ModuleRun:
     journal: JournalRide | None = None
     # What protects the host's connection, and whether the play lets secrets cross one that protects nothing.
     transport: dict[str, Any] = field(default_factory=dict)
+    # Secrets the module's logic came across (in a dict option, or made during the run): masked in the result too.
+    secrets: set[str] = field(default_factory=set)
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -257,7 +259,7 @@ class XuActionBase(ActionBase):
         result.update(module_result)
         if run.warnings:
             result["warnings"] = result.get("warnings", []) + run.warnings
-        return _masked(result, no_log_values)
+        return _masked(result, no_log_values | run.secrets)
 
     def _task_variable(self, task_vars: dict[str, Any] | None, name: str) -> Any:
         """A variable of the task (inventory, play, role, extra vars), templated."""

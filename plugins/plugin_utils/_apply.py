@@ -262,6 +262,13 @@ def served_check(expectations: Sequence[Expectation], server_name: str | None) -
     return [Operation("served_check", {"require_served": required})] if required else []
 
 
+def certificates_present(thumbprints: Sequence[str | None]) -> list[Operation]:
+    """A guard for what follows in the same call: each certificate the settings are about to name is still in the store,
+    with its key. Another tool (win-acme renewing) may delete one between the read and the write, and a service whose
+    settings name a missing certificate does not start."""
+    return [Operation("cert_check", {"thumbprint": thumbprint}) for thumbprint in dict.fromkeys(t for t in thumbprints if t)]
+
+
 def _guard_refusal(results: Sequence[OperationResult]) -> OperationResult | None:
     return next((r for r in results if r.status == "error" and (r.error or {}).get("type") == "HashMismatch"), None)
 

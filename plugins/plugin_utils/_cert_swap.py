@@ -35,6 +35,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     apply_changes,
     backup_path_for,
     backup_stamp,
+    certificates_present,
     check_known,
     error_text,
     event_warnings,
@@ -595,7 +596,8 @@ def plan_replacement(run: ModuleRun, request: SwapRequest, snapshot: Snapshot, s
     remove = request.remove_old and request.old in snapshot.certificates and not shorter
     other_work = bool(rewrites or import_needed or remove)
     grant = _key_access(run, request, readable=readable, thumbprint=new, identity=snapshot.service_identity, other_work=other_work)
-    pre_ops = []
+    # A certificate in the store (not imported in this call) is checked in the call that writes the settings naming it.
+    pre_ops = certificates_present([new]) if not import_needed and rewrites else []
     if import_needed:
         pre_ops.append(Operation("pfx_import", {"pfx_b64": request.pfx_b64, "password": request.pfx_password, "exportable": request.pfx_exportable}))
     if grant:
@@ -1105,7 +1107,10 @@ def _renewal_plan(
     return SwapPlan(
         new=new,
         rewrites=rewrites,
-        pre_ops=[Operation("key_grant_read", {"thumbprint": new, "account": snapshot.service_identity.sid})] if grant and new else [],
+        pre_ops=[
+            *(certificates_present([new]) if new and rewrites and not decision.renew_now else []),
+            *([Operation("key_grant_read", {"thumbprint": new, "account": snapshot.service_identity.sid})] if grant and new else []),
+        ],
         remove_old=remove,
         restart=restart_wanted(request.restart, bool(rewrites)),
         can_roll_back=request.old in snapshot.certificates and not decision.renew_now,

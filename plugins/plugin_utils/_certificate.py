@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 try:
@@ -64,6 +64,8 @@ class CertificateFacts:
     key_type: str
     public_key_sha256: str
     self_signed: bool
+    # The certificate itself, for what needs more than these facts (the ACME CA's renewal information asks about it).
+    der: bytes = field(default=b"", repr=False, compare=False)
 
     def days_left(self, now: datetime.datetime) -> float:
         return (self.not_after - now).total_seconds() / 86400
@@ -156,6 +158,7 @@ def facts_of(cert: x509.Certificate, der: bytes | None = None) -> CertificateFac
         key_type=describe_key(public_key),
         public_key_sha256=hashlib.sha256(spki).hexdigest(),
         self_signed=cert.issuer == cert.subject,
+        der=der,
     )
 
 

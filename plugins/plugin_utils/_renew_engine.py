@@ -32,14 +32,16 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._firewall_gate
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent, StaleState
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import lease_owner
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_acme import AcmeSource, OrderedPfx
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import as_dict
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_journal import RunJournal, after_step, parse_journal, start_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import PFX_SOURCES, PfxInputs, Plan, RenewalRequest, plan, precheck
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_recovery import COMPLETE, ROLLBACK, Recovery, recover
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_report import FailureOutcome, RunRecord, outcome, summary
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_verify import Verification, verify
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Snapshot
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_binding import run_tls_binding
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_info import run_tls_info
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_info import read_tls_info
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_restore import run_tls_restore
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_verify import run_tls_verify
 
@@ -63,6 +65,10 @@ RENEW = Step("renew", "Renew the certificate with the same key through AD CS")
 RENEW_AND_BIND = Step(
     "renew", "Renew the certificate with the same key through AD CS, reference it and restart the service once",
 )
+ORDER = Step(
+    "order", "Order the new certificate from the ACME CA (DNS-01) and build its PFX on the controller",
+    lambda plan: plan.source == "acme", changes=False,
+)
 INSTALL = Step("install", "Install the new certificate, reference it and restart the service once")
 INSTALL_ONLY = Step("install", "Install the new certificate, readable by the service", lambda plan: plan.source != "thumbprint")
 BIND_CONFIG = Step(
@@ -83,11 +89,15 @@ REMOVE_OLD = Step(
 # The vendor's orders (the seed article): a new certificate is installed and referenced, then the old one deleted;
 # the same key is renewed behind a closed gate with TLS off (documented) or, TLS staying on, with one restart.
 SEQUENCES: dict[str, tuple[Step, ...]] = {
-    "new_certificate": (INSTALL, BIND_CONFIG, VERIFY, CONTROLLER_CHECK, REMOVE_OLD),
+    "new_certificate": (ORDER, INSTALL, BIND_CONFIG, VERIFY, CONTROLLER_CHECK, REMOVE_OLD),
     "reuse_key/documented": (CLOSE_GATE, TLS_OFF, RENEW, TLS_ON, VERIFY, CONTROLLER_CHECK, OPEN_GATE),
     "reuse_key/minimal_outage": (RENEW_AND_BIND, BIND_CONFIG, VERIFY, CONTROLLER_CHECK),
-    "enable_tls": (INSTALL_ONLY, TLS_ON, VERIFY, CONTROLLER_CHECK),
+    "enable_tls": (ORDER, INSTALL_ONLY, TLS_ON, VERIFY, CONTROLLER_CHECK),
 }
+
+
+# Steps that run on the controller only, before any change.
+CONTROLLER_STEPS = frozenset({ORDER.name})
 
 
 def sequence_of(plan: Plan) -> str:
@@ -139,11 +149,30 @@ class EngineContext:
     # The ports the connection to the host uses: the gate never closes them.
     connection_ports: set[int]
     address: str
+    # xu_renew_mode acme: the CA's side of this host (its verdict, the order); None in every other mode.
+    acme: AcmeSource | None = None
     warnings: list[str] = field(default_factory=list)
+    # The certificate the host serves now (DER), as the last read saw it: what the ACME CA is asked about and replaces.
+    served_der: bytes | None = None
+    # Secrets made during the run (an ordered PFX, its one-time password): the action masks them in the result.
+    secrets_made: set[str] = field(default_factory=set)
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
             self.warnings.append(message)
+
+    def note_snapshot(self, snapshot: Snapshot) -> None:
+        self.served_der = served_der(snapshot)
+
+
+def served_der(snapshot: Snapshot) -> bytes | None:
+    """The certificate the web server presents on its HTTPS port, else the one its settings bind; None without TLS."""
+    probe = snapshot.probes.get("web_https")
+    if probe is not None and probe.certificate is not None and probe.certificate.der:
+        return probe.certificate.der
+    bound = snapshot.tls.web_certificate if snapshot.tls is not None and snapshot.tls.web_uses_tls else None
+    stored = snapshot.certificates.get(bound) if bound else None
+    return stored.facts.der if stored is not None and stored.facts.der else None
 
 
 class StepFailed(XuError):
@@ -280,6 +309,7 @@ class Renewal:
         self.resume_reason: str | None = None
         self.resumed_thumbprints: tuple[str | None, str | None] | None = None
         self.lost: HostLost | None = None
+        self.ordered: OrderedPfx | None = None
 
     # -- running steps --------------------------------------------------------------------------------------------------
 
@@ -335,15 +365,28 @@ class Renewal:
     def _swap_source(self) -> dict[str, Any]:
         """Where the new certificate comes from, as xu_cert_swap takes it."""
         plan, secrets, options = self.plan, self.ctx.secrets, self.options
-        pfx = plan.source in ("pfx", "pfx_content")
+        content: str | None
+        password: str | None
+        if plan.source == "acme":
+            if self.ordered is None:
+                raise XuError("the order step has not ordered the certificate")
+            content, password = self.ordered.content, self.ordered.password
+        else:
+            content, password = secrets.pfx_content, secrets.pfx_password
+        pfx = plan.source in ("pfx", "pfx_content", "acme")
         return {
             "new_thumbprint": plan.new_thumbprint if plan.source == "thumbprint" else None,
             "enroll": dict(plan.enroll) if plan.source == "enroll" and plan.enroll else None,
             "pfx_path": plan.pfx_path if plan.source == "pfx" else None,
-            "pfx_content": secrets.pfx_content if plan.source == "pfx_content" else None,
-            "pfx_password": secrets.pfx_password if pfx and secrets.pfx_password else None,
+            "pfx_content": content if plan.source in ("pfx_content", "acme") else None,
+            "pfx_password": password if pfx and password else None,
             "ca_path": options["ca_path"] if pfx and options["ca_path"] else None,
         }
+
+    def _allow_shorter(self) -> bool:
+        # A certificate the ACME CA has just issued is no stale file given by mistake: shorter than the bound one is
+        # what an early renewal the CA asked for (a revocation) or a CA's shorter lifetime gives.
+        return bool(self.options["allow_shorter"]) or self.plan.source == "acme"
 
     def _fqdn(self) -> str | None:
         return str(self.options["fqdn"]) if self.options["fqdn"] else None
@@ -394,13 +437,25 @@ class Renewal:
         if not documented and not self.plan.config_separate:
             self._outage_ended()
 
+    def _order(self, last: bool) -> None:
+        del last
+        # On the controller: a failure here leaves the host untouched (no call was made) and no challenge record.
+        if self.ctx.acme is None:
+            raise XuError("xu_renew_mode acme needs the xu_renew_acme_* variables")
+        ordered = self.ctx.acme.order(self.info.get("fqdn"), self.ctx.served_der)
+        self.ctx.secrets_made |= {ordered.content, ordered.password}
+        self.ordered = ordered
+        report = ordered.report
+        seconds = ", ".join(f"{phase} {value:g} s" for phase, value in report["seconds"].items())
+        self.steps[-1].detail = f"{', '.join(report['names'])} until {report['not_after']} from {report['issuer']} ({seconds})"
+
     def _install(self, last: bool) -> None:
         enable = self.plan.enable_tls
         if not enable:
             self._outage_began()
         result = self.module("xu_cert_swap", {
             "old_thumbprint": None if enable else self.plan.old_thumbprint, **self._swap_source(), "grant_key_access": True,
-            "allow_shorter": self.options["allow_shorter"],
+            "allow_shorter": self._allow_shorter(),
             "strict_san": self.options["strict_san"], "fqdn": self._fqdn(), "update_references": not enable,
             "remove_old": self.plan.remove_old_in_swap, "restart": "never" if enable or self.plan.config_separate else "if_changed",
             "wait_timeout": self.options["wait_timeout"],
@@ -465,14 +520,14 @@ class Renewal:
         try:
             self.module("xu_cert_swap", {
                 "old_thumbprint": self.plan.old_thumbprint, "new_thumbprint": self.new, "remove_old": True, "restart": "never",
-                "allow_shorter": self.options["allow_shorter"],
+                "allow_shorter": self._allow_shorter(),
             }, self.journal.ride(last=last))
         except StaleState:
             # The renewal is verified: the removal (guarded on the host by what is served) is planned again from a fresh read.
             self.ctx.agent.drop_carried()
             self.module("xu_cert_swap", {
                 "old_thumbprint": self.plan.old_thumbprint, "new_thumbprint": self.new, "remove_old": True, "restart": "never",
-                "allow_shorter": self.options["allow_shorter"],
+                "allow_shorter": self._allow_shorter(),
             }, self.journal.ride(last=last))
 
     # -- the run --------------------------------------------------------------------------------------------------------
@@ -541,6 +596,10 @@ class Renewal:
         self.journal.note(None, new_thumbprint=fields.get("new_thumbprint"), backup_file=fields.get("backup_file"),
                           backup_files=fields.get("backup_files"))
         self.journal.note_sent()
+        if failure.step in CONTROLLER_STEPS and not self.journal.written:
+            # A step on the controller (the ACME order) failed before this renewal's first change: there is nothing to undo.
+            self.failure = outcome(failure.step, {"msg": failure.msg, **fields}, _no_recovery("nothing had been changed"), None, [])
+            return
         busy = bool(fields.get("busy")) or isinstance(failure.cause, StaleState)
         if busy and not self.journal.on_host:
             # Another run (or a hand edit) got there before this run's first change: nothing of this run is to undo.
@@ -726,6 +785,12 @@ def call_budget_s(options: Mapping[str, Any]) -> float:
     return float(max(int(options["wait_timeout"]), certreq) + CALL_OVERHEAD_S)
 
 
+def _read_report(run: ModuleRun, context: EngineContext) -> dict[str, Any]:
+    snapshot, report = read_tls_info(run)
+    context.note_snapshot(snapshot)
+    return report
+
+
 def _swap(run: ModuleRun, context: EngineContext) -> dict[str, Any]:
     params = run.params
     pfx_path, ca_path = params.get("pfx_path"), params.get("ca_path")
@@ -744,7 +809,7 @@ def _verify_from_controller(run: ModuleRun, context: EngineContext) -> dict[str,
 
 
 _RUNNERS: dict[str, Callable[[ModuleRun, EngineContext], dict[str, Any]]] = {
-    "xu_tls_info": lambda run, context: run_tls_info(run),
+    "xu_tls_info": _read_report,
     "xu_tls_binding": lambda run, context: run_tls_binding(run),
     "xu_tls_restore": lambda run, context: run_tls_restore(run),
     "xu_firewall_gate": lambda run, context: run_firewall_gate(run, context.connection_ports),
@@ -766,7 +831,7 @@ def read_info(context: EngineContext) -> dict[str, Any]:
         check_mode=False, diff=False, task_vars=context.task_vars, agent=context.agent, host=context.host,
     )
     try:
-        return run_tls_info(run)
+        return _read_report(run, context)
     except XuError as e:
         return {"failed": True, "msg": e.msg}
 
@@ -779,12 +844,16 @@ def plan_host(context: EngineContext, info: Mapping[str, Any]) -> Plan:
         new_thumbprint=options["new_thumbprint"] or None, pfx_path=options["pfx_path"] or None, pfx_variable=str(options["pfx_variable"]),
         pfx_content_given=bool(context.secrets.pfx_content), ca_path=options["ca_path"] or None, remove_old=bool(options["remove_old"]),
         run_id=context.run_id, adopt_issuer=options["adopt_issuer"] or None, adopt_min_days=options["adopt_min_days"],
-        template=options["template"] or None, ca_config=options["ca_config"] or None,
+        template=options["template"] or None, ca_config=options["ca_config"] or None, key_provider=str(options["key_provider"]),
         extra_dns_names=tuple(str(name) for name in options["extra_dns_names"] or ()), enable_tls=bool(options["enable_tls"]),
         tls_off_only=bool(options["tls_off_only"]), web_protocol=str(options["web_protocol"]),
         bind_config_server=bool(options["bind_config_server"]), allow_shorter=bool(options["allow_shorter"]),
         take_over=str(options["take_over"]) or None,
     )
+    if context.acme is not None and not (info.get("failed") or info.get("unreachable")):
+        request = replace(
+            request, ca_verdict=context.acme.verdict(info.get("fqdn"), context.served_der, utc_now()), ca_note=context.acme.note(),
+        )
     decided = plan(info, str(options["mode"]), str(options["strategy"]), request)
     if decided.action != "renew" or decided.source not in PFX_SOURCES:
         return decided
@@ -792,7 +861,7 @@ def plan_host(context: EngineContext, info: Mapping[str, Any]) -> Plan:
         pfx=_found(context, decided.pfx_path, str(options["pfx_variable"])) if decided.source == "pfx" else None,
         pfx_content=context.secrets.pfx_content, password=context.secrets.pfx_password,
         ca_bundle=_found(context, options["ca_path"], "xu_renew_ca_path") if options["ca_path"] else None,
-        strict_san=bool(options["strict_san"]), allow_shorter=bool(options["allow_shorter"]),
+        strict_san=bool(options["strict_san"]), allow_shorter=bool(options["allow_shorter"]), pfx_variable=str(options["pfx_variable"]),
     )
     return precheck(decided, given)
 
@@ -818,6 +887,8 @@ def assess(context: EngineContext, check_mode: bool) -> dict[str, Any]:
     if decided.action not in ACTING and not decided.gate_closed:
         renewal = Renewal(context, decided, info, lambda report: plan_host(context, report))
         result["summary"] = renewal.summary(check_mode)
+    if context.acme is not None:
+        result["acme"] = {"assessment": context.acme.to_result()}
     return result
 
 
@@ -830,17 +901,38 @@ def act(context: EngineContext, check_mode: bool, halt: str | None = None) -> di
         renewal.plan = replace(decided, action="none")
         return {"changed": False, "summary": {**renewal.summary(), "result": "not_attempted", "reason": halt}, "steps": []}
     if check_mode:
-        return {"changed": decided.action in ACTING, "summary": renewal.summary(check_mode=True), "steps": planned_steps(decided)}
+        return _check(context, renewal)
     try:
         renewal.run()
     except HostLost as lost:
         return {
             "unreachable": True, "changed": context.agent.changing_calls > 0, "msg": f"step {lost.step}: {lost}",
-            "summary": renewal.summary(), "steps": [s.to_result() for s in renewal.steps],
+            "summary": renewal.summary(), "steps": [s.to_result() for s in renewal.steps], **_acme_result(context, renewal),
         }
     return {
         "changed": context.agent.changing_calls > 0, "summary": renewal.summary(), "steps": [s.to_result() for s in renewal.steps],
+        **_acme_result(context, renewal),
     }
+
+
+def _check(context: EngineContext, renewal: Renewal) -> dict[str, Any]:
+    """--check: the steps the host would go through; an ACME order is proven possible (account, names, DNS credentials)."""
+    decided = renewal.plan
+    result: dict[str, Any] = {"changed": decided.action in ACTING, "summary": renewal.summary(check_mode=True), "steps": planned_steps(decided)}
+    if context.acme is None or decided.action != "renew" or decided.source != "acme":
+        return result
+    try:
+        result["acme"] = {"assessment": context.acme.to_result(), "dry_run": context.acme.dry_run(renewal.info.get("fqdn"), context.served_der)}
+    except XuError as e:
+        result["acme"] = {"assessment": context.acme.to_result()}
+        result["summary"] = {**result["summary"], "result": "failed", "reason": f"the ACME order would fail: {e.msg}"}
+    return result
+
+
+def _acme_result(context: EngineContext, renewal: Renewal) -> dict[str, Any]:
+    if context.acme is None:
+        return {}
+    return {"acme": {"assessment": context.acme.to_result(), "order": renewal.ordered.report if renewal.ordered else None}}
 
 
 def unreachable_summary(context: EngineContext, message: str) -> dict[str, Any]:

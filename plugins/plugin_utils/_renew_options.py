@@ -51,6 +51,8 @@ PATH_VARIABLES = ("xu_renew_pfx_path", "xu_renew_pfx_dir", "xu_renew_ca_path")
 SECRETS = {"pfx_content": ("xu_renew_credential_pfx_content", "xu_renew_pfx_content"),
            "pfx_password": ("xu_renew_credential_pfx_password", "xu_renew_pfx_password")}
 SECRET_VARIABLES = frozenset(name for names in SECRETS.values() for name in names)
+# xu_renew_mode acme's variables: handed to the engine apart (they hold secrets) and typed by acme/settings.py.
+ACME_PREFIX = "xu_renew_acme_"
 
 
 class RoleOptionsError(ValueError):
@@ -93,12 +95,13 @@ def role_options_spec(entry_point: str = "main") -> dict[str, dict[str, Any]]:
     """The entry point's options, but the secrets, as an argument spec (type, choices, elements, and the default).
 
     The secrets (SECRET_VARIABLES) are strings, which need no typing, and stay out: the typed
-    options are an ordinary fact, shown at -v and in errors.
+    options are an ordinary fact, shown at -v and in errors. So do the ACME variables (ACME_PREFIX), among which are
+    secrets too; acme/settings.py types them.
     """
     defaults = role_defaults()
     spec = {}
     for name, option in _role_options(entry_point).items():
-        if name in SECRET_VARIABLES:
+        if name in SECRET_VARIABLES or name.startswith(ACME_PREFIX):
             continue
         spec[name] = {key: option[key] for key in _SPEC_KEYS if key in option}
         if "choices" in option:

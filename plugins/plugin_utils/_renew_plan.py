@@ -1,11 +1,11 @@
 # Copyright: xtractuniversal.tls contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What the renew role does on a host, decided from xu_tls_info's report. Private to this collection.
+"""What a renewal does on a host, decided from xu_tls_info's report. Private to this collection.
 
-``due`` says whether the bound certificate needs renewing, ``plan`` what the role does about it:
+``due`` says whether the bound certificate needs renewing, ``plan`` what the renewal engine does about it:
 renew (and how), resume an interrupted run's journal, nothing, or why it cannot. ``precheck``
 blocks a plan whose new PFX the swap would refuse. The plan is a frozen ``Plan``; ``as_fact``
-gives the dict the role's YAML reads (see plugins/filter/renew_plan.yml).
+gives the dict the assessment returns (xu_renew's ``assessment.plan``).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_prechec
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._unreachable import unreachable_reason
 
 # The role's xu_renew_mode and xu_renew_strategy (meta/argument_specs.yml lists the same; a unit test holds them together).
-MODES = ("replace", "reuse_key", "adopt", "enroll")
+MODES = ("replace", "reuse_key", "adopt", "enroll", "acme")
 # Modes that swap to a new certificate with its own key, in replace's sequence (reuse_key keeps the key, in its own).
-NEW_KEY_MODES = ("replace", "adopt", "enroll")
+NEW_KEY_MODES = ("replace", "adopt", "enroll", "acme")
 STRATEGIES = ("documented", "minimal_outage")
 # Where replace mode takes the new certificate from; reuse_key's comes from AD CS.
 PFX_SOURCES = ("pfx", "pfx_content")
@@ -222,14 +222,18 @@ def lifetime_left_percent(certificate: Mapping[str, Any], now: datetime.datetime
 
 
 def _certificate_due(
-    role: str, certificate: Mapping[str, Any], thumbprint: str, window: tuple[float, float], now: datetime.datetime
+    role: str, certificate: Mapping[str, Any], thumbprint: str, window: tuple[float, float], now: datetime.datetime,
+    *, ca_verdict: tuple[bool, str] | None = None,
 ) -> str | None:
-    """Why one bound certificate needs renewing, or None. ``window``: (before_days, before_percent)."""
+    """Why one bound certificate needs renewing, or None. ``window``: (before_days, before_percent); ``ca_verdict``, the
+    ACME CA's (due, why), decides the time instead where it is given."""
     before_days, before_percent = window
     if not certificate.get("in_store"):
         return f"the {role} certificate {thumbprint} is not in LocalMachine\\My: the next restart would fail"
     if certificate.get("expired"):
         return f"the {role} certificate {thumbprint} expired on {certificate.get('not_after')}"
+    if ca_verdict is not None:
+        return f"the {role} certificate {thumbprint}: {ca_verdict[1]}" if ca_verdict[0] else None
     days_left = certificate.get("days_left")
     if isinstance(days_left, (int, float)) and days_left < before_days:
         return f"the {role} certificate {thumbprint} expires in {days_left} days ({certificate.get('not_after')}), fewer than {before_days:g}"
@@ -242,8 +246,12 @@ def _certificate_due(
     return None
 
 
-def due(info: Mapping[str, Any], before_days: float, force: bool, before_percent: float, now: datetime.datetime) -> Due:
-    """Whether the host's bound certificate needs renewing (see plugins/filter/renew_due.yml)."""
+def due(
+    info: Mapping[str, Any], before_days: float, force: bool, before_percent: float, now: datetime.datetime,
+    *, ca_verdict: tuple[bool, str] | None = None, ca_note: str | None = None,
+) -> Due:
+    """Whether the host's bound certificate needs renewing: by the days and share of its lifetime left, or, for the
+    certificate the web server serves, by the ACME CA's verdict (``ca_verdict``, its renewal information) where it gives one."""
     window = (before_days, before_percent)
     reason = _not_applicable(info)
     if reason is not None:
@@ -256,14 +264,18 @@ def due(info: Mapping[str, Any], before_days: float, force: bool, before_percent
     config_thumbprint = upper(config.get("certificate_thumbprint"))
     if config.get("tls") and config_thumbprint and config_thumbprint != old:
         checks.append(("configuration server", as_dict(config.get("certificate")), config_thumbprint))
-    reasons = [r for role, cert, thumbprint in checks if (r := _certificate_due(role, cert, thumbprint, window, now))]
+    verdicts = {"web server": ca_verdict}
+    reasons = [r for role, cert, thumbprint in checks if (r := _certificate_due(role, cert, thumbprint, window, now, ca_verdict=verdicts.get(role)))]
     known = {"old_thumbprint": old, "days_left": certificate.get("days_left"), "not_after": certificate.get("not_after")}
     if reasons:
         return Due("due", "; ".join(reasons), **known)
     if force:
         return Due("due", "renewal forced (xu_renew_force)", **known)
+    if ca_verdict is not None:
+        return Due("not_due", f"the certificate {old} expires in {certificate.get('days_left')} days: {ca_verdict[1]}", **known)
     share = f", with {lifetime_left_percent(certificate, now) or 0:.1f}% of its lifetime left" if before_percent else ""
-    return Due("not_due", f"the certificate {old} expires in {certificate.get('days_left')} days, not fewer than {before_days:g}{share}", **known)
+    note = f" ({ca_note})" if ca_note else ""
+    return Due("not_due", f"the certificate {old} expires in {certificate.get('days_left')} days, not fewer than {before_days:g}{share}{note}", **known)
 
 
 # -- the plan -----------------------------------------------------------------------------------
@@ -312,6 +324,8 @@ class RenewalRequest:
     adopt_min_days: Any = 0
     template: Any = None
     ca_config: Any = None
+    # enroll: the provider of the new key (xu_cert_swap's enroll.key_provider).
+    key_provider: str = "schannel_csp"
     extra_dns_names: tuple[str, ...] = ()
     enable_tls: bool = False
     # With enable_tls: leave hosts that serve TLS already alone (the playbook enable_tls.yml).
@@ -322,6 +336,9 @@ class RenewalRequest:
     allow_shorter: bool = False
     # A run the operator knows is gone (xu_renew_take_over): its host is resumed once its last call has run out.
     take_over: str | None = None
+    # acme: the CA's (due, why) on the served certificate, from its renewal information; else why it gave none.
+    ca_verdict: tuple[bool, str] | None = None
+    ca_note: str | None = None
 
 
 def _adoption(info: Mapping[str, Any], request: RenewalRequest, now: datetime.datetime) -> Adoption:
@@ -353,7 +370,7 @@ def _enrolment(info: Mapping[str, Any], request: RenewalRequest) -> tuple[dict[s
     if not fqdn:
         return {}, "the host's DNS name is not known, so the new certificate would name nothing: set xu_renew_fqdn"
     names = list(dict.fromkeys([fqdn, *(str(n).strip().lower() for n in request.extra_dns_names if str(n).strip())]))
-    option = {"template": str(request.template), "ca_config": request.ca_config or None, "dns_names": names}
+    option = {"template": str(request.template), "ca_config": request.ca_config or None, "dns_names": names, "key_provider": request.key_provider}
     return {"source": "enroll", "enroll": option}, None
 
 
@@ -365,6 +382,9 @@ def _source(info: Mapping[str, Any], old: str | None, mode: str, request: Renewa
         return _enrolment(info, request)
     if mode == "replace":
         return _new_source(info, old, request)
+    if mode == "acme":
+        # Ordered by the order step, on the controller, once the host is known to be due.
+        return {"source": "acme", "new_thumbprint": None, "pfx_path": None}, None
     return {}, _renewal_blocker(info)
 
 
@@ -450,13 +470,14 @@ def _unread_state(info: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def plan(info: Mapping[str, Any], mode: str, strategy: str, request: RenewalRequest, now: datetime.datetime | None = None) -> Plan:
-    """What the role does on one host (see plugins/filter/renew_plan.yml for the actions)."""
+    """What the renewal does on one host: ``action`` renew, resume, none, blocked, busy, unreachable or unreadable."""
     mode = check_choice("xu_renew_mode", mode, MODES)
     strategy = check_choice("xu_renew_strategy", strategy, STRATEGIES)
     now = now or utc_now()
     if info.get("unreachable") or info.get("failed"):
         return _unread_plan(info, mode, strategy)
-    assessed = due(info, float(request.before_days), bool(request.force), float(request.before_percent), now)
+    verdict, note = (request.ca_verdict, request.ca_note) if mode == "acme" else (None, None)
+    assessed = due(info, float(request.before_days), bool(request.force), float(request.before_percent), now, ca_verdict=verdict, ca_note=note)
     web = as_dict(info.get("web_server"))
     config = as_dict(info.get("config_server"))
     old = assessed.old_thumbprint
@@ -562,6 +583,8 @@ class PfxInputs:
     ca_bundle: bytes | None = None
     strict_san: bool = True
     allow_shorter: bool = False
+    # The variable the PFX's path came from, for the message when it is not found.
+    pfx_variable: str = "xu_renew_pfx_path"
 
 
 def precheck(planned: Plan, given: PfxInputs, now: datetime.datetime | None = None) -> Plan:
@@ -569,7 +592,7 @@ def precheck(planned: Plan, given: PfxInputs, now: datetime.datetime | None = No
     if planned.action != "renew" or planned.source not in PFX_SOURCES:
         return planned
     if planned.source == "pfx" and given.pfx is None:
-        blocker: str | None = f"the PFX {planned.pfx_path} (xu_renew_pfx_path) was not found on the controller"
+        blocker: str | None = f"the PFX {planned.pfx_path} ({given.pfx_variable}) was not found on the controller"
     else:
         blocker = pfx_blocker(
             planned.as_fact(),

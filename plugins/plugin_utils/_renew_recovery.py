@@ -5,8 +5,10 @@
 The rule, deterministic: roll back to the previous certificate (from the recorded backups, byte
 for byte) while it is usable; complete the run when the previous certificate can no longer be
 served (AD CS archived it, or it left the store). A resumed run is also completed when the new
-certificate is already bound and served as the run meant it. roles/renew/tasks/recover.yml
-carries out a ``Recovery``: the restores, then the swap, then the rebind, then the check.
+certificate is already bound and served as the run meant it. When neither is in the store any more
+(another tool, such as win-acme, replaced both), the run binds the certificate adopt mode would
+choose. The renewal engine (_renew_engine.Renewal.recover) carries out a ``Recovery``: the restores,
+then the swap, then the rebind, then the check.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import adoption_in_report
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import (
     HTTPS_PROTOCOLS,
     PLAIN_HTTP_PROTOCOL,
@@ -245,6 +250,37 @@ def _forward(journal: RunJournal, info: Mapping[str, Any], old: str, new: str | 
     )
 
 
+def _successor(info: Mapping[str, Any], gone: tuple[str | None, ...]) -> str | None:
+    """The certificate adopt mode would choose now (of any issuer), or None: what a run binds when the one it chose left
+    the store together with the previous one (win-acme renews, then deletes the certificate it replaced)."""
+    try:
+        chosen = adoption_in_report(info, None, 0, utc_now()).chosen
+    except XuError:
+        return None
+    return chosen.thumbprint if chosen is not None and chosen.thumbprint not in gone else None
+
+
+def _to_successor(journal: RunJournal, info: Mapping[str, Any], old: str, new: str | None, successor: str, *, file_original: bool) -> Recovery:
+    backups = bool(journal.backup_files) and not file_original and not missing_backups(journal, info)
+    bound = upper(as_dict(info.get("web_server")).get("certificate_thumbprint"))
+    # Restored (or never written), the settings name the previous certificate; else what the failed step wrote.
+    named = old if backups or file_original or bound is None else bound
+    rebind = None
+    if not backups and as_dict(info.get("web_server")).get("protocol") != journal.previous_web_protocol:
+        rebind = Rebind(journal.previous_web_protocol, None, None, IF_CHANGED)
+    return replace(
+        _empty(COMPLETE, "", journal, successor),
+        new_thumbprint=successor,
+        restores=_restores(journal, NEVER) if backups else (),
+        swap=Swap(named, successor, None, IF_CHANGED if backups else ALWAYS),
+        rebind=rebind,
+        reason=(
+            f"neither the previous certificate {old} nor the new one {new or '(not recorded)'} is in LocalMachine\\My with its key"
+            f" (another tool replaced them); the settings are bound to {successor}, the certificate adopt mode chooses"
+        ),
+    )
+
+
 def _enable_tls_recovery(journal: RunJournal, info: Mapping[str, Any], prefer: str) -> Recovery:
     """A run that turned TLS on: keep TLS on when resuming finds the new certificate served, else back to plain HTTP."""
     new = _journal_new(journal, info, None)
@@ -313,6 +349,9 @@ def _replacement_recovery(journal: RunJournal, info: Mapping[str, Any], prefer: 
         return _rollback(journal, info, old, old_in_force, file_original)
     if usable(info, new) or (new is None and journal.mode == "reuse_key"):
         return _forward(journal, info, old, new, new_in_force=new_in_force, file_original=file_original)
+    successor = _successor(info, (old, new))
+    if successor is not None:
+        return _to_successor(journal, info, old, new, successor, file_original=file_original)
     return _empty(
         "manual",
         f"neither the previous certificate {old} nor a new one is usable in LocalMachine\\My; the settings are left as they are",

@@ -18,6 +18,11 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot impo
 
 
 def run_tls_info(run: ModuleRun) -> dict[str, Any]:
+    return read_tls_info(run)[1]
+
+
+def read_tls_info(run: ModuleRun) -> tuple[Snapshot, dict[str, Any]]:
+    """The host's snapshot, and xu_tls_info's report of it."""
     params = run.params
     profile = resolve_profile(params)
     try:
@@ -31,7 +36,7 @@ def run_tls_info(run: ModuleRun) -> dict[str, Any]:
     report["transport"] = run.transport
     for problem in report["problems"]:
         run.warn(f"{run.host}: {problem}" if run.host else problem)
-    return report
+    return snapshot, report
 
 
 def certificate_report(snapshot: Snapshot, thumbprint: str | None, fqdn: str | None) -> dict[str, Any] | None:

@@ -1,8 +1,8 @@
 """Benchmark: central ACME issuance for a lab fleet from pebble, DNS-01 through BIND: seconds per host in ACME.
 
 Prints numbers; asserts nothing. Starts a lab of --hosts whose certificates are due, pebble and BIND beside it, runs
-the issuing playbook once (issuance per host, then the renew role), and prints each host's ACME phases from order to
-certificate, the run's wall time and the fleet summary.
+the renew playbook once in acme mode (each host's certificate ordered in its order step, then installed), and prints
+each host's ACME phases from order to certificate, the run's wall time and the fleet summary.
 
     .venv/bin/python tests/bench/acme_fleet.py --hosts 5 --forks 5
 """

@@ -1,4 +1,4 @@
-"""Helpers of the ACME integration tests: an xulab fleet, pebble and BIND beside it, and the issuing playbook."""
+"""Helpers of the ACME integration tests: an xulab fleet, pebble and BIND beside it, and the renew playbook in acme mode."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from acmelab import ZONE, AcmeLab, GateDns, new_account_key
 from cryptography import x509
 from labtools import BIN, REPO, Lab, PlaybookRun
 
-PLAYBOOK = REPO / "tests" / "integration" / "acme" / "fleet.yml"
-BRIDGE = REPO / "tests" / "integration" / "acme" / "action_plugins"
-# The role's variables for today's replace path: the PFX the bridge issued, per host (as `make demo-acme` gives them).
-ROLE_VARS: dict[str, Any] = yaml.safe_load((REPO / "tests" / "integration" / "acme" / "replace-vars.yml").read_text())
+PLAYBOOK = REPO / "playbooks" / "renew.yml"
+# The renew role's variables besides the CA's and the DNS server's (as `make demo-acme` gives them).
+ROLE_VARS: dict[str, Any] = {"xu_renew_mode": "acme", "xu_renew_strategy": "minimal_outage"}
+# The renew role's two tasks: each host's assessment, then its renewal.
+ASSESS_TASK = "Assess | Read the server and decide what a renewal does on it"
+RENEW_TASK = "Renew | Renew the certificate if it is due, step by step, rolling back a failed step"
 
 
 def lab_hosts(lab: Lab) -> dict[str, str]:
@@ -46,12 +47,12 @@ class AcmeRun:
         return self.services.role_vars(self.account_key, gate=self.gate) | ROLE_VARS | {"xu_renew_ca_path": str(self.root)} | overrides
 
     def spawn(self, tmp_path: pathlib.Path, **overrides: Any) -> subprocess.Popen[bytes]:
-        """The issuing playbook in the background, in a process group of its own (to be killed as a whole)."""
+        """The renew playbook in the background, in a process group of its own (to be killed as a whole)."""
         extra = tmp_path / "acme-vars-spawned.json"
         extra.touch(mode=0o600)
         extra.write_text(json.dumps(self.variables(**overrides)))
         command = [str(BIN / "ansible-playbook"), "-i", str(self.lab.inventory), str(PLAYBOOK), "-e", f"@{extra}"]
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_ACTION_PLUGINS=str(BRIDGE), ANSIBLE_NOCOLOR="1")
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
         log = (tmp_path / "spawned.log").open("wb")
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
 
@@ -66,14 +67,13 @@ class AcmeRun:
         raise AssertionError(f"{name} was never published: {self.services.log_tail()}")
 
     def run(self, tmp_path: pathlib.Path, *, check: bool = False, verbosity: int = 0, **overrides: Any) -> PlaybookRun:
-        """The issuing playbook, with every variable in a 0600 file (as a vault would give them), never on the command line."""
+        """The renew playbook, with every variable in a 0600 file (as a vault would give them), never on the command line."""
         extra = tmp_path / f"acme-vars-{len(list(tmp_path.glob('acme-vars-*')))}.json"
         extra.touch(mode=0o600)
         extra.write_text(json.dumps(self.variables(**overrides)))
         try:
             return self.lab.playbook(
                 str(PLAYBOOK), tmp_path=tmp_path, check=check, verbosity=verbosity, extra_args=("-f", "10", "-e", f"@{extra}"),
-                env={"ANSIBLE_ACTION_PLUGINS": str(BRIDGE)},
             )
         finally:
             extra.unlink()
@@ -85,9 +85,23 @@ def start(lab: Lab, folder: pathlib.Path, *, gate: bool = False, **options: Any)
 
 
 def acme_report(run: PlaybookRun, host: str) -> dict[str, Any]:
-    """What the bridge said it did for a host (the debug task's message; the bridge's own result is censored)."""
-    report: dict[str, Any] = run.of(host, "What ACME did (nothing secret)")["msg"]
-    return report
+    """What xu_renew said about ACME for a host: the CA's assessment, and from the renewal (when the host was due) the
+    order (``acme``, None when nothing was ordered) or what --check proved (``dry_run``)."""
+    assessment = task_result(run, host, ASSESS_TASK) or {}
+    renewed = task_result(run, host, RENEW_TASK) or {}
+    acme = renewed.get("acme") or {}
+    return {
+        "issued": bool(acme.get("order")), "assessment": (assessment.get("acme") or {}).get("assessment"), "acme": acme.get("order"),
+        "dry_run": acme.get("dry_run"), "summary": renewed.get("summary") or assessment.get("summary"), "status": renewed.get("_status"),
+    }
+
+
+def task_result(run: PlaybookRun, host: str, task: str) -> dict[str, Any] | None:
+    """The last result on ``host`` of the role's task ``task`` (its name as the role gives it, without the role's)."""
+    for entry in reversed(run.results):
+        if entry["host"] == host and entry["task"].endswith(task):
+            return dict(entry["result"]) | {"_status": entry["status"]}
+    return None
 
 
 def presented(address: str, fqdn: str, root: pathlib.Path, port: int = 8165) -> x509.Certificate:

@@ -1,7 +1,7 @@
 """Central ACME issuance end to end: a 5-host lab fleet renewed from pebble, DNS-01 through BIND, then nothing to do.
 
-The issuance runs in the controller's process (the test-only bridge stands in for the engine's act phase) and hands
-the role the PFX through ``xu_renew_pfx_content``; see docs/acme.md.
+The renew playbook with xu_renew_mode acme: the engine orders each due host's certificate in the controller's process
+(its order step) and installs it; see docs/acme.md.
 """
 
 from __future__ import annotations

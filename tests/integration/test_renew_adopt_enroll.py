@@ -7,7 +7,7 @@ import pathlib
 from typing import Any
 
 from invariants import baseline, check_host, served_thumbprint
-from labtools import Lab
+from labtools import BIN, Lab
 from test_renew_role import RESTART_DELAY, by_result, renew, summaries, untouched
 
 NEAR_MISSES = ("wrong_san", "no_key", "no_eku", "other_issuer", "expired", "not_yet_valid", "shorter")
@@ -66,3 +66,35 @@ def test_enroll_recovers_expired_and_missing_certificates_with_a_new_key(lab_fac
         assert [e["type"] for e in lab.events(host)[bases[host].events:]].count("enrol") == 1
     # Without plain HTTP at any moment: minimal restarts, TLS never off.
     assert all(untouched(lab, host, bases[host]) == [] for host in ("xu01", "xu04"))
+
+
+def test_a_certificate_win_acme_deletes_between_the_assessment_and_the_write_is_never_bound(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    """win-acme renews once (the bound certificate deleted, a new one A left unbound), the assessment chooses A, and
+    win-acme renews again before the write (A deleted, B left). The write's call finds A gone before it writes: the
+    settings never name a missing certificate, the service never fails to start, and the recovery binds B, the
+    certificate adopt mode chooses."""
+    lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy", "--restart-delay", RESTART_DELAY)
+    first = lab_call(lab, "winacme", "--host", "xu01")
+    options = {"xu_renew_mode": "adopt", "xu_renew_strategy": "minimal_outage"}
+    local = {"ansible_connection": "local", "ansible_python_interpreter": str(BIN / "python")}
+    tasks: list[dict[str, Any]] = [
+        {"name": "Assess", "xtractuniversal.tls.xu_renew": {"phase": "assess", "options": options}, "register": "assessed"},
+        {"name": "win-acme renews again", "delegate_to": "localhost", "vars": local, "changed_when": False,
+         "ansible.builtin.command": {"argv": [str(BIN / "python"), "-m", "xulab", "winacme", "--dir", str(lab.dir), "--host", "xu01"]}},
+        {"name": "Act", "xtractuniversal.tls.xu_renew": {"phase": "act", "options": options, "assessment": "{{ assessed }}",
+                                                          "run_id": "{{ assessed.run_id }}"}},
+    ]
+    base = baseline(lab, "xu01")
+    run = lab.playbook(tasks, hosts="xu01", tmp_path=tmp_path)
+    assessed = run.of("xu01", "Assess")
+    assert assessed["plan"]["new_thumbprint"] == first["new_thumbprint"], assessed["plan"]
+    successor = json.loads(run.of("xu01", "win-acme renews again")["stdout"])["new_thumbprint"]
+    acted = run.of("xu01", "Act")
+    summary = acted["summary"]
+    assert summary["failed_step"] == "install" and f"{first['new_thumbprint']} is not in LocalMachine\\My" in summary["reason"], summary
+    assert "the certificate adopt mode chooses" in summary["reason"], summary["reason"]
+    assert served_thumbprint(lab, "xu01") == successor and lab.state("xu01")["service"]["state"] == "Running"
+    events = [event["type"] for event in lab.events("xu01")[base.events:]]
+    # One write, the recovery's (to B); none naming A, and nothing to restore.
+    assert events.count("settings_write") == 1 and "settings_restore" not in events, events
+    assert check_host(lab, "xu01", base, new=successor) == []

@@ -12,6 +12,7 @@ import yaml
 
 from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_batches
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import (
+    ACME_PREFIX,
     ROLE_SPECS,
     SECRET_VARIABLES,
     renew_options,
@@ -32,7 +33,8 @@ FITTING = {"str": {"text", "textarea", "password", "multiplechoice"}, "int": {"i
 ALL_OPTIONS = yaml.safe_load(ROLE_SPECS.read_text(encoding="utf-8"))["argument_specs"]["main"]["options"]
 # Variables of the renew playbook itself (play keywords), each read by the filter the playbook passes it through.
 PLAYBOOK_VARIABLES = {"xu_renew_serial": renew_batches}
-ROLE_QUESTIONS = [question for question in QUESTIONS if question["variable"] not in PLAYBOOK_VARIABLES]
+# The ACME mode's questions are read by its own settings (tests/unit/acme/test_awx_acme.py).
+ROLE_QUESTIONS = [question for question in QUESTIONS if question["variable"] not in PLAYBOOK_VARIABLES and not question["variable"].startswith(ACME_PREFIX)]
 PLAYBOOK_QUESTIONS = [question for question in QUESTIONS if question["variable"] in PLAYBOOK_VARIABLES]
 
 
@@ -76,7 +78,7 @@ def test_the_playbook_s_own_questions_are_read_by_its_filter() -> None:
 
 def test_every_mode_and_the_enrolment_template_have_a_question() -> None:
     renew = {question["variable"]: question for question in SURVEYS["renew"]["spec"]}
-    assert set(renew["xu_renew_mode"]["choices"]) == {"replace", "reuse_key", "adopt", "enroll"}
+    assert set(renew["xu_renew_mode"]["choices"]) == {"replace", "reuse_key", "adopt", "enroll", "acme"}
     assert {"xu_renew_template", "xu_renew_adopt_issuer"} <= set(renew)
     enable = {question["variable"]: question for question in SURVEYS["enable_tls"]["spec"]}
     assert set(enable["xu_renew_mode"]["choices"]) == {"adopt", "enroll", "replace"}

@@ -100,7 +100,8 @@ class AcmeSettings:
 
 def _get(variables: Mapping[str, Any], name: str, default: Any) -> Any:
     value = variables.get(PREFIX + name, default)
-    return default if value is None else value
+    # An empty answer (an AWX survey's blank, null on ansible-core 2.19+) means the default.
+    return default if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
 def _text(variables: Mapping[str, Any], name: str, default: str = "") -> str:

@@ -641,6 +641,17 @@ $primitives = @{
         } finally { $st.Close() }
         @{ certificates = $list }
     }
+    'cert_check' = {
+        param($a)
+        # A guard for the operations after it in the same call (stop_on_error): the settings are about to name this
+        # certificate, and another tool (win-acme) may have deleted it since it was read.
+        $tp = ConvertTo-XuThumbprint $a.thumbprint
+        $st = Open-XuStore 'My' 'ReadOnly, OpenExistingOnly'
+        try { $c = Find-XuCert $st $tp } finally { $st.Close() }
+        if ($null -eq $c) { Stop-Xu 'NotFound' ('{0} is not in LocalMachine\My' -f $tp) }
+        if (-not $c.HasPrivateKey) { Stop-Xu 'NotFound' ('{0} is in LocalMachine\My without its private key' -f $tp) }
+        @{ thumbprint = $tp; has_private_key = $true }
+    }
     'pfx_import' = {
         param($a)
         if (-not $a.pfx_b64) { Stop-Xu 'InvalidArgument' 'pfx_b64 is required' }

@@ -254,6 +254,17 @@ async def cert_list(host: Host, a: Args) -> Result:
     return {"certificates": [e.listing() for e in entries if wanted is None or e.thumbprint in wanted]}
 
 
+async def cert_check(host: Host, a: Args) -> Result:
+    # A guard for what follows it in the same call: the settings are about to name this certificate.
+    thumbprint = normalise_thumbprint(a.get("thumbprint"))
+    entry = host.stores.my.get(thumbprint)
+    if entry is None:
+        raise PrimitiveError("NotFound", f"{thumbprint} is not in LocalMachine\\My")
+    if entry.key is None:
+        raise PrimitiveError("NotFound", f"{thumbprint} is in LocalMachine\\My without its private key")
+    return {"thumbprint": thumbprint, "has_private_key": True}
+
+
 async def pfx_import(host: Host, a: Args) -> Result:
     if not a.get("pfx_b64"):
         raise PrimitiveError("InvalidArgument", "pfx_b64 is required")
@@ -804,6 +815,7 @@ async def journal_write(host: Host, a: Args) -> Result:
 PRIMITIVES: dict[str, Primitive] = {
     "discover": discover,
     "cert_list": cert_list,
+    "cert_check": cert_check,
     "pfx_import": pfx_import,
     "cert_remove": cert_remove,
     "served_check": served_check,

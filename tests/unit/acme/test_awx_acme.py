@@ -13,7 +13,8 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.settings 
 
 AWX = pathlib.Path(__file__).resolve().parents[3] / "docs" / "awx"
 CREDENTIAL_TYPES = ("acme_account_credential_type.yml", "tsig_credential_type.yml")
-SURVEY = json.loads((AWX / "acme_survey.json").read_text())["spec"]
+# The renew job template's survey asks for these with the mode acme.
+SURVEY = [question for question in json.loads((AWX / "renew_survey.json").read_text())["spec"] if question["variable"].startswith(PREFIX)]
 
 
 @pytest.mark.parametrize("name", CREDENTIAL_TYPES)
@@ -24,6 +25,12 @@ def test_credential_types_inject_known_variables_and_mark_secrets_secret(name: s
         assert variable.startswith(PREFIX) and variable.removeprefix(PREFIX) in VARIABLES, variable
         field = next(f for f in fields if "{{ " + f in template)
         assert bool(fields[field].get("secret")) == (variable.removeprefix(PREFIX) in SECRET_VARIABLES), variable
+
+
+def test_the_renew_survey_offers_the_acme_mode_and_its_questions() -> None:
+    modes = next(q for q in json.loads((AWX / "renew_survey.json").read_text())["spec"] if q["variable"] == "xu_renew_mode")
+    assert "acme" in modes["choices"]
+    assert {q["variable"] for q in SURVEY} == {f"{PREFIX}directory", f"{PREFIX}key_type", f"{PREFIX}max_parallel_orders"}
 
 
 @pytest.mark.parametrize("question", SURVEY, ids=lambda q: q["variable"])

@@ -285,6 +285,21 @@ def test_replace_after_the_old_certificate_left_the_store() -> None:
     assert gone["action"] == "manual" and "neither the previous certificate" in gone["reason"]
 
 
+def test_with_both_certificates_gone_the_successor_adopt_mode_chooses_is_bound() -> None:
+    # win-acme renewed between the assessment and the write: it deleted the certificate the run chose (NEW) and the
+    # bound one (OLD), and left its successor (OTHER); the settings name NEW, the service cannot start.
+    successor = {**certificate(OTHER), "not_before": "2026-11-01T00:00:00Z", "not_after": "2027-02-01T00:00:00Z", "dns_names": ["xu01.example.com"]}
+    report = info(NEW, running=False, in_store=False, certificates=[successor], sha="6" * 64)
+    recovery = f.renew_recovery(journal(mode="adopt", new_thumbprint=NEW), report)
+    assert recovery["action"] == "complete" and recovery["expect"] == OTHER, recovery
+    assert recovery["swap"] == {"old_thumbprint": NEW, "new_thumbprint": OTHER, "renew_reusing_key": None, "restart": "always"}
+    assert "the certificate adopt mode chooses" in recovery["reason"]
+    # One that does not name the host is no successor.
+    stranger = {**successor, "san_covers_fqdn": False, "dns_names": ["other.example.com"]}
+    gone = f.renew_recovery(journal(mode="adopt", new_thumbprint=NEW), info(NEW, running=False, in_store=False, certificates=[stranger]))
+    assert gone["action"] == "manual"
+
+
 # -- outcome and summary --------------------------------------------------------------------------
 
 

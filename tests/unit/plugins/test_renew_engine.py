@@ -11,6 +11,7 @@ once the lost run's lease has expired the next run finishes or rolls back what i
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from support.action import run_action
 from support.certs import mint
 from support.engine_host import EngineHost, Fault, engine_host, pfx_for_the_host, tls_file
+from support.fake_ca import ACME_VARIABLES, FakeCa, fake_ca
 from support.fake_changes import TLS_FILE
 from support.fake_swap import FQDN, make_pfx
 
@@ -37,6 +39,8 @@ class Sequence:
     options: dict[str, Any]
     prepare: Callable[[EngineHost], None] = lambda host: None
     pfx: bool = False
+    # The new certificate ordered from an ACME CA (in memory, support/fake_ca.py).
+    acme: bool = False
 
 
 def _better_certificate(host: EngineHost) -> None:
@@ -65,6 +69,7 @@ SEQUENCES = [
     Sequence("enroll/documented", {"xu_renew_mode": "enroll", "xu_renew_strategy": "documented", "xu_renew_template": "WebServer"}),
     Sequence("enroll/minimal_outage", {"xu_renew_mode": "enroll", "xu_renew_strategy": "minimal_outage", "xu_renew_template": "WebServer"}),
     Sequence("enable_tls", {"xu_renew_mode": "adopt", "xu_renew_enable_tls": True, "xu_renew_tls_off_only": True}, _tls_off),
+    Sequence("acme/minimal_outage", {"xu_renew_mode": "acme", "xu_renew_strategy": "minimal_outage"}, acme=True),
 ]
 BY_NAME = {sequence.name: sequence for sequence in SEQUENCES}
 
@@ -79,11 +84,18 @@ def args(sequence: Sequence, phase: str, run_id: str, **extra: Any) -> dict[str,
     given: dict[str, Any] = {"phase": phase, "run_id": run_id, "options": {"xu_renew_fqdn": FQDN, **sequence.options}, **extra}
     if sequence.pfx:
         given.update(pfx_content=PFX, pfx_password=PASSWORD)
+    if sequence.acme:
+        given.update(acme=ACME_VARIABLES)
     return given
 
 
 def run(sequence: Sequence, host: EngineHost, run_id: str, *, check_mode: bool = False, fault: Fault | None = None) -> dict[str, Any]:
     """One run on one host: the assessment (never faulted), then the act phase with ``fault`` armed."""
+    with fake_ca(FakeCa()) if sequence.acme else contextlib.nullcontext():
+        return _run(sequence, host, run_id, check_mode=check_mode, fault=fault)
+
+
+def _run(sequence: Sequence, host: EngineHost, run_id: str, *, check_mode: bool, fault: Fault | None) -> dict[str, Any]:
     host.arm(None)
     assessment = run_action("xu_renew", args(sequence, "assess", run_id), host, check_mode=check_mode)
     assert not assessment.get("failed"), assessment
@@ -283,3 +295,36 @@ def test_an_abandoned_run_is_taken_over_by_name_once_its_last_call_has_run_out_a
     assert over["result"] == "renewed" and over["resumed"] == "rolled_back", over
     assert "taken over (xu_renew_take_over)" in over["reason"]
     assert served(host) == over["new_thumbprint"] != old and host.journals == {} and gate_open(host)
+
+
+@pytest.mark.parametrize("provider", ["schannel_csp", "software_ksp"])
+def test_enroll_makes_the_key_in_the_provider_the_role_names(provider: str) -> None:
+    base = BY_NAME["enroll/minimal_outage"]
+    sequence = Sequence("enroll", {**base.options, "xu_renew_key_provider": provider})
+    host, _old = renewal(sequence)
+    assert run(sequence, host, "enrol")["summary"]["result"] == "renewed"
+    (enrolment,) = [op for call in host.calls for op in call if op["op"] == "cert_enroll"]
+    assert enrolment["args"]["key_provider"] == provider
+
+
+def test_a_certificate_that_vanishes_after_the_assessment_is_never_named_in_the_settings() -> None:
+    """win-acme renews between the assessment and the write: it deletes the certificate adopt mode chose and leaves its
+    successor. The write's own call checks the chosen one is still there, so the settings never name a missing one."""
+    sequence = BY_NAME["adopt/minimal_outage"]
+    host, old = renewal(sequence)
+    host.arm(None)
+    assessment = run_action("xu_renew", args(sequence, "assess", "vanish"), host)
+    chosen = assessment["plan"]["new_thumbprint"]
+    assert assessment["action"] == "renew" and chosen
+    host.certificates = [c for c in host.certificates if c["thumbprint"] != chosen]
+    cert, key = mint(FQDN, sans=(FQDN, "xu01"), days_left=300)
+    successor = host.add_keyed(cert, key)
+    tls_before = tls_file(host)
+    acted = run_action("xu_renew", args(sequence, "act", "vanish", assessment=assessment), host)
+    summary = acted["summary"]
+    assert summary["result"] == "failed" and summary["failed_step"] == "install", summary
+    assert f"{chosen} is not in LocalMachine\\My" in summary["reason"], summary["reason"]
+    assert tls_file(host) == tls_before and served(host) == old and host.journals == {} and host.service_state == "Running"
+    # The next run adopts the successor.
+    again = run(sequence, host, "next")
+    assert again["summary"]["result"] == "renewed" and served(host) == successor == again["summary"]["new_thumbprint"]

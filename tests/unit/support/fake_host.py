@@ -213,6 +213,15 @@ class FakeHost:
     def op_cert_list(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"certificates": self.certificates}
 
+    def op_cert_check(self, args: dict[str, Any]) -> dict[str, Any]:
+        thumbprint = str(args["thumbprint"]).upper()
+        entry = next((c for c in self.certificates if c["thumbprint"] == thumbprint and not c.get("archived")), None)
+        if entry is None:
+            raise HostError("NotFound", f"{thumbprint} is not in LocalMachine\\My")
+        if not entry.get("has_private_key"):
+            raise HostError("NotFound", f"{thumbprint} is in LocalMachine\\My without its private key")
+        return {"thumbprint": thumbprint, "has_private_key": True}
+
     def op_fw_get(self, args: dict[str, Any]) -> dict[str, Any]:
         if not self.rules:
             return {"rules": None, "rules_error": group_not_found(args["group"])}
