@@ -31,7 +31,7 @@ description:
     completed or rolled back by the next run once its lease has expired.
   - The result lists every step with its start, duration, remote calls and outcome; each change is also in the host's
     Application event log.
-  - C(become) is ignored: the module runs on the controller and its remote calls use the connection's own account.
+  - C(become) is ignored; the module runs on the controller and its remote calls use the connection's own account.
 extends_documentation_fragment:
   - xtractuniversal.tls.attributes
 attributes:

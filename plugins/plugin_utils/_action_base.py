@@ -130,6 +130,8 @@ class XuActionBase(ActionBase):
     """Subclasses name their module and implement ``run_module``."""
 
     MODULE: str = ""
+    # Set when a remote call's connection failed: the next call resets the connection first.
+    _reconnect: bool = False
     # Constraints between options, as ArgumentSpecValidator takes them.
     MUTUALLY_EXCLUSIVE: ClassVar[list[list[str]]] = []
     REQUIRED_ONE_OF: ClassVar[list[list[str]]] = []
@@ -270,16 +272,33 @@ class XuActionBase(ActionBase):
     def _execute_remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
         """One remote command through the host's connection, whatever plugin that is."""
         display.vvv(f"{self.MODULE}: running the agent", host=self._play_context.remote_addr)
+        if self._reconnect:
+            self._reconnect = False
+            self._reset_connection()
         # executable='' keeps ansible from wrapping the command in /bin/sh for ssh. Connection failures propagate as
         # AnsibleConnectionFailure: a transport library's own error (pywinrm lets requests' ConnectionError through when
         # the server drops the connection mid-call) is one too, whatever the host did with the call meanwhile.
         try:
             raw = self._low_level_execute_command(command, sudoable=False, in_data=stdin, executable="")
+        except AnsibleConnectionFailure:
+            self._reconnect = True
+            raise
         except AnsibleError:
             raise
         except Exception as e:
+            self._reconnect = True
             raise AnsibleConnectionFailure(f"the connection to the host failed during the call: {type(e).__name__}: {e}") from e
         return int(raw.get("rc", 1)), str(raw.get("stdout", "")), str(raw.get("stderr", ""))
+
+    def _reset_connection(self) -> None:
+        """A new connection after one that failed: with NTLM message encryption, a message encrypted for the lost
+        session means nothing on a new TCP connection (the lab answers HTTP 400); a new shell and authentication do."""
+        try:
+            self._connection.reset()
+        except AnsibleError:
+            raise
+        except Exception as e:
+            raise AnsibleConnectionFailure(f"the connection to the host could not be made again: {type(e).__name__}: {e}") from e
 
 
 def _load_filters_before_forks() -> None:

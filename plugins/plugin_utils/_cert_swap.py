@@ -759,7 +759,7 @@ class SwapJournal:
 
     def after(self) -> list[Operation]:
         """The run journal's removal once the swap is done (``absent``, ``during``)."""
-        return self.ride.removal_operations(self.raw) if self.ride is not None else []
+        return self.ride.removal_operations(self.raw, self.run_id) if self.ride is not None else []
 
 
 @dataclass

@@ -639,7 +639,7 @@ def run_firewall_gate(run: ModuleRun, in_use: set[int]) -> dict[str, Any]:
     changed = any(part.plan.changed for part in parts)
     finals = {part.request.group: part.plan.predicted(part.current, part.request) for part in parts}
     writes = journal.write_operations(journal_raw, run_id, host_now) if journal is not None else []
-    removals = journal.removal_operations(written_journal(writes, journal_raw)) if journal is not None else []
+    removals = journal.removal_operations(written_journal(writes, journal_raw), run_id) if journal is not None else []
     # Whether the finals are what the host reported (not a prediction of rules still to be written).
     reported = not changed
     if (changed or writes or removals) and not run.check_mode:

@@ -197,10 +197,16 @@ class JournalRide:
         expected = (current_raw or {}).get("sha256") or "absent"
         return [Operation("journal_write", {"name": self.name, "content": journal_text(wanted), "expected_sha256": expected})]
 
-    def removal_operations(self, current_raw: dict[str, Any] | None) -> list[Operation]:
-        """The removal after the change (``absent``, ``during``), over the journal as read or as just written."""
+    def removal_operations(self, current_raw: dict[str, Any] | None, run_id: str, taken_over: str | None = None) -> list[Operation]:
+        """The removal after the change (``absent``, ``during``), over the journal as read or as just written; busy
+        (an XuError) when the journal there is another run's: a run removes only its own journal (or that of the
+        interrupted run it took over, ``taken_over``), never another's lease."""
         if self.state == "present" or not (current_raw or {}).get("exists"):
             return []
+        found = parse_journal(current_raw) or {}
+        if found.get("run_id") not in (run_id, *((taken_over,) if taken_over else ())):
+            owner = {"run_id": found.get("run_id", "unknown"), "step": found.get("step"), "lease_expires": found.get("lease_expires")}
+            raise busy_error(self.name, owner, ", which is not this run's journal")
         return [Operation("journal_write", {"name": self.name, "content": None, "expected_sha256": (current_raw or {}).get("sha256")})]
 
 

@@ -231,16 +231,18 @@ class JournalKeeper:
     # The run an operator named as gone (xu_renew_take_over): its live lease may be replaced, by this run's first write.
     takes_over: str | None = None
     record: RunJournal | None = None
-    # Whether a ride has written the journal in this run (a later last step only removes it).
+    # Whether a ride has written the journal in this run.
     written: bool = False
+    # The interrupted run whose journal this run took over (resumed): its journal is this run's to remove.
+    taken_over: str | None = None
 
     def ride(self, *, last: bool = False) -> JournalRide:
         """The journal for the next call that changes the host: written before its change (the lease renewed); with
-        ``last`` removed after the change succeeded, in the same call (a run of one change writes it first)."""
+        ``last`` also removed after the change succeeded, in the same call."""
         if self.record is None:
             raise RuntimeError("the journal is started before the first change")
-        if last and self.written:
-            return JournalRide(self.name, "absent", None, None)
+        # Written in every call, the last one's included (then removed after its change): the write, guarded by the
+        # journal's hash, comes before the call's change, so a call whose journal another run has rewritten changes nothing.
         self.written = True
         return JournalRide(self.name, "during" if last else "present", self.record.as_fact(), None, self.call_budget_s, self.takes_over)
 
@@ -350,7 +352,8 @@ class Renewal:
         try:
             return _RUNNERS[name](run, self.ctx)
         finally:
-            for warning in run.warnings:
+            # A read's problems mid-run (the gate closed, TLS off) are the steps' own doing: the plan and the steps say it.
+            for warning in run.warnings if name != "xu_tls_info" else ():
                 self.ctx.warn(warning)
 
     def read(self, *, fresh: bool = False) -> dict[str, Any]:
@@ -547,7 +550,10 @@ class Renewal:
     def remove_journal(self) -> None:
         """The journal's removal in a call of its own (a sequence whose last call could not carry it), over its hash as known."""
         current = _journal_answer(self.ctx.agent, self.journal.name)
-        removal = JournalRide(self.journal.name, "absent", None, None).removal_operations(current)
+        try:
+            removal = JournalRide(self.journal.name, "absent", None, None).removal_operations(current, self.ctx.run_id, self.journal.taken_over)
+        except XuError as e:
+            raise LeaseLost(e.msg) from e
         if removal:
             (answer,) = self.ctx.agent.call(removal)
             if not answer.ok and (answer.error or {}).get("type") == "HashMismatch":
@@ -574,9 +580,7 @@ class Renewal:
                 # and recovered as after a failed step. A connection that fails again is a lost host.
                 self.rescue(StepFailed(dropped.step, XuError(f"{dropped}; what the step did is not known")))
             except LeaseLost as lost:
-                self.gates = Gates()
-                self.failure = outcome(self.steps[-1].step if self.steps else "resume", {"msg": str(lost)},
-                                       _no_recovery("another run holds the host now"), None, [])
+                self._lease_lost(self.steps[-1].step if self.steps else "resume", str(lost))
         except HostLost as lost:
             self.lost = lost
             self.plan = replace(self.plan, action="unreachable", reason=(
@@ -610,10 +614,9 @@ class Renewal:
                 raise LeaseLost(failure.msg)
             recovery, check, errors = self.recover(ROLLBACK, failure.step)
         except LeaseLost as lost:
-            # This run's lease was taken over: the host is the other run's now, and nothing more is undone or opened.
-            self.gates = Gates()
-            self.failure = outcome(failure.step, {"msg": failure.msg}, _no_recovery(f"another run holds the host now ({lost})"), None, [])
+            self._lease_lost(failure.step, str(lost))
             return
+        self._outage_ended()
         self.failure = outcome(failure.step, {"msg": failure.msg, **fields}, recovery, check.as_fact() if check else None, errors)
 
     def recover(self, prefer: str, step: str) -> tuple[Recovery, Verification | None, list[str]]:
@@ -708,6 +711,7 @@ class Renewal:
                 raise XuError("the journal of the interrupted run cannot be read as this role's journal; check the host and remove it by hand")
             # Taken over: this run's lease replaces the interrupted run's, in the first call that changes anything.
             self.journal.start(replace(interrupted, run_id=self.ctx.run_id))
+            self.journal.taken_over = str(interrupted.run_id) if interrupted.run_id else None
             self.gates = Gates(gate=self.gates.gate or bool(interrupted.gate), hold=bool(interrupted.gate))
             decided = recover(interrupted, self.info, COMPLETE)
             record.detail = f"{decided.action}: {decided.reason}"
@@ -720,7 +724,8 @@ class Renewal:
         self.resumed = "completed" if recovery.action == COMPLETE else "rolled_back"
         # Why the run resumed (an expired lease, or a take-over by name), then what it did.
         self.resume_reason = f"{self.plan.reason}: {recovery.reason}"
-        self.resumed_thumbprints = (interrupted.old, recovery.expect if recovery.action == COMPLETE else None)
+        # What is served now, as verified: an AD CS renewal's certificate is found by its key, so the journal may not name it.
+        self.resumed_thumbprints = (interrupted.old, check.thumbprint if recovery.action == COMPLETE else None)
         # Read afresh: the resumed run's outcome decides whether this host is still due.
         self.info = self.read(fresh=True)
         self.plan = self.planner(self.info)
@@ -744,6 +749,16 @@ class Renewal:
             return
         self.gate_reopened = self.gate_reopened or (gates.gate and bool(result.get("changed")))
         self.gates = Gates(gate=False, hold=gates.hold and not release_hold)
+        # The clients' outage ends when the gate opens, after a failure too.
+        self._outage_ended()
+
+    def _lease_lost(self, step: str, why: str) -> None:
+        """Another run holds the host now (it took the lease over, or wrote the journal since this run did): this run
+        stops as busy, and neither undoes nor opens anything; the host is that run's to finish."""
+        self.gates = Gates()
+        self.plan = replace(self.plan, action="busy", reason=(
+            f"another run holds the host now ({why}); this run stopped at step {step} and left the host to that run"
+        ))
 
     def _busy(self, owner: Any, why: str) -> None:
         owner = as_dict(owner)
@@ -878,7 +893,11 @@ def _found(context: EngineContext, path: Any, variable: str) -> bytes | None:
 
 def assess(context: EngineContext, check_mode: bool) -> dict[str, Any]:
     """The assess phase: one read, the plan, the steps the host would go through; nothing is changed."""
-    info = read_info(context)
+    try:
+        info = read_info(context)
+    except AnsibleConnectionFailure:
+        # One dropped connection is not yet a lost host: the read changes nothing, and is made once more (reconnected).
+        info = read_info(context)
     decided = plan_host(context, info)
     result: dict[str, Any] = {
         "changed": False, "action": decided.action, "plan": decided.as_fact(), "steps": planned_steps(decided),

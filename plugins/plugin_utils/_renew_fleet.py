@@ -270,6 +270,9 @@ def run_failure(outcome: HostOutcome, fail_on_blocked: bool) -> str | None:
     """Why this host fails the run (each failing host fails on its own, so the recap names exactly them), or None."""
     if outcome.result == "failed":
         return outcome.reason or "failed"
+    if outcome.result == "busy" and fail_on_blocked:
+        # Another run holds the host: this run did not renew it, whatever that run does, and the run says so.
+        return f"Busy, so not renewed by this run (see the summary above): {outcome.reason}"
     if outcome.result in ("blocked", "not_attempted") and (fail_on_blocked or outcome.result == "not_attempted"):
         return f"Due but not renewed (see the summary above): {outcome.reason}"
     if outcome.result == "unreachable":

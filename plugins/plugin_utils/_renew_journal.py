@@ -1,12 +1,12 @@
 # Copyright: xtractuniversal.tls contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The renew role's run journal: what a later run needs to complete or undo this one. Private to this collection.
+"""A renewal's run journal: what a later run needs to complete or undo this one. Private to this collection.
 
 The journal is started on the controller before the first change and handed to each step's
-module, which keeps it on the host in the call it makes anyway. After each step it records the
-step reached, the new certificate once known and every backup made (only the first of each file:
-it holds the settings from before the run, which a rollback restores). See
-plugins/filter/renew_journal.yml and renew_journal_start.yml for the dict the role holds.
+module, which keeps it on the host in the call it makes anyway (the renewal engine's
+JournalKeeper). After each step it records the step reached, the new certificate once known and
+every backup made (only the first of each file: it holds the settings from before the run, which
+a rollback restores). ``as_fact`` is the dict written to the host.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class RunJournal:
 
 
 def parse_journal(value: Any) -> RunJournal | None:
-    """The journal the role holds or xu_tls_info read from the host; None when there is none (empty or not a dict)."""
+    """The journal as xu_tls_info read it from the host (or as a run keeps it); None when there is none (empty or not a dict)."""
     fact = as_dict(value)
     if not fact:
         return None

@@ -153,7 +153,7 @@ def _text(value: Any) -> str | None:
 
 
 def parse_plan(value: Any) -> Plan:
-    """A plan from the dict the role holds (renew_plan's, perhaps combined with changes in rescue.yml)."""
+    """A plan from its dict (``Plan.as_fact``, as an assessment returns it)."""
     fact = as_dict(value)
     owner = fact.get("owner")
     return Plan(

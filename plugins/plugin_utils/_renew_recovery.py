@@ -130,7 +130,7 @@ def _text(value: Any) -> str | None:
 
 
 def parse_recovery(value: Any) -> Recovery:
-    """A recovery from the dict the role holds; a missing one is ``none``."""
+    """A recovery from its dict (``Recovery.as_fact``); a missing one is ``none``."""
     fact = as_dict(value)
     restores = tuple(
         Restore(str(r.get("path") or ""), str(r.get("backup_file") or ""), str(r.get("restart") or NEVER))

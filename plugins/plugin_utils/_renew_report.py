@@ -1,10 +1,9 @@
 # Copyright: xtractuniversal.tls contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What the renew role reports for a host: the outcome of a failed step and the host's summary. Private to this collection.
+"""What a renewal reports for a host: the outcome of a failed step and the host's summary. Private to this collection.
 
-Each task of the role that can fail while it acts names its step in its task vars
-(``xu_renew_step``); rescue.yml hands that name to ``outcome``. ``STEPS`` are the names a
-summary's ``failed_step`` can take (a unit test holds the role's task files to them).
+The renewal engine hands the failed step's name to ``outcome``. ``STEPS`` are the names a
+summary's ``failed_step`` can take (a unit test holds the engine's step table to them).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_recover
 # The steps of the act phase, in the order a renewal or a resume reaches them.
 STEPS = (
     "journal",        # the journal is started on the controller
+    "order",          # acme: the certificate is ordered on the controller
     "close_gate",     # reuse_key documented: the gate and the HTTP hold close
     "tls_off",
     "renew",          # reuse_key: AD CS renews the certificate with its key
@@ -102,7 +102,7 @@ def outcome(
 
 @dataclass(frozen=True)
 class HostSummary:
-    """The per-host summary the role returns as a fact and hands to AWX (see plugins/filter/renew_summary.yml)."""
+    """The per-host summary xu_renew returns (``summary``), which the renew playbook hands to AWX."""
 
     result: str
     reason: str

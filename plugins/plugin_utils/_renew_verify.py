@@ -47,7 +47,7 @@ def _certificate_problems(certificate: Mapping[str, Any], expected: str, require
 def verify(
     info: Mapping[str, Any], expected: Any, web_protocol: str | None = None, config_tls: bool | None = None, require_valid: bool = True
 ) -> Verification:
-    """Whether the host serves ``expected`` as a renewal (or a rollback) should leave it (see plugins/filter/renew_verify.yml)."""
+    """Whether the host serves ``expected`` as a renewal (or a rollback) should leave it: the verify step's verdict."""
     wanted = upper(expected)
     if wanted is None and web_protocol == PLAIN_HTTP_PROTOCOL:
         return _verify_plain_http(info)

@@ -467,7 +467,7 @@ def journal_operations(
     if change is not None and change.before is not None:
         journal = journal.with_backups({change.path: backup_path_for(change.path, stamp)})
     writes = journal.write_operations(current, run_id, host_now)
-    return writes, journal.removal_operations(written_journal(writes, current))
+    return writes, journal.removal_operations(written_journal(writes, current), run_id)
 
 
 def run_tls_binding(run: ModuleRun) -> dict[str, Any]:

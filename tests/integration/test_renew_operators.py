@@ -104,10 +104,12 @@ def test_limit_to_a_blocked_host_fails_the_run_and_reports_the_rest_as_not_targe
     assert run.rc == 2, run.stdout[-4000:]
     assert list(failed_messages(run)) == ["xu02"]
     assert "xu_renew_pfx_path" in failed_messages(run)["xu02"]
-    assert "TOTAL  1 host: 1 blocked; 4 more of the group not targeted (--limit)" in run.stdout
+    assert "TOTAL  1 host: 1 blocked" in run.stdout
+    assert "NOT TARGETED  4 hosts of the group are outside --limit (AWX: Limit)" in run.stdout
     # localhost in the limit (as with the old summary play) changes nothing: the other hosts are not targeted, not unreachable.
     both = renew(lab, tmp_path, "-e", "xu_renew_mode=replace", "--limit", "localhost,xu02")
-    assert both.rc == 2 and "TOTAL  1 host: 1 blocked; 4 more of the group not targeted (--limit)" in both.stdout, both.stdout[-4000:]
+    assert both.rc == 2 and "TOTAL  1 host: 1 blocked" in both.stdout, both.stdout[-4000:]
+    assert "NOT TARGETED  4 hosts of the group are outside --limit (AWX: Limit)" in both.stdout
     assert "unreachable" not in both.stdout.split("PLAY RECAP")[0]
 
 

@@ -126,8 +126,10 @@ class Lab:
         san: list[str] | None = None,
         no_server_auth: bool = False,
         same_key_as: str | None = None,
+        days_left: float | None = None,
     ) -> dict[str, Any]:
-        """Mint a PFX; the answer has `pfx` (bytes), `thumbprint`, `not_before`, `not_after`, ... Written to `out` if given."""
+        """Mint a PFX (valid for `days_left` more days, 365 unless given); the answer has `pfx` (bytes), `thumbprint`,
+        `not_before`, `not_after`, ... Written to `out` if given."""
         result: dict[str, Any] = control.request(
             self.dir,
             "issue",
@@ -138,6 +140,7 @@ class Lab:
             san=san,
             no_server_auth=no_server_auth,
             same_key_as=same_key_as,
+            days_left=days_left,
         )
         result["pfx"] = base64.b64decode(result.pop("pfx_b64"))
         if out is not None:

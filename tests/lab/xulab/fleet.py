@@ -301,6 +301,7 @@ class Fleet:
                 same_key_as=str(request["same_key_as"]) if request.get("same_key_as") else None,
                 intermediate=bool(request.get("intermediate")),
                 aes=bool(request.get("aes")),
+                days_left=float(request["days_left"]) if request.get("days_left") is not None else 365,
             )
         raise LabError(f"unknown control request {op!r}")
 

@@ -130,6 +130,7 @@ def issue_pfx(
     same_key_as: str | None = None,
     intermediate: bool = False,
     aes: bool = False,
+    days_left: float = 365,
 ) -> dict[str, object]:
     """A PFX signed by the lab CA for this host (or for other names), to hand to the collection.
 
@@ -143,7 +144,7 @@ def issue_pfx(
     elif not_yet_valid:
         not_before, not_after = now + timedelta(days=30), now + timedelta(days=395)
     else:
-        not_before, not_after = now - timedelta(hours=1), now + timedelta(days=365)
+        not_before, not_after = now - timedelta(hours=1), now + timedelta(days=days_left)
     key = host.pick_key() if same_key_as is None else _key_of(host, same_key_as)
     request = LeafRequest(names[0], names, not_before, not_after, server_auth)
     certificate = host.ca.issue(request, key.public_key(), via_issuing_ca=intermediate)

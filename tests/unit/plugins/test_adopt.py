@@ -197,9 +197,9 @@ def test_enroll_recovers_an_expired_certificate_with_a_new_key_check_mode_first(
     new = done["new_thumbprint"]
     assert done["enrolled"] is True and done["key_access_granted"] is True and new != old and host.enrol_requests == 1
     # Three calls after the read: which CA publishes the template (none was given), the enrolment (with the store listed
-    # again), then the swap, which grants the key first.
-    assert [[op["op"] for op in call][:2] for call in host.calls[calls + 1:]] == [
-        ["ca_list"], ["cert_enroll", "cert_list"], ["key_grant_read", "file_write"]]
+    # again), then the swap, which checks the enrolled certificate is still there and grants its key before it writes.
+    assert [[op["op"] for op in call][:3] for call in host.calls[calls + 1:]] == [
+        ["ca_list"], ["cert_enroll", "cert_list"], ["cert_check", "key_grant_read", "file_write"]]
     expected = {"template": "WebServer", "ca_config": host.ca_configs[0], "dns_names": [FQDN], "key_length": 2048, "key_provider": "schannel_csp",
                 "run_as": "machine", "timeout_s": 300}
     assert host.calls[calls + 2][0]["args"] == expected
@@ -267,7 +267,7 @@ def test_enroll_mode_plans_the_swap_options_and_needs_a_template() -> None:
     report = run_action("xu_tls_info", {"fqdn": FQDN}, host)
     planned = renew.renew_plan(report, "enroll", template="WebServer", extra_dns_names=["XU.example.com", FQDN], run_id="r1")
     assert planned["action"] == "renew" and planned["source"] == "enroll" and sequence_of(parse_plan(planned)) == "new_certificate"
-    assert planned["enroll"] == {"template": "WebServer", "ca_config": None, "dns_names": [FQDN, "xu.example.com"]}
+    assert planned["enroll"] == {"template": "WebServer", "ca_config": None, "dns_names": [FQDN, "xu.example.com"], "key_provider": "schannel_csp"}
     blocked = renew.renew_plan(report, "enroll", run_id="r1")
     assert blocked["action"] == "blocked" and blocked["reason"].endswith("enroll mode needs the AD CS template to enrol from: set xu_renew_template")
     # reuse_key cannot renew this expired certificate; enroll can.

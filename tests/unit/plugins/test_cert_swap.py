@@ -229,7 +229,7 @@ def test_new_thumbprint_check_mode_then_apply_then_idempotent() -> None:
     assert applied["changed"] is True and not applied.get("failed"), applied
     assert len(host.calls) == 3
     ops = [op["op"] for op in host.calls[2]]
-    assert ops == ["file_write", "service_restart", "port_probe", "port_probe", "event_write"]
+    assert ops == ["cert_check", "file_write", "service_restart", "port_probe", "port_probe", "event_write"]
     assert host.files[TLS_FILE] == before[TLS_FILE].replace(old, new)
     (backup,) = applied["backup_files"].values()
     assert host.file(backup) == before[TLS_FILE]
@@ -263,7 +263,7 @@ def test_new_thumbprint_must_be_usable() -> None:
     result = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "grant_key_access": True}, host)
     assert not result.get("failed"), result
     assert result["key_access_granted"] is True
-    assert [op["op"] for op in host.calls[-1]][:2] == ["key_grant_read", "file_write"]
+    assert [op["op"] for op in host.calls[-1]][:3] == ["cert_check", "key_grant_read", "file_write"]
 
 
 def test_no_reference_is_an_error_unless_allowed() -> None:
@@ -462,7 +462,7 @@ def test_a_failed_removal_only_warns_and_keeps_the_swaps_entry() -> None:
     assert not result.get("failed"), result
     assert result["changed"] is True and result["removed_old"] is False and result["restarted"] is True
     assert [[op["op"] for op in call] for call in host.calls[1:]] == [
-        ["file_write", "service_restart", "port_probe", "port_probe", "event_write", "cert_remove", "event_write"],
+        ["cert_check", "file_write", "service_restart", "port_probe", "port_probe", "event_write", "cert_remove", "event_write"],
     ]
     # The swap's own entry is written before the removal, so a refused removal does not take it along.
     assert [entry["event_id"] for entry in host.event_log] == [CERTIFICATE_SWAPPED]
@@ -486,7 +486,7 @@ def test_restart_never_keeps_the_old_certificate_while_the_service_still_serves_
     # The settings name the new certificate, the running service still presents the old one: removing it would
     # leave a service that cannot start again (and a run that restarts it meanwhile would find it gone).
     assert result["removed_old"] is False and result["restarted"] is False and old in host.thumbprints()
-    assert [[op["op"] for op in call] for call in host.calls[1:]] == [["file_write", "event_write"], ["cert_remove", "event_write"]]
+    assert [[op["op"] for op in call] for call in host.calls[1:]] == [["cert_check", "file_write", "event_write"], ["cert_remove", "event_write"]]
     assert {entry["thumbprint"] for entry in host.calls[2][0]["args"]["require_served"]} == {new}
     assert any(f"The old certificate {old} was left in the store" in w for w in result["warnings"])
     # Once it has been restarted and serves the new one, the next run removes the old one.
@@ -540,7 +540,7 @@ def test_without_the_old_certificate_a_failed_restart_is_not_rolled_back() -> No
     assert result["failed"] is True and result["rolled_back"] is False, result
     assert "were not rolled back" in result["msg"] and f"The settings name {new}" in result["msg"]
     assert len(host.calls) == 2 and new in host.files[TLS_FILE]
-    assert [op["op"] for op in host.calls[1]] == ["file_write", "service_restart", "port_probe", "port_probe", "event_write"]
+    assert [op["op"] for op in host.calls[1]] == ["cert_check", "file_write", "service_restart", "port_probe", "port_probe", "event_write"]
 
     # The next run finds the swap done and the service can be started again.
     again = run_action("xu_cert_swap", {"old_thumbprint": old, "new_thumbprint": new, "restart": "always"}, host)

@@ -156,10 +156,13 @@ def test_a_lease_is_judged_on_the_hosts_clock() -> None:
     assert f.renew_plan(ahead | {"host_clock": {"offset_s": None}}, "reuse_key", run_id="awx-2")["action"] == "busy"
 
 
-def test_a_busy_host_is_counted_and_does_not_fail_the_run() -> None:
+def test_a_busy_host_is_counted_and_fails_the_run_as_not_renewed() -> None:
     summaries = {"xu01": {"result": "busy", "reason": "another run (awx-1) is working on this host"}, "xu02": {"result": "renewed"}}
     report = fleet_report(summaries, ["xu01", "xu02"], ["xu01", "xu02"])
-    assert report["totals"] == {"busy": 1, "renewed": 1} and report["failures"] == {}
+    assert report["totals"] == {"busy": 1, "renewed": 1}
+    assert report["failures"] == {"xu01": "Busy, so not renewed by this run (see the summary above): another run (awx-1) is working on this host"}
+    # Reported only, as blocked hosts are, with xu_renew_fail_on_blocked false.
+    assert fleet_report(summaries, ["xu01", "xu02"], ["xu01", "xu02"], fail_on_blocked=False)["failures"] == {}
 
 
 # -- journal --------------------------------------------------------------------------------------

@@ -79,7 +79,8 @@ def test_each_mode_brings_its_own_certificate_or_says_why_not(mode: str, options
     assert decided["action"] == action and fragment in decided["reason"], decided["reason"]
     if mode == "enroll" and action == "renew":
         assert decided["source"] == "enroll"
-        assert decided["enroll"] == {"template": "WebServer", "ca_config": None, "dns_names": ["xu01.example.com", "xu.example.com"]}
+        assert decided["enroll"] == {"template": "WebServer", "ca_config": None, "dns_names": ["xu01.example.com", "xu.example.com"],
+                                     "key_provider": "schannel_csp"}
 
 
 def test_the_protocol_and_the_configuration_server_are_the_callers_choice() -> None:

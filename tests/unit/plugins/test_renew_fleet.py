@@ -215,7 +215,7 @@ def test_the_table_is_as_wide_as_its_content() -> None:
     ("result", "fail_on_blocked", "fails"),
     [("failed", True, True), ("blocked", True, True), ("blocked", False, False), ("not_attempted", False, True),
      ("unreachable", True, True), ("renewed", True, False), ("not_due", True, False), ("rolled_back", True, False),
-     ("would_renew", True, False), ("skipped", True, False)],
+     ("would_renew", True, False), ("skipped", True, False), ("busy", True, True), ("busy", False, False)],
 )
 def test_which_results_fail_the_run(result: str, fail_on_blocked: bool, fails: bool) -> None:
     report = fleet_report({"xu01": summary(result, "why")}, ["xu01"], ["xu01"], fail_on_blocked)
