@@ -150,10 +150,12 @@ class ChaosLab(Lab):
 
 @dataclasses.dataclass(frozen=True)
 class Freeze:
-    """Where a run's workers stop: right after the ``after[host]``-th remote call of the xu_renew task of ``phase``."""
+    """Where a run's workers stop: right after the ``after[host]``-th remote call of the xu_renew task of ``phase``
+    (with ``op``: of its calls that sent that primitive)."""
 
     phase: str
     after: dict[str, int]
+    op: str | None = None
 
 
 class Controller:
@@ -184,7 +186,8 @@ class Controller:
         if freeze is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FREEZE_PATH), os.environ.get("PYTHONPATH")]))
             after = {lab.addresses[host]: calls for host, calls in freeze.after.items()}
-            env["XU_CHAOS_FREEZE"] = json.dumps({"dir": str(self.markers), "phase": freeze.phase, "after": after})
+            events = {lab.addresses[host]: str(lab.dir / "hosts" / host / "events.jsonl") for host in freeze.after}
+            env["XU_CHAOS_FREEZE"] = json.dumps({"dir": str(self.markers), "phase": freeze.phase, "after": after, "op": freeze.op, "events": events})
         command = [
             str(BIN / "ansible-playbook"), "-i", str(lab.inventory), str(PLAYBOOK), "--limit", ",".join(self.hosts),
             # One batch, a fork per host: no host waits for another (the canary, a batch's slowest host, a free fork).

@@ -87,10 +87,12 @@ def timeline(lab: ChaosLab, host: str, base: Baseline) -> list[str]:
 
 
 def changes(events: list[dict[str, Any]]) -> list[str]:
-    """The events that changed the host (every one but a call and the lab's fault record), one short line each."""
+    """The changes a run made (every event but a call, the lab's fault record, and what a scheduled task did on its own:
+    a gate's auto-open at its deadline), one short line each."""
     return [
         f"{e['type']} {json.dumps({k: v for k, v in e.items() if k not in ('ts', 'host', 'type')}, separators=(',', ':'))[:200]}"
-        for e in events if e["type"] not in NO_CHANGE_EVENTS
+        for e in events
+        if e["type"] not in NO_CHANGE_EVENTS and not str(e.get("by") or "").startswith("task ") and not (e["type"] == "task" and e.get("action") == "ran")
     ]
 
 
@@ -161,17 +163,18 @@ def check_old_settings_exact(outcome: Outcome, lab: ChaosLab, base: Baseline) ->
 
 
 def check_certificate(state: dict[str, Any], base: Baseline, summary: dict[str, Any] | None, pfx: str | None) -> list[str]:
-    """A renewed host serves the new certificate it reported; any other one its old certificate or a valid new one."""
+    """A renewed (or completed) host serves the new certificate it reported; any other one its old certificate or a valid
+    new one."""
     now_served = served(state)
     result = (summary or {}).get("result")
     reported = str((summary or {}).get("new_thumbprint") or "").upper() or None
     if now_served is None:
         return ["the host serves no certificate over https"]
-    if result == "renewed":
+    if result in RENEWAL_RESULTS:
         if now_served == base.thumbprint:
-            return [f"reports renewed ({reported}), the host still serves the old certificate {now_served}"]
+            return [f"reports {result} ({reported}), the host still serves the old certificate {now_served}"]
         if now_served != reported:
-            return [f"reports renewed with {reported}, the host serves {now_served}"]
+            return [f"reports {result} with {reported} as new, the host serves {now_served}"]
     if now_served == base.thumbprint:
         return []
     problems = []

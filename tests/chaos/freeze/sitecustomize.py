@@ -6,7 +6,9 @@ Imported by every Python started with this directory on PYTHONPATH; it does noth
 
 The worker that runs the xu_renew task of ``phase`` for the host at an address of ``after`` stops itself (SIGSTOP)
 right after that task's k-th remote call has answered, before it sends anything more, and leaves a marker file in
-``dir`` first (``<address>-<pid>``, JSON). The chaos suite then kills the whole controller, or stops the rest of it and
+``dir`` first (``<address>-<pid>``, JSON). With ``"op": "journal_write"`` and ``"events": {address: events.jsonl}``
+only the calls that sent that primitive count, as the host's event log records the call (the lab writes a call's
+event before it answers). The chaos suite then kills the whole controller, or stops the rest of it and
 wakes it later (SIGCONT): a controller that dies, or stalls, at that call and at no other. A host the run never takes
 that far leaves no marker.
 
@@ -40,8 +42,10 @@ def _freeze_after_calls(config: dict[str, Any], action_base: type) -> None:
         task = self._task
         if not str(task.action).endswith("xu_renew") or task.args.get("phase") != config["phase"]:
             return answer
-        calls["count"] += 1
         address = str(self._play_context.remote_addr)
+        if config.get("op") and config["op"] not in _last_call_ops(config["events"].get(address)):
+            return answer
+        calls["count"] += 1
         if after.get(address) == calls["count"]:
             marker = pathlib.Path(config["dir"]) / f"{address}-{os.getpid()}"
             marker.write_text(json.dumps({"pid": os.getpid(), "address": address, "phase": config["phase"], "calls": calls["count"]}))
@@ -49,6 +53,18 @@ def _freeze_after_calls(config: dict[str, Any], action_base: type) -> None:
         return answer
 
     action_base._low_level_execute_command = counted  # type: ignore[attr-defined]
+
+
+def _last_call_ops(events: str | None) -> list[str]:
+    """The primitives of the host's last remote call, from its event log."""
+    if not events:
+        return []
+    for line in reversed(pathlib.Path(events).read_text().splitlines()):
+        if '"remote_call"' in line:
+            event = json.loads(line)
+            if event.get("type") == "remote_call":
+                return [str(op) for op in event.get("ops") or []]
+    return []
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
