@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import time
 from typing import Any
 
 from invariants import GATE_GROUP, check_gate, check_host
 from labtools import PlaybookRun, parse_time
 
-from tests.chaos.chaoslab import READ_ONLY_OPS, ChaosLab, Controller, Freeze
+from tests.chaos.chaoslab import PATIENCE_S, READ_ONLY_OPS, ChaosLab, Controller, Freeze
 from tests.chaos.checks import (
     RENEWAL_RESULTS,
     Outcome,
@@ -34,8 +35,8 @@ from tests.chaos.sweeps import Host, Reference, check_one_renewal, explain, prep
 KILLED = "chaos-killed"
 # The role's shortest gate deadline: a killed run's gate reopens a minute after it closed.
 GATE = ("-e", "xu_renew_gate_auto_open_after=1")
-# The take-over-by-name hosts' restart wait: their runs' call limit (the wait and 120 s) lies an hour after each call, so
-# the refusal is checked long before it passes, however slow the machine.
+# The restart wait of the take-over-by-name and long-call hosts: a call's limit (the wait and 120 s) lies an hour after
+# it, so the refusal is checked long before it passes, and a hanging restart waits until the test releases it.
 NAMED_WAIT_TIMEOUT = 3600
 RESUMED = ("completed", "rolled_back")
 # The primitives that ride along in most changing calls: not what names a call.
@@ -391,3 +392,64 @@ def check_stalled(lab: ChaosLab, point: Point, taker_id: str, taker: PlaybookRun
     new = check_one_renewal(outcome, reported, base, served(state), point.host.pfx)
     check_host_after_runs(outcome, lab, base, state, new, unknown_settings_kept=True)
     explain(outcome, lab, point.host, (taker_id, taker), ("chaos-stalled", late))
+
+
+def long_calls(lab: ChaosLab, directory: pathlib.Path, combinations: list[tuple[str, str]]) -> list[Outcome]:
+    """A call that outlasts the gate's deadline: the run's first restart hangs (the stop stays pending, the restart wait is
+    an hour) while the host's clock passes the 1-minute gate deadline. A second run then finds the first run's lease
+    still running and is busy, changing nothing; released, the first run finishes and renews."""
+    hosts = prepare_hosts(
+        lab, [(Outcome("long", f"{m}/{s} restart past the gate's deadline"), m, s) for m, s in combinations], odd=True,
+        xu_renew_wait_timeout=NAMED_WAIT_TIMEOUT,
+    )
+    if not hosts:
+        return []
+    for host in hosts:
+        lab.fault(host.name, stop_hangs=1)
+    first = Controller(lab, directory, "chaos-long", [h.name for h in hosts], *GATE)
+    hanging = {h.name: wait_for_event(lab, h, "service", "StopPending", first) for h in hosts}
+    marks = {}
+    for host in hosts:
+        lab.advance_host(host.name, 120)
+        journal = lab.journal(host.name) or {}
+        lease = journal.get("lease_expires")
+        live = bool(lease) and lab.now(host.name) < parse_time(str(lease))
+        host.outcome.check("the restart hangs past the gate's deadline, the lease runs", [] if hanging[host.name] and live else [
+            f"stop pending: {hanging[host.name]}; journal {journal or 'none'}"])
+        marks[host.name] = len(lab.events(host.name))
+    second_controller = Controller(lab, directory, "chaos-during", [h.name for h in hosts], *GATE)
+    second = second_controller.finish()
+    save_output(second_controller.dir, second)
+    for host in hosts:
+        summary = summaries(second).get(host.name) or {}
+        host.outcome.runs += 1
+        host.outcome.check("a run meanwhile is busy", [] if summary.get("result") == "busy" and not failed_tasks(second, host.name) else [
+            f"reports {summary.get('result')!r}: {str(summary.get('reason'))[:300]}"])
+        host.outcome.check("it changed nothing", [f"after it: {c}" for c in changes(lab.events(host.name)[marks[host.name] :])][:5])
+        lab.fault(host.name, stop_hangs=0)
+    run = first.finish()
+    save_output(first.dir, run)
+    for host in hosts:
+        outcome = host.outcome
+        outcome.runs += 1
+        reported = {"chaos-long": summaries(run).get(host.name), "chaos-during": summaries(second).get(host.name)}
+        result = (reported["chaos-long"] or {}).get("result")
+        outcome.notes.append(f"released: {result}, meanwhile: {(reported['chaos-during'] or {}).get('result')}")
+        outcome.check("released, the run renews", [] if result == "renewed" and not failed_tasks(run, host.name) else [
+            f"reports {result!r}: {str((reported['chaos-long'] or {}).get('reason'))[:300]}"])
+        state = lab.state(host.name)
+        outcome.check("served certificate", check_certificate(state, host.base, reported["chaos-long"], host.pfx))
+        new = check_one_renewal(outcome, reported, host.base, served(state), host.pfx)
+        check_host_after_runs(outcome, lab, host.base, state, new, unknown_settings_kept=True)
+        explain(outcome, lab, host, ("chaos-long", run), ("chaos-during", second))
+    return [h.outcome for h in hosts]
+
+
+def wait_for_event(lab: ChaosLab, host: Host, kind: str, state: str, controller: Controller) -> bool:
+    """Until the host records a ``kind`` event in ``state`` (or the run ended, or PATIENCE_S passed without it)."""
+    deadline = time.monotonic() + PATIENCE_S
+    while time.monotonic() < deadline and controller.process.poll() is None:
+        if any(e["type"] == kind and e.get("state") == state for e in lab.events(host.name)[host.base.events :]):
+            return True
+        time.sleep(0.1)
+    return False

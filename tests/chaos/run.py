@@ -52,6 +52,11 @@ stalls: the controller stalled right after each act call but the last; past its 
 takes the host over, finishes the stalled run and renews; the stalled controller, woken, must stop as ``busy`` without
 changing anything on the host (no event after it woke but its calls), and the host is left as after one renewal.
 
+long: the run's first restart hangs (the stop stays pending; the restart wait is an hour) while the host's clock passes
+the 1-minute gate deadline, so the call outlasts the gate; the gate reopens at its deadline, the HTTP hold keeps plain
+HTTP closed, and a second run finds the first run's lease still running: busy, changing nothing. Released, the first run
+renews.
+
 Prints a line per scenario, every failure (scenario, the problem, the host's change events and the failed tasks),
 per-sweep counts and the totals; exit code 1 when any check failed.
 
@@ -84,10 +89,10 @@ sys.path[:0] = [str(REPO / "tests" / "integration"), str(REPO)]
 
 from tests.chaos.chaoslab import MODES, READ_ONLY_OPS, STRATEGIES, ChaosLab  # noqa: E402
 from tests.chaos.checks import Outcome  # noqa: E402
-from tests.chaos.interrupts import INTERRUPT_SWEEPS, interrupted, points_of, stalls  # noqa: E402
+from tests.chaos.interrupts import INTERRUPT_SWEEPS, interrupted, long_calls, points_of, stalls  # noqa: E402
 from tests.chaos.sweeps import FAULT_KINDS, Fault, Reference, fault_runs, overlap, references  # noqa: E402
 
-SWEEPS = ("overlap", "faults", "kills", "takeovers", "backups", "named", "stalls")
+SWEEPS = ("overlap", "faults", "kills", "takeovers", "backups", "named", "stalls", "long")
 REPORTED = ("reference", *SWEEPS)
 OFFSETS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0)
 QUICK_OFFSET = 0.5
@@ -193,6 +198,8 @@ class Suite:
         if needed:
             ordered = [c for c in self.combinations() if c in needed]
             self.submit(FIRST, "reference", lambda: self.references(ordered))
+        if "long" in sweeps:
+            self.submit(LONG, "long", lambda: long_calls(self.lab("long", len(self.combinations())), self.root / "runs-long", self.combinations()))
         if "overlap" in sweeps:
             for offset in self.args.offsets:
                 self.submit(SHORT, f"overlap +{offset:g}s", functools.partial(self.overlap, offset))
