@@ -74,6 +74,16 @@ class ChaosLab(Lab):
     def down(self) -> None:
         stop_lab(self.dir)
 
+    def cpu_seconds(self) -> float:
+        """The CPU time the lab's processes (the server and its workers) have used so far."""
+        total = 0.0
+        for pid in _tree(int(self.info["pid"])):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                # utime, stime, cutime, cstime (fields 14-17 of proc(5)), in clock ticks.
+                total += sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        return total
+
     def take(self, count: int) -> list[str]:
         with self._lock:
             if count > len(self.free):

@@ -76,6 +76,7 @@ import itertools
 import os
 import pathlib
 import queue
+import resource
 import shutil
 import sys
 import tempfile
@@ -122,6 +123,7 @@ class Suite:
         self.done = threading.Condition(self.lock)
         self.overlap_lab: ChaosLab | None = None
         self.overlap_lock = threading.Lock()
+        self.lab_cpu_s = 0.0
 
     # -- labs and jobs ---------------------------------------------------------------------------------------------------
 
@@ -161,6 +163,7 @@ class Suite:
             self.done.wait_for(lambda: self.open_jobs == 0)
         for _ in workers:
             self.jobs.put((99, next(self.order), "", None))
+        self.lab_cpu_s = sum(lab.cpu_seconds() for lab in self.labs)
         for lab in self.labs:
             lab.down()
         if self.args.keep:
@@ -293,7 +296,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def print_totals(outcomes: list[Outcome], began: float) -> int:
+def print_totals(outcomes: list[Outcome], began: float, lab_cpu_s: float) -> int:
     """Every failure with its notes, the counts per sweep and in all; the exit code."""
     failures = [f for o in outcomes for f in o.failures]
     if failures:
@@ -318,7 +321,10 @@ def print_totals(outcomes: list[Outcome], began: float) -> int:
     print(f"\nscenarios: {len(outcomes)}")
     print(f"checks: {sum(o.checks for o in outcomes)}")
     print(f"failures: {len(failures)}")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(f"seconds: {time.monotonic() - began:.0f}")
+    # What the suite cost the machine: the renew runs (ansible-playbook and its workers) and the labs' servers.
+    print(f"cpu seconds: runs {children.ru_utime + children.ru_stime:.0f}, labs {lab_cpu_s:.0f}; load average at the end {os.getloadavg()[0]:.1f}")
     return 1 if failures else 0
 
 
@@ -328,7 +334,8 @@ def main() -> int:
     print(f"sweeps: {', '.join(args.sweeps)}; {', '.join(args.modes)} x {', '.join(args.strategies)}; {args.jobs} jobs at a time", flush=True)
     began = time.monotonic()
     suite.start()
-    return print_totals(suite.run(), began)
+    outcomes = suite.run()
+    return print_totals(outcomes, began, suite.lab_cpu_s)
 
 
 if __name__ == "__main__":
