@@ -311,11 +311,6 @@ class Controller:
         return PlaybookRun(self.process.returncode, self.output.read_text(errors="replace"), "", self.results())
 
 
-def run_together(*controllers: Controller) -> list[PlaybookRun]:
-    """Wait for runs started together; each one's result."""
-    return [controller.finish() for controller in controllers]
-
-
 def _tree(pid: int) -> set[int]:
     """``pid`` and every process descended from it, alive (not a zombie)."""
     children: dict[int, list[int]] = {}

@@ -4,7 +4,8 @@ that come after it.
 Every point is one host of a shared lab; one run takes each host to its own point (freeze/sitecustomize.py stops the
 host's worker right after its k-th act call answered), then the whole controller is killed (SIGKILL, every worker) or
 stalled (SIGSTOP, every process). The points are every call of each combination's act phase, as its reference run sent
-them (the kills), or every one but the last (after the last the run has nothing left to take over).
+them (the kills), or every one but the last (after the last the run has nothing left to take over). The long sweep
+holds a run inside its restart call instead, while the host's clock passes the gate's deadline.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ KILLED = "chaos-killed"
 GATE = ("-e", "xu_renew_gate_auto_open_after=1")
 # The restart wait of the take-over-by-name and long-call hosts: a call's limit (the wait and 120 s) lies an hour after
 # it, so the refusal is checked long before it passes, and a hanging restart waits until the test releases it.
-NAMED_WAIT_TIMEOUT = 3600
+HOUR_WAIT_TIMEOUT = 3600
 RESUMED = ("completed", "rolled_back")
 # The primitives that ride along in most changing calls: not what names a call.
 RIDING_OPS = ("journal_write", "event_write")
@@ -241,7 +242,7 @@ def interrupted(lab: ChaosLab, directory: pathlib.Path, references: list[Referen
     """kills, takeovers, backups, named: one run killed at every point of these sweeps, then each sweep's runs."""
     chosen = [point for sweep in INTERRUPT_SWEEPS if sweep in sweeps and sweep != "named" for point in points_of(sweep, references)]
     named_chosen = points_of("named", references) if "named" in sweeps else []
-    points = prepare_points(lab, chosen) + prepare_points(lab, named_chosen, xu_renew_wait_timeout=NAMED_WAIT_TIMEOUT)
+    points = prepare_points(lab, chosen) + prepare_points(lab, named_chosen, xu_renew_wait_timeout=HOUR_WAIT_TIMEOUT)
     if not points:
         return []
     killed = Controller(lab, directory, KILLED, [p.name for p in points], *GATE, freeze=Freeze("act", {p.name: p.call for p in points}))
@@ -400,7 +401,7 @@ def long_calls(lab: ChaosLab, directory: pathlib.Path, combinations: list[tuple[
     still running and is busy, changing nothing; released, the first run finishes and renews."""
     hosts = prepare_hosts(
         lab, [(Outcome("long", f"{m}/{s} restart past the gate's deadline"), m, s) for m, s in combinations], odd=True,
-        xu_renew_wait_timeout=NAMED_WAIT_TIMEOUT,
+        xu_renew_wait_timeout=HOUR_WAIT_TIMEOUT,
     )
     if not hosts:
         return []
