@@ -198,10 +198,12 @@ class Controller:
             after = {lab.addresses[host]: calls for host, calls in freeze.after.items()}
             events = {lab.addresses[host]: str(lab.dir / "hosts" / host / "events.jsonl") for host in freeze.after}
             env["XU_CHAOS_FREEZE"] = json.dumps({"dir": str(self.markers), "phase": freeze.phase, "after": after, "op": freeze.op, "events": events})
+        # A frozen worker keeps its fork: a run that freezes has one for every host, or the last hosts would never start.
+        forks = max(5, len(self.hosts)) if freeze is not None else min(MAX_FORKS, max(5, len(self.hosts)))
         command = [
             str(BIN / "ansible-playbook"), "-i", str(lab.inventory), str(PLAYBOOK), "--limit", ",".join(self.hosts),
             # One batch, a fork per host: no host waits for another (the canary, a batch's slowest host, a free fork).
-            "-f", str(min(MAX_FORKS, max(5, len(self.hosts)))), "-e", "xu_renew_serial=100%", "-e", f"xu_renew_run_id={run_id}", *lab.extra, *extra,
+            "-f", str(forks), "-e", "xu_renew_serial=100%", "-e", f"xu_renew_run_id={run_id}", *lab.extra, *extra,
         ]
         with self.output.open("wb") as output:
             self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
