@@ -159,13 +159,16 @@ class Suite:
         workers = [threading.Thread(target=self._work, daemon=True) for _ in range(self.args.jobs)]
         for worker in workers:
             worker.start()
-        with self.lock:
-            self.done.wait_for(lambda: self.open_jobs == 0)
-        for _ in workers:
-            self.jobs.put((99, next(self.order), "", None))
-        self.lab_cpu_s = sum(lab.cpu_seconds() for lab in self.labs)
-        for lab in self.labs:
-            lab.down()
+        try:
+            with self.lock:
+                self.done.wait_for(lambda: self.open_jobs == 0)
+            for _ in workers:
+                self.jobs.put((99, next(self.order), "", None))
+            self.lab_cpu_s = sum(lab.cpu_seconds() for lab in self.labs)
+        finally:
+            # Interrupted too (Ctrl-C): no lab is left serving.
+            for lab in list(self.labs):
+                lab.down()
         if self.args.keep:
             print(f"kept {self.root}", flush=True)
         else:
