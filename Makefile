@@ -128,8 +128,9 @@ demo-acme: venv acme-services
 	  PYTHONPATH=tests/services $(BIN)/python -m acmelab down --dir $(ACME_DEMO_DIR)/acme; \
 	  $(BIN)/python -m xulab down --dir $(ACME_DEMO_DIR)/lab; exit $$status
 
-# Two renew runs on one host, the second started 0 to 5 s after the first, for every mode and strategy, each pair on a
-# fresh one-host lab; the host's event log and end state must show that neither run hurt the other (tests/chaos/run.py).
+# Overlapping renew runs, a fault at every primitive, a controller killed or stalled at every call of the act phase, and
+# the runs that take its host over, for every mode and strategy; each scenario on a host of a shared lab, checked on its
+# event log and end state (tests/chaos/run.py, docs/renew.md "The chaos suite").
 chaos: devtools
 	$(BIN)/python tests/chaos/run.py
 

@@ -1,6 +1,6 @@
-"""The chaos suite's quick mode (tests/chaos/run.py --quick): two overlapping renew runs on one host, for each mode and
-strategy; and a failure at each primitive a renewal sends that changes something, with a settings file a JSON library
-would rewrite."""
+"""The chaos suite's quick mode (tests/chaos/run.py --quick): two overlapping renew runs on a host per mode and strategy;
+and a failure at each primitive a renewal sends that changes something, with a settings file a JSON library would
+rewrite; each scenario on a host of a shared lab."""
 
 from __future__ import annotations
 
