@@ -227,7 +227,7 @@ class XuActionBase(ActionBase):
             # A bad opt-in fails the task before the host is contacted.
             result.update(e.to_result(), changed=False)
             return _masked(result, no_log_values)
-        agent = self.make_agent(params, host, AgentClient(self._execute_remote, before_secrets=guard.before_secrets))
+        agent = self.make_agent(params, host, AgentClient(self._remote, before_secrets=guard.before_secrets))
         run = ModuleRun(
             params=params,
             check_mode=bool(self._task.check_mode),
@@ -269,24 +269,28 @@ class XuActionBase(ActionBase):
         if isinstance(value, str) and ("{{" in value or "{%" in value):
             value = self._templar.template(value)
         return value
-    def _execute_remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
-        """One remote command through the host's connection, whatever plugin that is."""
-        display.vvv(f"{self.MODULE}: running the agent", host=self._play_context.remote_addr)
+    def _remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
+        """One remote call; after a call whose connection failed, the connection is made anew first."""
         if self._reconnect:
             self._reconnect = False
             self._reset_connection()
+        try:
+            return self._execute_remote(command, stdin)
+        except AnsibleConnectionFailure:
+            self._reconnect = True
+            raise
+
+    def _execute_remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
+        """One remote command through the host's connection, whatever plugin that is."""
+        display.vvv(f"{self.MODULE}: running the agent", host=self._play_context.remote_addr)
         # executable='' keeps ansible from wrapping the command in /bin/sh for ssh. Connection failures propagate as
         # AnsibleConnectionFailure: a transport library's own error (pywinrm lets requests' ConnectionError through when
         # the server drops the connection mid-call) is one too, whatever the host did with the call meanwhile.
         try:
             raw = self._low_level_execute_command(command, sudoable=False, in_data=stdin, executable="")
-        except AnsibleConnectionFailure:
-            self._reconnect = True
-            raise
         except AnsibleError:
             raise
         except Exception as e:
-            self._reconnect = True
             raise AnsibleConnectionFailure(f"the connection to the host failed during the call: {type(e).__name__}: {e}") from e
         return int(raw.get("rc", 1)), str(raw.get("stdout", "")), str(raw.get("stderr", ""))
 

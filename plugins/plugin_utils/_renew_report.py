@@ -154,12 +154,13 @@ def summary_result(planned: Plan, new_thumbprint: str | None, resumed: str | Non
     action = planned.action
     outcomes = (
         (action == "unreachable", "unreachable"),
+        # Another run holds the host (it took this run's lease over): whatever this run did is that run's to finish.
+        (action == "busy", "busy"),
         (failed or action == "unreadable", "failed"),
         (upper(new_thumbprint) is not None, "tls_enabled" if planned.enable_tls else "renewed"),
         (check_mode and action == "renew" and planned.enable_tls, "would_enable_tls"),
         (check_mode and action in ("renew", "resume"), f"would_{action}"),
         (action == "blocked", "blocked"),
-        (action == "busy", "busy"),
         (bool(resumed), "rolled_back" if resumed == "rolled_back" else "completed"),
         (planned.status == "skip", "skipped"),
     )

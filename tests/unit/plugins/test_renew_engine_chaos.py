@@ -6,9 +6,6 @@ writes its journal (its live lease) and keeps its gate closed; a run that finish
 test must then stop as ``busy`` at its next call that would change the host, change nothing more, and leave the other
 run's journal and gate alone (issue 22 item 9: every changing call carries the lease and the host refuses it when the
 lease is not the caller's; a rescue that finds another run's lease stops as busy).
-
-Each test is marked xfail(strict=True) while the engine shows the failure it describes: fixed, it passes, and pytest
-then reports it, so that the mark goes.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest.mock import MagicMock
 
-import pytest
 from ansible.errors import AnsibleConnectionFailure
 
 from support.action import fake_connection, run_action
@@ -114,7 +110,6 @@ def snapshot(host: RacingHost) -> tuple[dict[str, str], dict[str, list[dict[str,
     return dict(host.files), copy.deepcopy(host.groups), dict(host.journals), sorted(host.tasks)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: a run that finds another run's live lease in its recovery removes that run's journal")
 def test_a_run_that_finds_the_journal_taken_over_during_its_recovery_leaves_the_other_run_s_journal_and_is_busy() -> None:
     """Two runs resume the same dead run (chaos takeovers, reuse_key/documented after act call 4/5, TLS on): run Y read the
     dead run's journal, then run X wrote its own lease before Y's recovery read the host again."""
@@ -127,7 +122,6 @@ def test_a_run_that_finds_the_journal_taken_over_during_its_recovery_leaves_the_
     assert result["summary"]["result"] == "busy", result["summary"]
 
 
-@pytest.mark.xfail(strict=True, reason="engine: a run that loses the journal's compare-and-swap while resuming reports failed, not busy")
 def test_a_run_that_loses_the_takeover_reports_busy_and_changes_nothing() -> None:
     """Two runs resume the same dead run (chaos takeovers, after act call 2/5, TLS off): X wins the journal's
     compare-and-swap between Y's read and Y's first restore."""
@@ -139,7 +133,6 @@ def test_a_run_that_loses_the_takeover_reports_busy_and_changes_nothing() -> Non
     assert result["summary"]["result"] == "busy", result["summary"]
 
 
-@pytest.mark.xfail(strict=True, reason="engine: a stalled run whose host was taken over and finished reports failed, not busy")
 def test_a_stalled_run_woken_after_another_run_finished_its_work_is_busy() -> None:
     """Chaos stalls, reuse_key/documented after act call 1/5: the run stalls past its lease with the gate closed; another
     run takes over, rolls it back, renews and removes its journal; the stalled run wakes before TLS off."""
@@ -150,7 +143,6 @@ def test_a_stalled_run_woken_after_another_run_finished_its_work_is_busy() -> No
     assert result["summary"]["result"] == "busy", result["summary"]
 
 
-@pytest.mark.xfail(strict=True, reason="engine: the open-gate call opens the gate (fw_set) before its journal write is refused")
 def test_a_stalled_run_woken_while_another_run_holds_the_host_leaves_its_gate_closed() -> None:
     """Chaos stalls, reuse_key/documented after act call 4/5 (TLS on): the run stalls past its lease; another run takes the
     host over and is at work behind its gate when the stalled run wakes and sends its open-gate call."""
@@ -163,7 +155,6 @@ def test_a_stalled_run_woken_while_another_run_holds_the_host_leaves_its_gate_cl
     assert result["summary"]["result"] == "busy", result["summary"]
 
 
-@pytest.mark.xfail(strict=True, reason="engine: a run whose journal was taken over removes the other run's journal in its last step")
 def test_a_stalled_run_woken_after_its_install_leaves_the_taker_s_journal_alone() -> None:
     """Chaos stalls, replace/documented after act call 1/2 (the install): another run takes the host over and holds it
     (its journal written) when the stalled run wakes. The woken run's remove-old call is refused at its journal, yet the
@@ -205,7 +196,6 @@ class SealedSessionHost(RacingHost):
             raise
 
 
-@pytest.mark.xfail(strict=True, reason="engine: after a dropped connection the recovery's call goes over the same connection, which fails again")
 def test_a_dropped_connection_is_recovered_in_the_same_run_over_a_new_connection() -> None:
     """Chaos faults, drop_connection at any primitive of the act phase: the recovery's first call failed with HTTP 400 and
     the host was reported unreachable (ENGINE.md: a dropped connection is recovered in the same run)."""
@@ -224,7 +214,6 @@ def test_a_dropped_connection_is_recovered_in_the_same_run_over_a_new_connection
 # -- what a run that finished another one reports ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="engine: a run that completes a renewal found by its key reports no new_thumbprint")
 def test_a_run_that_completes_a_dead_run_s_renewal_names_the_certificate_it_bound() -> None:
     """Chaos kills and stalls, reuse_key/documented after act call 3/5 (AD CS renewed, TLS still off): the next run binds
     the renewed certificate (found by its key) and reports ``completed``, with the new certificate it serves."""
