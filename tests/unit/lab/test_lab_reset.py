@@ -144,10 +144,13 @@ def test_a_reset_lab_is_the_lab_up_handed_out(lab: Lab, tmp_path: pathlib.Path) 
               service_account="networkservice", dependent_service="XU Dependent", dependent_stop_hangs="XU Dependent",
               firewall_profile_off="Public", firewall_local_rules="ignored", firewall_service="stopped", strict_host_name="true",
               kill_certreq=1, certreq_leftover="stale", enterprise_cas=2, certreq_language="de")
-    # The clocks, and a file written into the host's drive behind the lab's back.
+    # The clocks, a file written into the host's drive behind the lab's back.
     lab.advance_clock(50)
     lab.set_clock_offset("xu01", -30)
     (lab.dir / "hosts" / "xu03" / "fs" / "C" / "stray.txt").write_text("left by a test")
+    # The inventory, as a test adds a host that does not answer.
+    with lab.inventory.open("a") as inventory:
+        inventory.write("# xu99 added by a test\n")
     outcome: list[BaseException | dict[str, Any]] = []
     hanging = hang_in_a_restart(lab, "xu03", outcome)
     while lab.state("xu03")["service"]["state"] != "StopPending":
