@@ -86,6 +86,11 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reset(args: argparse.Namespace) -> int:
+    _print_json(control.request(args.dir, "reset", timeout_s=control.RESET_TIMEOUT_S))
+    return 0
+
+
 def cmd_state(args: argparse.Namespace) -> int:
     _print_json(control.request(args.dir, "state", host=args.host))
     return 0
@@ -216,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_fleet_options(command("up", cmd_up, "start a fleet in the background", host=False))
     command("down", cmd_down, "stop the fleet", host=False)
+    command("reset", cmd_reset, "put every host back as `up` handed it out (files, stores, firewall, service, tasks, faults, clock, events)", host=False)
     command("state", cmd_state, "a host's simulated state as JSON")
     command("fault", cmd_fault, "inject faults").add_argument("--set", action="append", required=True, metavar="KEY=VALUE")
     issue = command("issue", cmd_issue, "mint a PFX signed by the lab CA")

@@ -49,6 +49,11 @@ class Lab:
     def down(self) -> bool:
         return launcher.stop(self.dir)
 
+    def reset(self) -> dict[str, Any]:
+        """Every host back as `up` handed it out, in place (same addresses, CA, password, inventory): `hosts`, `reset_s`."""
+        result: dict[str, Any] = control.request(self.dir, "reset", timeout_s=control.RESET_TIMEOUT_S)
+        return result
+
     @property
     def info(self) -> dict[str, Any]:
         """lab.json: hosts, addresses, FQDNs, auth, pid."""

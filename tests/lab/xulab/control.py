@@ -11,6 +11,8 @@ from . import layout
 from .errors import LabError
 
 DEFAULT_TIMEOUT_S = 60.0
+# A reset builds and provisions every host again: a 10-host lab takes about a second, a loaded machine longer.
+RESET_TIMEOUT_S = 300.0
 
 
 def request(directory: Path, op: str, timeout_s: float = DEFAULT_TIMEOUT_S, **fields: Any) -> Any:

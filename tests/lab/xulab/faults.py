@@ -57,6 +57,8 @@ class Faults:
         self.drop_connection: list[list[Any]] = []
         self.restart_fails = 0
         self.certreq_fails = 0
+        # Of `restart_fails=N@K` and `certreq_fails=N@K`: how many of them to let pass before the N that fail.
+        self._passes = {"restart_fails": 0, "certreq_fails": 0}
 
     def set(self, key: str, value: str) -> None:
         if key in ("fail_primitive", "drop_connection"):
@@ -68,7 +70,12 @@ class Faults:
                 raise LabError(f"{key}: {value!r}: the occurrence after @ is a number from 1")
             getattr(self, key).append([op, int(nth or 1) - 1])
         elif key in ("restart_fails", "certreq_fails"):
-            setattr(self, key, _count(key, value))
+            # "N": the next N fail; "N@K": N fail from the Kth from now on (a later step's own start or request).
+            count, _at, nth = value.partition("@")
+            if nth and (not nth.isdigit() or int(nth) < 1):
+                raise LabError(f"{key}: {value!r}: the occurrence after @ is a number from 1")
+            setattr(self, key, _count(key, count))
+            self._passes[key] = int(nth or 1) - 1
         elif key == "restart_delay":
             try:
                 delay = float(value)
@@ -86,6 +93,7 @@ class Faults:
             self.drop_connection.clear()
             self.restart_fails = 0
             self.certreq_fails = 0
+            self._passes = dict.fromkeys(self._passes, 0)
         else:
             raise LabError(f"unknown fault {key!r}; known: {', '.join(FAULT_KEYS)}")
         self._emit("fault", action="set", key=key, value=value)
@@ -111,6 +119,9 @@ class Faults:
     def _take_count(self, key: str) -> bool:
         remaining: int = getattr(self, key)
         if remaining <= 0:
+            return False
+        if self._passes[key] > 0:
+            self._passes[key] -= 1
             return False
         setattr(self, key, remaining - 1)
         self._emit("fault", action="consumed", key=key, remaining=remaining - 1)

@@ -37,10 +37,12 @@ from .scenarios import profile_for, provision, windows_version_for
 from .shell import CommandShell, split_call_overhead
 from .sshd import SSH_PORT, SshKeys, SshListener, openssh_rule, start_ssh_server, stop_ssh_servers
 from .timefmt import FleetClock, HostClock, iso_utc_ms
-from .wsman import AcceptFilter, WsmanCredentials, start_wsman_server
+from .wsman import AcceptFilter, WsmanCredentials, WsmanServer, start_wsman_listener
 
 LAB_DOMAIN = "xulab.test"
 BIND_ATTEMPTS = 5
+# How long a reset or `down` waits for the commands it cancelled to unwind.
+STOP_COMMANDS_TIMEOUT_S = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -90,7 +92,9 @@ class Fleet:
         self.profiles: dict[str, str] = {}
         self.ready = False
         self._by_name: dict[str, Host] = {}
-        self._servers: list[asyncio.base_events.Server] = []
+        self._servers: list[WsmanServer] = []
+        self._shells: list[CommandShell] = []
+        self._addresses: list[str] = []
         self._ssh_servers: list[SshListener] = []
         self.ssh_keys = SshKeys() if options.connection == "ssh" else None
         self._ca: CertificateAuthority | None = None
@@ -116,13 +120,37 @@ class Fleet:
                 if self.options.base_address is not None or attempt == BIND_ATTEMPTS:
                     raise LabError(f"cannot bind the lab's addresses from {addresses[0]}: {exc}") from exc
                 skipped.add(int(addresses[0].split(".")[2]))
+        self._addresses = addresses
+        await self._provision()
+        self.ready = True
+        log.info("%d hosts ready in %.2fs", len(self.hosts), time.perf_counter() - began)
+
+    async def reset(self) -> dict[str, Any]:
+        """Every host as `up` hands it out, on the same addresses, with the same CA, password and inventory.
+
+        As if each machine were reinstalled and the fleet's clock put back: every connection, shell and running
+        command ends, every pending start, timer and scheduled task is forgotten, and the hosts are built and
+        provisioned again from nothing (files, stores, firewall, service, faults, event log, transcript).
+        """
+        began = time.perf_counter()
+        self.ready = False
+        await self.stop()
+        self.clock = FleetClock()
+        self.enterprise_ca = EnterpriseCa.from_specs(self.options.templates, self.options.pending_templates)
+        self.profiles.clear()
+        await self._bind_winrm(self._addresses)
+        await self._provision()
+        self.ready = True
+        elapsed = time.perf_counter() - began
+        log.info("%d hosts reset in %.2fs", len(self.hosts), elapsed)
+        return {"hosts": len(self.hosts), "reset_s": round(elapsed, 3)}
+
+    async def _provision(self) -> None:
         for index, host in enumerate(self.hosts.values(), start=1):
             profile = profile_for(self.options.scenario, index)
             self.profiles[host.name] = profile
             await provision(host, profile, self.options.expiring_in)
         self._write_files()
-        self.ready = True
-        log.info("%d hosts ready in %.2fs", len(self.hosts), time.perf_counter() - began)
 
     async def _bind_winrm(self, addresses: list[str]) -> None:
         assert self._ca is not None
@@ -142,8 +170,9 @@ class Fleet:
                 self._by_name[key.casefold()] = host
             # One shell per host, whichever endpoint a command comes through.
             shell = CommandShell(host, process_start_delay=process_start_delay)
+            self._shells.append(shell)
             self._servers.append(
-                await start_wsman_server(
+                await start_wsman_listener(
                     address,
                     WINRM_PORT,
                     auth=self.options.auth,
@@ -163,11 +192,17 @@ class Fleet:
         return self._by_name.get(name.strip().casefold())
 
     async def stop(self) -> None:
+        """Close every endpoint with its connections, end the commands running, and shut the hosts down."""
         for server in self._servers:
-            server.close()
-        self._servers.clear()
+            server.server.close()
         await stop_ssh_servers(self._ssh_servers)
         self._ssh_servers.clear()
+        running = [task for shell in self._shells for task in shell.end_running()]
+        self._shells.clear()
+        await asyncio.gather(*(server.close() for server in self._servers))
+        self._servers.clear()
+        if running:
+            await asyncio.wait(running, timeout=STOP_COMMANDS_TIMEOUT_S)
         for host in self.hosts.values():
             host.shut_down()
         self.hosts.clear()
@@ -273,9 +308,9 @@ class Fleet:
         if op == "ping":
             return {"ready": self.ready, "hosts": len(self.hosts), "pid": os.getpid()}
         if not self.ready:
-            raise LabError("the lab is still starting")
-        if op in ("hosts", "clock"):
-            return self.info()["hosts"] if op == "hosts" else self._clock(request)
+            raise LabError("the lab is not ready: it is starting or resetting")
+        if op in ("hosts", "clock", "reset"):
+            return await self._fleet_wide(op, request)
         if op == "state":
             return self.host(request.get("host")).state()
         if op == "fault":
@@ -304,6 +339,11 @@ class Fleet:
                 days_left=float(request["days_left"]) if request.get("days_left") is not None else 365,
             )
         raise LabError(f"unknown control request {op!r}")
+
+    async def _fleet_wide(self, op: str, request: dict[str, Any]) -> Any:
+        if op == "reset":
+            return await self.reset()
+        return self.info()["hosts"] if op == "hosts" else self._clock(request)
 
     def _clock(self, request: dict[str, Any]) -> dict[str, Any]:
         """Set a host's clock offset (`offset` with `host`) and advance every host's clock (`advance`); the clocks after."""

@@ -347,7 +347,8 @@ class Host:
         return {self.fs.to_windows(path): sha256_hex(path.read_bytes()) for path in self.fs.all_files()}
 
     def shut_down(self) -> None:
-        """The lab is going away: close every listener and forget pending tasks."""
+        """The lab is going away (or resets): close every listener, end a start in progress, forget pending tasks."""
+        self.service.halt()
         for listener in self.service.listeners:
             listener.close()
         self.service.listeners = []

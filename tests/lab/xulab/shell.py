@@ -14,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import re
 import shlex
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from xml.sax.saxutils import escape
 
 from .certreq_tasks import CallKilled
@@ -222,13 +225,36 @@ class CommandShell:
     def __init__(self, host: Host, *, process_start_delay: float = 0.0) -> None:
         self.host = host
         self.process_start_delay = process_start_delay
+        # The commands running now, whichever endpoint they came through: `end_running` ends them, as a reboot would.
+        self._running: set[asyncio.Task[Any]] = set()
+
+    @contextlib.contextmanager
+    def _running_command(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._running.add(task)
+        try:
+            yield
+        finally:
+            self._running.discard(task)
+
+    def end_running(self) -> list[asyncio.Task[Any]]:
+        """Cancel every command still running on the host; the tasks, to wait for."""
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        self._running.clear()
+        return running
 
     async def run_command(
         self, command: str, arguments: list[str], stdin: bytes, client: tuple[str, int], user: str
     ) -> CommandResult:
         """A WinRS command (WinRM's cmd shell): the program and its arguments."""
-        outcome = await self._run_program(command, arguments, stdin, client, user)
-        return self._called(outcome, stdin, client, user, "winrm")
+        with self._running_command():
+            outcome = await self._run_program(command, arguments, stdin, client, user)
+            return self._called(outcome, stdin, client, user, "winrm")
 
     async def run_default_shell_command(self, command: str, stdin: bytes, client: tuple[str, int], user: str) -> CommandResult:
         """An SSH exec request, as Win32-OpenSSH with powershell.exe as its DefaultShell runs it.
@@ -238,8 +264,9 @@ class CommandShell:
         command is the script that PowerShell runs, with the channel as its stdin, stdout and stderr.
         """
         command_line = f'"{DEFAULT_SHELL}" -c {command}'
-        outcome = await self._run_parsed(ParsedCommand(DEFAULT_SHELL, command), command_line, stdin, client, user)
-        return self._called(outcome, stdin, client, user, "ssh")
+        with self._running_command():
+            outcome = await self._run_parsed(ParsedCommand(DEFAULT_SHELL, command), command_line, stdin, client, user)
+            return self._called(outcome, stdin, client, user, "ssh")
 
     def _called(
         self, outcome: tuple[CommandResult, list[str], list[str], bool], stdin: bytes, client: tuple[str, int], user: str, via: str

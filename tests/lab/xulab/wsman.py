@@ -41,7 +41,9 @@ __all__ = [
     "CommandResult",
     "RunCommand",
     "WsmanCredentials",
+    "WsmanServer",
     "configure_ntlm_users",
+    "start_wsman_listener",
     "start_wsman_server",
 ]
 
@@ -126,6 +128,39 @@ async def start_wsman_server(
     ``shell_create_delay`` is what each shell Create costs, in seconds: Windows starts a
     winrshost process for it. Only that request waits; the loop serves everything else meanwhile.
     """
+    started = await start_wsman_listener(
+        address, port, auth=auth, credentials=credentials, run_command=run_command, accept_filter=accept_filter,
+        shell_create_delay=shell_create_delay,
+    )
+    return started.server
+
+
+@dataclass
+class WsmanServer:
+    """A listening WinRM service with its shells and connections, which `close` ends as a reboot ends them."""
+
+    server: asyncio.base_events.Server
+    listener: _Listener
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Stop listening, end every connection and every shell (cancelling the commands they run)."""
+        self.server.close()
+        self.listener.end_everything()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), timeout_s)
+
+
+async def start_wsman_listener(
+    address: str,
+    port: int,
+    *,
+    auth: str,
+    credentials: WsmanCredentials,
+    run_command: RunCommand,
+    accept_filter: AcceptFilter | None = None,
+    shell_create_delay: float = 0.0,
+) -> WsmanServer:
+    """`start_wsman_server`, returning a handle that can also end the connections and shells it has."""
     if auth not in ("basic", "ntlm"):
         raise ValueError(f"auth must be 'basic' or 'ntlm', not {auth!r}")
     if auth == "ntlm":
@@ -133,7 +168,7 @@ async def start_wsman_server(
     listener = _Listener(address, auth, credentials, run_command, accept_filter, shell_create_delay=shell_create_delay)
     server = await asyncio.start_server(listener.serve_connection, address, port, reuse_address=True)
     listener.port = server.sockets[0].getsockname()[1]
-    return server
+    return WsmanServer(server, listener)
 
 
 # --- WS-Management vocabulary -------------------------------------------------------------
@@ -499,6 +534,16 @@ class _Listener:
         self._accept_filter = accept_filter
         self._shell_create_delay = shell_create_delay
         self._shells: dict[str, _Shell] = {}
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    def end_everything(self) -> None:
+        """Every shell closed (its commands cancelled) and every connection reset."""
+        for shell in self._shells.values():
+            shell.close()
+        self._shells.clear()
+        for writer in list(self._connections):
+            writer.transport.abort()
+        self._connections.clear()
 
     # Connections
 
@@ -512,6 +557,7 @@ class _Listener:
         if sock is not None:
             # Every response goes out in one write; without this, Nagle costs ~40 ms per request.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._connections.add(writer)
         try:
             await self._serve_requests(_Connection(peer), reader, writer)
         except _DropConnection:
@@ -525,6 +571,7 @@ class _Listener:
         except Exception:
             logger.exception("%s: connection of %s:%d failed", self.address, *peer)
         finally:
+            self._connections.discard(writer)
             writer.close()
 
     def _accepts(self, peer: tuple[str, int]) -> bool:

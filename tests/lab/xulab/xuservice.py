@@ -136,6 +136,12 @@ class XuService:
         await self.wait_started()
         return self.state == "Running"
 
+    def halt(self) -> None:
+        """The machine goes down: a start in progress never finishes."""
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+        self._starting = None
+
     async def wait_started(self) -> None:
         if self._starting is not None:
             await asyncio.shield(self._starting)

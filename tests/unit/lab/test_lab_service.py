@@ -211,3 +211,19 @@ def test_restart_fails_fault_makes_the_next_start_fail(host_factory: HostFactory
             assert only_result(answer)["started"] is True
 
     run(scenario())
+
+
+def test_restart_fails_at_a_later_start_lets_the_starts_before_it_pass(host_factory: HostFactory, agent_call: AgentCall) -> None:
+    """`restart_fails=1@2`: the second start from now fails (a later step's restart, set before the run begins)."""
+
+    async def scenario() -> None:
+        async with host_factory("healthy") as host:
+            host.faults.set("restart_fails", "1@2")
+            starts = []
+            for _ in range(3):
+                _result, answer = await agent_call(host, [RESTART])
+                starts.append(only_result(answer)["started"])
+            assert starts == [True, False, True]
+            assert [e["action"] for e in events(host, "fault")] == ["set", "consumed"]
+
+    run(scenario())
