@@ -52,6 +52,12 @@ def role_options_spec(entry_point: str = "main") -> dict[str, dict[str, Any]]:
     }
 
 
+@cache
+def role_options_validator(entry_point: str) -> ArgumentSpecValidator:
+    """Built once (it deep-copies the spec); validating with it changes nothing in it."""
+    return ArgumentSpecValidator(role_options_spec(entry_point))
+
+
 def _check_ranges(options: Mapping[str, Any]) -> list[str]:
     problems = []
     low, high = GATE_AUTO_OPEN_MINUTES
@@ -120,7 +126,7 @@ def renew_options(values: Mapping[str, Any], host: str, entry_point: str = "main
     unknown = sorted(set(values) - set(spec))
     if unknown:
         raise RoleOptionsError(f"not variables of the renew role: {', '.join(unknown)}")
-    result = ArgumentSpecValidator(spec).validate(_split_list_strings(values, spec))
+    result = role_options_validator(entry_point).validate(_split_list_strings(values, spec))
     if result.error_messages:
         raise RoleOptionsError("; ".join(result.error_messages))
     options = result.validated_parameters
