@@ -15,7 +15,27 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
+HERE = pathlib.Path(__file__).resolve().parents[2]
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """The code under test: a checkout with its own .venv (``make venv``), its collection, playbooks and lab."""
+
+    root: pathlib.Path
+
+    @property
+    def bin(self) -> pathlib.Path:
+        return self.root / ".venv" / "bin"
+
+    def env(self, callback: str = "ansible.builtin.default") -> dict[str, str]:
+        return dict(os.environ, ANSIBLE_CONFIG=str(self.root / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK=callback)
+
+    def describe(self) -> str:
+        commit = subprocess.run(["git", "-C", str(self.root), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False)
+        return f"{self.root} at {commit.stdout.strip()[:80] or 'an unknown commit'}"
 
 
 @dataclass(frozen=True)

@@ -28,45 +28,21 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import pathlib
 import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from benchkit import PlaybookRun, lab_pid, load_average, process_tree_cpu, rss_mib, run_playbook
+from benchkit import HERE, Checkout, PlaybookRun, lab_pid, load_average, process_tree_cpu, rss_mib, run_playbook
 
 from xulab import control
 
-HERE = pathlib.Path(__file__).resolve().parents[2]
+PLAYBOOK = pathlib.Path("playbooks") / "renew.yml"
 HTTPS_PORT = 8165
 PASSWORD = "bench-pfx-password"  # noqa: S105 - a lab PFX's password
-
-
-@dataclass(frozen=True)
-class Checkout:
-    """The code under test: a checkout with its own .venv (``make venv``), its collection, playbook and lab."""
-
-    root: pathlib.Path
-
-    @property
-    def bin(self) -> pathlib.Path:
-        return self.root / ".venv" / "bin"
-
-    @property
-    def playbook(self) -> pathlib.Path:
-        return self.root / "playbooks" / "renew.yml"
-
-    def env(self) -> dict[str, str]:
-        return dict(os.environ, ANSIBLE_CONFIG=str(self.root / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default")
-
-    def describe(self) -> str:
-        commit = subprocess.run(["git", "-C", str(self.root), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False)
-        return f"{self.root} at {commit.stdout.strip()[:80] or 'an unknown commit'}"
 
 
 def events(directory: pathlib.Path, host: str) -> list[dict[str, Any]]:
@@ -194,7 +170,7 @@ def run(checkout: Checkout, mode: str, strategy: str, args: argparse.Namespace) 
                 extra += ["-e", f"xu_renew_pfx_dir={certs}", "-e", f"xu_renew_pfx_password={PASSWORD}"]
             before = {host: len(events(directory, host)) for host in hosts}
             load_before = load_average()
-            done, lab_cpu = playbook(checkout, directory, checkout.playbook, args.forks, extra, niceness=args.controller_nice)
+            done, lab_cpu = playbook(checkout, directory, checkout.root / PLAYBOOK, args.forks, extra, niceness=args.controller_nice)
             load_after = load_average()
             lab_rss = rss_mib(lab_pid(directory))
             if args.keep_output:
@@ -212,7 +188,7 @@ def run(checkout: Checkout, mode: str, strategy: str, args: argparse.Namespace) 
             hosts_recap = recap(done.stdout)
             per_host = statistics.mode(tasks_run(counts) for counts in hosts_recap.values())
             run_once = max(tasks_run(counts) for counts in hosts_recap.values()) - per_host
-            debug, debug_lab_cpu = playbook(checkout, directory, debug_playbook(directory, per_host, run_once, checkout.playbook), args.forks,
+            debug, debug_lab_cpu = playbook(checkout, directory, debug_playbook(directory, per_host, run_once, checkout.root / PLAYBOOK), args.forks,
                                             batches, niceness=args.controller_nice)
             if debug.returncode != 0:
                 sys.exit(f"the debug-only play failed:\n{debug.stdout[-3000:]}")
