@@ -71,7 +71,7 @@ lint: devtools
 	$(BIN)/mypy .collections/ansible_collections/xtractuniversal/tls/plugins tests/lab/xulab tests/unit
 	$(BIN)/mypy tests/integration
 	$(BIN)/mypy tests/build tests/matrix tests/chaos
-	$(BIN)/mypy tests/services tests/bench/acme_fleet.py
+	$(BIN)/mypy tests/services tests/bench
 	$(BIN)/ansible-lint --profile production --strict
 
 unit: devtools

@@ -11,15 +11,21 @@ from typing import Any, ClassVar
 from ansible.errors import AnsibleConnectionFailure
 from ansible.utils.display import Display
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, XuActionBase
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, XuActionBase, module_validator
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import RUN_ID_PATTERN
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._firewall_gate import connection_ports
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_acme import AcmeSource, secret_values
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import _RUNNERS as COMPOSED_MODULES
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import EngineContext, Secrets, act, assess, unreachable_summary
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import RoleOptionsError, renew_options
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import (
+    RoleOptionsError,
+    renew_options,
+    role_options_spec,
+    role_options_validator,
+)
 
 display = Display()
 
@@ -27,6 +33,16 @@ display = Display()
 class ActionModule(XuActionBase):
     MODULE = "xu_renew"
     NO_LOG_OPTIONS: ClassVar[tuple[str, ...]] = ("pfx_content", "pfx_password")
+
+    @classmethod
+    def prepare_before_forks(cls) -> None:
+        super().prepare_before_forks()
+        # Every task of the engine checks the role's variables against the role's argument spec and composes these modules.
+        # The cache tells role_options_spec() (the renew filters') from role_options_spec("main") (the validator's).
+        role_options_spec()
+        role_options_validator("main")
+        for name in COMPOSED_MODULES:
+            module_validator(name)
 
     def make_agent(self, params: dict[str, Any], host: str, client: AgentClient) -> CarriedStateAgent:
         # The act phase decides from the snapshot the assessment read (no call of its own, unless it is too old).

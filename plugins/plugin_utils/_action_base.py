@@ -25,8 +25,8 @@ from ansible.plugins.loader import fragment_loader
 from ansible.utils.display import Display
 from ansible.utils.plugin_docs import get_docstring
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Agent, AgentClient
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import CRYPTOGRAPHY_IMPORT_ERROR
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Agent, AgentClient, agent_payload_texts
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import CRYPTOGRAPHY_IMPORT_ERROR, iso, parse_iso, utc_now
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import run_id_of
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent
@@ -150,11 +150,26 @@ class XuActionBase(ActionBase):
         # An action plugin's module is loaded in the controller's main process, once its own imports are
         # complete (so the filters' imports cannot come back to a module half loaded).
         _load_filters_before_forks()
+        cls.prepare_before_forks()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._supports_check_mode = True
         self._supports_async = False
+
+    @classmethod
+    def prepare_before_forks(cls) -> None:
+        """Make what every task of the module needs, once, in the controller's main process (see ``__init_subclass__``).
+
+        A forked worker inherits it; made in the worker, it is made again for every host and task: the stub's
+        DOCUMENTATION parsed with its fragments is about 25 ms of YAML, its validator a deep copy of the spec, the
+        agent's text a read of 75 kB, strptime's first use an import.
+        """
+        if cls.MODULE:
+            cls.validator()
+        agent_payload_texts()
+        # strptime's first use in a process imports and compiles its locale tables (5 ms); every module reads times.
+        parse_iso(iso(utc_now()))
 
     @classmethod
     def argument_spec(cls) -> dict[str, Any]:
@@ -165,6 +180,11 @@ class XuActionBase(ActionBase):
 
     @classmethod
     def validator(cls) -> ArgumentSpecValidator:
+        """The module's validator, built once per class (it deep-copies the spec; validating with it changes nothing in it)."""
+        return _validator_of(cls)
+
+    @classmethod
+    def build_validator(cls) -> ArgumentSpecValidator:
         return ArgumentSpecValidator(
             cls.argument_spec(),
             mutually_exclusive=cls.MUTUALLY_EXCLUSIVE or None,
@@ -303,6 +323,11 @@ class XuActionBase(ActionBase):
             raise
         except Exception as e:
             raise AnsibleConnectionFailure(f"the connection to the host could not be made again: {type(e).__name__}: {e}") from e
+
+
+@functools.cache
+def _validator_of(action: type[XuActionBase]) -> ArgumentSpecValidator:
+    return action.build_validator()
 
 
 def _load_filters_before_forks() -> None:

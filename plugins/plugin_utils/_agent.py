@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import functools
 import html
 import json
 import pathlib
@@ -55,6 +56,17 @@ def without_comment_lines(script: str) -> str:
     """
     first, _sep, rest = script.partition("\n")
     return "\n".join([first, *(line.lstrip(" ") for line in rest.split("\n") if not line.lstrip().startswith("#"))])
+
+
+@functools.cache
+def agent_payload_texts() -> tuple[str, str]:
+    """The bootstrap's command line and the agent's text as sent: read and prepared once per process.
+
+    The action plugins' base calls it in the controller's main process, so every forked worker finds them ready
+    instead of reading and stripping the agent (75 kB) for each task.
+    """
+    return (encoded_command(_read_script("bootstrap.ps1", BOOTSTRAP_MARKER)),
+            without_comment_lines(_read_script("xu_agent.ps1", AGENT_MARKER)))
 
 
 def encoded_command(script: str) -> str:
@@ -176,8 +188,7 @@ class AgentClient:
     def __init__(self, transport: Transport, *, before_secrets: SecretsCheck | None = None) -> None:
         self._transport = transport
         self._before_secrets = before_secrets
-        self._bootstrap_command = encoded_command(_read_script("bootstrap.ps1", BOOTSTRAP_MARKER))
-        self._agent = without_comment_lines(_read_script("xu_agent.ps1", AGENT_MARKER))
+        self._bootstrap_command, self._agent = agent_payload_texts()
         self.calls = 0
         self.clock: HostClock | None = None
 

@@ -12,6 +12,7 @@ the host has been read.
 from __future__ import annotations
 
 import datetime
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +93,16 @@ class PfxJudgement:
 
 
 def open_pfx(data: bytes, password: str | None, source: str = "the PFX") -> OpenedPfx:
-    """Open a PFX with its password; PfxError when it is not one, the password is wrong, or the key is missing."""
+    """Open a PFX with its password; PfxError when it is not one, the password is wrong, or the key is missing.
+
+    Remembered per process for the last few PFX files: opening one validates its RSA key (about 40 ms of CPU), and a
+    renewal's task opens the same file to check it and again to send it. What is remembered holds no key material.
+    """
+    return _open_pfx(data, password, source)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_pfx(data: bytes, password: str | None, source: str) -> OpenedPfx:
     if data.lstrip().startswith(b"-----BEGIN"):
         raise PfxError(f"{source} is a PEM file, not a PFX (PKCS#12); convert it with `openssl pkcs12 -export`")
     # A PFX without a password may be encrypted with an empty one or with none at all; both are tried.

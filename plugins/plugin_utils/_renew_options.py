@@ -146,6 +146,12 @@ def resolve_path(value: str, base_dir: pathlib.Path) -> str:
     return os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
 
 
+@cache
+def role_options_validator(entry_point: str) -> ArgumentSpecValidator:
+    """Built once (it deep-copies the spec); validating with it changes nothing in it."""
+    return ArgumentSpecValidator(role_options_spec(entry_point))
+
+
 def _check_ranges(options: Mapping[str, Any]) -> list[str]:
     problems = []
     low, high = GATE_AUTO_OPEN_MINUTES
@@ -217,7 +223,7 @@ def renew_options(values: Mapping[str, Any], host: str, entry_point: str = "main
     if "xu_renew_mode" not in given:
         choices = ", ".join(spec["xu_renew_mode"]["choices"])
         raise RoleOptionsError(f"xu_renew_mode is required and has no default: set it to one of {choices}")
-    result = ArgumentSpecValidator(spec).validate(_split_list_strings(given, spec))
+    result = role_options_validator(entry_point).validate(_split_list_strings(given, spec))
     if result.error_messages:
         raise RoleOptionsError("; ".join(result.error_messages))
     options = dict(result.validated_parameters)

@@ -11,8 +11,10 @@ error), the order by urgency, the hosts that fail the run and why, and the three
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime
+import hashlib
 import html
 import io
 import json
@@ -40,8 +42,6 @@ EXPIRING_DAYS = 30
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 TIMELINE_DAYS = 365
 PROBLEM_INDENT = "  - "
-# A note that is not a problem of the server (the connection to it).
-NOTE_INDENT = "  ! "
 
 # Status words, most urgent first: the table's order and the rows' colours follow this.
 URGENCY = ("expired", "expiring", "unreachable", "unreadable", "tls_off", "problems", "ok", "not_targeted")
@@ -371,26 +371,44 @@ def status_counts(rows: Sequence[HostReport]) -> dict[str, int]:
     return {status: count for status, count in counts.items() if count}
 
 
-def table_lines(rows: Sequence[HostReport], failures: Mapping[str, str]) -> list[str]:
-    """The table as a list of lines: one list item a line reads well under every callback, AWX's output included.
+# A FAILS line names at most this many hosts; the table lists them all (they are among its first), and each fails on its
+# own task, saying why.
+FAILS_NAMED = 50
 
-    The hosts of the group outside --limit are one line with their count (the files keep a row each).
-    """
+
+def table_lines(rows: Sequence[HostReport], failures: Mapping[str, str]) -> list[str]:
+    """The table as a list of lines (one list item a line reads well under every callback, AWX's output included): the
+    counts first, the hosts outside --limit as one line with their count (the files keep a row each), the hosts that
+    fail the run, then one line a host, most urgent first, its problems below it; a note on the connections last, once
+    for all the hosts it applies to. A fleet of 1000 stays readable."""
     shown = [row for row in rows if row.status != "not_targeted"]
+    lines = [f"TOTAL  {len(rows)} hosts: " + ", ".join(f"{count} {status}" for status, count in status_counts(rows).items())]
+    if len(shown) < len(rows):
+        lines.append(outside_limit_line(len(rows) - len(shown)))
+    if failures:
+        named = list(failures)[:FAILS_NAMED]
+        more = f" and {len(failures) - len(named)} more" if len(failures) > len(named) else ""
+        failing = "1 host" if len(failures) == 1 else f"{len(failures)} hosts"
+        lines += note_lines(f"FAILS  {failing}: {', '.join(named)}{more}", "", "       ")
     header, *lines_of_rows = column_lines(HEADINGS, [_cells(row) for row in shown], RIGHT_ALIGNED)
-    lines = [header]
+    lines.append(header)
+    notes: dict[str, list[str]] = {}
     for row, line in zip(shown, lines_of_rows, strict=True):
         lines.append(line)
         for problem in row.problems:
             lines += note_lines(problem, PROBLEM_INDENT, " " * len(PROBLEM_INDENT))
         note = row.transport_note()
         if note is not None:
-            lines += note_lines(note, NOTE_INDENT, " " * len(NOTE_INDENT))
-    if len(shown) < len(rows):
-        lines.append(outside_limit_line(len(rows) - len(shown)))
-    lines.append(f"TOTAL  {len(rows)} hosts: " + ", ".join(f"{count} {status}" for status, count in status_counts(rows).items()))
-    for host, reason in failures.items():
-        lines += note_lines(f"FAILS  {host}: {reason}", "", "       ")
+            notes.setdefault(note, []).append(row.host)
+    read = sum(1 for row in shown if row.transport)
+    for text, hosts in notes.items():
+        if len(hosts) == read and read > 1:
+            who = f"all {read} hosts read"
+        elif len(hosts) > FAILS_NAMED:
+            who = f"{len(hosts)} hosts ({', '.join(hosts[:FAILS_NAMED])} and {len(hosts) - FAILS_NAMED} more)"
+        else:
+            who = ", ".join(hosts)
+        lines += note_lines(f"NOTE   {who}: {text}", "", "       ")
     return lines
 
 
@@ -483,19 +501,102 @@ def escape(value: Any) -> str:
 
 # -- HTML: one self-contained page, readable offline -------------------------------------------
 
-# No script, no external anything: the policy makes the browser refuse any load the page might still name.
-CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+# The table sorts and filters by the page's own script: inline, allowed by its hash, and nothing else may run; nothing
+# may be loaded from anywhere. Without scripts the page shows everything in the report's order.
+SCRIPT = """
+"use strict";
+(function () {
+  var table = document.getElementById("fleet"), body = table.tBodies[0];
+  var rows = Array.prototype.slice.call(body.rows);
+  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  var svg = document.getElementById("timeline");
+  var top = Number(svg.getAttribute("data-top")), step = Number(svg.getAttribute("data-row-height"));
+  var text = document.getElementById("filter-text"), shown = document.getElementById("shown");
+  var statuses = Array.prototype.slice.call(document.querySelectorAll("#filter-status button")), wanted = "";
+  var bars = {};
+  Array.prototype.forEach.call(svg.querySelectorAll("g.cert"), function (bar) {
+    var host = bar.getAttribute("data-host");
+    (bars[host] = bars[host] || []).push(bar);
+  });
+  function key(row, column, numeric) {
+    var cell = row.cells[column], value = cell.getAttribute("data-sort");
+    if (value === null) { value = cell.textContent.trim(); }
+    if (value === "" || value === "-") { return null; }
+    return numeric ? Number(value) : value;
+  }
+  function sortBy(column, descending) {
+    var numeric = heads[column].getAttribute("data-type") === "number";
+    rows.sort(function (a, b) {
+      var x = key(a, column, numeric), y = key(b, column, numeric), order = 0;
+      if (x === null || y === null) { order = x === y ? 0 : (x === null ? 1 : -1); }
+      else {
+        order = numeric ? x - y : String(x).localeCompare(String(y), undefined, {numeric: true, sensitivity: "base"});
+        if (descending) { order = -order; }
+      }
+      return order || Number(a.getAttribute("data-order")) - Number(b.getAttribute("data-order"));
+    });
+    heads.forEach(function (head, index) {
+      head.setAttribute("aria-sort", index === column ? (descending ? "descending" : "ascending") : "none");
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+    layout();
+  }
+  function layout() {
+    var words = text.value.trim().toLowerCase(), count = 0, line = 0;
+    rows.forEach(function (row) {
+      var visible = (!wanted || row.getAttribute("data-status") === wanted) &&
+        (!words || row.textContent.toLowerCase().indexOf(words) !== -1);
+      row.hidden = !visible;
+      count += visible ? 1 : 0;
+      (bars[row.getAttribute("data-host")] || []).forEach(function (bar) {
+        bar.style.display = visible ? "" : "none";
+        if (visible) { bar.setAttribute("transform", "translate(0," + (top + step * line++) + ")"); }
+      });
+    });
+    var height = top + step * Math.max(line, 1) + 10;
+    svg.setAttribute("height", height);
+    svg.setAttribute("viewBox", "0 0 " + svg.getAttribute("width") + " " + height);
+    Array.prototype.forEach.call(svg.querySelectorAll("line"), function (mark) { mark.setAttribute("y2", height - 10); });
+    shown.textContent = count === rows.length ? "all " + rows.length + " hosts" : count + " of " + rows.length + " hosts";
+  }
+  heads.forEach(function (head, column) {
+    head.querySelector("button").addEventListener("click", function () {
+      sortBy(column, head.getAttribute("aria-sort") === "ascending");
+    });
+  });
+  statuses.forEach(function (button) {
+    button.addEventListener("click", function () {
+      wanted = button.getAttribute("data-status");
+      statuses.forEach(function (other) { other.setAttribute("aria-pressed", String(other === button)); });
+      layout();
+    });
+  });
+  text.addEventListener("input", layout);
+  document.getElementById("controls").hidden = false;
+  layout();
+}());
+""".strip()
+SCRIPT_HASH = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode("ascii")
+CONTENT_SECURITY_POLICY = f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src 'sha256-{SCRIPT_HASH}'"
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1b1b1b; background: #fff; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
 .meta { color: #555; margin: 0 0 16px; }
 .alert { border: 2px solid #b71c1c; background: #fdecea; padding: 8px 14px; border-radius: 4px; }
-.alert h2 { margin: 4px 0; color: #b71c1c; }
+.alert h2 { margin: 4px 0; color: #b71c1c; } .alert summary { cursor: pointer; }
 .totals { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 8px; }
 .totals li { padding: 4px 10px; border-radius: 12px; background: #eee; }
+.timeline { max-height: 45vh; overflow: auto; border: 1px solid #ddd; }
+#controls { display: flex; flex-wrap: wrap; gap: 12px; align-items: center; margin: 8px 0; }
+#controls[hidden] { display: none; } #controls input { min-width: 22em; }
+#filter-status button { font: inherit; border: 1px solid #bbb; background: #fff; border-radius: 12px; padding: 2px 10px; cursor: pointer; }
+#filter-status button[aria-pressed="true"] { background: #1b1b1b; color: #fff; border-color: #1b1b1b; }
 table { border-collapse: collapse; width: 100%; }
 th, td { border-bottom: 1px solid #ddd; padding: 5px 8px; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+thead th { background: #f3f3f3; position: sticky; top: 0; }
+th button { font: inherit; font-weight: 600; border: 0; background: none; padding: 0; cursor: pointer; color: inherit; }
+th[aria-sort="ascending"] button::after { content: " \\25B2"; } th[aria-sort="descending"] button::after { content: " \\25BC"; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.mono { font-family: ui-monospace, monospace; font-size: 12px; overflow-wrap: anywhere; }
 td.date { font-family: ui-monospace, monospace; font-size: 12px; white-space: nowrap; }
 td.host { font-weight: 600; overflow-wrap: anywhere; min-width: 4em; }
@@ -507,37 +608,43 @@ tr.row-not_targeted { color: #888; }
 .s-expired { background: #c62828; color: #fff; } .s-expiring { background: #ef6c00; color: #fff; }
 .s-unreachable, .s-unreadable { background: #6a1b9a; color: #fff; } .s-tls_off, .s-problems { background: #f9a825; }
 .s-ok { background: #2e7d32; color: #fff; } .s-not_targeted { background: #ddd; }
-svg#timeline { max-width: 100%; height: auto; }
+svg#timeline { display: block; }
 svg text { font: 12px system-ui, sans-serif; fill: #1b1b1b; }
 svg .grid { stroke: #ddd; } svg .now { stroke: #1b1b1b; } svg .limit { stroke: #c62828; stroke-dasharray: 4 3; }
 svg .b-expired { fill: #c62828; } svg .b-expiring { fill: #ef6c00; } svg .b-problems { fill: #f9a825; } svg .b-ok { fill: #66bb6a; }
 """.strip()
 
-TABLE_HEADINGS = ("Host", "Status", "Protocol", "Not after", "Days left", "Thumbprint", "Subject", "Problems")
+# Each column's heading and how the script sorts it.
+TABLE_HEADINGS = (("Host", "text"), ("Status", "number"), ("Protocol", "text"), ("Not after", "text"), ("Days left", "number"),
+                  ("Thumbprint", "text"), ("Subject", "text"), ("Problems", "number"))
 ROW_HEIGHT = 24
 TIMELINE_TOP = 34
 PLOT_WIDTH = 720
 CHAR_WIDTH = 7  # px per character of a 12px label, roughly: the label column fits the longest host name
+# More hosts failing the run than this are listed folded.
+FAILURES_OPEN = 10
 
 
-def _cell(value: Any, css: str = "") -> str:
-    return f'<td class="{css}">{escape(value)}</td>' if css else f"<td>{escape(value)}</td>"
+def _cell(value: Any, css: str = "", sort: Any = None) -> str:
+    attributes = (f' class="{css}"' if css else "") + ("" if sort is None else f' data-sort="{escape(sort)}"')
+    return f"<td{attributes}>{escape(value)}</td>"
 
 
-def html_row(row: HostReport) -> str:
+def html_row(row: HostReport, order: int) -> str:
+    """The row of one host; ``order`` is its place in the report's order, to which the page's sorting returns for ties."""
     soonest = row.soonest
     days = soonest.days_left if soonest else None
     problems = "".join(f"<li>{escape(p)}</li>" for p in row.problems)
     return "".join((
-        f'<tr class="row-{escape(row.status)}" data-host="{escape(row.host)}">',
+        f'<tr class="row-{escape(row.status)}" data-host="{escape(row.host)}" data-status="{escape(row.status)}" data-order="{order}">',
         _cell(row.host, "host"),
-        f'<td><span class="status s-{escape(row.status)}">{escape(row.status)}</span></td>',
+        f'<td data-sort="{URGENCY.index(row.status)}"><span class="status s-{escape(row.status)}">{escape(row.status)}</span></td>',
         _cell(row.protocol or "-"),
         _cell((soonest.not_after or "-") if soonest else "-", "date"),
-        _cell("-" if days is None else days, "num"),
+        _cell("-" if days is None else days, "num", "" if days is None else days),
         _cell(soonest.thumbprint if soonest else "-", "mono"),
         _cell(soonest.subject if soonest else "-"),
-        f'<td><ul class="problem-list">{problems}</ul></td>' if problems else "<td></td>",
+        f'<td data-sort="{len(row.problems)}"><ul class="problem-list">{problems}</ul></td>' if problems else '<td data-sort="0"></td>',
         "</tr>",
     ))
 
@@ -583,7 +690,8 @@ class Timeline:
         return self.x(self.now + datetime.timedelta(days=days))
 
 
-def _timeline_bar(timeline: Timeline, y: int, certificate: BoundCertificate, css: str) -> list[str]:
+def _timeline_bar(timeline: Timeline, certificate: BoundCertificate, css: str) -> list[str]:
+    """The bar's rectangle and its date, drawn from the top of its line (its group is moved to the line)."""
     moment = certificate.moment()
     end = timeline.x(moment) if moment else timeline.left
     if certificate.expired:
@@ -597,22 +705,23 @@ def _timeline_bar(timeline: Timeline, y: int, certificate: BoundCertificate, css
     # The date goes right of the bar while it fits, else inside its end.
     text_x, anchor = (end + 6, "start") if end + 6 + CHAR_WIDTH * len(label) < timeline.right + 40 else (end - 6, "end")
     return [
-        f'<rect class="b-{css}" x="{timeline.left}" y="{y + 4}" width="{width:.1f}" height="{ROW_HEIGHT - 8}" rx="3">'
+        f'<rect class="b-{css}" x="{timeline.left}" y="4" width="{width:.1f}" height="{ROW_HEIGHT - 8}" rx="3">'
         f"<title>{escape(certificate.thumbprint)} {escape(certificate.subject)}</title></rect>",
-        f'<text x="{text_x:.1f}" y="{y + 16}" text-anchor="{anchor}">{escape(label)}</text>',
+        f'<text x="{text_x:.1f}" y="16" text-anchor="{anchor}">{escape(label)}</text>',
     ]
 
 
 def timeline_svg(report: FleetReport) -> str:
-    """Every bound certificate on a line, a bar from today to its expiry over the next year (inline SVG)."""
+    """Every bound certificate on a line, a bar from today to its expiry over the next year (inline SVG), in the
+    report's order; the page's script keeps the lines in the table's order and shows only the hosts it shows."""
     entries = [(row, c) for row in report.rows for c in row.certificates]
     labels = [f"{row.host} · {c.role}" for row, c in entries]
     timeline = Timeline(report.generated_at, max([160, *(CHAR_WIDTH * len(label) + 16 for label in labels)]))
     height = TIMELINE_TOP + ROW_HEIGHT * max(len(entries), 1) + 10
     width = timeline.right + 40
     parts = [
-        f'<svg id="timeline" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="Certificate expiry over the next year">',
+        f'<svg id="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" data-top="{TIMELINE_TOP}"'
+        f' data-row-height="{ROW_HEIGHT}" role="img" aria-label="Certificate expiry over the next year">',
     ]
     bottom = height - 10
     for month in _months(report.generated_at, report.generated_at + datetime.timedelta(days=TIMELINE_DAYS)):
@@ -629,11 +738,11 @@ def timeline_svg(report: FleetReport) -> str:
         parts.append(f'<line class="limit" x1="{x:.1f}" y1="{TIMELINE_TOP - 6}" x2="{x:.1f}" y2="{bottom}"><title>'
                      f"xu_report_fail_within_days: {limit}</title></line>")
     for index, ((row, certificate), label) in enumerate(zip(entries, labels, strict=True)):
-        y = TIMELINE_TOP + index * ROW_HEIGHT
         css = _bar_class(certificate, row, report.options.expiring_within_days)
-        parts.append(f'<g class="cert" data-host="{escape(row.host)}" data-thumbprint="{escape(certificate.thumbprint)}">')
-        parts.append(f'<text x="8" y="{y + 16}">{escape(label)}</text>')
-        parts += _timeline_bar(timeline, y, certificate, css)
+        parts.append(f'<g class="cert" data-host="{escape(row.host)}" data-thumbprint="{escape(certificate.thumbprint)}"'
+                     f' transform="translate(0,{TIMELINE_TOP + index * ROW_HEIGHT})">')
+        parts.append(f'<text x="8" y="16">{escape(label)}</text>')
+        parts += _timeline_bar(timeline, certificate, css)
         parts.append("</g>")
     if not entries:
         parts.append(f'<text x="8" y="{TIMELINE_TOP + 16}">no certificate is bound on any server that was read</text>')
@@ -641,22 +750,34 @@ def timeline_svg(report: FleetReport) -> str:
     return "\n".join(parts)
 
 
+def _failures_section(failures: Mapping[str, str]) -> str:
+    if not failures:
+        return ""
+    items = "".join(f"<li><b>{escape(host)}</b>: {escape(reason)}</li>" for host, reason in failures.items())
+    failing = "1 host fails" if len(failures) == 1 else f"{len(failures)} hosts fail"
+    folded = " open" if len(failures) <= FAILURES_OPEN else ""
+    return (f'<section class="alert" id="failures"><h2>This run fails</h2>'
+            f"<details{folded}><summary>{failing} the run</summary><ul>{items}</ul></details></section>")
+
+
 def fleet_html(report: FleetReport) -> str:
-    """report.html: the fleet table with problems highlighted and the expiry timeline; every value escaped."""
+    """report.html: the counts, the hosts that fail the run, the expiry timeline, and the fleet table, which the page's
+    own script sorts (by any column) and filters (by status, by any text of a row); every value escaped."""
     generated = report.generated_at.strftime(ISO_FORMAT)
     product = PROFILES[report.options.product].title
-    alert = ""
-    if report.failures:
-        items = "".join(f"<li><b>{escape(host)}</b>: {escape(reason)}</li>" for host, reason in report.failures.items())
-        alert = f'<section class="alert" id="failures"><h2>This run fails</h2><ul>{items}</ul></section>'
     totals = "".join(f'<li class="t-{escape(name)}">{count} {escape(name.replace("_", " "))}</li>' for name, count in report.totals.items())
     unbound = [row for row in report.rows if not row.certificates and row.status != "not_targeted"]
     note = ""
     if unbound:
         names = ", ".join(f"{escape(row.host)} ({escape(row.status)})" for row in unbound)
         note = f'<p class="meta">No certificate to show: {names}.</p>'
-    headings = "".join(f"<th>{escape(h)}</th>" for h in TABLE_HEADINGS)
-    body = "\n".join(html_row(row) for row in report.rows)
+    buttons = [("", f"every status ({len(report.rows)})", "true")]
+    buttons += [(status, f"{status} ({count})", "false") for status, count in status_counts(report.rows).items()]
+    statuses = "".join(f'<button type="button" data-status="{escape(status)}" aria-pressed="{pressed}">{escape(label)}</button>'
+                       for status, label, pressed in buttons)
+    headings = "".join(f'<th data-type="{kind}" aria-sort="none"><button type="button">{escape(title)}</button></th>'
+                       for title, kind in TABLE_HEADINGS)
+    body = "\n".join(html_row(row, order) for order, row in enumerate(report.rows))
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -671,18 +792,26 @@ def fleet_html(report: FleetReport) -> str:
 <body>
 <h1>TLS certificates of the {escape(product)} servers</h1>
 <p class="meta">Group {escape(report.group)}, read {escape(generated)}.</p>
-{alert}
 <ul class="totals">{totals}</ul>
+{_failures_section(report.failures)}
+<h2>Expiry over the next year</h2>
+<div class="timeline">
+{timeline_svg(report)}
+</div>
+{note}
 <h2>Servers, most urgent first</h2>
+<div id="controls" hidden>
+<span id="filter-status" role="group" aria-label="Show the hosts of a status">{statuses}</span>
+<label>Hosts whose row contains <input id="filter-text" type="search" placeholder="a name, thumbprint, subject, problem"></label>
+<span id="shown" aria-live="polite"></span>
+</div>
 <table id="fleet">
 <thead><tr>{headings}</tr></thead>
 <tbody>
 {body}
 </tbody>
 </table>
-<h2>Expiry over the next year</h2>
-{timeline_svg(report)}
-{note}
+<script>{SCRIPT}</script>
 </body>
 </html>
 """

@@ -3,14 +3,18 @@ in a real headless browser (Debian's chromium) with the network off."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
 import json
+import os
 import pathlib
+import select
 import shutil
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from typing import Any
 
@@ -20,6 +24,7 @@ from labtools import REPO, Lab, PlaybookRun
 
 # The report's backend renders the hostile page below; the collection is importable from the checkout's link.
 sys.path.insert(0, str(REPO / ".collections"))
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import TABLE_HEADINGS as REPORT_HEADINGS
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import ReportOptions, fleet_report
 
 PLAYBOOK = str(REPO / "playbooks" / "tls_report.yml")
@@ -79,8 +84,11 @@ def test_fails_on_the_expiring_and_expired_hosts_says_why_and_writes_the_files(l
     assert results["xu04"]["status"] == "tls_off" and results["xu04"]["thumbprint"] is None
 
     lines = table(run)
-    assert [line.split()[0] for line in lines[1:] if line[:1].isalnum() and not line.startswith(("TOTAL", "FAILS"))] == list(results)
-    assert "NOT AFTER" in lines[0] and "TOTAL  5 hosts: 1 expired, 1 expiring, 1 tls_off, 1 problems, 1 ok" in lines
+    # The counts first, then the hosts that fail the run, then one line a host, most urgent first.
+    assert lines[0] == "TOTAL  5 hosts: 1 expired, 1 expiring, 1 tls_off, 1 problems, 1 ok"
+    assert lines[1] == "FAILS  2 hosts: xu03, xu02"
+    assert lines[2].startswith("HOST ") and "NOT AFTER" in lines[2]
+    assert [line.split()[0] for line in lines[3:] if not line.startswith(" ")] == list(results)
 
     assert sorted(p.name for p in out.iterdir()) == ["report.csv", "report.html", "report.json"]
     assert json.loads((out / "report.json").read_text()) == data
@@ -151,7 +159,8 @@ def test_an_unreachable_host_gets_a_row_with_its_error_and_fails_the_run(lab_fac
     assert result["status"] == "unreachable" and result["error"] and result["thumbprint"] is None
     assert stats(run)["xu_report_totals"]["unreachable"] == 1
     lines = table(run)
-    assert lines[1].startswith("xu99") and lines[2].startswith("  - could not be reached: ")
+    assert lines[:2] == ["TOTAL  2 hosts: 1 unreachable, 1 ok", "FAILS  1 host: xu99"]
+    assert lines[3].startswith("xu99") and lines[4].startswith("  - could not be reached: ")
     assert (tmp_path / "out" / "report.html").exists()
 
 
@@ -236,9 +245,9 @@ def test_report_html_in_a_headless_browser_offline(lab_factory: Any, tmp_path: p
     markup, requests = browse(out / "report.html", tmp_path, "--dump-dom")
     assert requests == []
     dom = Dom(markup)
-    # Nothing the page could load from elsewhere, and no script at all.
+    # Nothing the page could load from elsewhere, and no script but its own (inline, allowed by its hash alone).
     assert not [a for _tag, a in dom.elements for name in ("src", "href") if a.get(name, "").lower().startswith(("http:", "https:", "//"))]
-    assert not dom.all("script")
+    assert dom.all("script") == [{}]
     # The fleet table, a row per host, most urgent first, the problems highlighted by status.
     rows = [a for t, a in dom.elements if t == "tr" and "data-host" in a]
     assert [a["data-host"] for a in rows] == list(results)
@@ -273,8 +282,167 @@ def test_hostile_values_stay_text_in_the_browser(tmp_path: pathlib.Path) -> None
     markup, requests = browse(page, tmp_path, "--dump-dom")
     dom = Dom(markup)
     assert requests == []  # the injected <img src=x> would be a request
-    assert not dom.all("script") and not dom.all("img")
+    assert dom.all("script") == [{}] and not dom.all("img")  # the page's own script, no injected one
     assert "<title>TLS report" in markup  # the injected script did not run
     text = "".join(dom.text)
     assert f"friendly name {HOSTILE}" in text and f"CN={HOSTILE}" in text
     assert [a["data-host"] for a in dom.all("tr") if "data-host" in a] == [HOSTILE]
+
+
+# -- report.html sorted and filtered by a person, in a real browser ---------------------------------------
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: requests on its fd 3,
+    answers and events on its fd 4, each a JSON message ended by a NUL), with the network off as above. Clicks and
+    typing go through Chromium's input pipeline (Input.dispatchMouseEvent, Input.insertText), as a person's do."""
+
+    def __init__(self, work: pathlib.Path) -> None:
+        to_browser, self._writer = os.pipe()
+        self._reader, from_browser = os.pipe()
+
+        def descriptors() -> None:
+            os.dup2(to_browser, 3)
+            os.dup2(from_browser, 4)
+
+        self.net_log = work / f"net-cdp-{len(list(work.glob('net-*')))}.json"
+        self._process = subprocess.Popen(
+            [CHROMIUM, *OFFLINE, f"--user-data-dir={work / 'profile-cdp'}", f"--log-net-log={self.net_log}", "--remote-debugging-pipe",
+             "--window-size=1400,1000", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=descriptors, pass_fds=(3, 4),  # noqa: PLW1509 - no threads here
+        )
+        os.close(to_browser)
+        os.close(from_browser)
+        self._buffer = b""
+        self._next_id = 0
+        self._session = ""
+
+    def close(self) -> None:
+        # Its answer may never come: the browser closes, writing its net log.
+        with contextlib.suppress(OSError):
+            os.write(self._writer, json.dumps({"id": self._next_id + 1, "method": "Browser.close"}).encode("utf-8") + b"\0")
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        os.close(self._writer)
+        os.close(self._reader)
+
+    def send(self, method: str, browser_level: bool = False, **params: Any) -> dict[str, Any]:
+        self._next_id += 1
+        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params}
+        if self._session and not browser_level:
+            message["sessionId"] = self._session
+        os.write(self._writer, json.dumps(message).encode("utf-8") + b"\0")
+        deadline = time.monotonic() + 60
+        while True:
+            while b"\0" not in self._buffer:
+                ready, _, _ = select.select([self._reader], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    raise AssertionError(f"Chromium did not answer {method}")
+                chunk = os.read(self._reader, 1 << 16)
+                if not chunk:
+                    raise AssertionError(f"Chromium closed the pipe during {method}")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            answer = json.loads(raw)
+            if answer.get("id") == self._next_id:
+                assert "error" not in answer, answer
+                result: dict[str, Any] = answer["result"]
+                return result
+
+    def open(self, page: pathlib.Path) -> None:
+        target = self.send("Target.createTarget", browser_level=True, url="about:blank")["targetId"]
+        self._session = self.send("Target.attachToTarget", browser_level=True, targetId=target, flatten=True)["sessionId"]
+        self.send("Page.enable")
+        self.send("Page.navigate", url=page.as_uri())
+        deadline = time.monotonic() + 60
+        while self.evaluate("document.readyState") != "complete":
+            assert time.monotonic() < deadline, "the page did not load"
+            time.sleep(0.1)
+
+    def evaluate(self, expression: str) -> Any:
+        answer = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in answer, answer
+        return answer["result"].get("value")
+
+    def click(self, selector: str) -> None:
+        """A left click in the middle of the element, as the mouse makes it."""
+        box = self.evaluate(f"(function () {{ var e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
+                            " var r = e.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; }())")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+
+    def type(self, selector: str, text: str) -> None:
+        self.click(selector)
+        self.send("Input.insertText", text=text)
+
+    def state(self) -> dict[str, Any]:
+        """The hosts of the table's visible rows and of the timeline's visible bars, in the order shown, and the sorting."""
+        value: dict[str, Any] = self.evaluate("""(function () {
+          var rows = Array.prototype.filter.call(document.querySelectorAll("#fleet tbody tr"), function (r) { return !r.hidden; });
+          var bars = Array.prototype.filter.call(document.querySelectorAll("#timeline g.cert"), function (g) {
+            return getComputedStyle(g).display !== "none"; });
+          bars.sort(function (a, b) { return a.getBoundingClientRect().top - b.getBoundingClientRect().top; });
+          return {rows: rows.map(function (r) { return r.getAttribute("data-host"); }),
+                  bars: bars.map(function (g) { return g.getAttribute("data-host"); }),
+                  sorted: Array.prototype.map.call(document.querySelectorAll("#fleet th"), function (h) {
+                    return h.textContent + ":" + h.getAttribute("aria-sort"); }).filter(function (s) { return !/:none$/.test(s); }),
+                  shown: document.getElementById("shown").textContent,
+                  controls: !document.getElementById("controls").hidden};
+        }())""")
+        return value
+
+
+def heading(title: str) -> str:
+    return f"#fleet th:nth-child({[t for t, _kind in REPORT_HEADINGS].index(title) + 1}) button"
+
+
+@pytest.mark.lab
+def test_report_html_sorts_and_filters_in_a_headless_browser(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    lab: Lab = lab_factory("--hosts", "5", "--scenario", "mixed")
+    out = tmp_path / "reports"
+    run = report(lab, tmp_path, "-e", "xu_report_fail_within_days=30", "-e", f"xu_report_dir={out}")
+    assert run.rc == 2
+    results = stats(run)["xu_report_results"]
+    urgent = ["xu03", "xu02", "xu04", "xu05", "xu01"]
+    assert list(results) == urgent
+    browser = Browser(tmp_path)
+    try:
+        browser.open(out / "report.html")
+        # The page's own script ran (its controls show): the policy allows it by its hash.
+        first = browser.state()
+        assert first == {"rows": urgent, "bars": ["xu03", "xu02", "xu05", "xu01"], "sorted": [], "shown": "all 5 hosts", "controls": True}
+
+        # Days left: the fewest first, a host without a certificate last either way; again: the most first.
+        browser.click(heading("Days left"))
+        assert browser.state()["rows"] == ["xu03", "xu02", "xu05", "xu01", "xu04"]
+        assert browser.state()["sorted"] == ["Days left:ascending"]
+        browser.click(heading("Days left"))
+        state = browser.state()
+        assert state["rows"] == ["xu01", "xu05", "xu02", "xu03", "xu04"] and state["sorted"] == ["Days left:descending"]
+        # The timeline keeps the table's order.
+        assert state["bars"] == ["xu01", "xu05", "xu02", "xu03"]
+        browser.click(heading("Host"))
+        assert browser.state()["rows"] == ["xu01", "xu02", "xu03", "xu04", "xu05"]
+        browser.click(heading("Status"))
+        assert browser.state()["rows"] == urgent
+
+        # A status: only its hosts, in the table and on the timeline.
+        browser.click('#filter-status button[data-status="expiring"]')
+        state = browser.state()
+        assert (state["rows"], state["bars"], state["shown"]) == (["xu02"], ["xu02"], "1 of 5 hosts")
+        browser.click('#filter-status button[data-status=""]')
+        assert browser.state()["rows"] == urgent
+
+        # Text: any of a row's words (a thumbprint here), typed as a person types it; a status narrows it further.
+        browser.type("#filter-text", results["xu05"]["thumbprint"][:12].lower())
+        state = browser.state()
+        assert (state["rows"], state["bars"], state["shown"]) == (["xu05"], ["xu05"], "1 of 5 hosts")
+        browser.click('#filter-status button[data-status="ok"]')
+        assert browser.state()["rows"] == []
+    finally:
+        browser.close()
+    # Nothing was fetched from the network by any of it.
+    assert page_requests(json.loads(browser.net_log.read_text())) == []

@@ -17,6 +17,9 @@ import threading
 
 import spnego
 
+# The functions pyspnego itself derives the hashes with, so the file holds exactly what it would compute.
+from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+
 from .processes import process_alive
 
 ENCRYPTED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
@@ -34,8 +37,9 @@ AUTHENTICATE_MESSAGE = 3
 _DIRECTORY_PREFIX = "xulab-ntlm-"
 _DIRECTORY_NAME = re.compile(rf"^{_DIRECTORY_PREFIX}(\d+)-")
 
-# Characters that would break the `DOMAIN:user:password` line format.
+# Characters that would break the user file's lines; in a name, a backslash would split it into a domain and a user.
 _FORBIDDEN_IN_USER_FILE = (":", "\r", "\n")
+_FORBIDDEN_IN_NAMES = ("\\",)
 
 
 class EncryptedBodyError(ValueError):
@@ -111,12 +115,19 @@ def unseal_message(context: spnego.ContextProxy, body: bytes) -> bytes:
 
 
 class _UserFile:
-    """The NTLM user file shared by every NTLM listener of this process."""
+    """The NTLM user file shared by every NTLM listener of this process.
+
+    Its lines are in the smbpasswd form, with the account's LM and NT hashes, which pyspnego reads as they are. In
+    the Heimdal form (``DOMAIN:USER:PASSWORD``) pyspnego derives both hashes from the password for every
+    authentication (the LM hash with DES in Python: 7 ms of the lab's CPU per connection, one per Ansible task).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # (DOMAIN, USER) upper-cased, as pyspnego compares them, -> the line's (domain, user, password)
         self._entries: dict[tuple[str, str], tuple[str, str, str]] = {}
+        # password -> its smbpasswd LM and NT hash fields
+        self._hashes: dict[str, tuple[str, str]] = {}
         self._directory: str | None = None
         self._owner_pid = 0
 
@@ -124,6 +135,8 @@ class _UserFile:
         for value in (username, password, domain):
             if any(character in value for character in _FORBIDDEN_IN_USER_FILE):
                 raise ValueError("NTLM user names, domains and passwords must not contain ':' or line breaks")
+        if any(character in value for value in (username, domain) for character in _FORBIDDEN_IN_NAMES):
+            raise ValueError("NTLM user names and domains must not contain '\\'")
         # pyspnego matches the exact (domain, user) pair the client sent; Windows accepts all these forms.
         forms = [("", username)]
         if domain:
@@ -135,6 +148,8 @@ class _UserFile:
                 if known is not None and known[2] != password:
                     raise ValueError(f"NTLM account {form_domain}\\{form_user} is already registered with another password")
                 self._entries[key] = (form_domain, form_user, password)
+            if password not in self._hashes:
+                self._hashes[password] = (lmowfv1(password).hex().upper(), ntowfv1(password).hex().upper())
             path = self._write()
         os.environ["NTLM_USER_FILE"] = path
         return path
@@ -150,7 +165,12 @@ class _UserFile:
         staging = path + ".new"
         descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.writelines(f"{domain}:{user}:{password}\n" for domain, user, password in self._entries.values())
+            # USERNAME:UID:LM_HASH:NT_HASH:ACCT_FLAGS:TIMESTAMP; pyspnego reads the domain from a DOMAIN\\ prefix.
+            stream.writelines(
+                f"{domain}\\{user}:0:{lm}:{nt}:[U]:LCT-00000000\n" if domain else f"{user}:0:{lm}:{nt}:[U]:LCT-00000000\n"
+                for domain, user, password in self._entries.values()
+                for lm, nt in [self._hashes[password]]
+            )
         os.replace(staging, path)
         return path
 

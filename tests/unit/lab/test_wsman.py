@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 import winrm
+from spnego._ntlm_raw.crypto import ntowfv1
 from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError, WinRMTransportError, WSManFaultError
 from winrm.protocol import Protocol
 
@@ -412,6 +413,13 @@ def test_account_names_and_user_file() -> None:
         configure_ntlm_users([WsmanCredentials("labadmin", "different", "XULAB")])
     with pytest.raises(ValueError, match="must not contain"):
         configure_ntlm_users([WsmanCredentials("other", "pass:word")])
+    with pytest.raises(ValueError, match="must not contain"):
+        configure_ntlm_users([WsmanCredentials("OTHER\\other", "password")])
+    # The account's hashes, as pyspnego reads them without deriving them again for every connection; not the password.
+    lines = Path(path).read_text().splitlines()
+    assert "Lab-Pa55word!" not in "".join(lines)
+    nt = ntowfv1("Lab-Pa55word!").hex().upper()
+    assert {line.split(":")[0] for line in lines if line.split(":")[3] == nt} >= {"labadmin", "XULAB\\labadmin", "labadmin@XULAB"}
 
 
 def test_user_files_of_killed_processes_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,11 +7,15 @@ import pathlib
 
 import pytest
 
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _action_base, _agent, _renew_options
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import (
     XuActionBase,
     argument_spec_from_options,
     module_documentation,
+    module_validator,
 )
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import agent_payload_texts
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import renew_options
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py"))
@@ -86,3 +90,25 @@ def test_secret_options_are_no_log() -> None:
                 assert entry.get("no_log") is True, f"{module}.{name}"
                 secrets += 1
     assert secrets >= 2  # xu_cert_swap's pfx_password and pfx_content at least
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_a_task_parses_nothing_its_main_process_prepared(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Loading an action plugin (which Ansible does in the controller's main process, before it forks a worker for each
+    # host and task) makes what every task needs; a task then reads no stub documentation, argument spec or agent file.
+    cls = action_class(module)
+    validator = cls.validator()
+
+    def forbidden(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("parsed again in a task")
+
+    monkeypatch.setattr(_action_base, "get_docstring", forbidden)
+    monkeypatch.setattr(_renew_options.yaml, "safe_load", forbidden)
+    monkeypatch.setattr(_agent, "_read_script", forbidden)
+    assert cls.validator() is validator
+    assert agent_payload_texts()[1].startswith(_agent.AGENT_MARKER + "\n")
+    if module == "xu_renew":
+        # The engine's own reads: the role's variables and the modules it composes.
+        assert renew_options({"xu_renew_mode": "replace", "xu_renew_pfx_path": "x.pfx"}, "xu01")["mode"] == "replace"
+        for name in ("xu_tls_info", "xu_cert_swap", "xu_tls_binding", "xu_firewall_gate", "xu_tls_restore", "xu_tls_verify"):
+            module_validator(name)

@@ -251,3 +251,29 @@ def test_a_3des_pfx_with_a_sha256_mac_is_re_encoded_with_a_sha1_mac() -> None:
 def test_an_aes_pfx_without_a_password_cannot_be_re_encoded_and_says_what_to_do() -> None:
     with pytest.raises(PfxError, match="-legacy"):
         pfx_for_windows(b"\x30\x82" + PBES2_OID_DER, None)
+
+
+def test_a_pfx_is_opened_once_per_process_and_its_password_checked_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A renewal's task opens the same PFX to check it and again to send it; opening validates its RSA key (~40 ms).
+    cert, key = mint(FQDN)
+    data = make_pfx(cert, key, PASSWORD)
+    loads = []
+    load = pkcs12.load_pkcs12
+
+    def counted(pfx: bytes, password: bytes | None) -> pkcs12.PKCS12KeyAndCertificates:
+        loads.append(password)
+        return load(pfx, password)
+
+    monkeypatch.setattr(pkcs12, "load_pkcs12", counted)
+    first = open_pfx(data, PASSWORD)
+    assert open_pfx(data, PASSWORD) is first and len(loads) == 1
+    # Another password, or other bytes, are opened anew: a wrong password still fails.
+    with pytest.raises(PfxError, match="password"):
+        open_pfx(data, "Tr0ub4dor&3")
+    with pytest.raises(PfxError, match="password"):
+        open_pfx(data, "Tr0ub4dor&3")
+    other_cert, other_key = mint(FQDN)
+    assert open_pfx(make_pfx(other_cert, other_key, PASSWORD), PASSWORD).facts.thumbprint == thumbprint_of(other_cert)
+    assert len(loads) == 4
+    # What is remembered holds no key: the certificates and the friendly name.
+    assert set(vars(first)) == {"certificate", "others", "friendly_name"}

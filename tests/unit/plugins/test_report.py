@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime
+import hashlib
 import io
 import json
 import os
@@ -15,6 +17,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.xtractuniversal.tls.plugins.filter.report import report_fleet, report_options
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import (
+    SCRIPT,
     ReportOptions,
     ReportOptionsError,
     csv_text,
@@ -220,8 +223,7 @@ def test_the_hosts_outside_the_limit_are_one_line_of_the_table() -> None:
     fleet = report({"xu007": info(300)}, group=group, targeted=["xu007"])
     lines = fleet.lines()
     assert [line for line in lines if line.startswith("xu")] == [next(line for line in lines if line.startswith("xu007"))]
-    assert "NOT TARGETED  199 hosts of the group are outside --limit (AWX: Limit)" in lines
-    assert lines[-1] == "TOTAL  200 hosts: 1 ok, 199 not_targeted"
+    assert lines[:2] == ["TOTAL  200 hosts: 1 ok, 199 not_targeted", "NOT TARGETED  199 hosts of the group are outside --limit (AWX: Limit)"]
     # The files keep a row for each.
     assert fleet.to_csv().count("not_targeted") == 199
 
@@ -242,7 +244,10 @@ def test_the_table_is_one_line_per_item_with_columns_sized_to_the_content() -> N
              "xu02": info(300)}
     lines = report(infos, fail_within_days=30).lines()
     assert all("\n" not in line for line in lines)
-    heading, first, *rest = lines
+    # The counts first, then the hosts that fail the run, then the table.
+    total, fails, heading, first, *rest = lines
+    assert total == "TOTAL  2 hosts: 1 expiring, 1 ok"
+    assert fails == f"FAILS  1 host: {long_name}"
     assert heading.split()[:5] == ["HOST", "STATUS", "PROTOCOL", "THUMBPRINT", "NOT"] and "NOT AFTER" in heading
     # Every column starts where its heading does, however long the host name.
     assert heading.index("STATUS") == len(long_name) + 2
@@ -253,8 +258,46 @@ def test_the_table_is_one_line_per_item_with_columns_sized_to_the_content() -> N
     assert all(len(line) <= 80 for line in rest if line.startswith("  "))
     xu02 = next(line for line in rest if line.startswith("xu02"))
     assert xu02.index("ok") == heading.index("STATUS")
-    assert "TOTAL  2 hosts: 1 expiring, 1 ok" in lines
-    assert any(line.startswith(f"FAILS  {long_name}: ") for line in lines)
+
+
+def test_a_fleet_of_1000_is_counts_first_then_one_line_a_host_most_urgent_first() -> None:
+    infos = {f"xu{n:04d}": info(300 - n % 7) for n in range(1, 1001)}
+    expiring = {"xu0007": 20, "xu0500": 3, "xu0999": 12}
+    for host, days in expiring.items():
+        infos[host] = info(days, [f"the web server and configuration server certificate {'AA' * 20} expires in {days} days"])
+    infos["xu0042"] = {"unreachable": True, "msg": "timed out"}
+    lines = report(infos, fail_within_days=14).lines()
+    assert lines[0] == "TOTAL  1000 hosts: 3 expiring, 1 unreachable, 996 ok"
+    assert lines[1] == "FAILS  3 hosts: xu0500, xu0999, xu0042"
+    assert lines[2].startswith("HOST ")
+    hosts = [line.split()[0] for line in lines[3:] if not line.startswith(" ")]
+    assert hosts[:4] == ["xu0500", "xu0999", "xu0007", "xu0042"] and len(hosts) == len(set(hosts)) == 1000
+    # One line a host; below it only the problems of the four hosts that have one.
+    assert len([line for line in lines if not line.startswith(" ")]) == 3 + 1000
+    assert [line.split()[0] for line in lines if line.startswith("  - ")] == ["-"] * 4
+
+
+def test_a_long_list_of_failing_hosts_is_cut_short_in_the_fails_line() -> None:
+    infos = {f"xu{n:03d}": info(-1, ["expired"]) for n in range(1, 121)}
+    lines = report(infos, fail_within_days=0).lines()
+    fails = " ".join(line.strip() for line in lines if not line.startswith(("TOTAL", "HOST", "xu", "  -")))
+    assert fails.startswith("FAILS  120 hosts: xu001, xu002,")
+    assert fails.endswith("xu050 and 70 more") and "xu051" not in fails
+
+
+def test_a_note_on_the_connection_is_printed_once_for_every_host_it_applies_to() -> None:
+    basic = {"protected": False, "unprotected_allowed": False, "summary": "winrm over http, port 5985, transport basic"}
+    infos = {f"xu{n:02d}": {**info(300), "transport": basic} for n in range(1, 61)}
+    lines = report(infos).lines()
+    notes = [line for line in lines if not line.startswith(("TOTAL", "HOST", "xu"))]
+    assert notes[0].startswith("NOTE   all 60 hosts read: ") and all(line.startswith("       ") for line in notes[1:])
+    assert " ".join(" ".join(notes).split()) == (
+        "NOTE all 60 hosts read: the connection (winrm over http, port 5985, transport basic) is not encrypted:"
+        " a PFX and its password are not sent over it (xu_allow_unprotected_transport)")
+    assert len(lines) == 2 + 60 + len(notes)
+    infos["xu01"] = {**info(300), "transport": {**basic, "protected": True}}
+    notes = " ".join(" ".join(line.split()) for line in report(infos).lines() if not line.startswith(("TOTAL", "HOST", "xu")))
+    assert notes.startswith("NOTE 59 hosts (xu02, xu03,") and "xu51 and 9 more): the connection" in notes
 
 
 # -- the files ------------------------------------------------------------------------------------
@@ -288,7 +331,8 @@ def test_report_csv_has_a_header_and_survives_quotes_commas_and_formulas() -> No
 
 def test_report_html_escapes_every_value() -> None:
     page = hostile_report().to_html()
-    assert "<script" not in page.lower()
+    # The page's own script, and no other.
+    assert page.lower().count("<script") == 1 and f"<script>{SCRIPT}</script>" in page
     assert "{{" not in page and "{%" not in page
     assert escape(HOSTILE) in page
     assert escape(HOSTILE) == ("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&#123;&#123; lookup(&quot;pipe&quot;, "
@@ -304,3 +348,27 @@ def test_report_html_is_self_contained() -> None:
     assert "default-src 'none'" in page
     assert page.count('<g class="cert"') == 3
     assert "2028-01-02T13:00:00Z (400 days) (beyond the year)" in page and "expired " in page
+
+
+def test_report_html_runs_its_own_script_and_nothing_else() -> None:
+    page = report({"xu01": info(9)}).to_html()
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
+    assert policy is not None
+    directives = dict(d.strip().split(" ", 1) for d in policy.group(1).split(";"))
+    assert directives["default-src"] == "'none'" and "unsafe-inline" not in directives["script-src"]
+    # The hash the policy allows is the script's, as the browser computes it over the element's text.
+    scripts = re.findall(r"<script>(.*?)</script>", page, re.DOTALL)
+    assert len(scripts) == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode("utf-8")).digest()).decode("ascii")
+    assert directives["script-src"] == f"'sha256-{digest}'"
+
+
+def test_report_html_puts_the_counts_first_and_the_timeline_above_the_table() -> None:
+    infos = {f"xu{n:04d}": info(300 - n % 200) for n in range(1, 1001)}
+    page = report(infos).to_html()
+    assert page.index('class="totals"') < page.index('id="timeline"') < page.index('id="fleet"')
+    # One row per host, each with what the script sorts and filters by.
+    assert page.count("<tr class=\"row-") == 1000
+    assert page.count('<tr class="row-ok" data-host="') == page.count(' data-status="ok" data-order="') == 1000
+    assert 'data-order="999"' in page
+    assert len(page) < 2_000_000

@@ -261,9 +261,11 @@ def test_the_fleet_report_notes_a_bare_connection() -> None:
     }
     rows = [host_report(name, info, True, 30) for name, info in infos.items()]
     lines = table_lines(rows, {})
-    notes = [line for line in lines if line.startswith("  ! ")]
+    # Once for the hosts each applies to, after the table.
+    notes = [line for line in lines if line.startswith("NOTE   ")]
     assert len(notes) == 2
-    assert notes[0].startswith("  ! the connection (winrm over http, port 5985, transport basic, message")
+    assert notes[0].startswith("NOTE   xu01: the connection (winrm over http, port 5985, transport basic,")
+    assert notes[1].startswith("NOTE   xu03: the connection (winrm over http, port 5985, transport basic,")
     text = " ".join(" ".join(line.split()) for line in lines)
     assert "a PFX and its password are not sent over it (xu_allow_unprotected_transport)" in text
     assert "xu_allow_unprotected_transport lets a PFX and its password cross it" in text
