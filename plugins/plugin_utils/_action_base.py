@@ -325,9 +325,13 @@ class XuActionBase(ActionBase):
             raise AnsibleConnectionFailure(f"the connection to the host could not be made again: {type(e).__name__}: {e}") from e
 
 
-@functools.cache
+_VALIDATORS: dict[type[XuActionBase], ArgumentSpecValidator] = {}
+
+
 def _validator_of(action: type[XuActionBase]) -> ArgumentSpecValidator:
-    return action.build_validator()
+    if action not in _VALIDATORS:
+        _VALIDATORS[action] = action.build_validator()
+    return _VALIDATORS[action]
 
 
 def _load_filters_before_forks() -> None:

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _action_base, _agent, _renew_options
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _action_base, _agent
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import (
     XuActionBase,
     argument_spec_from_options,
@@ -103,7 +103,7 @@ def test_a_task_parses_nothing_its_main_process_prepared(module: str, monkeypatc
         raise AssertionError("parsed again in a task")
 
     monkeypatch.setattr(_action_base, "get_docstring", forbidden)
-    monkeypatch.setattr(_renew_options.yaml, "safe_load", forbidden)
+    monkeypatch.setattr("yaml.safe_load", forbidden)
     monkeypatch.setattr(_agent, "_read_script", forbidden)
     assert cls.validator() is validator
     assert agent_payload_texts()[1].startswith(_agent.AGENT_MARKER + "\n")

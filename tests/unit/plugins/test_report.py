@@ -296,8 +296,8 @@ def test_a_note_on_the_connection_is_printed_once_for_every_host_it_applies_to()
         " a PFX and its password are not sent over it (xu_allow_unprotected_transport)")
     assert len(lines) == 2 + 60 + len(notes)
     infos["xu01"] = {**info(300), "transport": {**basic, "protected": True}}
-    notes = " ".join(" ".join(line.split()) for line in report(infos).lines() if not line.startswith(("TOTAL", "HOST", "xu")))
-    assert notes.startswith("NOTE 59 hosts (xu02, xu03,") and "xu51 and 9 more): the connection" in notes
+    joined = " ".join(" ".join(line.split()) for line in report(infos).lines() if not line.startswith(("TOTAL", "HOST", "xu")))
+    assert joined.startswith("NOTE 59 hosts (xu02, xu03,") and "xu51 and 9 more): the connection" in joined
 
 
 # -- the files ------------------------------------------------------------------------------------
