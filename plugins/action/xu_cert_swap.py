@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, XuActionBase
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._cert_swap import ControllerFiles, run_cert_swap
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._action_base import ModuleRun, XuActionBase
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._cert_swap import ControllerFiles, run_cert_swap
 
 
 class ActionModule(XuActionBase):

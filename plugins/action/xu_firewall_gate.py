@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, XuActionBase
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._firewall_gate import connection_ports, run_firewall_gate
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.gate._firewall_gate import connection_ports, run_firewall_gate
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._action_base import ModuleRun, XuActionBase
 
 
 class ActionModule(XuActionBase):

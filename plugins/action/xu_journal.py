@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, XuActionBase
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import run_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._action_base import ModuleRun, XuActionBase
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._journal import run_journal
 
 
 class ActionModule(XuActionBase):

@@ -11,16 +11,16 @@ from typing import Any, ClassVar
 from ansible.errors import AnsibleConnectionFailure
 from ansible.utils.display import Display
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, XuActionBase, module_validator
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import RUN_ID_PATTERN
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._firewall_gate import connection_ports
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_acme import AcmeSource, secret_values
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import _RUNNERS as COMPOSED_MODULES
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import EngineContext, Secrets, act, assess, unreachable_summary
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.gate._firewall_gate import connection_ports
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._action_base import ModuleRun, XuActionBase, module_validator
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._eventlog import RUN_ID_PATTERN
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._host_state import CarriedStateAgent
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._acme import AcmeSource, secret_values
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._engine import _RUNNERS as COMPOSED_MODULES
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._engine import EngineContext, Secrets, act, assess, unreachable_summary
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._options import (
     RoleOptionsError,
     renew_options,
     role_options_spec,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, XuActionBase
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_binding import run_tls_binding
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._action_base import ModuleRun, XuActionBase
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._tls_binding import run_tls_binding
 
 
 class ActionModule(XuActionBase):

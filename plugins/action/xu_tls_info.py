@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, XuActionBase
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_info import run_tls_info
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._action_base import ModuleRun, XuActionBase
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._tls_info import run_tls_info
 
 
 class ActionModule(XuActionBase):

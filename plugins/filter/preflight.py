@@ -1,6 +1,6 @@
 # Copyright: xtractuniversal.tls contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The check the collection's playbooks make before any host is touched, as a filter over plugin_utils/_preflight.py.
+"""The check the collection's playbooks make before any host is touched, as a filter over plugin_utils/renew/_preflight.py.
 
 ``preflight``  the target group of a playbook; fails on unknown variable names, a missing or empty group, and batches
                Ansible cannot use (documented in ``plugins/filter/preflight.yml``)
@@ -13,8 +13,8 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._preflight import PreflightError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._preflight import preflight as typed_preflight
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._preflight import PreflightError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._preflight import preflight as typed_preflight
 
 
 def preflight(group_value: Any, playbook: str, groups: Any, names: Any, *, serial: Any = None, raw_params: Any = None) -> str:

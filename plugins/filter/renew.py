@@ -3,7 +3,7 @@
 """The renew playbook's fleet-wide decisions, as filters.
 
 Each host's renewal is one task of xtractuniversal.tls.xu_renew; what spans hosts is decided here, in typed code of
-plugin_utils/_renew_fleet.py, each filter converting what the play hands in:
+plugin_utils/renew/_fleet.py, each filter converting what the play hands in:
 
 ``renew_secrets``   the PFX and its password the role uses: a credential's when set, else the host's own (_renew_options)
 ``renew_batches``   the renew play's batch sizes, from xu_renew_serial or the default (a canary, then the rest)
@@ -20,7 +20,7 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._fleet import (
     BatchesError,
     batch_halt,
     batch_sizes,
@@ -28,7 +28,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet i
     fleet_report,
     summary_of,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import RoleOptionsError, pfx_secrets, role_options_spec
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._options import RoleOptionsError, pfx_secrets, role_options_spec
 
 
 def _by_host(value: Any, what: str) -> dict[str, Mapping[str, Any]]:

@@ -1,6 +1,6 @@
 # Copyright: xtractuniversal.tls contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The decisions of the tls_report playbook, as filters over typed code in plugins/plugin_utils/_report.py.
+"""The decisions of the tls_report playbook, as filters over typed code in plugins/plugin_utils/report/_tls_report.py.
 
 ``report_options``  the report's variables, checked and given their documented types (extra vars arrive as strings)
 ``report_fleet``    a row per host of the group, most urgent first: the table, the set_stats data, the files, the failures
@@ -15,9 +15,9 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import ReportOptions, ReportOptionsError, fleet_report
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import report_options as typed_report_options
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._certificate import utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.report._tls_report import ReportOptions, ReportOptionsError, fleet_report
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.report._tls_report import report_options as typed_report_options
 
 OPTION_FIELDS = ("fail_within_days", "fail_on_problems", "product", "dir", "hosts")
 

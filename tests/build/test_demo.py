@@ -51,7 +51,7 @@ def test_the_demo_runs_on_an_older_python_and_leaves_no_secret_behind(version: s
 def test_the_readme_shows_what_the_demo_prints() -> None:
     """The README's sample output is the demo's: the reason the renewal gives a host with TLS off, and the report's failures."""
     sys.path.insert(0, str(REPO / ".collections"))
-    from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import TLS_OFF_REASON  # noqa: PLC0415
+    from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import TLS_OFF_REASON  # noqa: PLC0415
 
     readme = " ".join((REPO / "README.md").read_text().split())
     assert f"xu04 skipped - - - - {TLS_OFF_REASON}" in readme

@@ -16,8 +16,8 @@ from labtools import REPO, Lab
 from winrm.protocol import Protocol
 
 sys.path.insert(0, str(REPO / ".collections"))
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient, Operation
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import OperationError
 
 XU_SERVICE_SID = "S-1-5-80-2835434641-1716488285-1104975628-79970361-2622572616"
 

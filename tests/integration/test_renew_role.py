@@ -25,7 +25,7 @@ from xulab import control
 
 # The lease's margin over a run's longest call; the collection is importable from the checkout's link.
 sys.path.insert(0, str(REPO / ".collections"))
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._lease import LEASE_MARGIN_S
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._lease import LEASE_MARGIN_S
 
 PLAYBOOK = str(REPO / "playbooks" / "renew.yml")
 PASSWORD = "lab-pfx-Secret-7"  # noqa: S105 - the lab's PFX password, for the check that it never shows up

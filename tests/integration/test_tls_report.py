@@ -24,8 +24,8 @@ from labtools import REPO, Lab, PlaybookRun
 
 # The report's backend renders the hostile page below; the collection is importable from the checkout's link.
 sys.path.insert(0, str(REPO / ".collections"))
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import TABLE_HEADINGS as REPORT_HEADINGS
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import ReportOptions, fleet_report
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.report._tls_report import TABLE_HEADINGS as REPORT_HEADINGS
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.report._tls_report import ReportOptions, fleet_report
 
 PLAYBOOK = str(REPO / "playbooks" / "tls_report.yml")
 TABLE_TASK = "Print the fleet summary"

@@ -11,14 +11,14 @@ import pytest
 import yaml
 
 from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_batches
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._options import (
     ACME_PREFIX,
     ROLE_SPECS,
     SECRET_VARIABLES,
     renew_options,
     role_options_spec,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import report_options
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.report._tls_report import report_options
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 AWX = REPO / "docs" / "awx"

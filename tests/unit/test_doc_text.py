@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import MODULES_DIR, module_documentation
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._action_base import MODULES_DIR, module_documentation
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ROLE_SPECS = sorted(REPO.glob("roles/*/meta/argument_specs.yml"))

@@ -20,8 +20,8 @@ try:
 except ImportError:  # the caller reports it (issue.missing_requirements)
     pass
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import pfx_for_windows
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.secrets import Secret, new_password
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._pfx import pfx_for_windows
 
 if TYPE_CHECKING:
     PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey

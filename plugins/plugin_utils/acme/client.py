@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.settings import AcmeSettings
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
 
 try:
     from ansible_collections.community.crypto.plugins.module_utils._acme.account import ACMEAccount

@@ -33,8 +33,8 @@ except ImportError as e:  # reported by issue.missing_requirements before any of
 else:
     DNSPYTHON_IMPORT_ERROR = None
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.settings import BUILTIN_DNS_PROVIDER, DnsSettings, Endpoint
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
 
 
 class DnsError(XuError):

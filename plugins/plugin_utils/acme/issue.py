@@ -29,7 +29,6 @@ except ImportError as e:
 else:
     CRYPTOGRAPHY_IMPORT_ERROR = None
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme import client as acme
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.ari import RenewalWindow, Verdict, ari_verdict
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.certificate import IssuedPfx, build_pfx, csr_der, generate_key
@@ -44,6 +43,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.ledger im
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.names import order_names
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.settings import AcmeSettings
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.slots import order_slot, slots_dir
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
 
 Log = Callable[[str], None]
 

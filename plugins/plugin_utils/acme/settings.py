@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.secrets import Secret
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
 
 PREFIX = "xu_renew_acme_"
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"

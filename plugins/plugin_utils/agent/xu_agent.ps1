@@ -349,7 +349,7 @@ function ConvertFrom-XuChunked([string]$Text) {
 }
 
 function Get-XuErrorIdentity($ErrorRecord) {
-    # The error as Windows names it, never what it means: the controller judges it (plugins/plugin_utils/_windows_errors.py).
+    # The error as Windows names it, never what it means: the controller judges it (plugins/plugin_utils/host/_windows_errors.py).
     # type and message as ever; the names and numbers Windows does not translate beside them.
     $ex = Get-XuInner $ErrorRecord.Exception
     $links = [Collections.ArrayList]::new()

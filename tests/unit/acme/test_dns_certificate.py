@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import PBES2_OID_DER, open_pfx
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme import dns as acme_dns
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.certificate import build_pfx, csr_der, generate_key
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.secrets import Secret
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.settings import DnsSettings, Endpoint
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._pfx import PBES2_OID_DER, open_pfx
 
 NAME = "_acme-challenge.xu01.example.com."
 A, B = Endpoint("192.0.2.1"), Endpoint("192.0.2.2")

@@ -38,7 +38,7 @@ import pytest
 import tree_sitter
 import tree_sitter_powershell
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, without_comment_lines
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient, without_comment_lines
 
 ROOT = Path(__file__).resolve().parents[3]
 AGENT_DIR = ROOT / "plugins" / "plugin_utils" / "agent"

@@ -1,4 +1,4 @@
-"""The controller's judgement of Windows errors (plugins/plugin_utils/_windows_errors.py), from the shapes Windows reports.
+"""The controller's judgement of Windows errors (plugins/plugin_utils/host/_windows_errors.py), from the shapes Windows reports.
 
 The shapes come from the lab's error builders (tests/lab/xulab/errors.py), which make them as PowerShell does
 (cited there and in the table), so the table and the lab cannot drift apart unnoticed.
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, parse_answer
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._windows_errors import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient, Operation, parse_answer
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import OperationError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._windows_errors import (
     ACCESS_DENIED,
     KINDS,
     NOT_FOUND,

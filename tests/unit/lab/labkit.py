@@ -10,8 +10,8 @@ import pathlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import Operation, OperationResult, parse_answer
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._windows_errors import ABSENT_OPS, absent_matchers
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import Operation, OperationResult, parse_answer
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._windows_errors import ABSENT_OPS, absent_matchers
 from xulab.host import Host
 from xulab.wsman import CommandResult
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from lab.labkit import AgentCall, HostFactory, events, only_result, results, run
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._windows_errors import OTHER, classify
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._windows_errors import OTHER, classify
 from xulab.enterprise_ca import CA_CONFIG
 from xulab.errors import LabError
 from xulab.folders import ADMINISTRATORS_SID, JOURNAL_DIR, LOCAL_USER_SID, PLANTED_FILE, SYSTEM_SID

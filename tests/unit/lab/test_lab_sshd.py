@@ -14,7 +14,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation, encoded_command
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient, Operation, encoded_command
 from xulab.client import Lab
 from xulab.sshd import SSH_PORT
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 from lab.labkit import AgentCall, HostFactory, judged, results, run
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._windows_errors import ACCESS_DENIED, NOT_FOUND, OTHER, classify
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import OperationError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._windows_errors import ACCESS_DENIED, NOT_FOUND, OTHER, classify
 
 CIM_JOB = "Microsoft.PowerShell.Cmdletization.Cim.CimJobException"
 GATE = "xu-gate"

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from lab.labkit import AgentCall, HostFactory, brief, events, only_result, results, run
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._windows_errors import NOT_FOUND, classify
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._windows_errors import NOT_FOUND, classify
 from xulab import xuservice
 from xulab.accounts import service_sid
 from xulab.certstore import AclEntry

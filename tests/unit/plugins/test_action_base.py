@@ -7,15 +7,15 @@ import pathlib
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _action_base, _agent
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host import _action_base, _agent
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._action_base import (
     XuActionBase,
     argument_spec_from_options,
     module_documentation,
     module_validator,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import agent_payload_texts
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import renew_options
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import agent_payload_texts
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._options import renew_options
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py"))

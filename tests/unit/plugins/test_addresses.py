@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._addresses import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.gate._addresses import (
     AddressError,
     address_sets,
     block_all_except,

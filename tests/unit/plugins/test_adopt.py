@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._adopt import AdoptionRules, Candidate, adoption_in_report, choose, why_not
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import sequence_of
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import parse_plan
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._engine import sequence_of
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import parse_plan
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._adopt import AdoptionRules, Candidate, adoption_in_report, choose, why_not
 from support import renew_decisions as renew
 from support.action import run_action
 from support.certs import mint

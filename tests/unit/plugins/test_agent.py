@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _agent
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host import _agent
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import (
     AgentClient,
     HostClock,
     Operation,
     parse_answer,
     refused_language_mode,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import RemoteError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import RemoteError
 
 OPERATIONS = [Operation("cert_list", {"store": "My"})]
 ANSWER = json.dumps({

@@ -8,8 +8,12 @@ import json
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._certificate import parse_der, thumbprint_of
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient, Operation
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import OperationError, XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._host_state import StaleState
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._snapshot import Probe, settings_mismatches
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._apply import (
     ChangeFailed,
     Expectation,
     FileChange,
@@ -24,12 +28,8 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._apply import 
     restart_verdict,
     settings_text,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import parse_der, thumbprint_of
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import OperationError, XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import StaleState
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import DEFAULT_SETTINGS_MAP
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import TlsState
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Probe, settings_mismatches
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._profiles import DEFAULT_SETTINGS_MAP
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._settings import TlsState
 from support.certs import der, mint
 from support.fake_changes import SERVICE_NAME, ChangingFakeHost, sha256_text
 from support.fake_host import INSTALL_DIR, SERVICE_SID, tls_json

@@ -10,17 +10,17 @@ from typing import Any
 import pytest
 
 from ansible_collections.xtractuniversal.tls.plugins.action.xu_cert_swap import ActionModule
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._cert_swap import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._pfx import PBES2_OID_DER
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._eventlog import CERTIFICATE_SWAPPED
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._journal import JournalRide
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._cert_swap import (
     RENEWALS_JOURNAL,
     rewrite_references,
     string_values,
     styled_like,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import CERTIFICATE_SWAPPED
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import PBES2_OID_DER
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsFile
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._settings import SettingsFile
 from support.action import run_action
 from support.certs import mint
 from support.fake_changes import TLS_FILE

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._certificate import (
     ServiceIdentity,
     dns_name_matches,
     key_readable_by,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._eventlog import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._eventlog import (
     CERTIFICATE_SWAPPED,
     CHANGE_ROLLED_BACK,
     MAX_MESSAGE,

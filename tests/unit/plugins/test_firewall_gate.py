@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._firewall_gate import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.gate._firewall_gate import (
     auto_open_deadline,
     connection_ports,
     gate_request,
     port_set,
     same_rule,
 )
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
 from support.action import run_action
 from support.fake_firewall import FirewallFakeHost
 from support.fake_host import FakeHost

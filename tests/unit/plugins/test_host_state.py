@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import iso, utc_now
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent, StaleState, usable_state
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._certificate import iso, utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._host_state import CarriedStateAgent, StaleState, usable_state
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._journal import JournalRide
 from support.action import run_action
 from support.certs import mint
 from support.fake_changes import ChangingFakeHost, sha256_text
@@ -198,7 +198,7 @@ def test_a_hold_in_the_gates_own_group_is_refused() -> None:
 
 
 def test_an_unexpected_error_after_a_change_is_a_failure_that_counts_as_a_change(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _tls_binding  # noqa: PLC0415
+    from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu import _tls_binding  # noqa: PLC0415
 
     host, _old, new = bound_host()
 
@@ -226,7 +226,7 @@ def test_an_unexpected_error_after_a_change_is_a_failure_that_counts_as_a_change
 
 
 def test_an_unexpected_error_keeps_secrets_masked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _cert_swap  # noqa: PLC0415
+    from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu import _cert_swap  # noqa: PLC0415
 
     secret = "S3cr3t-pfx-p@ss"  # noqa: S105 - a test secret
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._hostname import clean_fqdn
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._hostname import clean_fqdn
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
 from support.action import run_action
 from support.fake_host import FakeHost
 

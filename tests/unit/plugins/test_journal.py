@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _agent
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host import _agent
 from support.action import run_action
 from support.fake_host import FakeHost, intercept
 

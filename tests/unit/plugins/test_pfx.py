@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._pfx import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._pfx import (
     PBES2_OID_DER,
     SHA1_MAC_OID,
     PfxError,

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import sequence_of
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import fleet_report
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import parse_plan
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._engine import sequence_of
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._fleet import fleet_report
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import parse_plan
 from support import renew_decisions as f
 from support.renew_reports import BACKUP, NEW, OLD, ORIGINAL_SHA, OTHER, TLS_PATH, certificate, info, journal, store
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import sequence_of
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_journal import parse_journal
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import parse_plan
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._keeper import parse_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._engine import sequence_of
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import parse_plan
 from support import renew_decisions as f
 from support.renew_reports import BACKUP, NEW, OLD, ORIGINAL_SHA, TLS_PATH, info, journal
 

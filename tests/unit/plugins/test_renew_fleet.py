@@ -8,7 +8,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_batches, renew_fleet, renew_halt
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import BatchesError, batch_halt, batch_sizes, fleet_report
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._fleet import BatchesError, batch_halt, batch_sizes, fleet_report
 from support.renew_decisions import renew_plan, renew_summary
 
 

@@ -15,7 +15,7 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.xtractuniversal.tls.plugins.filter.renew import renew_secrets
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._options import (
     COLLECTION_ROOT,
     ROLE_SPECS,
     RoleOptionsError,

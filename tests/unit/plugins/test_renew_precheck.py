@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_precheck import role_wording
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._precheck import role_wording
 from support.certs import mint
 from support.fake_swap import CA_CERTIFICATE, FQDN, make_pfx
 from support.renew_decisions import renew_precheck

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import thumbprint_of
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_verify import run_tls_verify
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._certificate import thumbprint_of
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._action_base import ModuleRun
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._tls_verify import run_tls_verify
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 FQDN = "xu01.example.com"

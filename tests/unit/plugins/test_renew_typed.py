@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import TLS_SETTINGS_FILE, WEB_PROTOCOLS
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_engine import SEQUENCES, Renewal
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import HTTPS_PROTOCOLS, is_tls_file
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_journal import RunJournal, after_step, parse_journal
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_options import role_options_spec
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import MODES, STRATEGIES, parse_plan
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_recovery import parse_recovery
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_report import STEPS, parse_failure
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._keeper import RunJournal, after_step, parse_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._engine import SEQUENCES, Renewal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._info import HTTPS_PROTOCOLS, is_tls_file
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._options import role_options_spec
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import MODES, STRATEGIES, parse_plan
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._recovery import parse_recovery
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._report import STEPS, parse_failure
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._profiles import TLS_SETTINGS_FILE, WEB_PROTOCOLS
 from support import renew_decisions as f
 from support.renew_reports import BACKUP, NEW, OLD, TLS_PATH, info, journal, store
 

@@ -16,7 +16,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.xtractuniversal.tls.plugins.filter.report import report_fleet, report_options
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.report._tls_report import (
     SCRIPT,
     ReportOptions,
     ReportOptionsError,
@@ -24,8 +24,8 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import
     escape,
     fleet_report,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import report_options as typed_options
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_info import certificate_problems
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.report._tls_report import report_options as typed_options
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._tls_info import certificate_problems
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 HOSTILE = '<script>alert("x")</script>{{ lookup("pipe", "id") }}'

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import PROFILES, resolve_profile
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._snapshot import settings_files_of
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._profiles import PROFILES, resolve_profile
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._settings import (
     SettingsError,
     SettingsFile,
     find_thumbprint_references,
@@ -15,7 +16,6 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings impo
     read_tls_state,
     split_path,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import settings_files_of
 from support.fake_host import tls_json
 
 TP1 = "AD3B9B0C9F6E3F1A2B3C4D5E6F708192A3B4ECE6"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._thumbprint import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._thumbprint import (
     ThumbprintError,
     clean_thumbprint,
     looks_like_thumbprint,

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._gate import DEFAULT_GATE_GROUP
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import DEFAULT_SETTINGS_MAP, resolve_profile
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._settings import SettingsError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._snapshot import Snapshot, read_snapshot
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_binding import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.gate._gate import DEFAULT_GATE_GROUP
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._snapshot import Snapshot, read_snapshot
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._profiles import DEFAULT_SETTINGS_MAP, resolve_profile
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._settings import SettingsError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._tls_binding import (
     BindingRequest,
     judge_certificate,
     parse_request,

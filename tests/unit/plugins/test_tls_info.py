@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils import _action_base
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, module_params
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_info import run_tls_info
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host import _action_base
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._action_base import ModuleRun, module_params
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._host_state import CarriedStateAgent
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._tls_info import run_tls_info
 from support.action import run_action
 from support.certs import mint
 from support.fake_host import FakeHost, tls_json

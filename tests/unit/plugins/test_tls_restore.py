@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import thumbprint_of as der_thumbprint
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._certificate import thumbprint_of as der_thumbprint
 from support.action import run_action
 from support.certs import der, mint
 from support.fake_changes import ChangingFakeHost, sha256_text

@@ -1,7 +1,7 @@
 """Which connections protect a PFX and its password on the wire, and the refusal to send them over one that does not.
 
 The rules are those of ansible-core's winrm and psrp connection plugins, pywinrm's Transport.build_session and
-pypsrp's _TransportHTTP (see plugins/plugin_utils/_transport.py); the real ansible-core plugins are configured
+pypsrp's _TransportHTTP (see plugins/plugin_utils/host/_transport.py); the real ansible-core plugins are configured
 here the way a task executor configures them, so the options read are the ones they resolve.
 """
 
@@ -18,9 +18,9 @@ from ansible.playbook.play_context import PlayContext
 from ansible.plugins.loader import connection_loader
 from ansible.template import Templar
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._transport import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient, Operation
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._transport import (
     ALLOW_VARIABLE,
     ConnectionProtection,
     SecretsGuard,
@@ -251,7 +251,7 @@ def test_tls_info_reports_the_connections_protection() -> None:
 
 
 def test_the_fleet_report_notes_a_bare_connection() -> None:
-    from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import host_report, table_lines  # noqa: PLC0415
+    from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.report._tls_report import host_report, table_lines  # noqa: PLC0415
 
     host, _old, _cert = swap_host()
     infos = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from ansible.errors import AnsibleConnectionFailure
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_fleet import fleet_report
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._report import host_report
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._unreachable import unreachable_reason
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._unreachable import unreachable_reason
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._fleet import fleet_report
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.report._tls_report import host_report
 from support.action import run_action
 from support.fake_host import FakeHost
 

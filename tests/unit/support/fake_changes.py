@@ -35,7 +35,7 @@ from typing import Any
 
 from cryptography import x509
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._profiles import DEFAULT_SETTINGS_MAP
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._profiles import DEFAULT_SETTINGS_MAP
 from support.fake_host import INSTALL_DIR, SERVICE_GROUPS, SERVICE_SID, FakeHost, HostError
 
 SERVICE_NAME = "XtractUniversal Service"

@@ -6,16 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._action_base import ModuleRun, module_params
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._cert_swap import ControllerFiles, run_cert_swap
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._errors import XuError
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._firewall_gate import run_firewall_gate
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._host_state import CarriedStateAgent
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._journal import JournalRide
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_binding import run_tls_binding
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_info import run_tls_info
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._tls_restore import run_tls_restore
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.gate._firewall_gate import run_firewall_gate
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._action_base import ModuleRun, module_params
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._host_state import CarriedStateAgent
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._journal import JournalRide
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._cert_swap import ControllerFiles, run_cert_swap
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._tls_binding import run_tls_binding
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._tls_info import run_tls_info
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._tls_restore import run_tls_restore
 from support.fake_host import FakeHost
 
 RUNNERS: dict[str, Callable[[ModuleRun], dict[str, Any]]] = {

@@ -1,5 +1,5 @@
 """The renew decisions with dicts in and out, as the engine's phases see them: a thin conversion over the typed
-functions of plugins/plugin_utils/_renew_*.py, so that their unit tests read as tables of reports and plans."""
+functions of plugins/plugin_utils/renew/, so that their unit tests read as tables of reports and plans."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._certificate import utc_now
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_info import as_dict
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_journal import RunJournal, after_step, parse_journal, start_journal
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan import (
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._certificate import utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._keeper import RunJournal, after_step, parse_journal, start_journal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._info import as_dict
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import (
     PfxInputs,
     PlanError,
     RenewalRequest,
@@ -22,9 +22,9 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_plan im
     plan,
     precheck,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_recovery import COMPLETE, ROLLBACK, parse_recovery, recover
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_report import RunRecord, outcome, parse_failure, summary
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._renew_verify import verify
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._recovery import COMPLETE, ROLLBACK, parse_recovery, recover
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._report import RunRecord, outcome, parse_failure, summary
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._verify import verify
 
 
 class RenewFilterError(AnsibleFilterError):

@@ -39,7 +39,7 @@ importlib.import_module("conftest")
 
 from winrm.protocol import Protocol  # noqa: E402
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils._agent import AgentClient, Operation  # noqa: E402
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import AgentClient, Operation  # noqa: E402
 from support.action import run_action  # noqa: E402
 from support.fake_host import FakeHost  # noqa: E402
 from xulab.client import Lab  # noqa: E402
