@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._certificate import iso, utc_now
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._thumbprint import ThumbprintError, clean_thumbprint
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._unreachable import unreachable_reason
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._lease import host_now_from, lease_owner, takeover_refusal
@@ -390,9 +391,11 @@ def _source(info: Mapping[str, Any], old: str | None, mode: str, request: Renewa
 
 def _new_source(info: Mapping[str, Any], old: str | None, request: RenewalRequest) -> tuple[dict[str, Any], str | None]:
     """Where replace mode takes the new certificate from (source, new_thumbprint, pfx_path), or why it cannot (the second value)."""
-    thumbprint = upper(request.new_thumbprint)
-    if thumbprint is not None:
-        thumbprint = "".join(ch for ch in thumbprint if ch.isalnum())
+    if upper(request.new_thumbprint) is not None:
+        try:
+            thumbprint = clean_thumbprint(request.new_thumbprint, "xu_renew_new_thumbprint")
+        except ThumbprintError as e:
+            return {"source": "thumbprint", "new_thumbprint": None, "pfx_path": None}, str(e)
         return {"source": "thumbprint", "new_thumbprint": thumbprint, "pfx_path": None}, _thumbprint_problem(info, old, thumbprint, request.allow_shorter)
     if request.pfx_content_given:
         return {"source": "pfx_content", "new_thumbprint": None, "pfx_path": None}, None

@@ -103,6 +103,18 @@ def test_plan_replace_with_a_thumbprint_in_the_store() -> None:
         assert blocked["action"] == "blocked" and fragment in blocked["reason"], fragment
 
 
+def test_plan_reads_a_pasted_thumbprint_as_every_module_does() -> None:
+    report = info(days_left=10, certificates=[*store(OLD), *store(NEW)])
+    # The certificate dialog's copy: an invisible left-to-right mark, spaces; another tool's colons.
+    pasted = "\u200e" + " ".join(NEW[i:i + 2].lower() for i in range(0, 40, 2))
+    assert f.renew_plan(report, "replace", new_thumbprint=pasted)["new_thumbprint"] == NEW
+    assert f.renew_plan(report, "replace", new_thumbprint=":".join(NEW[i:i + 2] for i in range(0, 40, 2)))["new_thumbprint"] == NEW
+    # str.upper() makes "FF" of the ligature U+FB00: 38 hex digits and a ligature are not a thumbprint.
+    ligature = f.renew_plan(report, "replace", new_thumbprint=NEW[:38].lower() + "\ufb00")
+    assert ligature["action"] == "blocked" and "xu_renew_new_thumbprint" in ligature["reason"], ligature
+    assert "not a certificate thumbprint" in ligature["reason"]
+
+
 def test_plan_removal_waits_for_the_controller_check_and_a_separate_configuration_certificate() -> None:
     report = info(days_left=10, certificates=[*store(OLD), *store(NEW)])
     assert f.renew_plan(report, "replace", strategy="minimal_outage", new_thumbprint=NEW)["remove_old_in_swap"] is True
