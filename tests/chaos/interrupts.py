@@ -131,7 +131,7 @@ def past_the_lease(lab: ChaosLab, point: Point) -> None:
 
 def lab_path(lab: ChaosLab, host: str, windows_path: str) -> pathlib.Path:
     """Where a host's Windows path lives in the lab (looked up case-insensitively, as Windows does)."""
-    drive, _, rest = windows_path.partition(":\\")
+    drive, _separator, rest = windows_path.partition(":\\")
     path = lab.dir / "hosts" / host / "fs" / drive.upper()
     for part in rest.split("\\"):
         names = {child.name.lower(): child.name for child in path.iterdir()} if path.is_dir() else {}

@@ -156,13 +156,13 @@ class Suite:
                 self.done.notify_all()
 
     def run(self) -> list[Outcome]:
-        workers = [threading.Thread(target=self._work, daemon=True) for _ in range(self.args.jobs)]
+        workers = [threading.Thread(target=self._work, daemon=True) for _worker in range(self.args.jobs)]
         for worker in workers:
             worker.start()
         try:
             with self.lock:
                 self.done.wait_for(lambda: self.open_jobs == 0)
-            for _ in workers:
+            for _worker in workers:
                 self.jobs.put((99, next(self.order), "", None))
             self.lab_cpu_s = sum(lab.cpu_seconds() for lab in self.labs)
         finally:

@@ -81,8 +81,8 @@ def test_a_certificate_win_acme_deletes_between_the_assessment_and_the_write_is_
         {"name": "Assess", "xtractuniversal.tls.xu_renew": {"phase": "assess", "options": options}, "register": "assessed"},
         {"name": "win-acme renews again", "delegate_to": "localhost", "vars": local, "changed_when": False,
          "ansible.builtin.command": {"argv": [str(BIN / "python"), "-m", "xulab", "winacme", "--dir", str(lab.dir), "--host", "xu01"]}},
-        {"name": "Act", "xtractuniversal.tls.xu_renew": {"phase": "act", "options": options, "assessment": "{{ assessed }}",
-                                                          "run_id": "{{ assessed.run_id }}"}},
+        {"name": "Act", "xtractuniversal.tls.xu_renew": {
+            "phase": "act", "options": options, "assessment": "{{ assessed }}", "run_id": "{{ assessed.run_id }}"}},
     ]
     base = baseline(lab, "xu01")
     run = lab.playbook(tasks, hosts="xu01", tmp_path=tmp_path)

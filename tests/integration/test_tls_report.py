@@ -338,7 +338,7 @@ class Browser:
         deadline = time.monotonic() + 60
         while True:
             while b"\0" not in self._buffer:
-                ready, _, _ = select.select([self._reader], [], [], max(0.0, deadline - time.monotonic()))
+                ready, _writable, _errors = select.select([self._reader], [], [], max(0.0, deadline - time.monotonic()))
                 if not ready:
                     raise AssertionError(f"Chromium did not answer {method}")
                 chunk = os.read(self._reader, 1 << 16)

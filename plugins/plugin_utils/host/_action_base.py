@@ -289,6 +289,7 @@ class XuActionBase(ActionBase):
         if isinstance(value, str) and ("{{" in value or "{%" in value):
             value = self._templar.template(value)
         return value
+
     def _remote(self, command: str, stdin: bytes) -> tuple[int, str, str]:
         """One remote call; after a call whose connection failed, the connection is made anew first."""
         if self._reconnect:

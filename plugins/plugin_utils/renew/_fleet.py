@@ -41,8 +41,6 @@ class BatchesError(ValueError):
     """A variable of the renew playbook (xu_renew_serial, xu_renew_fail_on_blocked) that cannot be read; the message names it."""
 
 
-
-
 def _batch_size(value: Any, given: Any) -> int | str:
     problem = BatchesError(
         f"xu_renew_serial must be a batch size or a list of them, each a number of hosts from 1 or a percentage from"

@@ -220,7 +220,7 @@ def test_restart_fails_at_a_later_start_lets_the_starts_before_it_pass(host_fact
         async with host_factory("healthy") as host:
             host.faults.set("restart_fails", "1@2")
             starts = []
-            for _ in range(3):
+            for _attempt in range(3):
                 _result, answer = await agent_call(host, [RESTART])
                 starts.append(only_result(answer)["started"])
             assert starts == [True, False, True]
