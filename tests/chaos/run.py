@@ -19,9 +19,10 @@ calls (before the first that changes something), then the act phase's, where the
 
 overlap: runs A and B over a host per combination, B started 0, 0.5, 1, 2, 3 or 5 s after A. Neither may hurt the other:
 the invariants (no plain HTTP exposed, backups kept, no certificate removed while not served, the gate's rules gone, a
-valid certificate served), no failed task, each run reports ``renewed``, ``busy`` or ``not_due``, exactly one renewal
-(or two that agree) with a new certificate served (replace: the PFX's), a run that did not renew logged no change, the
-gate open and no journal left (C:\\ProgramData\\xtractuniversal.tls\\renew.json).
+valid certificate served), no failed task (but the failure a busy host defers to the end), each run reports
+``renewed``, ``busy`` or ``not_due``, exactly one renewal (or two that agree) with a new certificate served (replace:
+the PFX's), a run that did not renew logged no change, the gate open and no journal left
+(C:\\ProgramData\\xtractuniversal.tls\\renew.json).
 
 faults: for each primitive a reference run sent, one host whose first call of it answers "Access is denied."
 (``fail_primitive``) and one whose connection drops after it ran (``drop_connection``). The run reports ``renewed`` or

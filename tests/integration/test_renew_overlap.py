@@ -46,7 +46,9 @@ def test_a_host_another_run_holds_is_left_alone_until_its_lease_expires(lab_fact
     assert set(exposure.values()) == {"closed"}
 
     run_b = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_run_id=run-b")
-    assert run_b.rc == 0, run_b.stdout[-4000:]
+    # A host left busy was not renewed: the run fails for it (xu_renew_fail_on_blocked), after renewing the others.
+    assert run_b.rc == 2, run_b.stdout[-4000:]
+    assert "Busy, so not renewed by this run" in run_b.stdout, run_b.stdout[-4000:]
     found = summaries(run_b)
     assert found["xu01"]["result"] == "busy" and found["xu02"]["result"] == "renewed", found
     assert "another run (run-a) is working on this host: step started" in found["xu01"]["reason"]

@@ -144,8 +144,9 @@ def test_new_thumbprint_after_win_acme(lab_factory: Any, tmp_path: pathlib.Path)
         assert bound(lab, host) == renewal["new_thumbprint"]
         calls = lab.events(host, "remote_call")
         assert len(calls) == 2
-        # The old certificate is gone, so the restart runs without a rollback to it.
-        assert calls[1]["ops"] == ["key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "event_write"]
+        # The old certificate is gone, so the restart runs without a rollback to it; the new one is checked present in
+        # the same call, before anything names it.
+        assert calls[1]["ops"] == ["cert_check", "key_grant_read", "file_write", "service_restart", "port_probe", "port_probe", "event_write"]
 
     again = lab.playbook([task], tmp_path=tmp_path)
     assert all(again.of(host, "swap")["changed"] is False for host in lab.hosts)
