@@ -86,8 +86,8 @@ def test_a_module_rollback_and_a_restore_put_back_the_exact_bytes(lab_factory: A
 
 @pytest.mark.lab
 def test_a_resume_restores_the_backup_a_dead_run_made_before_it_learned_of_it(lab_factory: Any, tmp_path: pathlib.Path) -> None:
-    """Run A turned TLS off and died before it learned the call's answer: its journal, written in that same call, names
-    the backup. The next run rolls A back from it, byte for byte (never re-serialising the settings)."""
+    """Run A turned TLS off and died: its journal names the backup. The next run rolls A back from it, byte for byte
+    (never re-serialising the settings)."""
     lab: Lab = lab_factory("--hosts", "1", "--scenario", "healthy", "--restart-delay", RESTART_DELAY)
     original = odd_settings(lab)
     content: dict[str, Any] = {
@@ -95,14 +95,16 @@ def test_a_resume_restores_the_backup_a_dead_run_made_before_it_learned_of_it(la
         "backup_files": {}, "previous_web_protocol": "https_unrestricted", "config_tls": True, "remove_old": False, "gate": False,
         "original_sha256": hashlib.sha256(original).hexdigest(), "tls_path": TLS_WINDOWS, "started": "2026-11-28T00:00:00Z",
     }
-    lab.fault("xu01", drop_connection="event_write")
-    tls_off = {"name": "tls_off", "xtractuniversal.tls.xu_tls_binding": {
-        "web_protocol": "http_unrestricted", "run_id": "run-a", "journal": {"content": content, "lease_minutes": 30},
-    }}
-    lab.playbook([tls_off], tmp_path=tmp_path)
+    # What run A leaves on the host when it dies right after its TLS-off call: its journal naming that call's backup.
+    journal_task = {"name": "journal", "xtractuniversal.tls.xu_journal": {"run_id": "run-a", "lease_minutes": 30, "content": content}}
+    tls_off = {"name": "tls_off", "xtractuniversal.tls.xu_tls_binding": {"web_protocol": "http_unrestricted"}}
+    first = lab.playbook([journal_task, tls_off], tmp_path=tmp_path)
+    backup = first.of("xu01", "tls_off")["backup_file"]
+    content |= {"step": "tls_off", "backup_files": {TLS_WINDOWS: backup}}
+    lab.playbook([journal_task], tmp_path=tmp_path)
     journal_file = lab.dir / "hosts" / "xu01" / "fs" / JOURNAL
     journal = json.loads(journal_file.read_bytes())
-    (backup,) = journal["backup_files"].values()
+    assert journal["backup_files"] == {TLS_WINDOWS: backup} and journal["run_id"] == "run-a", journal
     assert settings_bytes(lab) != original and b"HttpUnrestricted" in settings_bytes(lab)
     # Run A never came back; the host's clock passes its lease.
     lab.advance_past("xu01", journal["lease_expires"])
