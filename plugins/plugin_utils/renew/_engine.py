@@ -31,6 +31,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors i
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._host_state import CarriedStateAgent, StaleState
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._snapshot import Snapshot
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._journal import JournalRide
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._journal import parse_journal as journal_content
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._keeper import RunJournal, after_step, parse_journal, start_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._lease import lease_owner
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._acme import AcmeSource, OrderedPfx
@@ -351,10 +352,24 @@ class Renewal:
         )
         try:
             return _RUNNERS[name](run, self.ctx)
+        except StaleState:
+            if journal is not None and self.journal.written:
+                self._check_journal_still_ours()
+            raise
         finally:
             # A read's problems mid-run (the gate closed, TLS off) are the steps' own doing: the plan and the steps say it.
             for warning in run.warnings if name != "xu_tls_info" else ():
                 self.ctx.warn(warning)
+
+    def _check_journal_still_ours(self) -> None:
+        """After a refused write of a call that carried this run's journal: LeaseLost unless the journal on the host is
+        still this run's (or the run's it took over). Gone or another run's, the host was taken over meanwhile (this run
+        stalled past its lease, say); a write planned afresh would then make a new journal, not renew this one."""
+        self.ctx.agent.drop_carried()
+        owner = (journal_content(_journal_answer(self.ctx.agent, self.journal.name)) or {}).get("run_id")
+        if owner not in (self.ctx.run_id, *((self.journal.taken_over,) if self.journal.taken_over else ())):
+            taker = f"the journal is now run {owner}'s" if owner else "the journal was removed by another run"
+            raise LeaseLost(f"{taker} since this run wrote it")
 
     def read(self, *, fresh: bool = False) -> dict[str, Any]:
         """xu_tls_info's report; from what the last call saw, unless ``fresh``."""

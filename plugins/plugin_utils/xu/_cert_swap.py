@@ -957,6 +957,9 @@ def remove_old(run: ModuleRun, old: str, checks: RestartPlan, journals_after: li
     except XuError as e:
         run.warn(f"Whether the old certificate {old} was removed from the store is not known: {e.msg}")
         return False
+    if journal_guard_failed(journaled):
+        # Another run wrote the journal since this one did (it took the host over): the host is that run's now.
+        raise StaleState(f"The journal was written by another run since it was read; the old certificate {old} was not removed")
     for operation, result in zip(journals_after, journaled, strict=True):
         if not result.ok:
             run.warn(f"The journal {operation.args['name']} was kept: {error_text(result)}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest.mock import MagicMock
 
+import pytest
 from ansible.errors import AnsibleConnectionFailure
 
 from support.action import fake_connection, run_action
@@ -165,6 +166,17 @@ def test_a_stalled_run_woken_after_its_install_leaves_the_taker_s_journal_alone(
     left = json.loads(host.journals.get("renew") or "{}")
     assert left.get("run_id") == "run-x", f"run X's journal was removed by the woken run: {host.journals}; its steps {result['steps']}"
     assert snapshot(host) == seen[0], "the woken run changed the host"
+    assert result["summary"]["result"] == "busy", result["summary"]
+
+
+@pytest.mark.parametrize("call", [1, 2])
+def test_a_stalled_run_woken_after_another_run_finished_its_replacement_is_busy(call: int) -> None:
+    """Chaos stalls, replace/documented after act call 1/3 (the install) or 2/3 (the record): another run took the host
+    over, finished it and removed its journal; the woken run's next write must find its own journal gone and stop."""
+    host = racing_host()
+    before: list[Any] = []
+    result = run(host, "stalled", sequence=REPLACE_DOCUMENTED, meanwhile={call: and_remember(finished, before)})
+    assert snapshot(host) == before[0], f"the woken run changed the host: its steps {result['steps']}"
     assert result["summary"]["result"] == "busy", result["summary"]
 
 
