@@ -19,7 +19,11 @@ host=xu01
 # The PFX files the targets import: a good one, and one without the Server Authentication EKU.
 certs=$lab/certs
 (umask 077 && mkdir -p "$certs" && head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$certs/password")
-"$bin/python" -m xulab issue --dir "$lab" --host "$host" --out "$certs/good.pfx" --password-file "$certs/password" >/dev/null
+# The test PFX expires with the bound certificate: the targets swap to it and back, and neither may be the shorter one.
+bound=$("$bin/python" -m xulab state --dir "$lab" --host "$host" \
+  | "$bin/python" -c 'import json, sys; print(json.load(sys.stdin)["service"]["listeners"][0]["thumbprint"])')
+"$bin/python" -m xulab issue --dir "$lab" --host "$host" --out "$certs/good.pfx" --password-file "$certs/password" \
+  --expires-with "$bound" >/dev/null
 "$bin/python" -m xulab issue --dir "$lab" --host "$host" --out "$certs/no-server-auth.pfx" --password-file "$certs/password" \
   --no-server-auth >/dev/null
 

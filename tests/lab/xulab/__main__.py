@@ -121,6 +121,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
         same_key_as=args.same_key_as,
         intermediate=args.intermediate,
         aes=args.aes,
+        expires_with=args.expires_with,
     )
     args.out.write_bytes(base64.b64decode(result.pop("pfx_b64")))
     _print_json({"out": str(args.out), **result})
@@ -234,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--same-key-as", metavar="THUMBPRINT")
     issue.add_argument("--intermediate", action="store_true", help="signed by the lab's issuing CA, which the PFX carries")
     issue.add_argument("--aes", action="store_true", help="encrypted as OpenSSL 3 does by default (PBES2, AES-256), not as Windows exports")
+    issue.add_argument("--expires-with", metavar="THUMBPRINT", help="expire at the same second as this certificate of the host's store")
     command("winacme", cmd_winacme, "a win-acme style renewal on the host")
     command("autoenroll", cmd_autoenroll, "certificate auto-enrolment renews the host's bound certificate")
     command("plant", cmd_plant, "put a near miss (or a better certificate) beside the bound one").add_argument(

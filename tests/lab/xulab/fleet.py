@@ -337,6 +337,7 @@ class Fleet:
                 intermediate=bool(request.get("intermediate")),
                 aes=bool(request.get("aes")),
                 days_left=float(request["days_left"]) if request.get("days_left") is not None else 365,
+                expires_with=str(request["expires_with"]) if request.get("expires_with") else None,
             )
         raise LabError(f"unknown control request {op!r}")
 

@@ -131,8 +131,12 @@ def issue_pfx(
     intermediate: bool = False,
     aes: bool = False,
     days_left: float = 365,
+    expires_with: str | None = None,
 ) -> dict[str, object]:
     """A PFX signed by the lab CA for this host (or for other names), to hand to the collection.
+
+    With `expires_with` (a thumbprint in the host's store) it expires at the same second as that certificate: a test
+    can swap to it and back without either certificate being shorter than the other.
 
     With `intermediate` the leaf is signed by the lab's issuing CA, and the PFX holds it and the root.
     With `aes` it is encrypted as OpenSSL 3 does by default (PBES2, AES-256), which Server 2016 cannot read.
@@ -145,6 +149,8 @@ def issue_pfx(
         not_before, not_after = now + timedelta(days=30), now + timedelta(days=395)
     else:
         not_before, not_after = now - timedelta(hours=1), now + timedelta(days=days_left)
+    if expires_with is not None:
+        not_after = _certificate_of(host, expires_with).not_valid_after_utc
     key = host.pick_key() if same_key_as is None else _key_of(host, same_key_as)
     request = LeafRequest(names[0], names, not_before, not_after, server_auth)
     certificate = host.ca.issue(request, key.public_key(), via_issuing_ca=intermediate)
@@ -163,6 +169,14 @@ def issue_pfx(
         "key_id": entry.public_key_id,
         "intermediate": StoredCertificate(chain[0], None).thumbprint if intermediate else None,
     }
+
+
+def _certificate_of(host: Host, thumbprint: str) -> x509.Certificate:
+    wanted = thumbprint.strip().upper()
+    for entry in host.stores.my.all_entries():
+        if entry.thumbprint == wanted:
+            return entry.certificate
+    raise LabError(f"{host.name} holds no certificate with thumbprint {wanted}")
 
 
 def _key_of(host: Host, thumbprint: str) -> rsa.RSAPrivateKey:
