@@ -19,7 +19,7 @@ PYTHON_VERSION = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_i
 CORE = $(shell awk -v py="$(PYTHON_VERSION)" '!/^\#/ && NF >= 3 { split($$3, r, "-"); split(r[1], lo, "."); split(r[2], hi, "."); \
 	split(py, v, "."); if (v[2] + 0 >= lo[2] + 0 && v[2] + 0 <= hi[2] + 0) core = $$1 } END { print core }' tests/matrix/versions.txt)
 DEV_CORE := $(shell sed -n 's/^ansible-core==//p' requirements-dev.txt)
-DEMO_PINS := $(shell grep -E '^(defusedxml)==' requirements-dev.txt)
+DEMO_PINS := $(shell grep -E '^(defusedxml|asyncssh)==' requirements-dev.txt)
 
 .PHONY: venv devtools demo test lint unit integration targets sanity build matrix chaos changelog clean
 .PHONY: acme-services demo-acme
