@@ -149,46 +149,6 @@ class Plan:
         return fact
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def parse_plan(value: Any) -> Plan:
-    """A plan from its dict (``Plan.as_fact``, as an assessment returns it)."""
-    fact = as_dict(value)
-    owner = fact.get("owner")
-    return Plan(
-        action=str(fact.get("action") or "none"),
-        status=_text(fact.get("status")),
-        reason=str(fact.get("reason") or ""),
-        mode=_text(fact.get("mode")),
-        strategy=_text(fact.get("strategy")),
-        old_thumbprint=_text(fact.get("old_thumbprint")),
-        days_left=fact.get("days_left"),
-        not_after=fact.get("not_after"),
-        previous_web_protocol=_text(fact.get("previous_web_protocol")),
-        config_tls=bool(fact.get("config_tls")),
-        config_separate=bool(fact.get("config_separate")),
-        http_port=fact.get("http_port"),
-        original_sha256=_text(fact.get("original_sha256")),
-        tls_path=_text(fact.get("tls_path")),
-        fqdn=_text(fact.get("fqdn")),
-        source=_text(fact.get("source")),
-        new_thumbprint=_text(fact.get("new_thumbprint")),
-        pfx_path=_text(fact.get("pfx_path")),
-        close_gate=bool(fact.get("close_gate")),
-        remove_old=bool(fact.get("remove_old")),
-        remove_old_in_swap=bool(fact.get("remove_old_in_swap")),
-        controller_check=bool(fact.get("controller_check")),
-        gate_closed=bool(fact.get("gate_closed")),
-        owner=dict(owner) if isinstance(owner, Mapping) else None,
-        enroll=dict(fact["enroll"]) if isinstance(fact.get("enroll"), Mapping) else None,
-        web_protocol=_text(fact.get("web_protocol")) or _text(fact.get("previous_web_protocol")),
-        enable_tls=bool(fact.get("enable_tls")),
-        bind_config=bool(fact.get("bind_config")),
-    )
-
-
 # -- due ----------------------------------------------------------------------------------------
 
 
@@ -367,7 +327,7 @@ def _enrolment(info: Mapping[str, Any], request: RenewalRequest) -> tuple[dict[s
     """enroll mode: xu_cert_swap's enroll option, or why it cannot be made (the second value)."""
     if not request.template:
         return {}, "enroll mode needs the AD CS template to enrol from: set xu_renew_template"
-    fqdn = _text(info.get("fqdn"))
+    fqdn = info.get("fqdn") if isinstance(info.get("fqdn"), str) else None
     if not fqdn:
         return {}, "the host's DNS name is not known, so the new certificate would name nothing: set xu_renew_fqdn"
     names = list(dict.fromkeys([fqdn, *(str(n).strip().lower() for n in request.extra_dns_names if str(n).strip())]))

@@ -122,41 +122,6 @@ class Recovery:
         }
 
 
-_RECOVERY_KEYS = frozenset(Recovery.__dataclass_fields__) - {"extra"}
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def parse_recovery(value: Any) -> Recovery:
-    """A recovery from its dict (``Recovery.as_fact``); a missing one is ``none``."""
-    fact = as_dict(value)
-    restores = tuple(
-        Restore(str(r.get("path") or ""), str(r.get("backup_file") or ""), str(r.get("restart") or NEVER))
-        for r in fact.get("restores") or [] if isinstance(r, Mapping) and r.get("backup_file")
-    ) if isinstance(fact.get("restores"), list) else ()
-    swap = as_dict(fact.get("swap"))
-    rebind = as_dict(fact.get("rebind"))
-    return Recovery(
-        action=str(fact.get("action") or "none"),
-        reason=str(fact.get("reason") or ""),
-        expect=_text(fact.get("expect")),
-        web_protocol=fact.get("web_protocol"),
-        config_tls=bool(fact.get("config_tls")),
-        require_valid=bool(fact.get("require_valid")),
-        restores=restores,
-        swap=Swap(str(swap.get("old_thumbprint") or ""), _text(swap.get("new_thumbprint")), swap.get("renew_reusing_key"),
-                  str(swap.get("restart") or ALWAYS)) if swap else None,
-        rebind=Rebind(_text(rebind.get("web_protocol")), _text(rebind.get("web_certificate")),
-                      _text(rebind.get("config_server_certificate")), str(rebind.get("restart") or ALWAYS)) if rebind else None,
-        remove_old=bool(fact.get("remove_old")),
-        old_thumbprint=_text(fact.get("old_thumbprint")),
-        new_thumbprint=_text(fact.get("new_thumbprint")),
-        extra={key: item for key, item in fact.items() if key not in _RECOVERY_KEYS},
-    )
-
-
 def _journal_new(journal: RunJournal, info: Mapping[str, Any], old: str | None) -> str | None:
     """The new certificate of the journal's run; from the settings when the run died before recording it."""
     if journal.new is not None:

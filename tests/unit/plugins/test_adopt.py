@@ -10,12 +10,12 @@ import pytest
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._engine import sequence_of
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import parse_plan
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._adopt import AdoptionRules, Candidate, adoption_in_report, choose, why_not
 from support import renew_decisions as renew
 from support.action import run_action
 from support.certs import mint
 from support.fake_swap import FQDN, swap_host
+from support.renew_decisions import parse_plan
 
 NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.timezone.utc)
 BOUND_EXPIRES = NOW + datetime.timedelta(days=20)

@@ -11,8 +11,8 @@ import pytest
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._engine import sequence_of
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._fleet import fleet_report
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import parse_plan
 from support import renew_decisions as f
+from support.renew_decisions import parse_plan
 from support.renew_reports import BACKUP, NEW, OLD, ORIGINAL_SHA, OTHER, TLS_PATH, certificate, info, journal, store
 
 # -- due ------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._keeper import parse_journal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._engine import sequence_of
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import parse_plan
 from support import renew_decisions as f
+from support.renew_decisions import parse_plan
 from support.renew_reports import BACKUP, NEW, OLD, ORIGINAL_SHA, TLS_PATH, info, journal
 
 NOW = datetime.datetime(2026, 11, 29, tzinfo=datetime.timezone.utc)

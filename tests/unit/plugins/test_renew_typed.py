@@ -10,11 +10,11 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._keepe
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._engine import SEQUENCES, Renewal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._info import HTTPS_PROTOCOLS, is_tls_file
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._options import role_options_spec
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import MODES, STRATEGIES, parse_plan
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._recovery import parse_recovery
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import MODES, STRATEGIES
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._report import STEPS, parse_failure
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.xu._profiles import TLS_SETTINGS_FILE, WEB_PROTOCOLS
 from support import renew_decisions as f
+from support.renew_decisions import parse_plan, parse_recovery
 from support.renew_reports import BACKUP, NEW, OLD, TLS_PATH, info, journal, store
 
 

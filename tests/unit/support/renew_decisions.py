@@ -15,14 +15,24 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._keepe
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._info import as_dict
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import (
     PfxInputs,
+    Plan,
     PlanError,
     RenewalRequest,
     due,
-    parse_plan,
     plan,
     precheck,
 )
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._recovery import COMPLETE, ROLLBACK, parse_recovery, recover
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._recovery import (
+    ALWAYS,
+    COMPLETE,
+    NEVER,
+    ROLLBACK,
+    Rebind,
+    Recovery,
+    Restore,
+    Swap,
+    recover,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._report import RunRecord, outcome, parse_failure, summary
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._verify import verify
 
@@ -222,3 +232,77 @@ def renew_precheck(
     if checked is not planned:
         fact.update(action=checked.action, reason=checked.reason)
     return fact
+
+
+# -- the plan and the recovery back from their dicts (as a result carries them): the tests' tables compare them ----------
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def parse_plan(value: Any) -> Plan:
+    """A plan from its dict (``Plan.as_fact``, as an assessment returns it)."""
+    fact = as_dict(value)
+    owner = fact.get("owner")
+    return Plan(
+        action=str(fact.get("action") or "none"),
+        status=_string(fact.get("status")),
+        reason=str(fact.get("reason") or ""),
+        mode=_string(fact.get("mode")),
+        strategy=_string(fact.get("strategy")),
+        old_thumbprint=_string(fact.get("old_thumbprint")),
+        days_left=fact.get("days_left"),
+        not_after=fact.get("not_after"),
+        previous_web_protocol=_string(fact.get("previous_web_protocol")),
+        config_tls=bool(fact.get("config_tls")),
+        config_separate=bool(fact.get("config_separate")),
+        http_port=fact.get("http_port"),
+        original_sha256=_string(fact.get("original_sha256")),
+        tls_path=_string(fact.get("tls_path")),
+        fqdn=_string(fact.get("fqdn")),
+        source=_string(fact.get("source")),
+        new_thumbprint=_string(fact.get("new_thumbprint")),
+        pfx_path=_string(fact.get("pfx_path")),
+        close_gate=bool(fact.get("close_gate")),
+        remove_old=bool(fact.get("remove_old")),
+        remove_old_in_swap=bool(fact.get("remove_old_in_swap")),
+        controller_check=bool(fact.get("controller_check")),
+        gate_closed=bool(fact.get("gate_closed")),
+        owner=dict(owner) if isinstance(owner, Mapping) else None,
+        enroll=dict(fact["enroll"]) if isinstance(fact.get("enroll"), Mapping) else None,
+        web_protocol=_string(fact.get("web_protocol")) or _string(fact.get("previous_web_protocol")),
+        enable_tls=bool(fact.get("enable_tls")),
+        bind_config=bool(fact.get("bind_config")),
+    )
+
+
+_RECOVERY_KEYS = frozenset(Recovery.__dataclass_fields__) - {"extra"}
+
+
+def parse_recovery(value: Any) -> Recovery:
+    """A recovery from its dict (``Recovery.as_fact``); a missing one is ``none``."""
+    fact = as_dict(value)
+    restores = tuple(
+        Restore(str(r.get("path") or ""), str(r.get("backup_file") or ""), str(r.get("restart") or NEVER))
+        for r in fact.get("restores") or [] if isinstance(r, Mapping) and r.get("backup_file")
+    ) if isinstance(fact.get("restores"), list) else ()
+    swap = as_dict(fact.get("swap"))
+    rebind = as_dict(fact.get("rebind"))
+    return Recovery(
+        action=str(fact.get("action") or "none"),
+        reason=str(fact.get("reason") or ""),
+        expect=_string(fact.get("expect")),
+        web_protocol=fact.get("web_protocol"),
+        config_tls=bool(fact.get("config_tls")),
+        require_valid=bool(fact.get("require_valid")),
+        restores=restores,
+        swap=Swap(str(swap.get("old_thumbprint") or ""), _string(swap.get("new_thumbprint")), swap.get("renew_reusing_key"),
+                  str(swap.get("restart") or ALWAYS)) if swap else None,
+        rebind=Rebind(_string(rebind.get("web_protocol")), _string(rebind.get("web_certificate")),
+                      _string(rebind.get("config_server_certificate")), str(rebind.get("restart") or ALWAYS)) if rebind else None,
+        remove_old=bool(fact.get("remove_old")),
+        old_thumbprint=_string(fact.get("old_thumbprint")),
+        new_thumbprint=_string(fact.get("new_thumbprint")),
+        extra={key: item for key, item in fact.items() if key not in _RECOVERY_KEYS},
+    )
