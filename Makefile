@@ -123,7 +123,7 @@ demo-acme: venv acme-services
 	@status=0; PYTHONPATH=tests/services $(BIN)/python -m acmelab up --dir $(ACME_DEMO_DIR)/acme --lab $(ACME_DEMO_DIR)/lab || status=$$?; \
 	  if [ $$status -eq 0 ]; then \
 	    $(BIN)/ansible-playbook -i $(ACME_DEMO_DIR)/lab/inventory.yml playbooks/renew.yml -e @$(ACME_DEMO_DIR)/acme/acme-vars.yml \
-	      -e xu_renew_mode=acme -e xu_renew_strategy=minimal_outage || status=$$?; \
+	      -e xu_renew_mode=acme || status=$$?; \
 	  fi; \
 	  PYTHONPATH=tests/services $(BIN)/python -m acmelab down --dir $(ACME_DEMO_DIR)/acme; \
 	  $(BIN)/python -m xulab down --dir $(ACME_DEMO_DIR)/lab; exit $$status

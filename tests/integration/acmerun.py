@@ -18,7 +18,8 @@ from labtools import BIN, REPO, Lab, PlaybookRun
 
 PLAYBOOK = REPO / "playbooks" / "renew.yml"
 # The renew role's variables besides the CA's and the DNS server's (as `make demo-acme` gives them).
-ROLE_VARS: dict[str, Any] = {"xu_renew_mode": "acme", "xu_renew_strategy": "minimal_outage"}
+# The strategy is left to its default, minimal_outage for acme.
+ROLE_VARS: dict[str, Any] = {"xu_renew_mode": "acme"}
 # The renew role's two tasks: each host's assessment, then its renewal.
 ASSESS_TASK = "Assess | Read the server and decide what a renewal does on it"
 RENEW_TASK = "Renew | Renew the certificate if it is due, step by step, rolling back a failed step"

@@ -69,6 +69,8 @@ def test_fleet_renewed_from_pebble_then_nothing_to_do(lab_factory: Any, tmp_path
             host, fqdn = info["name"], info["fqdn"]
             report = acme_report(first, host)
             assert report["issued"] is True, report
+            # The strategy left empty: an ordered certificate goes in with one restart.
+            assert report["summary"]["strategy"] == "minimal_outage", report["summary"]
             certificate = presented(info["address"], fqdn, acme.root)  # chains to pebble's root, names the host
             names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
             assert fqdn in names

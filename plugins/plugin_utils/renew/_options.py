@@ -107,7 +107,8 @@ def role_options_spec(entry_point: str = "main") -> dict[str, dict[str, Any]]:
         if "choices" in option:
             # The spec lists null and '' so that ansible-core's own check lets an empty answer through; here it is unset.
             spec[name]["choices"] = [choice for choice in option["choices"] if not is_unset(choice)]
-        if name in defaults:
+        if name in defaults and not ("choices" in spec[name] and is_unset(defaults[name])):
+            # An empty default among choices is decided later (xu_renew_strategy's follows the mode).
             spec[name]["default"] = defaults[name]
     return spec
 
@@ -227,6 +228,9 @@ def renew_options(values: Mapping[str, Any], host: str, entry_point: str = "main
     if result.error_messages:
         raise RoleOptionsError("; ".join(result.error_messages))
     options = dict(result.validated_parameters)
+    if is_unset(options["xu_renew_strategy"]):
+        # An ordered certificate goes in with one restart; every other mode follows the vendor's order unless told.
+        options["xu_renew_strategy"] = "minimal_outage" if options["xu_renew_mode"] == "acme" else "documented"
     problems = _check_ranges(options)
     if problems:
         raise RoleOptionsError("; ".join(problems))

@@ -224,6 +224,15 @@ def test_the_defaults_are_the_role_s_defaults_and_each_description_names_its_own
         assert said in option["description"], name
 
 
+def test_the_strategy_follows_the_mode_unless_given() -> None:
+    # An ordered certificate goes in with one restart; the other modes follow the vendor's order.
+    assert renew_options({"xu_renew_mode": "acme"}, "xu01")["strategy"] == "minimal_outage"
+    assert renew_options({"xu_renew_mode": "acme", "xu_renew_strategy": ""}, "xu01")["strategy"] == "minimal_outage"
+    for mode in ("replace", "reuse_key", "adopt", "enroll"):
+        assert renew_options({"xu_renew_mode": mode}, "xu01")["strategy"] == "documented", mode
+    assert renew_options({"xu_renew_mode": "acme", "xu_renew_strategy": "documented"}, "xu01")["strategy"] == "documented"
+
+
 def test_an_empty_mode_is_named() -> None:
     assert "xu_renew_mode is required" in error_of(mode=None)
     assert "xu_renew_mode is required" in error_of(mode="")
