@@ -47,7 +47,7 @@ devtools: venv
 # The report (it fails the run, as a schedule would notify: the mixed lab has an expired certificate, one missing from
 # the store, TLS off), then a renewal of every due server with a new certificate per host (a PFX from the lab's CA in
 # a private temporary folder, its password in a vars file there, never on a command line; the folder is removed
-# whatever happens), then the fleet summary.
+# whatever happens), then the fleet summary; then the ACME renewal (demo-acme) where pebble and BIND 9 can run.
 DEMO_DUE := xu02 xu03 xu05
 demo: venv
 	@$(BIN)/python -m xulab down --dir $(DEMO_DIR) >/dev/null 2>&1 || true
@@ -62,6 +62,10 @@ demo: venv
 	  [ $$status -ne 0 ] || $(BIN)/ansible-playbook -i $(DEMO_DIR)/inventory.yml playbooks/renew.yml -e xu_renew_mode=replace \
 	    -e "xu_renew_pfx_dir=$$certs" -e "@$$certs/secrets.yml" || status=$$?; \
 	  exit $$status
+	@# Then the same fleet's renewal from an ACME CA (pebble, with BIND for DNS-01), where they are installed or root installs them.
+	@if { command -v pebble >/dev/null && { command -v named >/dev/null || test -x /usr/sbin/named; }; } || [ "$$(id -u)" = 0 ]; then \
+	  $(MAKE) --no-print-directory demo-acme PYTHON=$(PYTHON) VENV=$(VENV); \
+	else echo "The ACME renewal (make demo-acme) needs pebble and BIND 9: apt-get install pebble bind9 (as root)"; fi
 
 test: devtools lint unit integration targets sanity build matrix
 
@@ -115,18 +119,16 @@ integration: acme-services
 
 # The ACME renewal of the lab fleet: pebble and BIND beside a 5-host lab whose certificates expire in 5 days, each host's
 # certificate ordered on the controller (DNS-01 through BIND) and installed by the renew role, then everything stopped.
+# The servers' folder (the account key, the TSIG secret) is a private temporary one, removed whatever happens.
 ACME_DEMO_DIR := lab-run/demo-acme
 demo-acme: venv acme-services
 	@$(BIN)/python -m xulab down --dir $(ACME_DEMO_DIR)/lab >/dev/null 2>&1 || true
-	@PYTHONPATH=tests/services $(BIN)/python -m acmelab down --dir $(ACME_DEMO_DIR)/acme >/dev/null 2>&1 || true
 	$(BIN)/python -m xulab up --dir $(ACME_DEMO_DIR)/lab --hosts 5 --scenario healthy --expiring-in 5 --restart-delay 0.5
-	@status=0; PYTHONPATH=tests/services $(BIN)/python -m acmelab up --dir $(ACME_DEMO_DIR)/acme --lab $(ACME_DEMO_DIR)/lab || status=$$?; \
-	  if [ $$status -eq 0 ]; then \
-	    $(BIN)/ansible-playbook -i $(ACME_DEMO_DIR)/lab/inventory.yml playbooks/renew.yml -e @$(ACME_DEMO_DIR)/acme/acme-vars.yml \
-	      -e xu_renew_mode=acme || status=$$?; \
-	  fi; \
-	  PYTHONPATH=tests/services $(BIN)/python -m acmelab down --dir $(ACME_DEMO_DIR)/acme; \
-	  $(BIN)/python -m xulab down --dir $(ACME_DEMO_DIR)/lab; exit $$status
+	@acme=$$(mktemp -d -t xu-demo-acme.XXXXXX) && trap 'PYTHONPATH=tests/services $(BIN)/python -m acmelab down --dir "$$acme" >/dev/null 2>&1; \
+	    rm -rf "$$acme"; $(BIN)/python -m xulab down --dir $(ACME_DEMO_DIR)/lab' EXIT; \
+	  PYTHONPATH=tests/services $(BIN)/python -m acmelab up --dir "$$acme/servers" --lab $(ACME_DEMO_DIR)/lab && \
+	  $(BIN)/ansible-playbook -i $(ACME_DEMO_DIR)/lab/inventory.yml playbooks/renew.yml -e "@$$acme/servers/acme-vars.yml" \
+	    -e xu_renew_mode=acme
 
 # Overlapping renew runs, a fault at every primitive, a controller killed or stalled at every call of the act phase, and
 # the runs that take its host over, for every mode and strategy; each scenario on a host of a shared lab, checked on its
