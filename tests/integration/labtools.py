@@ -14,6 +14,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +167,19 @@ def kill_controller(pid: int) -> None:
         for member in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGKILL)
+
+
+def interrupt_controller(pid: int, timeout: float = 120) -> None:
+    """Ctrl-C to an ansible-playbook started in a session of its own, as a terminal sends it (an AWX cancel sends SIGINT
+    too); returns once it and every worker it had are gone (a worker may outlive it while it cleans up)."""
+    family = _descendants(pid) | {pid}
+    os.killpg(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while any(_exists(member) for member in family):
+        if time.monotonic() > deadline:
+            kill_controller(pid)
+            raise AssertionError(f"the interrupted controller or a worker of it was still running after {timeout} s")
+        time.sleep(0.05)
 
 
 def _descendants(pid: int) -> set[int]:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from acmerun import AcmeRun, acme_report, assert_untouched, snapshot, start
-from labtools import Lab, PlaybookRun, kill_controller
+from labtools import Lab, PlaybookRun, interrupt_controller, kill_controller
 
 pytestmark = pytest.mark.lab
 HOST = "xu01"
@@ -120,6 +120,25 @@ def test_controller_killed_between_dns_update_and_validation(lab_factory: Any, t
         assert acme_report(again, HOST)["issued"] is True, acme_report(again, HOST)["summary"]
         assert acme.services.zone_txt_names() == []
         assert lab.state(HOST)["service"]["listeners"] != before.state["service"]["listeners"]
+    finally:
+        acme.gate.close()
+        acme.services.stop()
+
+
+def test_a_cancelled_run_removes_its_records(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    """Ctrl-C (an AWX cancel sends SIGINT too) while the record is published: ansible-playbook stops its workers, and the
+    issuance's cleanup removes the record before the worker ends; the host is untouched."""
+    lab = one_host(lab_factory)
+    acme = start(lab, tmp_path, gate=True)
+    assert acme.gate is not None
+    try:
+        before = snapshot(lab, HOST)
+        controller = acme.spawn(tmp_path)
+        acme.wait_published(RECORD)
+        interrupt_controller(controller.pid)
+        assert controller.wait() != 0
+        assert acme.services.zone_txt_names() == [], "the cancelled run left its records"
+        assert_untouched(lab, HOST, before)
     finally:
         acme.gate.close()
         acme.services.stop()

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import pathlib
-import signal
 import subprocess
 from typing import Any
 
 import pytest
 from invariants import GATE_GROUP, baseline, check_host
-from labtools import BIN, Lab, kill_controller, parse_time
+from labtools import BIN, Lab, interrupt_controller, kill_controller, parse_time
 from test_renew_role import PLAYBOOK, RESTART_DELAY, playbook_env, renew, summaries, wait_for
 
 pytestmark = pytest.mark.lab
@@ -43,8 +41,8 @@ def test_ctrl_c_then_a_take_over_by_name_finishes_the_run(lab_factory: Any, tmp_
             return closed and any(e["type"] == "service" and e["state"] == "StopPending" for e in events)
 
         wait_for(gate_closed_and_tls_going_off, 120, "the gate to close and TLS off's restart to hang")
-        os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=120)
+        interrupt_controller(process.pid)
+        assert process.wait() != 0
     finally:
         if process.poll() is None:
             kill_controller(process.pid)

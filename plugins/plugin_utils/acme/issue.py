@@ -193,20 +193,30 @@ def assess_host(settings: AcmeSettings, request: HostRequest, session: acme.Acme
 
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises Interrupted inside the block, so that its ``finally`` removes the records."""
+    """SIGTERM and SIGINT raise Interrupted inside the block, once, so that the records are removed before the process
+    ends; later signals are ignored until the block ends.
+
+    ansible-playbook forwards the signal it gets (Ctrl-C, a cancelled AWX job) to each worker, whose own handler ends the
+    process at once (ansible-core's WorkerProcess._term, os._exit), and then sends SIGTERM to the workers still alive.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    raised = False
 
     def interrupt(signum: int, frame: Any) -> None:
-        del signum, frame
-        raise Interrupted("terminated while DNS-01 records were published")
+        nonlocal raised
+        del frame
+        if not raised:
+            raised = True
+            raise Interrupted(f"{signal.Signals(signum).name} while DNS-01 records were published")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass
@@ -266,8 +276,10 @@ def _validate(
     published = _Published(provider)
     hold = settings.propagation_timeout + settings.validation_timeout + 120
     started = clock.monotonic()
-    try:
-        with _terminate_as_interrupt():
+    # The handler stays while the records are withdrawn: a second signal (ansible-playbook sends SIGTERM after SIGINT)
+    # must not cut that short.
+    with _terminate_as_interrupt():
+        try:
             wanted = [_challenge_record(session, authorization) for authorization in authorizations]
             for _identifier, name, value in wanted:
                 ledger = published.ledger(provider.zone_for(name), log)
@@ -289,8 +301,8 @@ def _validate(
                 acme.answer_challenge(session, authorization)
             _wait_for_authorizations(settings, session, authorizations, clock)
             timings["validation"] = clock.monotonic() - mark
-    finally:
-        published.withdraw_all(log)
+        finally:
+            published.withdraw_all(log)
     return timings
 
 
