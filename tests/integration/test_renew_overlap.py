@@ -51,7 +51,7 @@ def test_a_host_another_run_holds_is_left_alone_until_its_lease_expires(lab_fact
     assert "Busy, so not renewed by this run" in run_b.stdout, run_b.stdout[-4000:]
     found = summaries(run_b)
     assert found["xu01"]["result"] == "busy" and found["xu02"]["result"] == "renewed", found
-    assert "another run (run-a) is working on this host: step started" in found["xu01"]["reason"]
+    assert "another run (run-a) is working on this host (no step finished yet)" in found["xu01"]["reason"]
     # Run B touched nothing on xu01: not its journal, not run A's gate, not a setting, not a certificate.
     assert untouched(lab, "xu01", base) == [] and journal_file.read_bytes() == held
     assert lab.state("xu01")["firewall"]["exposure"] == exposure

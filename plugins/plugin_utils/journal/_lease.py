@@ -88,3 +88,10 @@ def host_now_from(host_clock: Mapping[str, Any] | None, controller_now: datetime
     if isinstance(offset, bool) or not isinstance(offset, (int, float)):
         return controller_now
     return controller_now + datetime.timedelta(seconds=offset)
+
+
+def last_step_words(step: object) -> str:
+    """A journal's ``step`` (the last step its run finished) for a message; ``started``: none finished yet."""
+    if not step:
+        return "last step finished unknown"
+    return "no step finished yet" if step == "started" else f"last step finished: {step}"

@@ -33,7 +33,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._snapshot
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._journal import JournalRide
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._journal import parse_journal as journal_content
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._keeper import RunJournal, after_step, parse_journal, start_journal
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._lease import lease_owner
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._lease import last_step_words, lease_owner
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._acme import AcmeSource, OrderedPfx
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._info import as_dict
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._plan import PFX_SOURCES, PfxInputs, Plan, RenewalRequest, plan, precheck
@@ -779,7 +779,7 @@ class Renewal:
         owner = as_dict(owner)
         self.gates = Gates()
         reason = (
-            f"another run ({owner.get('run_id', 'unknown')}) is working on this host: step {owner.get('step') or 'unknown'},"
+            f"another run ({owner.get('run_id', 'unknown')}) is working on this host ({last_step_words(owner.get('step'))}),"
             f" lease until {owner.get('lease_expires') or 'unknown'}; this run changed nothing"
             if owner else f"the host changed after this run read it and before its first change (another run, or a hand edit; {why}); this run changed nothing"
         )

@@ -20,7 +20,7 @@ from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._certifi
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._thumbprint import ThumbprintError, clean_thumbprint
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._unreachable import unreachable_reason
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._lease import host_now_from, lease_owner, takeover_refusal
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.journal._lease import host_now_from, last_step_words, lease_owner, takeover_refusal
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.renew._info import (
     HTTPS_PROTOCOLS,
     ISO_FORMAT,
@@ -417,7 +417,7 @@ def _journal_action(info: Mapping[str, Any], run_id: Any, now: datetime.datetime
         # Another run is working on this host right now: not a single change, not even its gate.
         return {
             "action": "busy", "gate_closed": False, "owner": owner,
-            "reason": f"another run ({owner['run_id']}) is working on this host: step {owner['step'] or 'unknown'}, its lease runs until"
+            "reason": f"another run ({owner['run_id']}) is working on this host ({last_step_words(owner['step'])}), its lease runs until"
             f" {owner['lease_expires']}; if that run is gone (interrupted, a cancelled AWX job), take the host over with"
             f" -e xu_renew_take_over={owner['run_id']} (accepted once its last call's time limit has passed)",
         }

@@ -143,7 +143,7 @@ def test_a_host_another_run_holds_is_busy_and_left_alone() -> None:
     assert plan["action"] == "busy" and plan["gate_closed"] is False
     assert plan["owner"] == {"run_id": "awx-1", "step": "tls_off", "lease_expires": "2999-01-01T00:00:00Z", "lease_renewed": None,
                              "call_budget_s": None}
-    assert plan["reason"].startswith("another run (awx-1) is working on this host: step tls_off, its lease runs until 2999-01-01T00:00:00Z;")
+    assert plan["reason"].startswith("another run (awx-1) is working on this host (last step finished: tls_off), its lease runs until 2999-01-01T00:00:00Z;")
     # The way out of a run that is gone is named.
     assert "-e xu_renew_take_over=awx-1" in plan["reason"]
     # The same run, an expired lease, or a journal without a lease (an older run): resumed as before.
