@@ -96,15 +96,31 @@ def open_pfx(data: bytes, password: str | None, source: str = "the PFX") -> Open
     """Open a PFX with its password; PfxError when it is not one, the password is wrong, or the key is missing.
 
     Remembered per process for the last few PFX files: opening one validates its RSA key (about 40 ms of CPU), and a
-    renewal's task opens the same file to check it and again to send it. What is remembered holds no key material.
+    renewal's task opens the same file to check it and again to send it, under two names (the role's variable and
+    the module's option). What is remembered holds no key material, and is keyed by the file and its password only:
+    ``source`` only names the file in an error, and an error is not remembered.
     """
-    return _open_pfx(data, password, source)
+    try:
+        return _open_pfx(data, password)
+    except _Unopenable as e:
+        raise PfxError(e.problem.replace(_SOURCE, source)) from None
+
+
+_SOURCE = "{source}"
+
+
+class _Unopenable(Exception):
+    """Why a PFX cannot be opened, ``{source}`` standing for its name."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
 
 
 @functools.lru_cache(maxsize=4)
-def _open_pfx(data: bytes, password: str | None, source: str) -> OpenedPfx:
+def _open_pfx(data: bytes, password: str | None) -> OpenedPfx:
     if data.lstrip().startswith(b"-----BEGIN"):
-        raise PfxError(f"{source} is a PEM file, not a PFX (PKCS#12); convert it with `openssl pkcs12 -export`")
+        raise _Unopenable("{source} is a PEM file, not a PFX (PKCS#12); convert it with `openssl pkcs12 -export`")
     # A PFX without a password may be encrypted with an empty one or with none at all; both are tried.
     attempts = [password.encode("utf-8")] if password else [None, b""]
     bundle = None
@@ -116,19 +132,19 @@ def _open_pfx(data: bytes, password: str | None, source: str) -> OpenedPfx:
         break
     if bundle is None:
         if password:
-            raise PfxError(f"Unable to open {source}: the password (pfx_password) is wrong, or the file is not a PFX (PKCS#12)")
-        raise PfxError(f"Unable to open {source} without a password: set pfx_password, or check that the file is a PFX (PKCS#12)")
+            raise _Unopenable("Unable to open {source}: the password (pfx_password) is wrong, or the file is not a PFX (PKCS#12)")
+        raise _Unopenable("Unable to open {source} without a password: set pfx_password, or check that the file is a PFX (PKCS#12)")
     others = tuple(item.certificate for item in bundle.additional_certs)
     if bundle.key is None:
-        raise PfxError(f"{source} holds no private key; export the certificate together with its private key")
+        raise _Unopenable("{source} holds no private key; export the certificate together with its private key")
     if bundle.cert is None:
         # cryptography pairs the key with the certificate whose public key it matches; none did.
         subjects = ", ".join(c.subject.rfc4514_string() for c in others) or "none"
-        raise PfxError(f"The private key in {source} belongs to none of its certificates ({subjects}); export the certificate with its own key")
+        raise _Unopenable(f"The private key in {{source}} belongs to none of its certificates ({subjects}); export the certificate with its own key")
     certificate = bundle.cert.certificate
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if bundle.key.public_key().public_bytes(serialization.Encoding.DER, spki) != certificate.public_key().public_bytes(serialization.Encoding.DER, spki):
-        raise PfxError(f"The private key in {source} does not match its certificate {certificate.subject.rfc4514_string()}")
+        raise _Unopenable(f"The private key in {{source}} does not match its certificate {certificate.subject.rfc4514_string()}")
     friendly_name = bundle.cert.friendly_name.decode("utf-8", errors="replace") if bundle.cert.friendly_name else None
     return OpenedPfx(certificate, others, friendly_name)
 

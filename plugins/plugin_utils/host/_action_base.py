@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import pathlib
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,7 +28,13 @@ from ansible.utils.display import Display
 from ansible.utils.plugin_docs import get_docstring
 
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.certs._certificate import CRYPTOGRAPHY_IMPORT_ERROR, iso, parse_iso, utc_now
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import Agent, AgentClient, agent_payload_texts
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._agent import (
+    Agent,
+    AgentClient,
+    agent_payload_texts,
+    format_host_time,
+    parse_host_time,
+)
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._errors import XuError
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._eventlog import run_id_of
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.host._host_state import CarriedStateAgent
@@ -120,6 +128,21 @@ class ModuleRun:
         return run_id_of(self.params)
 
 
+def plain_arguments(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's arguments as a remote module receives them: JSON's plain types.
+
+    ansible-core 2.19 and later hand an action its templated arguments with their origin attached (tagged subclasses
+    of str, int, dict, ...), and the validator deep-copies what it is given: copying a tagged value rebuilds its tags,
+    20 to 30 ms of a renewal task whose assessment is a registered result. Arguments JSON cannot carry stay as given,
+    for the validator to judge.
+    """
+    try:
+        plain: dict[str, Any] = json.loads(json.dumps(dict(args)))
+    except (TypeError, ValueError):
+        return dict(args)
+    return plain
+
+
 def _masked(result: dict[str, Any], no_log_values: set[str]) -> dict[str, Any]:
     """The result with every no_log value replaced, wherever it appears."""
     masked: dict[str, Any] = remove_values(result, no_log_values)
@@ -168,8 +191,11 @@ class XuActionBase(ActionBase):
         if cls.MODULE:
             cls.validator()
         agent_payload_texts()
-        # strptime's first use in a process imports and compiles its locale tables (5 ms); every module reads times.
-        parse_iso(iso(utc_now()))
+        # strptime's first use in a process imports and compiles its locale tables (5 ms), and each format's first use
+        # compiles its pattern; every module reads times, and every answer of the agent carries the host's.
+        now = utc_now()
+        parse_iso(iso(now))
+        parse_host_time(format_host_time(now))
 
     @classmethod
     def argument_spec(cls) -> dict[str, Any]:
@@ -222,7 +248,7 @@ class XuActionBase(ActionBase):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
         del tmp
-        raw_args = dict(self._task.args)
+        raw_args = plain_arguments(self._task.args)
         # The secrets as given, whatever happens next: masked in every result, a failed validation's included.
         no_log_values = {str(raw_args[name]) for name in self.NO_LOG_OPTIONS if raw_args.get(name) not in (None, "")}
         validation = self.validator().validate(raw_args)

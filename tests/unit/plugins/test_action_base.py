@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import pathlib
 
@@ -112,3 +113,17 @@ def test_a_task_parses_nothing_its_main_process_prepared(module: str, monkeypatc
         assert renew_options({"xu_renew_mode": "replace", "xu_renew_pfx_path": "x.pfx"}, "xu01")["mode"] == "replace"
         for name in ("xu_tls_info", "xu_cert_swap", "xu_tls_binding", "xu_firewall_gate", "xu_tls_restore", "xu_tls_verify"):
             module_validator(name)
+
+
+def test_arguments_reach_the_validator_as_plain_data() -> None:
+    # ansible-core 2.19+ hands an action its templated arguments tagged with their origin; copying a tagged value
+    # rebuilds its tags, and the validator deep-copies everything it is given.
+    tags = pytest.importorskip("ansible._internal._datatag._tags")
+    tagged = tags.Origin(path="/play.yml", line_num=3).tag("replace")
+    assert type(tagged) is not str
+    args = _action_base.plain_arguments({"mode": tagged, "count": 3, "assessment": {"steps": [tagged, None, 1.5, True]}})
+    assert args == {"mode": "replace", "count": 3, "assessment": {"steps": ["replace", None, 1.5, True]}}
+    assert type(args["mode"]) is str and type(args["assessment"]["steps"][0]) is str
+    # What JSON cannot carry is left as given, for the validator to judge.
+    when = datetime.date(2026, 1, 1)
+    assert _action_base.plain_arguments({"when": when})["when"] is when

@@ -73,6 +73,28 @@ def test_wrong_password_is_a_clear_error() -> None:
         open_pfx(data, None)
 
 
+def test_a_pfx_opened_under_two_names_is_opened_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A renewal's task checks the PFX under the role's variable and sends it under the module's option: one key check.
+    cert, key = mint(FQDN)
+    data = make_pfx(cert, key, PASSWORD)
+    loads: list[bytes] = []
+    real_load = pkcs12.load_pkcs12
+
+    def counted(pfx: bytes, password: bytes | None) -> pkcs12.PKCS12KeyAndCertificates:
+        loads.append(pfx)
+        return real_load(pfx, password)
+
+    monkeypatch.setattr(pkcs12, "load_pkcs12", counted)
+    first = open_pfx(data, PASSWORD, "xu_renew_pfx_dir/xu01.pfx")
+    assert open_pfx(data, PASSWORD, "pfx_path /srv/certs/xu01.pfx") is first
+    assert len(loads) == 1
+    # A failure is not remembered, and names the file as each caller calls it.
+    for name in ("xu_renew_pfx_dir/xu01.pfx", "pfx_content"):
+        with pytest.raises(PfxError, match=rf"^Unable to open {name}: the password \(pfx_password\) is wrong"):
+            open_pfx(data, "Tr0ub4dor&3", name)
+    assert len(loads) == 3
+
+
 def test_not_a_pfx() -> None:
     cert, _key = mint(FQDN)
     with pytest.raises(PfxError, match="is a PEM file, not a PFX"):
