@@ -86,7 +86,8 @@ integration: devtools
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 	@# Ansible's ssh connection runs the OpenSSH client; Debian's openssh-client (the lab's SSH endpoints test it).
 	@command -v ssh >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq openssh-client >/dev/null; }
-	$(BIN)/pytest -q -n $(JOBS) tests/integration
+	@# The labs are each worker's (tests/integration/conftest.py); loadgroup keeps a file with a module-scoped fixture on one.
+	$(BIN)/pytest -q -n $(JOBS) --dist loadgroup tests/integration
 
 # The ansible-test integration targets (tests/integration/targets) against a one-host lab, the way they run on real servers.
 targets: devtools

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import json
 import os
 import pathlib
@@ -17,6 +18,9 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from xulab import __main__ as xulab_cli
+from xulab import control
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
@@ -47,28 +51,42 @@ class Lab:
         self.info: dict[str, Any] = json.loads((directory / "lab.json").read_text())
 
     def xulab(self, *args: str) -> str:
-        done = subprocess.run([str(BIN / "python"), "-m", "xulab", *args], capture_output=True, text=True, timeout=120, check=False)
-        if done.returncode != 0:
-            raise AssertionError(f"xulab {' '.join(args)} failed: {done.stdout}\n{done.stderr}")
-        return done.stdout
+        """`python -m xulab ARGS`: its output; AssertionError when it fails."""
+        return xulab(*args)
 
     @property
     def hosts(self) -> list[str]:
         return [h["name"] for h in self.info["hosts"]]
 
+    def request(self, op: str, **fields: Any) -> Any:
+        """A control request to the lab (what `xulab` sends), from this process: no interpreter to start per request."""
+        return control.request(self.dir, op, **fields)
+
     def state(self, host: str) -> dict[str, Any]:
-        state: dict[str, Any] = json.loads(self.xulab("state", "--dir", str(self.dir), "--host", host))
+        state: dict[str, Any] = self.request("state", host=host)
         return state
 
     def fault(self, host: str, **settings: object) -> None:
-        args = []
-        for key, value in settings.items():
-            args += ["--set", f"{key}={value}"]
-        self.xulab("fault", "--dir", str(self.dir), "--host", host, *args)
+        self.request("fault", host=host, set={key: str(value) for key, value in settings.items()})
+
+    def reset(self, *args: str) -> None:
+        """Every host back as `up` handed it out (`xulab reset`); with ``args`` (`up`'s), the lab `up ARGS` hands out."""
+        shape = {"shape": lab_shape(args)} if args else {}
+        self.request("reset", timeout_s=control.RESET_TIMEOUT_S, **shape)
+        self.info = json.loads((self.dir / "lab.json").read_text())
 
     def clock(self, *args: str) -> dict[str, Any]:
-        """`xulab clock`: every host's clock (`hosts` {name: {`now`, `offset_s`}}, `advanced_s`) after ``args``."""
-        clocks: dict[str, Any] = json.loads(self.xulab("clock", "--dir", str(self.dir), *args))
+        """`xulab clock` ``args`` (`--host`, `--offset`, `--advance`): every host's clock (`hosts` {name: {`now`,
+        `offset_s`}}, `advanced_s`), or with `--host` that host's, after them."""
+        options = dict(zip(args[::2], args[1::2], strict=True))
+        unknown = set(options) - {"--host", "--offset", "--advance"}
+        if unknown:
+            raise ValueError(f"clock takes --host, --offset and --advance, not {sorted(unknown)}")
+        fields: dict[str, Any] = {"host": options.get("--host")}
+        for option in ("--offset", "--advance"):
+            if option in options:
+                fields[option.removeprefix("--")] = float(options[option])
+        clocks: dict[str, Any] = self.request("clock", **fields)
         return clocks
 
     def advance_clock(self, seconds: float) -> dict[str, Any]:
@@ -139,18 +157,31 @@ def parse_time(value: str) -> float:
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+def xulab(*args: str) -> str:
+    """`python -m xulab ARGS` run in this process (its command line, without an interpreter to start): its output."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = xulab_cli.main(list(args))
+        except SystemExit as exc:  # argparse refusing the arguments
+            code = exc.code if isinstance(exc.code, int) else 2
+    if code != 0:
+        raise AssertionError(f"xulab {' '.join(args)} failed: {out.getvalue()}\n{err.getvalue()}")
+    return out.getvalue()
+
+
+def lab_shape(args: tuple[str, ...]) -> dict[str, Any]:
+    """The options `xulab up ARGS` starts a lab with, but its directory: two labs of one shape are alike once reset."""
+    return xulab_cli.up_options(pathlib.Path(), list(args)).shape()
+
+
 def start_lab(directory: pathlib.Path, *args: str) -> Lab:
-    done = subprocess.run(
-        [str(BIN / "python"), "-m", "xulab", "up", "--dir", str(directory), *args],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"xulab up failed: {done.stdout}\n{done.stderr}")
+    xulab("up", "--dir", str(directory), *args)
     return Lab(directory)
 
 
 def stop_lab(directory: pathlib.Path) -> None:
-    subprocess.run([str(BIN / "python"), "-m", "xulab", "down", "--dir", str(directory)], capture_output=True, timeout=120, check=False)
+    xulab("down", "--dir", str(directory))
 
 
 def kill_controller(pid: int) -> None:

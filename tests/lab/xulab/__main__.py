@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import control, launcher, layout
-from .enterprise_ca import DEFAULT_TEMPLATES, EnterpriseCa, split_specs
+from .enterprise_ca import DEFAULT_TEMPLATES, split_specs
 from .errors import LabError
 from .faults import FAULT_KEYS
 from .fleet import CONNECTIONS, FleetOptions, serve
@@ -40,14 +40,8 @@ def _clock_offsets(specs: list[str] | None) -> tuple[tuple[str | None, float], .
 
 
 def _options(args: argparse.Namespace) -> FleetOptions:
-    if args.hosts < 1:
-        raise LabError("--hosts must be at least 1")
-    if args.call_overhead < 0:
-        raise LabError("--call-overhead must be at least 0")
     templates, pending_templates = split_specs(args.templates), split_specs(args.pending_templates)
-    # Checked here, so that `up` says what is wrong instead of a lab that failed to start.
-    EnterpriseCa.from_specs(templates, pending_templates)
-    return FleetOptions(
+    options = FleetOptions(
         directory=args.dir,
         hosts=args.hosts,
         auth=args.auth,
@@ -62,6 +56,21 @@ def _options(args: argparse.Namespace) -> FleetOptions:
         pending_templates=pending_templates,
         clock_offsets=_clock_offsets(args.clock_offset),
     )
+    # Checked here, so that `up` says what is wrong instead of a lab that failed to start.
+    options.check()
+    return options
+
+
+def up_options(directory: Path, args: list[str]) -> FleetOptions:
+    """The options `up --dir DIRECTORY ARGS` starts a lab with (its defaults for what ``args`` leaves out)."""
+    parser = argparse.ArgumentParser(prog="python -m xulab up", exit_on_error=False)
+    _add_fleet_options(parser)
+    try:
+        parsed = parser.parse_args(args)
+    except argparse.ArgumentError as exc:
+        raise LabError(f"up {' '.join(args)}: {exc}") from exc
+    parsed.dir = directory
+    return _options(parsed)
 
 
 def _print_json(value: Any) -> None:
@@ -87,7 +96,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
-    _print_json(control.request(args.dir, "reset", timeout_s=control.RESET_TIMEOUT_S))
+    up_args = args.up[1:] if args.up[:1] == ["--"] else args.up
+    fields = {"shape": up_options(args.dir, up_args).shape()} if up_args else {}
+    _print_json(control.request(args.dir, "reset", timeout_s=control.RESET_TIMEOUT_S, **fields))
     return 0
 
 
@@ -222,7 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_fleet_options(command("up", cmd_up, "start a fleet in the background", host=False))
     command("down", cmd_down, "stop the fleet", host=False)
-    command("reset", cmd_reset, "put every host back as `up` handed it out (files, stores, firewall, service, tasks, faults, clock, events)", host=False)
+    command("reset", cmd_reset, "put every host back as `up` handed it out (files, stores, firewall, service, tasks, faults, clock, events)",
+            host=False).add_argument(
+        "up", nargs=argparse.REMAINDER, metavar="-- UP_OPTIONS",
+        help="after --, `up`'s options (--hosts N ...): the lab becomes what `up` with them hands out (same CA and password)",
+    )
     command("state", cmd_state, "a host's simulated state as JSON")
     command("fault", cmd_fault, "inject faults").add_argument("--set", action="append", required=True, metavar="KEY=VALUE")
     issue = command("issue", cmd_issue, "mint a PFX signed by the lab CA")

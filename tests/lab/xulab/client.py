@@ -49,9 +49,13 @@ class Lab:
     def down(self) -> bool:
         return launcher.stop(self.dir)
 
-    def reset(self) -> dict[str, Any]:
-        """Every host back as `up` handed it out, in place (same addresses, CA, password, inventory): `hosts`, `reset_s`."""
-        result: dict[str, Any] = control.request(self.dir, "reset", timeout_s=control.RESET_TIMEOUT_S)
+    def reset(self, shape: FleetOptions | None = None) -> dict[str, Any]:
+        """Every host back as `up` handed it out, in place (same addresses, CA, password, inventory): `hosts`, `reset_s`.
+
+        With ``shape`` (this lab's directory), the lab `up` with those options hands out, with this lab's CA and password.
+        """
+        fields = {} if shape is None else {"shape": shape.shape()}
+        result: dict[str, Any] = control.request(self.dir, "reset", timeout_s=control.RESET_TIMEOUT_S, **fields)
         return result
 
     @property

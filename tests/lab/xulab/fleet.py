@@ -16,7 +16,7 @@ import secrets
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,11 @@ from .ca import CertificateAuthority
 from .enrolment import autoenrol_renew
 from .enterprise_ca import DEFAULT_TEMPLATES, EnterpriseCa
 from .errors import LabError
-from .host import DEFAULT_WINDOWS_VERSION, WINRM_PORT, Host, HostIdentity, HostLookup
+from .host import DEFAULT_WINDOWS_VERSION, OS_VERSIONS, WINRM_PORT, Host, HostIdentity, HostLookup
 from .nearmiss import plant
 from .primitives import PRIMITIVES
 from .renewals import issue_pfx, winacme_renew
-from .scenarios import profile_for, provision, windows_version_for
+from .scenarios import SCENARIOS, profile_for, provision, windows_version_for
 from .shell import CommandShell, split_call_overhead
 from .sshd import SSH_PORT, SshKeys, SshListener, openssh_rule, start_ssh_server, stop_ssh_servers
 from .timefmt import FleetClock, HostClock, iso_utc_ms
@@ -76,7 +76,46 @@ class FleetOptions:
                 offset = seconds
         return offset
 
+    def check(self) -> None:
+        """LabError naming what `up` (or a reset to this shape) cannot build."""
+        if self.hosts < 1:
+            raise LabError("--hosts must be at least 1")
+        if self.call_overhead < 0:
+            raise LabError("--call-overhead must be at least 0")
+        for name, value, allowed in (
+            ("auth", self.auth, AUTHS), ("connection", self.connection, CONNECTIONS), ("scenario", self.scenario, SCENARIOS),
+            ("windows-version", self.windows_version or DEFAULT_WINDOWS_VERSION, tuple(OS_VERSIONS)),
+        ):
+            if value not in allowed:
+                raise LabError(f"--{name} is one of {', '.join(allowed)}, not {value!r}")
+        EnterpriseCa.from_specs(self.templates, self.pending_templates)
 
+    def shape(self) -> dict[str, Any]:
+        """Everything but the directory, as JSON: what a reset to this shape sends (`FleetOptions.of_shape`)."""
+        return {name: value for name, value in asdict(self).items() if name != "directory"}
+
+    @classmethod
+    def of_shape(cls, directory: Path, shape: object) -> FleetOptions:
+        if not isinstance(shape, dict):
+            raise LabError("a shape is a JSON object of the lab's options")
+        names = {field.name for field in fields(cls)} - {"directory"}
+        given = {name: value for name, value in shape.items() if name != "directory"}
+        if set(given) - names:
+            raise LabError(f"unknown options in the shape: {sorted(set(given) - names)}")
+        try:
+            for name in ("templates", "pending_templates"):
+                if name in given:
+                    given[name] = tuple(str(item) for item in given[name])
+            if "clock_offsets" in given:
+                given["clock_offsets"] = tuple((None if host is None else str(host), float(seconds)) for host, seconds in given["clock_offsets"])
+            options = cls(directory=directory, **given)
+        except (TypeError, ValueError) as exc:
+            raise LabError(f"a bad shape: {exc}") from exc
+        options.check()
+        return options
+
+
+AUTHS = ("ntlm", "basic")
 CONNECTIONS = ("winrm", "ssh")
 
 
@@ -107,6 +146,13 @@ class Fleet:
         began = time.perf_counter()
         loop = asyncio.get_running_loop()
         self._ca = await loop.run_in_executor(None, CertificateAuthority.create)
+        await self._bind_new_addresses()
+        await self._provision()
+        self.ready = True
+        log.info("%d hosts ready in %.2fs", len(self.hosts), time.perf_counter() - began)
+
+    async def _bind_new_addresses(self) -> None:
+        """Claim addresses for the hosts (a free block, or from `base_address`) and bind them."""
         skipped: set[int] = set()
         for attempt in range(1, BIND_ATTEMPTS + 1):
             addresses = claim_addresses(self.directory, self.options.hosts, self.options.base_address, skipped)
@@ -121,29 +167,50 @@ class Fleet:
                     raise LabError(f"cannot bind the lab's addresses from {addresses[0]}: {exc}") from exc
                 skipped.add(int(addresses[0].split(".")[2]))
         self._addresses = addresses
-        await self._provision()
-        self.ready = True
-        log.info("%d hosts ready in %.2fs", len(self.hosts), time.perf_counter() - began)
 
-    async def reset(self) -> dict[str, Any]:
+    async def reset(self, options: FleetOptions | None = None) -> dict[str, Any]:
         """Every host as `up` hands it out, on the same addresses, with the same CA, password and inventory.
 
         As if each machine were reinstalled and the fleet's clock put back: every connection, shell and running
         command ends, every pending start, timer and scheduled task is forgotten, and the hosts are built and
         provisioned again from nothing (files, stores, firewall, service, faults, event log, transcript).
+        With ``options`` (the same directory) the lab becomes what `up` with those options hands out instead:
+        another number of hosts (on addresses claimed anew when it changes), auth, connection (new SSH keys),
+        scenario, restart delay, expiry, Windows version, templates, clock offsets; the CA and password stay.
         """
         began = time.perf_counter()
+        if options is not None:
+            if options.directory != self.directory:
+                raise LabError(f"a reset keeps the lab's directory {self.directory}, not {options.directory}")
+            options.check()
         self.ready = False
         await self.stop()
         self.clock = FleetClock()
+        if options is not None:
+            self._take_shape(options)
         self.enterprise_ca = EnterpriseCa.from_specs(self.options.templates, self.options.pending_templates)
         self.profiles.clear()
-        await self._bind_winrm(self._addresses)
+        if options is None or len(self._addresses) == self.options.hosts:
+            await self._bind_winrm(self._addresses)
+        else:
+            release_addresses(self.directory)
+            await self._bind_new_addresses()
         await self._provision()
         self.ready = True
         elapsed = time.perf_counter() - began
         log.info("%d hosts reset in %.2fs", len(self.hosts), elapsed)
         return {"hosts": len(self.hosts), "reset_s": round(elapsed, 3)}
+
+    def _take_shape(self, options: FleetOptions) -> None:
+        """The options `up` would have been given; what `up` derives from them anew (addresses: see `reset`)."""
+        moved = options.base_address != self.options.base_address
+        self.options = options
+        if moved:
+            self._addresses = []
+        # Keys as `up` makes them: new ones for each lab (SshKeys keeps a host key per address).
+        self.ssh_keys = SshKeys() if options.connection == "ssh" else None
+        if self.ssh_keys is None:
+            shutil.rmtree(layout.ssh_dir(self.directory), ignore_errors=True)
 
     async def _provision(self) -> None:
         for index, host in enumerate(self.hosts.values(), start=1):
@@ -343,7 +410,8 @@ class Fleet:
 
     async def _fleet_wide(self, op: str, request: dict[str, Any]) -> Any:
         if op == "reset":
-            return await self.reset()
+            shape = request.get("shape")
+            return await self.reset(None if shape is None else FleetOptions.of_shape(self.directory, shape))
         return self.info()["hosts"] if op == "hosts" else self._clock(request)
 
     def _clock(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,10 @@ import pytest
 import winrm
 from lab.labkit import HostFactory, bootstrap_command, events, payload, run
 
+from xulab import __main__ as xulab_cli
+from xulab import control
 from xulab.client import Lab
+from xulab.errors import LabError
 from xulab.shell import CommandShell
 
 TLS_JSON = "C:\\Program Files\\XtractUniversal\\config\\servers\\tls.json"
@@ -221,3 +224,64 @@ def test_ending_the_running_commands_cancels_them(host_factory: HostFactory) -> 
             assert events(host, "remote_call") == []
 
     run(scenario())
+
+
+def without_identity(lab: Lab, observed: object) -> object:
+    """``observed`` with what makes one lab another lab, though of one shape, replaced by placeholders: its directory,
+    process, WinRM password, CA and addresses (a lab claims a free block when it starts, and anew when a reset changes
+    its number of hosts)."""
+    info = lab.info
+    text = json.dumps(observed)
+    text = text.replace(json.dumps(str(lab.dir))[1:-1], "<dir>").replace(json.dumps(info["password"])[1:-1], "<password>")
+    text = text.replace(json.dumps((lab.dir / "ca.pem").read_text())[1:-1], "<ca.pem>")
+    # lab.json's "pid", inside its text (escaped quotes).
+    text = re.sub(rf'(pid\\?": ){info["pid"]}\b', r"\1<pid>", text)
+    for host in info["hosts"]:
+        text = re.sub(rf"(?<![\d.]){re.escape(host['address'])}(?![\d])", f"<address of {host['name']}>", text)
+    return json.loads(text)
+
+
+def test_a_reset_to_another_shape_is_the_lab_up_hands_out_with_that_shape(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:
+    lab.reset()
+    original = without_identity(lab, snapshot(lab))
+    # Another lab altogether: fewer hosts, another scenario, auth, connection, restart delay, expiry, templates, clock.
+    fresh = Lab.up(tmp_path_factory.mktemp("reshaped") / "lab", hosts=2, scenario="healthy", auth="basic", connection="ssh", restart_delay=0.3,
+                   expiring_in=10, templates=("WebServer", "XUWeb:90"), pending_templates=("XUApproval",), clock_offsets={"xu01": -60})
+    try:
+        expected = without_identity(fresh, snapshot(fresh))
+        shape = xulab_cli.up_options(lab.dir, [
+            "--hosts", "2", "--scenario", "healthy", "--auth", "basic", "--connection", "ssh", "--restart-delay", "0.3",
+            "--expiring-in", "10", "--templates", "WebServer,XUWeb:90", "--pending-templates", "XUApproval", "--clock-offset", "xu01=-60",
+        ])
+        # Whatever the last test left, with a call still running.
+        outcome: list[BaseException | dict[str, Any]] = []
+        hanging = hang_in_a_restart(lab, "xu03", outcome)
+        while lab.state("xu03")["service"]["state"] != "StopPending":
+            hanging.join(0.05)
+        lab.fault("xu01", restart_fails=2)
+        lab.advance_clock(50)
+
+        assert lab.reset(shape)["hosts"] == 2
+        hanging.join(60)
+        assert not hanging.is_alive() and len(outcome) == 1 and isinstance(outcome[0], Exception), outcome
+        assert without_identity(lab, snapshot(lab)) == expected
+        assert sorted(path.name for path in (lab.dir / "ssh").iterdir()) == ["id_ed25519", "known_hosts"]
+    finally:
+        fresh.down()
+    # And back: the lab the module started, on a block claimed anew, without the SSH endpoints' files.
+    assert lab.reset(xulab_cli.up_options(lab.dir, ["--hosts", "3", "--scenario", "mixed", "--restart-delay", "0.1",
+                                                     "--clock-offset", "xu02=120"]))["hosts"] == 3
+    assert without_identity(lab, snapshot(lab)) == original
+    assert not (lab.dir / "ssh").exists()
+
+
+def test_a_shape_up_would_refuse_leaves_the_lab_as_it_is(lab: Lab) -> None:
+    lab.reset()
+    before = snapshot(lab)
+    for args, message in ((["--hosts", "0"], "--hosts must be at least 1"), (["--hosts", "1", "--templates", "Bad:x"], "template Bad"),
+                          (["--hosts", "1", "--scenario", "nope"], "nope")):
+        with pytest.raises(LabError, match=re.escape(message)):
+            lab.reset(xulab_cli.up_options(lab.dir, args))
+    with pytest.raises(LabError, match="unknown options"):
+        control.request(lab.dir, "reset", shape={"hosts": 1, "colour": "blue"})
+    assert snapshot(lab) == before
