@@ -67,14 +67,16 @@ class AcmeRun:
             time.sleep(0.1)
         raise AssertionError(f"{name} was never published: {self.services.log_tail()}")
 
-    def run(self, tmp_path: pathlib.Path, *, check: bool = False, verbosity: int = 0, **overrides: Any) -> PlaybookRun:
+    def run(
+        self, tmp_path: pathlib.Path, *, check: bool = False, verbosity: int = 0, env: dict[str, str] | None = None, **overrides: Any
+    ) -> PlaybookRun:
         """The renew playbook, with every variable in a 0600 file (as a vault would give them), never on the command line."""
         extra = tmp_path / f"acme-vars-{len(list(tmp_path.glob('acme-vars-*')))}.json"
         extra.touch(mode=0o600)
         extra.write_text(json.dumps(self.variables(**overrides)))
         try:
             return self.lab.playbook(
-                str(PLAYBOOK), tmp_path=tmp_path, check=check, verbosity=verbosity, extra_args=("-f", "10", "-e", f"@{extra}"),
+                str(PLAYBOOK), tmp_path=tmp_path, check=check, verbosity=verbosity, env=env, extra_args=("-f", "10", "-e", f"@{extra}"),
             )
         finally:
             extra.unlink()

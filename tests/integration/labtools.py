@@ -15,7 +15,9 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,10 +159,55 @@ def parse_time(value: str) -> float:
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+class _ThreadOutput(io.TextIOBase):
+    """sys.stdout or sys.stderr while some thread runs `xulab` in-process: that thread's writes go to its own buffer, every
+    other thread's to the stream it replaced. contextlib.redirect_stdout swaps the stream for the whole process, so two
+    threads (the chaos suite's workers) starting labs at once would take each other's output, and could leave a buffer in
+    place of the real stream for good."""
+
+    def __init__(self, replaced: Any) -> None:
+        super().__init__()
+        self.replaced = replaced
+        self.users = 0
+        self.local = threading.local()
+
+    def _target(self) -> Any:
+        return getattr(self.local, "buffer", None) or self.replaced
+
+    def write(self, text: str) -> int:
+        written: int = self._target().write(text)
+        return written
+
+    def flush(self) -> None:
+        self._target().flush()
+
+
+_OUTPUT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _own_output(name: str, buffer: io.StringIO) -> Iterator[None]:
+    with _OUTPUT_LOCK:
+        stream = getattr(sys, name)
+        if not isinstance(stream, _ThreadOutput):
+            stream = _ThreadOutput(stream)
+            setattr(sys, name, stream)
+        stream.users += 1
+    stream.local.buffer = buffer
+    try:
+        yield
+    finally:
+        stream.local.buffer = None
+        with _OUTPUT_LOCK:
+            stream.users -= 1
+            if stream.users == 0 and getattr(sys, name) is stream:
+                setattr(sys, name, stream.replaced)
+
+
 def xulab(*args: str) -> str:
     """`python -m xulab ARGS` run in this process (its command line, without an interpreter to start): its output."""
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with _own_output("stdout", out), _own_output("stderr", err):
         try:
             code = xulab_cli.main(list(args))
         except SystemExit as exc:  # argparse refusing the arguments

@@ -47,7 +47,7 @@ class Fault(NamedTuple):
 
 
 FAULTS = {
-    "wrong TSIG key": Fault({}, {"xu_renew_acme_tsig_secret": base64.b64encode(secrets.token_bytes(32)).decode()}, "BADSIG"),
+    "wrong TSIG key": Fault({}, {"xu_renew_acme_tsig_secret": base64.b64encode(secrets.token_bytes(32)).decode()}, "does not match the key xu-acme;"),
     "challenge fails validation": Fault(
         {"pebble_resolves_through": "nowhere"},
         {},

@@ -41,6 +41,20 @@ def pfx_blobs(content: bytes) -> list[bytes]:
     return found
 
 
+# The DER openings of an unencrypted RSA private key: PKCS#8 (version 0, then the rsaEncryption algorithm) and PKCS#1 (version
+# 0, then a 2048, 3072 or 4096-bit modulus).
+_PRIVATE_KEY_DER = (
+    bytes.fromhex("020100300d06092a864886f70d0101010500"),
+    bytes.fromhex("0201000282010100"),
+    bytes.fromhex("0201000282018100"),
+    bytes.fromhex("0201000282020100"),
+)
+
+
+def private_key_in(content: bytes) -> bool:
+    return b"PRIVATE KEY" in content or any(opening in content for opening in _PRIVATE_KEY_DER)
+
+
 def _places(run_output: str, results: list[dict[str, Any]], lab: Lab) -> dict[str, bytes]:
     places = {"ansible-playbook output": run_output.encode(), "task results": json.dumps(results).encode(), "lab.log": (lab.dir / "lab.log").read_bytes()}
     for path in (lab.dir / "hosts").rglob("*"):
@@ -62,7 +76,10 @@ def test_fleet_renewed_from_pebble_then_nothing_to_do(lab_factory: Any, tmp_path
         assert acme.services.zone_txt_names() == []
         before = {host: snapshot(lab, host) for host in lab.hosts}
 
-        first = acme.run(tmp_path, verbosity=5)
+        # The controller's temporary files (Python's and Ansible's) in a folder of the test's own, to be searched afterwards.
+        controller_tmp = tmp_path / "controller-tmp"
+        controller_tmp.mkdir()
+        first = acme.run(tmp_path, verbosity=5, env={"TMPDIR": str(controller_tmp), "ANSIBLE_LOCAL_TEMP": str(controller_tmp / "ansible")})
         assert first.rc == 0, first.stdout[-4000:] + first.stderr[-4000:]
         timings = {}
         for info in lab.info["hosts"]:
@@ -92,6 +109,11 @@ def test_fleet_renewed_from_pebble_then_nothing_to_do(lab_factory: Any, tmp_path
                 assert secret.encode() not in content, f"the {name} is in {place}"
             assert b"PRIVATE KEY" not in content, place
             assert not pfx_blobs(content), place
+        # The hosts' new keys never touch the controller's disk: no file the run could write holds a private key, PEM or DER.
+        assert (controller_tmp / "ansible").is_dir(), "the run did not use the controller temporary folder it was given"
+        for path in tmp_path.rglob("*"):
+            if path.is_file() and "services" not in path.relative_to(tmp_path).parts:
+                assert not private_key_in(path.read_bytes()), path
 
         after_first = {host: snapshot(lab, host) for host in lab.hosts}
         second = acme.run(tmp_path)

@@ -188,15 +188,20 @@ class Rfc2136Provider:
             self._zones[name] = zone_of(self.server, name, self.settings.timeout)
         return self._zones[name]
 
+    @property
+    def _key_words(self) -> str:
+        # A key's name may be written absolute ("xu-acme."); a message goes on after it.
+        return self.settings.tsig_name.rstrip(".")
+
     def _send(self, update: dns.update.UpdateMessage, what: str) -> None:
         try:
             response = dns.query.tcp(update, _address(self.server.host), port=self.server.port, timeout=self.settings.timeout)
         except dns.tsig.PeerBadKey:
-            raise DnsError(f"the DNS server {self.server} does not know the TSIG key {self.settings.tsig_name} (BADKEY) for {what}") from None
+            raise DnsError(f"the DNS server {self.server} does not know the TSIG key {self._key_words} (BADKEY) for {what}") from None
         except (dns.tsig.PeerBadSignature, dns.tsig.BadSignature):
             raise DnsError(
                 f"the DNS server {self.server} rejected the signature of {what} (BADSIG): xu_renew_acme_tsig_secret or"
-                f" xu_renew_acme_tsig_algorithm does not match the key {self.settings.tsig_name}"
+                f" xu_renew_acme_tsig_algorithm does not match the key {self._key_words}"
             ) from None
         except dns.tsig.PeerBadTime:
             raise DnsError(f"the DNS server {self.server} rejected the time of {what} (BADTIME): the controller's clock is off") from None
