@@ -11,6 +11,8 @@ import datetime
 import json
 import pathlib
 import re
+import shutil
+import tempfile
 from typing import Any
 
 import pytest
@@ -66,6 +68,9 @@ def _places(run_output: str, results: list[dict[str, Any]], lab: Lab) -> dict[st
 def test_fleet_renewed_from_pebble_then_nothing_to_do(lab_factory: Any, tmp_path: pathlib.Path) -> None:
     lab: Lab = lab_factory("--hosts", "5", "--scenario", "healthy", "--expiring-in", "5", "--restart-delay", "0.2")
     acme = start(lab, tmp_path)
+    # The controller's temporary files (Python's and Ansible's) in a folder of the test's own, to be searched afterwards;
+    # a short path, as ansible-core's local RPC server puts a Unix socket in it (108 bytes at most).
+    controller_tmp = pathlib.Path(tempfile.mkdtemp(prefix="xu-ctl-"))
     try:
         dry = acme.run(tmp_path, check=True)
         assert dry.rc == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
@@ -76,9 +81,6 @@ def test_fleet_renewed_from_pebble_then_nothing_to_do(lab_factory: Any, tmp_path
         assert acme.services.zone_txt_names() == []
         before = {host: snapshot(lab, host) for host in lab.hosts}
 
-        # The controller's temporary files (Python's and Ansible's) in a folder of the test's own, to be searched afterwards.
-        controller_tmp = tmp_path / "controller-tmp"
-        controller_tmp.mkdir()
         first = acme.run(tmp_path, verbosity=5, env={"TMPDIR": str(controller_tmp), "ANSIBLE_LOCAL_TEMP": str(controller_tmp / "ansible")})
         assert first.rc == 0, first.stdout[-4000:] + first.stderr[-4000:]
         timings = {}
@@ -111,9 +113,10 @@ def test_fleet_renewed_from_pebble_then_nothing_to_do(lab_factory: Any, tmp_path
             assert not pfx_blobs(content), place
         # The hosts' new keys never touch the controller's disk: no file the run could write holds a private key, PEM or DER.
         assert (controller_tmp / "ansible").is_dir(), "the run did not use the controller temporary folder it was given"
-        for path in tmp_path.rglob("*"):
-            if path.is_file() and "services" not in path.relative_to(tmp_path).parts:
-                assert not private_key_in(path.read_bytes()), path
+        for folder in (tmp_path, controller_tmp):
+            for path in folder.rglob("*"):
+                if path.is_file() and "services" not in path.relative_to(folder).parts:
+                    assert not private_key_in(path.read_bytes()), path
 
         after_first = {host: snapshot(lab, host) for host in lab.hosts}
         second = acme.run(tmp_path)
@@ -128,6 +131,7 @@ def test_fleet_renewed_from_pebble_then_nothing_to_do(lab_factory: Any, tmp_path
         assert pebble_orders(acme.services) == orders_after_first
     finally:
         acme.services.stop()
+        shutil.rmtree(controller_tmp, ignore_errors=True)
     assert not (tmp_path / "services").exists()
 
 
