@@ -165,9 +165,20 @@ def run_job(python: pathlib.Path, job: AwxJob, private: pathlib.Path, lab: pathl
     return JobResult(**json.loads(done.stdout))
 
 
-def check(scenario: Scenario, result: JobResult, before: dict[str, set[str]], after: dict[str, set[str]]) -> list[str]:
-    """What is wrong with the job's outcome, as the lab and AWX's artifacts show it; empty when it is right."""
+def run_ids_logged(lab: pathlib.Path, host: str) -> list[str]:
+    """The run id of each of the host's Windows event log entries, oldest first."""
+    entries = [json.loads(line) for line in xulab("events", "--dir", str(lab), "--host", host, "--type", "eventlog").splitlines()]
+    return [line.split(": ", 1)[1] for entry in entries for line in entry["message"].splitlines() if line.startswith("run_id: ")]
+
+
+def check(scenario: Scenario, result: JobResult, before: dict[str, set[str]], after: dict[str, set[str]],
+          logged: dict[str, list[str]] | None = None) -> list[str]:
+    """What is wrong with the job's outcome, as the lab and AWX's artifacts show it; empty when it is right. ``logged``: the
+    run ids each renewed host's event log gained during the job."""
     problems = []
+    # One run id for the whole job, AWX's own: every entry the job left on a host names it.
+    problems += [f"{host} logged the run ids {sorted(set(ids))}, not awx-{scenario.job.job_id}"
+                 for host, ids in (logged or {}).items() if set(ids) != {f"awx-{scenario.job.job_id}"}]
     if (result.status == "successful") != scenario.successful or (result.rc == 0) != scenario.successful:
         problems.append(f"job {result.status}, rc {result.rc}; failed hosts {result.failed_hosts}")
     for host, thumbprint in scenario.renewed.items():
@@ -191,9 +202,11 @@ def run_scenario(make: Callable[[pathlib.Path, pathlib.Path], Scenario], python:
     work.mkdir(parents=True, exist_ok=True)
     scenario = make(lab, work)
     before = {host: served(lab, host) for host in HOSTS}
+    logged_before = {host: len(run_ids_logged(lab, host)) for host in scenario.renewed}
     result = run_job(python, scenario.job, work / "private", lab, collections)
     after = {host: served(lab, host) for host in HOSTS}
-    return scenario, result, check(scenario, result, before, after)
+    logged = {host: run_ids_logged(lab, host)[logged_before[host]:] for host in scenario.renewed}
+    return scenario, result, check(scenario, result, before, after, logged)
 
 
 def error_lines(stdout: str, limit: int = 6) -> list[str]:
