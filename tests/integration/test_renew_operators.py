@@ -181,3 +181,43 @@ def test_an_unreachable_host_is_reported_with_its_error_and_fails_the_run(lab_fa
     message = failed_messages(run)
     assert list(message) == ["xu99"]
     assert message["xu99"].startswith("Unreachable, so not renewed: could not be reached: ")
+
+
+def lose(lab: Lab, host: str) -> None:
+    """The host is lost once its renewal begins (a site gone): the connection drops after the gate's closing call, and
+    again at every read after it (its first discover is the assessment's, which it answers)."""
+    lab.fault(host, drop_connection="fw_set")
+    lab.fault(host, drop_connection="discover@2")
+    for _ in range(8):
+        lab.fault(host, drop_connection="discover")
+
+
+def renew_artifact(run: PlaybookRun) -> dict[str, Any]:
+    """The xu_renew artifact (set_stats), as AWX keeps it: every host's summary."""
+    data: dict[str, Any] = {}
+    for entry in run.results:
+        data.update(entry["result"].get("ansible_stats", {}).get("data", {}).get("xu_renew", {}))
+    return data
+
+
+@pytest.mark.lab
+def test_a_lost_canary_stops_the_rest_and_a_host_lost_later_does_not(lab_factory: Any, tmp_path: pathlib.Path) -> None:
+    """A server lost mid-renewal: as the canary, nothing after it is attempted (nothing was proven); in a later batch,
+    the others of its batch are renewed. Either way every host is in the summary and the AWX artifact, and the run fails."""
+    lab: Lab = lab_factory("--hosts", "3", "--scenario", "healthy", "--expiring-in", "10", "--restart-delay", RESTART_DELAY)
+    bases = {host: baseline(lab, host) for host in lab.hosts}
+    lose(lab, "xu01")
+    first = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key")
+    assert first.rc == 2, first.stdout[-4000:]
+    assert by_result(summaries(first)) == {"unreachable": {"xu01"}, "not_attempted": {"xu02", "xu03"}}, summaries(first)
+    assert "TOTAL  3 hosts: 1 unreachable, 2 not_attempted" in first.stdout
+    assert set(renew_artifact(first)) == {"xu01", "xu02", "xu03"}
+    assert not untouched(lab, "xu02", bases["xu02"]) and not untouched(lab, "xu03", bases["xu03"])
+
+    lab.reset()
+    lose(lab, "xu03")
+    second = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key")
+    assert second.rc == 2, second.stdout[-4000:]
+    assert by_result(summaries(second)) == {"renewed": {"xu01", "xu02"}, "unreachable": {"xu03"}}, summaries(second)
+    assert "TOTAL  3 hosts: 1 unreachable, 2 renewed" in second.stdout
+    assert set(renew_artifact(second)) == {"xu01", "xu02", "xu03"}
