@@ -269,8 +269,8 @@ def test_a_reset_to_another_shape_is_the_lab_up_hands_out_with_that_shape(lab: L
     finally:
         fresh.down()
     # And back: the lab the module started, on a block claimed anew, without the SSH endpoints' files.
-    assert lab.reset(xulab_cli.up_options(lab.dir, ["--hosts", "3", "--scenario", "mixed", "--restart-delay", "0.1",
-                                                     "--clock-offset", "xu02=120"]))["hosts"] == 3
+    shape = xulab_cli.up_options(lab.dir, ["--hosts", "3", "--scenario", "mixed", "--restart-delay", "0.1", "--clock-offset", "xu02=120"])
+    assert lab.reset(shape)["hosts"] == 3
     assert without_identity(lab, snapshot(lab)) == original
     assert not (lab.dir / "ssh").exists()
 

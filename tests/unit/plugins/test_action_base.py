@@ -120,10 +120,11 @@ def test_arguments_reach_the_validator_as_plain_data() -> None:
     # rebuilds its tags, and the validator deep-copies everything it is given.
     tags = pytest.importorskip("ansible._internal._datatag._tags")
     tagged = tags.Origin(path="/play.yml", line_num=3).tag("replace")
-    assert type(tagged) is not str
+    # A tagged value is an instance of a subclass of str: only its exact class tells it apart.
+    assert tagged.__class__ is not str
     args = _action_base.plain_arguments({"mode": tagged, "count": 3, "assessment": {"steps": [tagged, None, 1.5, True]}})
     assert args == {"mode": "replace", "count": 3, "assessment": {"steps": ["replace", None, 1.5, True]}}
-    assert type(args["mode"]) is str and type(args["assessment"]["steps"][0]) is str
+    assert args["mode"].__class__ is str and args["assessment"]["steps"][0].__class__ is str
     # What JSON cannot carry is left as given, for the validator to judge.
     when = datetime.date(2026, 1, 1)
     assert _action_base.plain_arguments({"when": when})["when"] is when
