@@ -188,7 +188,7 @@ def lose(lab: Lab, host: str) -> None:
     again at every read after it (its first discover is the assessment's, which it answers)."""
     lab.fault(host, drop_connection="fw_set")
     lab.fault(host, drop_connection="discover@2")
-    for _ in range(8):
+    for _repeat in range(8):
         lab.fault(host, drop_connection="discover")
 
 
