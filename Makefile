@@ -20,6 +20,12 @@ CORE = $(shell awk -v py="$(PYTHON_VERSION)" '!/^\#/ && NF >= 3 { split($$3, r, 
 	split(py, v, "."); if (v[2] + 0 >= lo[2] + 0 && v[2] + 0 <= hi[2] + 0) core = $$1 } END { print core }' tests/matrix/versions.txt)
 DEV_CORE := $(shell sed -n 's/^ansible-core==//p' requirements-dev.txt)
 DEMO_PINS := $(shell grep -E '^(defusedxml|asyncssh)==' requirements-dev.txt)
+# Exits 0 when the venv's Python finds community.crypto 3.5 or newer (what ACME issuance is tested with).
+export ACME_COLLECTION_CHECK := import importlib.util, json, pathlib, sys; \
+  find = importlib.util.find_spec; \
+  spec = find("ansible_collections") and find("ansible_collections.community") and find("ansible_collections.community.crypto"); \
+  version = json.loads((pathlib.Path(list(spec.submodule_search_locations)[0]) / "MANIFEST.json").read_text())["collection_info"]["version"] if spec else "0"; \
+  sys.exit(tuple(int(part) for part in version.split(".")[:2]) < (3, 5))
 
 .PHONY: venv devtools demo test lint unit integration targets sanity build matrix chaos changelog clean
 .PHONY: acme-services demo-acme
@@ -62,8 +68,11 @@ demo: venv
 	  [ $$status -ne 0 ] || $(BIN)/ansible-playbook -i $(DEMO_DIR)/inventory.yml playbooks/renew.yml -e xu_renew_mode=replace \
 	    -e "xu_renew_pfx_dir=$$certs" -e "@$$certs/secrets.yml" || status=$$?; \
 	  exit $$status
-	@# Then the same fleet's renewal from an ACME CA (pebble, with BIND for DNS-01), where they are installed or root installs them.
-	@if { command -v pebble >/dev/null && { command -v named >/dev/null || test -x /usr/sbin/named; }; } || [ "$$(id -u)" = 0 ]; then \
+	@# Then the same fleet's renewal from an ACME CA (pebble, with BIND for DNS-01), where they are installed or root installs them,
+	@# and the venv has community.crypto 3.5+ (the ansible package of requirements-dev.txt; not in an older Python's demo venv).
+	@if ! $(BIN)/python -c "$$ACME_COLLECTION_CHECK"; then \
+	  echo "The ACME renewal (make demo-acme) needs community.crypto 3.5 or newer in $(VENV) (requirements-dev.txt, Python 3.12+)"; \
+	elif { command -v pebble >/dev/null && { command -v named >/dev/null || test -x /usr/sbin/named; }; } || [ "$$(id -u)" = 0 ]; then \
 	  $(MAKE) --no-print-directory demo-acme PYTHON=$(PYTHON) VENV=$(VENV); \
 	else echo "The ACME renewal (make demo-acme) needs pebble and BIND 9: apt-get install pebble bind9 (as root)"; fi
 
