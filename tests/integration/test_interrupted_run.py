@@ -49,13 +49,14 @@ def test_ctrl_c_then_a_take_over_by_name_finishes_the_run(lab_factory: Any, tmp_
             process.wait()
     lab.fault("xu01", stop_hangs=0)  # the service finishes stopping; nobody starts it again
     journal = json.loads(lab.state("xu01")["journals"]["renew"])
-    assert journal["run_id"] == RUN, journal
+    assert journal["run_id"] == RUN and journal["step"] == "gate_closed", journal
 
     # At once: the host is busy, and the message names the take-over.
     at_once = renew(lab, tmp_path, "-e", "xu_renew_mode=reuse_key", "-e", "xu_renew_run_id=at-once")
     assert at_once.rc == 2, at_once.stdout[-4000:]
     busy = summaries(at_once)["xu01"]
     assert busy["result"] == "busy" and f"-e xu_renew_take_over={RUN}" in busy["reason"], busy
+    assert "last step finished: gate_closed" in busy["reason"], busy
     assert summaries(at_once)["xu02"]["result"] == "renewed"
 
     # By name, while the interrupted run's last call may still be running on the host: refused, nothing touched.

@@ -433,6 +433,8 @@ class Renewal:
             "state": "closed", "allow_from": list(self.options["gate_allow_from"]), "auto_open_after": self.options["gate_auto_open_after"],
             "rule_group": self.options["gate_rule_group"], "hold": {"state": "closed", "ports": [self.plan.http_port]},
         }, self.journal.ride(last=last))
+        # Informational (the recovery reads the host, not the step): a run interrupted later says the gate was closed.
+        self.journal.note("gate_closed")
 
     def _tls_off(self, last: bool) -> None:
         result = self.module("xu_tls_binding", {
