@@ -29,13 +29,19 @@ def ledger_name(zone: str) -> str:
     return f"{LEDGER_LABEL}.{zone}"
 
 
-def process_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), which tells a reused PID apart; "" elsewhere."""
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (Linux): the state first; [] when there is none."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
+            return stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return ""
+        return []
+
+
+def process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), which tells a reused PID apart; "" elsewhere."""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,10 @@ class Publisher:
         if self.node != here.node:
             return False
         if not os.path.exists(f"/proc/{self.pid}") and os.path.isdir("/proc/self"):
+            return True
+        fields = _stat(self.pid)
+        # A killed worker whose parent died too stays a zombie until an init reaps it, which a container's may never do.
+        if fields[:1] in (["Z"], ["X"]):
             return True
         return bool(self.start) and process_start(self.pid) not in ("", self.start)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.ledger import Ledger, LedgerEntry, Publisher, ledger_name
+from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.ledger import Ledger, LedgerEntry, Publisher, ledger_name, process_start
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.settings import Endpoint
 from ansible_collections.xtractuniversal.tls.plugins.plugin_utils.acme.slots import SlotTimeout, order_slot, slots_dir
 
@@ -87,6 +87,24 @@ def test_a_sweep_removes_what_a_gone_process_or_an_expired_hold_left_and_nothing
     assert dns.records["_acme-challenge.xu02.example.com"] == ["held-elsewhere"]
     assert dns.records["_acme-challenge.xu04.example.com"] == ["mine"]
     assert len(dns.records[mine.name]) == 2
+
+
+def test_a_killed_process_not_yet_reaped_is_gone() -> None:
+    """A SIGKILLed worker whose parent was killed with it is a zombie until something reaps it; its records are stale."""
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.01)
+        here = Publisher.current()
+        zombie = Publisher(here.node, child, process_start(child))
+        assert zombie.start and zombie.is_gone(here)
+        assert not here.is_gone(here)
+    finally:
+        os.waitpid(child, 0)
 
 
 def test_foreign_text_in_the_ledger_is_left_alone() -> None:
