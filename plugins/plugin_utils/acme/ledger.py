@@ -65,7 +65,8 @@ class Publisher:
         # A killed worker whose parent died too stays a zombie until an init reaps it, which a container's may never do.
         if fields[:1] in (["Z"], ["X"]):
             return True
-        return bool(self.start) and process_start(self.pid) not in ("", self.start)
+        start = fields[19] if len(fields) > 19 else ""
+        return bool(self.start) and start not in ("", self.start)
 
 
 @dataclass(frozen=True)
